@@ -1,0 +1,19 @@
+//! Compiles the `.proto` files with the protoc shipped by `protoc-bin-vendored`, so a fresh
+//! machine needs no system protoc.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    unsafe_env_set(&protoc);
+    tonic_prost_build::configure().compile_protos(
+        &["proto/worker.proto", "proto/cell_control.proto"],
+        &["proto"],
+    )?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn unsafe_env_set(protoc: &std::path::Path) {
+    // SAFETY: the build script has no other threads that could read the environment.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+}

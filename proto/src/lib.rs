@@ -1,0 +1,29 @@
+//! baton's gRPC contracts (one module per `.proto` package) and the ID newtypes they carry.
+#![deny(unsafe_code)]
+
+pub mod ids;
+
+/// Generated code, nested as the `.proto` packages are so cross-package references resolve.
+#[allow(missing_docs, clippy::all)]
+mod generated {
+    pub mod baton {
+        pub mod worker {
+            pub mod v1 {
+                tonic::include_proto!("baton.worker.v1");
+            }
+        }
+        pub mod cell {
+            pub mod v1 {
+                tonic::include_proto!("baton.cell.v1");
+            }
+        }
+    }
+}
+
+/// The Worker service and the sandbox types it speaks in (`baton.worker.v1`).
+pub use generated::baton::worker::v1 as worker;
+
+/// The CellControl service, the part workers call (`baton.cell.v1`).
+pub use generated::baton::cell::v1 as cell;
+
+pub use ids::{IdError, NodeId, SandboxId};

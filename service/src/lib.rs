@@ -1,0 +1,12 @@
+//! The scaffolding every baton process shares: layered configuration, logging, the admin
+//! HTTP endpoints (`/metrics`, `/healthz`, `/readyz`) and graceful shutdown.
+#![deny(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod logging;
+pub mod shutdown;
+
+pub use admin::{AdminServer, Readiness};
+pub use config::{ConfigError, load_config};
+pub use logging::{LogFormat, LoggingConfig};

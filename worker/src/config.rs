@@ -1,0 +1,310 @@
+//! The worker's configuration. Every field is documented with its default; `worker.example.toml`
+//! beside this crate lists them all and a test keeps it equal to these defaults.
+//!
+//! Layers: compiled defaults, then `--config FILE`, then `BATON_<SECTION>__<KEY>` environment
+//! variables (`BATON_PROCESS__PORT_RANGE_START=30000`), then flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_service::LoggingConfig;
+use serde::{Deserialize, Serialize};
+
+/// Which sandbox runtime the worker's nodes use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeChoice {
+    /// Each sandbox is a process in its own namespaces and cgroup.
+    #[default]
+    Process,
+    /// Creation waits a fixed delay; calls go to one in-process function server.
+    Emulated,
+}
+
+/// What a graceful shutdown (SIGTERM) does with running sandboxes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownPolicy {
+    /// Delete every sandbox, leaving nothing behind.
+    #[default]
+    Delete,
+    /// Leave sandboxes running for the next worker process to re-adopt (upgrades).
+    Keep,
+}
+
+/// The whole worker configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Identity, addresses and capacity.
+    pub worker: NodeSection,
+    /// The process runtime.
+    pub process: ProcessSection,
+    /// The emulated runtime.
+    pub emulated: EmulatedSection,
+    /// Where the cell's control plane is and how to talk to it.
+    pub control_plane: ControlPlaneSection,
+    /// Logging.
+    pub log: LoggingConfig,
+}
+
+/// `[worker]`: identity, addresses and capacity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node ID reported to the control plane. Default: `""`, meaning the host name.
+    pub node_id: String,
+    /// `process` or `emulated`. Default: `process`.
+    pub runtime: RuntimeChoice,
+    /// gRPC listen address of the Worker service. Default: `127.0.0.1:7300`.
+    pub listen: SocketAddr,
+    /// Address given to the control plane for reaching this worker. Default: `""`, meaning the
+    /// address actually bound.
+    pub advertise: String,
+    /// Listen address of `/metrics`, `/healthz` and `/readyz`. Default: `127.0.0.1:7301`.
+    pub admin_listen: SocketAddr,
+    /// Folder for sandbox records and logs; it must survive a worker restart for re-adoption.
+    /// Default: `/var/lib/baton/worker`.
+    pub state_dir: PathBuf,
+    /// CPU the node offers, in thousandths of a core. Default: `0`, meaning all cores.
+    pub cpu_millis: u32,
+    /// Memory the node offers, in MiB. Default: `0`, meaning the machine's memory.
+    pub memory_mib: u64,
+    /// Most sandboxes at once. Default: `1000`.
+    pub max_sandboxes: u32,
+    /// Readiness timeout when a spec gives none. Default: `"5s"`.
+    #[serde(with = "humantime_serde")]
+    pub readiness_timeout: Duration,
+    /// Longest readiness timeout a spec may ask for. Default: `"5m"`.
+    #[serde(with = "humantime_serde")]
+    pub max_readiness_timeout: Duration,
+    /// SIGTERM-to-SIGKILL grace when a delete gives none. Default: `"2s"`.
+    #[serde(with = "humantime_serde")]
+    pub delete_grace: Duration,
+    /// What SIGTERM does with running sandboxes: `delete` or `keep`. Default: `delete`.
+    pub on_shutdown: ShutdownPolicy,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            runtime: RuntimeChoice::Process,
+            listen: "127.0.0.1:7300".parse().expect("valid literal"),
+            advertise: String::new(),
+            admin_listen: "127.0.0.1:7301".parse().expect("valid literal"),
+            state_dir: PathBuf::from("/var/lib/baton/worker"),
+            cpu_millis: 0,
+            memory_mib: 0,
+            max_sandboxes: 1000,
+            readiness_timeout: Duration::from_secs(5),
+            max_readiness_timeout: Duration::from_secs(300),
+            delete_grace: Duration::from_secs(2),
+            on_shutdown: ShutdownPolicy::Delete,
+        }
+    }
+}
+
+/// `[process]`: the process runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessSection {
+    /// First port handed to sandboxes. Default: `20000`.
+    pub port_range_start: u16,
+    /// Last port handed to sandboxes (inclusive). Default: `29999`.
+    pub port_range_end: u16,
+    /// Host the sandboxes listen on and the endpoint names (`$HOST`). Default: `127.0.0.1`.
+    pub host: String,
+    /// Name of the cgroup, under the worker's own, that holds one cgroup per sandbox.
+    /// Default: `baton-sandboxes`.
+    pub cgroup_parent: String,
+    /// Put sandboxes in their own pid, mount, ipc and uts namespaces when privileged.
+    /// Default: `true`.
+    pub namespaces: bool,
+    /// Put sandboxes in a cgroup with CPU, memory and pids limits when privileged.
+    /// Default: `true`.
+    pub cgroups: bool,
+    /// Unprivileged user sandboxes run as, when the worker is root and the executable is
+    /// reachable by that user; `""` keeps the worker's user. Default: `nobody`.
+    pub user: String,
+    /// Size at which a sandbox's stdout or stderr log is rotated (one old file is kept).
+    /// Default: `10485760` (10 MiB).
+    pub log_max_bytes: u64,
+    /// How often log sizes are checked. Default: `"5s"`.
+    #[serde(with = "humantime_serde")]
+    pub log_check_interval: Duration,
+    /// How often re-adopted sandboxes (not children of this process) are checked for exit.
+    /// Default: `"500ms"`.
+    #[serde(with = "humantime_serde")]
+    pub adopted_poll_interval: Duration,
+}
+
+impl Default for ProcessSection {
+    fn default() -> Self {
+        Self {
+            port_range_start: 20000,
+            port_range_end: 29999,
+            host: "127.0.0.1".into(),
+            cgroup_parent: "baton-sandboxes".into(),
+            namespaces: true,
+            cgroups: true,
+            user: "nobody".into(),
+            log_max_bytes: 10 << 20,
+            log_check_interval: Duration::from_secs(5),
+            adopted_poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// `[emulated]`: the emulated runtime, for scale tests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmulatedSection {
+    /// How long a creation takes (Firecracker snapshot restore in Dirigent). Default: `"40ms"`.
+    #[serde(with = "humantime_serde")]
+    pub create_delay: Duration,
+    /// Worker nodes this process registers, each with its own ID (`<node_id>-<i>`) and
+    /// heartbeats. Default: `1`.
+    pub nodes: u32,
+    /// Listen address of the shared in-process function server. Default: `127.0.0.1:0`.
+    pub function_listen: SocketAddr,
+}
+
+impl Default for EmulatedSection {
+    fn default() -> Self {
+        Self {
+            create_delay: Duration::from_millis(40),
+            nodes: 1,
+            function_listen: "127.0.0.1:0".parse().expect("valid literal"),
+        }
+    }
+}
+
+/// `[control_plane]`: registration and heartbeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlPlaneSection {
+    /// gRPC URL of the cell's control plane, e.g. `http://127.0.0.1:7100`; `""` runs the
+    /// worker standalone (no registration). Default: `""`.
+    pub address: String,
+    /// Heartbeat interval (the control plane may ask for another). Default: `"1s"`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// First retry delay while the control plane is unreachable. Default: `"100ms"`.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest retry delay. Default: `"5s"`.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Timeout of each call to the control plane. Default: `"2s"`.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+}
+
+impl Default for ControlPlaneSection {
+    fn default() -> Self {
+        Self {
+            address: String::new(),
+            heartbeat_interval: Duration::from_secs(1),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a configuration is unusable, found before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    /// A field's value is out of bounds.
+    #[error("{field}: {message}")]
+    Field {
+        /// Dotted path of the field.
+        field: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl WorkerConfig {
+    /// Checks the values the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
+        let p = &self.process;
+        if p.port_range_start == 0 || p.port_range_start > p.port_range_end {
+            return Err(ConfigProblem::Field {
+                field: "process.port_range_start",
+                message: format!(
+                    "port range {}-{} is empty or starts at 0; give 1 <= start <= end",
+                    p.port_range_start, p.port_range_end
+                ),
+            });
+        }
+        if baton_proto::SandboxId::new(p.cgroup_parent.as_str()).is_err() {
+            return Err(ConfigProblem::Field {
+                field: "process.cgroup_parent",
+                message: format!(
+                    "{:?} must be a plain folder name ([A-Za-z0-9._-])",
+                    p.cgroup_parent
+                ),
+            });
+        }
+        if self.emulated.nodes == 0 {
+            return Err(ConfigProblem::Field {
+                field: "emulated.nodes",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.worker.max_sandboxes == 0 {
+            return Err(ConfigProblem::Field {
+                field: "worker.max_sandboxes",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_lists_exactly_the_defaults() {
+        let text = include_str!("../worker.example.toml");
+        let parsed: WorkerConfig = toml::from_str(text).expect("the example parses");
+        assert_eq!(parsed, WorkerConfig::default());
+        // Every field appears in the example (nothing left to defaults by omission).
+        let value: toml::Value = toml::from_str(text).unwrap();
+        let defaults = toml::Value::try_from(WorkerConfig::default()).unwrap();
+        for (section, fields) in defaults.as_table().unwrap() {
+            for key in fields.as_table().unwrap().keys() {
+                assert!(
+                    value.get(section).and_then(|s| s.get(key)).is_some(),
+                    "{section}.{key} missing from the example"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = WorkerConfig::default();
+        c.process.port_range_start = 3000;
+        c.process.port_range_end = 2000;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("process.port_range_start")
+        );
+        let mut c = WorkerConfig::default();
+        c.process.cgroup_parent = "../etc".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("process.cgroup_parent")
+        );
+    }
+}

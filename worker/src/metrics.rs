@@ -1,0 +1,86 @@
+//! The worker's metrics. Labels are bounded: `runtime` (2 values), `outcome` (the error
+//! labels of [`crate::error::RuntimeError`] plus `ok`), `phase` (4), `reason` (5), `call` (3).
+//! No sandbox or function ID is ever a label.
+
+use std::time::Duration;
+
+use baton_proto::cell::ExitReason;
+
+use crate::runtime::CreationLatency;
+
+/// Gauge: sandboxes held, by runtime.
+pub const SANDBOXES: &str = "baton_worker_sandboxes";
+/// Counter: creations by runtime and outcome.
+pub const CREATIONS: &str = "baton_worker_sandbox_creations_total";
+/// Histogram: creation latency by runtime and phase (cgroup, spawn, readiness, total).
+pub const CREATION_SECONDS: &str = "baton_worker_sandbox_creation_seconds";
+/// Counter: deletions by runtime and outcome (graceful, killed, not_found).
+pub const DELETIONS: &str = "baton_worker_sandbox_deletions_total";
+/// Counter: sandbox exits the worker did not ask for, by reason.
+pub const EXITS: &str = "baton_worker_sandbox_exits_total";
+/// Counter: failed calls to the control plane, by call.
+pub const CONTROL_PLANE_ERRORS: &str = "baton_worker_control_plane_errors_total";
+/// Gauge: nodes of this process currently registered with the control plane.
+pub const NODES_REGISTERED: &str = "baton_worker_nodes_registered";
+
+/// Records one creation's outcome and, on success, its phase latencies.
+pub fn creation(runtime: &'static str, outcome: &'static str, latency: Option<&CreationLatency>) {
+    metrics::counter!(CREATIONS, "runtime" => runtime, "outcome" => outcome).increment(1);
+    if let Some(l) = latency {
+        let phases: [(&'static str, Duration); 4] = [
+            ("cgroup", l.cgroup),
+            ("spawn", l.spawn),
+            ("readiness", l.readiness),
+            ("total", l.total),
+        ];
+        for (phase, d) in phases {
+            metrics::histogram!(CREATION_SECONDS, "runtime" => runtime, "phase" => phase)
+                .record(d.as_secs_f64());
+        }
+    }
+}
+
+/// Records one exit.
+pub fn exit(reason: ExitReason) {
+    let reason = match reason {
+        ExitReason::Exited => "exited",
+        ExitReason::Crashed => "crashed",
+        ExitReason::OomKilled => "oom_killed",
+        ExitReason::Killed => "killed",
+        ExitReason::Unknown | ExitReason::Unspecified => "unknown",
+    };
+    metrics::counter!(EXITS, "reason" => reason).increment(1);
+}
+
+/// Records one deletion.
+pub fn deletion(runtime: &'static str, outcome: &'static str) {
+    metrics::counter!(DELETIONS, "runtime" => runtime, "outcome" => outcome).increment(1);
+}
+
+/// Publishes a node's sandbox count. A process may host thousands of emulated nodes and a
+/// node ID is no label, so the gauge is the process's total, summed by [`SandboxCounter`].
+pub fn gauge_sandboxes(runtime: &'static str, node: &baton_proto::NodeId, count: usize) {
+    SandboxCounter::get().set(node.as_str(), count);
+    metrics::gauge!(SANDBOXES, "runtime" => runtime).set(SandboxCounter::get().total() as f64);
+}
+
+/// Per-node sandbox counts of this process, summed into the `baton_worker_sandboxes` gauge.
+pub struct SandboxCounter(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+impl SandboxCounter {
+    fn get() -> &'static SandboxCounter {
+        static COUNTER: std::sync::OnceLock<SandboxCounter> = std::sync::OnceLock::new();
+        COUNTER.get_or_init(|| SandboxCounter(std::sync::Mutex::default()))
+    }
+
+    fn set(&self, node: &str, count: usize) {
+        self.0
+            .lock()
+            .expect("counter lock")
+            .insert(node.to_string(), count);
+    }
+
+    fn total(&self) -> usize {
+        self.0.lock().expect("counter lock").values().sum()
+    }
+}

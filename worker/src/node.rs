@@ -1,0 +1,255 @@
+//! A worker node: one identity with a runtime, its capacity and what is allocated of it.
+//! The gRPC service and the control-plane link both work through this type.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton_proto::worker::{CreateSandboxRequest, RuntimeKind};
+use baton_proto::{NodeId, SandboxId};
+use tokio::sync::mpsc;
+
+use crate::error::RuntimeError;
+use crate::metrics;
+use crate::runtime::{Created, Deleted, Resources, SandboxExit, SandboxRuntime, SandboxSummary};
+use crate::validate::{self, Limits};
+
+/// What a node offers in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Thousandths of a core.
+    pub cpu_millis: u32,
+    /// MiB.
+    pub memory_mib: u64,
+    /// Most sandboxes.
+    pub sandboxes: u32,
+}
+
+/// The sum of the limits of a node's sandboxes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allocation {
+    /// Thousandths of a core.
+    pub cpu_millis: u32,
+    /// MiB.
+    pub memory_mib: u64,
+    /// Sandboxes.
+    pub sandboxes: u32,
+}
+
+/// One worker node.
+pub struct WorkerNode {
+    id: NodeId,
+    runtime: Arc<dyn SandboxRuntime>,
+    capacity: Capacity,
+    limits: Limits,
+    delete_grace: Duration,
+    allocated: Mutex<HashMap<SandboxId, Resources>>,
+}
+
+impl WorkerNode {
+    /// A node over `runtime`. Exits the runtime reports on `exits` free the sandbox's
+    /// allocation and are passed on to `report` (the control-plane link), if any.
+    pub fn new(
+        id: NodeId,
+        runtime: Arc<dyn SandboxRuntime>,
+        capacity: Capacity,
+        limits: Limits,
+        delete_grace: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            runtime,
+            capacity,
+            limits,
+            delete_grace,
+            allocated: Mutex::default(),
+        })
+    }
+
+    /// Forwards the runtime's exits, after accounting for them, to `report`.
+    pub fn pump_exits(
+        self: &Arc<Self>,
+        mut exits: mpsc::UnboundedReceiver<SandboxExit>,
+        report: Option<mpsc::UnboundedSender<SandboxExit>>,
+    ) {
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(exit) = exits.recv().await {
+                metrics::exit(exit.exit.reason);
+                if let Some(node) = node.upgrade() {
+                    node.allocated
+                        .lock()
+                        .expect("allocation lock")
+                        .remove(&exit.id);
+                    node.publish_gauge();
+                }
+                if let Some(report) = &report {
+                    let _ = report.send(exit);
+                }
+            }
+        });
+    }
+
+    /// The node's ID.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The runtime kind.
+    pub fn runtime_kind(&self) -> RuntimeKind {
+        self.runtime.kind()
+    }
+
+    /// The node's capacity.
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
+    /// What is allocated now.
+    pub fn allocation(&self) -> Allocation {
+        let allocated = self.allocated.lock().expect("allocation lock");
+        allocated
+            .values()
+            .fold(Allocation::default(), |mut sum, r| {
+                sum.cpu_millis += r.cpu_millis;
+                sum.memory_mib += r.memory_mib;
+                sum.sandboxes += 1;
+                sum
+            })
+    }
+
+    fn runtime_label(&self) -> &'static str {
+        match self.runtime.kind() {
+            RuntimeKind::Emulated => "emulated",
+            _ => "process",
+        }
+    }
+
+    fn publish_gauge(&self) {
+        let count = self.allocated.lock().expect("allocation lock").len();
+        metrics::gauge_sandboxes(self.runtime_label(), &self.id, count);
+    }
+
+    /// Validates and creates a sandbox. The creation runs to its end in its own task even if
+    /// the caller goes away, so a cancelled call never leaves half a sandbox behind.
+    pub async fn create(
+        self: &Arc<Self>,
+        req: CreateSandboxRequest,
+    ) -> Result<Created, RuntimeError> {
+        let label = self.runtime_label();
+        let result = async {
+            let (id, spec) = validate::create_request(req, &self.limits)?;
+            self.reserve(&id, spec.resources)?;
+            let node = self.clone();
+            let task_id = id.clone();
+            let created = tokio::spawn(async move { node.runtime.create(task_id, spec).await })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(RuntimeError::os(
+                        "creating a sandbox",
+                        std::io::Error::other(e),
+                    ))
+                });
+            if created.is_err() {
+                self.allocated.lock().expect("allocation lock").remove(&id);
+            }
+            self.publish_gauge();
+            created
+        }
+        .await;
+        match &result {
+            Ok(created) => metrics::creation(label, "ok", Some(&created.latency)),
+            Err(e) => metrics::creation(label, e.label(), None),
+        }
+        result
+    }
+
+    fn reserve(&self, id: &SandboxId, resources: Resources) -> Result<(), RuntimeError> {
+        let mut allocated = self.allocated.lock().expect("allocation lock");
+        if allocated.contains_key(id) {
+            return Err(RuntimeError::AlreadyExists(id.clone()));
+        }
+        let (cpu, mem) = allocated.values().fold((0u64, 0u64), |(c, m), r| {
+            (c + u64::from(r.cpu_millis), m + r.memory_mib)
+        });
+        if allocated.len() >= self.capacity.sandboxes as usize {
+            return Err(RuntimeError::Exhausted(format!(
+                "node {} holds its maximum of {} sandboxes",
+                self.id, self.capacity.sandboxes
+            )));
+        }
+        if cpu + u64::from(resources.cpu_millis) > u64::from(self.capacity.cpu_millis)
+            || mem + resources.memory_mib > self.capacity.memory_mib
+        {
+            return Err(RuntimeError::Exhausted(format!(
+                "node {} has {} CPU millis and {} MiB free; the sandbox asks for {} and {}",
+                self.id,
+                u64::from(self.capacity.cpu_millis) - cpu,
+                self.capacity.memory_mib - mem,
+                resources.cpu_millis,
+                resources.memory_mib
+            )));
+        }
+        allocated.insert(id.clone(), resources);
+        Ok(())
+    }
+
+    /// Deletes a sandbox; `grace` zero takes the node's default.
+    pub async fn delete(
+        self: &Arc<Self>,
+        id: &SandboxId,
+        grace: Duration,
+    ) -> Result<Deleted, RuntimeError> {
+        let grace = if grace.is_zero() {
+            self.delete_grace
+        } else {
+            grace
+        };
+        let node = self.clone();
+        let task_id = id.clone();
+        let result = tokio::spawn(async move { node.runtime.delete(&task_id, grace).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(RuntimeError::os(
+                    "deleting a sandbox",
+                    std::io::Error::other(e),
+                ))
+            });
+        let outcome = match &result {
+            Ok(Deleted { killed: true }) => "killed",
+            Ok(Deleted { killed: false }) => "graceful",
+            Err(e) => e.label(),
+        };
+        metrics::deletion(self.runtime_label(), outcome);
+        if result.is_ok() {
+            self.allocated.lock().expect("allocation lock").remove(id);
+            self.publish_gauge();
+        }
+        result
+    }
+
+    /// The sandboxes held now.
+    pub async fn list(&self) -> Vec<SandboxSummary> {
+        self.runtime.list().await
+    }
+
+    /// Takes over sandboxes the runtime re-adopted at start (their allocation counts).
+    pub async fn account_existing(&self) {
+        let existing = self.runtime.list().await;
+        let mut allocated = self.allocated.lock().expect("allocation lock");
+        for s in existing {
+            allocated.insert(s.id, s.resources);
+        }
+        drop(allocated);
+        self.publish_gauge();
+    }
+
+    /// Stops the runtime, deleting every sandbox if `delete_all`.
+    pub async fn shutdown(&self, delete_all: bool) {
+        self.runtime.shutdown(delete_all, self.delete_grace).await;
+        if delete_all {
+            self.allocated.lock().expect("allocation lock").clear();
+        }
+        self.publish_gauge();
+    }
+}

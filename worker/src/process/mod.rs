@@ -1,0 +1,739 @@
+//! The `process` runtime: each sandbox is the function's executable, serving HTTP on
+//! `$PORT`, in its own pid, mount, ipc and uts namespaces and its own cgroup, as an
+//! unprivileged user where it can. Where the worker lacks a privilege it says so once at
+//! start and in every sandbox's reported isolation, and still runs sandboxes.
+
+mod cgroup;
+mod logs;
+mod ports;
+mod reaper;
+mod record;
+mod recovery;
+mod spawn;
+mod table;
+
+pub mod readiness;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use baton_proto::SandboxId;
+use baton_proto::cell::ExitReason;
+use baton_proto::worker::RuntimeKind;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Gid, Pid, Uid};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use self::cgroup::Cgroups;
+pub use self::ports::PortPool;
+use self::reaper::{ChildExit, Reaper};
+use self::record::SandboxRecord;
+use self::table::{Entry, Phase};
+use crate::config::ProcessSection;
+use crate::error::RuntimeError;
+use crate::runtime::{
+    Created, CreationLatency, Deleted, ExitInfo, Isolation, PortRequest, SandboxExit,
+    SandboxRuntime, SandboxSpec, SandboxState, SandboxSummary, unix_ms,
+};
+
+/// How long a SIGKILLed sandbox may take to be gone before the worker gives up waiting.
+const KILL_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The process runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ProcessSection,
+    host: IpAddr,
+    /// `<state_dir>/sandboxes`.
+    dir: PathBuf,
+    ports: PortPool,
+    cgroups: Option<Cgroups>,
+    namespaces: bool,
+    user: Option<(Uid, Gid)>,
+    table: Mutex<table::Table>,
+    events: mpsc::UnboundedSender<SandboxExit>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What the process runtime could set up on this machine, decided at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// New namespaces work.
+    pub namespaces: bool,
+    /// "v1"/"v2" when sandbox cgroups can be made.
+    pub cgroup: Option<&'static str>,
+    /// The user sandboxes run as, when one is switched to.
+    pub user: Option<String>,
+}
+
+impl ProcessRuntime {
+    /// Starts the runtime: detects what isolation is possible, re-adopts sandboxes a previous
+    /// worker process left running in `state_dir`, cleans up what it cannot adopt, and
+    /// reports exits on `events`.
+    pub async fn start(
+        config: ProcessSection,
+        state_dir: &Path,
+        events: mpsc::UnboundedSender<SandboxExit>,
+    ) -> Result<Self, RuntimeError> {
+        let host: IpAddr = config.host.parse().map_err(|e| {
+            RuntimeError::invalid(
+                "process.host",
+                format!("{:?} is not an IP address: {e}", config.host),
+            )
+        })?;
+        let dir = state_dir.join("sandboxes");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RuntimeError::os(format!("creating state folder {}", dir.display()), e))?;
+        let (capabilities, cgroups, user) = detect(&config).await;
+        let inner = Arc::new(Inner {
+            ports: PortPool::new(config.port_range_start..=config.port_range_end),
+            host,
+            dir,
+            namespaces: capabilities.namespaces,
+            cgroups,
+            user,
+            table: Mutex::default(),
+            events,
+            background: Mutex::default(),
+            config,
+        });
+        tracing::info!(?capabilities, "process runtime ready");
+        let runtime = Self { inner };
+        recovery::recover(&runtime).await;
+        runtime.start_log_janitor();
+        Ok(runtime)
+    }
+
+    /// What isolation this runtime applies.
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            namespaces: self.inner.namespaces,
+            cgroup: self.inner.cgroups.as_ref().map(Cgroups::version),
+            user: self.inner.user.map(|(uid, _)| uid.to_string()),
+        }
+    }
+
+    /// The port pool (for leak checks and metrics).
+    pub fn ports(&self) -> &PortPool {
+        &self.inner.ports
+    }
+
+    /// The cgroup manager, when cgroups are in use.
+    pub fn cgroups(&self) -> Option<&Cgroups> {
+        self.inner.cgroups.as_ref()
+    }
+
+    fn start_log_janitor(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.config.log_check_interval;
+        let max = self.inner.config.log_max_bytes;
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let dirs: Vec<PathBuf> = inner.table.lock().expect("table lock").dirs();
+                drop(inner);
+                for dir in dirs {
+                    logs::enforce_cap(&dir, max);
+                }
+            }
+        });
+        self.inner
+            .background
+            .lock()
+            .expect("background lock")
+            .push(task);
+    }
+
+    fn isolation_for(&self, executable: &Path) -> (Isolation, Option<(Uid, Gid)>) {
+        let user = self
+            .inner
+            .user
+            .filter(|(uid, gid)| reachable_by(executable, *uid, *gid));
+        if self.inner.user.is_some() && user.is_none() {
+            tracing::warn!(
+                executable = %executable.display(),
+                "the sandbox user cannot reach this executable (a folder on its path or the file itself is not \
+                 executable by others); running it as the worker's user"
+            );
+        }
+        let isolation = Isolation {
+            namespaces: self.inner.namespaces,
+            cgroup: self.inner.cgroups.as_ref().map(|c| c.version().to_string()),
+            unprivileged_user: user.is_some(),
+        };
+        (isolation, user)
+    }
+
+    async fn create_inner(
+        &self,
+        id: &SandboxId,
+        spec: &SandboxSpec,
+        slot: &mut Slot,
+    ) -> Result<Created, RuntimeError> {
+        let started = Instant::now();
+        check_executable(&spec.executable)?;
+        let port = match spec.port {
+            PortRequest::Any => self.inner.ports.take_any(),
+            PortRequest::Fixed(p) => self.inner.ports.take(p),
+        }
+        .map_err(|e| RuntimeError::Exhausted(e.to_string()))?;
+        slot.port = Some(port);
+        let dir = self.inner.dir.join(id.as_str());
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RuntimeError::os(format!("creating {}", dir.display()), e))?;
+        slot.dir = Some(dir.clone());
+        let (stdout, stderr) = logs::open(&dir)
+            .map_err(|e| RuntimeError::os(format!("opening logs in {}", dir.display()), e))?;
+
+        let cgroup_started = Instant::now();
+        let (cgroup, cgroup_procs) = match &self.inner.cgroups {
+            Some(cgroups) => {
+                let (cg, fds) = cgroups.create(id.as_str(), &spec.resources).map_err(|e| {
+                    RuntimeError::os(format!("creating cgroup for sandbox {id}"), e)
+                })?;
+                (Some(cg), fds)
+            }
+            None => (None, Vec::new()),
+        };
+        slot.cgroup = cgroup.clone();
+        let cgroup_time = cgroup_started.elapsed();
+
+        let (isolation, user) = self.isolation_for(&spec.executable);
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            ("PORT".into(), port.to_string()),
+            ("HOST".into(), self.inner.host.to_string()),
+            ("BATON_SANDBOX_ID".into(), id.to_string()),
+            ("BATON_FUNCTION_ID".into(), spec.function_id.clone()),
+        ];
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let spawn_started = Instant::now();
+        let plan = spawn::SpawnPlan {
+            executable: spec.executable.clone(),
+            args: spec.args.clone(),
+            env,
+            stdout,
+            stderr,
+            cgroup_procs,
+            namespaces: self.inner.namespaces,
+            hostname: format!("sandbox-{id}"),
+            user,
+        };
+        let spawned = spawn::spawn(plan).map_err(|e| RuntimeError::Executable {
+            path: spec.executable.display().to_string(),
+            reason: format!("could not start it: {e}"),
+        })?;
+        let exited = self.watch_exit(id.clone(), spawned, cgroup.clone());
+        slot.pid = Some(spawned.main_pid);
+        slot.exit = Some(exited.clone());
+        let spawn_time = spawn_started.elapsed();
+
+        let readiness_started = Instant::now();
+        let endpoint = SocketAddr::new(self.inner.host, port);
+        let mut exit_rx = exited.clone();
+        let exit_seen = async move {
+            let _ = exit_rx.wait_for(Option::is_some).await;
+        };
+        if let Err(why) = readiness::wait_ready(
+            endpoint,
+            &spec.readiness_path,
+            spec.readiness_timeout,
+            exit_seen,
+        )
+        .await
+        {
+            return Err(match why {
+                readiness::NotReady::TimedOut => RuntimeError::ReadinessTimeout {
+                    id: id.clone(),
+                    path: spec.readiness_path.clone(),
+                    endpoint: endpoint.to_string(),
+                    timeout_ms: spec.readiness_timeout.as_millis() as u64,
+                },
+                readiness::NotReady::Exited => RuntimeError::ExitedDuringStartup {
+                    id: id.clone(),
+                    how: describe_exit(exited.borrow().as_ref()),
+                    stderr_tail: logs::stderr_tail(&dir, 512),
+                },
+            });
+        }
+        let readiness_time = readiness_started.elapsed();
+
+        let created_at_unix_ms = unix_ms();
+        let record = SandboxRecord {
+            id: id.to_string(),
+            function_id: spec.function_id.clone(),
+            port,
+            main_pid: spawned.main_pid,
+            start_ticks: record::start_ticks(spawned.main_pid).unwrap_or(0),
+            isolation: isolation.clone(),
+            resources: spec.resources,
+            created_at_unix_ms,
+        };
+        record::write(&dir, &record)
+            .map_err(|e| RuntimeError::os(format!("writing the record of sandbox {id}"), e))?;
+        let entry = Entry {
+            summary: SandboxSummary {
+                id: id.clone(),
+                function_id: spec.function_id.clone(),
+                endpoint: endpoint.to_string(),
+                pid: spawned.main_pid as u32,
+                state: SandboxState::Running,
+                isolation: isolation.clone(),
+                resources: spec.resources,
+                created_at_unix_ms,
+                adopted: false,
+            },
+            phase: Phase::Running,
+            port: Some(port),
+            main_pid: spawned.main_pid,
+            group_kill: !self.inner.namespaces,
+            cgroup,
+            exit: exited,
+            dir,
+        };
+        self.inner
+            .table
+            .lock()
+            .expect("table lock")
+            .insert_running(entry);
+        slot.disarm();
+        Ok(Created {
+            endpoint: endpoint.to_string(),
+            isolation,
+            latency: CreationLatency {
+                cgroup: cgroup_time,
+                spawn: spawn_time,
+                readiness: readiness_time,
+                total: started.elapsed(),
+            },
+            pid: spawned.main_pid as u32,
+        })
+    }
+
+    /// Starts the task that waits for `spawned` to end, records how, frees what the process
+    /// held and reports the exit unless the sandbox is being deleted.
+    fn watch_exit(
+        &self,
+        id: SandboxId,
+        spawned: spawn::Spawned,
+        cgroup: Option<cgroup::SandboxCgroup>,
+    ) -> watch::Receiver<Option<ExitInfo>> {
+        let (tx, rx) = watch::channel(None);
+        let child = Reaper::get().watch(spawned.waited_pid);
+        Reaper::get().notify_spawned();
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            let status = child.await.ok();
+            let oom = cgroup.as_ref().map(|c| c.oom_kills()).unwrap_or(0);
+            let exit = classify(status, oom);
+            let _ = tx.send(Some(exit));
+            runtime.on_exit(&id, exit).await;
+        });
+        rx
+    }
+
+    /// Called once a sandbox's process is gone, whoever ended it.
+    async fn on_exit(&self, id: &SandboxId, exit: ExitInfo) {
+        let freed = self.inner.table.lock().expect("table lock").mark_exited(id);
+        let Some((port, cgroup)) = freed else { return };
+        // A running sandbox ended on its own: free what it held, keep its logs and record
+        // (state exited) until the control plane deletes it, and report the exit.
+        release(&self.inner, port, cgroup).await;
+        tracing::warn!(sandbox = %id, reason = ?exit.reason, code = ?exit.code, signal = ?exit.signal, "sandbox exited");
+        let _ = self.inner.events.send(SandboxExit {
+            id: id.clone(),
+            exit,
+            at_unix_ms: unix_ms(),
+        });
+    }
+
+    async fn delete_inner(&self, id: &SandboxId, grace: Duration) -> Result<Deleted, RuntimeError> {
+        let entry = self
+            .inner
+            .table
+            .lock()
+            .expect("table lock")
+            .begin_delete(id)?;
+        let killed = stop(
+            entry.main_pid,
+            entry.group_kill,
+            entry.cgroup.as_ref(),
+            entry.exit.clone(),
+            grace,
+        )
+        .await;
+        release(&self.inner, entry.port, entry.cgroup.clone()).await;
+        let _ = std::fs::remove_dir_all(&entry.dir);
+        self.inner.table.lock().expect("table lock").remove(id);
+        Ok(Deleted { killed })
+    }
+}
+
+/// Releases a creation's partial work if it fails or is cancelled.
+#[derive(Default)]
+struct Slot {
+    armed: bool,
+    port: Option<u16>,
+    dir: Option<PathBuf>,
+    cgroup: Option<cgroup::SandboxCgroup>,
+    pid: Option<i32>,
+    exit: Option<watch::Receiver<Option<ExitInfo>>>,
+}
+
+impl Slot {
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    async fn undo(self, inner: &Arc<Inner>, group_kill: bool) {
+        if !self.armed {
+            return;
+        }
+        if let (Some(pid), Some(exit)) = (self.pid, self.exit.clone()) {
+            stop(pid, group_kill, self.cgroup.as_ref(), exit, Duration::ZERO).await;
+        }
+        release(inner, self.port, self.cgroup).await;
+        if let Some(dir) = self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SandboxRuntime for ProcessRuntime {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Process
+    }
+
+    async fn create(&self, id: SandboxId, spec: SandboxSpec) -> Result<Created, RuntimeError> {
+        self.inner.table.lock().expect("table lock").reserve(&id)?;
+        let mut slot = Slot {
+            armed: true,
+            ..Slot::default()
+        };
+        let result = self.create_inner(&id, &spec, &mut slot).await;
+        if result.is_err() {
+            // The process's exit (if any) must not be reported: mark the entry deleting.
+            self.inner
+                .table
+                .lock()
+                .expect("table lock")
+                .mark_deleting(&id);
+            slot.undo(&self.inner, !self.inner.namespaces).await;
+            self.inner.table.lock().expect("table lock").remove(&id);
+        }
+        result
+    }
+
+    async fn delete(&self, id: &SandboxId, grace: Duration) -> Result<Deleted, RuntimeError> {
+        self.delete_inner(id, grace).await
+    }
+
+    async fn list(&self) -> Vec<SandboxSummary> {
+        self.inner.table.lock().expect("table lock").summaries()
+    }
+
+    async fn shutdown(&self, delete_all: bool, grace: Duration) {
+        for task in self
+            .inner
+            .background
+            .lock()
+            .expect("background lock")
+            .drain(..)
+        {
+            task.abort();
+        }
+        if delete_all {
+            let ids: Vec<SandboxId> = self.list().await.into_iter().map(|s| s.id).collect();
+            futures::future::join_all(ids.iter().map(|id| self.delete(id, grace))).await;
+        }
+    }
+}
+
+/// Detects namespaces, cgroups and the sandbox user, warning once about what is missing.
+async fn detect(config: &ProcessSection) -> (Capabilities, Option<Cgroups>, Option<(Uid, Gid)>) {
+    let root = nix::unistd::geteuid().is_root();
+    let mut missing = Vec::new();
+    let cgroups = if !config.cgroups {
+        None
+    } else {
+        match Cgroups::detect(&config.cgroup_parent) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                missing.push(format!("cgroups ({e})"));
+                None
+            }
+        }
+    };
+    let namespaces = config.namespaces && {
+        let works = namespaces_work().await;
+        if !works {
+            missing.push(
+                "namespaces (unshare was refused; the worker needs CAP_SYS_ADMIN)".to_string(),
+            );
+        }
+        works
+    };
+    let user = if config.user.is_empty() || !root {
+        None
+    } else {
+        match nix::unistd::User::from_name(&config.user) {
+            Ok(Some(u)) => Some((u.uid, u.gid)),
+            _ => {
+                missing.push(format!("the sandbox user {:?} (no such user)", config.user));
+                None
+            }
+        }
+    };
+    if !missing.is_empty() {
+        tracing::warn!(
+            "sandboxes will run with reduced isolation: no {}. Run the worker as root for full isolation, or turn \
+             the feature off in [process] to silence this warning",
+            missing.join(", no ")
+        );
+    }
+    let capabilities = Capabilities {
+        namespaces,
+        cgroup: cgroups.as_ref().map(Cgroups::version),
+        user: user.map(|_| config.user.clone()),
+    };
+    (capabilities, cgroups, user)
+}
+
+/// Starts `/bin/true` in new namespaces to see whether this process may create them.
+async fn namespaces_work() -> bool {
+    let Ok(null) = std::fs::File::options().write(true).open("/dev/null") else {
+        return false;
+    };
+    let (Ok(out), Ok(err)) = (null.try_clone(), null.try_clone()) else {
+        return false;
+    };
+    let plan = spawn::SpawnPlan {
+        executable: "/bin/true".into(),
+        args: Vec::new(),
+        env: Vec::new(),
+        stdout: out,
+        stderr: err,
+        cgroup_procs: Vec::new(),
+        namespaces: true,
+        hostname: "baton-probe".into(),
+        user: None,
+    };
+    match spawn::spawn(plan) {
+        Ok(spawned) => {
+            let exit = Reaper::get().watch(spawned.waited_pid);
+            Reaper::get().notify_spawned();
+            matches!(
+                tokio::time::timeout(Duration::from_secs(5), exit).await,
+                Ok(Ok(ChildExit::Code(0)))
+            )
+        }
+        Err(_) => false,
+    }
+}
+
+/// Stops a sandbox's process: SIGTERM, up to `grace`, then SIGKILL to everything it holds.
+/// Returns whether SIGKILL was needed.
+async fn stop(
+    main_pid: i32,
+    group_kill: bool,
+    cgroup: Option<&cgroup::SandboxCgroup>,
+    mut exit: watch::Receiver<Option<ExitInfo>>,
+    grace: Duration,
+) -> bool {
+    if exit.borrow().is_some() {
+        if let Some(cg) = cgroup {
+            cg.kill_all();
+        }
+        return false;
+    }
+    // Without namespaces the sandbox leads its own process group: signal the group.
+    let target = Pid::from_raw(if group_kill { -main_pid } else { main_pid });
+    let _ = kill(target, Signal::SIGTERM);
+    if !grace.is_zero()
+        && tokio::time::timeout(grace, exit.wait_for(Option::is_some))
+            .await
+            .is_ok()
+    {
+        if let Some(cg) = cgroup {
+            cg.kill_all();
+        }
+        return false;
+    }
+    let _ = kill(target, Signal::SIGKILL);
+    if let Some(cg) = cgroup {
+        cg.kill_all();
+    }
+    if tokio::time::timeout(KILL_PATIENCE, exit.wait_for(Option::is_some))
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            pid = main_pid,
+            "sandbox process still there {KILL_PATIENCE:?} after SIGKILL"
+        );
+    }
+    true
+}
+
+/// Frees a sandbox's port and removes its cgroup.
+async fn release(inner: &Arc<Inner>, port: Option<u16>, cgroup: Option<cgroup::SandboxCgroup>) {
+    if let Some(cg) = cgroup {
+        let removed = tokio::task::spawn_blocking(move || cg.remove(Duration::from_secs(2))).await;
+        if let Ok(Err(e)) = removed {
+            tracing::error!(error = %e, "cgroup left behind");
+        }
+    }
+    if let Some(port) = port {
+        inner.ports.release(port);
+    }
+}
+
+/// Classifies a wait status (None: unknown, for re-adopted sandboxes) and the cgroup's OOM
+/// kill count.
+fn classify(status: Option<ChildExit>, oom_kills: u64) -> ExitInfo {
+    let sigkill = Signal::SIGKILL as i32;
+    match status {
+        Some(ChildExit::Code(0)) => ExitInfo {
+            reason: ExitReason::Exited,
+            code: Some(0),
+            signal: None,
+        },
+        Some(ChildExit::Code(code)) => ExitInfo {
+            reason: ExitReason::Crashed,
+            code: Some(code),
+            signal: None,
+        },
+        Some(ChildExit::Signal(s)) if s == sigkill && oom_kills > 0 => ExitInfo {
+            reason: ExitReason::OomKilled,
+            code: None,
+            signal: Some(s),
+        },
+        Some(ChildExit::Signal(s)) if s == sigkill => ExitInfo {
+            reason: ExitReason::Killed,
+            code: None,
+            signal: Some(s),
+        },
+        Some(ChildExit::Signal(s)) => ExitInfo {
+            reason: ExitReason::Crashed,
+            code: None,
+            signal: Some(s),
+        },
+        None if oom_kills > 0 => ExitInfo {
+            reason: ExitReason::OomKilled,
+            code: None,
+            signal: None,
+        },
+        None => ExitInfo {
+            reason: ExitReason::Unknown,
+            code: None,
+            signal: None,
+        },
+    }
+}
+
+fn describe_exit(exit: Option<&ExitInfo>) -> String {
+    match exit {
+        Some(ExitInfo {
+            code: Some(code), ..
+        }) => format!("exit status {code}"),
+        Some(ExitInfo {
+            signal: Some(signal),
+            reason,
+            ..
+        }) => format!("signal {signal}, {reason:?}"),
+        Some(ExitInfo { reason, .. }) => format!("{reason:?}"),
+        None => "unknown".into(),
+    }
+}
+
+/// Fails at once, clearly, when the executable is missing or not executable.
+fn check_executable(path: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |reason: &str| RuntimeError::Executable {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    };
+    let meta =
+        std::fs::metadata(path).map_err(|e| err(&format!("cannot be read on this node: {e}")))?;
+    if !meta.is_file() {
+        return Err(err("is not a regular file"));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(err("is not executable (no x permission bit)"));
+    }
+    Ok(())
+}
+
+/// Whether `uid`/`gid` may traverse every folder up to `path` and execute it.
+fn reachable_by(path: &Path, uid: Uid, gid: Gid) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let allowed = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| {
+            let mode = m.mode();
+            (m.uid() == uid.as_raw() && mode & 0o100 != 0)
+                || (m.gid() == gid.as_raw() && mode & 0o010 != 0)
+                || mode & 0o001 != 0
+        })
+    };
+    path.ancestors().all(allowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_exits() {
+        assert_eq!(
+            classify(Some(ChildExit::Code(0)), 0).reason,
+            ExitReason::Exited
+        );
+        assert_eq!(
+            classify(Some(ChildExit::Code(3)), 0),
+            ExitInfo {
+                reason: ExitReason::Crashed,
+                code: Some(3),
+                signal: None
+            }
+        );
+        assert_eq!(
+            classify(Some(ChildExit::Signal(9)), 1).reason,
+            ExitReason::OomKilled
+        );
+        assert_eq!(
+            classify(Some(ChildExit::Signal(9)), 0).reason,
+            ExitReason::Killed
+        );
+        assert_eq!(
+            classify(Some(ChildExit::Signal(11)), 0).reason,
+            ExitReason::Crashed
+        );
+        assert_eq!(classify(None, 0).reason, ExitReason::Unknown);
+        assert_eq!(classify(None, 2).reason, ExitReason::OomKilled);
+    }
+
+    #[test]
+    fn reachability_follows_permission_bits() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("f");
+        std::fs::write(&exe, "").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let nobody = (Uid::from_raw(65534), Gid::from_raw(65534));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(!reachable_by(&exe, nobody.0, nobody.1));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // /tmp and its parents are world-traversable on any sane machine.
+        assert!(reachable_by(&exe, nobody.0, nobody.1));
+    }
+}

@@ -1,0 +1,206 @@
+//! The `SandboxRuntime` trait every backend implements, and the domain types it speaks in.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_proto::SandboxId;
+use baton_proto::cell::ExitReason;
+use baton_proto::worker::RuntimeKind;
+
+use crate::error::RuntimeError;
+
+/// CPU, memory and pids limits of one sandbox, all non-zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resources {
+    /// Thousandths of a core.
+    pub cpu_millis: u32,
+    /// MiB.
+    pub memory_mib: u64,
+    /// Most processes and threads.
+    pub pids: u32,
+}
+
+/// How the sandbox's port is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PortRequest {
+    /// Any free port of the worker's range.
+    Any,
+    /// This port, which lies in the range.
+    Fixed(u16),
+}
+
+/// A validated sandbox specification.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SandboxSpec {
+    /// The function served (free text, for listings and logs).
+    pub function_id: String,
+    /// Absolute path of the executable.
+    pub executable: PathBuf,
+    /// Arguments after the executable.
+    pub args: Vec<String>,
+    /// Environment given to the sandbox, besides `PORT` and `HOST`.
+    pub env: BTreeMap<String, String>,
+    /// Port choice.
+    pub port: PortRequest,
+    /// Limits.
+    pub resources: Resources,
+    /// How long readiness may take.
+    pub readiness_timeout: Duration,
+    /// Path probed for readiness.
+    pub readiness_path: String,
+}
+
+/// What a sandbox actually got for isolation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Isolation {
+    /// Own pid, mount, ipc and uts namespaces.
+    pub namespaces: bool,
+    /// `Some("v1")` or `Some("v2")` when in a cgroup with limits.
+    pub cgroup: Option<String>,
+    /// Runs as an unprivileged user.
+    pub unprivileged_user: bool,
+}
+
+impl Isolation {
+    /// `full`, `partial` or `none`.
+    pub fn level(&self) -> &'static str {
+        match (
+            self.namespaces,
+            self.cgroup.is_some(),
+            self.unprivileged_user,
+        ) {
+            (true, true, true) => "full",
+            (false, false, false) => "none",
+            _ => "partial",
+        }
+    }
+
+    /// The wire form.
+    pub fn to_proto(&self) -> baton_proto::worker::Isolation {
+        baton_proto::worker::Isolation {
+            level: self.level().into(),
+            pid_namespace: self.namespaces,
+            mount_namespace: self.namespaces,
+            ipc_namespace: self.namespaces,
+            uts_namespace: self.namespaces,
+            cgroup: self.cgroup.clone().unwrap_or_default(),
+            unprivileged_user: self.unprivileged_user,
+        }
+    }
+}
+
+/// Where a creation spent its time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CreationLatency {
+    /// Making the cgroup and writing its limits.
+    pub cgroup: Duration,
+    /// fork/exec until the process runs.
+    pub spawn: Duration,
+    /// Until the readiness probe answered.
+    pub readiness: Duration,
+    /// The whole creation.
+    pub total: Duration,
+}
+
+/// A sandbox that answered its readiness probe.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// host:port it serves on.
+    pub endpoint: String,
+    /// Isolation applied.
+    pub isolation: Isolation,
+    /// Phase timings.
+    pub latency: CreationLatency,
+    /// Main process (0 when emulated).
+    pub pid: u32,
+}
+
+/// Whether a sandbox's process still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxState {
+    /// Serving.
+    Running,
+    /// Gone; kept until deleted.
+    Exited,
+}
+
+/// One row of a listing.
+#[derive(Debug, Clone)]
+pub struct SandboxSummary {
+    /// Its ID.
+    pub id: SandboxId,
+    /// The function it serves.
+    pub function_id: String,
+    /// host:port.
+    pub endpoint: String,
+    /// Main process (0 when emulated).
+    pub pid: u32,
+    /// Running or exited.
+    pub state: SandboxState,
+    /// Isolation applied.
+    pub isolation: Isolation,
+    /// Its limits.
+    pub resources: Resources,
+    /// Creation time, Unix milliseconds.
+    pub created_at_unix_ms: u64,
+    /// Found running at start-up and taken over.
+    pub adopted: bool,
+}
+
+/// How a sandbox's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// Classified reason.
+    pub reason: ExitReason,
+    /// Exit status, when it exited.
+    pub code: Option<i32>,
+    /// Signal, when one ended it.
+    pub signal: Option<i32>,
+}
+
+/// A sandbox that ended without being asked to, as reported to the control plane.
+#[derive(Debug, Clone)]
+pub struct SandboxExit {
+    /// Which sandbox.
+    pub id: SandboxId,
+    /// How it ended.
+    pub exit: ExitInfo,
+    /// When, Unix milliseconds.
+    pub at_unix_ms: u64,
+}
+
+/// The result of a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    /// SIGKILL was needed after the grace period.
+    pub killed: bool,
+}
+
+/// A way of running sandboxes: create, delete, list. Exits are reported on the channel the
+/// backend was built with.
+#[async_trait::async_trait]
+pub trait SandboxRuntime: Send + Sync + 'static {
+    /// Which backend this is.
+    fn kind(&self) -> RuntimeKind;
+
+    /// Creates `id` and returns once it is ready. On error nothing is left behind.
+    async fn create(&self, id: SandboxId, spec: SandboxSpec) -> Result<Created, RuntimeError>;
+
+    /// Stops `id` (SIGTERM, `grace`, SIGKILL) and frees all it held.
+    async fn delete(&self, id: &SandboxId, grace: Duration) -> Result<Deleted, RuntimeError>;
+
+    /// What the runtime holds now.
+    async fn list(&self) -> Vec<SandboxSummary>;
+
+    /// Stops background work and, if `delete_all`, deletes every sandbox.
+    async fn shutdown(&self, delete_all: bool, grace: Duration);
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,385 @@
+//! Turns a wire `CreateSandboxRequest` into a checked [`SandboxSpec`]. Every refusal names
+//! the field, so a caller can fix its request without reading worker logs.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_proto::SandboxId;
+use baton_proto::worker::{CreateSandboxRequest, port_policy};
+
+use crate::error::RuntimeError;
+use crate::runtime::{PortRequest, Resources, SandboxSpec};
+
+/// Most pids one sandbox may ask for.
+pub const MAX_PIDS: u32 = 32_768;
+/// Least memory a sandbox may ask for, in MiB: below it no process starts reliably.
+pub const MIN_MEMORY_MIB: u64 = 4;
+/// Most arguments and environment entries.
+const MAX_LIST: usize = 1024;
+/// Variables the worker sets itself.
+const RESERVED_ENV: &[&str] = &["PORT", "HOST"];
+
+/// What a request is checked against.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Ports the worker hands out.
+    pub ports: RangeInclusive<u16>,
+    /// The node's whole CPU, in thousandths of a core.
+    pub cpu_millis: u32,
+    /// The node's whole memory, MiB.
+    pub memory_mib: u64,
+    /// Readiness timeout when none is given.
+    pub default_readiness_timeout: Duration,
+    /// Longest readiness timeout accepted.
+    pub max_readiness_timeout: Duration,
+    /// Whether an executable is required (not for the emulated runtime).
+    pub needs_executable: bool,
+}
+
+/// Checks `req` against `limits`.
+pub fn create_request(
+    req: CreateSandboxRequest,
+    limits: &Limits,
+) -> Result<(SandboxId, SandboxSpec), RuntimeError> {
+    let id = SandboxId::new(req.sandbox_id)
+        .map_err(|e| RuntimeError::invalid("sandbox_id", e.to_string()))?;
+    let spec = req
+        .spec
+        .ok_or_else(|| RuntimeError::invalid("spec", "is required"))?;
+    if spec.function_id.len() > 256 {
+        return Err(RuntimeError::invalid(
+            "spec.function_id",
+            "is longer than 256 bytes",
+        ));
+    }
+    let executable = PathBuf::from(&spec.executable);
+    if limits.needs_executable {
+        if spec.executable.is_empty() {
+            return Err(RuntimeError::invalid(
+                "spec.executable",
+                "must not be empty",
+            ));
+        }
+        if !executable.is_absolute() {
+            return Err(RuntimeError::invalid(
+                "spec.executable",
+                format!("{:?} must be an absolute path", spec.executable),
+            ));
+        }
+    }
+    check_no_nul("spec.executable", &spec.executable)?;
+    if spec.args.len() > MAX_LIST {
+        return Err(RuntimeError::invalid(
+            "spec.args",
+            format!("has {} entries; at most {MAX_LIST}", spec.args.len()),
+        ));
+    }
+    for arg in &spec.args {
+        check_no_nul("spec.args", arg)?;
+    }
+    let env = environment(spec.env)?;
+    let port = port(spec.port, limits)?;
+    let resources = resources(spec.resources, limits)?;
+    let readiness_timeout = match spec.readiness_timeout_ms {
+        0 => limits.default_readiness_timeout,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    if readiness_timeout > limits.max_readiness_timeout {
+        return Err(RuntimeError::invalid(
+            "spec.readiness_timeout_ms",
+            format!(
+                "{} ms is more than the worker's maximum of {} ms",
+                readiness_timeout.as_millis(),
+                limits.max_readiness_timeout.as_millis()
+            ),
+        ));
+    }
+    let readiness_path = if spec.readiness_path.is_empty() {
+        baton_functions::READINESS_PATH.to_string()
+    } else {
+        spec.readiness_path
+    };
+    if !readiness_path.starts_with('/')
+        || readiness_path.len() > 1024
+        || !readiness_path.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(RuntimeError::invalid(
+            "spec.readiness_path",
+            format!("{readiness_path:?} must start with '/' and hold only visible ASCII"),
+        ));
+    }
+    Ok((
+        id,
+        SandboxSpec {
+            function_id: spec.function_id,
+            executable,
+            args: spec.args,
+            env,
+            port,
+            resources,
+            readiness_timeout,
+            readiness_path,
+        },
+    ))
+}
+
+fn check_no_nul(field: &str, value: &str) -> Result<(), RuntimeError> {
+    if value.contains('\0') {
+        return Err(RuntimeError::invalid(field, "must not contain NUL bytes"));
+    }
+    Ok(())
+}
+
+fn environment(
+    env: std::collections::HashMap<String, String>,
+) -> Result<BTreeMap<String, String>, RuntimeError> {
+    if env.len() > MAX_LIST {
+        return Err(RuntimeError::invalid(
+            "spec.env",
+            format!("has {} entries; at most {MAX_LIST}", env.len()),
+        ));
+    }
+    for (key, value) in &env {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(RuntimeError::invalid(
+                "spec.env",
+                format!("variable name {key:?} must be non-empty without '=' or NUL"),
+            ));
+        }
+        if RESERVED_ENV.contains(&key.as_str()) {
+            return Err(RuntimeError::invalid(
+                "spec.env",
+                format!("{key} is set by the worker and cannot be given"),
+            ));
+        }
+        check_no_nul("spec.env", value)?;
+    }
+    Ok(env.into_iter().collect())
+}
+
+fn port(
+    policy: Option<baton_proto::worker::PortPolicy>,
+    limits: &Limits,
+) -> Result<PortRequest, RuntimeError> {
+    match policy.and_then(|p| p.policy) {
+        None | Some(port_policy::Policy::Auto(_)) => Ok(PortRequest::Any),
+        Some(port_policy::Policy::Fixed(port)) => {
+            let in_range = u16::try_from(port)
+                .ok()
+                .filter(|p| limits.ports.contains(p));
+            in_range.map(PortRequest::Fixed).ok_or_else(|| {
+                RuntimeError::invalid(
+                    "spec.port.fixed",
+                    format!(
+                        "{port} is outside this worker's port range {}-{}",
+                        limits.ports.start(),
+                        limits.ports.end()
+                    ),
+                )
+            })
+        }
+    }
+}
+
+fn resources(
+    res: Option<baton_proto::worker::Resources>,
+    limits: &Limits,
+) -> Result<Resources, RuntimeError> {
+    let res = res.ok_or_else(|| {
+        RuntimeError::invalid(
+            "spec.resources",
+            "is required (cpu_millis, memory_mib, pids)",
+        )
+    })?;
+    if res.cpu_millis == 0 || res.cpu_millis > limits.cpu_millis {
+        return Err(RuntimeError::invalid(
+            "spec.resources.cpu_millis",
+            format!(
+                "{} must be between 1 and this node's capacity of {}",
+                res.cpu_millis, limits.cpu_millis
+            ),
+        ));
+    }
+    if res.memory_mib < MIN_MEMORY_MIB || res.memory_mib > limits.memory_mib {
+        return Err(RuntimeError::invalid(
+            "spec.resources.memory_mib",
+            format!(
+                "{} must be between {MIN_MEMORY_MIB} and this node's capacity of {}",
+                res.memory_mib, limits.memory_mib
+            ),
+        ));
+    }
+    if res.pids == 0 || res.pids > MAX_PIDS {
+        return Err(RuntimeError::invalid(
+            "spec.resources.pids",
+            format!("{} must be between 1 and {MAX_PIDS}", res.pids),
+        ));
+    }
+    Ok(Resources {
+        cpu_millis: res.cpu_millis,
+        memory_mib: res.memory_mib,
+        pids: res.pids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_proto::worker::{PortPolicy, SandboxSpec as WireSpec};
+
+    fn limits() -> Limits {
+        Limits {
+            ports: 20000..=20010,
+            cpu_millis: 2000,
+            memory_mib: 4096,
+            default_readiness_timeout: Duration::from_secs(5),
+            max_readiness_timeout: Duration::from_secs(60),
+            needs_executable: true,
+        }
+    }
+
+    fn good() -> CreateSandboxRequest {
+        CreateSandboxRequest {
+            node_id: String::new(),
+            sandbox_id: "sb-1".into(),
+            spec: Some(WireSpec {
+                function_id: "echo".into(),
+                executable: "/bin/true".into(),
+                resources: Some(baton_proto::worker::Resources {
+                    cpu_millis: 500,
+                    memory_mib: 64,
+                    pids: 16,
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn field_of(req: CreateSandboxRequest) -> String {
+        match create_request(req, &limits()) {
+            Err(RuntimeError::InvalidArgument { field, .. }) => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_a_good_request_and_fills_defaults() {
+        let (id, spec) = create_request(good(), &limits()).unwrap();
+        assert_eq!(id.as_str(), "sb-1");
+        assert_eq!(spec.readiness_timeout, Duration::from_secs(5));
+        assert_eq!(spec.readiness_path, "/healthz");
+        assert_eq!(spec.port, PortRequest::Any);
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let with = |f: fn(&mut CreateSandboxRequest)| {
+            let mut r = good();
+            f(&mut r);
+            field_of(r)
+        };
+        assert_eq!(with(|r| r.sandbox_id.clear()), "sandbox_id");
+        assert_eq!(with(|r| r.spec = None), "spec");
+        assert_eq!(
+            with(|r| r.spec.as_mut().unwrap().executable.clear()),
+            "spec.executable"
+        );
+        assert_eq!(
+            with(|r| r.spec.as_mut().unwrap().executable = "bin/x".into()),
+            "spec.executable"
+        );
+        assert_eq!(
+            with(|r| r.spec.as_mut().unwrap().resources = None),
+            "spec.resources"
+        );
+        assert_eq!(
+            with(|r| r
+                .spec
+                .as_mut()
+                .unwrap()
+                .resources
+                .as_mut()
+                .unwrap()
+                .cpu_millis = 0),
+            "spec.resources.cpu_millis"
+        );
+        assert_eq!(
+            with(|r| r
+                .spec
+                .as_mut()
+                .unwrap()
+                .resources
+                .as_mut()
+                .unwrap()
+                .cpu_millis = u32::MAX),
+            "spec.resources.cpu_millis"
+        );
+        assert_eq!(
+            with(|r| r
+                .spec
+                .as_mut()
+                .unwrap()
+                .resources
+                .as_mut()
+                .unwrap()
+                .memory_mib = 0),
+            "spec.resources.memory_mib"
+        );
+        assert_eq!(
+            with(|r| r
+                .spec
+                .as_mut()
+                .unwrap()
+                .resources
+                .as_mut()
+                .unwrap()
+                .memory_mib = 1 << 40),
+            "spec.resources.memory_mib"
+        );
+        assert_eq!(
+            with(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().pids = 0),
+            "spec.resources.pids"
+        );
+        assert_eq!(
+            with(|r| r.spec.as_mut().unwrap().port = Some(PortPolicy {
+                policy: Some(port_policy::Policy::Fixed(80))
+            })),
+            "spec.port.fixed"
+        );
+        assert_eq!(
+            with(|r| r.spec.as_mut().unwrap().port = Some(PortPolicy {
+                policy: Some(port_policy::Policy::Fixed(70000))
+            })),
+            "spec.port.fixed"
+        );
+        assert_eq!(
+            with(|r| {
+                r.spec
+                    .as_mut()
+                    .unwrap()
+                    .env
+                    .insert("PORT".into(), "1".into());
+            }),
+            "spec.env"
+        );
+        assert_eq!(
+            with(|r| r.spec.as_mut().unwrap().readiness_timeout_ms = u32::MAX),
+            "spec.readiness_timeout_ms"
+        );
+        assert_eq!(
+            with(|r| r.spec.as_mut().unwrap().readiness_path = "no-slash".into()),
+            "spec.readiness_path"
+        );
+    }
+
+    #[test]
+    fn emulated_needs_no_executable() {
+        let mut r = good();
+        r.spec.as_mut().unwrap().executable.clear();
+        let mut l = limits();
+        l.needs_executable = false;
+        assert!(create_request(r, &l).is_ok());
+    }
+}
