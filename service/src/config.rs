@@ -52,6 +52,7 @@ where
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return its error type
 mod tests {
     use super::*;
     use serde::Deserialize;

@@ -13,8 +13,11 @@ pub enum RuntimeError {
         /// What is wrong with it.
         message: String,
     },
-    /// A sandbox with this ID exists already on the node.
-    #[error("sandbox {0} already exists on this node; delete it first or pick another ID")]
+    /// A sandbox with this ID exists already on the node. Mapped to `INVALID_ARGUMENT`
+    /// naming `sandbox_id`, as the worker's contract asks of duplicate IDs.
+    #[error(
+        "sandbox_id: sandbox {0} already exists on this node; delete it first or pick another ID"
+    )]
     AlreadyExists(SandboxId),
     /// No sandbox with this ID.
     #[error("sandbox {0} does not exist on this node")]
@@ -101,7 +104,7 @@ impl From<RuntimeError> for tonic::Status {
         let message = err.to_string();
         match err {
             RuntimeError::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
-            RuntimeError::AlreadyExists(_) => tonic::Status::already_exists(message),
+            RuntimeError::AlreadyExists(_) => tonic::Status::invalid_argument(message),
             RuntimeError::NotFound(_) => tonic::Status::not_found(message),
             RuntimeError::Exhausted(_) => tonic::Status::resource_exhausted(message),
             RuntimeError::Executable { .. } => tonic::Status::failed_precondition(message),

@@ -227,14 +227,13 @@ impl SandboxCgroup {
 
     /// SIGKILLs every process still in the sandbox.
     pub fn kill_all(&self) {
-        if self.v2 {
-            if let Ok(mut f) = fs::OpenOptions::new()
+        if self.v2
+            && let Ok(mut f) = fs::OpenOptions::new()
                 .write(true)
                 .open(self.memory_dir.join("cgroup.kill"))
-            {
-                let _ = f.write_all(b"1");
-                return;
-            }
+        {
+            let _ = f.write_all(b"1");
+            return;
         }
         for pid in self.pids() {
             let _ = nix::sys::signal::kill(

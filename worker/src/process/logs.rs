@@ -33,10 +33,10 @@ pub fn enforce_cap(dir: &Path, max_bytes: u64) {
             continue;
         }
         let old: PathBuf = dir.join(format!("{name}.1"));
-        if fs::copy(&path, &old).is_ok() {
-            if let Ok(file) = OpenOptions::new().write(true).open(&path) {
-                let _ = file.set_len(0);
-            }
+        if fs::copy(&path, &old).is_ok()
+            && let Ok(file) = OpenOptions::new().write(true).open(&path)
+        {
+            let _ = file.set_len(0);
         }
     }
 }
@@ -90,6 +90,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_out, mut err) = open(dir.path()).unwrap();
         err.write_all(b"first line\nfatal: no config\n").unwrap();
-        assert_eq!(stderr_tail(dir.path(), 16), "fatal: no config");
+        assert_eq!(stderr_tail(dir.path(), 17), "fatal: no config");
     }
 }

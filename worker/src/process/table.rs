@@ -42,11 +42,9 @@ pub struct Entry {
 }
 
 enum Row {
-    /// Being created; `deleting` once the creation failed and is being undone.
-    Creating {
-        deleting: bool,
-    },
-    Live(Entry),
+    /// Being created (its exit, if any, is the creation's business).
+    Creating,
+    Live(Box<Entry>),
 }
 
 /// What a delete needs, taken out of the table so nobody else frees it.
@@ -77,22 +75,20 @@ impl Table {
         if self.rows.contains_key(id) {
             return Err(RuntimeError::AlreadyExists(id.clone()));
         }
-        self.rows
-            .insert(id.clone(), Row::Creating { deleting: false });
+        self.rows.insert(id.clone(), Row::Creating);
         Ok(())
     }
 
     /// Records a ready sandbox (created or re-adopted).
     pub fn insert_running(&mut self, entry: Entry) {
-        self.rows.insert(entry.summary.id.clone(), Row::Live(entry));
+        self.rows
+            .insert(entry.summary.id.clone(), Row::Live(Box::new(entry)));
     }
 
     /// Marks `id` as going away, so its exit is not reported.
     pub fn mark_deleting(&mut self, id: &SandboxId) {
-        match self.rows.get_mut(id) {
-            Some(Row::Creating { deleting }) => *deleting = true,
-            Some(Row::Live(entry)) => entry.phase = Phase::Deleting,
-            None => {}
+        if let Some(Row::Live(entry)) = self.rows.get_mut(id) {
+            entry.phase = Phase::Deleting;
         }
     }
 
@@ -152,7 +148,7 @@ impl Table {
             .values()
             .filter_map(|row| match row {
                 Row::Live(e) => Some(e.dir.clone()),
-                Row::Creating { .. } => None,
+                Row::Creating => None,
             })
             .collect()
     }

@@ -1,0 +1,379 @@
+//! The process runtime against real sandboxes: namespaces, cgroup limits, OOM kills,
+//! readiness failures and leak checks. Run as root (CI is) so full isolation is available;
+//! every test has its own port range and cgroup parent, and leaves nothing behind.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use baton_proto::SandboxId;
+use baton_proto::cell::ExitReason;
+use baton_worker::RuntimeError;
+use baton_worker::SandboxRuntime;
+use baton_worker::process::ProcessRuntime;
+use baton_worker::runtime::{PortRequest, Resources, SandboxExit, SandboxSpec};
+use support::*;
+use tokio::sync::mpsc;
+
+struct Harness {
+    runtime: ProcessRuntime,
+    exits: mpsc::UnboundedReceiver<SandboxExit>,
+    parent: String,
+    state: tempfile::TempDir,
+}
+
+async fn harness(test: &str, port_base: u16) -> Harness {
+    let config = process_config(test, port_base, 50);
+    let parent = config.cgroup_parent.clone();
+    let state = tempfile::tempdir().unwrap();
+    let (tx, exits) = mpsc::unbounded_channel();
+    let runtime = ProcessRuntime::start(config, state.path(), tx)
+        .await
+        .unwrap();
+    Harness {
+        runtime,
+        exits,
+        parent,
+        state,
+    }
+}
+
+impl Harness {
+    /// Asserts nothing is left: no process, no cgroup, no port, no file.
+    async fn assert_clean(&self) {
+        assert!(
+            self.runtime.list().await.is_empty(),
+            "sandboxes still listed"
+        );
+        assert_eq!(self.runtime.ports().in_use(), 0, "ports still held");
+        assert_eq!(
+            leftover_cgroups(&self.parent),
+            Vec::<std::path::PathBuf>::new(),
+            "cgroups left"
+        );
+        assert_eq!(
+            files_in(self.state.path()),
+            Vec::<std::path::PathBuf>::new(),
+            "files left"
+        );
+        assert!(
+            eventually(Duration::from_secs(2), || descendants().is_empty()).await,
+            "processes left: {:?}",
+            descendants()
+        );
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        remove_cgroup_parent(&self.parent);
+    }
+}
+
+fn spec(executable: &Path) -> SandboxSpec {
+    SandboxSpec {
+        function_id: "test-fn".into(),
+        executable: executable.to_path_buf(),
+        args: vec![],
+        env: Default::default(),
+        port: PortRequest::Any,
+        resources: Resources {
+            cpu_millis: 500,
+            memory_mib: 64,
+            pids: 64,
+        },
+        readiness_timeout: Duration::from_secs(5),
+        readiness_path: "/healthz".into(),
+    }
+}
+
+fn id(s: &str) -> SandboxId {
+    SandboxId::new(s).unwrap()
+}
+
+fn ns_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[tokio::test]
+async fn echo_sandbox_is_isolated_limited_and_leaves_nothing_when_deleted() {
+    let h = harness("echo", 21000).await;
+    let mut s = spec(&bin("baton-fn-echo"));
+    s.resources.memory_mib = 96;
+    s.env.insert("GREETING".into(), "hi".into());
+    let created = h.runtime.create(id("echo-1"), s).await.unwrap();
+    assert_eq!(created.isolation.level(), "full", "{:?}", created.isolation);
+
+    // The endpoint answers, passing method, path, query, headers and body through.
+    let client = reqwest::Client::new();
+    let reply: serde_json::Value = client
+        .post(format!("http://{}/a/b?x=1", created.endpoint))
+        .header("x-test", "yes")
+        .body("payload")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["method"], "POST");
+    assert_eq!(reply["path"], "/a/b");
+    assert_eq!(reply["query"], "x=1");
+    assert_eq!(reply["headers"]["x-test"], "yes");
+    assert_eq!(reply["body"], "payload");
+
+    // Its own pid namespace, and the memory limit of the spec in its cgroup.
+    let pid = created.pid;
+    assert_ne!(ns_of(pid), ns_of(std::process::id()));
+    let cgroup_line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cgroup_line.contains("echo-1"), "{cgroup_line}");
+    let memory_dir = cgroup_parent_dirs(&h.parent)[0].join("echo-1");
+    let limit_file = if memory_dir.join("memory.max").exists() {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    let limit: u64 = std::fs::read_to_string(memory_dir.join(limit_file))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(limit, 96 << 20);
+    // It runs as the unprivileged user.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.contains("65534"), "{uid_line}");
+
+    let port: u16 = created
+        .endpoint
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deleted = h
+        .runtime
+        .delete(&id("echo-1"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(
+        !deleted.killed,
+        "echo exits on SIGTERM within the grace period"
+    );
+    assert!(!alive(pid));
+    assert!(!memory_dir.exists());
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free again");
+    h.assert_clean().await;
+}
+
+#[tokio::test]
+async fn a_function_past_its_memory_limit_is_oom_killed_and_reported() {
+    let mut h = harness("oom", 21100).await;
+    let mut s = spec(&bin("baton-fn-spin"));
+    s.resources.memory_mib = 32;
+    let created = h.runtime.create(id("hog"), s).await.unwrap();
+    let result = reqwest::get(format!("http://{}/?alloc_mb=256", created.endpoint)).await;
+    assert!(
+        result.is_err() || !result.unwrap().status().is_success(),
+        "the call cannot succeed"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(10), h.exits.recv())
+        .await
+        .expect("an exit is reported")
+        .unwrap();
+    assert_eq!(exit.id.as_str(), "hog");
+    assert_eq!(exit.exit.reason, ExitReason::OomKilled, "{exit:?}");
+    assert_eq!(exit.exit.signal, Some(9));
+    // It stays listed as exited until deleted; its port and cgroup are already free.
+    let listed = h.runtime.list().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, baton_worker::runtime::SandboxState::Exited);
+    assert_eq!(h.runtime.ports().in_use(), 0);
+    h.runtime
+        .delete(&id("hog"), Duration::from_secs(1))
+        .await
+        .unwrap();
+    h.assert_clean().await;
+}
+
+#[tokio::test]
+async fn a_function_that_never_gets_ready_fails_after_the_timeout_and_leaves_nothing() {
+    let h = harness("never-ready", 21200).await;
+    let mut s = spec(Path::new("/bin/sleep"));
+    s.args = vec!["600".into()];
+    s.readiness_timeout = Duration::from_millis(400);
+    let started = Instant::now();
+    let err = h.runtime.create(id("sleepy"), s).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err, RuntimeError::ReadinessTimeout { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("did not answer GET /healthz"),
+        "{err}"
+    );
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    h.assert_clean().await;
+}
+
+#[tokio::test]
+async fn a_function_that_exits_at_start_fails_at_once_with_its_stderr() {
+    let h = harness("crash-at-start", 21250).await;
+    let mut s = spec(Path::new("/bin/sh"));
+    s.args = vec!["-c".into(), "echo 'fatal: no config' >&2; exit 3".into()];
+    let started = Instant::now();
+    let err = h.runtime.create(id("crasher"), s).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let text = err.to_string();
+    assert!(
+        matches!(err, RuntimeError::ExitedDuringStartup { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("exit status 3") && text.contains("fatal: no config"),
+        "{text}"
+    );
+    h.assert_clean().await;
+}
+
+#[tokio::test]
+async fn a_missing_executable_fails_at_once_and_clearly() {
+    let h = harness("missing", 21300).await;
+    let started = Instant::now();
+    let err = h
+        .runtime
+        .create(id("ghost"), spec(Path::new("/nonexistent/fn")))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, RuntimeError::Executable { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/fn"), "{err}");
+    let plain = h.state.path().join("plain-file");
+    std::fs::write(&plain, "not a program").unwrap();
+    let err = h
+        .runtime
+        .create(id("not-exec"), spec(&plain))
+        .await
+        .unwrap_err();
+    std::fs::remove_file(plain).unwrap();
+    assert!(err.to_string().contains("not executable"), "{err}");
+    h.assert_clean().await;
+}
+
+#[tokio::test]
+async fn a_hundred_creations_in_a_row_and_eight_at_a_time_leak_nothing() {
+    let h = harness("churn", 21400).await;
+    let echo = bin("baton-fn-echo");
+    let client = reqwest::Client::new();
+    for i in 0..100 {
+        let sid = id(&format!("seq-{i}"));
+        let created = h.runtime.create(sid.clone(), spec(&echo)).await.unwrap();
+        let status = client
+            .get(format!("http://{}/", created.endpoint))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success());
+        h.runtime
+            .delete(&sid, Duration::from_secs(2))
+            .await
+            .unwrap();
+    }
+    h.assert_clean().await;
+
+    let runtime = h.runtime.clone();
+    let mut tasks = Vec::new();
+    for lane in 0..8 {
+        let runtime = runtime.clone();
+        let echo = echo.clone();
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (lane..100).step_by(8) {
+                let sid = id(&format!("par-{i}"));
+                let created = runtime.create(sid.clone(), spec(&echo)).await.unwrap();
+                let status = client
+                    .get(format!("http://{}/", created.endpoint))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert!(status.is_success());
+                runtime.delete(&sid, Duration::from_secs(2)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    h.assert_clean().await;
+}
+
+#[tokio::test]
+async fn without_namespaces_or_cgroups_isolation_is_none_and_sandboxes_still_work() {
+    let mut config = process_config("no-isolation", 21500, 10);
+    config.namespaces = false;
+    config.cgroups = false;
+    config.user = String::new();
+    let state = tempfile::tempdir().unwrap();
+    let (tx, _exits) = mpsc::unbounded_channel();
+    let runtime = ProcessRuntime::start(config, state.path(), tx)
+        .await
+        .unwrap();
+    let created = runtime
+        .create(id("plain"), spec(&bin("baton-fn-echo")))
+        .await
+        .unwrap();
+    assert_eq!(created.isolation.level(), "none");
+    assert_eq!(ns_of(created.pid), ns_of(std::process::id()));
+    assert!(
+        reqwest::get(format!("http://{}/", created.endpoint))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    runtime
+        .delete(&id("plain"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(!alive(created.pid));
+    assert!(files_in(state.path()).is_empty());
+}
+
+#[tokio::test]
+async fn ports_are_never_shared_and_a_duplicate_id_is_refused() {
+    let h = harness("ports", 21600).await;
+    let echo = bin("baton-fn-echo");
+    let mut s = spec(&echo);
+    s.port = PortRequest::Fixed(21601);
+    let a = h.runtime.create(id("a"), s.clone()).await.unwrap();
+    assert_eq!(a.endpoint, "127.0.0.1:21601");
+    let err = h.runtime.create(id("b"), s).await.unwrap_err();
+    assert!(err.to_string().contains("21601"), "{err}");
+    let err = h.runtime.create(id("a"), spec(&echo)).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::AlreadyExists(_)), "{err}");
+    let b = h.runtime.create(id("b"), spec(&echo)).await.unwrap();
+    assert_ne!(a.endpoint, b.endpoint);
+    h.runtime
+        .delete(&id("a"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    h.runtime
+        .delete(&id("b"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    h.assert_clean().await;
+}
