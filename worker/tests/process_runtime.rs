@@ -102,7 +102,8 @@ fn ns_of(pid: u32) -> String {
 #[tokio::test]
 async fn echo_sandbox_is_isolated_limited_and_leaves_nothing_when_deleted() {
     let h = harness("echo", 21000).await;
-    let mut s = spec(&bin("baton-fn-echo"));
+    let (_copy_dir, echo) = world_reachable_copy(&bin("baton-fn-echo"));
+    let mut s = spec(&echo);
     s.resources.memory_mib = 96;
     s.env.insert("GREETING".into(), "hi".into());
     let created = h.runtime.create(id("echo-1"), s).await.unwrap();

@@ -297,7 +297,7 @@ impl ProcessRuntime {
             main_pid: spawned.main_pid,
             group_kill: !self.inner.namespaces,
             cgroup,
-            exit: exited,
+            exit: exited.clone(),
             dir,
         };
         self.inner
@@ -306,6 +306,12 @@ impl ProcessRuntime {
             .expect("table lock")
             .insert_running(entry);
         slot.disarm();
+        // An exit between readiness and here found the row still `Creating` and was not
+        // handled; handle it now (`on_exit` acts once, on a running row only).
+        let exited_meanwhile = *exited.borrow();
+        if let Some(exit) = exited_meanwhile {
+            self.on_exit(id, exit).await;
+        }
         Ok(Created {
             endpoint: endpoint.to_string(),
             isolation,
@@ -422,12 +428,7 @@ impl SandboxRuntime for ProcessRuntime {
         };
         let result = self.create_inner(&id, &spec, &mut slot).await;
         if result.is_err() {
-            // The process's exit (if any) must not be reported: mark the entry deleting.
-            self.inner
-                .table
-                .lock()
-                .expect("table lock")
-                .mark_deleting(&id);
+            // The row is still `Creating`, so the process's exit (if any) is not reported.
             slot.undo(&self.inner, !self.inner.namespaces).await;
             self.inner.table.lock().expect("table lock").remove(&id);
         }

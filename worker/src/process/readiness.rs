@@ -45,7 +45,9 @@ pub async fn wait_ready(
     );
     let precise = {
         let request = request.clone();
-        tokio::task::spawn_blocking(move || precise_phase(addr, &request, timeout.min(PRECISE_PHASE)))
+        tokio::task::spawn_blocking(move || {
+            precise_phase(addr, &request, timeout.min(PRECISE_PHASE))
+        })
     };
     let probe_loop = async {
         if precise.await.unwrap_or(false) {
@@ -87,7 +89,9 @@ fn precise_phase(addr: SocketAddr, request: &str, budget: Duration) -> bool {
 
 /// One blocking probe: true on a 2xx status line.
 fn probe_blocking(addr: SocketAddr, request: &str) -> bool {
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) else { return false };
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
     let _ = stream.set_nodelay(true);
     if stream.write_all(request.as_bytes()).is_err() {

@@ -117,8 +117,10 @@ pub fn spawn(plan: SpawnPlan) -> std::io::Result<Spawned> {
     let waited_pid = child.id() as i32;
     // The child is waited for by the reaper, never through `Child`.
     drop(child);
+    // A function that exited at once has no pid left to find; its holder ends with the
+    // same status right away, which the caller sees as an exit during start-up.
     let main_pid = if namespaces {
-        find_child(waited_pid)?
+        find_child(waited_pid).unwrap_or(waited_pid)
     } else {
         waited_pid
     };
@@ -170,17 +172,9 @@ unsafe fn hold_and_fork(oom_adj_path: &CString) -> std::io::Result<()> {
     }
 }
 
-/// The single child of `pid` (the holder's grandchild-to-be has already exec'd when spawn
-/// returns).
-fn find_child(pid: i32) -> std::io::Result<i32> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))?;
-    text.split_whitespace()
-        .next()
-        .and_then(|p| p.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("sandbox holder {pid} has no child: the function exited at once"),
-            )
-        })
+/// The single child of holder `pid` (it has exec'd by the time spawn returns), if it still
+/// runs.
+fn find_child(pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    text.split_whitespace().next().and_then(|p| p.parse().ok())
 }

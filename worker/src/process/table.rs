@@ -85,13 +85,6 @@ impl Table {
             .insert(entry.summary.id.clone(), Row::Live(Box::new(entry)));
     }
 
-    /// Marks `id` as going away, so its exit is not reported.
-    pub fn mark_deleting(&mut self, id: &SandboxId) {
-        if let Some(Row::Live(entry)) = self.rows.get_mut(id) {
-            entry.phase = Phase::Deleting;
-        }
-    }
-
     /// Records that a running sandbox's process ended on its own and hands back what it
     /// held; `None` when the exit is expected (creation or delete under way).
     pub fn mark_exited(&mut self, id: &SandboxId) -> Option<(Option<u16>, Option<SandboxCgroup>)> {

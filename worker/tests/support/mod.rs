@@ -23,6 +23,22 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A copy of a binary in a fresh folder everyone may traverse, so the sandbox user
+/// (`nobody`) can run it wherever the checkout lives (a checkout under `/root` is not
+/// reachable by other users, and the worker then keeps the sandbox on its own user).
+pub fn world_reachable_copy(path: &Path) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("baton-fn-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.path().join(path.file_name().unwrap());
+    std::fs::copy(path, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, copy)
+}
+
 /// A process-runtime config private to one test: its own port range (tests pass distinct
 /// `port_base`s, so parallel tests never share a port) and its own cgroup parent.
 pub fn process_config(test: &str, port_base: u16, ports: u16) -> ProcessSection {
