@@ -96,16 +96,11 @@ async fn register_and_heartbeat(
         // Register, retrying until the control plane answers.
         let mut interval = config.heartbeat_interval;
         loop {
-            let capacity = node.capacity();
             let request = RegisterWorkerRequest {
                 node_id: node.id().to_string(),
                 address: advertise.to_string(),
                 runtime: node.runtime_kind() as i32,
-                capacity: Some(Capacity {
-                    cpu_millis: capacity.cpu_millis,
-                    memory_mib: capacity.memory_mib,
-                    sandboxes: capacity.sandboxes,
-                }),
+                capacity: Some(wire_capacity(node)),
                 sandboxes: node.allocation().sandboxes,
             };
             let mut request = tonic::Request::new(request);
@@ -135,15 +130,10 @@ async fn register_and_heartbeat(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let capacity = node.capacity();
             let allocation = node.allocation();
             let mut request = tonic::Request::new(WorkerHeartbeatRequest {
                 node_id: node.id().to_string(),
-                capacity: Some(Capacity {
-                    cpu_millis: capacity.cpu_millis,
-                    memory_mib: capacity.memory_mib,
-                    sandboxes: capacity.sandboxes,
-                }),
+                capacity: Some(wire_capacity(node)),
                 allocated_cpu_millis: allocation.cpu_millis,
                 allocated_memory_mib: allocation.memory_mib,
                 sandboxes: allocation.sandboxes,
@@ -208,6 +198,15 @@ async fn report_exits(
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
+    }
+}
+
+fn wire_capacity(node: &WorkerNode) -> Capacity {
+    let capacity = node.capacity();
+    Capacity {
+        cpu_millis: capacity.cpu_millis,
+        memory_mib: capacity.memory_mib,
+        sandboxes: capacity.sandboxes,
     }
 }
 
