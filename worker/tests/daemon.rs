@@ -623,3 +623,60 @@ async fn bad_input_is_refused_naming_the_field_and_creates_nothing() {
     assert!(!alive(first.pid));
     assert!(leftover_cgroups(&parent.0).is_empty());
 }
+
+#[tokio::test]
+async fn the_readme_demo_creates_calls_and_cleans_up_a_real_sandbox() {
+    use std::io::{BufRead, BufReader};
+    let mut demo = KillOnDrop(
+        Command::new(bin("baton-worker"))
+            .arg("demo")
+            .env(
+                "BATON_PROCESS__CGROUP_PARENT",
+                format!("baton-test-demo-{}", std::process::id()),
+            )
+            .env("BATON_PROCESS__PORT_RANGE_START", "22300")
+            .env("BATON_PROCESS__PORT_RANGE_END", "22309")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let _parent = CgroupParent(format!("baton-test-demo-{}", std::process::id()));
+    let mut lines = BufReader::new(demo.0.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    let text = seen.join("\n");
+    assert!(
+        text.contains("sandbox demo-echo ready at http://127.0.0.1:2230"),
+        "{text}"
+    );
+    assert!(text.contains(r#""body":"hi sandbox""#), "{text}");
+    let pid: i32 = text
+        .split("(pid ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(alive(pid as u32));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.0.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("nothing left behind")),
+        "{rest:?}"
+    );
+    assert!(demo.0.wait().unwrap().success());
+    assert!(!alive(pid as u32));
+}
