@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs baton's whole test suite on a fresh machine, the way CI does.
 #
-# It installs what the tests need and is missing (cargo-nextest; later issues add Redis on a
-# private port here), builds every binary once, checks formatting and lints, runs the whole
+# It installs what the tests need and is missing (cargo-nextest, Redis, which it starts on a
+# private port), builds every binary once, checks formatting and lints, runs the whole
 # suite, and stops whatever it started, also on failure. The suite creates real sandboxes
 # (namespaces and cgroups), so it runs as root, as CI does.
 set -euo pipefail
@@ -13,6 +13,8 @@ log() { printf '\n== %s\n' "$*"; }
 started_pids=()
 cleanup() {
   for pid in "${started_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "${redis_dir:-}" ] && rm -rf "$redis_dir"
 }
 trap cleanup EXIT
 
@@ -25,6 +27,26 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked
 fi
+
+# Redis: the cell's store tests run against a real server, private to this run.
+if ! command -v redis-server >/dev/null 2>&1; then
+  log "installing redis-server"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq redis-server >/dev/null
+fi
+redis_dir=$(mktemp -d)
+redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+log "starting redis on 127.0.0.1:$redis_port"
+redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$redis_dir" --save '' --appendonly no \
+  --daemonize no --logfile "$redis_dir/redis.log" &
+started_pids+=("$!")
+for _ in $(seq 100); do
+  redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+  sleep 0.1
+done
+redis-cli -p "$redis_port" ping >/dev/null || { echo "redis did not start; see $redis_dir/redis.log" >&2; exit 1; }
+export BATON_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
 
 log "formatting"
 cargo fmt --all -- --check

@@ -1,0 +1,10 @@
+//! A Dirigent-style cell: the function registry's spec type, the per-function autoscaler
+//! (Knative KPA semantics), the placer, and the persistence of the few records a cell keeps
+//! (functions, worker nodes, data planes). The control-plane service, the data plane and the
+//! `baton-cell` binary build on these.
+#![deny(unsafe_code)]
+
+pub mod autoscaler;
+pub mod function;
+pub mod placer;
+pub mod store;

@@ -1,0 +1,31 @@
+//! The membership records a cell persists besides function specs.
+
+use serde::{Deserialize, Serialize};
+
+/// A worker node as registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// Node ID.
+    pub node_id: String,
+    /// gRPC address of its Worker service.
+    pub address: String,
+    /// `process` or `emulated`.
+    pub runtime: String,
+    /// CPU offered, thousandths of a core.
+    pub cpu_millis: u32,
+    /// Memory offered, MiB.
+    pub memory_mib: u64,
+    /// Most sandboxes.
+    pub max_sandboxes: u32,
+}
+
+/// A data plane as registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPlaneRecord {
+    /// Its ID.
+    pub id: String,
+    /// Address of its gRPC service (endpoint updates).
+    pub control_address: String,
+    /// Address of its HTTP ingress.
+    pub http_address: String,
+}
