@@ -5,6 +5,8 @@
 #![deny(unsafe_code)]
 
 pub mod autoscaler;
+pub mod data_plane;
+pub mod endpoints;
 pub mod function;
 pub mod placer;
 pub mod store;

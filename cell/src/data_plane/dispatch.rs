@@ -1,0 +1,411 @@
+//! One function's dispatcher in the data plane: hands each request a *lease* on a sandbox
+//! with a free concurrency slot, or queues it (bounded, with a timeout) until a slot frees
+//! or a new sandbox arrives. Queuing a request tells the control plane at once, through the
+//! `on_queued` callback, so scale-from-zero does not wait for a metrics tick.
+//!
+//! One lock guards the function's state; it is held for a few field updates and never
+//! across `.await`. A lease gives its slot back when dropped, so no error path can leak one.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::balancer::{BalancePolicy, Balancer};
+
+/// How a function's requests are dispatched.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DispatchConfig {
+    /// Most requests waiting at once; one more is refused.
+    pub queue_capacity: usize,
+    /// Longest a request waits for a slot.
+    pub queue_timeout: Duration,
+    /// Requests one sandbox takes at once; 0 is unlimited.
+    pub container_concurrency: u32,
+    /// Which free sandbox takes a request.
+    pub policy: BalancePolicy,
+}
+
+/// Why a request got no sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// The queue was full.
+    #[error("the function's queue is full ({0} requests waiting)")]
+    QueueFull(usize),
+    /// No slot freed within the queue timeout.
+    #[error("no sandbox became free within {} ms", .0.as_millis())]
+    Timeout(Duration),
+}
+
+/// A sandbox the dispatcher may send requests to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Sandbox ID.
+    pub id: String,
+    /// host:port.
+    pub endpoint: String,
+}
+
+struct Slot {
+    target: Target,
+    in_flight: u32,
+}
+
+struct Waiter {
+    id: u64,
+    tx: oneshot::Sender<Target>,
+}
+
+struct State {
+    sandboxes: Vec<Slot>,
+    waiters: VecDeque<Waiter>,
+    next_waiter: u64,
+    balancer: Balancer,
+}
+
+struct Shared {
+    config: DispatchConfig,
+    state: Mutex<State>,
+    on_queued: Box<dyn Fn() + Send + Sync>,
+}
+
+/// A request's hold on one sandbox slot, given back on drop.
+pub struct Lease {
+    shared: Arc<Shared>,
+    target: Target,
+    waited: Option<Duration>,
+}
+
+impl Lease {
+    /// The sandbox to send the request to.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// How long the request queued, if it had to.
+    pub fn waited(&self) -> Option<Duration> {
+        self.waited
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut state = self.shared.state.lock().expect("dispatch lock");
+        if let Some(slot) = state
+            .sandboxes
+            .iter_mut()
+            .find(|s| s.target.id == self.target.id)
+        {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+        }
+        hand_over(&self.shared.config, &mut state);
+    }
+}
+
+/// One function's dispatcher. Cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+}
+
+impl Dispatcher {
+    /// A dispatcher with no sandboxes yet; `on_queued` runs each time a request queues.
+    pub fn new(
+        config: DispatchConfig,
+        seed: u64,
+        on_queued: impl Fn() + Send + Sync + 'static,
+    ) -> Self {
+        let state = State {
+            sandboxes: Vec::new(),
+            waiters: VecDeque::new(),
+            next_waiter: 0,
+            balancer: Balancer::new(config.policy, seed),
+        };
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                state: Mutex::new(state),
+                on_queued: Box::new(on_queued),
+            }),
+        }
+    }
+
+    /// A lease on a free sandbox slot, waiting in the queue if none is free.
+    pub async fn acquire(&self) -> Result<Lease, DispatchError> {
+        let config = self.shared.config;
+        let (id, rx) = {
+            let mut state = self.shared.state.lock().expect("dispatch lock");
+            if let Some(target) = take_slot(&config, &mut state) {
+                return Ok(Lease {
+                    shared: self.shared.clone(),
+                    target,
+                    waited: None,
+                });
+            }
+            if state.waiters.len() >= config.queue_capacity {
+                return Err(DispatchError::QueueFull(state.waiters.len()));
+            }
+            let (tx, rx) = oneshot::channel();
+            let id = state.next_waiter;
+            state.next_waiter += 1;
+            state.waiters.push_back(Waiter { id, tx });
+            (id, rx)
+        };
+        (self.shared.on_queued)();
+        let queued_at = Instant::now();
+        let mut rx = rx;
+        let granted = match tokio::time::timeout(config.queue_timeout, &mut rx).await {
+            Ok(Ok(target)) => Some(target),
+            Ok(Err(_)) => None,
+            Err(_) => {
+                // Timed out, unless a slot was handed over in the same instant: take it then.
+                let mut state = self.shared.state.lock().expect("dispatch lock");
+                state.waiters.retain(|w| w.id != id);
+                drop(state);
+                rx.try_recv().ok()
+            }
+        };
+        match granted {
+            Some(target) => Ok(Lease {
+                shared: self.shared.clone(),
+                target,
+                waited: Some(queued_at.elapsed()),
+            }),
+            None => Err(DispatchError::Timeout(config.queue_timeout)),
+        }
+    }
+
+    /// Replaces the set of sandboxes. Sandboxes that stay keep their in-flight counts; leases
+    /// on removed ones finish where they are; waiting requests go to new free slots at once.
+    pub fn set_sandboxes(&self, targets: Vec<Target>) {
+        let mut state = self.shared.state.lock().expect("dispatch lock");
+        let mut old = std::mem::take(&mut state.sandboxes);
+        state.sandboxes = targets
+            .into_iter()
+            .map(|target| {
+                let in_flight = old
+                    .iter()
+                    .position(|s| s.target == target)
+                    .map(|i| old.swap_remove(i).in_flight)
+                    .unwrap_or(0);
+                Slot { target, in_flight }
+            })
+            .collect();
+        hand_over(&self.shared.config, &mut state);
+    }
+
+    /// Requests holding a lease now.
+    pub fn in_flight(&self) -> u32 {
+        self.shared
+            .state
+            .lock()
+            .expect("dispatch lock")
+            .sandboxes
+            .iter()
+            .map(|s| s.in_flight)
+            .sum()
+    }
+
+    /// Requests waiting now.
+    pub fn queued(&self) -> usize {
+        self.shared
+            .state
+            .lock()
+            .expect("dispatch lock")
+            .waiters
+            .len()
+    }
+
+    /// Sandboxes known now.
+    pub fn sandboxes(&self) -> usize {
+        self.shared
+            .state
+            .lock()
+            .expect("dispatch lock")
+            .sandboxes
+            .len()
+    }
+}
+
+fn has_room(config: &DispatchConfig, slot: &Slot) -> bool {
+    config.container_concurrency == 0 || slot.in_flight < config.container_concurrency
+}
+
+fn take_slot(config: &DispatchConfig, state: &mut State) -> Option<Target> {
+    let in_flight: Vec<u32> = state.sandboxes.iter().map(|s| s.in_flight).collect();
+    let sandboxes = &state.sandboxes;
+    let chosen = state
+        .balancer
+        .pick(&in_flight, |i| has_room(config, &sandboxes[i]))?;
+    let slot = &mut state.sandboxes[chosen];
+    slot.in_flight += 1;
+    Some(slot.target.clone())
+}
+
+/// Gives free slots to waiting requests, oldest first; skips waiters that gave up.
+fn hand_over(config: &DispatchConfig, state: &mut State) {
+    while !state.waiters.is_empty() {
+        let Some(target) = take_slot(config, state) else {
+            return;
+        };
+        let mut target = Some(target);
+        while let Some(waiter) = state.waiters.pop_front() {
+            match waiter.tx.send(target.take().expect("a target to give")) {
+                Ok(()) => break,
+                Err(back) => target = Some(back),
+            }
+        }
+        if let Some(unused) = target {
+            // Every waiter had gone: return the slot.
+            if let Some(slot) = state.sandboxes.iter_mut().find(|s| s.target == unused) {
+                slot.in_flight -= 1;
+            }
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn config(cc: u32) -> DispatchConfig {
+        DispatchConfig {
+            queue_capacity: 3,
+            queue_timeout: Duration::from_secs(2),
+            container_concurrency: cc,
+            policy: BalancePolicy::LeastLoaded,
+        }
+    }
+
+    fn target(i: u32) -> Target {
+        Target {
+            id: format!("sb-{i}"),
+            endpoint: format!("127.0.0.1:{}", 20000 + i),
+        }
+    }
+
+    fn counting(cc: u32) -> (Dispatcher, Arc<AtomicUsize>) {
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = queued.clone();
+        (
+            Dispatcher::new(config(cc), 1, move || {
+                q.fetch_add(1, Ordering::SeqCst);
+            }),
+            queued,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_free_slot_is_granted_at_once_and_concurrency_is_respected() {
+        let (d, queued) = counting(1);
+        d.set_sandboxes(vec![target(1), target(2)]);
+        let a = d.acquire().await.unwrap();
+        let b = d.acquire().await.unwrap();
+        assert_ne!(a.target(), b.target());
+        assert!(a.waited().is_none());
+        assert_eq!(d.in_flight(), 2);
+        // Both sandboxes are full: the third request queues, and says so.
+        let waiting = tokio::spawn({
+            let d = d.clone();
+            async move { d.acquire().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!((d.queued(), queued.load(Ordering::SeqCst)), (1, 1));
+        let freed = a.target().clone();
+        drop(a);
+        let c = waiting.await.unwrap().unwrap();
+        assert_eq!(c.target(), &freed);
+        assert_eq!(c.waited(), Some(Duration::from_millis(100)));
+        assert_eq!(d.in_flight(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_refuses_and_a_long_wait_times_out() {
+        let (d, _) = counting(1);
+        let mut waiting = Vec::new();
+        for _ in 0..3 {
+            let d = d.clone();
+            waiting.push(tokio::spawn(async move { d.acquire().await.err() }));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(d.acquire().await.err(), Some(DispatchError::QueueFull(3)));
+        let started = Instant::now();
+        for w in waiting {
+            assert_eq!(
+                w.await.unwrap(),
+                Some(DispatchError::Timeout(Duration::from_secs(2)))
+            );
+        }
+        assert_eq!(started.elapsed(), Duration::from_millis(1999));
+        assert_eq!(d.queued(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_sandbox_serves_the_queue_in_order() {
+        let (d, queued) = counting(1);
+        let mut waiting = Vec::new();
+        for i in 0..3 {
+            let d = d.clone();
+            waiting.push(tokio::spawn(async move { (i, d.acquire().await.unwrap()) }));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(queued.load(Ordering::SeqCst), 3);
+        d.set_sandboxes(vec![target(1)]);
+        let (first, lease) = waiting.remove(0).await.unwrap();
+        assert_eq!(first, 0);
+        assert_eq!(
+            d.queued(),
+            2,
+            "one sandbox, concurrency 1: the others still wait"
+        );
+        drop(lease);
+        let (second, lease) = waiting.remove(0).await.unwrap();
+        assert_eq!(second, 1);
+        drop(lease);
+        let (third, _lease) = waiting.remove(0).await.unwrap();
+        assert_eq!(third, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_removed_sandbox_takes_no_new_requests_and_its_leases_finish() {
+        let (d, _) = counting(0);
+        d.set_sandboxes(vec![target(1)]);
+        let old = d.acquire().await.unwrap();
+        d.set_sandboxes(vec![target(2)]);
+        let new = d.acquire().await.unwrap();
+        assert_eq!(new.target(), &target(2));
+        drop(old);
+        assert_eq!(d.in_flight(), 1);
+        // Unlimited concurrency: many leases on one sandbox.
+        let more: Vec<_> = acquire_many(&d, 10).await;
+        assert_eq!(more.len(), 10);
+        assert_eq!(d.in_flight(), 11);
+    }
+
+    async fn acquire_many(d: &Dispatcher, n: usize) -> Vec<Lease> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(d.acquire().await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_that_gave_up_does_not_keep_the_slot() {
+        let (d, _) = counting(1);
+        let gone = tokio::spawn({
+            let d = d.clone();
+            async move { d.acquire().await.map(|_| ()) }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        gone.abort();
+        let _ = gone.await;
+        d.set_sandboxes(vec![target(1)]);
+        assert_eq!(d.in_flight(), 0, "the aborted waiter's slot went back");
+        assert!(d.acquire().await.unwrap().waited().is_none());
+    }
+}
