@@ -5,8 +5,9 @@
 #![deny(unsafe_code)]
 
 pub mod autoscaler;
+pub mod control_plane;
 pub mod data_plane;
-pub mod endpoints;
 pub mod function;
 pub mod placer;
+pub mod routing;
 pub mod store;

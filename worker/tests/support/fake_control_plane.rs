@@ -6,8 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use baton_proto::cell::cell_control_server::{CellControl, CellControlServer};
 use baton_proto::cell::{
-    RegisterWorkerRequest, RegisterWorkerResponse, ReportSandboxEventsRequest,
-    ReportSandboxEventsResponse, SandboxEvent, WorkerHeartbeatRequest, WorkerHeartbeatResponse,
+    DeleteFunctionRequest, DeleteFunctionResponse, FunctionInfo, GetFunctionRequest,
+    ListFunctionsRequest, ListFunctionsResponse, PutFunctionRequest, PutFunctionResponse,
+    RegisterDataPlaneRequest, RegisterDataPlaneResponse, RegisterWorkerRequest,
+    RegisterWorkerResponse, ReportLoadRequest, ReportLoadResponse, ReportSandboxEventsRequest,
+    ReportSandboxEventsResponse, RoutingEvent, SandboxEvent, WatchRoutingRequest,
+    WorkerHeartbeatRequest, WorkerHeartbeatResponse,
 };
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
@@ -105,5 +109,57 @@ impl CellControl for FakeControlPlane {
             .events
             .extend(request.into_inner().events);
         Ok(Response::new(ReportSandboxEventsResponse {}))
+    }
+
+    // What workers never call: the fake refuses it.
+    async fn put_function(
+        &self,
+        _: Request<PutFunctionRequest>,
+    ) -> Result<Response<PutFunctionResponse>, Status> {
+        Err(Status::unimplemented("fake control plane"))
+    }
+
+    async fn get_function(
+        &self,
+        _: Request<GetFunctionRequest>,
+    ) -> Result<Response<FunctionInfo>, Status> {
+        Err(Status::unimplemented("fake control plane"))
+    }
+
+    async fn delete_function(
+        &self,
+        _: Request<DeleteFunctionRequest>,
+    ) -> Result<Response<DeleteFunctionResponse>, Status> {
+        Err(Status::unimplemented("fake control plane"))
+    }
+
+    async fn list_functions(
+        &self,
+        _: Request<ListFunctionsRequest>,
+    ) -> Result<Response<ListFunctionsResponse>, Status> {
+        Err(Status::unimplemented("fake control plane"))
+    }
+
+    async fn register_data_plane(
+        &self,
+        _: Request<RegisterDataPlaneRequest>,
+    ) -> Result<Response<RegisterDataPlaneResponse>, Status> {
+        Err(Status::unimplemented("fake control plane"))
+    }
+
+    type WatchRoutingStream = futures::stream::Empty<Result<RoutingEvent, Status>>;
+
+    async fn watch_routing(
+        &self,
+        _: Request<WatchRoutingRequest>,
+    ) -> Result<Response<Self::WatchRoutingStream>, Status> {
+        Err(Status::unimplemented("fake control plane"))
+    }
+
+    async fn report_load(
+        &self,
+        _: Request<ReportLoadRequest>,
+    ) -> Result<Response<ReportLoadResponse>, Status> {
+        Err(Status::unimplemented("fake control plane"))
     }
 }

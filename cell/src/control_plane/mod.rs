@@ -1,0 +1,7 @@
+//! The cell's control plane: function registry, worker membership and health, autoscaling
+//! and placement, routing distribution to data planes, and recovery after a restart. The
+//! decisions live in [`state`] (no I/O); this module carries out its commands.
+
+pub mod state;
+
+pub use state::{CellState, Command, ListedSandbox, Scale, StateConfig};

@@ -1,0 +1,670 @@
+//! The control plane's state and decisions, with no I/O and no clock: events come in as
+//! method calls (with the time), and what must happen comes out as [`Command`]s for the
+//! glue in `mod.rs` to carry out. Intent (what functions want) and observation (what
+//! workers report) meet here.
+//!
+//! Nothing here is persisted: functions, workers and data planes are written to the store
+//! by the caller before they reach this state; sandboxes, loads and autoscaler windows live
+//! only here and are rebuilt after a restart from the workers' listings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::autoscaler::Autoscaler;
+use crate::function::{FunctionSpec, Runtime};
+use crate::placer::{Need, NodeLoad, PlacementPolicy, Placer, placer};
+use crate::routing::{Routing, RoutingLog, RoutingSnapshot, RoutingUpdate};
+use crate::store::WorkerRecord;
+
+/// Settings of the decision logic.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// A worker silent this long is down.
+    pub worker_timeout: Duration,
+    /// A data plane's load report older than this no longer counts.
+    pub load_expiry: Duration,
+    /// How long a sandbox leaves the routing table before it is deleted, so in-flight
+    /// requests finish.
+    pub scale_down_drain: Duration,
+    /// After a failed creation, how long a function waits before trying again.
+    pub create_retry: Duration,
+    /// Placement policy.
+    pub placement: PlacementPolicy,
+    /// Prefix making this control plane's sandbox IDs unique across restarts.
+    pub id_prefix: String,
+}
+
+/// Something the glue must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Create a sandbox on a worker, then report back with [`CellState::created`].
+    Create {
+        /// New sandbox ID.
+        sandbox_id: String,
+        /// Worker node.
+        node_id: String,
+        /// Its Worker service address.
+        address: String,
+        /// The function's spec.
+        spec: Box<FunctionSpec>,
+    },
+    /// Delete a sandbox on a worker after `after`.
+    Delete {
+        /// Sandbox ID.
+        sandbox_id: String,
+        /// Worker node.
+        node_id: String,
+        /// Its Worker service address.
+        address: String,
+        /// Wait this long first (draining).
+        after: Duration,
+    },
+    /// Ask a worker for its sandboxes, then report back with [`CellState::worker_listing`].
+    List {
+        /// Worker node.
+        node_id: String,
+        /// Its Worker service address.
+        address: String,
+    },
+    /// Send a routing change to every data plane.
+    Publish(RoutingUpdate),
+}
+
+/// A sandbox as the worker listed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedSandbox {
+    /// Sandbox ID.
+    pub sandbox_id: String,
+    /// Function it serves.
+    pub function: String,
+    /// host:port.
+    pub endpoint: String,
+    /// Still running (not exited).
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Creating,
+    Ready(String),
+    Deleting,
+}
+
+#[derive(Debug, Clone)]
+struct SandboxEntry {
+    function: String,
+    node_id: String,
+    phase: Phase,
+    seq: u64,
+}
+
+struct FunctionEntry {
+    spec: FunctionSpec,
+    autoscaler: Autoscaler,
+    loads: BTreeMap<String, (u32, u32, Instant)>,
+    desired: u32,
+    retry_after: Option<Instant>,
+}
+
+struct WorkerEntry {
+    record: WorkerRecord,
+    last_seen: Instant,
+    healthy: bool,
+}
+
+/// Counts of a function's sandboxes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scale {
+    /// Ready and in the routing table.
+    pub ready: u32,
+    /// Being created.
+    pub creating: u32,
+    /// The autoscaler's last decision.
+    pub desired: u32,
+}
+
+/// The control plane's state.
+pub struct CellState {
+    config: StateConfig,
+    functions: BTreeMap<String, FunctionEntry>,
+    workers: BTreeMap<String, WorkerEntry>,
+    sandboxes: BTreeMap<String, SandboxEntry>,
+    routing: RoutingLog,
+    placer: Box<dyn Placer>,
+    next_seq: u64,
+    /// Workers not yet listed since start: no function scales until they are (or are down),
+    /// so recovered sandboxes are found before new ones are made.
+    unlisted: BTreeSet<String>,
+}
+
+impl CellState {
+    /// An empty state.
+    pub fn new(config: StateConfig) -> Self {
+        let placer = placer(config.placement, 0x5eed);
+        Self {
+            config,
+            functions: BTreeMap::new(),
+            workers: BTreeMap::new(),
+            sandboxes: BTreeMap::new(),
+            routing: RoutingLog::new(4096),
+            placer,
+            next_seq: 0,
+            unlisted: BTreeSet::new(),
+        }
+    }
+
+    /// Loads what the store held at start: functions (their scale held for one stable
+    /// window) and workers (given one timeout to heartbeat, and listed before anything
+    /// scales).
+    pub fn recover(
+        &mut self,
+        functions: Vec<FunctionSpec>,
+        workers: Vec<WorkerRecord>,
+        now: Instant,
+    ) -> Vec<Command> {
+        let mut commands = Vec::new();
+        for spec in functions {
+            let mut autoscaler = Autoscaler::new(spec.scaling.clone());
+            autoscaler.hold_until(now + spec.scaling.stable_window);
+            let name = spec.name.clone();
+            self.functions.insert(
+                name.clone(),
+                FunctionEntry {
+                    spec,
+                    autoscaler,
+                    loads: BTreeMap::new(),
+                    desired: 0,
+                    retry_after: None,
+                },
+            );
+            commands.push(self.publish(&name));
+        }
+        for record in workers {
+            self.unlisted.insert(record.node_id.clone());
+            commands.push(Command::List {
+                node_id: record.node_id.clone(),
+                address: record.address.clone(),
+            });
+            self.workers.insert(
+                record.node_id.clone(),
+                WorkerEntry {
+                    record,
+                    last_seen: now,
+                    healthy: true,
+                },
+            );
+        }
+        commands
+    }
+
+    fn routing_of(&self, name: &str) -> Option<Routing> {
+        let f = self.functions.get(name)?;
+        let endpoints = self
+            .sandboxes
+            .iter()
+            .filter(|(_, s)| s.function == name)
+            .filter_map(|(id, s)| match &s.phase {
+                Phase::Ready(endpoint) => Some((id.clone(), endpoint.clone())),
+                _ => None,
+            })
+            .collect();
+        Some(Routing {
+            container_concurrency: f.spec.scaling.container_concurrency,
+            timeout: f.spec.timeout,
+            endpoints,
+        })
+    }
+
+    fn publish(&mut self, name: &str) -> Command {
+        let routing = self.routing_of(name);
+        Command::Publish(self.routing.set(name, routing))
+    }
+
+    /// The routing table now.
+    pub fn snapshot(&self) -> RoutingSnapshot {
+        self.routing.snapshot()
+    }
+
+    /// A function's spec and scale.
+    pub fn function(&self, name: &str) -> Option<(FunctionSpec, Scale)> {
+        let f = self.functions.get(name)?;
+        Some((f.spec.clone(), self.scale(name)))
+    }
+
+    /// Every function's name.
+    pub fn function_names(&self) -> Vec<String> {
+        self.functions.keys().cloned().collect()
+    }
+
+    /// A function's sandbox counts.
+    pub fn scale(&self, name: &str) -> Scale {
+        let mut scale = Scale {
+            desired: self.functions.get(name).map(|f| f.desired).unwrap_or(0),
+            ..Scale::default()
+        };
+        for s in self.sandboxes.values().filter(|s| s.function == name) {
+            match s.phase {
+                Phase::Ready(_) => scale.ready += 1,
+                Phase::Creating => scale.creating += 1,
+                Phase::Deleting => {}
+            }
+        }
+        scale
+    }
+
+    /// Registers or replaces a function; returns whether it is new.
+    pub fn put_function(&mut self, spec: FunctionSpec) -> (bool, Vec<Command>) {
+        let name = spec.name.clone();
+        let created = match self.functions.get_mut(&name) {
+            Some(f) => {
+                f.autoscaler.set_scaling(spec.scaling.clone());
+                f.spec = spec;
+                false
+            }
+            None => {
+                let autoscaler = Autoscaler::new(spec.scaling.clone());
+                self.functions.insert(
+                    name.clone(),
+                    FunctionEntry {
+                        spec,
+                        autoscaler,
+                        loads: BTreeMap::new(),
+                        desired: 0,
+                        retry_after: None,
+                    },
+                );
+                true
+            }
+        };
+        (created, vec![self.publish(&name)])
+    }
+
+    /// Forgets a function and deletes its sandboxes; `None` when unknown.
+    pub fn delete_function(&mut self, name: &str) -> Option<Vec<Command>> {
+        self.functions.remove(name)?;
+        let mut commands = vec![Command::Publish(self.routing.set(name, None))];
+        let ids: Vec<String> = self
+            .sandboxes
+            .iter()
+            .filter(|(_, s)| s.function == name)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            commands.extend(self.retire(&id, self.config.scale_down_drain));
+        }
+        Some(commands)
+    }
+
+    /// Marks a sandbox deleting and returns the delete command (none while it is still
+    /// being created: [`CellState::created`] deletes it when the creation returns).
+    fn retire(&mut self, id: &str, after: Duration) -> Option<Command> {
+        let s = self.sandboxes.get_mut(id)?;
+        if s.phase == Phase::Creating {
+            s.phase = Phase::Deleting;
+            return None;
+        }
+        s.phase = Phase::Deleting;
+        let node_id = s.node_id.clone();
+        let address = self
+            .workers
+            .get(&node_id)
+            .map(|w| w.record.address.clone())?;
+        Some(Command::Delete {
+            sandbox_id: id.to_string(),
+            node_id,
+            address,
+            after,
+        })
+    }
+
+    /// A worker registered (new, restarted, or after this control plane restarted).
+    pub fn register_worker(&mut self, record: WorkerRecord, now: Instant) -> Vec<Command> {
+        let command = Command::List {
+            node_id: record.node_id.clone(),
+            address: record.address.clone(),
+        };
+        self.unlisted.insert(record.node_id.clone());
+        self.workers.insert(
+            record.node_id.clone(),
+            WorkerEntry {
+                record,
+                last_seen: now,
+                healthy: true,
+            },
+        );
+        vec![command]
+    }
+
+    /// A worker's heartbeat; `None` when the worker is unknown (it should register).
+    pub fn heartbeat(&mut self, node_id: &str, now: Instant) -> Option<Vec<Command>> {
+        let w = self.workers.get_mut(node_id)?;
+        w.last_seen = now;
+        if w.healthy {
+            return Some(Vec::new());
+        }
+        // Back from the dead: its old sandboxes were replaced; list it to clean them up.
+        w.healthy = true;
+        self.unlisted.insert(node_id.to_string());
+        Some(vec![Command::List {
+            node_id: node_id.to_string(),
+            address: w.record.address.clone(),
+        }])
+    }
+
+    /// Whether a worker is known (for the store: only new or changed records are written).
+    pub fn worker_record(&self, node_id: &str) -> Option<&WorkerRecord> {
+        self.workers.get(node_id).map(|w| &w.record)
+    }
+
+    /// Merges a worker's listing: sandboxes of known functions are adopted, the rest
+    /// deleted; tracked sandboxes the worker no longer has are dropped.
+    pub fn worker_listing(&mut self, node_id: &str, listed: Vec<ListedSandbox>) -> Vec<Command> {
+        self.unlisted.remove(node_id);
+        let Some(address) = self.workers.get(node_id).map(|w| w.record.address.clone()) else {
+            return Vec::new();
+        };
+        let mut commands = Vec::new();
+        let mut touched = BTreeSet::new();
+        let listed_ids: BTreeSet<String> = listed.iter().map(|s| s.sandbox_id.clone()).collect();
+        for s in listed {
+            if self.sandboxes.contains_key(&s.sandbox_id) {
+                continue;
+            }
+            if s.running && self.functions.contains_key(&s.function) {
+                self.next_seq += 1;
+                touched.insert(s.function.clone());
+                self.sandboxes.insert(
+                    s.sandbox_id,
+                    SandboxEntry {
+                        function: s.function,
+                        node_id: node_id.to_string(),
+                        phase: Phase::Ready(s.endpoint),
+                        seq: self.next_seq,
+                    },
+                );
+            } else {
+                commands.push(Command::Delete {
+                    sandbox_id: s.sandbox_id,
+                    node_id: node_id.to_string(),
+                    address: address.clone(),
+                    after: Duration::ZERO,
+                });
+            }
+        }
+        let gone: Vec<String> = self
+            .sandboxes
+            .iter()
+            .filter(|(id, s)| {
+                s.node_id == node_id
+                    && matches!(s.phase, Phase::Ready(_))
+                    && !listed_ids.contains(*id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some(s) = self.sandboxes.remove(&id) {
+                touched.insert(s.function);
+            }
+        }
+        for name in touched {
+            commands.push(self.publish(&name));
+        }
+        commands
+    }
+
+    /// A sandbox ended on its own: drop it, reroute, and clean up its record on the worker.
+    pub fn sandbox_exited(&mut self, node_id: &str, sandbox_id: &str) -> Vec<Command> {
+        let Some(s) = self.sandboxes.remove(sandbox_id) else {
+            return Vec::new();
+        };
+        let mut commands = Vec::new();
+        if let Some(w) = self.workers.get(node_id) {
+            commands.push(Command::Delete {
+                sandbox_id: sandbox_id.to_string(),
+                node_id: node_id.to_string(),
+                address: w.record.address.clone(),
+                after: Duration::ZERO,
+            });
+        }
+        if matches!(s.phase, Phase::Ready(_)) && self.functions.contains_key(&s.function) {
+            commands.push(self.publish(&s.function));
+        }
+        commands
+    }
+
+    /// Records a data plane's load; returns the functions with queued requests, which
+    /// should be evaluated at once.
+    pub fn report_load(
+        &mut self,
+        data_plane: &str,
+        loads: &[(String, u32, u32)],
+        now: Instant,
+    ) -> Vec<String> {
+        let mut urgent = Vec::new();
+        for (name, in_flight, queued) in loads {
+            if let Some(f) = self.functions.get_mut(name) {
+                f.loads
+                    .insert(data_plane.to_string(), (*in_flight, *queued, now));
+                if *queued > 0 {
+                    urgent.push(name.clone());
+                }
+            }
+        }
+        urgent
+    }
+
+    /// Marks workers silent past the timeout as down and drops their sandboxes.
+    pub fn check_workers(&mut self, now: Instant) -> Vec<Command> {
+        let timeout = self.config.worker_timeout;
+        let mut down = Vec::new();
+        for (id, w) in self.workers.iter_mut() {
+            if w.healthy && now.duration_since(w.last_seen) > timeout {
+                w.healthy = false;
+                down.push(id.clone());
+            }
+        }
+        let mut touched = BTreeSet::new();
+        for node in &down {
+            tracing::warn!(node = %node, "worker missed its heartbeats; its sandboxes are dropped and replaced");
+            self.unlisted.remove(node);
+            let ids: Vec<String> = self
+                .sandboxes
+                .iter()
+                .filter(|(_, s)| &s.node_id == node)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in ids {
+                if let Some(s) = self.sandboxes.remove(&id) {
+                    touched.insert(s.function);
+                }
+            }
+        }
+        touched.retain(|f| self.functions.contains_key(f));
+        touched.into_iter().map(|f| self.publish(&f)).collect()
+    }
+
+    /// A creation returned: `Ok(endpoint)` makes the sandbox ready and routes to it.
+    pub fn created(
+        &mut self,
+        sandbox_id: &str,
+        result: Result<String, String>,
+        now: Instant,
+    ) -> Vec<Command> {
+        let Some(s) = self.sandboxes.get_mut(sandbox_id) else {
+            return Vec::new();
+        };
+        match (result, s.phase.clone()) {
+            (Ok(endpoint), Phase::Creating) => {
+                s.phase = Phase::Ready(endpoint);
+                let function = s.function.clone();
+                vec![self.publish(&function)]
+            }
+            (Ok(_), _) => {
+                // Retired while being created (function deleted or scaled down): delete it.
+                let node_id = s.node_id.clone();
+                self.workers
+                    .get(&node_id)
+                    .map(|w| Command::Delete {
+                        sandbox_id: sandbox_id.to_string(),
+                        node_id: node_id.clone(),
+                        address: w.record.address.clone(),
+                        after: Duration::ZERO,
+                    })
+                    .into_iter()
+                    .collect()
+            }
+            (Err(error), _) => {
+                let function = s.function.clone();
+                self.sandboxes.remove(sandbox_id);
+                tracing::warn!(%function, sandbox = sandbox_id, %error, "sandbox creation failed");
+                if let Some(f) = self.functions.get_mut(&function) {
+                    f.retry_after = Some(now + self.config.create_retry);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Whether every worker known at start has been listed, so scaling may begin.
+    pub fn recovered(&self) -> bool {
+        self.unlisted
+            .iter()
+            .all(|id| self.workers.get(id).is_none_or(|w| !w.healthy))
+    }
+
+    /// Runs the autoscaler of `name` and plans creations and deletions.
+    pub fn evaluate(&mut self, name: &str, now: Instant) -> Vec<Command> {
+        if !self.recovered() {
+            return Vec::new();
+        }
+        let expiry = self.config.load_expiry;
+        let scale = self.scale(name);
+        let Some(f) = self.functions.get_mut(name) else {
+            return Vec::new();
+        };
+        f.loads
+            .retain(|_, (_, _, at)| now.duration_since(*at) <= expiry);
+        let concurrency: u32 = f
+            .loads
+            .values()
+            .map(|(in_flight, queued, _)| in_flight + queued)
+            .sum();
+        f.autoscaler.record(now, f64::from(concurrency));
+        let decision = f.autoscaler.decide(now, scale.ready);
+        f.desired = decision.desired;
+        let desired = decision.desired;
+        let retry_blocked = f.retry_after.is_some_and(|t| now < t);
+        let spec = f.spec.clone();
+        let mut commands = Vec::new();
+        if desired > scale.ready + scale.creating && !retry_blocked {
+            for _ in 0..desired - scale.ready - scale.creating {
+                match self.place(&spec) {
+                    Some(command) => commands.push(command),
+                    None => {
+                        tracing::warn!(function = name, "no worker has room for another sandbox");
+                        break;
+                    }
+                }
+            }
+        } else if desired < scale.ready {
+            // Newest first: the oldest sandboxes are the warmest.
+            let mut ready: Vec<(u64, String)> = self
+                .sandboxes
+                .iter()
+                .filter(|(_, s)| s.function == name && matches!(s.phase, Phase::Ready(_)))
+                .map(|(id, s)| (s.seq, id.clone()))
+                .collect();
+            ready.sort_unstable_by(|a, b| b.cmp(a));
+            let drain = self.config.scale_down_drain;
+            for (_, id) in ready.into_iter().take((scale.ready - desired) as usize) {
+                commands.extend(self.retire(&id, drain));
+            }
+            commands.push(self.publish(name));
+        }
+        commands
+    }
+
+    fn place(&mut self, spec: &FunctionSpec) -> Option<Command> {
+        let runtime = match spec.runtime {
+            Runtime::Process => "process",
+            Runtime::Emulated => "emulated",
+        };
+        let mut nodes: Vec<NodeLoad> = self
+            .workers
+            .values()
+            .filter(|w| {
+                w.healthy
+                    && w.record.runtime == runtime
+                    && !self.unlisted.contains(&w.record.node_id)
+            })
+            .map(|w| NodeLoad {
+                id: w.record.node_id.clone(),
+                cpu_capacity: w.record.cpu_millis,
+                memory_capacity: w.record.memory_mib,
+                max_sandboxes: w.record.max_sandboxes,
+                cpu_allocated: 0,
+                memory_allocated: 0,
+                sandboxes: 0,
+            })
+            .collect();
+        for s in self.sandboxes.values() {
+            let (Some(node), Some(f)) = (
+                nodes.iter_mut().find(|n| n.id == s.node_id),
+                self.functions.get(&s.function),
+            ) else {
+                continue;
+            };
+            node.cpu_allocated += f.spec.resources.cpu_millis;
+            node.memory_allocated += f.spec.resources.memory_mib;
+            node.sandboxes += 1;
+        }
+        let need = Need {
+            cpu_millis: spec.resources.cpu_millis,
+            memory_mib: spec.resources.memory_mib,
+        };
+        let chosen = nodes.get(self.placer.place(&nodes, need)?)?.id.clone();
+        self.next_seq += 1;
+        let sandbox_id = format!("{}-{}-{}", spec.name, self.config.id_prefix, self.next_seq);
+        self.sandboxes.insert(
+            sandbox_id.clone(),
+            SandboxEntry {
+                function: spec.name.clone(),
+                node_id: chosen.clone(),
+                phase: Phase::Creating,
+                seq: self.next_seq,
+            },
+        );
+        let address = self.workers[&chosen].record.address.clone();
+        Some(Command::Create {
+            sandbox_id,
+            node_id: chosen,
+            address,
+            spec: Box::new(spec.clone()),
+        })
+    }
+
+    /// Forgets a deleted sandbox (after its delete command ran).
+    pub fn deleted(&mut self, sandbox_id: &str) {
+        if self
+            .sandboxes
+            .get(sandbox_id)
+            .is_some_and(|s| s.phase == Phase::Deleting)
+        {
+            self.sandboxes.remove(sandbox_id);
+        }
+    }
+
+    /// Sandboxes tracked on a node (tests and listings).
+    pub fn sandboxes_on(&self, node_id: &str) -> usize {
+        self.sandboxes
+            .values()
+            .filter(|s| s.node_id == node_id)
+            .count()
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,253 @@
+//! The routing table the control plane distributes to data planes: per function, its
+//! dispatch settings and its ready sandboxes, versioned.
+//!
+//! The control plane keeps a [`RoutingLog`]: the current table and a short history of
+//! changes, each stamped with the next version. A data plane keeps a [`RoutingView`] and
+//! applies updates strictly in order: an update whose version is not the next one is a
+//! *gap*, and the data plane asks for a snapshot instead (as it does on every reconnect).
+//! An update carries a function's whole routing, so applying one needs no merge.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// What a data plane needs of one function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    /// Requests one sandbox takes at once; 0 is unlimited.
+    pub container_concurrency: u32,
+    /// Longest one call may take.
+    pub timeout: Duration,
+    /// Ready sandboxes as (sandbox ID, host:port).
+    pub endpoints: Vec<(String, String)>,
+}
+
+/// One function's routing after a change; `None` when the function was deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingUpdate {
+    /// Version of this change (1, 2, 3, … per control-plane lifetime).
+    pub version: u64,
+    /// The function.
+    pub function: String,
+    /// Its routing now.
+    pub routing: Option<Routing>,
+}
+
+/// The whole table at a version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingSnapshot {
+    /// Version of the last change included.
+    pub version: u64,
+    /// Every function.
+    pub functions: BTreeMap<String, Routing>,
+}
+
+/// The control plane's side: the current table and recent changes.
+#[derive(Debug, Clone)]
+pub struct RoutingLog {
+    current: RoutingSnapshot,
+    recent: VecDeque<RoutingUpdate>,
+    keep: usize,
+}
+
+impl RoutingLog {
+    /// An empty log keeping the last `keep` changes for catch-up.
+    pub fn new(keep: usize) -> Self {
+        Self {
+            current: RoutingSnapshot::default(),
+            recent: VecDeque::new(),
+            keep: keep.max(1),
+        }
+    }
+
+    /// Records `function`'s new routing (`None`: deleted) and returns the update to send.
+    pub fn set(&mut self, function: &str, routing: Option<Routing>) -> RoutingUpdate {
+        self.current.version += 1;
+        match &routing {
+            Some(r) => self
+                .current
+                .functions
+                .insert(function.to_string(), r.clone()),
+            None => self.current.functions.remove(function),
+        };
+        let update = RoutingUpdate {
+            version: self.current.version,
+            function: function.to_string(),
+            routing,
+        };
+        if self.recent.len() == self.keep {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(update.clone());
+        update
+    }
+
+    /// A function's routing now.
+    pub fn get(&self, function: &str) -> Option<&Routing> {
+        self.current.functions.get(function)
+    }
+
+    /// Everything now.
+    pub fn snapshot(&self) -> RoutingSnapshot {
+        self.current.clone()
+    }
+
+    /// The changes after `version`, if the log still holds all of them; `None` means the
+    /// caller needs a snapshot.
+    pub fn since(&self, version: u64) -> Option<Vec<RoutingUpdate>> {
+        if version == self.current.version {
+            return Some(Vec::new());
+        }
+        let first = self.recent.front()?.version;
+        if version + 1 < first || version > self.current.version {
+            return None;
+        }
+        Some(
+            self.recent
+                .iter()
+                .filter(|u| u.version > version)
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+/// What applying an update did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The update was the next one and is applied.
+    Changed,
+    /// Already seen; nothing changed.
+    Stale,
+    /// Versions were skipped: the view needs a snapshot.
+    Gap {
+        /// The version the view has.
+        have: u64,
+        /// The version that arrived.
+        got: u64,
+    },
+}
+
+/// A data plane's side: the table it routes by.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingView {
+    current: RoutingSnapshot,
+}
+
+impl RoutingView {
+    /// Replaces everything with `snapshot` (on connect and after a gap).
+    pub fn reset(&mut self, snapshot: RoutingSnapshot) {
+        self.current = snapshot;
+    }
+
+    /// Applies one update if it is the next version.
+    pub fn apply(&mut self, update: &RoutingUpdate) -> Applied {
+        if update.version <= self.current.version {
+            return Applied::Stale;
+        }
+        if update.version != self.current.version + 1 {
+            return Applied::Gap {
+                have: self.current.version,
+                got: update.version,
+            };
+        }
+        self.current.version = update.version;
+        match &update.routing {
+            Some(r) => self
+                .current
+                .functions
+                .insert(update.function.clone(), r.clone()),
+            None => self.current.functions.remove(&update.function),
+        };
+        Applied::Changed
+    }
+
+    /// The version the view is at.
+    pub fn version(&self) -> u64 {
+        self.current.version
+    }
+
+    /// A function's routing, if it exists.
+    pub fn get(&self, function: &str) -> Option<&Routing> {
+        self.current.functions.get(function)
+    }
+
+    /// Every function.
+    pub fn functions(&self) -> &BTreeMap<String, Routing> {
+        &self.current.functions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing(eps: &[u32]) -> Option<Routing> {
+        Some(Routing {
+            container_concurrency: 1,
+            timeout: Duration::from_secs(60),
+            endpoints: eps
+                .iter()
+                .map(|i| (format!("sb-{i}"), format!("127.0.0.1:{}", 20000 + i)))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn in_order_updates_apply_and_duplicates_are_stale() {
+        let mut log = RoutingLog::new(16);
+        let mut view = RoutingView::default();
+        let u1 = log.set("echo", routing(&[]));
+        let u2 = log.set("echo", routing(&[1, 2]));
+        assert_eq!(view.apply(&u1), Applied::Changed);
+        assert_eq!(
+            view.get("echo"),
+            routing(&[]).as_ref(),
+            "known, no sandbox yet"
+        );
+        assert_eq!(view.apply(&u2), Applied::Changed);
+        assert_eq!(view.apply(&u1), Applied::Stale);
+        assert_eq!(view.get("echo"), routing(&[1, 2]).as_ref());
+        assert_eq!(view.apply(&log.set("echo", None)), Applied::Changed);
+        assert!(view.get("echo").is_none());
+        assert_eq!(view.version(), 3);
+    }
+
+    #[test]
+    fn a_gap_asks_for_a_snapshot_which_catches_up() {
+        let mut log = RoutingLog::new(16);
+        let mut view = RoutingView::default();
+        let _lost = log.set("a", routing(&[1]));
+        let u2 = log.set("b", routing(&[2]));
+        assert_eq!(view.apply(&u2), Applied::Gap { have: 0, got: 2 });
+        assert!(view.get("b").is_none(), "nothing applied past a gap");
+        view.reset(log.snapshot());
+        assert_eq!(
+            (view.get("a"), view.get("b")),
+            (routing(&[1]).as_ref(), routing(&[2]).as_ref())
+        );
+        assert_eq!(view.apply(&log.set("a", None)), Applied::Changed);
+    }
+
+    #[test]
+    fn catch_up_comes_from_the_log_while_it_holds_the_versions() {
+        let mut log = RoutingLog::new(2);
+        for i in 1..=4 {
+            log.set("f", routing(&[i]));
+        }
+        assert_eq!(log.since(4), Some(vec![]));
+        assert_eq!(
+            log.since(2)
+                .unwrap()
+                .iter()
+                .map(|u| u.version)
+                .collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert_eq!(log.since(1), None, "version 2 has left the log: snapshot");
+        assert_eq!(
+            log.since(9),
+            None,
+            "a view ahead of the log (control plane restarted): snapshot"
+        );
+    }
+}
