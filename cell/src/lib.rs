@@ -8,6 +8,7 @@ pub mod autoscaler;
 pub mod control_plane;
 pub mod data_plane;
 pub mod function;
+pub mod metrics;
 pub mod placer;
 pub mod routing;
 pub mod store;

@@ -177,6 +177,87 @@ impl RoutingView {
     }
 }
 
+/// Conversions to and from the wire (`baton.cell.v1` routing messages).
+pub mod wire {
+    use std::time::Duration;
+
+    use baton_proto::cell::{
+        Endpoint, FunctionRouting, RoutingEvent, RoutingSnapshot as WireSnapshot,
+        RoutingUpdate as WireUpdate, routing_event,
+    };
+
+    use super::{Routing, RoutingSnapshot, RoutingUpdate};
+
+    fn routing_to(name: &str, r: &Routing) -> FunctionRouting {
+        FunctionRouting {
+            name: name.to_string(),
+            container_concurrency: r.container_concurrency,
+            timeout_ms: r.timeout.as_millis() as u64,
+            endpoints: r
+                .endpoints
+                .iter()
+                .map(|(id, address)| Endpoint {
+                    sandbox_id: id.clone(),
+                    address: address.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn routing_from(r: FunctionRouting) -> (String, Routing) {
+        let routing = Routing {
+            container_concurrency: r.container_concurrency,
+            timeout: Duration::from_millis(r.timeout_ms),
+            endpoints: r
+                .endpoints
+                .into_iter()
+                .map(|e| (e.sandbox_id, e.address))
+                .collect(),
+        };
+        (r.name, routing)
+    }
+
+    /// A snapshot as a stream event.
+    pub fn snapshot_event(s: &RoutingSnapshot) -> RoutingEvent {
+        RoutingEvent {
+            event: Some(routing_event::Event::Snapshot(WireSnapshot {
+                version: s.version,
+                functions: s
+                    .functions
+                    .iter()
+                    .map(|(name, r)| routing_to(name, r))
+                    .collect(),
+            })),
+        }
+    }
+
+    /// An update as a stream event.
+    pub fn update_event(u: &RoutingUpdate) -> RoutingEvent {
+        RoutingEvent {
+            event: Some(routing_event::Event::Update(WireUpdate {
+                version: u.version,
+                function: u.function.clone(),
+                routing: u.routing.as_ref().map(|r| routing_to(&u.function, r)),
+            })),
+        }
+    }
+
+    /// A received event: `Ok(snapshot)` or `Err(update)`; `None` for an empty event.
+    pub fn from_event(event: RoutingEvent) -> Option<Result<RoutingSnapshot, RoutingUpdate>> {
+        match event.event? {
+            routing_event::Event::Snapshot(s) => Some(Ok(RoutingSnapshot {
+                version: s.version,
+                functions: s.functions.into_iter().map(routing_from).collect(),
+            })),
+            routing_event::Event::Update(u) => Some(Err(RoutingUpdate {
+                version: u.version,
+                function: u.function,
+                routing: u.routing.map(|r| routing_from(r).1),
+            })),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +307,20 @@ mod tests {
             (routing(&[1]).as_ref(), routing(&[2]).as_ref())
         );
         assert_eq!(view.apply(&log.set("a", None)), Applied::Changed);
+    }
+
+    #[test]
+    fn wire_round_trip_keeps_everything() {
+        let mut log = RoutingLog::new(4);
+        log.set("a", routing(&[1, 2]));
+        let u = log.set("b", routing(&[]));
+        let d = log.set("a", None);
+        assert_eq!(
+            wire::from_event(wire::snapshot_event(&log.snapshot())),
+            Some(Ok(log.snapshot()))
+        );
+        assert_eq!(wire::from_event(wire::update_event(&u)), Some(Err(u)));
+        assert_eq!(wire::from_event(wire::update_event(&d)), Some(Err(d)));
     }
 
     #[test]

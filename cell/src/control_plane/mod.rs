@@ -2,6 +2,10 @@
 //! and placement, routing distribution to data planes, and recovery after a restart. The
 //! decisions live in [`state`] (no I/O); this module carries out its commands.
 
+mod runtime;
+mod service;
 pub mod state;
+
+pub use runtime::{ControlPlane, ControlPlaneSettings};
 
 pub use state::{CellState, Command, ListedSandbox, Scale, StateConfig};

@@ -1,0 +1,313 @@
+//! Carries out the [`CellState`]'s commands: calls workers, publishes routing changes to
+//! data planes, and runs the autoscaling and worker-health loops.
+//!
+//! Lock order: only the state lock exists here; routing changes are broadcast while it is
+//! held, so data planes see versions in order. Nothing awaits while holding it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton_proto::worker::worker_client::WorkerClient;
+use baton_proto::worker::{
+    CreateSandboxRequest, DeleteSandboxRequest, ListSandboxesRequest, SandboxSpec, SandboxState,
+};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use super::state::{CellState, Command, ListedSandbox, StateConfig};
+use crate::function::FunctionSpec;
+use crate::routing::{RoutingSnapshot, RoutingUpdate};
+use crate::store::{CellStore, StoreError};
+
+/// Runtime settings of the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneSettings {
+    /// Decision settings.
+    pub state: StateConfig,
+    /// How often every function's autoscaler runs.
+    pub autoscale_interval: Duration,
+    /// Most processes per sandbox.
+    pub sandbox_pids: u32,
+    /// Timeout of each call to a worker (creation included).
+    pub worker_call_timeout: Duration,
+    /// How often data planes report load.
+    pub load_report_interval: Duration,
+}
+
+pub(crate) struct Inner {
+    pub(crate) state: Mutex<CellState>,
+    pub(crate) store: CellStore,
+    pub(crate) routing: broadcast::Sender<RoutingUpdate>,
+    urgent: mpsc::UnboundedSender<String>,
+    channels: Mutex<HashMap<String, Channel>>,
+    settings: ControlPlaneSettings,
+}
+
+/// The control plane. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlPlane {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl ControlPlane {
+    /// Loads the store, starts recovery (listing every known worker) and the loops, which
+    /// run until `stop` turns true.
+    pub async fn start(
+        settings: ControlPlaneSettings,
+        store: CellStore,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Self, StoreError> {
+        let functions = store.functions().await?;
+        let workers = store.workers().await?;
+        let (routing, _) = broadcast::channel(4096);
+        let (urgent, urgent_rx) = mpsc::unbounded_channel();
+        tracing::info!(
+            functions = functions.len(),
+            workers = workers.len(),
+            "control plane recovering from its store"
+        );
+        let plane = Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(CellState::new(settings.state.clone())),
+                store,
+                routing,
+                urgent,
+                channels: Mutex::default(),
+                settings,
+            }),
+        };
+        plane.apply(|st| st.recover(functions, workers, Instant::now()));
+        tokio::spawn(plane.clone().autoscale_loop(urgent_rx, stop.clone()));
+        tokio::spawn(plane.clone().health_loop(stop));
+        Ok(plane)
+    }
+
+    /// Runs `f` on the state, broadcasts its routing changes under the lock, and carries out
+    /// the other commands in the background.
+    pub(crate) fn apply<T>(&self, f: impl FnOnce(&mut CellState) -> T) -> T
+    where
+        T: Commands,
+    {
+        let mut state = self.inner.state.lock().expect("state lock");
+        let result = f(&mut state);
+        let mut rest = Vec::new();
+        for command in result.commands() {
+            match command {
+                Command::Publish(update) => {
+                    let _ = self.inner.routing.send(update.clone());
+                }
+                other => rest.push(other.clone()),
+            }
+        }
+        drop(state);
+        for command in rest {
+            tokio::spawn(self.clone().execute(command));
+        }
+        result
+    }
+
+    /// The routing table now and a receiver of every later change, with nothing missed
+    /// or repeated between them.
+    pub fn watch_routing(&self) -> (RoutingSnapshot, broadcast::Receiver<RoutingUpdate>) {
+        let state = self.inner.state.lock().expect("state lock");
+        (state.snapshot(), self.inner.routing.subscribe())
+    }
+
+    /// Asks for an immediate autoscaler run of `function`.
+    pub(crate) fn urge(&self, function: String) {
+        let _ = self.inner.urgent.send(function);
+    }
+
+    /// Changes the state where no command can result.
+    pub(crate) fn read_mut<T>(&self, f: impl FnOnce(&mut CellState) -> T) -> T {
+        f(&mut self.inner.state.lock().expect("state lock"))
+    }
+
+    /// How often data planes should report load.
+    pub(crate) fn load_report_interval_ms(&self) -> u32 {
+        self.inner.settings.load_report_interval.as_millis() as u32
+    }
+
+    /// Reads the state.
+    pub fn read<T>(&self, f: impl FnOnce(&CellState) -> T) -> T {
+        f(&self.inner.state.lock().expect("state lock"))
+    }
+
+    fn client(&self, address: &str) -> WorkerClient<Channel> {
+        let mut channels = self.inner.channels.lock().expect("channels lock");
+        let channel = channels.entry(address.to_string()).or_insert_with(|| {
+            Endpoint::from_shared(format!("http://{address}"))
+                .expect("worker addresses are host:port")
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(1))
+                .connect_lazy()
+        });
+        WorkerClient::new(channel.clone())
+    }
+
+    async fn execute(self, command: Command) {
+        let timeout = self.inner.settings.worker_call_timeout;
+        match command {
+            Command::Create {
+                sandbox_id,
+                node_id,
+                address,
+                spec,
+            } => {
+                let request = CreateSandboxRequest {
+                    node_id,
+                    sandbox_id: sandbox_id.clone(),
+                    spec: Some(self.sandbox_spec(&spec)),
+                };
+                let mut request = tonic::Request::new(request);
+                request.set_timeout(timeout);
+                let result = self
+                    .client(&address)
+                    .create_sandbox(request)
+                    .await
+                    .map(|r| r.into_inner().endpoint)
+                    .map_err(|status| format!("{}: {}", status.code(), status.message()));
+                crate::metrics::creation(result.is_ok());
+                self.apply(|st| st.created(&sandbox_id, result, Instant::now()));
+            }
+            Command::Delete {
+                sandbox_id,
+                node_id,
+                address,
+                after,
+            } => {
+                tokio::time::sleep(after).await;
+                let mut request = tonic::Request::new(DeleteSandboxRequest {
+                    node_id,
+                    sandbox_id: sandbox_id.clone(),
+                    grace_period_ms: 0,
+                });
+                request.set_timeout(timeout);
+                match self.client(&address).delete_sandbox(request).await {
+                    Ok(_) => {}
+                    Err(status) if status.code() == tonic::Code::NotFound => {}
+                    Err(status) => {
+                        tracing::warn!(sandbox = %sandbox_id, %status, "deleting a sandbox failed")
+                    }
+                }
+                self.apply(|st| {
+                    st.deleted(&sandbox_id);
+                    Vec::new()
+                });
+            }
+            Command::List { node_id, address } => {
+                let mut delay = Duration::from_millis(100);
+                for _ in 0..10 {
+                    let mut request = tonic::Request::new(ListSandboxesRequest {
+                        node_id: node_id.clone(),
+                    });
+                    request.set_timeout(timeout);
+                    match self.client(&address).list_sandboxes(request).await {
+                        Ok(response) => {
+                            let listed = response
+                                .into_inner()
+                                .sandboxes
+                                .into_iter()
+                                .map(|s| ListedSandbox {
+                                    running: s.state == SandboxState::Running as i32,
+                                    sandbox_id: s.sandbox_id,
+                                    function: s.function_id,
+                                    endpoint: s.endpoint,
+                                })
+                                .collect();
+                            self.apply(|st| st.worker_listing(&node_id, listed));
+                            return;
+                        }
+                        Err(status) => {
+                            tracing::debug!(node = %node_id, %status, "listing a worker's sandboxes failed; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(2));
+                        }
+                    }
+                }
+                tracing::warn!(node = %node_id, "could not list the worker's sandboxes; it will be marked down if it stays silent");
+            }
+            Command::Publish(_) => unreachable!("published under the state lock"),
+        }
+    }
+
+    fn sandbox_spec(&self, spec: &FunctionSpec) -> SandboxSpec {
+        SandboxSpec {
+            function_id: spec.name.clone(),
+            executable: spec.executable.clone(),
+            args: spec.args.clone(),
+            env: spec.env.clone().into_iter().collect(),
+            port: None,
+            resources: Some(baton_proto::worker::Resources {
+                cpu_millis: spec.resources.cpu_millis,
+                memory_mib: spec.resources.memory_mib,
+                pids: self.inner.settings.sandbox_pids,
+            }),
+            readiness_timeout_ms: 0,
+            readiness_path: String::new(),
+        }
+    }
+
+    async fn autoscale_loop(
+        self,
+        mut urgent: mpsc::UnboundedReceiver<String>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(self.inner.settings.autoscale_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let started = std::time::Instant::now();
+                    let names = self.read(CellState::function_names);
+                    for name in names {
+                        self.apply(|st| st.evaluate(&name, Instant::now()));
+                    }
+                    crate::metrics::decision(started.elapsed());
+                }
+                Some(name) = urgent.recv() => {
+                    let started = std::time::Instant::now();
+                    self.apply(|st| st.evaluate(&name, Instant::now()));
+                    crate::metrics::decision(started.elapsed());
+                }
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn health_loop(self, mut stop: watch::Receiver<bool>) {
+        let period = (self.inner.settings.state.worker_timeout / 4).max(Duration::from_millis(50));
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { self.apply(|st| st.check_workers(Instant::now())); }
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// What a state operation returns that may hold commands.
+pub(crate) trait Commands {
+    fn commands(&self) -> &[Command];
+}
+
+impl Commands for Vec<Command> {
+    fn commands(&self) -> &[Command] {
+        self
+    }
+}
+
+impl Commands for Option<Vec<Command>> {
+    fn commands(&self) -> &[Command] {
+        self.as_deref().unwrap_or(&[])
+    }
+}
+
+impl Commands for (bool, Vec<Command>) {
+    fn commands(&self) -> &[Command] {
+        &self.1
+    }
+}
