@@ -75,21 +75,14 @@ impl Autoscaler {
     /// Mean of the samples in the half-open window `(now - window, now]`.
     fn average(&self, now: Instant, window: std::time::Duration) -> f64 {
         let from = now.checked_sub(window).unwrap_or(now);
-        let (sum, n) = self
-            .samples
-            .iter()
-            .filter(|(t, _)| *t > from)
-            .fold((0.0, 0u32), |(s, n), (_, c)| (s + c, n + 1));
+        let (sum, n) =
+            self.samples.iter().filter(|(t, _)| *t > from).fold((0.0, 0u32), |(s, n), (_, c)| (s + c, n + 1));
         if n == 0 { 0.0 } else { sum / f64::from(n) }
     }
 
     fn scale_for(&self, concurrency: f64) -> u32 {
         let wanted = (concurrency / self.scaling.target_concurrency).ceil();
-        if wanted >= f64::from(u32::MAX) {
-            u32::MAX
-        } else {
-            wanted as u32
-        }
+        if wanted >= f64::from(u32::MAX) { u32::MAX } else { wanted as u32 }
     }
 
     /// The scale wanted at `now` with `ready` sandboxes serving.
@@ -109,10 +102,7 @@ impl Autoscaler {
                 self.panic_scale = ready;
             }
             self.panic_since = Some(now);
-        } else if self
-            .panic_since
-            .is_some_and(|since| now.duration_since(since) >= s.stable_window)
-        {
+        } else if self.panic_since.is_some_and(|since| now.duration_since(since) >= s.stable_window) {
             self.panic_since = None;
             self.panic_scale = 0;
         }
@@ -124,19 +114,14 @@ impl Autoscaler {
         } else {
             stable
         };
-        let in_grace = self
-            .last_traffic
-            .is_some_and(|t| now.duration_since(t) < s.scale_to_zero_grace);
+        let in_grace = self.last_traffic.is_some_and(|t| now.duration_since(t) < s.scale_to_zero_grace);
         if desired == 0 && ready > 0 && in_grace {
             desired = 1;
         }
         if self.hold_until.is_some_and(|until| now < until) {
             desired = desired.max(ready);
         }
-        Decision {
-            desired: desired.clamp(s.min_scale, s.max_scale),
-            panicking,
-        }
+        Decision { desired: desired.clamp(s.min_scale, s.max_scale), panicking }
     }
 }
 
@@ -168,19 +153,10 @@ mod tests {
 
     #[test]
     fn steady_load_asks_for_load_over_target() {
-        let mut a = Autoscaler::new(Scaling {
-            target_concurrency: 2.0,
-            ..scaling()
-        });
+        let mut a = Autoscaler::new(Scaling { target_concurrency: 2.0, ..scaling() });
         let mut now = Instant::now();
         feed(&mut a, &mut now, 60, 8.0);
-        assert_eq!(
-            a.decide(now, 4),
-            Decision {
-                desired: 4,
-                panicking: false
-            }
-        );
+        assert_eq!(a.decide(now, 4), Decision { desired: 4, panicking: false });
     }
 
     #[test]
@@ -194,28 +170,16 @@ mod tests {
 
     #[test]
     fn a_burst_panics_follows_the_panic_window_and_never_scales_down_while_panicking() {
-        let mut a = Autoscaler::new(Scaling {
-            max_scale: 100,
-            ..scaling()
-        });
+        let mut a = Autoscaler::new(Scaling { max_scale: 100, ..scaling() });
         let mut now = Instant::now();
         feed(&mut a, &mut now, 54, 1.0);
         feed(&mut a, &mut now, 6, 20.0);
         let d = a.decide(now, 1);
         assert!(d.panicking);
-        assert_eq!(
-            d.desired, 20,
-            "the panic window's average, not the stable one's (3)"
-        );
+        assert_eq!(d.desired, 20, "the panic window's average, not the stable one's (3)");
         // The burst ends; within the stable window the scale holds.
         feed(&mut a, &mut now, 30, 0.0);
-        assert_eq!(
-            a.decide(now, 20),
-            Decision {
-                desired: 20,
-                panicking: true
-            }
-        );
+        assert_eq!(a.decide(now, 20), Decision { desired: 20, panicking: true });
         // A stable window after the last over-threshold moment, panic ends.
         feed(&mut a, &mut now, 31, 0.0);
         let d = a.decide(now, 20);
@@ -240,11 +204,7 @@ mod tests {
 
     #[test]
     fn min_and_max_scale_bound_the_decision() {
-        let mut a = Autoscaler::new(Scaling {
-            min_scale: 2,
-            max_scale: 5,
-            ..scaling()
-        });
+        let mut a = Autoscaler::new(Scaling { min_scale: 2, max_scale: 5, ..scaling() });
         let mut now = Instant::now();
         assert_eq!(a.decide(now, 0).desired, 2);
         feed(&mut a, &mut now, 60, 50.0);

@@ -42,10 +42,7 @@ fn default_memory() -> u64 {
 
 impl Default for FunctionResources {
     fn default() -> Self {
-        Self {
-            cpu_millis: default_cpu(),
-            memory_mib: default_memory(),
-        }
+        Self { cpu_millis: default_cpu(), memory_mib: default_memory() }
     }
 }
 
@@ -134,10 +131,7 @@ pub struct SpecError {
 
 impl SpecError {
     fn new(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -153,15 +147,8 @@ impl FunctionSpec {
             let path = e.path().to_string();
             let inner = e.into_inner();
             // An unreadable document has no field path ("." or "?"): blame the body.
-            let field = if matches!(path.as_str(), "." | "?" | "") {
-                "body".to_string()
-            } else {
-                path
-            };
-            SpecError {
-                field,
-                message: inner.to_string(),
-            }
+            let field = if matches!(path.as_str(), "." | "?" | "") { "body".to_string() } else { path };
+            SpecError { field, message: inner.to_string() }
         })?;
         spec.validate()?;
         Ok(spec)
@@ -172,16 +159,10 @@ impl FunctionSpec {
         validate_name(&self.name)?;
         if self.runtime == Runtime::Process {
             if self.executable.is_empty() {
-                return Err(SpecError::new(
-                    "executable",
-                    "is required for the process runtime",
-                ));
+                return Err(SpecError::new("executable", "is required for the process runtime"));
             }
             if !self.executable.starts_with('/') {
-                return Err(SpecError::new(
-                    "executable",
-                    format!("{:?} must be an absolute path", self.executable),
-                ));
+                return Err(SpecError::new("executable", format!("{:?} must be an absolute path", self.executable)));
             }
         }
         if self.resources.cpu_millis == 0 {
@@ -200,23 +181,14 @@ impl FunctionSpec {
         if s.min_scale > s.max_scale {
             return Err(SpecError::new(
                 "scaling.min_scale",
-                format!(
-                    "{} is more than scaling.max_scale ({})",
-                    s.min_scale, s.max_scale
-                ),
+                format!("{} is more than scaling.max_scale ({})", s.min_scale, s.max_scale),
             ));
         }
         if !(s.target_concurrency.is_finite() && s.target_concurrency > 0.0) {
-            return Err(SpecError::new(
-                "scaling.target_concurrency",
-                "must be a number above zero",
-            ));
+            return Err(SpecError::new("scaling.target_concurrency", "must be a number above zero"));
         }
         if s.stable_window.is_zero() {
-            return Err(SpecError::new(
-                "scaling.stable_window",
-                "must be longer than zero",
-            ));
+            return Err(SpecError::new("scaling.stable_window", "must be longer than zero"));
         }
         if s.panic_window.is_zero() || s.panic_window > s.stable_window {
             return Err(SpecError::new(
@@ -225,10 +197,7 @@ impl FunctionSpec {
             ));
         }
         if !(s.panic_threshold.is_finite() && s.panic_threshold >= 1.0) {
-            return Err(SpecError::new(
-                "scaling.panic_threshold",
-                "must be at least 1.0",
-            ));
+            return Err(SpecError::new("scaling.panic_threshold", "must be at least 1.0"));
         }
         Ok(())
     }
@@ -239,9 +208,7 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name.as_bytes()[0].is_ascii_lowercase()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.ends_with('-');
     if ok {
         Ok(())
@@ -265,8 +232,7 @@ mod tests {
 
     #[test]
     fn parses_a_minimal_spec_with_defaults() {
-        let spec =
-            FunctionSpec::from_json(br#"{"name":"echo","executable":"/usr/bin/echo-fn"}"#).unwrap();
+        let spec = FunctionSpec::from_json(br#"{"name":"echo","executable":"/usr/bin/echo-fn"}"#).unwrap();
         assert_eq!(spec.scaling, Scaling::default());
         assert_eq!(spec.resources, FunctionResources::default());
         assert_eq!(spec.timeout, Duration::from_secs(60));
@@ -281,29 +247,15 @@ mod tests {
     #[test]
     fn refusals_name_the_field() {
         assert_eq!(field_of(r#"{"name":"echo"}"#), "executable");
-        assert_eq!(
-            field_of(r#"{"name":"echo","executable":"rel/path"}"#),
-            "executable"
-        );
+        assert_eq!(field_of(r#"{"name":"echo","executable":"rel/path"}"#), "executable");
         assert_eq!(field_of(r#"{"name":"Echo","executable":"/x"}"#), "name");
+        assert_eq!(field_of(r#"{"name":"echo","executable":"/x","scaling":{"min_scale":-1}}"#), "scaling.min_scale");
         assert_eq!(
-            field_of(r#"{"name":"echo","executable":"/x","scaling":{"min_scale":-1}}"#),
+            field_of(r#"{"name":"echo","executable":"/x","scaling":{"min_scale":5,"max_scale":2}}"#),
             "scaling.min_scale"
         );
-        assert_eq!(
-            field_of(
-                r#"{"name":"echo","executable":"/x","scaling":{"min_scale":5,"max_scale":2}}"#
-            ),
-            "scaling.min_scale"
-        );
-        assert_eq!(
-            field_of(r#"{"name":"echo","executable":"/x","colour":"red"}"#),
-            "colour"
-        );
-        assert_eq!(
-            field_of(r#"{"name":"echo","executable":"/x","scaling":{"burst":1}}"#),
-            "scaling.burst"
-        );
+        assert_eq!(field_of(r#"{"name":"echo","executable":"/x","colour":"red"}"#), "colour");
+        assert_eq!(field_of(r#"{"name":"echo","executable":"/x","scaling":{"burst":1}}"#), "scaling.burst");
         assert_eq!(
             field_of(r#"{"name":"echo","executable":"/x","scaling":{"stable_window":"soon"}}"#),
             "scaling.stable_window"
@@ -316,10 +268,7 @@ mod tests {
             field_of(r#"{"name":"echo","executable":"/x","resources":{"cpu_millis":0}}"#),
             "resources.cpu_millis"
         );
-        assert_eq!(
-            field_of(r#"{"name":"echo","executable":"/x","timeout":"0s"}"#),
-            "timeout"
-        );
+        assert_eq!(field_of(r#"{"name":"echo","executable":"/x","timeout":"0s"}"#), "timeout");
         assert_eq!(field_of(r#"{"name":"echo""#), "body");
         assert_eq!(field_of(r#"[1,2]"#), "body");
     }

@@ -5,7 +5,9 @@
 #![deny(unsafe_code)]
 
 pub mod autoscaler;
+pub mod config;
 pub mod control_plane;
+pub mod daemon;
 pub mod data_plane;
 pub mod function;
 pub mod metrics;

@@ -22,3 +22,26 @@ pub fn creation(ok: bool) {
 pub fn decision(took: Duration) {
     metrics::histogram!(DECISION_SECONDS).record(took.as_secs_f64());
 }
+
+/// Counter: invocations by outcome (`ok`, `not_found`, `too_large`, `queue_full`,
+/// `timeout`, `sandbox_error`, `client_error`, `server_error`).
+pub const INVOCATIONS: &str = "baton_cell_invocations_total";
+/// Histogram: invocation latency through the data plane.
+pub const INVOCATION_SECONDS: &str = "baton_cell_invocation_seconds";
+/// Counter: requests that waited in a queue for a sandbox.
+pub const COLD_STARTS: &str = "baton_cell_cold_starts_total";
+/// Gauge: requests queued in the data plane, over all functions.
+pub const QUEUE_DEPTH: &str = "baton_cell_queue_depth";
+/// Gauge: requests in flight in the data plane, over all functions.
+pub const IN_FLIGHT: &str = "baton_cell_in_flight";
+
+/// Records one invocation.
+pub fn invocation(outcome: &'static str, took: Duration) {
+    metrics::counter!(INVOCATIONS, "outcome" => outcome).increment(1);
+    metrics::histogram!(INVOCATION_SECONDS).record(took.as_secs_f64());
+}
+
+/// Records one cold start.
+pub fn cold_start() {
+    metrics::counter!(COLD_STARTS).increment(1);
+}

@@ -35,8 +35,7 @@ impl NodeLoad {
     /// Whether `need` fits without passing any capacity.
     pub fn fits(&self, need: Need) -> bool {
         self.sandboxes < self.max_sandboxes
-            && u64::from(self.cpu_allocated) + u64::from(need.cpu_millis)
-                <= u64::from(self.cpu_capacity)
+            && u64::from(self.cpu_allocated) + u64::from(need.cpu_millis) <= u64::from(self.cpu_capacity)
             && self.memory_allocated.saturating_add(need.memory_mib) <= self.memory_capacity
     }
 }
@@ -74,10 +73,8 @@ pub struct LeastAllocated;
 
 impl LeastAllocated {
     fn score(node: &NodeLoad, need: Need) -> f64 {
-        let cpu_used =
-            f64::from(node.cpu_allocated + need.cpu_millis) / f64::from(node.cpu_capacity.max(1));
-        let mem_used =
-            (node.memory_allocated + need.memory_mib) as f64 / node.memory_capacity.max(1) as f64;
+        let cpu_used = f64::from(node.cpu_allocated + need.cpu_millis) / f64::from(node.cpu_capacity.max(1));
+        let mem_used = (node.memory_allocated + need.memory_mib) as f64 / node.memory_capacity.max(1) as f64;
         let least_allocated = 1.0 - (cpu_used + mem_used) / 2.0;
         let balance = 1.0 - (cpu_used - mem_used).abs();
         least_allocated + balance
@@ -92,9 +89,7 @@ impl Placer for LeastAllocated {
             .filter(|(_, n)| n.fits(need))
             // Highest score; among equals the smallest ID, so the choice is deterministic.
             .max_by(|(_, a), (_, b)| {
-                Self::score(a, need)
-                    .total_cmp(&Self::score(b, need))
-                    .then_with(|| b.id.cmp(&a.id))
+                Self::score(a, need).total_cmp(&Self::score(b, need)).then_with(|| b.id.cmp(&a.id))
             })
             .map(|(i, _)| i)
     }
@@ -117,12 +112,7 @@ impl Random {
 
 impl Placer for Random {
     fn place(&mut self, nodes: &[NodeLoad], need: Need) -> Option<usize> {
-        let fitting: Vec<usize> = nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.fits(need))
-            .map(|(i, _)| i)
-            .collect();
+        let fitting: Vec<usize> = nodes.iter().enumerate().filter(|(_, n)| n.fits(need)).map(|(i, _)| i).collect();
         if fitting.is_empty() {
             return None;
         }
@@ -138,9 +128,7 @@ pub struct RoundRobin {
 impl Placer for RoundRobin {
     fn place(&mut self, nodes: &[NodeLoad], need: Need) -> Option<usize> {
         let len = nodes.len();
-        let chosen = (0..len)
-            .map(|step| (self.next + step) % len)
-            .find(|&i| nodes[i].fits(need))?;
+        let chosen = (0..len).map(|step| (self.next + step) % len).find(|&i| nodes[i].fits(need))?;
         self.next = chosen + 1;
         Some(chosen)
     }
@@ -163,34 +151,22 @@ mod tests {
         }
     }
 
-    const NEED: Need = Need {
-        cpu_millis: 250,
-        memory_mib: 128,
-    };
+    const NEED: Need = Need { cpu_millis: 250, memory_mib: 128 };
 
     #[test]
     fn least_allocated_prefers_the_emptier_and_more_balanced_node() {
-        let nodes = vec![
-            node("busy", (2000, 1500), (4096, 3000)),
-            node("idle", (2000, 0), (4096, 0)),
-        ];
+        let nodes = vec![node("busy", (2000, 1500), (4096, 3000)), node("idle", (2000, 0), (4096, 0))];
         assert_eq!(LeastAllocated.place(&nodes, NEED), Some(1));
         // Same free share, but one would end lopsided (CPU full, memory empty).
-        let nodes = vec![
-            node("lopsided", (2000, 1500), (4096, 0)),
-            node("balanced", (2000, 750), (4096, 1536)),
-        ];
+        let nodes = vec![node("lopsided", (2000, 1500), (4096, 0)), node("balanced", (2000, 750), (4096, 1536))];
         assert_eq!(LeastAllocated.place(&nodes, NEED), Some(1));
     }
 
     #[test]
     fn round_robin_takes_turns_and_skips_full_nodes() {
         let mut rr = RoundRobin { next: 0 };
-        let nodes = vec![
-            node("a", (1000, 0), (1024, 0)),
-            node("b", (1000, 1000), (1024, 0)),
-            node("c", (1000, 0), (1024, 0)),
-        ];
+        let nodes =
+            vec![node("a", (1000, 0), (1024, 0)), node("b", (1000, 1000), (1024, 0)), node("c", (1000, 0), (1024, 0))];
         let picks: Vec<_> = (0..4).map(|_| rr.place(&nodes, NEED).unwrap()).collect();
         assert_eq!(picks, vec![0, 2, 0, 2]);
     }
@@ -198,11 +174,8 @@ mod tests {
     #[test]
     fn random_spreads_over_fitting_nodes() {
         let mut r = Random { state: 7 };
-        let nodes = vec![
-            node("a", (1000, 0), (1024, 0)),
-            node("b", (1000, 900), (1024, 0)),
-            node("c", (1000, 0), (1024, 0)),
-        ];
+        let nodes =
+            vec![node("a", (1000, 0), (1024, 0)), node("b", (1000, 900), (1024, 0)), node("c", (1000, 0), (1024, 0))];
         let mut counts = [0; 3];
         for _ in 0..1000 {
             counts[r.place(&nodes, NEED).unwrap()] += 1;
@@ -219,15 +192,8 @@ mod tests {
     }
 
     fn arb_node() -> impl Strategy<Value = NodeLoad> {
-        (
-            1u32..4000,
-            0u32..4000,
-            1u64..8192,
-            0u64..8192,
-            0u32..4,
-            0u32..4,
-        )
-            .prop_map(|(cc, ca, mc, ma, max, n)| NodeLoad {
+        (1u32..4000, 0u32..4000, 1u64..8192, 0u64..8192, 0u32..4, 0u32..4).prop_map(|(cc, ca, mc, ma, max, n)| {
+            NodeLoad {
                 id: format!("n{cc}-{ca}"),
                 cpu_capacity: cc,
                 cpu_allocated: ca.min(cc),
@@ -235,7 +201,8 @@ mod tests {
                 memory_allocated: ma.min(mc),
                 max_sandboxes: max,
                 sandboxes: n.min(max),
-            })
+            }
+        })
     }
 
     proptest! {

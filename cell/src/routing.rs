@@ -52,28 +52,17 @@ pub struct RoutingLog {
 impl RoutingLog {
     /// An empty log keeping the last `keep` changes for catch-up.
     pub fn new(keep: usize) -> Self {
-        Self {
-            current: RoutingSnapshot::default(),
-            recent: VecDeque::new(),
-            keep: keep.max(1),
-        }
+        Self { current: RoutingSnapshot::default(), recent: VecDeque::new(), keep: keep.max(1) }
     }
 
     /// Records `function`'s new routing (`None`: deleted) and returns the update to send.
     pub fn set(&mut self, function: &str, routing: Option<Routing>) -> RoutingUpdate {
         self.current.version += 1;
         match &routing {
-            Some(r) => self
-                .current
-                .functions
-                .insert(function.to_string(), r.clone()),
+            Some(r) => self.current.functions.insert(function.to_string(), r.clone()),
             None => self.current.functions.remove(function),
         };
-        let update = RoutingUpdate {
-            version: self.current.version,
-            function: function.to_string(),
-            routing,
-        };
+        let update = RoutingUpdate { version: self.current.version, function: function.to_string(), routing };
         if self.recent.len() == self.keep {
             self.recent.pop_front();
         }
@@ -101,13 +90,7 @@ impl RoutingLog {
         if version + 1 < first || version > self.current.version {
             return None;
         }
-        Some(
-            self.recent
-                .iter()
-                .filter(|u| u.version > version)
-                .cloned()
-                .collect(),
-        )
+        Some(self.recent.iter().filter(|u| u.version > version).cloned().collect())
     }
 }
 
@@ -145,17 +128,11 @@ impl RoutingView {
             return Applied::Stale;
         }
         if update.version != self.current.version + 1 {
-            return Applied::Gap {
-                have: self.current.version,
-                got: update.version,
-            };
+            return Applied::Gap { have: self.current.version, got: update.version };
         }
         self.current.version = update.version;
         match &update.routing {
-            Some(r) => self
-                .current
-                .functions
-                .insert(update.function.clone(), r.clone()),
+            Some(r) => self.current.functions.insert(update.function.clone(), r.clone()),
             None => self.current.functions.remove(&update.function),
         };
         Applied::Changed
@@ -182,8 +159,8 @@ pub mod wire {
     use std::time::Duration;
 
     use baton_proto::cell::{
-        Endpoint, FunctionRouting, RoutingEvent, RoutingSnapshot as WireSnapshot,
-        RoutingUpdate as WireUpdate, routing_event,
+        Endpoint, FunctionRouting, RoutingEvent, RoutingSnapshot as WireSnapshot, RoutingUpdate as WireUpdate,
+        routing_event,
     };
 
     use super::{Routing, RoutingSnapshot, RoutingUpdate};
@@ -196,10 +173,7 @@ pub mod wire {
             endpoints: r
                 .endpoints
                 .iter()
-                .map(|(id, address)| Endpoint {
-                    sandbox_id: id.clone(),
-                    address: address.clone(),
-                })
+                .map(|(id, address)| Endpoint { sandbox_id: id.clone(), address: address.clone() })
                 .collect(),
         }
     }
@@ -208,11 +182,7 @@ pub mod wire {
         let routing = Routing {
             container_concurrency: r.container_concurrency,
             timeout: Duration::from_millis(r.timeout_ms),
-            endpoints: r
-                .endpoints
-                .into_iter()
-                .map(|e| (e.sandbox_id, e.address))
-                .collect(),
+            endpoints: r.endpoints.into_iter().map(|e| (e.sandbox_id, e.address)).collect(),
         };
         (r.name, routing)
     }
@@ -222,11 +192,7 @@ pub mod wire {
         RoutingEvent {
             event: Some(routing_event::Event::Snapshot(WireSnapshot {
                 version: s.version,
-                functions: s
-                    .functions
-                    .iter()
-                    .map(|(name, r)| routing_to(name, r))
-                    .collect(),
+                functions: s.functions.iter().map(|(name, r)| routing_to(name, r)).collect(),
             })),
         }
     }
@@ -266,10 +232,7 @@ mod tests {
         Some(Routing {
             container_concurrency: 1,
             timeout: Duration::from_secs(60),
-            endpoints: eps
-                .iter()
-                .map(|i| (format!("sb-{i}"), format!("127.0.0.1:{}", 20000 + i)))
-                .collect(),
+            endpoints: eps.iter().map(|i| (format!("sb-{i}"), format!("127.0.0.1:{}", 20000 + i))).collect(),
         })
     }
 
@@ -280,11 +243,7 @@ mod tests {
         let u1 = log.set("echo", routing(&[]));
         let u2 = log.set("echo", routing(&[1, 2]));
         assert_eq!(view.apply(&u1), Applied::Changed);
-        assert_eq!(
-            view.get("echo"),
-            routing(&[]).as_ref(),
-            "known, no sandbox yet"
-        );
+        assert_eq!(view.get("echo"), routing(&[]).as_ref(), "known, no sandbox yet");
         assert_eq!(view.apply(&u2), Applied::Changed);
         assert_eq!(view.apply(&u1), Applied::Stale);
         assert_eq!(view.get("echo"), routing(&[1, 2]).as_ref());
@@ -302,10 +261,7 @@ mod tests {
         assert_eq!(view.apply(&u2), Applied::Gap { have: 0, got: 2 });
         assert!(view.get("b").is_none(), "nothing applied past a gap");
         view.reset(log.snapshot());
-        assert_eq!(
-            (view.get("a"), view.get("b")),
-            (routing(&[1]).as_ref(), routing(&[2]).as_ref())
-        );
+        assert_eq!((view.get("a"), view.get("b")), (routing(&[1]).as_ref(), routing(&[2]).as_ref()));
         assert_eq!(view.apply(&log.set("a", None)), Applied::Changed);
     }
 
@@ -315,10 +271,7 @@ mod tests {
         log.set("a", routing(&[1, 2]));
         let u = log.set("b", routing(&[]));
         let d = log.set("a", None);
-        assert_eq!(
-            wire::from_event(wire::snapshot_event(&log.snapshot())),
-            Some(Ok(log.snapshot()))
-        );
+        assert_eq!(wire::from_event(wire::snapshot_event(&log.snapshot())), Some(Ok(log.snapshot())));
         assert_eq!(wire::from_event(wire::update_event(&u)), Some(Err(u)));
         assert_eq!(wire::from_event(wire::update_event(&d)), Some(Err(d)));
     }
@@ -330,19 +283,8 @@ mod tests {
             log.set("f", routing(&[i]));
         }
         assert_eq!(log.since(4), Some(vec![]));
-        assert_eq!(
-            log.since(2)
-                .unwrap()
-                .iter()
-                .map(|u| u.version)
-                .collect::<Vec<_>>(),
-            vec![3, 4]
-        );
+        assert_eq!(log.since(2).unwrap().iter().map(|u| u.version).collect::<Vec<_>>(), vec![3, 4]);
         assert_eq!(log.since(1), None, "version 2 has left the log: snapshot");
-        assert_eq!(
-            log.since(9),
-            None,
-            "a view ahead of the log (control plane restarted): snapshot"
-        );
+        assert_eq!(log.since(9), None, "a view ahead of the log (control plane restarted): snapshot");
     }
 }

@@ -12,9 +12,7 @@ use baton_cell::routing::{RoutingSnapshot, RoutingUpdate, wire};
 use baton_cell::store::{CellStore, EmbeddedStore};
 use baton_proto::cell::cell_control_client::CellControlClient;
 use baton_proto::cell::cell_control_server::CellControlServer;
-use baton_proto::cell::{
-    FunctionLoad, GetFunctionRequest, PutFunctionRequest, ReportLoadRequest, WatchRoutingRequest,
-};
+use baton_proto::cell::{FunctionLoad, GetFunctionRequest, PutFunctionRequest, ReportLoadRequest, WatchRoutingRequest};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -43,9 +41,7 @@ struct Cp {
 
 async fn start_cp(addr: SocketAddr, store: CellStore) -> (Cp, SocketAddr) {
     let (stop, stopped) = watch::channel(false);
-    let plane = ControlPlane::start(settings(), store.clone(), stopped.clone())
-        .await
-        .unwrap();
+    let plane = ControlPlane::start(settings(), store.clone(), stopped.clone()).await.unwrap();
     let listener = bind_retrying(addr).await;
     let addr = listener.local_addr().unwrap();
     let service = CellControlServer::new(plane.clone());
@@ -53,12 +49,9 @@ async fn start_cp(addr: SocketAddr, store: CellStore) -> (Cp, SocketAddr) {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async move {
-                    let _ = server_stop.wait_for(|s| *s).await;
-                },
-            )
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            })
             .await
             .unwrap();
     });
@@ -91,36 +84,23 @@ async fn start_worker(cp: SocketAddr, state: &std::path::Path) -> baton_worker::
 }
 
 async fn client(addr: SocketAddr) -> CellControlClient<Channel> {
-    CellControlClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
+    CellControlClient::connect(format!("http://{addr}")).await.unwrap()
 }
 
 /// A data plane's view: the first snapshot, then a receiver of updates.
-async fn watch(
-    addr: SocketAddr,
-) -> (
-    RoutingSnapshot,
-    tokio::sync::mpsc::UnboundedReceiver<RoutingUpdate>,
-) {
+async fn watch(addr: SocketAddr) -> (RoutingSnapshot, tokio::sync::mpsc::UnboundedReceiver<RoutingUpdate>) {
     let mut stream = client(addr)
         .await
-        .watch_routing(WatchRoutingRequest {
-            data_plane_id: "dp1".into(),
-        })
+        .watch_routing(WatchRoutingRequest { data_plane_id: "dp1".into() })
         .await
         .unwrap()
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
-    let snapshot = wire::from_event(first)
-        .unwrap()
-        .expect("a snapshot comes first");
+    let snapshot = wire::from_event(first).unwrap().expect("a snapshot comes first");
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok(Some(event)) = stream.message().await {
-            let update = wire::from_event(event)
-                .unwrap()
-                .expect_err("updates after the snapshot");
+            let update = wire::from_event(event).unwrap().expect_err("updates after the snapshot");
             if tx.send(update).is_err() {
                 return;
             }
@@ -150,11 +130,7 @@ async fn report(addr: SocketAddr, function: &str, in_flight: u32, queued: u32) {
         .await
         .report_load(ReportLoadRequest {
             data_plane_id: "dp1".into(),
-            functions: vec![FunctionLoad {
-                function: function.into(),
-                in_flight,
-                queued,
-            }],
+            functions: vec![FunctionLoad { function: function.into(), in_flight, queued }],
         })
         .await
         .unwrap();
@@ -165,41 +141,22 @@ const SPEC: &str = r#"{"name":"spin","runtime":"emulated","scaling":{"max_scale"
 #[tokio::test]
 async fn scales_from_zero_on_a_queued_request_and_recovers_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CellStore::new(Arc::new(
-        EmbeddedStore::open(&dir.path().join("cell.redb")).unwrap(),
-    ));
+    let store = CellStore::new(Arc::new(EmbeddedStore::open(&dir.path().join("cell.redb")).unwrap()));
     let (cp, addr) = start_cp("127.0.0.1:0".parse().unwrap(), store).await;
     let worker = start_worker(addr, dir.path()).await;
     let mut api = client(addr).await;
 
-    let created = api
-        .put_function(PutFunctionRequest {
-            spec_json: SPEC.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .created;
+    let created = api.put_function(PutFunctionRequest { spec_json: SPEC.into() }).await.unwrap().into_inner().created;
     assert!(created);
     let (snapshot, mut updates) = watch(addr).await;
-    assert_eq!(
-        snapshot.functions["spin"].endpoints,
-        vec![],
-        "known, no sandbox yet"
-    );
+    assert_eq!(snapshot.functions["spin"].endpoints, vec![], "known, no sandbox yet");
 
     // A queued request: a sandbox is created (40 ms emulated) and routed to.
     let asked = std::time::Instant::now();
     report(addr, "spin", 0, 1).await;
-    let update = next_with(&mut updates, |u| {
-        u.routing.as_ref().is_some_and(|r| r.endpoints.len() == 1)
-    })
-    .await;
+    let update = next_with(&mut updates, |u| u.routing.as_ref().is_some_and(|r| r.endpoints.len() == 1)).await;
     let took = asked.elapsed();
-    assert!(
-        took < Duration::from_millis(500),
-        "event-driven scale-from-zero took {took:?}"
-    );
+    assert!(took < Duration::from_millis(500), "event-driven scale-from-zero took {took:?}");
     let endpoint = update.routing.unwrap().endpoints[0].clone();
     assert_eq!(worker.nodes[0].list().await.len(), 1);
 
@@ -207,31 +164,13 @@ async fn scales_from_zero_on_a_queued_request_and_recovers_after_a_restart() {
     let writes = cp.store.writes();
     for (spec, field) in [
         (r#"{"name":"x"}"#, "executable"),
-        (
-            r#"{"name":"x","executable":"/x","scaling":{"min_scale":-1}}"#,
-            "scaling.min_scale",
-        ),
-        (
-            r#"{"name":"x","executable":"/x","scaling":{"min_scale":4,"max_scale":2}}"#,
-            "scaling.min_scale",
-        ),
-        (
-            r#"{"name":"x","executable":"/x","surprise":true}"#,
-            "surprise",
-        ),
+        (r#"{"name":"x","executable":"/x","scaling":{"min_scale":-1}}"#, "scaling.min_scale"),
+        (r#"{"name":"x","executable":"/x","scaling":{"min_scale":4,"max_scale":2}}"#, "scaling.min_scale"),
+        (r#"{"name":"x","executable":"/x","surprise":true}"#, "surprise"),
     ] {
-        let status = api
-            .put_function(PutFunctionRequest {
-                spec_json: spec.into(),
-            })
-            .await
-            .unwrap_err();
+        let status = api.put_function(PutFunctionRequest { spec_json: spec.into() }).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(
-            status.message().starts_with(field),
-            "{field}: {}",
-            status.message()
-        );
+        assert!(status.message().starts_with(field), "{field}: {}", status.message());
     }
     assert_eq!(cp.store.writes(), writes);
 
@@ -244,37 +183,20 @@ async fn scales_from_zero_on_a_queued_request_and_recovers_after_a_restart() {
     let (cp2, addr2) = start_cp(addr, store).await;
     assert_eq!(addr2, addr);
     let (snapshot, _updates) = watch(addr).await;
-    assert!(
-        snapshot.functions.contains_key("spin"),
-        "functions survive the restart"
-    );
+    assert!(snapshot.functions.contains_key("spin"), "functions survive the restart");
     for _ in 0..10 {
         report(addr, "spin", 1, 0).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let info = client(addr)
-        .await
-        .get_function(GetFunctionRequest {
-            name: "spin".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let info = client(addr).await.get_function(GetFunctionRequest { name: "spin".into() }).await.unwrap().into_inner();
     assert_eq!((info.ready, info.creating), (1, 0), "{info:?}");
-    assert_eq!(
-        worker.nodes[0].list().await.len(),
-        1,
-        "no sandbox created twice"
-    );
+    assert_eq!(worker.nodes[0].list().await.len(), 1, "no sandbox created twice");
     let (snapshot, _) = watch(addr).await;
     assert_eq!(snapshot.functions["spin"].endpoints, vec![endpoint]);
 
     // The worker goes silent: after the timeout its sandbox leaves the routing.
     let (_, mut updates) = watch(addr).await;
     worker.shutdown().await;
-    next_with(&mut updates, |u| {
-        u.routing.as_ref().is_some_and(|r| r.endpoints.is_empty())
-    })
-    .await;
+    next_with(&mut updates, |u| u.routing.as_ref().is_some_and(|r| r.endpoints.is_empty())).await;
     let _ = cp2.stop.send(true);
 }

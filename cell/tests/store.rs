@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_cell::function::FunctionSpec;
-use baton_cell::store::{
-    CellStore, DataPlaneRecord, EmbeddedStore, Kind, RedisStore, Store, WorkerRecord,
-};
+use baton_cell::store::{CellStore, DataPlaneRecord, EmbeddedStore, Kind, RedisStore, Store, WorkerRecord};
 
 fn redis_url() -> String {
     std::env::var("BATON_TEST_REDIS_URL")
@@ -16,21 +14,14 @@ fn redis_url() -> String {
 }
 
 async fn redis(test: &str) -> RedisStore {
-    let store = RedisStore::connect(
-        &redis_url(),
-        &format!("baton-test:{}:{test}", std::process::id()),
-    )
-    .await
-    .unwrap();
+    let store = RedisStore::connect(&redis_url(), &format!("baton-test:{}:{test}", std::process::id())).await.unwrap();
     store.clear().await.unwrap();
     store
 }
 
 fn spec(name: &str, max_scale: u32) -> FunctionSpec {
-    let mut spec = FunctionSpec::from_json(
-        format!(r#"{{"name":"{name}","executable":"/bin/fn"}}"#).as_bytes(),
-    )
-    .unwrap();
+    let mut spec =
+        FunctionSpec::from_json(format!(r#"{{"name":"{name}","executable":"/bin/fn"}}"#).as_bytes()).unwrap();
     spec.scaling.max_scale = max_scale;
     spec
 }
@@ -45,33 +36,18 @@ async fn conformance(backend: Arc<dyn Store>) {
     backend.put(Kind::Workers, "a", b"worker").await.unwrap();
     assert_eq!(
         backend.list(Kind::Functions).await.unwrap(),
-        vec![
-            ("a".to_string(), b"1 again".to_vec()),
-            ("b".to_string(), b"2".to_vec())
-        ]
+        vec![("a".to_string(), b"1 again".to_vec()), ("b".to_string(), b"2".to_vec())]
     );
-    assert_eq!(
-        backend.list(Kind::Workers).await.unwrap(),
-        vec![("a".to_string(), b"worker".to_vec())]
-    );
+    assert_eq!(backend.list(Kind::Workers).await.unwrap(), vec![("a".to_string(), b"worker".to_vec())]);
     assert!(backend.list(Kind::DataPlanes).await.unwrap().is_empty());
     assert!(backend.delete(Kind::Functions, "a").await.unwrap());
-    assert!(
-        !backend.delete(Kind::Functions, "a").await.unwrap(),
-        "deleting twice reports absence"
-    );
+    assert!(!backend.delete(Kind::Functions, "a").await.unwrap(), "deleting twice reports absence");
     assert!(!backend.delete(Kind::DataPlanes, "never").await.unwrap());
     assert_eq!(backend.list(Kind::Functions).await.unwrap().len(), 1);
     // Binary-safe values and odd keys.
     let blob: Vec<u8> = (0..=255u8).cycle().take(256 * 1024).collect();
-    backend
-        .put(Kind::DataPlanes, "dp:1/x y", &blob)
-        .await
-        .unwrap();
-    assert_eq!(
-        backend.list(Kind::DataPlanes).await.unwrap(),
-        vec![("dp:1/x y".to_string(), blob)]
-    );
+    backend.put(Kind::DataPlanes, "dp:1/x y", &blob).await.unwrap();
+    assert_eq!(backend.list(Kind::DataPlanes).await.unwrap(), vec![("dp:1/x y".to_string(), blob)]);
     backend.delete(Kind::Functions, "b").await.unwrap();
     backend.delete(Kind::Workers, "a").await.unwrap();
     backend.delete(Kind::DataPlanes, "dp:1/x y").await.unwrap();
@@ -99,10 +75,7 @@ async fn conformance(backend: Arc<dyn Store>) {
     assert_eq!(cell.writes(), 5);
     let functions = cell.functions().await.unwrap();
     assert_eq!(
-        functions
-            .iter()
-            .map(|f| (f.name.as_str(), f.scaling.max_scale))
-            .collect::<Vec<_>>(),
+        functions.iter().map(|f| (f.name.as_str(), f.scaling.max_scale)).collect::<Vec<_>>(),
         vec![("echo", 7), ("spin", 5)]
     );
     assert_eq!(cell.workers().await.unwrap(), vec![worker]);
@@ -126,10 +99,7 @@ async fn redis_store_conforms() {
 #[tokio::test]
 async fn embedded_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    conformance(Arc::new(
-        EmbeddedStore::open(&dir.path().join("cell.redb")).unwrap(),
-    ))
-    .await;
+    conformance(Arc::new(EmbeddedStore::open(&dir.path().join("cell.redb")).unwrap())).await;
 }
 
 #[tokio::test]
@@ -145,45 +115,25 @@ async fn redis_keys_of_two_cells_never_mix() {
 async fn a_corrupt_record_is_reported_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let backend = Arc::new(EmbeddedStore::open(&dir.path().join("cell.redb")).unwrap());
-    backend
-        .put(Kind::Functions, "broken", b"{not json")
-        .await
-        .unwrap();
+    backend.put(Kind::Functions, "broken", b"{not json").await.unwrap();
     let err = CellStore::new(backend).functions().await.unwrap_err();
-    assert!(
-        err.to_string().contains("functions record \"broken\""),
-        "{err}"
-    );
+    assert!(err.to_string().contains("functions record \"broken\""), "{err}");
 }
 
 #[tokio::test]
 async fn an_unreachable_redis_is_a_clear_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let result = tokio::time::timeout(
-        Duration::from_secs(10),
-        RedisStore::connect(&format!("redis://127.0.0.1:{port}"), "x"),
-    )
-    .await;
-    let err = result
-        .expect("connect gives up by itself")
-        .err()
-        .expect("nothing listens there");
-    assert!(
-        err.to_string().contains(&format!("127.0.0.1:{port}")),
-        "{err}"
-    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let result =
+        tokio::time::timeout(Duration::from_secs(10), RedisStore::connect(&format!("redis://127.0.0.1:{port}"), "x"))
+            .await;
+    let err = result.expect("connect gives up by itself").err().expect("nothing listens there");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
 }
 
 /// Writes 50 functions and deletes one: what the SIGKILL test's child does.
 async fn write_sequence(cell: &CellStore) {
     for i in 0..50 {
-        cell.put_function(&spec(&format!("fn-{i}"), 1 + i))
-            .await
-            .unwrap();
+        cell.put_function(&spec(&format!("fn-{i}"), 1 + i)).await.unwrap();
     }
     cell.delete_function("fn-7").await.unwrap();
 }
@@ -191,11 +141,7 @@ async fn write_sequence(cell: &CellStore) {
 fn assert_sequence_written(functions: &[FunctionSpec]) {
     assert_eq!(functions.len(), 49);
     assert!(functions.iter().all(|f| f.name != "fn-7"));
-    assert!(
-        functions
-            .iter()
-            .any(|f| f.name == "fn-49" && f.scaling.max_scale == 50)
-    );
+    assert!(functions.iter().any(|f| f.name == "fn-49" && f.scaling.max_scale == 50));
 }
 
 /// The writer half of the SIGKILL test. On its own it checks the sequence reads back; run
@@ -221,11 +167,7 @@ async fn embedded_store_keeps_every_acknowledged_write_across_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cell.redb");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "embedded_store_writer_reads_back_its_writes",
-            "--nocapture",
-        ])
+        .args(["--exact", "embedded_store_writer_reads_back_its_writes", "--nocapture"])
         .env("BATON_SIGKILL_CHILD_DB", &db)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -270,10 +212,7 @@ impl OwnRedis {
             .expect("redis-server is installed (scripts/test.sh installs it)");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
         Self(child, dir)
@@ -295,17 +234,10 @@ impl Drop for OwnRedis {
 
 #[tokio::test]
 async fn the_redis_store_reconnects_after_a_redis_restart() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let redis = OwnRedis::start(port, tempfile::tempdir().unwrap());
-    let cell = CellStore::new(Arc::new(
-        RedisStore::connect(&format!("redis://127.0.0.1:{port}"), "restart")
-            .await
-            .unwrap(),
-    ));
+    let cell =
+        CellStore::new(Arc::new(RedisStore::connect(&format!("redis://127.0.0.1:{port}"), "restart").await.unwrap()));
     cell.put_function(&spec("before", 1)).await.unwrap();
 
     // SIGKILL the server, start it again on the same port with the same data folder.
@@ -321,14 +253,7 @@ async fn the_redis_store_reconnects_after_a_redis_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let functions = recovered.expect("the store reconnects by itself");
-    assert_eq!(
-        functions
-            .iter()
-            .map(|f| f.name.as_str())
-            .collect::<Vec<_>>(),
-        vec!["before"],
-        "the AOF kept the write"
-    );
+    assert_eq!(functions.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), vec!["before"], "the AOF kept the write");
     cell.put_function(&spec("after", 1)).await.unwrap();
     assert_eq!(cell.functions().await.unwrap().len(), 2);
 }

@@ -44,11 +44,8 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 /// Reads `$HOST` (default 127.0.0.1) and `$PORT` (required) into an address.
 pub fn listen_addr() -> Result<SocketAddr, String> {
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
-    let port = std::env::var("PORT")
-        .map_err(|_| "PORT is not set; a sandbox gets it from the worker".to_string())?;
-    format!("{host}:{port}")
-        .parse()
-        .map_err(|e| format!("bad HOST/PORT {host}:{port}: {e}"))
+    let port = std::env::var("PORT").map_err(|_| "PORT is not set; a sandbox gets it from the worker".to_string())?;
+    format!("{host}:{port}").parse().map_err(|e| format!("bad HOST/PORT {host}:{port}: {e}"))
 }
 
 /// Serves `handler` until SIGTERM or SIGINT. Exits the process with status 2 on a start-up
@@ -58,10 +55,8 @@ where
     F: Fn(Call) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("building a single-threaded runtime");
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("building a single-threaded runtime");
     if let Err(message) = runtime.block_on(serve_until_signal(handler)) {
         eprintln!("{message}");
         std::process::exit(2);
@@ -75,9 +70,7 @@ where
 {
     use tokio::signal::unix::{SignalKind, signal};
     let addr = listen_addr()?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("binding {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("binding {addr}: {e}"))?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let stop = async move {
@@ -92,11 +85,8 @@ where
 
 /// Serves `handler` on `listener` (plus the readiness path) until `stop` resolves.
 /// Connections already open are left to finish on their own.
-pub async fn serve<F, Fut>(
-    listener: tokio::net::TcpListener,
-    handler: F,
-    stop: impl Future<Output = ()>,
-) where
+pub async fn serve<F, Fut>(listener: tokio::net::TcpListener, handler: F, stop: impl Future<Output = ()>)
+where
     F: Fn(Call) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -117,9 +107,7 @@ pub async fn serve<F, Fut>(
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(dispatch(&*handler, req).await) }
             });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
@@ -134,13 +122,7 @@ where
     }
     let (head, body) = req.into_parts();
     match body.collect().await {
-        Ok(body) => {
-            handler(Call {
-                head,
-                body: body.to_bytes(),
-            })
-            .await
-        }
+        Ok(body) => handler(Call { head, body: body.to_bytes() }).await,
         Err(e) => json(
             StatusCode::BAD_REQUEST,
             &serde_json::json!({"error": {"code": "bad_body", "message": format!("reading the request body: {e}")}}),

@@ -14,15 +14,11 @@ use crate::{Body, Call, json, query_param};
 pub const MAX_MS: u64 = 60_000;
 
 fn param<'a>(call: &'a Call, query: &str, header: &str) -> Option<&'a str> {
-    query_param(call.head.uri.query(), query)
-        .or_else(|| call.head.headers.get(header).and_then(|v| v.to_str().ok()))
+    query_param(call.head.uri.query(), query).or_else(|| call.head.headers.get(header).and_then(|v| v.to_str().ok()))
 }
 
 fn bad_request(message: String) -> Response<Body> {
-    json(
-        StatusCode::BAD_REQUEST,
-        &serde_json::json!({"error": {"code": "bad_request", "message": message}}),
-    )
+    json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": {"code": "bad_request", "message": message}}))
 }
 
 /// Handles one call.
@@ -31,9 +27,7 @@ pub async fn handle(call: Call) -> Response<Body> {
         None => 0,
         Some(Ok(ms)) if ms <= MAX_MS => ms,
         Some(_) => {
-            return bad_request(format!(
-                "ms must be a whole number of milliseconds in 0..={MAX_MS}"
-            ));
+            return bad_request(format!("ms must be a whole number of milliseconds in 0..={MAX_MS}"));
         }
     };
     let sleep = match param(&call, "mode", "x-duration-mode") {
@@ -71,9 +65,7 @@ pub async fn handle(call: Call) -> Response<Body> {
             "allocated_mib": touched,
         }),
     );
-    response
-        .headers_mut()
-        .insert("x-execution-time-us", took.into());
+    response.headers_mut().insert("x-execution-time-us", took.into());
     response
 }
 

@@ -16,24 +16,11 @@ impl Drop for Function {
 }
 
 async fn start(exe: &str) -> Function {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(exe)
-        .env("PORT", port.to_string())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(exe).env("PORT", port.to_string()).stdin(Stdio::null()).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while reqwest::get(format!("{base}/healthz"))
-        .await
-        .map(|r| r.status().is_success())
-        .ok()
-        != Some(true)
-    {
+    while reqwest::get(format!("{base}/healthz")).await.map(|r| r.status().is_success()).ok() != Some(true) {
         assert!(Instant::now() < deadline, "{exe} never became ready");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -61,10 +48,7 @@ async fn echo_returns_the_request() {
     assert_eq!(reply["body"], "hello");
     assert_eq!(reply["headers"]["x-call-id"], "c-1");
     assert_eq!(reply["headers"]["content-type"], "text/plain");
-    assert!(
-        reply["headers"].get("authorization").is_none(),
-        "only selected headers are echoed"
-    );
+    assert!(reply["headers"].get("authorization").is_none(), "only selected headers are echoed");
 }
 
 #[tokio::test]
@@ -78,18 +62,12 @@ async fn spin_runs_for_the_requested_time_by_spin_or_sleep() {
     ] {
         let mut req = client.get(&url);
         if let Some(ms) = header {
-            req = req
-                .header("x-duration-ms", ms)
-                .header("x-duration-mode", "sleep");
+            req = req.header("x-duration-ms", ms).header("x-duration-mode", "sleep");
         }
         let started = Instant::now();
         let reply = req.send().await.unwrap();
         assert!(started.elapsed() >= Duration::from_millis(60));
-        let took: u64 = reply.headers()["x-execution-time-us"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let took: u64 = reply.headers()["x-execution-time-us"].to_str().unwrap().parse().unwrap();
         assert!((60_000..1_000_000).contains(&took), "{url}: {took}");
         let body: serde_json::Value = reply.json().await.unwrap();
         assert_eq!(body["requested_ms"], 60);
@@ -99,13 +77,7 @@ async fn spin_runs_for_the_requested_time_by_spin_or_sleep() {
 #[tokio::test]
 async fn spin_refuses_bad_parameters() {
     let f = start(env!("CARGO_BIN_EXE_baton-fn-spin")).await;
-    for query in [
-        "ms=abc",
-        "ms=-1",
-        "ms=999999999",
-        "mode=dance",
-        "alloc_mb=x",
-    ] {
+    for query in ["ms=abc", "ms=-1", "ms=999999999", "mode=dance", "alloc_mb=x"] {
         let reply = reqwest::get(format!("{}/?{query}", f.base)).await.unwrap();
         assert_eq!(reply.status(), 400, "{query}");
         let body: serde_json::Value = reply.json().await.unwrap();
@@ -115,10 +87,7 @@ async fn spin_refuses_bad_parameters() {
 
 #[test]
 fn refuses_to_start_without_a_port() {
-    let out = Command::new(env!("CARGO_BIN_EXE_baton-fn-echo"))
-        .env_remove("PORT")
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_baton-fn-echo")).env_remove("PORT").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PORT is not set"));
 }

@@ -40,20 +40,12 @@ fn validate(kind: &'static str, value: &str) -> Result<(), IdError> {
         return Err(IdError::Empty { kind });
     }
     if value.len() > MAX_ID_LEN {
-        return Err(IdError::TooLong {
-            kind,
-            len: value.len(),
-        });
+        return Err(IdError::TooLong { kind, len: value.len() });
     }
     let first_ok = value.as_bytes()[0].is_ascii_alphanumeric();
-    let rest_ok = value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    let rest_ok = value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if !(first_ok && rest_ok) {
-        return Err(IdError::BadCharacter {
-            kind,
-            value: value.to_owned(),
-        });
+        return Err(IdError::BadCharacter { kind, value: value.to_owned() });
     }
     Ok(())
 }
@@ -123,27 +115,18 @@ mod tests {
 
     #[test]
     fn accepts_plain_ids() {
-        assert_eq!(
-            SandboxId::new("fn-echo.1_a").unwrap().as_str(),
-            "fn-echo.1_a"
-        );
+        assert_eq!(SandboxId::new("fn-echo.1_a").unwrap().as_str(), "fn-echo.1_a");
     }
 
     #[test]
     fn refuses_path_tricks_and_empties() {
-        assert_eq!(
-            SandboxId::new(""),
-            Err(IdError::Empty { kind: "sandbox_id" })
-        );
+        assert_eq!(SandboxId::new(""), Err(IdError::Empty { kind: "sandbox_id" }));
         for bad in ["..", "a/b", ".hidden", "-x", "a b", "é"] {
             let err = SandboxId::new(bad).unwrap_err();
             assert!(matches!(err, IdError::BadCharacter { .. }), "{bad}: {err}");
             assert!(err.to_string().contains("sandbox_id"));
         }
         let long = "a".repeat(MAX_ID_LEN + 1);
-        assert!(matches!(
-            NodeId::new(long),
-            Err(IdError::TooLong { len: 129, .. })
-        ));
+        assert!(matches!(NodeId::new(long), Err(IdError::TooLong { len: 129, .. })));
     }
 }

@@ -36,19 +36,13 @@ where
     let mut figment = Figment::from(Serialized::defaults(C::default()));
     if let Some(path) = file {
         if !path.exists() {
-            return Err(ConfigError::MissingFile {
-                path: path.display().to_string(),
-            });
+            return Err(ConfigError::MissingFile { path: path.display().to_string() });
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    let env = Env::prefixed("BATON_")
-        .filter(|key| key.as_str().contains("__"))
-        .split("__");
+    let env = Env::prefixed("BATON_").filter(|key| key.as_str().contains("__")).split("__");
     figment = figment.merge(env).merge(Serialized::defaults(flags));
-    figment
-        .extract()
-        .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
 }
 
 #[cfg(test)]
@@ -72,10 +66,7 @@ mod tests {
 
     impl Default for Net {
         fn default() -> Self {
-            Self {
-                port: 1,
-                host: "h".into(),
-            }
+            Self { port: 1, host: "h".into() }
         }
     }
 
@@ -97,49 +88,25 @@ mod tests {
             let c: Conf = load_config(None, &Flags::default()).unwrap();
             assert_eq!(c, Conf::default());
             let c: Conf = load_config(Some(Path::new("c.toml")), &Flags::default()).unwrap();
-            assert_eq!(
-                c.net,
-                Net {
-                    port: 2,
-                    host: "file".into()
-                }
-            );
+            assert_eq!(c.net, Net { port: 2, host: "file".into() });
             jail.set_env("BATON_NET__PORT", "3");
             jail.set_env("BATON_URL", "ignored: no section separator");
             let c: Conf = load_config(Some(Path::new("c.toml")), &Flags::default()).unwrap();
-            assert_eq!(
-                c.net,
-                Net {
-                    port: 3,
-                    host: "file".into()
-                }
-            );
-            let flags = Flags {
-                net: Some(FlagNet {
-                    host: "flag".into(),
-                }),
-            };
+            assert_eq!(c.net, Net { port: 3, host: "file".into() });
+            let flags = Flags { net: Some(FlagNet { host: "flag".into() }) };
             let c: Conf = load_config(Some(Path::new("c.toml")), &flags).unwrap();
-            assert_eq!(
-                c.net,
-                Net {
-                    port: 3,
-                    host: "flag".into()
-                }
-            );
+            assert_eq!(c.net, Net { port: 3, host: "flag".into() });
             Ok(())
         });
     }
 
     #[test]
     fn errors_name_the_problem() {
-        let err = load_config::<Conf, _>(Some(Path::new("/nonexistent/x.toml")), &Flags::default())
-            .unwrap_err();
+        let err = load_config::<Conf, _>(Some(Path::new("/nonexistent/x.toml")), &Flags::default()).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/x.toml"), "{err}");
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "[net]\nprot = 2\n")?;
-            let err =
-                load_config::<Conf, _>(Some(Path::new("c.toml")), &Flags::default()).unwrap_err();
+            let err = load_config::<Conf, _>(Some(Path::new("c.toml")), &Flags::default()).unwrap_err();
             assert!(err.to_string().contains("prot"), "{err}");
             Ok(())
         });

@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use baton_proto::SandboxId;
 use baton_proto::worker::worker_client::WorkerClient;
-use baton_proto::worker::{
-    CreateSandboxRequest, Resources as WireResources, SandboxSpec as WireSpec,
-};
+use baton_proto::worker::{CreateSandboxRequest, Resources as WireResources, SandboxSpec as WireSpec};
 use baton_worker::SandboxRuntime;
 use baton_worker::config::{ProcessSection, RuntimeChoice, WorkerConfig};
 use baton_worker::process::ProcessRuntime;
@@ -23,21 +21,13 @@ use baton_worker::runtime::{PortRequest, Resources, SandboxSpec};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn release_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo build --release --bins` first",
-        path.display()
-    );
+    assert!(path.exists(), "{} missing: run `cargo build --release --bins` first", path.display());
     path
 }
 
@@ -57,16 +47,8 @@ struct Isolation {
     user: bool,
 }
 
-const NONE: Isolation = Isolation {
-    namespaces: false,
-    cgroups: false,
-    user: false,
-};
-const FULL: Isolation = Isolation {
-    namespaces: true,
-    cgroups: true,
-    user: true,
-};
+const NONE: Isolation = Isolation { namespaces: false, cgroups: false, user: false };
+const FULL: Isolation = Isolation { namespaces: true, cgroups: true, user: true };
 
 async fn process_run(label: &str, iso: Isolation, n: usize, concurrency: usize) {
     let config = ProcessSection {
@@ -75,11 +57,7 @@ async fn process_run(label: &str, iso: Isolation, n: usize, concurrency: usize) 
         cgroup_parent: format!("baton-bench-{}", std::process::id()),
         namespaces: iso.namespaces,
         cgroups: iso.cgroups,
-        user: if iso.user {
-            "nobody".into()
-        } else {
-            String::new()
-        },
+        user: if iso.user { "nobody".into() } else { String::new() },
         ..ProcessSection::default()
     };
     let state = std::env::temp_dir().join(format!("baton-bench-{}", std::process::id()));
@@ -92,11 +70,7 @@ async fn process_run(label: &str, iso: Isolation, n: usize, concurrency: usize) 
         args: vec![],
         env: Default::default(),
         port: PortRequest::Any,
-        resources: Resources {
-            cpu_millis: 500,
-            memory_mib: 64,
-            pids: 64,
-        },
+        resources: Resources { cpu_millis: 500, memory_mib: 64, pids: 64 },
         readiness_timeout: Duration::from_secs(10),
         readiness_path: "/healthz".into(),
     };
@@ -107,20 +81,11 @@ async fn process_run(label: &str, iso: Isolation, n: usize, concurrency: usize) 
         runtime.delete(&id, Duration::from_secs(2)).await.unwrap();
     }
     let samples = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
-    let phases = Arc::new(std::sync::Mutex::new((
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-    )));
+    let phases = Arc::new(std::sync::Mutex::new((Duration::ZERO, Duration::ZERO, Duration::ZERO)));
     let started = Instant::now();
     let mut lanes = Vec::new();
     for lane in 0..concurrency {
-        let (runtime, spec, samples, phases) = (
-            runtime.clone(),
-            spec.clone(),
-            samples.clone(),
-            phases.clone(),
-        );
+        let (runtime, spec, samples, phases) = (runtime.clone(), spec.clone(), samples.clone(), phases.clone());
         lanes.push(tokio::spawn(async move {
             for i in (lane..n).step_by(concurrency) {
                 let id = SandboxId::new(format!("b-{i}")).unwrap();
@@ -191,11 +156,7 @@ async fn emulated_run(n: usize, concurrency: usize) {
                         sandbox_id: format!("e-{i}"),
                         spec: Some(WireSpec {
                             function_id: "f".into(),
-                            resources: Some(WireResources {
-                                cpu_millis: 1,
-                                memory_mib: 4,
-                                pids: 1,
-                            }),
+                            resources: Some(WireResources { cpu_millis: 1, memory_mib: 4, pids: 1 }),
                             ..WireSpec::default()
                         }),
                     })
@@ -223,14 +184,8 @@ async fn main() {
         "| runtime | concurrency | creations | p50 ms | p99 ms | max ms | mean cgroup / spawn / readiness ms | creations/s |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    let namespaces_only = Isolation {
-        namespaces: true,
-        ..NONE
-    };
-    let cgroups_only = Isolation {
-        cgroups: true,
-        ..NONE
-    };
+    let namespaces_only = Isolation { namespaces: true, ..NONE };
+    let cgroups_only = Isolation { cgroups: true, ..NONE };
     process_run("process, no isolation (baseline)", NONE, n, 1).await;
     process_run("process, namespaces only", namespaces_only, n, 1).await;
     process_run("process, cgroup only", cgroups_only, n, 1).await;

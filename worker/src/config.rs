@@ -243,23 +243,14 @@ impl WorkerConfig {
         if baton_proto::SandboxId::new(p.cgroup_parent.as_str()).is_err() {
             return Err(ConfigProblem::Field {
                 field: "process.cgroup_parent",
-                message: format!(
-                    "{:?} must be a plain folder name ([A-Za-z0-9._-])",
-                    p.cgroup_parent
-                ),
+                message: format!("{:?} must be a plain folder name ([A-Za-z0-9._-])", p.cgroup_parent),
             });
         }
         if self.emulated.nodes == 0 {
-            return Err(ConfigProblem::Field {
-                field: "emulated.nodes",
-                message: "must be at least 1".into(),
-            });
+            return Err(ConfigProblem::Field { field: "emulated.nodes", message: "must be at least 1".into() });
         }
         if self.worker.max_sandboxes == 0 {
-            return Err(ConfigProblem::Field {
-                field: "worker.max_sandboxes",
-                message: "must be at least 1".into(),
-            });
+            return Err(ConfigProblem::Field { field: "worker.max_sandboxes", message: "must be at least 1".into() });
         }
         Ok(())
     }
@@ -292,19 +283,9 @@ mod tests {
         let mut c = WorkerConfig::default();
         c.process.port_range_start = 3000;
         c.process.port_range_end = 2000;
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .starts_with("process.port_range_start")
-        );
+        assert!(c.validate().unwrap_err().to_string().starts_with("process.port_range_start"));
         let mut c = WorkerConfig::default();
         c.process.cgroup_parent = "../etc".into();
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .starts_with("process.cgroup_parent")
-        );
+        assert!(c.validate().unwrap_err().to_string().starts_with("process.cgroup_parent"));
     }
 }

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use baton_proto::cell::cell_control_client::CellControlClient;
 use baton_proto::cell::{
-    Capacity, RegisterWorkerRequest, ReportSandboxEventsRequest, SandboxEvent,
-    WorkerHeartbeatRequest,
+    Capacity, RegisterWorkerRequest, ReportSandboxEventsRequest, SandboxEvent, WorkerHeartbeatRequest,
 };
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
@@ -33,11 +32,7 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `initial`.
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            next: initial,
-        }
+        Self { initial, max, next: initial }
     }
 
     /// The next delay: the current one with up to 25% jitter either way; then doubles.
@@ -71,13 +66,7 @@ pub async fn run_link(
     mut stop: watch::Receiver<bool>,
 ) {
     let client = CellControlClient::new(channel);
-    let reporter = tokio::spawn(report_exits(
-        node.clone(),
-        client.clone(),
-        config.clone(),
-        exits,
-        stop.clone(),
-    ));
+    let reporter = tokio::spawn(report_exits(node.clone(), client.clone(), config.clone(), exits, stop.clone()));
     tokio::select! {
         () = register_and_heartbeat(&node, client, &advertise, &config) => {}
         _ = stop.wait_for(|s| *s) => {}
@@ -117,8 +106,7 @@ async fn register_and_heartbeat(
                     break;
                 }
                 Err(status) => {
-                    ::metrics::counter!(metrics::CONTROL_PLANE_ERRORS, "call" => "register")
-                        .increment(1);
+                    ::metrics::counter!(metrics::CONTROL_PLANE_ERRORS, "call" => "register").increment(1);
                     let delay = backoff.next_delay();
                     tracing::debug!(node = %node.id(), %status, ?delay, "control plane unreachable; retrying registration");
                     tokio::time::sleep(delay).await;
@@ -147,8 +135,7 @@ async fn register_and_heartbeat(
                     break;
                 }
                 Err(status) => {
-                    ::metrics::counter!(metrics::CONTROL_PLANE_ERRORS, "call" => "heartbeat")
-                        .increment(1);
+                    ::metrics::counter!(metrics::CONTROL_PLANE_ERRORS, "call" => "heartbeat").increment(1);
                     tracing::debug!(node = %node.id(), %status, "heartbeat failed");
                 }
             }
@@ -178,10 +165,8 @@ async fn report_exits(
                 Err(_) => break,
             }
         }
-        let mut request = tonic::Request::new(ReportSandboxEventsRequest {
-            node_id: node.id().to_string(),
-            events: batch.clone(),
-        });
+        let mut request =
+            tonic::Request::new(ReportSandboxEventsRequest { node_id: node.id().to_string(), events: batch.clone() });
         request.set_timeout(config.call_timeout);
         match client.report_sandbox_events(request).await {
             Ok(_) => {
@@ -189,8 +174,7 @@ async fn report_exits(
                 backoff.reset();
             }
             Err(status) => {
-                ::metrics::counter!(metrics::CONTROL_PLANE_ERRORS, "call" => "report_events")
-                    .increment(1);
+                ::metrics::counter!(metrics::CONTROL_PLANE_ERRORS, "call" => "report_events").increment(1);
                 tracing::debug!(node = %node.id(), %status, pending = batch.len(), "could not report sandbox exits; retrying");
                 if *stop.borrow() {
                     return;
@@ -203,11 +187,7 @@ async fn report_exits(
 
 fn wire_capacity(node: &WorkerNode) -> Capacity {
     let capacity = node.capacity();
-    Capacity {
-        cpu_millis: capacity.cpu_millis,
-        memory_mib: capacity.memory_mib,
-        sandboxes: capacity.sandboxes,
-    }
+    Capacity { cpu_millis: capacity.cpu_millis, memory_mib: capacity.memory_mib, sandboxes: capacity.sandboxes }
 }
 
 fn event(exit: SandboxExit) -> SandboxEvent {
@@ -231,10 +211,7 @@ mod tests {
         let bases = [100, 200, 400, 400, 400];
         for (d, base) in delays.iter().zip(bases) {
             let base = Duration::from_millis(base);
-            assert!(
-                *d >= base.mul_f64(0.75) && *d <= base.mul_f64(1.25),
-                "{d:?} vs {base:?}"
-            );
+            assert!(*d >= base.mul_f64(0.75) && *d <= base.mul_f64(1.25), "{d:?} vs {base:?}");
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(125));

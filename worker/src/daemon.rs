@@ -84,24 +84,14 @@ impl RunningWorker {
 pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
     config.validate()?;
     let base_id = if config.worker.node_id.is_empty() {
-        nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "worker".into())
+        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "worker".into())
     } else {
         config.worker.node_id.clone()
     };
     NodeId::new(base_id.as_str())?;
     let capacity = Capacity {
-        cpu_millis: if config.worker.cpu_millis > 0 {
-            config.worker.cpu_millis
-        } else {
-            machine_cpu_millis()
-        },
-        memory_mib: if config.worker.memory_mib > 0 {
-            config.worker.memory_mib
-        } else {
-            machine_memory_mib()
-        },
+        cpu_millis: if config.worker.cpu_millis > 0 { config.worker.cpu_millis } else { machine_cpu_millis() },
+        memory_mib: if config.worker.memory_mib > 0 { config.worker.memory_mib } else { machine_memory_mib() },
         sandboxes: config.worker.max_sandboxes,
     };
     let limits = |needs_executable| Limits {
@@ -113,32 +103,23 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
         needs_executable,
     };
 
-    let mut runtimes: Vec<(NodeId, Arc<dyn SandboxRuntime>, mpsc::UnboundedReceiver<_>)> =
-        Vec::new();
+    let mut runtimes: Vec<(NodeId, Arc<dyn SandboxRuntime>, mpsc::UnboundedReceiver<_>)> = Vec::new();
     let mut function_server = None;
     match config.worker.runtime {
         RuntimeChoice::Process => {
             let (tx, rx) = mpsc::unbounded_channel();
-            let runtime =
-                ProcessRuntime::start(config.process.clone(), &config.worker.state_dir, tx).await?;
+            let runtime = ProcessRuntime::start(config.process.clone(), &config.worker.state_dir, tx).await?;
             runtimes.push((NodeId::new(base_id.as_str())?, Arc::new(runtime), rx));
         }
         RuntimeChoice::Emulated => {
             let listen = config.emulated.function_listen;
-            let server =
-                FunctionServer::start(listen)
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        what: "the emulated function server",
-                        addr: listen,
-                        source,
-                    })?;
+            let server = FunctionServer::start(listen).await.map_err(|source| StartError::Bind {
+                what: "the emulated function server",
+                addr: listen,
+                source,
+            })?;
             for i in 0..config.emulated.nodes {
-                let id = if config.emulated.nodes == 1 {
-                    base_id.clone()
-                } else {
-                    format!("{base_id}-{i}")
-                };
+                let id = if config.emulated.nodes == 1 { base_id.clone() } else { format!("{base_id}-{i}") };
                 let (_tx, rx) = mpsc::unbounded_channel();
                 let runtime = EmulatedRuntime::new(config.emulated.create_delay, server.addr());
                 runtimes.push((NodeId::new(id)?, Arc::new(runtime), rx));
@@ -148,37 +129,26 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
     }
     let needs_executable = config.worker.runtime == RuntimeChoice::Process;
 
-    let listener = tokio::net::TcpListener::bind(config.worker.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "the Worker gRPC service",
-            addr: config.worker.listen,
-            source,
-        })?;
+    let listener = tokio::net::TcpListener::bind(config.worker.listen).await.map_err(|source| StartError::Bind {
+        what: "the Worker gRPC service",
+        addr: config.worker.listen,
+        source,
+    })?;
     let grpc_addr = listener.local_addr().map_err(|source| StartError::Bind {
         what: "the Worker gRPC service",
         addr: config.worker.listen,
         source,
     })?;
-    let advertise = if config.worker.advertise.is_empty() {
-        grpc_addr.to_string()
-    } else {
-        config.worker.advertise.clone()
-    };
+    let advertise =
+        if config.worker.advertise.is_empty() { grpc_addr.to_string() } else { config.worker.advertise.clone() };
     let readiness = Readiness::default();
     let admin = AdminServer::bind(config.worker.admin_listen, readiness.clone())
         .await
-        .map_err(|source| StartError::Bind {
-            what: "the admin endpoints",
-            addr: config.worker.admin_listen,
-            source,
-        })?;
+        .map_err(|source| StartError::Bind { what: "the admin endpoints", addr: config.worker.admin_listen, source })?;
     let admin_addr = admin.local_addr();
 
     let channel = if config.control_plane.address.is_empty() {
-        tracing::warn!(
-            "control_plane.address is empty: running standalone, registering with no control plane"
-        );
+        tracing::warn!("control_plane.address is empty: running standalone, registering with no control plane");
         None
     } else {
         let endpoint = Endpoint::from_shared(config.control_plane.address.clone())
@@ -192,13 +162,7 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
     let mut tasks = Vec::new();
     let mut nodes = Vec::new();
     for (id, runtime, exits) in runtimes {
-        let node = WorkerNode::new(
-            id,
-            runtime,
-            capacity,
-            limits(needs_executable),
-            config.worker.delete_grace,
-        );
+        let node = WorkerNode::new(id, runtime, capacity, limits(needs_executable), config.worker.delete_grace);
         node.account_existing().await;
         match &channel {
             Some(channel) => {
@@ -259,9 +223,7 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
 }
 
 fn machine_cpu_millis() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as u32 * 1000)
-        .unwrap_or(1000)
+    std::thread::available_parallelism().map(|n| n.get() as u32 * 1000).unwrap_or(1000)
 }
 
 fn machine_memory_mib() -> u64 {
@@ -269,8 +231,7 @@ fn machine_memory_mib() -> u64 {
         .ok()
         .and_then(|s| {
             s.lines().find_map(|l| {
-                l.strip_prefix("MemTotal:")
-                    .map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                l.strip_prefix("MemTotal:").map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             })
         })
         .flatten()

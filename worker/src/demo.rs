@@ -32,11 +32,7 @@ pub async fn run(mut config: WorkerConfig, function: PathBuf) -> anyhow::Result<
             spec: Some(SandboxSpec {
                 function_id: "echo".into(),
                 executable: function.display().to_string(),
-                resources: Some(Resources {
-                    cpu_millis: 500,
-                    memory_mib: 128,
-                    pids: 64,
-                }),
+                resources: Some(Resources { cpu_millis: 500, memory_mib: 128, pids: 64 }),
                 ..SandboxSpec::default()
             }),
         })
@@ -45,19 +41,12 @@ pub async fn run(mut config: WorkerConfig, function: PathBuf) -> anyhow::Result<
         .into_inner();
     let latency = created.latency.unwrap_or_default();
     let isolation = created.isolation.unwrap_or_default();
-    println!(
-        "sandbox demo-echo ready at http://{} (pid {})",
-        created.endpoint, created.pid
-    );
+    println!("sandbox demo-echo ready at http://{} (pid {})", created.endpoint, created.pid);
     println!(
         "  isolation: {} (namespaces: {}, cgroup: {}, unprivileged user: {})",
         isolation.level,
         isolation.pid_namespace,
-        if isolation.cgroup.is_empty() {
-            "none"
-        } else {
-            &isolation.cgroup
-        },
+        if isolation.cgroup.is_empty() { "none" } else { &isolation.cgroup },
         isolation.unprivileged_user
     );
     println!(
@@ -71,10 +60,7 @@ pub async fn run(mut config: WorkerConfig, function: PathBuf) -> anyhow::Result<
     println!("Ctrl-C stops the demo and deletes the sandbox.");
     crate::shutdown_signal().await;
     client
-        .delete_sandbox(DeleteSandboxRequest {
-            sandbox_id: "demo-echo".into(),
-            ..Default::default()
-        })
+        .delete_sandbox(DeleteSandboxRequest { sandbox_id: "demo-echo".into(), ..Default::default() })
         .await
         .context("deleting the demo sandbox")?;
     worker.shutdown().await;
@@ -92,8 +78,6 @@ async fn post(endpoint: &str, path: &str, body: &str) -> anyhow::Result<String> 
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    let (_, body) = response
-        .split_once("\r\n\r\n")
-        .context("a malformed HTTP response")?;
+    let (_, body) = response.split_once("\r\n\r\n").context("a malformed HTTP response")?;
     Ok(body.to_string())
 }

@@ -15,9 +15,7 @@ pub enum RuntimeError {
     },
     /// A sandbox with this ID exists already on the node. Mapped to `INVALID_ARGUMENT`
     /// naming `sandbox_id`, as the worker's contract asks of duplicate IDs.
-    #[error(
-        "sandbox_id: sandbox {0} already exists on this node; delete it first or pick another ID"
-    )]
+    #[error("sandbox_id: sandbox {0} already exists on this node; delete it first or pick another ID")]
     AlreadyExists(SandboxId),
     /// No sandbox with this ID.
     #[error("sandbox {0} does not exist on this node")]
@@ -70,18 +68,12 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// Shorthand for [`RuntimeError::InvalidArgument`].
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::InvalidArgument {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self::InvalidArgument { field: field.into(), message: message.into() }
     }
 
     /// Shorthand for [`RuntimeError::Os`].
     pub fn os(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Os {
-            context: context.into(),
-            source,
-        }
+        Self::Os { context: context.into(), source }
     }
 
     /// A bounded label for metrics.

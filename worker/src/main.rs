@@ -75,28 +75,10 @@ impl Cli {
                 map.insert(key.to_string(), v);
             }
         };
-        set(
-            &mut o.worker,
-            "listen",
-            self.listen.map(|a| a.to_string().into()),
-        );
-        set(
-            &mut o.worker,
-            "admin_listen",
-            self.admin_listen.map(|a| a.to_string().into()),
-        );
-        set(
-            &mut o.worker,
-            "node_id",
-            self.node_id.clone().map(Into::into),
-        );
-        set(
-            &mut o.worker,
-            "state_dir",
-            self.state_dir
-                .as_ref()
-                .map(|p| p.display().to_string().into()),
-        );
+        set(&mut o.worker, "listen", self.listen.map(|a| a.to_string().into()));
+        set(&mut o.worker, "admin_listen", self.admin_listen.map(|a| a.to_string().into()));
+        set(&mut o.worker, "node_id", self.node_id.clone().map(Into::into));
+        set(&mut o.worker, "state_dir", self.state_dir.as_ref().map(|p| p.display().to_string().into()));
         let runtime = match (self.runtime, self.emulate_nodes) {
             (_, Some(_)) | (Some(Runtime::Emulated), _) => Some("emulated"),
             (Some(Runtime::Process), None) => Some("process"),
@@ -104,11 +86,7 @@ impl Cli {
         };
         set(&mut o.worker, "runtime", runtime.map(Into::into));
         set(&mut o.emulated, "nodes", self.emulate_nodes.map(Into::into));
-        set(
-            &mut o.control_plane,
-            "address",
-            self.control_plane.clone().map(Into::into),
-        );
+        set(&mut o.control_plane, "address", self.control_plane.clone().map(Into::into));
         o
     }
 }
@@ -116,9 +94,8 @@ impl Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut config: WorkerConfig =
-        baton_service::load_config(cli.config.as_deref(), &cli.overrides())
-            .context("loading the worker configuration")?;
+    let mut config: WorkerConfig = baton_service::load_config(cli.config.as_deref(), &cli.overrides())
+        .context("loading the worker configuration")?;
     baton_service::logging::init_logging(&config.log);
     match cli.command {
         Some(Command::Demo { function }) => {
@@ -133,10 +110,7 @@ async fn main() -> anyhow::Result<()> {
                 config.worker.state_dir = usable_state_dir(config.worker.state_dir);
             }
             let worker = baton_worker::start(config).await?;
-            println!(
-                "baton-worker serving gRPC on {} and /metrics on {}",
-                worker.grpc_addr, worker.admin_addr
-            );
+            println!("baton-worker serving gRPC on {} and /metrics on {}", worker.grpc_addr, worker.admin_addr);
             baton_service::shutdown::shutdown_signal().await;
             worker.shutdown().await;
             Ok(())

@@ -27,15 +27,10 @@ pub const NODES_REGISTERED: &str = "baton_worker_nodes_registered";
 pub fn creation(runtime: &'static str, outcome: &'static str, latency: Option<&CreationLatency>) {
     metrics::counter!(CREATIONS, "runtime" => runtime, "outcome" => outcome).increment(1);
     if let Some(l) = latency {
-        let phases: [(&'static str, Duration); 4] = [
-            ("cgroup", l.cgroup),
-            ("spawn", l.spawn),
-            ("readiness", l.readiness),
-            ("total", l.total),
-        ];
+        let phases: [(&'static str, Duration); 4] =
+            [("cgroup", l.cgroup), ("spawn", l.spawn), ("readiness", l.readiness), ("total", l.total)];
         for (phase, d) in phases {
-            metrics::histogram!(CREATION_SECONDS, "runtime" => runtime, "phase" => phase)
-                .record(d.as_secs_f64());
+            metrics::histogram!(CREATION_SECONDS, "runtime" => runtime, "phase" => phase).record(d.as_secs_f64());
         }
     }
 }
@@ -74,10 +69,7 @@ impl SandboxCounter {
     }
 
     fn set(&self, node: &str, count: usize) {
-        self.0
-            .lock()
-            .expect("counter lock")
-            .insert(node.to_string(), count);
+        self.0.lock().expect("counter lock").insert(node.to_string(), count);
     }
 
     fn total(&self) -> usize {

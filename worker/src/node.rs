@@ -56,14 +56,7 @@ impl WorkerNode {
         limits: Limits,
         delete_grace: Duration,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            id,
-            runtime,
-            capacity,
-            limits,
-            delete_grace,
-            allocated: Mutex::default(),
-        })
+        Arc::new(Self { id, runtime, capacity, limits, delete_grace, allocated: Mutex::default() })
     }
 
     /// Forwards the runtime's exits, after accounting for them, to `report`.
@@ -77,10 +70,7 @@ impl WorkerNode {
             while let Some(exit) = exits.recv().await {
                 metrics::exit(exit.exit.reason);
                 if let Some(node) = node.upgrade() {
-                    node.allocated
-                        .lock()
-                        .expect("allocation lock")
-                        .remove(&exit.id);
+                    node.allocated.lock().expect("allocation lock").remove(&exit.id);
                     node.publish_gauge();
                 }
                 if let Some(report) = &report {
@@ -108,14 +98,12 @@ impl WorkerNode {
     /// What is allocated now.
     pub fn allocation(&self) -> Allocation {
         let allocated = self.allocated.lock().expect("allocation lock");
-        allocated
-            .values()
-            .fold(Allocation::default(), |mut sum, r| {
-                sum.cpu_millis += r.cpu_millis;
-                sum.memory_mib += r.memory_mib;
-                sum.sandboxes += 1;
-                sum
-            })
+        allocated.values().fold(Allocation::default(), |mut sum, r| {
+            sum.cpu_millis += r.cpu_millis;
+            sum.memory_mib += r.memory_mib;
+            sum.sandboxes += 1;
+            sum
+        })
     }
 
     fn runtime_label(&self) -> &'static str {
@@ -132,10 +120,7 @@ impl WorkerNode {
 
     /// Validates and creates a sandbox. The creation runs to its end in its own task even if
     /// the caller goes away, so a cancelled call never leaves half a sandbox behind.
-    pub async fn create(
-        self: &Arc<Self>,
-        req: CreateSandboxRequest,
-    ) -> Result<Created, RuntimeError> {
+    pub async fn create(self: &Arc<Self>, req: CreateSandboxRequest) -> Result<Created, RuntimeError> {
         let label = self.runtime_label();
         let result = async {
             let (id, spec) = validate::create_request(req, &self.limits)?;
@@ -144,12 +129,7 @@ impl WorkerNode {
             let task_id = id.clone();
             let created = tokio::spawn(async move { node.runtime.create(task_id, spec).await })
                 .await
-                .unwrap_or_else(|e| {
-                    Err(RuntimeError::os(
-                        "creating a sandbox",
-                        std::io::Error::other(e),
-                    ))
-                });
+                .unwrap_or_else(|e| Err(RuntimeError::os("creating a sandbox", std::io::Error::other(e))));
             if created.is_err() {
                 self.allocated.lock().expect("allocation lock").remove(&id);
             }
@@ -169,9 +149,8 @@ impl WorkerNode {
         if allocated.contains_key(id) {
             return Err(RuntimeError::AlreadyExists(id.clone()));
         }
-        let (cpu, mem) = allocated.values().fold((0u64, 0u64), |(c, m), r| {
-            (c + u64::from(r.cpu_millis), m + r.memory_mib)
-        });
+        let (cpu, mem) =
+            allocated.values().fold((0u64, 0u64), |(c, m), r| (c + u64::from(r.cpu_millis), m + r.memory_mib));
         if allocated.len() >= self.capacity.sandboxes as usize {
             return Err(RuntimeError::Exhausted(format!(
                 "node {} holds its maximum of {} sandboxes",
@@ -195,26 +174,13 @@ impl WorkerNode {
     }
 
     /// Deletes a sandbox; `grace` zero takes the node's default.
-    pub async fn delete(
-        self: &Arc<Self>,
-        id: &SandboxId,
-        grace: Duration,
-    ) -> Result<Deleted, RuntimeError> {
-        let grace = if grace.is_zero() {
-            self.delete_grace
-        } else {
-            grace
-        };
+    pub async fn delete(self: &Arc<Self>, id: &SandboxId, grace: Duration) -> Result<Deleted, RuntimeError> {
+        let grace = if grace.is_zero() { self.delete_grace } else { grace };
         let node = self.clone();
         let task_id = id.clone();
         let result = tokio::spawn(async move { node.runtime.delete(&task_id, grace).await })
             .await
-            .unwrap_or_else(|e| {
-                Err(RuntimeError::os(
-                    "deleting a sandbox",
-                    std::io::Error::other(e),
-                ))
-            });
+            .unwrap_or_else(|e| Err(RuntimeError::os("deleting a sandbox", std::io::Error::other(e))));
         let outcome = match &result {
             Ok(Deleted { killed: true }) => "killed",
             Ok(Deleted { killed: false }) => "graceful",

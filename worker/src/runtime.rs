@@ -65,11 +65,7 @@ pub struct Isolation {
 impl Isolation {
     /// `full`, `partial` or `none`.
     pub fn level(&self) -> &'static str {
-        match (
-            self.namespaces,
-            self.cgroup.is_some(),
-            self.unprivileged_user,
-        ) {
+        match (self.namespaces, self.cgroup.is_some(), self.unprivileged_user) {
             (true, true, true) => "full",
             (false, false, false) => "none",
             _ => "partial",
@@ -199,8 +195,5 @@ pub trait SandboxRuntime: Send + Sync + 'static {
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

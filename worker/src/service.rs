@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use baton_proto::worker::worker_server::Worker;
 use baton_proto::worker::{
-    CreateSandboxRequest, CreateSandboxResponse, DeleteSandboxRequest, DeleteSandboxResponse,
-    ListSandboxesRequest, ListSandboxesResponse, SandboxInfo, SandboxState,
+    CreateSandboxRequest, CreateSandboxResponse, DeleteSandboxRequest, DeleteSandboxResponse, ListSandboxesRequest,
+    ListSandboxesResponse, SandboxInfo, SandboxState,
 };
 use baton_proto::{NodeId, SandboxId};
 use tonic::{Request, Response, Status};
@@ -24,9 +24,7 @@ pub struct WorkerService {
 impl WorkerService {
     /// A service over `nodes` (at least one).
     pub fn new(nodes: Vec<Arc<WorkerNode>>) -> Self {
-        Self {
-            nodes: Arc::new(nodes.into_iter().map(|n| (n.id().clone(), n)).collect()),
-        }
+        Self { nodes: Arc::new(nodes.into_iter().map(|n| (n.id().clone(), n)).collect()) }
     }
 
     fn node(&self, node_id: &str) -> Result<&Arc<WorkerNode>, Status> {
@@ -39,11 +37,9 @@ impl WorkerService {
                 self.nodes.len()
             )));
         }
-        self.nodes.get(node_id).ok_or_else(|| {
-            Status::not_found(format!(
-                "node_id: node {node_id:?} is not hosted by this worker process"
-            ))
-        })
+        self.nodes
+            .get(node_id)
+            .ok_or_else(|| Status::not_found(format!("node_id: node {node_id:?} is not hosted by this worker process")))
     }
 }
 
@@ -100,14 +96,9 @@ impl Worker for WorkerService {
     ) -> Result<Response<DeleteSandboxResponse>, Status> {
         let req = request.into_inner();
         let node = self.node(&req.node_id)?.clone();
-        let id = SandboxId::new(req.sandbox_id)
-            .map_err(|e| Status::invalid_argument(format!("sandbox_id: {e}")))?;
-        let deleted = node
-            .delete(&id, Duration::from_millis(u64::from(req.grace_period_ms)))
-            .await?;
-        Ok(Response::new(DeleteSandboxResponse {
-            killed: deleted.killed,
-        }))
+        let id = SandboxId::new(req.sandbox_id).map_err(|e| Status::invalid_argument(format!("sandbox_id: {e}")))?;
+        let deleted = node.delete(&id, Duration::from_millis(u64::from(req.grace_period_ms))).await?;
+        Ok(Response::new(DeleteSandboxResponse { killed: deleted.killed }))
     }
 
     async fn list_sandboxes(
@@ -117,9 +108,6 @@ impl Worker for WorkerService {
         let req = request.into_inner();
         let node = self.node(&req.node_id)?;
         let sandboxes = node.list().await.into_iter().map(info).collect();
-        Ok(Response::new(ListSandboxesResponse {
-            node_id: node.id().to_string(),
-            sandboxes,
-        }))
+        Ok(Response::new(ListSandboxesResponse { node_id: node.id().to_string(), sandboxes }))
     }
 }

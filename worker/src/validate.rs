@@ -39,28 +39,16 @@ pub struct Limits {
 }
 
 /// Checks `req` against `limits`.
-pub fn create_request(
-    req: CreateSandboxRequest,
-    limits: &Limits,
-) -> Result<(SandboxId, SandboxSpec), RuntimeError> {
-    let id = SandboxId::new(req.sandbox_id)
-        .map_err(|e| RuntimeError::invalid("sandbox_id", e.to_string()))?;
-    let spec = req
-        .spec
-        .ok_or_else(|| RuntimeError::invalid("spec", "is required"))?;
+pub fn create_request(req: CreateSandboxRequest, limits: &Limits) -> Result<(SandboxId, SandboxSpec), RuntimeError> {
+    let id = SandboxId::new(req.sandbox_id).map_err(|e| RuntimeError::invalid("sandbox_id", e.to_string()))?;
+    let spec = req.spec.ok_or_else(|| RuntimeError::invalid("spec", "is required"))?;
     if spec.function_id.len() > 256 {
-        return Err(RuntimeError::invalid(
-            "spec.function_id",
-            "is longer than 256 bytes",
-        ));
+        return Err(RuntimeError::invalid("spec.function_id", "is longer than 256 bytes"));
     }
     let executable = PathBuf::from(&spec.executable);
     if limits.needs_executable {
         if spec.executable.is_empty() {
-            return Err(RuntimeError::invalid(
-                "spec.executable",
-                "must not be empty",
-            ));
+            return Err(RuntimeError::invalid("spec.executable", "must not be empty"));
         }
         if !executable.is_absolute() {
             return Err(RuntimeError::invalid(
@@ -71,10 +59,7 @@ pub fn create_request(
     }
     check_no_nul("spec.executable", &spec.executable)?;
     if spec.args.len() > MAX_LIST {
-        return Err(RuntimeError::invalid(
-            "spec.args",
-            format!("has {} entries; at most {MAX_LIST}", spec.args.len()),
-        ));
+        return Err(RuntimeError::invalid("spec.args", format!("has {} entries; at most {MAX_LIST}", spec.args.len())));
     }
     for arg in &spec.args {
         check_no_nul("spec.args", arg)?;
@@ -96,11 +81,8 @@ pub fn create_request(
             ),
         ));
     }
-    let readiness_path = if spec.readiness_path.is_empty() {
-        baton_functions::READINESS_PATH.to_string()
-    } else {
-        spec.readiness_path
-    };
+    let readiness_path =
+        if spec.readiness_path.is_empty() { baton_functions::READINESS_PATH.to_string() } else { spec.readiness_path };
     if !readiness_path.starts_with('/')
         || readiness_path.len() > 1024
         || !readiness_path.bytes().all(|b| b.is_ascii_graphic())
@@ -132,14 +114,9 @@ fn check_no_nul(field: &str, value: &str) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-fn environment(
-    env: std::collections::HashMap<String, String>,
-) -> Result<BTreeMap<String, String>, RuntimeError> {
+fn environment(env: std::collections::HashMap<String, String>) -> Result<BTreeMap<String, String>, RuntimeError> {
     if env.len() > MAX_LIST {
-        return Err(RuntimeError::invalid(
-            "spec.env",
-            format!("has {} entries; at most {MAX_LIST}", env.len()),
-        ));
+        return Err(RuntimeError::invalid("spec.env", format!("has {} entries; at most {MAX_LIST}", env.len())));
     }
     for (key, value) in &env {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
@@ -149,26 +126,18 @@ fn environment(
             ));
         }
         if RESERVED_ENV.contains(&key.as_str()) {
-            return Err(RuntimeError::invalid(
-                "spec.env",
-                format!("{key} is set by the worker and cannot be given"),
-            ));
+            return Err(RuntimeError::invalid("spec.env", format!("{key} is set by the worker and cannot be given")));
         }
         check_no_nul("spec.env", value)?;
     }
     Ok(env.into_iter().collect())
 }
 
-fn port(
-    policy: Option<baton_proto::worker::PortPolicy>,
-    limits: &Limits,
-) -> Result<PortRequest, RuntimeError> {
+fn port(policy: Option<baton_proto::worker::PortPolicy>, limits: &Limits) -> Result<PortRequest, RuntimeError> {
     match policy.and_then(|p| p.policy) {
         None | Some(port_policy::Policy::Auto(_)) => Ok(PortRequest::Any),
         Some(port_policy::Policy::Fixed(port)) => {
-            let in_range = u16::try_from(port)
-                .ok()
-                .filter(|p| limits.ports.contains(p));
+            let in_range = u16::try_from(port).ok().filter(|p| limits.ports.contains(p));
             in_range.map(PortRequest::Fixed).ok_or_else(|| {
                 RuntimeError::invalid(
                     "spec.port.fixed",
@@ -183,23 +152,13 @@ fn port(
     }
 }
 
-fn resources(
-    res: Option<baton_proto::worker::Resources>,
-    limits: &Limits,
-) -> Result<Resources, RuntimeError> {
-    let res = res.ok_or_else(|| {
-        RuntimeError::invalid(
-            "spec.resources",
-            "is required (cpu_millis, memory_mib, pids)",
-        )
-    })?;
+fn resources(res: Option<baton_proto::worker::Resources>, limits: &Limits) -> Result<Resources, RuntimeError> {
+    let res =
+        res.ok_or_else(|| RuntimeError::invalid("spec.resources", "is required (cpu_millis, memory_mib, pids)"))?;
     if res.cpu_millis == 0 || res.cpu_millis > limits.cpu_millis {
         return Err(RuntimeError::invalid(
             "spec.resources.cpu_millis",
-            format!(
-                "{} must be between 1 and this node's capacity of {}",
-                res.cpu_millis, limits.cpu_millis
-            ),
+            format!("{} must be between 1 and this node's capacity of {}", res.cpu_millis, limits.cpu_millis),
         ));
     }
     if res.memory_mib < MIN_MEMORY_MIB || res.memory_mib > limits.memory_mib {
@@ -217,11 +176,7 @@ fn resources(
             format!("{} must be between 1 and {MAX_PIDS}", res.pids),
         ));
     }
-    Ok(Resources {
-        cpu_millis: res.cpu_millis,
-        memory_mib: res.memory_mib,
-        pids: res.pids,
-    })
+    Ok(Resources { cpu_millis: res.cpu_millis, memory_mib: res.memory_mib, pids: res.pids })
 }
 
 #[cfg(test)]
@@ -247,11 +202,7 @@ mod tests {
             spec: Some(WireSpec {
                 function_id: "echo".into(),
                 executable: "/bin/true".into(),
-                resources: Some(baton_proto::worker::Resources {
-                    cpu_millis: 500,
-                    memory_mib: 64,
-                    pids: 16,
-                }),
+                resources: Some(baton_proto::worker::Resources { cpu_millis: 500, memory_mib: 64, pids: 16 }),
                 ..Default::default()
             }),
         }
@@ -282,96 +233,43 @@ mod tests {
         };
         assert_eq!(with(|r| r.sandbox_id.clear()), "sandbox_id");
         assert_eq!(with(|r| r.spec = None), "spec");
+        assert_eq!(with(|r| r.spec.as_mut().unwrap().executable.clear()), "spec.executable");
+        assert_eq!(with(|r| r.spec.as_mut().unwrap().executable = "bin/x".into()), "spec.executable");
+        assert_eq!(with(|r| r.spec.as_mut().unwrap().resources = None), "spec.resources");
         assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().executable.clear()),
-            "spec.executable"
-        );
-        assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().executable = "bin/x".into()),
-            "spec.executable"
-        );
-        assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().resources = None),
-            "spec.resources"
-        );
-        assert_eq!(
-            with(|r| r
-                .spec
-                .as_mut()
-                .unwrap()
-                .resources
-                .as_mut()
-                .unwrap()
-                .cpu_millis = 0),
+            with(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().cpu_millis = 0),
             "spec.resources.cpu_millis"
         );
         assert_eq!(
-            with(|r| r
-                .spec
-                .as_mut()
-                .unwrap()
-                .resources
-                .as_mut()
-                .unwrap()
-                .cpu_millis = u32::MAX),
+            with(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().cpu_millis = u32::MAX),
             "spec.resources.cpu_millis"
         );
         assert_eq!(
-            with(|r| r
-                .spec
-                .as_mut()
-                .unwrap()
-                .resources
-                .as_mut()
-                .unwrap()
-                .memory_mib = 0),
+            with(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().memory_mib = 0),
             "spec.resources.memory_mib"
         );
         assert_eq!(
-            with(|r| r
-                .spec
-                .as_mut()
-                .unwrap()
-                .resources
-                .as_mut()
-                .unwrap()
-                .memory_mib = 1 << 40),
+            with(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().memory_mib = 1 << 40),
             "spec.resources.memory_mib"
         );
+        assert_eq!(with(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().pids = 0), "spec.resources.pids");
         assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().pids = 0),
-            "spec.resources.pids"
-        );
-        assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().port = Some(PortPolicy {
-                policy: Some(port_policy::Policy::Fixed(80))
-            })),
+            with(|r| r.spec.as_mut().unwrap().port = Some(PortPolicy { policy: Some(port_policy::Policy::Fixed(80)) })),
             "spec.port.fixed"
         );
         assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().port = Some(PortPolicy {
-                policy: Some(port_policy::Policy::Fixed(70000))
-            })),
+            with(|r| r.spec.as_mut().unwrap().port =
+                Some(PortPolicy { policy: Some(port_policy::Policy::Fixed(70000)) })),
             "spec.port.fixed"
         );
         assert_eq!(
             with(|r| {
-                r.spec
-                    .as_mut()
-                    .unwrap()
-                    .env
-                    .insert("PORT".into(), "1".into());
+                r.spec.as_mut().unwrap().env.insert("PORT".into(), "1".into());
             }),
             "spec.env"
         );
-        assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().readiness_timeout_ms = u32::MAX),
-            "spec.readiness_timeout_ms"
-        );
-        assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().readiness_path = "no-slash".into()),
-            "spec.readiness_path"
-        );
+        assert_eq!(with(|r| r.spec.as_mut().unwrap().readiness_timeout_ms = u32::MAX), "spec.readiness_timeout_ms");
+        assert_eq!(with(|r| r.spec.as_mut().unwrap().readiness_path = "no-slash".into()), "spec.readiness_path");
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use baton_proto::cell::ExitReason;
 use baton_proto::worker::worker_client::WorkerClient;
 use baton_proto::worker::{
-    CreateSandboxRequest, DeleteSandboxRequest, ListSandboxesRequest, PortPolicy, Resources,
-    SandboxSpec, SandboxState, port_policy,
+    CreateSandboxRequest, DeleteSandboxRequest, ListSandboxesRequest, PortPolicy, Resources, SandboxSpec, SandboxState,
+    port_policy,
 };
 use support::fake_control_plane::FakeControlPlane;
 use support::*;
@@ -27,11 +27,7 @@ fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
 
 fn spawn_worker(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> KillOnDrop {
     let mut cmd = Command::new(bin("baton-worker"));
-    cmd.arg("--config")
-        .arg(config)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
+    cmd.arg("--config").arg(config).args(extra).stdin(Stdio::null()).stdout(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -56,24 +52,13 @@ fn create(id: &str, executable: &Path) -> CreateSandboxRequest {
         spec: Some(SandboxSpec {
             function_id: "f".into(),
             executable: executable.display().to_string(),
-            resources: Some(Resources {
-                cpu_millis: 250,
-                memory_mib: 64,
-                pids: 32,
-            }),
+            resources: Some(Resources { cpu_millis: 250, memory_mib: 64, pids: 32 }),
             ..SandboxSpec::default()
         }),
     }
 }
 
-fn process_toml(
-    state: &Path,
-    grpc: u16,
-    admin: u16,
-    ports: (u16, u16),
-    parent: &str,
-    extra: &str,
-) -> String {
+fn process_toml(state: &Path, grpc: u16, admin: u16, ports: (u16, u16), parent: &str, extra: &str) -> String {
     format!(
         r#"
 [worker]
@@ -108,51 +93,25 @@ async fn a_sigkilled_worker_readopts_its_running_sandboxes_on_restart() {
     let state = dir.path().join("state");
     let parent = CgroupParent(format!("baton-test-readopt-{}", std::process::id()));
     let (grpc, admin) = (free_port(), free_port());
-    let config = write_config(
-        dir.path(),
-        &process_toml(&state, grpc, admin, (22000, 22049), &parent.0, ""),
-    );
+    let config = write_config(dir.path(), &process_toml(&state, grpc, admin, (22000, 22049), &parent.0, ""));
 
     let mut worker = spawn_worker(&config, &[], &[]);
     let mut client = connect(grpc).await;
-    let created = client
-        .create_sandbox(create("keep-me", &bin("baton-fn-echo")))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = client.create_sandbox(create("keep-me", &bin("baton-fn-echo"))).await.unwrap().into_inner();
     let endpoint = created.endpoint.clone();
-    assert!(
-        reqwest::get(format!("http://{endpoint}/"))
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    assert!(reqwest::get(format!("http://{endpoint}/")).await.unwrap().status().is_success());
 
     // SIGKILL: no chance to clean up. The sandbox keeps running.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(worker.0.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker.0.id() as i32), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
     let _ = worker.0.wait();
     assert!(alive(created.pid));
-    assert!(
-        reqwest::get(format!("http://{endpoint}/"))
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    assert!(reqwest::get(format!("http://{endpoint}/")).await.unwrap().status().is_success());
 
     // A new worker process re-adopts it: same endpoint, same pid, still serving.
     let _worker = spawn_worker(&config, &[], &[]);
     let mut client = connect(grpc).await;
-    let listed = client
-        .list_sandboxes(ListSandboxesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = client.list_sandboxes(ListSandboxesRequest::default()).await.unwrap().into_inner();
     assert_eq!(listed.sandboxes.len(), 1, "{listed:?}");
     let s = &listed.sandboxes[0];
     assert_eq!(
@@ -160,31 +119,15 @@ async fn a_sigkilled_worker_readopts_its_running_sandboxes_on_restart() {
         ("keep-me", endpoint.as_str(), created.pid, true)
     );
     assert_eq!(s.state, SandboxState::Running as i32);
-    assert!(
-        reqwest::get(format!("http://{endpoint}/"))
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    assert!(reqwest::get(format!("http://{endpoint}/")).await.unwrap().status().is_success());
 
     // Its port stays reserved: a new sandbox gets another one.
-    let other = client
-        .create_sandbox(create("new-one", &bin("baton-fn-echo")))
-        .await
-        .unwrap()
-        .into_inner();
+    let other = client.create_sandbox(create("new-one", &bin("baton-fn-echo"))).await.unwrap().into_inner();
     assert_ne!(other.endpoint, endpoint);
 
     // And the new worker can delete it, leaving nothing behind.
     for id in ["keep-me", "new-one"] {
-        client
-            .delete_sandbox(DeleteSandboxRequest {
-                sandbox_id: id.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        client.delete_sandbox(DeleteSandboxRequest { sandbox_id: id.into(), ..Default::default() }).await.unwrap();
     }
     assert!(!alive(created.pid) && !alive(other.pid));
     assert!(leftover_cgroups(&parent.0).is_empty());
@@ -197,37 +140,19 @@ async fn a_restarted_worker_cleans_up_sandboxes_whose_process_died_meanwhile() {
     let state = dir.path().join("state");
     let parent = CgroupParent(format!("baton-test-cleanup-{}", std::process::id()));
     let (grpc, admin) = (free_port(), free_port());
-    let config = write_config(
-        dir.path(),
-        &process_toml(&state, grpc, admin, (22050, 22099), &parent.0, ""),
-    );
+    let config = write_config(dir.path(), &process_toml(&state, grpc, admin, (22050, 22099), &parent.0, ""));
     let mut worker = spawn_worker(&config, &[], &[]);
     let mut client = connect(grpc).await;
-    let created = client
-        .create_sandbox(create("doomed", &bin("baton-fn-echo")))
-        .await
-        .unwrap()
-        .into_inner();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(worker.0.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    let created = client.create_sandbox(create("doomed", &bin("baton-fn-echo"))).await.unwrap().into_inner();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker.0.id() as i32), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
     let _ = worker.0.wait();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(created.pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(created.pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     assert!(eventually(Duration::from_secs(2), || !alive(created.pid)).await);
 
     let _worker = spawn_worker(&config, &[], &[]);
     let mut client = connect(grpc).await;
-    let listed = client
-        .list_sandboxes(ListSandboxesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = client.list_sandboxes(ListSandboxesRequest::default()).await.unwrap().into_inner();
     assert!(listed.sandboxes.is_empty(), "{listed:?}");
     assert!(leftover_cgroups(&parent.0).is_empty());
     assert!(files_in(&state.join("sandboxes")).is_empty());
@@ -251,31 +176,19 @@ async fn registers_once_the_control_plane_appears_heartbeats_and_reports_exits()
 
     // The control plane comes up late; the worker's retries find it.
     let cp = FakeControlPlane::default();
-    let (_addr, _stop) = cp
-        .serve(format!("127.0.0.1:{cp_port}").parse().unwrap())
-        .await;
-    assert!(
-        eventually(Duration::from_secs(5), || cp.heartbeating_nodes() == 1).await,
-        "no heartbeat arrived"
-    );
+    let (_addr, _stop) = cp.serve(format!("127.0.0.1:{cp_port}").parse().unwrap()).await;
+    assert!(eventually(Duration::from_secs(5), || cp.heartbeating_nodes() == 1).await, "no heartbeat arrived");
     {
         let r = cp.recorded.lock().unwrap();
         let reg = &r.registrations[0];
         assert_eq!(reg.node_id, "from-env");
         assert_eq!(reg.address, format!("127.0.0.1:{grpc}"));
         let capacity = reg.capacity.unwrap();
-        assert!(
-            capacity.cpu_millis >= 1000 && capacity.memory_mib > 0,
-            "{capacity:?}"
-        );
+        assert!(capacity.cpu_millis >= 1000 && capacity.memory_mib > 0, "{capacity:?}");
     }
 
     // Heartbeats carry the allocation.
-    let created = client
-        .create_sandbox(create("alloc", &bin("baton-fn-spin")))
-        .await
-        .unwrap()
-        .into_inner();
+    let created = client.create_sandbox(create("alloc", &bin("baton-fn-spin"))).await.unwrap().into_inner();
     let allocated = || {
         cp.recorded.lock().unwrap().heartbeats["from-env"]
             .last()
@@ -285,40 +198,18 @@ async fn registers_once_the_control_plane_appears_heartbeats_and_reports_exits()
     assert!(eventually(Duration::from_secs(3), allocated).await);
 
     // A sandbox killed behind the worker's back is reported as it happens.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(created.pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    assert!(
-        eventually(Duration::from_secs(3), || !cp.events().is_empty()).await,
-        "no exit reported"
-    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(created.pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(eventually(Duration::from_secs(3), || !cp.events().is_empty()).await, "no exit reported");
     let event = &cp.events()[0];
     assert_eq!(event.sandbox_id, "alloc");
     assert_eq!(event.reason, ExitReason::Killed as i32);
     assert_eq!(event.signal, Some(9));
-    let listed = client
-        .list_sandboxes(ListSandboxesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = client.list_sandboxes(ListSandboxesRequest::default()).await.unwrap().into_inner();
     assert_eq!(listed.sandboxes[0].state, SandboxState::Exited as i32);
     // Its allocation is released.
-    let freed = || {
-        cp.recorded.lock().unwrap().heartbeats["from-env"]
-            .last()
-            .map(|h| h.sandboxes)
-            == Some(0)
-    };
+    let freed = || cp.recorded.lock().unwrap().heartbeats["from-env"].last().map(|h| h.sandboxes) == Some(0);
     assert!(eventually(Duration::from_secs(3), freed).await);
-    client
-        .delete_sandbox(DeleteSandboxRequest {
-            sandbox_id: "alloc".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    client.delete_sandbox(DeleteSandboxRequest { sandbox_id: "alloc".into(), ..Default::default() }).await.unwrap();
 }
 
 #[tokio::test]
@@ -336,11 +227,7 @@ async fn a_thousand_emulated_nodes_register_and_heartbeat_from_one_process() {
         ),
     );
     let cp_url = format!("http://{cp_addr}");
-    let _worker = spawn_worker(
-        &config,
-        &["--emulate-nodes", "1000", "--control-plane", &cp_url],
-        &[],
-    );
+    let _worker = spawn_worker(&config, &["--emulate-nodes", "1000", "--control-plane", &cp_url], &[]);
     assert!(
         eventually(Duration::from_secs(30), || cp.heartbeating_nodes() == 1000).await,
         "registered {}, heartbeating {}",
@@ -350,11 +237,7 @@ async fn a_thousand_emulated_nodes_register_and_heartbeat_from_one_process() {
     assert_eq!(cp.registered_nodes(), 1000);
     {
         let r = cp.recorded.lock().unwrap();
-        assert!(
-            r.registrations
-                .iter()
-                .all(|x| x.runtime == baton_proto::worker::RuntimeKind::Emulated as i32)
-        );
+        assert!(r.registrations.iter().all(|x| x.runtime == baton_proto::worker::RuntimeKind::Emulated as i32));
         assert!(r.heartbeats.contains_key("emu-0") && r.heartbeats.contains_key("emu-999"));
     }
 
@@ -365,40 +248,22 @@ async fn a_thousand_emulated_nodes_register_and_heartbeat_from_one_process() {
     let started = Instant::now();
     let created = client.create_sandbox(req).await.unwrap().into_inner();
     let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(160) && took <= Duration::from_millis(240),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(160) && took <= Duration::from_millis(240), "{took:?}");
     let server_side = Duration::from_micros(created.latency.unwrap().total_us);
-    assert!(
-        server_side >= Duration::from_millis(160) && server_side <= Duration::from_millis(240),
-        "{server_side:?}"
-    );
+    assert!(server_side >= Duration::from_millis(160) && server_side <= Duration::from_millis(240), "{server_side:?}");
     // Its endpoint serves calls that honour the requested duration.
     let started = Instant::now();
-    let reply = reqwest::get(format!("http://{}/?ms=50&mode=sleep", created.endpoint))
-        .await
-        .unwrap();
+    let reply = reqwest::get(format!("http://{}/?ms=50&mode=sleep", created.endpoint)).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(50));
-    let took_us: u64 = reply.headers()["x-execution-time-us"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let took_us: u64 = reply.headers()["x-execution-time-us"].to_str().unwrap().parse().unwrap();
     assert!(took_us >= 50_000, "{took_us}");
     // Node IDs are checked: the process hosts many, so one must be named.
-    let err = client
-        .create_sandbox(create("x", Path::new("")))
-        .await
-        .unwrap_err();
+    let err = client.create_sandbox(create("x", Path::new(""))).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("node_id"), "{}", err.message());
     let mut req = create("x", Path::new(""));
     req.node_id = "emu-1000".into();
-    assert_eq!(
-        client.create_sandbox(req).await.unwrap_err().code(),
-        tonic::Code::NotFound
-    );
+    assert_eq!(client.create_sandbox(req).await.unwrap_err().code(), tonic::Code::NotFound);
 }
 
 #[tokio::test]
@@ -412,16 +277,9 @@ async fn emulated_creation_takes_the_default_forty_milliseconds() {
     let worker = baton_worker::start(config).await.unwrap();
     let mut client = connect(worker.grpc_addr.port()).await;
     for i in 0..5 {
-        let created = client
-            .create_sandbox(create(&format!("e{i}"), Path::new("")))
-            .await
-            .unwrap()
-            .into_inner();
+        let created = client.create_sandbox(create(&format!("e{i}"), Path::new(""))).await.unwrap().into_inner();
         let total = Duration::from_micros(created.latency.unwrap().total_us);
-        assert!(
-            total >= Duration::from_millis(32) && total <= Duration::from_millis(48),
-            "{total:?}"
-        );
+        assert!(total >= Duration::from_millis(32) && total <= Duration::from_millis(48), "{total:?}");
     }
     worker.shutdown().await;
 }
@@ -445,89 +303,38 @@ async fn bad_input_is_refused_naming_the_field_and_creates_nothing() {
     type Mutation = Box<dyn Fn(&mut CreateSandboxRequest)>;
     let cases: Vec<(&str, Mutation)> = vec![
         ("sandbox_id", Box::new(|r| r.sandbox_id.clear())),
-        (
-            "sandbox_id",
-            Box::new(|r| r.sandbox_id = "../../etc".into()),
-        ),
+        ("sandbox_id", Box::new(|r| r.sandbox_id = "../../etc".into())),
         ("spec", Box::new(|r| r.spec = None)),
+        ("spec.executable", Box::new(|r| r.spec.as_mut().unwrap().executable.clear())),
+        ("spec.resources", Box::new(|r| r.spec.as_mut().unwrap().resources = None)),
         (
-            "spec.executable",
-            Box::new(|r| r.spec.as_mut().unwrap().executable.clear()),
-        ),
-        (
-            "spec.resources",
-            Box::new(|r| r.spec.as_mut().unwrap().resources = None),
+            "spec.resources.cpu_millis",
+            Box::new(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().cpu_millis = 0),
         ),
         (
             "spec.resources.cpu_millis",
-            Box::new(|r| {
-                r.spec
-                    .as_mut()
-                    .unwrap()
-                    .resources
-                    .as_mut()
-                    .unwrap()
-                    .cpu_millis = 0
-            }),
-        ),
-        (
-            "spec.resources.cpu_millis",
-            Box::new(|r| {
-                r.spec
-                    .as_mut()
-                    .unwrap()
-                    .resources
-                    .as_mut()
-                    .unwrap()
-                    .cpu_millis = 1_000_000
-            }),
+            Box::new(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().cpu_millis = 1_000_000),
         ),
         (
             "spec.resources.memory_mib",
-            Box::new(|r| {
-                r.spec
-                    .as_mut()
-                    .unwrap()
-                    .resources
-                    .as_mut()
-                    .unwrap()
-                    .memory_mib = 0
-            }),
+            Box::new(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().memory_mib = 0),
         ),
         (
             "spec.resources.memory_mib",
-            Box::new(|r| {
-                r.spec
-                    .as_mut()
-                    .unwrap()
-                    .resources
-                    .as_mut()
-                    .unwrap()
-                    .memory_mib = u64::MAX
-            }),
+            Box::new(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().memory_mib = u64::MAX),
         ),
-        (
-            "spec.resources.pids",
-            Box::new(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().pids = 0),
-        ),
-        (
-            "spec.resources.pids",
-            Box::new(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().pids = u32::MAX),
-        ),
+        ("spec.resources.pids", Box::new(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().pids = 0)),
+        ("spec.resources.pids", Box::new(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().pids = u32::MAX)),
         (
             "spec.port.fixed",
             Box::new(|r| {
-                r.spec.as_mut().unwrap().port = Some(PortPolicy {
-                    policy: Some(port_policy::Policy::Fixed(80)),
-                })
+                r.spec.as_mut().unwrap().port = Some(PortPolicy { policy: Some(port_policy::Policy::Fixed(80)) })
             }),
         ),
         (
             "spec.port.fixed",
             Box::new(|r| {
-                r.spec.as_mut().unwrap().port = Some(PortPolicy {
-                    policy: Some(port_policy::Policy::Fixed(99_999)),
-                })
+                r.spec.as_mut().unwrap().port = Some(PortPolicy { policy: Some(port_policy::Policy::Fixed(99_999)) })
             }),
         ),
     ];
@@ -535,88 +342,41 @@ async fn bad_input_is_refused_naming_the_field_and_creates_nothing() {
         let mut req = good.clone();
         mutate(&mut req);
         let status = client.create_sandbox(req).await.unwrap_err();
-        assert_eq!(
-            status.code(),
-            tonic::Code::InvalidArgument,
-            "{field}: {status:?}"
-        );
-        assert!(
-            status.message().starts_with(field),
-            "expected {field} in {:?}",
-            status.message()
-        );
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{field}: {status:?}");
+        assert!(status.message().starts_with(field), "expected {field} in {:?}", status.message());
     }
-    let listed = client
-        .list_sandboxes(ListSandboxesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = client.list_sandboxes(ListSandboxesRequest::default()).await.unwrap().into_inner();
     assert!(listed.sandboxes.is_empty());
     assert!(files_in(&dir.path().join("sandboxes")).is_empty());
     assert!(leftover_cgroups(&parent.0).is_empty());
 
     // A duplicate ID is refused and leaves the first sandbox alone.
-    let first = client
-        .create_sandbox(good.clone())
-        .await
-        .unwrap()
-        .into_inner();
+    let first = client.create_sandbox(good.clone()).await.unwrap().into_inner();
     let status = client.create_sandbox(good.clone()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(
-        status.message().starts_with("sandbox_id"),
-        "{}",
-        status.message()
-    );
-    let listed = client
-        .list_sandboxes(ListSandboxesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    assert!(status.message().starts_with("sandbox_id"), "{}", status.message());
+    let listed = client.list_sandboxes(ListSandboxesRequest::default()).await.unwrap().into_inner();
     assert_eq!(listed.sandboxes.len(), 1);
     assert!(alive(first.pid));
     // Deleting an unknown sandbox is NOT_FOUND.
     let status = client
-        .delete_sandbox(DeleteSandboxRequest {
-            sandbox_id: "nope".into(),
-            ..Default::default()
-        })
+        .delete_sandbox(DeleteSandboxRequest { sandbox_id: "nope".into(), ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
 
     // The admin endpoints: alive, ready, and the creation metrics.
     let admin = format!("http://{}", worker.admin_addr);
-    assert_eq!(
-        reqwest::get(format!("{admin}/healthz"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        reqwest::get(format!("{admin}/readyz"))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let metrics = reqwest::get(format!("{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(reqwest::get(format!("{admin}/healthz")).await.unwrap().status(), 200);
+    assert_eq!(reqwest::get(format!("{admin}/readyz")).await.unwrap().status(), 200);
+    let metrics = reqwest::get(format!("{admin}/metrics")).await.unwrap().text().await.unwrap();
     for needle in [
         r#"baton_worker_sandbox_creations_total{runtime="process",outcome="ok"} 1"#,
         r#"baton_worker_sandbox_creations_total{runtime="process",outcome="invalid"}"#,
         r#"baton_worker_sandbox_creation_seconds_bucket{runtime="process",phase="readiness""#,
         "baton_worker_sandboxes{runtime=\"process\"} 1",
     ] {
-        assert!(
-            metrics.contains(needle),
-            "{needle} missing from:\n{metrics}"
-        );
+        assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
     }
     // Graceful shutdown deletes the sandbox (worker.on_shutdown = delete).
     worker.shutdown().await;
@@ -630,10 +390,7 @@ async fn the_readme_demo_creates_calls_and_cleans_up_a_real_sandbox() {
     let mut demo = KillOnDrop(
         Command::new(bin("baton-worker"))
             .arg("demo")
-            .env(
-                "BATON_PROCESS__CGROUP_PARENT",
-                format!("baton-test-demo-{}", std::process::id()),
-            )
+            .env("BATON_PROCESS__CGROUP_PARENT", format!("baton-test-demo-{}", std::process::id()))
             .env("BATON_PROCESS__PORT_RANGE_START", "22300")
             .env("BATON_PROCESS__PORT_RANGE_END", "22309")
             .stdin(Stdio::null())
@@ -652,31 +409,13 @@ async fn the_readme_demo_creates_calls_and_cleans_up_a_real_sandbox() {
         }
     }
     let text = seen.join("\n");
-    assert!(
-        text.contains("sandbox demo-echo ready at http://127.0.0.1:2230"),
-        "{text}"
-    );
+    assert!(text.contains("sandbox demo-echo ready at http://127.0.0.1:2230"), "{text}");
     assert!(text.contains(r#""body":"hi sandbox""#), "{text}");
-    let pid: i32 = text
-        .split("(pid ")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid: i32 = text.split("(pid ").nth(1).unwrap().split(')').next().unwrap().parse().unwrap();
     assert!(alive(pid as u32));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(demo.0.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(demo.0.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    assert!(
-        rest.iter().any(|l| l.contains("nothing left behind")),
-        "{rest:?}"
-    );
+    assert!(rest.iter().any(|l| l.contains("nothing left behind")), "{rest:?}");
     assert!(demo.0.wait().unwrap().success());
     assert!(!alive(pid as u32));
 }

@@ -28,35 +28,17 @@ async fn harness(test: &str, port_base: u16) -> Harness {
     let parent = config.cgroup_parent.clone();
     let state = tempfile::tempdir().unwrap();
     let (tx, exits) = mpsc::unbounded_channel();
-    let runtime = ProcessRuntime::start(config, state.path(), tx)
-        .await
-        .unwrap();
-    Harness {
-        runtime,
-        exits,
-        parent,
-        state,
-    }
+    let runtime = ProcessRuntime::start(config, state.path(), tx).await.unwrap();
+    Harness { runtime, exits, parent, state }
 }
 
 impl Harness {
     /// Asserts nothing is left: no process, no cgroup, no port, no file.
     async fn assert_clean(&self) {
-        assert!(
-            self.runtime.list().await.is_empty(),
-            "sandboxes still listed"
-        );
+        assert!(self.runtime.list().await.is_empty(), "sandboxes still listed");
         assert_eq!(self.runtime.ports().in_use(), 0, "ports still held");
-        assert_eq!(
-            leftover_cgroups(&self.parent),
-            Vec::<std::path::PathBuf>::new(),
-            "cgroups left"
-        );
-        assert_eq!(
-            files_in(self.state.path()),
-            Vec::<std::path::PathBuf>::new(),
-            "files left"
-        );
+        assert_eq!(leftover_cgroups(&self.parent), Vec::<std::path::PathBuf>::new(), "cgroups left");
+        assert_eq!(files_in(self.state.path()), Vec::<std::path::PathBuf>::new(), "files left");
         assert!(
             eventually(Duration::from_secs(2), || descendants().is_empty()).await,
             "processes left: {:?}",
@@ -78,11 +60,7 @@ fn spec(executable: &Path) -> SandboxSpec {
         args: vec![],
         env: Default::default(),
         port: PortRequest::Any,
-        resources: Resources {
-            cpu_millis: 500,
-            memory_mib: 64,
-            pids: 64,
-        },
+        resources: Resources { cpu_millis: 500, memory_mib: 64, pids: 64 },
         readiness_timeout: Duration::from_secs(5),
         readiness_path: "/healthz".into(),
     }
@@ -93,10 +71,7 @@ fn id(s: &str) -> SandboxId {
 }
 
 fn ns_of(pid: u32) -> String {
-    std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-        .unwrap()
-        .display()
-        .to_string()
+    std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap().display().to_string()
 }
 
 #[tokio::test]
@@ -133,38 +108,17 @@ async fn echo_sandbox_is_isolated_limited_and_leaves_nothing_when_deleted() {
     let cgroup_line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert!(cgroup_line.contains("echo-1"), "{cgroup_line}");
     let memory_dir = cgroup_parent_dirs(&h.parent)[0].join("echo-1");
-    let limit_file = if memory_dir.join("memory.max").exists() {
-        "memory.max"
-    } else {
-        "memory.limit_in_bytes"
-    };
-    let limit: u64 = std::fs::read_to_string(memory_dir.join(limit_file))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let limit_file = if memory_dir.join("memory.max").exists() { "memory.max" } else { "memory.limit_in_bytes" };
+    let limit: u64 = std::fs::read_to_string(memory_dir.join(limit_file)).unwrap().trim().parse().unwrap();
     assert_eq!(limit, 96 << 20);
     // It runs as the unprivileged user.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(uid_line.contains("65534"), "{uid_line}");
 
-    let port: u16 = created
-        .endpoint
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let deleted = h
-        .runtime
-        .delete(&id("echo-1"), Duration::from_secs(2))
-        .await
-        .unwrap();
-    assert!(
-        !deleted.killed,
-        "echo exits on SIGTERM within the grace period"
-    );
+    let port: u16 = created.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let deleted = h.runtime.delete(&id("echo-1"), Duration::from_secs(2)).await.unwrap();
+    assert!(!deleted.killed, "echo exits on SIGTERM within the grace period");
     assert!(!alive(pid));
     assert!(!memory_dir.exists());
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free again");
@@ -178,14 +132,9 @@ async fn a_function_past_its_memory_limit_is_oom_killed_and_reported() {
     s.resources.memory_mib = 32;
     let created = h.runtime.create(id("hog"), s).await.unwrap();
     let result = reqwest::get(format!("http://{}/?alloc_mb=256", created.endpoint)).await;
-    assert!(
-        result.is_err() || !result.unwrap().status().is_success(),
-        "the call cannot succeed"
-    );
-    let exit = tokio::time::timeout(Duration::from_secs(10), h.exits.recv())
-        .await
-        .expect("an exit is reported")
-        .unwrap();
+    assert!(result.is_err() || !result.unwrap().status().is_success(), "the call cannot succeed");
+    let exit =
+        tokio::time::timeout(Duration::from_secs(10), h.exits.recv()).await.expect("an exit is reported").unwrap();
     assert_eq!(exit.id.as_str(), "hog");
     assert_eq!(exit.exit.reason, ExitReason::OomKilled, "{exit:?}");
     assert_eq!(exit.exit.signal, Some(9));
@@ -194,10 +143,7 @@ async fn a_function_past_its_memory_limit_is_oom_killed_and_reported() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].state, baton_worker::runtime::SandboxState::Exited);
     assert_eq!(h.runtime.ports().in_use(), 0);
-    h.runtime
-        .delete(&id("hog"), Duration::from_secs(1))
-        .await
-        .unwrap();
+    h.runtime.delete(&id("hog"), Duration::from_secs(1)).await.unwrap();
     h.assert_clean().await;
 }
 
@@ -210,18 +156,9 @@ async fn a_function_that_never_gets_ready_fails_after_the_timeout_and_leaves_not
     let started = Instant::now();
     let err = h.runtime.create(id("sleepy"), s).await.unwrap_err();
     let took = started.elapsed();
-    assert!(
-        matches!(err, RuntimeError::ReadinessTimeout { .. }),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("did not answer GET /healthz"),
-        "{err}"
-    );
-    assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
+    assert!(matches!(err, RuntimeError::ReadinessTimeout { .. }), "{err}");
+    assert!(err.to_string().contains("did not answer GET /healthz"), "{err}");
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(3), "{took:?}");
     h.assert_clean().await;
 }
 
@@ -234,14 +171,8 @@ async fn a_function_that_exits_at_start_fails_at_once_with_its_stderr() {
     let err = h.runtime.create(id("crasher"), s).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2));
     let text = err.to_string();
-    assert!(
-        matches!(err, RuntimeError::ExitedDuringStartup { .. }),
-        "{text}"
-    );
-    assert!(
-        text.contains("exit status 3") && text.contains("fatal: no config"),
-        "{text}"
-    );
+    assert!(matches!(err, RuntimeError::ExitedDuringStartup { .. }), "{text}");
+    assert!(text.contains("exit status 3") && text.contains("fatal: no config"), "{text}");
     h.assert_clean().await;
 }
 
@@ -249,25 +180,13 @@ async fn a_function_that_exits_at_start_fails_at_once_with_its_stderr() {
 async fn a_missing_executable_fails_at_once_and_clearly() {
     let h = harness("missing", 21300).await;
     let started = Instant::now();
-    let err = h
-        .runtime
-        .create(id("ghost"), spec(Path::new("/nonexistent/fn")))
-        .await
-        .unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_millis(200),
-        "{:?}",
-        started.elapsed()
-    );
+    let err = h.runtime.create(id("ghost"), spec(Path::new("/nonexistent/fn"))).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(200), "{:?}", started.elapsed());
     assert!(matches!(err, RuntimeError::Executable { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/fn"), "{err}");
     let plain = h.state.path().join("plain-file");
     std::fs::write(&plain, "not a program").unwrap();
-    let err = h
-        .runtime
-        .create(id("not-exec"), spec(&plain))
-        .await
-        .unwrap_err();
+    let err = h.runtime.create(id("not-exec"), spec(&plain)).await.unwrap_err();
     std::fs::remove_file(plain).unwrap();
     assert!(err.to_string().contains("not executable"), "{err}");
     h.assert_clean().await;
@@ -281,17 +200,9 @@ async fn a_hundred_creations_in_a_row_and_eight_at_a_time_leak_nothing() {
     for i in 0..100 {
         let sid = id(&format!("seq-{i}"));
         let created = h.runtime.create(sid.clone(), spec(&echo)).await.unwrap();
-        let status = client
-            .get(format!("http://{}/", created.endpoint))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = client.get(format!("http://{}/", created.endpoint)).send().await.unwrap().status();
         assert!(status.is_success());
-        h.runtime
-            .delete(&sid, Duration::from_secs(2))
-            .await
-            .unwrap();
+        h.runtime.delete(&sid, Duration::from_secs(2)).await.unwrap();
     }
     h.assert_clean().await;
 
@@ -305,12 +216,7 @@ async fn a_hundred_creations_in_a_row_and_eight_at_a_time_leak_nothing() {
             for i in (lane..100).step_by(8) {
                 let sid = id(&format!("par-{i}"));
                 let created = runtime.create(sid.clone(), spec(&echo)).await.unwrap();
-                let status = client
-                    .get(format!("http://{}/", created.endpoint))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status();
+                let status = client.get(format!("http://{}/", created.endpoint)).send().await.unwrap().status();
                 assert!(status.is_success());
                 runtime.delete(&sid, Duration::from_secs(2)).await.unwrap();
             }
@@ -330,26 +236,12 @@ async fn without_namespaces_or_cgroups_isolation_is_none_and_sandboxes_still_wor
     config.user = String::new();
     let state = tempfile::tempdir().unwrap();
     let (tx, _exits) = mpsc::unbounded_channel();
-    let runtime = ProcessRuntime::start(config, state.path(), tx)
-        .await
-        .unwrap();
-    let created = runtime
-        .create(id("plain"), spec(&bin("baton-fn-echo")))
-        .await
-        .unwrap();
+    let runtime = ProcessRuntime::start(config, state.path(), tx).await.unwrap();
+    let created = runtime.create(id("plain"), spec(&bin("baton-fn-echo"))).await.unwrap();
     assert_eq!(created.isolation.level(), "none");
     assert_eq!(ns_of(created.pid), ns_of(std::process::id()));
-    assert!(
-        reqwest::get(format!("http://{}/", created.endpoint))
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    runtime
-        .delete(&id("plain"), Duration::from_secs(2))
-        .await
-        .unwrap();
+    assert!(reqwest::get(format!("http://{}/", created.endpoint)).await.unwrap().status().is_success());
+    runtime.delete(&id("plain"), Duration::from_secs(2)).await.unwrap();
     assert!(!alive(created.pid));
     assert!(files_in(state.path()).is_empty());
 }
@@ -368,13 +260,7 @@ async fn ports_are_never_shared_and_a_duplicate_id_is_refused() {
     assert!(matches!(err, RuntimeError::AlreadyExists(_)), "{err}");
     let b = h.runtime.create(id("b"), spec(&echo)).await.unwrap();
     assert_ne!(a.endpoint, b.endpoint);
-    h.runtime
-        .delete(&id("a"), Duration::from_secs(2))
-        .await
-        .unwrap();
-    h.runtime
-        .delete(&id("b"), Duration::from_secs(2))
-        .await
-        .unwrap();
+    h.runtime.delete(&id("a"), Duration::from_secs(2)).await.unwrap();
+    h.runtime.delete(&id("b"), Duration::from_secs(2)).await.unwrap();
     h.assert_clean().await;
 }

@@ -63,11 +63,7 @@ impl ControlPlane {
         let workers = store.workers().await?;
         let (routing, _) = broadcast::channel(4096);
         let (urgent, urgent_rx) = mpsc::unbounded_channel();
-        tracing::info!(
-            functions = functions.len(),
-            workers = workers.len(),
-            "control plane recovering from its store"
-        );
+        tracing::info!(functions = functions.len(), workers = workers.len(), "control plane recovering from its store");
         let plane = Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(CellState::new(settings.state.clone())),
@@ -150,12 +146,7 @@ impl ControlPlane {
     async fn execute(self, command: Command) {
         let timeout = self.inner.settings.worker_call_timeout;
         match command {
-            Command::Create {
-                sandbox_id,
-                node_id,
-                address,
-                spec,
-            } => {
+            Command::Create { sandbox_id, node_id, address, spec } => {
                 let request = CreateSandboxRequest {
                     node_id,
                     sandbox_id: sandbox_id.clone(),
@@ -172,12 +163,7 @@ impl ControlPlane {
                 crate::metrics::creation(result.is_ok());
                 self.apply(|st| st.created(&sandbox_id, result, Instant::now()));
             }
-            Command::Delete {
-                sandbox_id,
-                node_id,
-                address,
-                after,
-            } => {
+            Command::Delete { sandbox_id, node_id, address, after } => {
                 tokio::time::sleep(after).await;
                 let mut request = tonic::Request::new(DeleteSandboxRequest {
                     node_id,
@@ -200,9 +186,7 @@ impl ControlPlane {
             Command::List { node_id, address } => {
                 let mut delay = Duration::from_millis(100);
                 for _ in 0..10 {
-                    let mut request = tonic::Request::new(ListSandboxesRequest {
-                        node_id: node_id.clone(),
-                    });
+                    let mut request = tonic::Request::new(ListSandboxesRequest { node_id: node_id.clone() });
                     request.set_timeout(timeout);
                     match self.client(&address).list_sandboxes(request).await {
                         Ok(response) => {
@@ -250,11 +234,7 @@ impl ControlPlane {
         }
     }
 
-    async fn autoscale_loop(
-        self,
-        mut urgent: mpsc::UnboundedReceiver<String>,
-        mut stop: watch::Receiver<bool>,
-    ) {
+    async fn autoscale_loop(self, mut urgent: mpsc::UnboundedReceiver<String>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.inner.settings.autoscale_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -4,11 +4,10 @@ use std::pin::Pin;
 
 use baton_proto::cell::cell_control_server::CellControl;
 use baton_proto::cell::{
-    DeleteFunctionRequest, DeleteFunctionResponse, FunctionInfo, GetFunctionRequest,
-    ListFunctionsRequest, ListFunctionsResponse, PutFunctionRequest, PutFunctionResponse,
-    RegisterDataPlaneRequest, RegisterDataPlaneResponse, RegisterWorkerRequest,
-    RegisterWorkerResponse, ReportLoadRequest, ReportLoadResponse, ReportSandboxEventsRequest,
-    ReportSandboxEventsResponse, RoutingEvent, WatchRoutingRequest, WorkerHeartbeatRequest,
+    DeleteFunctionRequest, DeleteFunctionResponse, FunctionInfo, GetFunctionRequest, ListFunctionsRequest,
+    ListFunctionsResponse, PutFunctionRequest, PutFunctionResponse, RegisterDataPlaneRequest,
+    RegisterDataPlaneResponse, RegisterWorkerRequest, RegisterWorkerResponse, ReportLoadRequest, ReportLoadResponse,
+    ReportSandboxEventsRequest, ReportSandboxEventsResponse, RoutingEvent, WatchRoutingRequest, WorkerHeartbeatRequest,
     WorkerHeartbeatResponse,
 };
 use baton_proto::worker::RuntimeKind;
@@ -43,25 +42,18 @@ impl CellControl for ControlPlane {
         request: Request<RegisterWorkerRequest>,
     ) -> Result<Response<RegisterWorkerResponse>, Status> {
         let req = request.into_inner();
-        NodeId::new(req.node_id.as_str())
-            .map_err(|e| Status::invalid_argument(format!("node_id: {e}")))?;
+        NodeId::new(req.node_id.as_str()).map_err(|e| Status::invalid_argument(format!("node_id: {e}")))?;
         if req.address.is_empty() {
-            return Err(Status::invalid_argument(
-                "address: the worker's gRPC address is required",
-            ));
+            return Err(Status::invalid_argument("address: the worker's gRPC address is required"));
         }
         let runtime = match RuntimeKind::try_from(req.runtime) {
             Ok(RuntimeKind::Process) => "process",
             Ok(RuntimeKind::Emulated) => "emulated",
             _ => {
-                return Err(Status::invalid_argument(
-                    "runtime: must be PROCESS or EMULATED",
-                ));
+                return Err(Status::invalid_argument("runtime: must be PROCESS or EMULATED"));
             }
         };
-        let capacity = req
-            .capacity
-            .ok_or_else(|| Status::invalid_argument("capacity: is required"))?;
+        let capacity = req.capacity.ok_or_else(|| Status::invalid_argument("capacity: is required"))?;
         let record = WorkerRecord {
             node_id: req.node_id,
             address: req.address,
@@ -72,17 +64,11 @@ impl CellControl for ControlPlane {
         };
         // Membership is persisted; only a new or changed record is written.
         if self.read(|st| st.worker_record(&record.node_id) != Some(&record)) {
-            self.inner
-                .store
-                .put_worker(&record)
-                .await
-                .map_err(unavailable)?;
+            self.inner.store.put_worker(&record).await.map_err(unavailable)?;
         }
         tracing::info!(node = %record.node_id, address = %record.address, "worker registered");
         self.apply(|st| st.register_worker(record, Instant::now()));
-        Ok(Response::new(RegisterWorkerResponse {
-            heartbeat_interval_ms: 0,
-        }))
+        Ok(Response::new(RegisterWorkerResponse { heartbeat_interval_ms: 0 }))
     }
 
     async fn worker_heartbeat(
@@ -92,9 +78,7 @@ impl CellControl for ControlPlane {
         let node_id = request.into_inner().node_id;
         match self.apply(|st| st.heartbeat(&node_id, Instant::now())) {
             Some(_) => Ok(Response::new(WorkerHeartbeatResponse {})),
-            None => Err(Status::not_found(format!(
-                "worker {node_id:?} is not registered; register first"
-            ))),
+            None => Err(Status::not_found(format!("worker {node_id:?} is not registered; register first"))),
         }
     }
 
@@ -118,21 +102,14 @@ impl CellControl for ControlPlane {
     ) -> Result<Response<PutFunctionResponse>, Status> {
         let spec = FunctionSpec::from_json(request.into_inner().spec_json.as_bytes())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.inner
-            .store
-            .put_function(&spec)
-            .await
-            .map_err(unavailable)?;
+        self.inner.store.put_function(&spec).await.map_err(unavailable)?;
         let name = spec.name.clone();
         let (created, _) = self.apply(|st| st.put_function(spec));
         self.urge(name);
         Ok(Response::new(PutFunctionResponse { created }))
     }
 
-    async fn get_function(
-        &self,
-        request: Request<GetFunctionRequest>,
-    ) -> Result<Response<FunctionInfo>, Status> {
+    async fn get_function(&self, request: Request<GetFunctionRequest>) -> Result<Response<FunctionInfo>, Status> {
         let name = request.into_inner().name;
         self.read(|st| st.function(&name))
             .map(|(spec, scale)| Response::new(info(&spec, scale)))
@@ -145,15 +122,9 @@ impl CellControl for ControlPlane {
     ) -> Result<Response<DeleteFunctionResponse>, Status> {
         let name = request.into_inner().name;
         if self.read(|st| st.function(&name).is_none()) {
-            return Err(Status::not_found(format!(
-                "function {name:?} does not exist"
-            )));
+            return Err(Status::not_found(format!("function {name:?} does not exist")));
         }
-        self.inner
-            .store
-            .delete_function(&name)
-            .await
-            .map_err(unavailable)?;
+        self.inner.store.delete_function(&name).await.map_err(unavailable)?;
         self.apply(|st| st.delete_function(&name));
         Ok(Response::new(DeleteFunctionResponse {}))
     }
@@ -163,11 +134,7 @@ impl CellControl for ControlPlane {
         _: Request<ListFunctionsRequest>,
     ) -> Result<Response<ListFunctionsResponse>, Status> {
         let functions = self.read(|st| {
-            st.function_names()
-                .iter()
-                .filter_map(|n| st.function(n))
-                .map(|(spec, scale)| info(&spec, scale))
-                .collect()
+            st.function_names().iter().filter_map(|n| st.function(n)).map(|(spec, scale)| info(&spec, scale)).collect()
         });
         Ok(Response::new(ListFunctionsResponse { functions }))
     }
@@ -177,25 +144,15 @@ impl CellControl for ControlPlane {
         request: Request<RegisterDataPlaneRequest>,
     ) -> Result<Response<RegisterDataPlaneResponse>, Status> {
         let req = request.into_inner();
-        NodeId::new(req.data_plane_id.as_str())
-            .map_err(|e| Status::invalid_argument(format!("data_plane_id: {e}")))?;
-        let record = DataPlaneRecord {
-            id: req.data_plane_id,
-            control_address: String::new(),
-            http_address: req.http_address,
-        };
+        NodeId::new(req.data_plane_id.as_str()).map_err(|e| Status::invalid_argument(format!("data_plane_id: {e}")))?;
+        let record =
+            DataPlaneRecord { id: req.data_plane_id, control_address: String::new(), http_address: req.http_address };
         let known = self.inner.store.data_planes().await.map_err(unavailable)?;
         if !known.contains(&record) {
-            self.inner
-                .store
-                .put_data_plane(&record)
-                .await
-                .map_err(unavailable)?;
+            self.inner.store.put_data_plane(&record).await.map_err(unavailable)?;
         }
         tracing::info!(data_plane = %record.id, http = %record.http_address, "data plane registered");
-        Ok(Response::new(RegisterDataPlaneResponse {
-            load_report_interval_ms: self.load_report_interval_ms(),
-        }))
+        Ok(Response::new(RegisterDataPlaneResponse { load_report_interval_ms: self.load_report_interval_ms() }))
     }
 
     type WatchRoutingStream = Pin<Box<dyn Stream<Item = Result<RoutingEvent, Status>> + Send>>;
@@ -219,11 +176,7 @@ impl CellControl for ControlPlane {
                     }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(%data_plane, missed, "a data plane fell behind the routing stream; it will resync");
-                        let _ = tx
-                            .send(Err(Status::data_loss(
-                                "fell behind; reconnect for a snapshot",
-                            )))
-                            .await;
+                        let _ = tx.send(Err(Status::data_loss("fell behind; reconnect for a snapshot"))).await;
                         return;
                     }
                     Err(RecvError::Closed) => return,
@@ -233,16 +186,10 @@ impl CellControl for ControlPlane {
         Ok(Response::new(stream))
     }
 
-    async fn report_load(
-        &self,
-        request: Request<ReportLoadRequest>,
-    ) -> Result<Response<ReportLoadResponse>, Status> {
+    async fn report_load(&self, request: Request<ReportLoadRequest>) -> Result<Response<ReportLoadResponse>, Status> {
         let req = request.into_inner();
-        let loads: Vec<(String, u32, u32)> = req
-            .functions
-            .into_iter()
-            .map(|f| (f.function, f.in_flight, f.queued))
-            .collect();
+        let loads: Vec<(String, u32, u32)> =
+            req.functions.into_iter().map(|f| (f.function, f.in_flight, f.queued)).collect();
         let urgent = self.read_mut(|st| st.report_load(&req.data_plane_id, &loads, Instant::now()));
         for name in urgent {
             self.urge(name);

@@ -158,12 +158,7 @@ impl CellState {
     /// Loads what the store held at start: functions (their scale held for one stable
     /// window) and workers (given one timeout to heartbeat, and listed before anything
     /// scales).
-    pub fn recover(
-        &mut self,
-        functions: Vec<FunctionSpec>,
-        workers: Vec<WorkerRecord>,
-        now: Instant,
-    ) -> Vec<Command> {
+    pub fn recover(&mut self, functions: Vec<FunctionSpec>, workers: Vec<WorkerRecord>, now: Instant) -> Vec<Command> {
         let mut commands = Vec::new();
         for spec in functions {
             let mut autoscaler = Autoscaler::new(spec.scaling.clone());
@@ -171,30 +166,14 @@ impl CellState {
             let name = spec.name.clone();
             self.functions.insert(
                 name.clone(),
-                FunctionEntry {
-                    spec,
-                    autoscaler,
-                    loads: BTreeMap::new(),
-                    desired: 0,
-                    retry_after: None,
-                },
+                FunctionEntry { spec, autoscaler, loads: BTreeMap::new(), desired: 0, retry_after: None },
             );
             commands.push(self.publish(&name));
         }
         for record in workers {
             self.unlisted.insert(record.node_id.clone());
-            commands.push(Command::List {
-                node_id: record.node_id.clone(),
-                address: record.address.clone(),
-            });
-            self.workers.insert(
-                record.node_id.clone(),
-                WorkerEntry {
-                    record,
-                    last_seen: now,
-                    healthy: true,
-                },
-            );
+            commands.push(Command::List { node_id: record.node_id.clone(), address: record.address.clone() });
+            self.workers.insert(record.node_id.clone(), WorkerEntry { record, last_seen: now, healthy: true });
         }
         commands
     }
@@ -240,10 +219,7 @@ impl CellState {
 
     /// A function's sandbox counts.
     pub fn scale(&self, name: &str) -> Scale {
-        let mut scale = Scale {
-            desired: self.functions.get(name).map(|f| f.desired).unwrap_or(0),
-            ..Scale::default()
-        };
+        let mut scale = Scale { desired: self.functions.get(name).map(|f| f.desired).unwrap_or(0), ..Scale::default() };
         for s in self.sandboxes.values().filter(|s| s.function == name) {
             match s.phase {
                 Phase::Ready(_) => scale.ready += 1,
@@ -267,13 +243,7 @@ impl CellState {
                 let autoscaler = Autoscaler::new(spec.scaling.clone());
                 self.functions.insert(
                     name.clone(),
-                    FunctionEntry {
-                        spec,
-                        autoscaler,
-                        loads: BTreeMap::new(),
-                        desired: 0,
-                        retry_after: None,
-                    },
+                    FunctionEntry { spec, autoscaler, loads: BTreeMap::new(), desired: 0, retry_after: None },
                 );
                 true
             }
@@ -285,12 +255,8 @@ impl CellState {
     pub fn delete_function(&mut self, name: &str) -> Option<Vec<Command>> {
         self.functions.remove(name)?;
         let mut commands = vec![Command::Publish(self.routing.set(name, None))];
-        let ids: Vec<String> = self
-            .sandboxes
-            .iter()
-            .filter(|(_, s)| s.function == name)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let ids: Vec<String> =
+            self.sandboxes.iter().filter(|(_, s)| s.function == name).map(|(id, _)| id.clone()).collect();
         for id in ids {
             commands.extend(self.retire(&id, self.config.scale_down_drain));
         }
@@ -307,33 +273,15 @@ impl CellState {
         }
         s.phase = Phase::Deleting;
         let node_id = s.node_id.clone();
-        let address = self
-            .workers
-            .get(&node_id)
-            .map(|w| w.record.address.clone())?;
-        Some(Command::Delete {
-            sandbox_id: id.to_string(),
-            node_id,
-            address,
-            after,
-        })
+        let address = self.workers.get(&node_id).map(|w| w.record.address.clone())?;
+        Some(Command::Delete { sandbox_id: id.to_string(), node_id, address, after })
     }
 
     /// A worker registered (new, restarted, or after this control plane restarted).
     pub fn register_worker(&mut self, record: WorkerRecord, now: Instant) -> Vec<Command> {
-        let command = Command::List {
-            node_id: record.node_id.clone(),
-            address: record.address.clone(),
-        };
+        let command = Command::List { node_id: record.node_id.clone(), address: record.address.clone() };
         self.unlisted.insert(record.node_id.clone());
-        self.workers.insert(
-            record.node_id.clone(),
-            WorkerEntry {
-                record,
-                last_seen: now,
-                healthy: true,
-            },
-        );
+        self.workers.insert(record.node_id.clone(), WorkerEntry { record, last_seen: now, healthy: true });
         vec![command]
     }
 
@@ -347,10 +295,7 @@ impl CellState {
         // Back from the dead: its old sandboxes were replaced; list it to clean them up.
         w.healthy = true;
         self.unlisted.insert(node_id.to_string());
-        Some(vec![Command::List {
-            node_id: node_id.to_string(),
-            address: w.record.address.clone(),
-        }])
+        Some(vec![Command::List { node_id: node_id.to_string(), address: w.record.address.clone() }])
     }
 
     /// Whether a worker is known (for the store: only new or changed records are written).
@@ -396,11 +341,7 @@ impl CellState {
         let gone: Vec<String> = self
             .sandboxes
             .iter()
-            .filter(|(id, s)| {
-                s.node_id == node_id
-                    && matches!(s.phase, Phase::Ready(_))
-                    && !listed_ids.contains(*id)
-            })
+            .filter(|(id, s)| s.node_id == node_id && matches!(s.phase, Phase::Ready(_)) && !listed_ids.contains(*id))
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
@@ -436,17 +377,11 @@ impl CellState {
 
     /// Records a data plane's load; returns the functions with queued requests, which
     /// should be evaluated at once.
-    pub fn report_load(
-        &mut self,
-        data_plane: &str,
-        loads: &[(String, u32, u32)],
-        now: Instant,
-    ) -> Vec<String> {
+    pub fn report_load(&mut self, data_plane: &str, loads: &[(String, u32, u32)], now: Instant) -> Vec<String> {
         let mut urgent = Vec::new();
         for (name, in_flight, queued) in loads {
             if let Some(f) = self.functions.get_mut(name) {
-                f.loads
-                    .insert(data_plane.to_string(), (*in_flight, *queued, now));
+                f.loads.insert(data_plane.to_string(), (*in_flight, *queued, now));
                 if *queued > 0 {
                     urgent.push(name.clone());
                 }
@@ -469,12 +404,8 @@ impl CellState {
         for node in &down {
             tracing::warn!(node = %node, "worker missed its heartbeats; its sandboxes are dropped and replaced");
             self.unlisted.remove(node);
-            let ids: Vec<String> = self
-                .sandboxes
-                .iter()
-                .filter(|(_, s)| &s.node_id == node)
-                .map(|(id, _)| id.clone())
-                .collect();
+            let ids: Vec<String> =
+                self.sandboxes.iter().filter(|(_, s)| &s.node_id == node).map(|(id, _)| id.clone()).collect();
             for id in ids {
                 if let Some(s) = self.sandboxes.remove(&id) {
                     touched.insert(s.function);
@@ -486,12 +417,7 @@ impl CellState {
     }
 
     /// A creation returned: `Ok(endpoint)` makes the sandbox ready and routes to it.
-    pub fn created(
-        &mut self,
-        sandbox_id: &str,
-        result: Result<String, String>,
-        now: Instant,
-    ) -> Vec<Command> {
+    pub fn created(&mut self, sandbox_id: &str, result: Result<String, String>, now: Instant) -> Vec<Command> {
         let Some(s) = self.sandboxes.get_mut(sandbox_id) else {
             return Vec::new();
         };
@@ -529,9 +455,7 @@ impl CellState {
 
     /// Whether every worker known at start has been listed, so scaling may begin.
     pub fn recovered(&self) -> bool {
-        self.unlisted
-            .iter()
-            .all(|id| self.workers.get(id).is_none_or(|w| !w.healthy))
+        self.unlisted.iter().all(|id| self.workers.get(id).is_none_or(|w| !w.healthy))
     }
 
     /// Runs the autoscaler of `name` and plans creations and deletions.
@@ -544,13 +468,8 @@ impl CellState {
         let Some(f) = self.functions.get_mut(name) else {
             return Vec::new();
         };
-        f.loads
-            .retain(|_, (_, _, at)| now.duration_since(*at) <= expiry);
-        let concurrency: u32 = f
-            .loads
-            .values()
-            .map(|(in_flight, queued, _)| in_flight + queued)
-            .sum();
+        f.loads.retain(|_, (_, _, at)| now.duration_since(*at) <= expiry);
+        let concurrency: u32 = f.loads.values().map(|(in_flight, queued, _)| in_flight + queued).sum();
         f.autoscaler.record(now, f64::from(concurrency));
         let decision = f.autoscaler.decide(now, scale.ready);
         f.desired = decision.desired;
@@ -594,11 +513,7 @@ impl CellState {
         let mut nodes: Vec<NodeLoad> = self
             .workers
             .values()
-            .filter(|w| {
-                w.healthy
-                    && w.record.runtime == runtime
-                    && !self.unlisted.contains(&w.record.node_id)
-            })
+            .filter(|w| w.healthy && w.record.runtime == runtime && !self.unlisted.contains(&w.record.node_id))
             .map(|w| NodeLoad {
                 id: w.record.node_id.clone(),
                 cpu_capacity: w.record.cpu_millis,
@@ -610,20 +525,15 @@ impl CellState {
             })
             .collect();
         for s in self.sandboxes.values() {
-            let (Some(node), Some(f)) = (
-                nodes.iter_mut().find(|n| n.id == s.node_id),
-                self.functions.get(&s.function),
-            ) else {
+            let (Some(node), Some(f)) = (nodes.iter_mut().find(|n| n.id == s.node_id), self.functions.get(&s.function))
+            else {
                 continue;
             };
             node.cpu_allocated += f.spec.resources.cpu_millis;
             node.memory_allocated += f.spec.resources.memory_mib;
             node.sandboxes += 1;
         }
-        let need = Need {
-            cpu_millis: spec.resources.cpu_millis,
-            memory_mib: spec.resources.memory_mib,
-        };
+        let need = Need { cpu_millis: spec.resources.cpu_millis, memory_mib: spec.resources.memory_mib };
         let chosen = nodes.get(self.placer.place(&nodes, need)?)?.id.clone();
         self.next_seq += 1;
         let sandbox_id = format!("{}-{}-{}", spec.name, self.config.id_prefix, self.next_seq);
@@ -637,31 +547,19 @@ impl CellState {
             },
         );
         let address = self.workers[&chosen].record.address.clone();
-        Some(Command::Create {
-            sandbox_id,
-            node_id: chosen,
-            address,
-            spec: Box::new(spec.clone()),
-        })
+        Some(Command::Create { sandbox_id, node_id: chosen, address, spec: Box::new(spec.clone()) })
     }
 
     /// Forgets a deleted sandbox (after its delete command ran).
     pub fn deleted(&mut self, sandbox_id: &str) {
-        if self
-            .sandboxes
-            .get(sandbox_id)
-            .is_some_and(|s| s.phase == Phase::Deleting)
-        {
+        if self.sandboxes.get(sandbox_id).is_some_and(|s| s.phase == Phase::Deleting) {
             self.sandboxes.remove(sandbox_id);
         }
     }
 
     /// Sandboxes tracked on a node (tests and listings).
     pub fn sandboxes_on(&self, node_id: &str) -> usize {
-        self.sandboxes
-            .values()
-            .filter(|s| s.node_id == node_id)
-            .count()
+        self.sandboxes.values().filter(|s| s.node_id == node_id).count()
     }
 }
 

@@ -19,9 +19,7 @@ fn config() -> StateConfig {
 }
 
 fn spec(name: &str, max_scale: u32) -> FunctionSpec {
-    let mut s =
-        FunctionSpec::from_json(format!(r#"{{"name":"{name}","runtime":"emulated"}}"#).as_bytes())
-            .unwrap();
+    let mut s = FunctionSpec::from_json(format!(r#"{{"name":"{name}","runtime":"emulated"}}"#).as_bytes()).unwrap();
     s.scaling.max_scale = max_scale;
     s
 }
@@ -41,11 +39,7 @@ fn creates(commands: &[Command]) -> Vec<(String, String)> {
     commands
         .iter()
         .filter_map(|c| match c {
-            Command::Create {
-                sandbox_id,
-                node_id,
-                ..
-            } => Some((sandbox_id.clone(), node_id.clone())),
+            Command::Create { sandbox_id, node_id, .. } => Some((sandbox_id.clone(), node_id.clone())),
             _ => None,
         })
         .collect()
@@ -66,30 +60,18 @@ fn ready_state(workers: &[(&str, u32)], function: FunctionSpec) -> (CellState, I
 #[test]
 fn queued_load_scales_from_zero_within_max_scale_and_capacity() {
     let (mut st, now) = ready_state(&[("1", 4), ("2", 4)], spec("f", 10));
-    assert!(
-        creates(&st.evaluate("f", now)).is_empty(),
-        "no load, no sandbox"
-    );
+    assert!(creates(&st.evaluate("f", now)).is_empty(), "no load, no sandbox");
     let urgent = st.report_load("dp", &[("f".into(), 0, 30)], now);
     assert_eq!(urgent, vec!["f".to_string()]);
     let planned = creates(&st.evaluate("f", now));
     assert_eq!(planned.len(), 8, "10 wanted, the two workers hold 4 each");
     assert_eq!(planned.iter().filter(|(_, n)| n == "1").count(), 4);
-    assert_eq!(
-        st.scale("f"),
-        Scale {
-            ready: 0,
-            creating: 8,
-            desired: 10
-        }
-    );
+    assert_eq!(st.scale("f"), Scale { ready: 0, creating: 8, desired: 10 });
     // Nothing is created twice while creations are in flight.
     assert!(creates(&st.evaluate("f", now)).is_empty());
     // A ready sandbox enters the routing table.
     let commands = st.created(&planned[0].0, Ok("127.0.0.1:9".into()), now);
-    assert!(
-        matches!(&commands[0], Command::Publish(u) if u.routing.as_ref().unwrap().endpoints.len() == 1)
-    );
+    assert!(matches!(&commands[0], Command::Publish(u) if u.routing.as_ref().unwrap().endpoints.len() == 1));
 }
 
 #[test]
@@ -97,23 +79,10 @@ fn a_failed_creation_waits_before_retrying() {
     let (mut st, now) = ready_state(&[("1", 4)], spec("f", 1));
     st.report_load("dp", &[("f".into(), 0, 1)], now);
     let planned = creates(&st.evaluate("f", now));
-    assert!(
-        st.created(&planned[0].0, Err("boom".into()), now)
-            .is_empty()
-    );
-    assert!(
-        creates(&st.evaluate("f", now)).is_empty(),
-        "within the retry delay"
-    );
-    st.report_load(
-        "dp",
-        &[("f".into(), 0, 1)],
-        now + Duration::from_millis(1100),
-    );
-    assert_eq!(
-        creates(&st.evaluate("f", now + Duration::from_millis(1100))).len(),
-        1
-    );
+    assert!(st.created(&planned[0].0, Err("boom".into()), now).is_empty());
+    assert!(creates(&st.evaluate("f", now)).is_empty(), "within the retry delay");
+    st.report_load("dp", &[("f".into(), 0, 1)], now + Duration::from_millis(1100));
+    assert_eq!(creates(&st.evaluate("f", now + Duration::from_millis(1100))).len(), 1);
 }
 
 #[test]
@@ -130,19 +99,11 @@ fn a_silent_worker_is_down_and_its_sandboxes_leave_the_routing() {
     let commands = st.check_workers(later);
     assert_eq!(st.sandboxes_on("1"), 0);
     assert_eq!(st.scale("f").ready, 1);
-    assert!(
-        matches!(&commands[..], [Command::Publish(u)] if u.routing.as_ref().unwrap().endpoints.len() == 1)
-    );
+    assert!(matches!(&commands[..], [Command::Publish(u)] if u.routing.as_ref().unwrap().endpoints.len() == 1));
     // Replacements go to the live worker only.
     st.report_load("dp", &[("f".into(), 2, 0)], later);
     let replacements = creates(&st.evaluate("f", later));
-    assert_eq!(
-        replacements
-            .iter()
-            .map(|(_, n)| n.as_str())
-            .collect::<Vec<_>>(),
-        vec!["2"]
-    );
+    assert_eq!(replacements.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(), vec!["2"]);
 }
 
 #[test]
@@ -150,35 +111,18 @@ fn after_a_restart_nothing_scales_until_known_workers_are_listed_and_their_sandb
     let now = Instant::now();
     let mut st = CellState::new(config());
     let commands = st.recover(vec![spec("f", 5)], vec![worker("1", 10)], now);
-    assert!(
-        commands
-            .iter()
-            .any(|c| matches!(c, Command::List { node_id, .. } if node_id == "1"))
-    );
+    assert!(commands.iter().any(|c| matches!(c, Command::List { node_id, .. } if node_id == "1")));
     st.report_load("dp", &[("f".into(), 3, 0)], now);
-    assert!(
-        creates(&st.evaluate("f", now)).is_empty(),
-        "worker 1 not listed yet"
-    );
+    assert!(creates(&st.evaluate("f", now)).is_empty(), "worker 1 not listed yet");
     let listed = |id: &str, function: &str| ListedSandbox {
         sandbox_id: id.into(),
         function: function.into(),
         endpoint: format!("ep-{id}"),
         running: true,
     };
-    let commands = st.worker_listing(
-        "1",
-        vec![
-            listed("f-old-1", "f"),
-            listed("f-old-2", "f"),
-            listed("gone-1", "deleted-fn"),
-        ],
-    );
-    assert!(
-        commands
-            .iter()
-            .any(|c| matches!(c, Command::Delete { sandbox_id, .. } if sandbox_id == "gone-1"))
-    );
+    let commands =
+        st.worker_listing("1", vec![listed("f-old-1", "f"), listed("f-old-2", "f"), listed("gone-1", "deleted-fn")]);
+    assert!(commands.iter().any(|c| matches!(c, Command::Delete { sandbox_id, .. } if sandbox_id == "gone-1")));
     assert_eq!(st.scale("f").ready, 2);
     // Three wanted, two recovered: exactly one more is created.
     assert_eq!(creates(&st.evaluate("f", now)).len(), 1);
@@ -206,11 +150,7 @@ fn scale_down_retires_the_newest_and_deleting_a_function_retires_everything() {
         .iter()
         .filter(|c| matches!(c, Command::Delete { after, .. } if *after == Duration::from_secs(1)))
         .collect();
-    assert_eq!(
-        deleted.len(),
-        3,
-        "idle past the grace: scale to zero, draining first"
-    );
+    assert_eq!(deleted.len(), 3, "idle past the grace: scale to zero, draining first");
     assert_eq!(st.scale("f").ready, 0);
     let commands = st.delete_function("f").unwrap();
     assert!(matches!(&commands[0], Command::Publish(u) if u.routing.is_none()));

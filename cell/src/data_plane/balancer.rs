@@ -26,11 +26,7 @@ pub struct Balancer {
 impl Balancer {
     /// A balancer for `policy`; `seed` drives the random policy.
     pub fn new(policy: BalancePolicy, seed: u64) -> Self {
-        Self {
-            policy,
-            cursor: 0,
-            rng: seed | 1,
-        }
+        Self { policy, cursor: 0, rng: seed | 1 }
     }
 
     /// Index of the chosen sandbox among `in_flight.len()` sandboxes, considering only those
@@ -40,9 +36,7 @@ impl Balancer {
         match self.policy {
             BalancePolicy::LeastLoaded => (0..n).filter(|&i| free(i)).min_by_key(|&i| in_flight[i]),
             BalancePolicy::RoundRobin => {
-                let chosen = (0..n)
-                    .map(|step| (self.cursor + step) % n)
-                    .find(|&i| free(i))?;
+                let chosen = (0..n).map(|step| (self.cursor + step) % n).find(|&i| free(i))?;
                 self.cursor = chosen + 1;
                 Some(chosen)
             }
@@ -77,9 +71,7 @@ mod tests {
     #[test]
     fn round_robin_cycles_over_free_sandboxes() {
         let mut b = Balancer::new(BalancePolicy::RoundRobin, 1);
-        let picks: Vec<_> = (0..5)
-            .map(|_| b.pick(&[0, 0, 0], |i| i != 1).unwrap())
-            .collect();
+        let picks: Vec<_> = (0..5).map(|_| b.pick(&[0, 0, 0], |i| i != 1).unwrap()).collect();
         assert_eq!(picks, vec![0, 2, 0, 2, 0]);
     }
 

@@ -93,11 +93,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut state = self.shared.state.lock().expect("dispatch lock");
-        if let Some(slot) = state
-            .sandboxes
-            .iter_mut()
-            .find(|s| s.target.id == self.target.id)
-        {
+        if let Some(slot) = state.sandboxes.iter_mut().find(|s| s.target.id == self.target.id) {
             slot.in_flight = slot.in_flight.saturating_sub(1);
         }
         hand_over(&self.shared.config, &mut state);
@@ -112,24 +108,14 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// A dispatcher with no sandboxes yet; `on_queued` runs each time a request queues.
-    pub fn new(
-        config: DispatchConfig,
-        seed: u64,
-        on_queued: impl Fn() + Send + Sync + 'static,
-    ) -> Self {
+    pub fn new(config: DispatchConfig, seed: u64, on_queued: impl Fn() + Send + Sync + 'static) -> Self {
         let state = State {
             sandboxes: Vec::new(),
             waiters: VecDeque::new(),
             next_waiter: 0,
             balancer: Balancer::new(config.policy, seed),
         };
-        Self {
-            shared: Arc::new(Shared {
-                config,
-                state: Mutex::new(state),
-                on_queued: Box::new(on_queued),
-            }),
-        }
+        Self { shared: Arc::new(Shared { config, state: Mutex::new(state), on_queued: Box::new(on_queued) }) }
     }
 
     /// A lease on a free sandbox slot, waiting in the queue if none is free.
@@ -138,11 +124,7 @@ impl Dispatcher {
         let (id, rx) = {
             let mut state = self.shared.state.lock().expect("dispatch lock");
             if let Some(target) = take_slot(&config, &mut state) {
-                return Ok(Lease {
-                    shared: self.shared.clone(),
-                    target,
-                    waited: None,
-                });
+                return Ok(Lease { shared: self.shared.clone(), target, waited: None });
             }
             if state.waiters.len() >= config.queue_capacity {
                 return Err(DispatchError::QueueFull(state.waiters.len()));
@@ -168,11 +150,7 @@ impl Dispatcher {
             }
         };
         match granted {
-            Some(target) => Ok(Lease {
-                shared: self.shared.clone(),
-                target,
-                waited: Some(queued_at.elapsed()),
-            }),
+            Some(target) => Ok(Lease { shared: self.shared.clone(), target, waited: Some(queued_at.elapsed()) }),
             None => Err(DispatchError::Timeout(config.queue_timeout)),
         }
     }
@@ -185,11 +163,8 @@ impl Dispatcher {
         state.sandboxes = targets
             .into_iter()
             .map(|target| {
-                let in_flight = old
-                    .iter()
-                    .position(|s| s.target == target)
-                    .map(|i| old.swap_remove(i).in_flight)
-                    .unwrap_or(0);
+                let in_flight =
+                    old.iter().position(|s| s.target == target).map(|i| old.swap_remove(i).in_flight).unwrap_or(0);
                 Slot { target, in_flight }
             })
             .collect();
@@ -198,34 +173,17 @@ impl Dispatcher {
 
     /// Requests holding a lease now.
     pub fn in_flight(&self) -> u32 {
-        self.shared
-            .state
-            .lock()
-            .expect("dispatch lock")
-            .sandboxes
-            .iter()
-            .map(|s| s.in_flight)
-            .sum()
+        self.shared.state.lock().expect("dispatch lock").sandboxes.iter().map(|s| s.in_flight).sum()
     }
 
     /// Requests waiting now.
     pub fn queued(&self) -> usize {
-        self.shared
-            .state
-            .lock()
-            .expect("dispatch lock")
-            .waiters
-            .len()
+        self.shared.state.lock().expect("dispatch lock").waiters.len()
     }
 
     /// Sandboxes known now.
     pub fn sandboxes(&self) -> usize {
-        self.shared
-            .state
-            .lock()
-            .expect("dispatch lock")
-            .sandboxes
-            .len()
+        self.shared.state.lock().expect("dispatch lock").sandboxes.len()
     }
 }
 
@@ -236,9 +194,7 @@ fn has_room(config: &DispatchConfig, slot: &Slot) -> bool {
 fn take_slot(config: &DispatchConfig, state: &mut State) -> Option<Target> {
     let in_flight: Vec<u32> = state.sandboxes.iter().map(|s| s.in_flight).collect();
     let sandboxes = &state.sandboxes;
-    let chosen = state
-        .balancer
-        .pick(&in_flight, |i| has_room(config, &sandboxes[i]))?;
+    let chosen = state.balancer.pick(&in_flight, |i| has_room(config, &sandboxes[i]))?;
     let slot = &mut state.sandboxes[chosen];
     slot.in_flight += 1;
     Some(slot.target.clone())
@@ -282,10 +238,7 @@ mod tests {
     }
 
     fn target(i: u32) -> Target {
-        Target {
-            id: format!("sb-{i}"),
-            endpoint: format!("127.0.0.1:{}", 20000 + i),
-        }
+        Target { id: format!("sb-{i}"), endpoint: format!("127.0.0.1:{}", 20000 + i) }
     }
 
     fn counting(cc: u32) -> (Dispatcher, Arc<AtomicUsize>) {
@@ -335,10 +288,7 @@ mod tests {
         assert_eq!(d.acquire().await.err(), Some(DispatchError::QueueFull(3)));
         let started = Instant::now();
         for w in waiting {
-            assert_eq!(
-                w.await.unwrap(),
-                Some(DispatchError::Timeout(Duration::from_secs(2)))
-            );
+            assert_eq!(w.await.unwrap(), Some(DispatchError::Timeout(Duration::from_secs(2))));
         }
         assert_eq!(started.elapsed(), Duration::from_millis(1999));
         assert_eq!(d.queued(), 0);
@@ -357,11 +307,7 @@ mod tests {
         d.set_sandboxes(vec![target(1)]);
         let (first, lease) = waiting.remove(0).await.unwrap();
         assert_eq!(first, 0);
-        assert_eq!(
-            d.queued(),
-            2,
-            "one sandbox, concurrency 1: the others still wait"
-        );
+        assert_eq!(d.queued(), 2, "one sandbox, concurrency 1: the others still wait");
         drop(lease);
         let (second, lease) = waiting.remove(0).await.unwrap();
         assert_eq!(second, 1);

@@ -1,6 +1,10 @@
-//! The data plane's per-function request path: which sandbox takes a request
-//! ([`balancer`]), and the bounded queue with per-sandbox concurrency limits that holds
-//! requests until a sandbox has a free slot ([`dispatch`]).
+//! The data plane: the HTTP ingress ([`ingress`]) that proxies invocations to sandboxes,
+//! the per-function queue with per-sandbox concurrency limits ([`dispatch`]) and balancing
+//! ([`balancer`]), and the follower that keeps its routing table in step with the control
+//! plane and reports load ([`follower`]).
 
 pub mod balancer;
 pub mod dispatch;
+pub mod follower;
+pub mod ingress;
+pub mod server;

@@ -28,13 +28,9 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (creating) the database at `path`, making its folder if needed.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let err = |message: String| StoreError::Embedded {
-            path: path.display().to_string(),
-            message,
-        };
+        let err = |message: String| StoreError::Embedded { path: path.display().to_string(), message };
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| err(format!("creating its folder: {e}")))?;
+            std::fs::create_dir_all(parent).map_err(|e| err(format!("creating its folder: {e}")))?;
         }
         let db = Database::create(path).map_err(|e| err(e.to_string()))?;
         // Create every table up front so reads never meet a missing one.
@@ -43,17 +39,11 @@ impl EmbeddedStore {
             tx.open_table(table(kind)).map_err(|e| err(e.to_string()))?;
         }
         tx.commit().map_err(|e| err(e.to_string()))?;
-        Ok(Self {
-            db: Arc::new(db),
-            path: path.to_path_buf(),
-        })
+        Ok(Self { db: Arc::new(db), path: path.to_path_buf() })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Embedded {
-            path: self.path.display().to_string(),
-            message: e.to_string(),
-        }
+        StoreError::Embedded { path: self.path.display().to_string(), message: e.to_string() }
     }
 
     async fn blocking<T: Send + 'static>(
@@ -61,10 +51,7 @@ impl EmbeddedStore {
         f: impl FnOnce(&Database) -> Result<T, String> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| self.err(e))?
-            .map_err(|e| self.err(e))
+        tokio::task::spawn_blocking(move || f(&db)).await.map_err(|e| self.err(e))?.map_err(|e| self.err(e))
     }
 }
 

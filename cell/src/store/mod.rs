@@ -97,10 +97,7 @@ pub struct CellStore {
 impl CellStore {
     /// Wraps a backend.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            store,
-            writes: Arc::default(),
-        }
+        Self { store, writes: Arc::default() }
     }
 
     /// Writes (puts and deletes) made through this handle and its clones.
@@ -108,12 +105,7 @@ impl CellStore {
         self.writes.load(Ordering::Relaxed)
     }
 
-    async fn put_json<T: serde::Serialize>(
-        &self,
-        kind: Kind,
-        key: &str,
-        value: &T,
-    ) -> Result<(), StoreError> {
+    async fn put_json<T: serde::Serialize>(&self, kind: Kind, key: &str, value: &T) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).expect("records always serialize");
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.store.put(kind, key, &bytes).await
@@ -124,10 +116,7 @@ impl CellStore {
         self.store.delete(kind, key).await
     }
 
-    async fn list_json<T: serde::de::DeserializeOwned>(
-        &self,
-        kind: Kind,
-    ) -> Result<Vec<T>, StoreError> {
+    async fn list_json<T: serde::de::DeserializeOwned>(&self, kind: Kind) -> Result<Vec<T>, StoreError> {
         self.store
             .list(kind)
             .await?
@@ -174,8 +163,7 @@ impl CellStore {
 
     /// Stores a data plane.
     pub async fn put_data_plane(&self, data_plane: &DataPlaneRecord) -> Result<(), StoreError> {
-        self.put_json(Kind::DataPlanes, &data_plane.id, data_plane)
-            .await
+        self.put_json(Kind::DataPlanes, &data_plane.id, data_plane).await
     }
 
     /// Removes a data plane.

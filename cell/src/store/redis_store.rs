@@ -27,24 +27,15 @@ impl RedisStore {
     /// `namespace` (for example `baton:cell:<cell id>`).
     pub async fn connect(url: &str, namespace: &str) -> Result<Self, StoreError> {
         let shown = redact(url);
-        let err = |source| StoreError::Redis {
-            url: shown.clone(),
-            source,
-        };
+        let err = |source| StoreError::Redis { url: shown.clone(), source };
         let client = redis::Client::open(url).map_err(err)?;
         let config = ConnectionManagerConfig::new()
             .set_number_of_retries(CONNECT_RETRIES)
             .set_max_delay(Duration::from_secs(1))
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(err)?;
-        Ok(Self {
-            connection,
-            namespace: namespace.to_string(),
-            url: shown,
-        })
+        let connection = ConnectionManager::new_with_config(client, config).await.map_err(err)?;
+        Ok(Self { connection, namespace: namespace.to_string(), url: shown })
     }
 
     fn key(&self, kind: Kind) -> String {
@@ -52,21 +43,14 @@ impl RedisStore {
     }
 
     fn err(&self, source: redis::RedisError) -> StoreError {
-        StoreError::Redis {
-            url: self.url.clone(),
-            source,
-        }
+        StoreError::Redis { url: self.url.clone(), source }
     }
 
     /// Deletes every key of this namespace (tests and decommissioning).
     pub async fn clear(&self) -> Result<(), StoreError> {
         let mut con = self.connection.clone();
         for kind in Kind::ALL {
-            redis::cmd("DEL")
-                .arg(self.key(kind))
-                .query_async::<()>(&mut con)
-                .await
-                .map_err(|e| self.err(e))?;
+            redis::cmd("DEL").arg(self.key(kind)).query_async::<()>(&mut con).await.map_err(|e| self.err(e))?;
         }
         Ok(())
     }
@@ -97,22 +81,15 @@ impl Store for RedisStore {
 
     async fn delete(&self, kind: Kind, key: &str) -> Result<bool, StoreError> {
         let mut con = self.connection.clone();
-        let removed: u64 = redis::cmd("HDEL")
-            .arg(self.key(kind))
-            .arg(key)
-            .query_async(&mut con)
-            .await
-            .map_err(|e| self.err(e))?;
+        let removed: u64 =
+            redis::cmd("HDEL").arg(self.key(kind)).arg(key).query_async(&mut con).await.map_err(|e| self.err(e))?;
         Ok(removed > 0)
     }
 
     async fn list(&self, kind: Kind) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut con = self.connection.clone();
-        let mut entries: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
-            .arg(self.key(kind))
-            .query_async(&mut con)
-            .await
-            .map_err(|e| self.err(e))?;
+        let mut entries: Vec<(String, Vec<u8>)> =
+            redis::cmd("HGETALL").arg(self.key(kind)).query_async(&mut con).await.map_err(|e| self.err(e))?;
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(entries)
     }
@@ -124,10 +101,7 @@ mod tests {
 
     #[test]
     fn hides_passwords() {
-        assert_eq!(
-            redact("redis://:secret@10.0.0.1:6379/0"),
-            "redis://***@10.0.0.1:6379/0"
-        );
+        assert_eq!(redact("redis://:secret@10.0.0.1:6379/0"), "redis://***@10.0.0.1:6379/0");
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

@@ -14,12 +14,7 @@ fn main() {
                 let name = name.as_str();
                 name == "content-type" || name == "user-agent" || name.starts_with("x-")
             })
-            .map(|(name, value)| {
-                (
-                    name.to_string(),
-                    String::from_utf8_lossy(value.as_bytes()).into(),
-                )
-            })
+            .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into()))
             .collect();
         json(
             StatusCode::OK,

@@ -17,13 +17,9 @@ impl FunctionServer {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(baton_functions::serve(
-            listener,
-            baton_functions::spin::handle,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        tokio::spawn(baton_functions::serve(listener, baton_functions::spin::handle, async move {
+            let _ = stopped.await;
+        }));
         Ok(Self { addr, _stop: stop })
     }
 

@@ -16,8 +16,7 @@ use baton_proto::worker::RuntimeKind;
 pub use self::function_server::FunctionServer;
 use crate::error::RuntimeError;
 use crate::runtime::{
-    Created, CreationLatency, Deleted, Isolation, SandboxRuntime, SandboxSpec, SandboxState,
-    SandboxSummary, unix_ms,
+    Created, CreationLatency, Deleted, Isolation, SandboxRuntime, SandboxSpec, SandboxState, SandboxSummary, unix_ms,
 };
 
 /// One emulated node's sandboxes.
@@ -30,11 +29,7 @@ pub struct EmulatedRuntime {
 impl EmulatedRuntime {
     /// A node whose creations take `delay` and whose sandboxes are served at `endpoint`.
     pub fn new(delay: Duration, endpoint: SocketAddr) -> Self {
-        Self {
-            delay,
-            endpoint,
-            table: Mutex::default(),
-        }
+        Self { delay, endpoint, table: Mutex::default() }
     }
 }
 
@@ -65,19 +60,12 @@ impl SandboxRuntime for EmulatedRuntime {
             created_at_unix_ms: unix_ms(),
             adopted: false,
         };
-        self.table
-            .lock()
-            .expect("table lock")
-            .insert(id, Some(summary));
+        self.table.lock().expect("table lock").insert(id, Some(summary));
         let total = started.elapsed();
         Ok(Created {
             endpoint: self.endpoint.to_string(),
             isolation: Isolation::default(),
-            latency: CreationLatency {
-                readiness: total,
-                total,
-                ..CreationLatency::default()
-            },
+            latency: CreationLatency { readiness: total, total, ..CreationLatency::default() },
             pid: 0,
         })
     }
@@ -94,14 +82,7 @@ impl SandboxRuntime for EmulatedRuntime {
     }
 
     async fn list(&self) -> Vec<SandboxSummary> {
-        let mut rows: Vec<_> = self
-            .table
-            .lock()
-            .expect("table lock")
-            .values()
-            .flatten()
-            .cloned()
-            .collect();
+        let mut rows: Vec<_> = self.table.lock().expect("table lock").values().flatten().cloned().collect();
         rows.sort_by(|a, b| a.id.cmp(&b.id));
         rows
     }
@@ -123,11 +104,7 @@ mod tests {
             args: vec![],
             env: Default::default(),
             port: PortRequest::Any,
-            resources: Resources {
-                cpu_millis: 100,
-                memory_mib: 64,
-                pids: 8,
-            },
+            resources: Resources { cpu_millis: 100, memory_mib: 64, pids: 8 },
             readiness_timeout: Duration::from_secs(1),
             readiness_path: "/healthz".into(),
         }
@@ -141,16 +118,10 @@ mod tests {
         let created = rt.create(id.clone(), spec()).await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_millis(40));
         assert_eq!(created.endpoint, "127.0.0.1:9");
-        assert!(matches!(
-            rt.create(id.clone(), spec()).await,
-            Err(RuntimeError::AlreadyExists(_))
-        ));
+        assert!(matches!(rt.create(id.clone(), spec()).await, Err(RuntimeError::AlreadyExists(_))));
         assert_eq!(rt.list().await.len(), 1);
         rt.delete(&id, Duration::ZERO).await.unwrap();
-        assert!(matches!(
-            rt.delete(&id, Duration::ZERO).await,
-            Err(RuntimeError::NotFound(_))
-        ));
+        assert!(matches!(rt.delete(&id, Duration::ZERO).await, Err(RuntimeError::NotFound(_))));
         assert!(rt.list().await.is_empty());
     }
 }

@@ -57,28 +57,18 @@ impl Cgroups {
         let root = Path::new("/sys/fs/cgroup");
         let layout = if root.join("cgroup.controllers").exists() {
             let path = own_path(&own, |c| c.is_empty()).unwrap_or_default();
-            Layout::V2 {
-                parent: root.join(path.trim_start_matches('/')).join(parent),
-            }
+            Layout::V2 { parent: root.join(path.trim_start_matches('/')).join(parent) }
         } else {
             let find = |name: &str| -> std::io::Result<PathBuf> {
-                let path =
-                    own_path(&own, |c| c.split(',').any(|c| c == name)).ok_or_else(|| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::NotFound,
-                            format!("no {name} cgroup controller in /proc/self/cgroup"),
-                        )
-                    })?;
-                Ok(root
-                    .join(name)
-                    .join(path.trim_start_matches('/'))
-                    .join(parent))
+                let path = own_path(&own, |c| c.split(',').any(|c| c == name)).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("no {name} cgroup controller in /proc/self/cgroup"),
+                    )
+                })?;
+                Ok(root.join(name).join(path.trim_start_matches('/')).join(parent))
             };
-            Layout::V1 {
-                memory: find("memory")?,
-                cpu: find("cpu")?,
-                pids: find("pids")?,
-            }
+            Layout::V1 { memory: find("memory")?, cpu: find("cpu")?, pids: find("pids")? }
         };
         let cgroups = Self { layout };
         cgroups.prepare_parent()?;
@@ -124,21 +114,15 @@ impl Cgroups {
                 memory_dir: memory.join(name),
                 v2: false,
             },
-            Layout::V2 { parent } => SandboxCgroup {
-                dirs: vec![parent.join(name)],
-                memory_dir: parent.join(name),
-                v2: true,
-            },
+            Layout::V2 { parent } => {
+                SandboxCgroup { dirs: vec![parent.join(name)], memory_dir: parent.join(name), v2: true }
+            }
         }
     }
 
     /// Creates the sandbox's cgroup with `limits` and returns it with one open
     /// `cgroup.procs` per folder, for the child to join with.
-    pub fn create(
-        &self,
-        name: &str,
-        limits: &Resources,
-    ) -> std::io::Result<(SandboxCgroup, Vec<OwnedFd>)> {
+    pub fn create(&self, name: &str, limits: &Resources) -> std::io::Result<(SandboxCgroup, Vec<OwnedFd>)> {
         let cg = self.sandbox(name);
         let result = (|| {
             for dir in &cg.dirs {
@@ -149,10 +133,7 @@ impl Cgroups {
             match &self.layout {
                 Layout::V1 { .. } => {
                     fs::write(cg.dirs[0].join("memory.limit_in_bytes"), &memory)?;
-                    fs::write(
-                        cg.dirs[1].join("cpu.cfs_period_us"),
-                        CPU_PERIOD_US.to_string(),
-                    )?;
+                    fs::write(cg.dirs[1].join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
                     fs::write(cg.dirs[1].join("cpu.cfs_quota_us"), quota.to_string())?;
                     fs::write(cg.dirs[2].join("pids.max"), limits.pids.to_string())?;
                 }
@@ -166,12 +147,7 @@ impl Cgroups {
             }
             cg.dirs
                 .iter()
-                .map(|dir| {
-                    fs::OpenOptions::new()
-                        .write(true)
-                        .open(dir.join("cgroup.procs"))
-                        .map(OwnedFd::from)
-                })
+                .map(|dir| fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs")).map(OwnedFd::from))
                 .collect::<std::io::Result<Vec<_>>>()
         })();
         match result {
@@ -209,37 +185,23 @@ impl SandboxCgroup {
 
     /// How many times the kernel OOM-killed a process of this sandbox.
     pub fn oom_kills(&self) -> u64 {
-        let file = if self.v2 {
-            "memory.events"
-        } else {
-            "memory.oom_control"
-        };
+        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
         fs::read_to_string(self.memory_dir.join(file))
             .ok()
-            .and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix("oom_kill ")
-                        .and_then(|n| n.trim().parse().ok())
-                })
-            })
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok())))
             .unwrap_or(0)
     }
 
     /// SIGKILLs every process still in the sandbox.
     pub fn kill_all(&self) {
         if self.v2
-            && let Ok(mut f) = fs::OpenOptions::new()
-                .write(true)
-                .open(self.memory_dir.join("cgroup.kill"))
+            && let Ok(mut f) = fs::OpenOptions::new().write(true).open(self.memory_dir.join("cgroup.kill"))
         {
             let _ = f.write_all(b"1");
             return;
         }
         for pid in self.pids() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
 
@@ -253,10 +215,7 @@ impl SandboxCgroup {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                     Err(e) if std::time::Instant::now() >= deadline => {
-                        return Err(std::io::Error::new(
-                            e.kind(),
-                            format!("removing cgroup {}: {e}", dir.display()),
-                        ));
+                        return Err(std::io::Error::new(e.kind(), format!("removing cgroup {}: {e}", dir.display())));
                     }
                     Err(_) => {
                         self.kill_all();
@@ -285,18 +244,9 @@ mod tests {
     #[test]
     fn reads_own_cgroup_paths() {
         let text = "4:memory:/process_api/abc\n2:cpu,cpuacct:/\n0::/unified\n";
-        assert_eq!(
-            own_path(text, |c| c.split(',').any(|c| c == "memory")).as_deref(),
-            Some("/process_api/abc")
-        );
-        assert_eq!(
-            own_path(text, |c| c.split(',').any(|c| c == "cpu")).as_deref(),
-            Some("/")
-        );
-        assert_eq!(
-            own_path(text, |c| c.is_empty()).as_deref(),
-            Some("/unified")
-        );
+        assert_eq!(own_path(text, |c| c.split(',').any(|c| c == "memory")).as_deref(), Some("/process_api/abc"));
+        assert_eq!(own_path(text, |c| c.split(',').any(|c| c == "cpu")).as_deref(), Some("/"));
+        assert_eq!(own_path(text, |c| c.is_empty()).as_deref(), Some("/unified"));
         assert_eq!(own_path(text, |c| c == "pids"), None);
     }
 }

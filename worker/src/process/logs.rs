@@ -13,12 +13,7 @@ pub const STREAMS: [&str; 2] = ["stdout.log", "stderr.log"];
 
 /// Opens (creating) the two log files in `dir` for the sandbox to append to.
 pub fn open(dir: &Path) -> std::io::Result<(File, File)> {
-    let open = |name: &str| {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(name))
-    };
+    let open = |name: &str| OpenOptions::new().create(true).append(true).open(dir.join(name));
     Ok((open(STREAMS[0])?, open(STREAMS[1])?))
 }
 
@@ -64,25 +59,13 @@ mod tests {
         let (mut out, _err) = open(dir.path()).unwrap();
         out.write_all(&[b'a'; 100]).unwrap();
         enforce_cap(dir.path(), 200);
-        assert_eq!(
-            fs::metadata(dir.path().join("stdout.log")).unwrap().len(),
-            100
-        );
+        assert_eq!(fs::metadata(dir.path().join("stdout.log")).unwrap().len(), 100);
         out.write_all(&[b'b'; 150]).unwrap();
         enforce_cap(dir.path(), 200);
-        assert_eq!(
-            fs::metadata(dir.path().join("stdout.log.1")).unwrap().len(),
-            250
-        );
-        assert_eq!(
-            fs::metadata(dir.path().join("stdout.log")).unwrap().len(),
-            0
-        );
+        assert_eq!(fs::metadata(dir.path().join("stdout.log.1")).unwrap().len(), 250);
+        assert_eq!(fs::metadata(dir.path().join("stdout.log")).unwrap().len(), 0);
         out.write_all(b"after").unwrap();
-        assert_eq!(
-            fs::read_to_string(dir.path().join("stdout.log")).unwrap(),
-            "after"
-        );
+        assert_eq!(fs::read_to_string(dir.path().join("stdout.log")).unwrap(), "after");
     }
 
     #[test]

@@ -35,8 +35,8 @@ use self::table::{Entry, Phase};
 use crate::config::ProcessSection;
 use crate::error::RuntimeError;
 use crate::runtime::{
-    Created, CreationLatency, Deleted, ExitInfo, Isolation, PortRequest, SandboxExit,
-    SandboxRuntime, SandboxSpec, SandboxState, SandboxSummary, unix_ms,
+    Created, CreationLatency, Deleted, ExitInfo, Isolation, PortRequest, SandboxExit, SandboxRuntime, SandboxSpec,
+    SandboxState, SandboxSummary, unix_ms,
 };
 
 /// How long a SIGKILLed sandbox may take to be gone before the worker gives up waiting.
@@ -83,10 +83,7 @@ impl ProcessRuntime {
         events: mpsc::UnboundedSender<SandboxExit>,
     ) -> Result<Self, RuntimeError> {
         let host: IpAddr = config.host.parse().map_err(|e| {
-            RuntimeError::invalid(
-                "process.host",
-                format!("{:?} is not an IP address: {e}", config.host),
-            )
+            RuntimeError::invalid("process.host", format!("{:?} is not an IP address: {e}", config.host))
         })?;
         let dir = state_dir.join("sandboxes");
         std::fs::create_dir_all(&dir)
@@ -146,18 +143,11 @@ impl ProcessRuntime {
                 }
             }
         });
-        self.inner
-            .background
-            .lock()
-            .expect("background lock")
-            .push(task);
+        self.inner.background.lock().expect("background lock").push(task);
     }
 
     fn isolation_for(&self, executable: &Path) -> (Isolation, Option<(Uid, Gid)>) {
-        let user = self
-            .inner
-            .user
-            .filter(|(uid, gid)| reachable_by(executable, *uid, *gid));
+        let user = self.inner.user.filter(|(uid, gid)| reachable_by(executable, *uid, *gid));
         if self.inner.user.is_some() && user.is_none() {
             tracing::warn!(
                 executable = %executable.display(),
@@ -173,12 +163,7 @@ impl ProcessRuntime {
         (isolation, user)
     }
 
-    async fn create_inner(
-        &self,
-        id: &SandboxId,
-        spec: &SandboxSpec,
-        slot: &mut Slot,
-    ) -> Result<Created, RuntimeError> {
+    async fn create_inner(&self, id: &SandboxId, spec: &SandboxSpec, slot: &mut Slot) -> Result<Created, RuntimeError> {
         let started = Instant::now();
         check_executable(&spec.executable)?;
         let port = match spec.port {
@@ -188,18 +173,17 @@ impl ProcessRuntime {
         .map_err(|e| RuntimeError::Exhausted(e.to_string()))?;
         slot.port = Some(port);
         let dir = self.inner.dir.join(id.as_str());
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| RuntimeError::os(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::os(format!("creating {}", dir.display()), e))?;
         slot.dir = Some(dir.clone());
-        let (stdout, stderr) = logs::open(&dir)
-            .map_err(|e| RuntimeError::os(format!("opening logs in {}", dir.display()), e))?;
+        let (stdout, stderr) =
+            logs::open(&dir).map_err(|e| RuntimeError::os(format!("opening logs in {}", dir.display()), e))?;
 
         let cgroup_started = Instant::now();
         let (cgroup, cgroup_procs) = match &self.inner.cgroups {
             Some(cgroups) => {
-                let (cg, fds) = cgroups.create(id.as_str(), &spec.resources).map_err(|e| {
-                    RuntimeError::os(format!("creating cgroup for sandbox {id}"), e)
-                })?;
+                let (cg, fds) = cgroups
+                    .create(id.as_str(), &spec.resources)
+                    .map_err(|e| RuntimeError::os(format!("creating cgroup for sandbox {id}"), e))?;
                 (Some(cg), fds)
             }
             None => (None, Vec::new()),
@@ -243,13 +227,7 @@ impl ProcessRuntime {
         let exit_seen = async move {
             let _ = exit_rx.wait_for(Option::is_some).await;
         };
-        if let Err(why) = readiness::wait_ready(
-            endpoint,
-            &spec.readiness_path,
-            spec.readiness_timeout,
-            exit_seen,
-        )
-        .await
+        if let Err(why) = readiness::wait_ready(endpoint, &spec.readiness_path, spec.readiness_timeout, exit_seen).await
         {
             return Err(match why {
                 readiness::NotReady::TimedOut => RuntimeError::ReadinessTimeout {
@@ -278,8 +256,7 @@ impl ProcessRuntime {
             resources: spec.resources,
             created_at_unix_ms,
         };
-        record::write(&dir, &record)
-            .map_err(|e| RuntimeError::os(format!("writing the record of sandbox {id}"), e))?;
+        record::write(&dir, &record).map_err(|e| RuntimeError::os(format!("writing the record of sandbox {id}"), e))?;
         let entry = Entry {
             summary: SandboxSummary {
                 id: id.clone(),
@@ -300,11 +277,7 @@ impl ProcessRuntime {
             exit: exited.clone(),
             dir,
         };
-        self.inner
-            .table
-            .lock()
-            .expect("table lock")
-            .insert_running(entry);
+        self.inner.table.lock().expect("table lock").insert_running(entry);
         slot.disarm();
         // An exit between readiness and here found the row still `Creating` and was not
         // handled; handle it now (`on_exit` acts once, on a running row only).
@@ -355,28 +328,12 @@ impl ProcessRuntime {
         // (state exited) until the control plane deletes it, and report the exit.
         release(&self.inner, port, cgroup).await;
         tracing::warn!(sandbox = %id, reason = ?exit.reason, code = ?exit.code, signal = ?exit.signal, "sandbox exited");
-        let _ = self.inner.events.send(SandboxExit {
-            id: id.clone(),
-            exit,
-            at_unix_ms: unix_ms(),
-        });
+        let _ = self.inner.events.send(SandboxExit { id: id.clone(), exit, at_unix_ms: unix_ms() });
     }
 
     async fn delete_inner(&self, id: &SandboxId, grace: Duration) -> Result<Deleted, RuntimeError> {
-        let entry = self
-            .inner
-            .table
-            .lock()
-            .expect("table lock")
-            .begin_delete(id)?;
-        let killed = stop(
-            entry.main_pid,
-            entry.group_kill,
-            entry.cgroup.as_ref(),
-            entry.exit.clone(),
-            grace,
-        )
-        .await;
+        let entry = self.inner.table.lock().expect("table lock").begin_delete(id)?;
+        let killed = stop(entry.main_pid, entry.group_kill, entry.cgroup.as_ref(), entry.exit.clone(), grace).await;
         release(&self.inner, entry.port, entry.cgroup.clone()).await;
         let _ = std::fs::remove_dir_all(&entry.dir);
         self.inner.table.lock().expect("table lock").remove(id);
@@ -422,10 +379,7 @@ impl SandboxRuntime for ProcessRuntime {
 
     async fn create(&self, id: SandboxId, spec: SandboxSpec) -> Result<Created, RuntimeError> {
         self.inner.table.lock().expect("table lock").reserve(&id)?;
-        let mut slot = Slot {
-            armed: true,
-            ..Slot::default()
-        };
+        let mut slot = Slot { armed: true, ..Slot::default() };
         let result = self.create_inner(&id, &spec, &mut slot).await;
         if result.is_err() {
             // The row is still `Creating`, so the process's exit (if any) is not reported.
@@ -444,13 +398,7 @@ impl SandboxRuntime for ProcessRuntime {
     }
 
     async fn shutdown(&self, delete_all: bool, grace: Duration) {
-        for task in self
-            .inner
-            .background
-            .lock()
-            .expect("background lock")
-            .drain(..)
-        {
+        for task in self.inner.background.lock().expect("background lock").drain(..) {
             task.abort();
         }
         if delete_all {
@@ -478,9 +426,7 @@ async fn detect(config: &ProcessSection) -> (Capabilities, Option<Cgroups>, Opti
     let namespaces = config.namespaces && {
         let works = namespaces_work().await;
         if !works {
-            missing.push(
-                "namespaces (unshare was refused; the worker needs CAP_SYS_ADMIN)".to_string(),
-            );
+            missing.push("namespaces (unshare was refused; the worker needs CAP_SYS_ADMIN)".to_string());
         }
         works
     };
@@ -533,10 +479,7 @@ async fn namespaces_work() -> bool {
         Ok(spawned) => {
             let exit = Reaper::get().watch(spawned.waited_pid);
             Reaper::get().notify_spawned();
-            matches!(
-                tokio::time::timeout(Duration::from_secs(5), exit).await,
-                Ok(Ok(ChildExit::Code(0)))
-            )
+            matches!(tokio::time::timeout(Duration::from_secs(5), exit).await, Ok(Ok(ChildExit::Code(0))))
         }
         Err(_) => false,
     }
@@ -560,11 +503,7 @@ async fn stop(
     // Without namespaces the sandbox leads its own process group: signal the group.
     let target = Pid::from_raw(if group_kill { -main_pid } else { main_pid });
     let _ = kill(target, Signal::SIGTERM);
-    if !grace.is_zero()
-        && tokio::time::timeout(grace, exit.wait_for(Option::is_some))
-            .await
-            .is_ok()
-    {
+    if !grace.is_zero() && tokio::time::timeout(grace, exit.wait_for(Option::is_some)).await.is_ok() {
         if let Some(cg) = cgroup {
             cg.kill_all();
         }
@@ -574,14 +513,8 @@ async fn stop(
     if let Some(cg) = cgroup {
         cg.kill_all();
     }
-    if tokio::time::timeout(KILL_PATIENCE, exit.wait_for(Option::is_some))
-        .await
-        .is_err()
-    {
-        tracing::error!(
-            pid = main_pid,
-            "sandbox process still there {KILL_PATIENCE:?} after SIGKILL"
-        );
+    if tokio::time::timeout(KILL_PATIENCE, exit.wait_for(Option::is_some)).await.is_err() {
+        tracing::error!(pid = main_pid, "sandbox process still there {KILL_PATIENCE:?} after SIGKILL");
     }
     true
 }
@@ -604,54 +537,24 @@ async fn release(inner: &Arc<Inner>, port: Option<u16>, cgroup: Option<cgroup::S
 fn classify(status: Option<ChildExit>, oom_kills: u64) -> ExitInfo {
     let sigkill = Signal::SIGKILL as i32;
     match status {
-        Some(ChildExit::Code(0)) => ExitInfo {
-            reason: ExitReason::Exited,
-            code: Some(0),
-            signal: None,
-        },
-        Some(ChildExit::Code(code)) => ExitInfo {
-            reason: ExitReason::Crashed,
-            code: Some(code),
-            signal: None,
-        },
-        Some(ChildExit::Signal(s)) if s == sigkill && oom_kills > 0 => ExitInfo {
-            reason: ExitReason::OomKilled,
-            code: None,
-            signal: Some(s),
-        },
-        Some(ChildExit::Signal(s)) if s == sigkill => ExitInfo {
-            reason: ExitReason::Killed,
-            code: None,
-            signal: Some(s),
-        },
-        Some(ChildExit::Signal(s)) => ExitInfo {
-            reason: ExitReason::Crashed,
-            code: None,
-            signal: Some(s),
-        },
-        None if oom_kills > 0 => ExitInfo {
-            reason: ExitReason::OomKilled,
-            code: None,
-            signal: None,
-        },
-        None => ExitInfo {
-            reason: ExitReason::Unknown,
-            code: None,
-            signal: None,
-        },
+        Some(ChildExit::Code(0)) => ExitInfo { reason: ExitReason::Exited, code: Some(0), signal: None },
+        Some(ChildExit::Code(code)) => ExitInfo { reason: ExitReason::Crashed, code: Some(code), signal: None },
+        Some(ChildExit::Signal(s)) if s == sigkill && oom_kills > 0 => {
+            ExitInfo { reason: ExitReason::OomKilled, code: None, signal: Some(s) }
+        }
+        Some(ChildExit::Signal(s)) if s == sigkill => {
+            ExitInfo { reason: ExitReason::Killed, code: None, signal: Some(s) }
+        }
+        Some(ChildExit::Signal(s)) => ExitInfo { reason: ExitReason::Crashed, code: None, signal: Some(s) },
+        None if oom_kills > 0 => ExitInfo { reason: ExitReason::OomKilled, code: None, signal: None },
+        None => ExitInfo { reason: ExitReason::Unknown, code: None, signal: None },
     }
 }
 
 fn describe_exit(exit: Option<&ExitInfo>) -> String {
     match exit {
-        Some(ExitInfo {
-            code: Some(code), ..
-        }) => format!("exit status {code}"),
-        Some(ExitInfo {
-            signal: Some(signal),
-            reason,
-            ..
-        }) => format!("signal {signal}, {reason:?}"),
+        Some(ExitInfo { code: Some(code), .. }) => format!("exit status {code}"),
+        Some(ExitInfo { signal: Some(signal), reason, .. }) => format!("signal {signal}, {reason:?}"),
         Some(ExitInfo { reason, .. }) => format!("{reason:?}"),
         None => "unknown".into(),
     }
@@ -660,12 +563,8 @@ fn describe_exit(exit: Option<&ExitInfo>) -> String {
 /// Fails at once, clearly, when the executable is missing or not executable.
 fn check_executable(path: &Path) -> Result<(), RuntimeError> {
     use std::os::unix::fs::PermissionsExt;
-    let err = |reason: &str| RuntimeError::Executable {
-        path: path.display().to_string(),
-        reason: reason.into(),
-    };
-    let meta =
-        std::fs::metadata(path).map_err(|e| err(&format!("cannot be read on this node: {e}")))?;
+    let err = |reason: &str| RuntimeError::Executable { path: path.display().to_string(), reason: reason.into() };
+    let meta = std::fs::metadata(path).map_err(|e| err(&format!("cannot be read on this node: {e}")))?;
     if !meta.is_file() {
         return Err(err("is not a regular file"));
     }
@@ -695,30 +594,14 @@ mod tests {
 
     #[test]
     fn classifies_exits() {
-        assert_eq!(
-            classify(Some(ChildExit::Code(0)), 0).reason,
-            ExitReason::Exited
-        );
+        assert_eq!(classify(Some(ChildExit::Code(0)), 0).reason, ExitReason::Exited);
         assert_eq!(
             classify(Some(ChildExit::Code(3)), 0),
-            ExitInfo {
-                reason: ExitReason::Crashed,
-                code: Some(3),
-                signal: None
-            }
+            ExitInfo { reason: ExitReason::Crashed, code: Some(3), signal: None }
         );
-        assert_eq!(
-            classify(Some(ChildExit::Signal(9)), 1).reason,
-            ExitReason::OomKilled
-        );
-        assert_eq!(
-            classify(Some(ChildExit::Signal(9)), 0).reason,
-            ExitReason::Killed
-        );
-        assert_eq!(
-            classify(Some(ChildExit::Signal(11)), 0).reason,
-            ExitReason::Crashed
-        );
+        assert_eq!(classify(Some(ChildExit::Signal(9)), 1).reason, ExitReason::OomKilled);
+        assert_eq!(classify(Some(ChildExit::Signal(9)), 0).reason, ExitReason::Killed);
+        assert_eq!(classify(Some(ChildExit::Signal(11)), 0).reason, ExitReason::Crashed);
         assert_eq!(classify(None, 0).reason, ExitReason::Unknown);
         assert_eq!(classify(None, 2).reason, ExitReason::OomKilled);
     }

@@ -41,13 +41,7 @@ impl PortPool {
     /// A pool over `range` with nothing in use.
     pub fn new(range: RangeInclusive<u16>) -> Self {
         let cursor = *range.start();
-        Self {
-            range,
-            state: Mutex::new(PoolState {
-                in_use: BTreeSet::new(),
-                cursor,
-            }),
-        }
+        Self { range, state: Mutex::new(PoolState { in_use: BTreeSet::new(), cursor }) }
     }
 
     /// The range served.
@@ -83,20 +77,12 @@ impl PortPool {
 
     /// Marks `port` used without checking the socket (a re-adopted sandbox listens on it).
     pub fn reserve(&self, port: u16) {
-        self.state
-            .lock()
-            .expect("port pool lock")
-            .in_use
-            .insert(port);
+        self.state.lock().expect("port pool lock").in_use.insert(port);
     }
 
     /// Returns `port` to the pool.
     pub fn release(&self, port: u16) {
-        self.state
-            .lock()
-            .expect("port pool lock")
-            .in_use
-            .remove(&port);
+        self.state.lock().expect("port pool lock").in_use.remove(&port);
     }
 
     /// How many ports are held.
@@ -117,11 +103,7 @@ mod tests {
     fn free_range(len: u16) -> RangeInclusive<u16> {
         // A range above the ephemeral ports of other tests is still shared; pick from the
         // kernel's own choice to stay clear of collisions.
-        let base = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let base = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port();
         let base = base.min(65535 - len);
         base..=base + len - 1
     }
@@ -146,13 +128,7 @@ mod tests {
         let holder = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = holder.local_addr().unwrap().port();
         let pool = PortPool::new(port..=port);
-        assert_eq!(
-            pool.take_any(),
-            Err(PortError::Exhausted {
-                start: port,
-                end: port
-            })
-        );
+        assert_eq!(pool.take_any(), Err(PortError::Exhausted { start: port, end: port }));
         assert_eq!(pool.take(port), Err(PortError::InUse(port)));
         drop(holder);
         assert_eq!(pool.take_any(), Ok(port));

@@ -40,14 +40,11 @@ pub async fn wait_ready(
     exited: impl std::future::Future<Output = ()>,
 ) -> Result<(), NotReady> {
     let deadline = Instant::now() + timeout;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: baton-worker-probe\r\nConnection: close\r\n\r\n"
-    );
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: baton-worker-probe\r\nConnection: close\r\n\r\n");
     let precise = {
         let request = request.clone();
-        tokio::task::spawn_blocking(move || {
-            precise_phase(addr, &request, timeout.min(PRECISE_PHASE))
-        })
+        tokio::task::spawn_blocking(move || precise_phase(addr, &request, timeout.min(PRECISE_PHASE)))
     };
     let probe_loop = async {
         if precise.await.unwrap_or(false) {
@@ -146,21 +143,10 @@ mod tests {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let mut buf = [0u8; 256];
                 let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                    .await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
             }
         });
-        assert_eq!(
-            wait_ready(
-                addr,
-                "/healthz",
-                Duration::from_secs(2),
-                std::future::pending()
-            )
-            .await,
-            Ok(())
-        );
+        assert_eq!(wait_ready(addr, "/healthz", Duration::from_secs(2), std::future::pending()).await, Ok(()));
     }
 
     #[tokio::test]
@@ -170,26 +156,15 @@ mod tests {
         tokio::spawn(async move {
             loop {
                 let (mut s, _) = listener.accept().await.unwrap();
-                let _ = s
-                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
-                    .await;
+                let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
             }
         });
         let started = Instant::now();
         assert_eq!(
-            wait_ready(
-                addr,
-                "/",
-                Duration::from_millis(200),
-                std::future::pending()
-            )
-            .await,
+            wait_ready(addr, "/", Duration::from_millis(200), std::future::pending()).await,
             Err(NotReady::TimedOut)
         );
         assert!(started.elapsed() >= Duration::from_millis(200));
-        assert_eq!(
-            wait_ready(addr, "/", Duration::from_secs(10), async {}).await,
-            Err(NotReady::Exited)
-        );
+        assert_eq!(wait_ready(addr, "/", Duration::from_secs(10), async {}).await, Err(NotReady::Exited));
     }
 }

@@ -93,9 +93,7 @@ impl Reaper {
     fn deliver(&self, status: WaitStatus) {
         let (pid, exit) = match status {
             WaitStatus::Exited(pid, code) => (pid.as_raw(), ChildExit::Code(code)),
-            WaitStatus::Signaled(pid, signal, _) => {
-                (pid.as_raw(), ChildExit::Signal(signal as i32))
-            }
+            WaitStatus::Signaled(pid, signal, _) => (pid.as_raw(), ChildExit::Signal(signal as i32)),
             _ => return,
         };
         let mut state = self.state.lock().expect("reaper lock");

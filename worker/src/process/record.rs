@@ -38,18 +38,14 @@ pub struct SandboxRecord {
 /// Writes `record` into `dir` atomically (temporary file, then rename).
 pub fn write(dir: &Path, record: &SandboxRecord) -> std::io::Result<()> {
     let tmp = dir.join(format!("{FILE}.tmp"));
-    fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?,
-    )?;
+    fs::write(&tmp, serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?)?;
     fs::rename(tmp, dir.join(FILE))
 }
 
 /// Reads the record in `dir`.
 pub fn read(dir: &Path) -> std::io::Result<SandboxRecord> {
     let bytes = fs::read(dir.join(FILE))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    serde_json::from_slice(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// The start time of live process `pid` in clock ticks, or `None` if it is gone or a zombie.
@@ -80,11 +76,7 @@ mod tests {
             main_pid: me,
             start_ticks: start_ticks(me).expect("this process is alive"),
             isolation: Isolation::default(),
-            resources: Resources {
-                cpu_millis: 1,
-                memory_mib: 4,
-                pids: 1,
-            },
+            resources: Resources { cpu_millis: 1, memory_mib: 4, pids: 1 },
             created_at_unix_ms: 1,
         };
         write(dir.path(), &record).unwrap();

@@ -35,9 +35,7 @@ pub async fn recover(runtime: &ProcessRuntime) {
             continue;
         };
         match record::read(&dir) {
-            Ok(rec)
-                if record::start_ticks(rec.main_pid) == Some(rec.start_ticks) && rec.id == name =>
-            {
+            Ok(rec) if record::start_ticks(rec.main_pid) == Some(rec.start_ticks) && rec.id == name => {
                 adopt(runtime, id, rec, &dir);
                 adopted.insert(name);
             }
@@ -55,11 +53,7 @@ pub async fn recover(runtime: &ProcessRuntime) {
         }
     }
     if let Some(cgroups) = &inner.cgroups {
-        for name in cgroups
-            .existing()
-            .into_iter()
-            .filter(|n| !adopted.contains(n))
-        {
+        for name in cgroups.existing().into_iter().filter(|n| !adopted.contains(n)) {
             tracing::info!(cgroup = %name, "removing a sandbox cgroup with no record");
             if let Err(e) = cgroups.sandbox(&name).remove(Duration::from_secs(2)) {
                 tracing::error!(error = %e, "could not remove a stale sandbox cgroup");
@@ -67,22 +61,14 @@ pub async fn recover(runtime: &ProcessRuntime) {
         }
     }
     if !adopted.is_empty() {
-        tracing::info!(
-            count = adopted.len(),
-            "re-adopted sandboxes left running by a previous worker"
-        );
+        tracing::info!(count = adopted.len(), "re-adopted sandboxes left running by a previous worker");
     }
 }
 
 fn adopt(runtime: &ProcessRuntime, id: SandboxId, rec: SandboxRecord, dir: &Path) {
     let inner = &runtime.inner;
     inner.ports.reserve(rec.port);
-    let cgroup = rec
-        .isolation
-        .cgroup
-        .as_ref()
-        .and_then(|_| inner.cgroups.as_ref())
-        .map(|c| c.sandbox(id.as_str()));
+    let cgroup = rec.isolation.cgroup.as_ref().and_then(|_| inner.cgroups.as_ref()).map(|c| c.sandbox(id.as_str()));
     let (tx, rx) = watch::channel(None);
     let endpoint = SocketAddr::new(inner.host, rec.port).to_string();
     let entry = Entry {
@@ -105,11 +91,7 @@ fn adopt(runtime: &ProcessRuntime, id: SandboxId, rec: SandboxRecord, dir: &Path
         exit: rx,
         dir: dir.to_path_buf(),
     };
-    inner
-        .table
-        .lock()
-        .expect("table lock")
-        .insert_running(entry);
+    inner.table.lock().expect("table lock").insert_running(entry);
     let poll = inner.config.adopted_poll_interval;
     let runtime = runtime.clone();
     tokio::spawn(async move {

@@ -59,11 +59,7 @@ pub fn spawn(plan: SpawnPlan) -> std::io::Result<Spawned> {
     command
         .args(&plan.args)
         .env_clear()
-        .envs(
-            plan.env
-                .iter()
-                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
-        )
+        .envs(plan.env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))))
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(plan.stdout)
@@ -119,15 +115,8 @@ pub fn spawn(plan: SpawnPlan) -> std::io::Result<Spawned> {
     drop(child);
     // A function that exited at once has no pid left to find; its holder ends with the
     // same status right away, which the caller sees as an exit during start-up.
-    let main_pid = if namespaces {
-        find_child(waited_pid).unwrap_or(waited_pid)
-    } else {
-        waited_pid
-    };
-    Ok(Spawned {
-        main_pid,
-        waited_pid,
-    })
+    let main_pid = if namespaces { find_child(waited_pid).unwrap_or(waited_pid) } else { waited_pid };
+    Ok(Spawned { main_pid, waited_pid })
 }
 
 /// In the forked child: forks again. The new process returns (and goes on to exec as pid 1

@@ -81,8 +81,7 @@ impl Table {
 
     /// Records a ready sandbox (created or re-adopted).
     pub fn insert_running(&mut self, entry: Entry) {
-        self.rows
-            .insert(entry.summary.id.clone(), Row::Live(Box::new(entry)));
+        self.rows.insert(entry.summary.id.clone(), Row::Live(Box::new(entry)));
     }
 
     /// Records that a running sandbox's process ended on its own and hands back what it

@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use baton_proto::cell::cell_control_server::{CellControl, CellControlServer};
 use baton_proto::cell::{
-    DeleteFunctionRequest, DeleteFunctionResponse, FunctionInfo, GetFunctionRequest,
-    ListFunctionsRequest, ListFunctionsResponse, PutFunctionRequest, PutFunctionResponse,
-    RegisterDataPlaneRequest, RegisterDataPlaneResponse, RegisterWorkerRequest,
-    RegisterWorkerResponse, ReportLoadRequest, ReportLoadResponse, ReportSandboxEventsRequest,
-    ReportSandboxEventsResponse, RoutingEvent, SandboxEvent, WatchRoutingRequest,
+    DeleteFunctionRequest, DeleteFunctionResponse, FunctionInfo, GetFunctionRequest, ListFunctionsRequest,
+    ListFunctionsResponse, PutFunctionRequest, PutFunctionResponse, RegisterDataPlaneRequest,
+    RegisterDataPlaneResponse, RegisterWorkerRequest, RegisterWorkerResponse, ReportLoadRequest, ReportLoadResponse,
+    ReportSandboxEventsRequest, ReportSandboxEventsResponse, RoutingEvent, SandboxEvent, WatchRoutingRequest,
     WorkerHeartbeatRequest, WorkerHeartbeatResponse,
 };
 use tokio::sync::oneshot;
@@ -40,12 +39,9 @@ impl FakeControlPlane {
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    async {
-                        let _ = rx.await;
-                    },
-                )
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+                    let _ = rx.await;
+                })
                 .await
                 .unwrap();
         });
@@ -54,11 +50,7 @@ impl FakeControlPlane {
 
     pub fn registered_nodes(&self) -> usize {
         let r = self.recorded.lock().unwrap();
-        r.registrations
-            .iter()
-            .map(|x| x.node_id.clone())
-            .collect::<std::collections::HashSet<_>>()
-            .len()
+        r.registrations.iter().map(|x| x.node_id.clone()).collect::<std::collections::HashSet<_>>().len()
     }
 
     pub fn heartbeating_nodes(&self) -> usize {
@@ -76,14 +68,8 @@ impl CellControl for FakeControlPlane {
         &self,
         request: Request<RegisterWorkerRequest>,
     ) -> Result<Response<RegisterWorkerResponse>, Status> {
-        self.recorded
-            .lock()
-            .unwrap()
-            .registrations
-            .push(request.into_inner());
-        Ok(Response::new(RegisterWorkerResponse {
-            heartbeat_interval_ms: self.heartbeat_interval_ms,
-        }))
+        self.recorded.lock().unwrap().registrations.push(request.into_inner());
+        Ok(Response::new(RegisterWorkerResponse { heartbeat_interval_ms: self.heartbeat_interval_ms }))
     }
 
     async fn worker_heartbeat(
@@ -103,26 +89,16 @@ impl CellControl for FakeControlPlane {
         &self,
         request: Request<ReportSandboxEventsRequest>,
     ) -> Result<Response<ReportSandboxEventsResponse>, Status> {
-        self.recorded
-            .lock()
-            .unwrap()
-            .events
-            .extend(request.into_inner().events);
+        self.recorded.lock().unwrap().events.extend(request.into_inner().events);
         Ok(Response::new(ReportSandboxEventsResponse {}))
     }
 
     // What workers never call: the fake refuses it.
-    async fn put_function(
-        &self,
-        _: Request<PutFunctionRequest>,
-    ) -> Result<Response<PutFunctionResponse>, Status> {
+    async fn put_function(&self, _: Request<PutFunctionRequest>) -> Result<Response<PutFunctionResponse>, Status> {
         Err(Status::unimplemented("fake control plane"))
     }
 
-    async fn get_function(
-        &self,
-        _: Request<GetFunctionRequest>,
-    ) -> Result<Response<FunctionInfo>, Status> {
+    async fn get_function(&self, _: Request<GetFunctionRequest>) -> Result<Response<FunctionInfo>, Status> {
         Err(Status::unimplemented("fake control plane"))
     }
 
@@ -156,10 +132,7 @@ impl CellControl for FakeControlPlane {
         Err(Status::unimplemented("fake control plane"))
     }
 
-    async fn report_load(
-        &self,
-        _: Request<ReportLoadRequest>,
-    ) -> Result<Response<ReportLoadResponse>, Status> {
+    async fn report_load(&self, _: Request<ReportLoadRequest>) -> Result<Response<ReportLoadResponse>, Status> {
         Err(Status::unimplemented("fake control plane"))
     }
 }

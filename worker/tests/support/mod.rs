@@ -28,10 +28,7 @@ pub fn bin(name: &str) -> PathBuf {
 /// reachable by other users, and the worker then keeps the sandbox on its own user).
 pub fn world_reachable_copy(path: &Path) -> (tempfile::TempDir, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new()
-        .prefix("baton-fn-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("baton-fn-").tempdir_in("/tmp").unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let copy = dir.path().join(path.file_name().unwrap());
     std::fs::copy(path, &copy).unwrap();
@@ -81,12 +78,7 @@ pub fn cgroup_parent_dirs(parent: &str) -> Vec<PathBuf> {
 pub fn leftover_cgroups(parent: &str) -> Vec<PathBuf> {
     cgroup_parent_dirs(parent)
         .into_iter()
-        .flat_map(|dir| {
-            std::fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .filter_map(Result::ok)
-        })
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok))
         .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
         .map(|e| e.path())
         .collect()
@@ -108,21 +100,14 @@ pub fn descendants() -> Vec<i32> {
         tasks
             .filter_map(Result::ok)
             .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-            .flat_map(|s| {
-                s.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect::<Vec<i32>>()
-            })
+            .flat_map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<i32>>())
             .collect()
     }
     let mut out = Vec::new();
     let mut stack = children(std::process::id() as i32);
     while let Some(pid) = stack.pop() {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(") ")
-            .map(|(_, r)| r.chars().next().unwrap_or('?'))
-            .unwrap_or('?');
+        let state = stat.rsplit_once(") ").map(|(_, r)| r.chars().next().unwrap_or('?')).unwrap_or('?');
         if state != 'Z' && state != '?' {
             out.push(pid);
         }
@@ -134,11 +119,7 @@ pub fn descendants() -> Vec<i32> {
 /// Whether a process with this pid is alive (not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(") ")
-                .map(|(_, r)| !r.starts_with('Z'))
-                .unwrap_or(false)
-        })
+        .map(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')).unwrap_or(false))
         .unwrap_or(false)
 }
 
@@ -147,11 +128,7 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-        {
+        for e in std::fs::read_dir(&d).into_iter().flatten().filter_map(Result::ok) {
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 stack.push(e.path());
             } else {
@@ -189,9 +166,5 @@ impl Drop for KillOnDrop {
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -1,0 +1,190 @@
+//! The cell's configuration. Every field is documented with its default; `cell.example.toml`
+//! beside this crate lists them all, and a test keeps it equal to these defaults.
+//!
+//! Layers: compiled defaults, then `--config FILE`, then `BATON_<SECTION>__<KEY>`
+//! environment variables, then flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_service::LoggingConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::data_plane::balancer::BalancePolicy;
+use crate::placer::PlacementPolicy;
+
+/// Which parts of a cell this process runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The control plane only.
+    Control,
+    /// A data plane only.
+    Data,
+    /// Both, in one process (small deployments).
+    #[default]
+    All,
+}
+
+/// The whole cell configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CellConfig {
+    /// Identity and role.
+    pub cell: CellSection,
+    /// The control plane.
+    pub control_plane: ControlPlaneSection,
+    /// The data plane.
+    pub data_plane: DataPlaneSection,
+    /// Persistence.
+    pub store: StoreSection,
+    /// Logging.
+    pub log: LoggingConfig,
+}
+
+/// `[cell]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CellSection {
+    /// Cell ID (namespaces its Redis keys and sandbox IDs). Default: `cell-1`.
+    pub id: String,
+    /// `control`, `data` or `all`. Default: `all`.
+    pub role: Role,
+    /// `/metrics`, `/healthz`, `/readyz`. Default: `127.0.0.1:7102`.
+    pub admin_listen: SocketAddr,
+}
+
+impl Default for CellSection {
+    fn default() -> Self {
+        Self { id: "cell-1".into(), role: Role::All, admin_listen: "127.0.0.1:7102".parse().expect("valid literal") }
+    }
+}
+
+/// `[control_plane]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlPlaneSection {
+    /// gRPC listen address of CellControl. Default: `127.0.0.1:7100`.
+    pub listen: SocketAddr,
+    /// A worker silent this long is down. Default: `"3s"`.
+    #[serde(with = "humantime_serde")]
+    pub worker_timeout: Duration,
+    /// How often every function's autoscaler runs. Default: `"200ms"`.
+    #[serde(with = "humantime_serde")]
+    pub autoscale_interval: Duration,
+    /// How often data planes report load. Default: `"200ms"`.
+    #[serde(with = "humantime_serde")]
+    pub load_report_interval: Duration,
+    /// A load report older than this no longer counts. Default: `"2s"`.
+    #[serde(with = "humantime_serde")]
+    pub load_expiry: Duration,
+    /// How long a scaled-down sandbox is out of the routing before it is deleted. Default: `"2s"`.
+    #[serde(with = "humantime_serde")]
+    pub scale_down_drain: Duration,
+    /// Wait after a failed creation before a function tries again. Default: `"1s"`.
+    #[serde(with = "humantime_serde")]
+    pub create_retry: Duration,
+    /// `least_allocated`, `random` or `round_robin`. Default: `least_allocated`.
+    pub placement: PlacementPolicy,
+    /// Most processes per sandbox. Default: `256`.
+    pub sandbox_pids: u32,
+    /// Timeout of each call to a worker. Default: `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub worker_call_timeout: Duration,
+}
+
+impl Default for ControlPlaneSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7100".parse().expect("valid literal"),
+            worker_timeout: Duration::from_secs(3),
+            autoscale_interval: Duration::from_millis(200),
+            load_report_interval: Duration::from_millis(200),
+            load_expiry: Duration::from_secs(2),
+            scale_down_drain: Duration::from_secs(2),
+            create_retry: Duration::from_secs(1),
+            placement: PlacementPolicy::LeastAllocated,
+            sandbox_pids: 256,
+            worker_call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[data_plane]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataPlaneSection {
+    /// Data plane ID. Default: `""`, meaning `<cell id>-dp`.
+    pub id: String,
+    /// HTTP listen address of the invocation ingress. Default: `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Control plane to follow (role `data`). Default: `""`, meaning this process's own
+    /// control plane (role `all`).
+    pub control_plane: String,
+    /// Most requests queued per function. Default: `1000`.
+    pub queue_capacity: usize,
+    /// Longest a request waits for a sandbox. Default: `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Largest request body, in bytes. Default: `6291456` (6 MiB).
+    pub max_body_bytes: usize,
+    /// `least_loaded`, `round_robin` or `random`. Default: `least_loaded`.
+    pub balance: BalancePolicy,
+    /// How long in-flight requests may take to finish at shutdown. Default: `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for DataPlaneSection {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            listen: "127.0.0.1:8080".parse().expect("valid literal"),
+            control_plane: String::new(),
+            queue_capacity: 1000,
+            queue_timeout: Duration::from_secs(30),
+            max_body_bytes: 6 << 20,
+            balance: BalancePolicy::LeastLoaded,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// Redis URL (`redis://host:port/db`); `""` uses the embedded store. Default: `""`.
+    pub redis_url: String,
+    /// File of the embedded store. Default: `/var/lib/baton/cell/cell.redb`.
+    pub path: PathBuf,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self { redis_url: String::new(), path: PathBuf::from("/var/lib/baton/cell/cell.redb") }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_lists_exactly_the_defaults() {
+        let text = include_str!("../cell.example.toml");
+        let parsed: CellConfig = toml::from_str(text).expect("the example parses");
+        assert_eq!(parsed, CellConfig::default());
+        let value: toml::Value = toml::from_str(text).unwrap();
+        let defaults = toml::Value::try_from(CellConfig::default()).unwrap();
+        for (section, fields) in defaults.as_table().unwrap() {
+            for key in fields.as_table().unwrap().keys() {
+                assert!(
+                    value.get(section).and_then(|s| s.get(key)).is_some(),
+                    "{section}.{key} missing from the example"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Assembles a cell process from its config: the store, the control plane and its gRPC
+//! service, the data plane, and the admin endpoints, as the role asks. `main` and the tests
+//! start cells through [`start`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use baton_proto::cell::cell_control_server::CellControlServer;
+use baton_service::{AdminServer, Readiness};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{CellConfig, Role};
+use crate::control_plane::{ControlPlane, ControlPlaneSettings, StateConfig};
+use crate::data_plane::follower::FollowerSettings;
+use crate::data_plane::server::{DataPlaneSettings, RunningDataPlane};
+use crate::store::{CellStore, EmbeddedStore, RedisStore, Store, StoreError};
+
+/// Why a cell could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error("opening the cell's store: {0}")]
+    Store(#[from] StoreError),
+    /// A listener could not bind.
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// A started cell process.
+pub struct RunningCell {
+    /// Where CellControl listens (roles `control` and `all`).
+    pub control_addr: Option<SocketAddr>,
+    /// Where the invocation ingress listens (roles `data` and `all`).
+    pub http_addr: Option<SocketAddr>,
+    /// Where `/metrics`, `/healthz`, `/readyz` are served.
+    pub admin_addr: SocketAddr,
+    /// The control plane, when this process runs one.
+    pub control_plane: Option<ControlPlane>,
+    /// The store's write counter, when this process runs the control plane.
+    pub store: Option<CellStore>,
+    readiness: Readiness,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    data_plane: Option<RunningDataPlane>,
+}
+
+impl RunningCell {
+    /// Graceful shutdown: not ready, stop accepting, drain in-flight requests, stop loops.
+    pub async fn shutdown(self) {
+        self.readiness.set(false);
+        let _ = self.stop.send(true);
+        if let Some(dp) = self.data_plane {
+            dp.stopped().await;
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn open_store(config: &CellConfig) -> Result<Arc<dyn Store>, StoreError> {
+    if config.store.redis_url.is_empty() {
+        Ok(Arc::new(EmbeddedStore::open(&config.store.path)?))
+    } else {
+        Ok(Arc::new(RedisStore::connect(&config.store.redis_url, &format!("baton:cell:{}", config.cell.id)).await?))
+    }
+}
+
+/// Starts a cell process from `config`.
+pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
+    let (stop, stopped) = watch::channel(false);
+    let readiness = Readiness::default();
+    let mut tasks = Vec::new();
+    let runs_control = matches!(config.cell.role, Role::Control | Role::All);
+    let runs_data = matches!(config.cell.role, Role::Data | Role::All);
+
+    let (mut control_addr, mut control_plane, mut store) = (None, None, None);
+    if runs_control {
+        let cell_store = CellStore::new(open_store(&config).await?);
+        let c = &config.control_plane;
+        let settings = ControlPlaneSettings {
+            state: StateConfig {
+                worker_timeout: c.worker_timeout,
+                load_expiry: c.load_expiry,
+                scale_down_drain: c.scale_down_drain,
+                create_retry: c.create_retry,
+                placement: c.placement,
+                id_prefix: sandbox_prefix(),
+            },
+            autoscale_interval: c.autoscale_interval,
+            sandbox_pids: c.sandbox_pids,
+            worker_call_timeout: c.worker_call_timeout,
+            load_report_interval: c.load_report_interval,
+        };
+        let listener = tokio::net::TcpListener::bind(c.listen).await.map_err(|source| StartError::Bind {
+            what: "CellControl",
+            addr: c.listen,
+            source,
+        })?;
+        let addr =
+            listener.local_addr().map_err(|source| StartError::Bind { what: "CellControl", addr: c.listen, source })?;
+        let plane = ControlPlane::start(settings, cell_store.clone(), stopped.clone()).await?;
+        let service = CellControlServer::new(plane.clone());
+        let mut server_stop = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let result = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the CellControl server failed");
+            }
+        }));
+        control_addr = Some(addr);
+        control_plane = Some(plane);
+        store = Some(cell_store);
+    }
+
+    let mut data_plane = None;
+    if runs_data {
+        let d = &config.data_plane;
+        let target = match (&control_addr, d.control_plane.is_empty()) {
+            (_, false) => d.control_plane.clone(),
+            (Some(addr), true) => format!("http://{addr}"),
+            (None, true) => {
+                return Err(StartError::Config("data_plane.control_plane is required for role \"data\"".into()));
+            }
+        };
+        let id = if d.id.is_empty() { format!("{}-dp", config.cell.id) } else { d.id.clone() };
+        let settings = DataPlaneSettings {
+            follower: FollowerSettings {
+                id,
+                http_address: String::new(),
+                queue_capacity: d.queue_capacity,
+                queue_timeout: d.queue_timeout,
+                policy: d.balance,
+            },
+            listen: d.listen,
+            control_plane: target,
+            max_body_bytes: d.max_body_bytes,
+            drain_timeout: d.drain_timeout,
+        };
+        let running = crate::data_plane::server::start(settings, stopped.clone())
+            .await
+            .map_err(|source| StartError::Bind { what: "the data plane ingress", addr: d.listen, source })?;
+        data_plane = Some(running);
+    }
+
+    let admin = AdminServer::bind(config.cell.admin_listen, readiness.clone())
+        .await
+        .map_err(|source| StartError::Bind { what: "the admin endpoints", addr: config.cell.admin_listen, source })?;
+    let admin_addr = admin.local_addr();
+    let mut admin_stop = stopped.clone();
+    tasks.push(tokio::spawn(async move {
+        let _ = admin
+            .serve(async move {
+                let _ = admin_stop.wait_for(|s| *s).await;
+            })
+            .await;
+    }));
+    readiness.set(true);
+    let http_addr = data_plane.as_ref().map(|d| d.http_addr);
+    tracing::info!(cell = %config.cell.id, role = ?config.cell.role, ?control_addr, ?http_addr, %admin_addr, "cell started");
+    Ok(RunningCell { control_addr, http_addr, admin_addr, control_plane, store, readiness, stop, tasks, data_plane })
+}
+
+/// A short prefix, different at every start, that keeps sandbox IDs unique across
+/// control-plane restarts.
+fn sandbox_prefix() -> String {
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
+    format!("{:x}", micros % (1 << 40))
+}

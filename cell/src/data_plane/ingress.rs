@@ -1,0 +1,314 @@
+//! The data plane's HTTP ingress: `ANY /function/{name}[/rest]`. Finds the function's
+//! dispatcher, waits for a sandbox slot, and proxies method, path, query, headers and body
+//! over pooled keep-alive connections. Every answer carries `X-Call-Id` (the client's if
+//! given), `X-Baton-Cold-Start` (true when the request waited in the queue for a sandbox)
+//! and `Server-Timing` (queue, proxy); every error is `{"error":{"code","message"}}`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use super::dispatch::{DispatchError, Dispatcher};
+
+/// A response body: the sandbox's streamed through, or one of ours.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What the ingress knows of one function.
+#[derive(Clone)]
+pub struct FunctionSlot {
+    /// Its dispatcher.
+    pub dispatcher: Dispatcher,
+    /// Longest one call may take.
+    pub timeout: Duration,
+    /// Requests per sandbox (0: unlimited), to notice when the dispatcher must change.
+    pub container_concurrency: u32,
+}
+
+/// The functions this data plane routes, shared with the routing follower.
+pub type Functions = Arc<RwLock<HashMap<String, FunctionSlot>>>;
+
+/// The ingress.
+#[derive(Clone)]
+pub struct Ingress {
+    functions: Functions,
+    client: Client<HttpConnector, Full<Bytes>>,
+    max_body_bytes: usize,
+    call_ids: Arc<CallIds>,
+}
+
+struct CallIds {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+impl Ingress {
+    /// An ingress over `functions`, refusing bodies over `max_body_bytes`.
+    pub fn new(functions: Functions, max_body_bytes: usize) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let prefix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        Self { functions, client, max_body_bytes, call_ids: Arc::new(CallIds { prefix, next: AtomicU64::new(0) }) }
+    }
+
+    fn call_id(&self, headers: &HeaderMap) -> HeaderValue {
+        if let Some(given) = headers.get("x-call-id").filter(|v| !v.is_empty() && v.len() <= 128) {
+            return given.clone();
+        }
+        let n = self.call_ids.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:x}-{n:x}", self.call_ids.prefix)).expect("hex is a valid header value")
+    }
+
+    /// Handles one request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let call_id = self.call_id(req.headers());
+        let mut response = self.route(req).await.unwrap_or_else(|e| e.response());
+        let outcome = outcome_label(response.status());
+        crate::metrics::invocation(outcome, started.elapsed());
+        response.headers_mut().insert("x-call-id", call_id);
+        response
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+        let (name, rest) = parse_path(req.uri().path()).ok_or(Refusal::NoRoute)?;
+        let slot = self.functions.read().expect("functions lock").get(name).cloned();
+        let slot = slot.ok_or_else(|| Refusal::UnknownFunction(name.to_string()))?;
+        let path_and_query = match req.uri().query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        };
+        if let Some(len) =
+            req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            && len > self.max_body_bytes
+        {
+            return Err(Refusal::TooLarge(self.max_body_bytes));
+        }
+        let (parts, body) = req.into_parts();
+        let body = Limited::new(body, self.max_body_bytes).collect().await.map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Refusal::TooLarge(self.max_body_bytes)
+            } else {
+                Refusal::BadBody(e.to_string())
+            }
+        })?;
+        let body = body.to_bytes();
+
+        let lease = slot.dispatcher.acquire().await.map_err(Refusal::Dispatch)?;
+        let queued = lease.waited();
+        let uri: Uri =
+            format!("http://{}{path_and_query}", lease.target().endpoint).parse().map_err(|_| Refusal::NoRoute)?;
+        let mut out = Request::builder().method(parts.method).uri(uri).body(Full::new(body)).expect("parts are valid");
+        copy_end_to_end(&parts.headers, out.headers_mut());
+        let proxy_started = Instant::now();
+        let answer = tokio::time::timeout(slot.timeout, self.client.request(out)).await;
+        let response = match answer {
+            Err(_) => return Err(Refusal::CallTimeout(slot.timeout)),
+            Ok(Err(e)) => return Err(Refusal::Sandbox(e.to_string())),
+            Ok(Ok(response)) => response,
+        };
+        let proxy_time = proxy_started.elapsed();
+        let (mut head, body) = response.into_parts();
+        let mut headers = HeaderMap::new();
+        copy_end_to_end(&head.headers, &mut headers);
+        head.headers = headers;
+        let cold = queued.is_some();
+        if cold {
+            crate::metrics::cold_start();
+        }
+        head.headers.insert("x-baton-cold-start", HeaderValue::from_static(if cold { "true" } else { "false" }));
+        let timing = format!(
+            "queue;dur={:.3}, proxy;dur={:.3}",
+            queued.unwrap_or_default().as_secs_f64() * 1000.0,
+            proxy_time.as_secs_f64() * 1000.0
+        );
+        head.headers.insert("server-timing", HeaderValue::from_str(&timing).expect("ASCII"));
+        // The lease is held until the sandbox's body has been streamed out.
+        let body = LeaseBody { inner: body, _lease: lease };
+        Ok(Response::from_parts(head, body.boxed()))
+    }
+}
+
+/// The sandbox's body, holding the request's slot until it ends.
+struct LeaseBody {
+    inner: Incoming,
+    _lease: super::dispatch::Lease,
+}
+
+impl hyper::body::Body for LeaseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `/function/{name}[/rest]` into (name, rest), rest defaulting to `/`.
+fn parse_path(path: &str) -> Option<(&str, &str)> {
+    let after = path.strip_prefix("/function/")?;
+    let (name, rest) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, "/"),
+    };
+    (!name.is_empty()).then_some((name, rest))
+}
+
+/// Copies headers except hop-by-hop ones (RFC 9110 §7.6.1), including those the
+/// `Connection` header names.
+fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
+    let named: Vec<HeaderName> = from
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for (name, value) in from {
+        if HOP_BY_HOP.contains(&name.as_str()) || named.contains(name) || name == hyper::header::HOST {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+fn outcome_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=399 => "ok",
+        404 => "not_found",
+        413 => "too_large",
+        503 => "queue_full",
+        504 => "timeout",
+        502 => "sandbox_error",
+        400..=499 => "client_error",
+        _ => "server_error",
+    }
+}
+
+/// Why the ingress answered itself.
+#[derive(Debug)]
+enum Refusal {
+    NoRoute,
+    UnknownFunction(String),
+    TooLarge(usize),
+    BadBody(String),
+    Dispatch(DispatchError),
+    CallTimeout(Duration),
+    Sandbox(String),
+}
+
+impl Refusal {
+    fn response(self) -> Response<Body> {
+        let (status, code, message) = match self {
+            Refusal::NoRoute => {
+                (StatusCode::NOT_FOUND, "no_route", "invocations go to /function/{name}[/path]".to_string())
+            }
+            Refusal::UnknownFunction(name) => {
+                (StatusCode::NOT_FOUND, "function_not_found", format!("function {name:?} does not exist"))
+            }
+            Refusal::TooLarge(max) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is over the limit of {max} bytes"),
+            ),
+            Refusal::BadBody(e) => (StatusCode::BAD_REQUEST, "bad_body", format!("reading the request body: {e}")),
+            Refusal::Dispatch(DispatchError::QueueFull(n)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_full",
+                format!("the function's queue is full ({n} waiting); retry later"),
+            ),
+            Refusal::Dispatch(DispatchError::Timeout(t)) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "queue_timeout",
+                format!("no sandbox became free within {} ms", t.as_millis()),
+            ),
+            Refusal::CallTimeout(t) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "call_timeout",
+                format!("the function did not answer within {} ms", t.as_millis()),
+            ),
+            Refusal::Sandbox(e) => {
+                (StatusCode::BAD_GATEWAY, "sandbox_error", format!("the sandbox failed during the call: {e}"))
+            }
+        };
+        error_response(status, code, &message)
+    }
+}
+
+/// A JSON error answer.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
+        .expect("static parts are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_function_and_rest() {
+        assert_eq!(parse_path("/function/echo"), Some(("echo", "/")));
+        assert_eq!(parse_path("/function/echo/a/b"), Some(("echo", "/a/b")));
+        assert_eq!(parse_path("/function/"), None);
+        assert_eq!(parse_path("/other"), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind() {
+        let mut from = HeaderMap::new();
+        from.insert("connection", HeaderValue::from_static("keep-alive, x-private"));
+        from.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        from.insert("x-private", HeaderValue::from_static("1"));
+        from.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        from.insert("host", HeaderValue::from_static("router"));
+        from.insert("x-call-id", HeaderValue::from_static("c"));
+        from.append("accept", HeaderValue::from_static("a"));
+        from.append("accept", HeaderValue::from_static("b"));
+        let mut to = HeaderMap::new();
+        copy_end_to_end(&from, &mut to);
+        assert_eq!(to.len(), 3);
+        assert_eq!(to.get_all("accept").iter().count(), 2);
+        assert!(to.get("x-private").is_none() && to.get("host").is_none());
+    }
+}

@@ -1,0 +1,105 @@
+//! Assembles a data plane: the HTTP ingress listener and the control-plane follower.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::watch;
+use tonic::transport::Endpoint;
+
+use super::follower::{FollowerSettings, follow};
+use super::ingress::{Functions, Ingress};
+
+/// Everything a data plane is started with.
+#[derive(Debug, Clone)]
+pub struct DataPlaneSettings {
+    /// Follower settings (ID, queue, balancing).
+    pub follower: FollowerSettings,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// gRPC URL of the control plane.
+    pub control_plane: String,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub drain_timeout: Duration,
+}
+
+/// A started data plane.
+pub struct RunningDataPlane {
+    /// Where the ingress listens.
+    pub http_addr: SocketAddr,
+    /// The functions it routes (for tests and metrics).
+    pub functions: Functions,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl RunningDataPlane {
+    /// Waits until the ingress has drained after `stop`.
+    pub async fn stopped(self) {
+        let _ = self.server.await;
+    }
+}
+
+/// Binds the ingress and starts following the control plane; runs until `stop`.
+pub async fn start(mut settings: DataPlaneSettings, stop: watch::Receiver<bool>) -> std::io::Result<RunningDataPlane> {
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    let http_addr = listener.local_addr()?;
+    if settings.follower.http_address.is_empty() {
+        settings.follower.http_address = http_addr.to_string();
+    }
+    let channel = Endpoint::from_shared(settings.control_plane.clone())
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "data_plane.control_plane {:?} is not a URL such as http://127.0.0.1:7100",
+                    settings.control_plane
+                ),
+            )
+        })?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(1))
+        .connect_lazy();
+    let functions: Functions = Arc::default();
+    tokio::spawn(follow(channel, settings.follower.clone(), functions.clone(), stop.clone()));
+    let ingress = Ingress::new(functions.clone(), settings.max_body_bytes);
+    let server = tokio::spawn(serve(listener, ingress, stop, settings.drain_timeout));
+    tracing::info!(%http_addr, control_plane = %settings.control_plane, "data plane started");
+    Ok(RunningDataPlane { http_addr, functions, server })
+}
+
+async fn serve(listener: tokio::net::TcpListener, ingress: Ingress, mut stop: watch::Receiver<bool>, drain: Duration) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let ingress = ingress.clone();
+        let service = service_fn(move |req| {
+            let ingress = ingress.clone();
+            async move { Ok::<_, std::convert::Infallible>(ingress.handle(req).await) }
+        });
+        let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = watched.await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within {drain:?}; closing them");
+    }
+}
