@@ -79,6 +79,8 @@ async fn open_store(config: &CellConfig) -> Result<Arc<dyn Store>, StoreError> {
 
 /// Starts a cell process from `config`.
 pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
+    // The recorder comes first, so nothing counted during start-up is lost.
+    baton_service::admin::metrics_handle();
     let (stop, stopped) = watch::channel(false);
     let readiness = Readiness::default();
     let mut tasks = Vec::new();

@@ -13,6 +13,10 @@ pub const SANDBOXES_DESIRED: &str = "baton_cell_sandboxes_desired";
 /// Gauge: worker nodes by state (`healthy`, `down`).
 pub const WORKERS: &str = "baton_cell_workers";
 
+/// Counter: writes to the cell's store, by kind (`functions`, `workers`, `data_planes`).
+/// Never incremented on the invocation path.
+pub const STORE_WRITES: &str = "baton_cell_store_writes_total";
+
 /// Records a creation's outcome.
 pub fn creation(ok: bool) {
     metrics::counter!(CREATIONS, "outcome" => if ok { "ok" } else { "error" }).increment(1);

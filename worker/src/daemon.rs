@@ -83,6 +83,8 @@ impl RunningWorker {
 /// Starts a worker from `config`.
 pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
     config.validate()?;
+    // The recorder comes first, so nothing counted during start-up is lost.
+    baton_service::admin::metrics_handle();
     let base_id = if config.worker.node_id.is_empty() {
         nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "worker".into())
     } else {

@@ -105,14 +105,19 @@ impl CellStore {
         self.writes.load(Ordering::Relaxed)
     }
 
+    fn count_write(&self, kind: Kind) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::STORE_WRITES, "kind" => kind.name()).increment(1);
+    }
+
     async fn put_json<T: serde::Serialize>(&self, kind: Kind, key: &str, value: &T) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).expect("records always serialize");
-        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.count_write(kind);
         self.store.put(kind, key, &bytes).await
     }
 
     async fn delete_key(&self, kind: Kind, key: &str) -> Result<bool, StoreError> {
-        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.count_write(kind);
         self.store.delete(kind, key).await
     }
 

@@ -61,7 +61,9 @@ pub struct Cluster {
     pub http_port: u16,
     pub admin_port: u16,
     pub cell: Option<Proc>,
+    pub data_planes: Vec<(u16, Proc)>,
     pub workers: Vec<Proc>,
+    pub cell_env: Vec<(String, String)>,
     pub cgroup_parents: Vec<String>,
     pub extra_cell_toml: String,
 }
@@ -74,7 +76,9 @@ impl Cluster {
             http_port: free_port(),
             admin_port: free_port(),
             cell: None,
+            data_planes: Vec::new(),
             workers: Vec::new(),
+            cell_env: Vec::new(),
             cgroup_parents: Vec::new(),
             extra_cell_toml: extra_cell_toml.to_string(),
         }
@@ -110,18 +114,54 @@ path = "{store}"
         path
     }
 
+    fn cell_command(&self, args: &[String]) -> Command {
+        let mut cmd = Command::new(bin("baton-cell"));
+        cmd.arg("--config").arg(self.cell_config()).args(args).stdin(Stdio::null()).stdout(Stdio::null());
+        for (k, v) in &self.cell_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Starts the cell with both planes in one process.
     pub async fn start_cell(&mut self) {
-        let config = self.cell_config();
-        let child = Command::new(bin("baton-cell"))
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.cell = Some(Proc(child));
+        self.cell = Some(Proc(self.cell_command(&[]).spawn().unwrap()));
         wait_port(self.control_port).await;
         wait_port(self.http_port).await;
+    }
+
+    /// Starts the control plane alone (data planes then run with `start_data_plane`).
+    pub async fn start_control(&mut self) {
+        self.cell = Some(Proc(self.cell_command(&["--role".into(), "control".into()]).spawn().unwrap()));
+        wait_port(self.control_port).await;
+    }
+
+    /// Starts a data plane process following the control plane on `http_port`.
+    pub async fn start_data_plane(&mut self, id: &str, http_port: u16) {
+        let args = [
+            "--role".to_string(),
+            "data".into(),
+            "--http-listen".into(),
+            format!("127.0.0.1:{http_port}"),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
+            "--control-plane".into(),
+            format!("http://127.0.0.1:{}", self.control_port),
+        ];
+        let mut cmd = self.cell_command(&args);
+        cmd.env("BATON_DATA_PLANE__ID", id);
+        self.data_planes.push((http_port, Proc(cmd.spawn().unwrap())));
+        wait_port(http_port).await;
+    }
+
+    /// The control plane's store writes so far, read from its `/metrics`.
+    pub async fn store_writes(&self) -> u64 {
+        let text =
+            reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin_port)).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("baton_cell_store_writes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     /// Starts a process-runtime worker with `max_sandboxes`, registered with the cell.
