@@ -22,6 +22,14 @@ pub fn creation(ok: bool) {
     metrics::counter!(CREATIONS, "outcome" => if ok { "ok" } else { "error" }).increment(1);
 }
 
+/// Publishes the scale and membership gauges.
+pub fn totals((ready, desired, healthy, down): (u32, u32, u32, u32)) {
+    metrics::gauge!(SANDBOXES_READY).set(f64::from(ready));
+    metrics::gauge!(SANDBOXES_DESIRED).set(f64::from(desired));
+    metrics::gauge!(WORKERS, "state" => "healthy").set(f64::from(healthy));
+    metrics::gauge!(WORKERS, "state" => "down").set(f64::from(down));
+}
+
 /// Records a decision's duration.
 pub fn decision(took: Duration) {
     metrics::histogram!(DECISION_SECONDS).record(took.as_secs_f64());

@@ -42,6 +42,22 @@ async fn first_call_is_cold_the_next_warm_and_requests_round_trip() {
     assert_eq!(missing.status(), 404);
     let body: serde_json::Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], "function_not_found");
+
+    // The metrics say the same, with bounded labels.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", cluster.admin_port)).await.unwrap().text().await.unwrap();
+    for needle in [
+        r#"baton_cell_invocations_total{outcome="ok"} 2"#,
+        r#"baton_cell_invocations_total{outcome="not_found"} 1"#,
+        "baton_cell_cold_starts_total 1",
+        "baton_cell_invocation_seconds_bucket",
+        "baton_cell_control_decision_seconds_bucket",
+        "baton_cell_sandboxes_ready 1",
+        r#"baton_cell_workers{state="healthy"} 1"#,
+        r#"baton_cell_sandbox_creations_total{outcome="ok"} 1"#,
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
+    }
 }
 
 #[tokio::test]

@@ -246,6 +246,7 @@ impl ControlPlane {
                         self.apply(|st| st.evaluate(&name, Instant::now()));
                     }
                     crate::metrics::decision(started.elapsed());
+                    crate::metrics::totals(self.read(CellState::totals));
                 }
                 Some(name) = urgent.recv() => {
                     let started = std::time::Instant::now();

@@ -557,6 +557,14 @@ impl CellState {
         }
     }
 
+    /// Totals for the gauges: (ready, desired, healthy workers, down workers).
+    pub fn totals(&self) -> (u32, u32, u32, u32) {
+        let ready = self.sandboxes.values().filter(|s| matches!(s.phase, Phase::Ready(_))).count() as u32;
+        let desired = self.functions.values().map(|f| f.desired).sum();
+        let healthy = self.workers.values().filter(|w| w.healthy).count() as u32;
+        (ready, desired, healthy, self.workers.len() as u32 - healthy)
+    }
+
     /// Sandboxes tracked on a node (tests and listings).
     pub fn sandboxes_on(&self, node_id: &str) -> usize {
         self.sandboxes.values().filter(|s| s.node_id == node_id).count()
