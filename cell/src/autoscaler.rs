@@ -34,6 +34,9 @@ pub struct Decision {
 pub struct Autoscaler {
     scaling: Scaling,
     samples: VecDeque<(Instant, f64)>,
+    /// Sum of the values in `samples` (all within the stable window after pruning), so the
+    /// stable average costs nothing per decision.
+    samples_sum: f64,
     panic_since: Option<Instant>,
     panic_scale: u32,
     last_traffic: Option<Instant>,
@@ -46,6 +49,7 @@ impl Autoscaler {
         Self {
             scaling,
             samples: VecDeque::new(),
+            samples_sum: 0.0,
             panic_since: None,
             panic_scale: 0,
             last_traffic: None,
@@ -65,6 +69,14 @@ impl Autoscaler {
             self.last_traffic = Some(now);
         }
         self.samples.push_back((now, concurrency));
+        self.samples_sum += concurrency;
+    }
+
+    /// No traffic for a whole stable window and no panic: with no sandbox and no minimum
+    /// scale, there is nothing to decide, and the caller may skip this function.
+    pub fn is_idle(&self, now: Instant) -> bool {
+        self.panic_since.is_none()
+            && self.last_traffic.is_none_or(|t| now.duration_since(t) >= self.scaling.stable_window)
     }
 
     /// Forbids scaling below the current ready count until `until`.
@@ -72,11 +84,12 @@ impl Autoscaler {
         self.hold_until = Some(until);
     }
 
-    /// Mean of the samples in the half-open window `(now - window, now]`.
-    fn average(&self, now: Instant, window: std::time::Duration) -> f64 {
+    /// Mean of the samples in the half-open window `(now - window, now]`, walking back from
+    /// the newest (the panic window is short).
+    fn recent_average(&self, now: Instant, window: std::time::Duration) -> f64 {
         let from = now.checked_sub(window).unwrap_or(now);
         let (sum, n) =
-            self.samples.iter().filter(|(t, _)| *t > from).fold((0.0, 0u32), |(s, n), (_, c)| (s + c, n + 1));
+            self.samples.iter().rev().take_while(|(t, _)| *t > from).fold((0.0, 0u32), |(s, n), (_, c)| (s + c, n + 1));
         if n == 0 { 0.0 } else { sum / f64::from(n) }
     }
 
@@ -89,12 +102,18 @@ impl Autoscaler {
     pub fn decide(&mut self, now: Instant, ready: u32) -> Decision {
         let s = &self.scaling;
         if let Some(oldest) = now.checked_sub(s.stable_window) {
-            while self.samples.front().is_some_and(|(t, _)| *t <= oldest) {
+            while let Some(&(t, value)) = self.samples.front() {
+                if t > oldest {
+                    break;
+                }
                 self.samples.pop_front();
+                self.samples_sum -= value;
             }
         }
-        let stable = self.scale_for(self.average(now, s.stable_window));
-        let panic = self.scale_for(self.average(now, s.panic_window));
+        let stable_average =
+            if self.samples.is_empty() { 0.0 } else { self.samples_sum.max(0.0) / self.samples.len() as f64 };
+        let stable = self.scale_for(stable_average);
+        let panic = self.scale_for(self.recent_average(now, s.panic_window));
 
         let over_threshold = f64::from(panic) / f64::from(ready.max(1)) >= s.panic_threshold;
         if over_threshold {
@@ -218,6 +237,16 @@ mod tests {
         a.hold_until(now + Duration::from_secs(60));
         assert_eq!(a.decide(now + Duration::from_secs(59), 7).desired, 7);
         assert_eq!(a.decide(now + Duration::from_secs(61), 7).desired, 0);
+    }
+
+    #[test]
+    fn a_function_is_idle_a_stable_window_after_its_last_traffic() {
+        let mut a = Autoscaler::new(scaling());
+        let now = Instant::now();
+        assert!(a.is_idle(now));
+        a.record(now, 1.0);
+        assert!(!a.is_idle(now + Duration::from_secs(59)));
+        assert!(a.is_idle(now + Duration::from_secs(60)));
     }
 
     #[test]

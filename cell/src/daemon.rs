@@ -116,7 +116,10 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
         let service = CellControlServer::new(plane.clone());
         let mut server_stop = stopped.clone();
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // Accepted sockets get TCP_NODELAY: with a custom listener tonic does not set it, and
+            // Nagle plus delayed ACKs hold small gRPC frames (routing updates, creation
+            // answers) for up to 40 ms.
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(service)

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use baton_cell::config::CellConfig;
-use clap::Parser;
+use baton_proto::cell::cell_control_client::CellControlClient;
+use baton_proto::cell::{DeleteFunctionRequest, GetFunctionRequest, ListFunctionsRequest, PutFunctionRequest};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "baton-cell", version, about = "A baton cell: control plane and/or data plane")]
@@ -37,6 +39,73 @@ struct Cli {
     /// Embedded store file (store.path).
     #[arg(long)]
     store_path: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Manage a running cell's functions (until the `baton` CLI arrives).
+    Functions {
+        /// gRPC URL of the cell's control plane.
+        #[arg(long, default_value = "http://127.0.0.1:7100")]
+        control_plane: String,
+        #[command(subcommand)]
+        action: FunctionAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum FunctionAction {
+    /// Register or update a function from a JSON spec file (`-` reads standard input).
+    Put { file: PathBuf },
+    /// Show one function's spec and scale.
+    Get { name: String },
+    /// List functions.
+    List,
+    /// Delete a function and its sandboxes.
+    Delete { name: String },
+}
+
+async fn functions(control_plane: String, action: FunctionAction) -> anyhow::Result<()> {
+    let mut api = CellControlClient::connect(control_plane.clone())
+        .await
+        .with_context(|| format!("connecting to the control plane at {control_plane}"))?;
+    let show = |info: baton_proto::cell::FunctionInfo| {
+        println!("{}  ready={} creating={} desired={}", info.spec_json, info.ready, info.creating, info.desired);
+    };
+    match action {
+        FunctionAction::Put { file } => {
+            let spec_json = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let created = api
+                .put_function(PutFunctionRequest { spec_json })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            println!("{}", if created.into_inner().created { "created" } else { "updated" });
+        }
+        FunctionAction::Get { name } => show(
+            api.get_function(GetFunctionRequest { name })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner(),
+        ),
+        FunctionAction::List => {
+            for info in api.list_functions(ListFunctionsRequest {}).await?.into_inner().functions {
+                show(info);
+            }
+        }
+        FunctionAction::Delete { name } => {
+            api.delete_function(DeleteFunctionRequest { name })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            println!("deleted");
+        }
+    }
+    Ok(())
 }
 
 impl Cli {
@@ -63,6 +132,9 @@ impl Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Cmd::Functions { control_plane, action }) = cli.command {
+        return functions(control_plane, action).await;
+    }
     let config: CellConfig = baton_service::load_config(cli.config.as_deref(), &cli.overrides())
         .context("loading the cell configuration")?;
     baton_service::logging::init_logging(&config.log);

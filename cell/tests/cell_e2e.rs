@@ -45,7 +45,8 @@ async fn first_call_is_cold_the_next_warm_and_requests_round_trip() {
 
     // The metrics say the same, with bounded labels.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", cluster.admin_port)).await.unwrap().text().await.unwrap();
+    let metrics =
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", cluster.admin_port)).await.unwrap().text().await.unwrap();
     for needle in [
         r#"baton_cell_invocations_total{outcome="ok"} 2"#,
         r#"baton_cell_invocations_total{outcome="not_found"} 1"#,
@@ -92,4 +93,45 @@ async fn thirty_concurrent_calls_scale_to_max_ten_and_never_past_it() {
         assert_eq!(call.await.unwrap(), 200);
     }
     assert_eq!(max_seen, 10, "the scale reaches max_scale and never passes it");
+}
+
+#[tokio::test]
+async fn the_readme_cli_registers_lists_and_deletes_functions() {
+    use std::io::Write;
+    let mut cluster = Cluster::new("");
+    cluster.start_cell().await;
+    let cp = format!("http://127.0.0.1:{}", cluster.control_port);
+    let run = |args: &[&str], stdin: Option<String>| {
+        let mut cmd = std::process::Command::new(bin("baton-cell"));
+        cmd.arg("functions").arg("--control-plane").arg(&cp).args(args);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let spec = echo_spec("echo", serde_json::json!({})).to_string();
+    let (ok, out, _) = run(&["put", "-"], Some(spec.clone()));
+    assert!(ok && out.trim() == "created", "{out}");
+    let (ok, out, _) = run(&["put", "-"], Some(spec));
+    assert!(ok && out.trim() == "updated", "{out}");
+    let (ok, out, _) = run(&["list"], None);
+    assert!(ok && out.contains(r#""name":"echo""#) && out.contains("ready=0"), "{out}");
+    let (ok, _, err) =
+        run(&["put", "-"], Some(r#"{"name":"bad","executable":"/x","scaling":{"min_scale":-1}}"#.into()));
+    assert!(!ok && err.contains("scaling.min_scale"), "{err}");
+    let (ok, out, _) = run(&["delete", "echo"], None);
+    assert!(ok && out.trim() == "deleted");
+    let (ok, _, err) = run(&["get", "echo"], None);
+    assert!(!ok && err.contains("does not exist"), "{err}");
 }

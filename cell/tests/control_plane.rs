@@ -49,9 +49,12 @@ async fn start_cp(addr: SocketAddr, store: CellStore) -> (Cp, SocketAddr) {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            })
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                },
+            )
             .await
             .unwrap();
     });

@@ -187,7 +187,10 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
     let service = WorkerService::new(nodes.clone());
     let mut grpc_stop = stopped.clone();
     tasks.push(tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // Accepted sockets get TCP_NODELAY: with a custom listener tonic does not set it, and
+        // Nagle plus delayed ACKs hold small gRPC frames (routing updates, creation
+        // answers) for up to 40 ms.
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let shutdown = async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
         };

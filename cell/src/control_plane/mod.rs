@@ -3,6 +3,7 @@
 //! decisions live in [`state`] (no I/O); this module carries out its commands.
 
 mod runtime;
+mod sandboxes;
 mod service;
 pub mod state;
 

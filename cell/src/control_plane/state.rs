@@ -18,6 +18,8 @@ use crate::placer::{Need, NodeLoad, PlacementPolicy, Placer, placer};
 use crate::routing::{Routing, RoutingLog, RoutingSnapshot, RoutingUpdate};
 use crate::store::WorkerRecord;
 
+use super::sandboxes::{Phase, SandboxEntry, SandboxTable};
+
 /// Settings of the decision logic.
 #[derive(Debug, Clone)]
 pub struct StateConfig {
@@ -85,21 +87,6 @@ pub struct ListedSandbox {
     pub running: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    Creating,
-    Ready(String),
-    Deleting,
-}
-
-#[derive(Debug, Clone)]
-struct SandboxEntry {
-    function: String,
-    node_id: String,
-    phase: Phase,
-    seq: u64,
-}
-
 struct FunctionEntry {
     spec: FunctionSpec,
     autoscaler: Autoscaler,
@@ -130,7 +117,7 @@ pub struct CellState {
     config: StateConfig,
     functions: BTreeMap<String, FunctionEntry>,
     workers: BTreeMap<String, WorkerEntry>,
-    sandboxes: BTreeMap<String, SandboxEntry>,
+    sandboxes: SandboxTable,
     routing: RoutingLog,
     placer: Box<dyn Placer>,
     next_seq: u64,
@@ -147,7 +134,7 @@ impl CellState {
             config,
             functions: BTreeMap::new(),
             workers: BTreeMap::new(),
-            sandboxes: BTreeMap::new(),
+            sandboxes: SandboxTable::default(),
             routing: RoutingLog::new(4096),
             placer,
             next_seq: 0,
@@ -182,8 +169,7 @@ impl CellState {
         let f = self.functions.get(name)?;
         let endpoints = self
             .sandboxes
-            .iter()
-            .filter(|(_, s)| s.function == name)
+            .of_function(name)
             .filter_map(|(id, s)| match &s.phase {
                 Phase::Ready(endpoint) => Some((id.clone(), endpoint.clone())),
                 _ => None,
@@ -220,7 +206,7 @@ impl CellState {
     /// A function's sandbox counts.
     pub fn scale(&self, name: &str) -> Scale {
         let mut scale = Scale { desired: self.functions.get(name).map(|f| f.desired).unwrap_or(0), ..Scale::default() };
-        for s in self.sandboxes.values().filter(|s| s.function == name) {
+        for (_, s) in self.sandboxes.of_function(name) {
             match s.phase {
                 Phase::Ready(_) => scale.ready += 1,
                 Phase::Creating => scale.creating += 1,
@@ -255,8 +241,7 @@ impl CellState {
     pub fn delete_function(&mut self, name: &str) -> Option<Vec<Command>> {
         self.functions.remove(name)?;
         let mut commands = vec![Command::Publish(self.routing.set(name, None))];
-        let ids: Vec<String> =
-            self.sandboxes.iter().filter(|(_, s)| s.function == name).map(|(id, _)| id.clone()).collect();
+        let ids: Vec<String> = self.sandboxes.of_function(name).map(|(id, _)| id.clone()).collect();
         for id in ids {
             commands.extend(self.retire(&id, self.config.scale_down_drain));
         }
@@ -314,21 +299,21 @@ impl CellState {
         let mut touched = BTreeSet::new();
         let listed_ids: BTreeSet<String> = listed.iter().map(|s| s.sandbox_id.clone()).collect();
         for s in listed {
-            if self.sandboxes.contains_key(&s.sandbox_id) {
+            if self.sandboxes.contains(&s.sandbox_id) {
                 continue;
             }
-            if s.running && self.functions.contains_key(&s.function) {
+            if let (true, Some(f)) = (s.running, self.functions.get(&s.function)) {
                 self.next_seq += 1;
                 touched.insert(s.function.clone());
-                self.sandboxes.insert(
-                    s.sandbox_id,
-                    SandboxEntry {
-                        function: s.function,
-                        node_id: node_id.to_string(),
-                        phase: Phase::Ready(s.endpoint),
-                        seq: self.next_seq,
-                    },
-                );
+                let entry = SandboxEntry {
+                    cpu_millis: f.spec.resources.cpu_millis,
+                    memory_mib: f.spec.resources.memory_mib,
+                    function: s.function,
+                    node_id: node_id.to_string(),
+                    phase: Phase::Ready(s.endpoint),
+                    seq: self.next_seq,
+                };
+                self.sandboxes.insert(s.sandbox_id, entry);
             } else {
                 commands.push(Command::Delete {
                     sandbox_id: s.sandbox_id,
@@ -340,9 +325,11 @@ impl CellState {
         }
         let gone: Vec<String> = self
             .sandboxes
-            .iter()
-            .filter(|(id, s)| s.node_id == node_id && matches!(s.phase, Phase::Ready(_)) && !listed_ids.contains(*id))
-            .map(|(id, _)| id.clone())
+            .on_node(node_id)
+            .into_iter()
+            .filter(|id| {
+                !listed_ids.contains(id) && self.sandboxes.get(id).is_some_and(|s| matches!(s.phase, Phase::Ready(_)))
+            })
             .collect();
         for id in gone {
             if let Some(s) = self.sandboxes.remove(&id) {
@@ -404,9 +391,7 @@ impl CellState {
         for node in &down {
             tracing::warn!(node = %node, "worker missed its heartbeats; its sandboxes are dropped and replaced");
             self.unlisted.remove(node);
-            let ids: Vec<String> =
-                self.sandboxes.iter().filter(|(_, s)| &s.node_id == node).map(|(id, _)| id.clone()).collect();
-            for id in ids {
+            for id in self.sandboxes.on_node(node) {
                 if let Some(s) = self.sandboxes.remove(&id) {
                     touched.insert(s.function);
                 }
@@ -470,6 +455,15 @@ impl CellState {
         };
         f.loads.retain(|_, (_, _, at)| now.duration_since(*at) <= expiry);
         let concurrency: u32 = f.loads.values().map(|(in_flight, queued, _)| in_flight + queued).sum();
+        // Most functions are idle most of the time: skip them at no cost.
+        if concurrency == 0
+            && scale.ready + scale.creating == 0
+            && f.spec.scaling.min_scale == 0
+            && f.autoscaler.is_idle(now)
+        {
+            f.desired = 0;
+            return Vec::new();
+        }
         f.autoscaler.record(now, f64::from(concurrency));
         let decision = f.autoscaler.decide(now, scale.ready);
         f.desired = decision.desired;
@@ -491,8 +485,8 @@ impl CellState {
             // Newest first: the oldest sandboxes are the warmest.
             let mut ready: Vec<(u64, String)> = self
                 .sandboxes
-                .iter()
-                .filter(|(_, s)| s.function == name && matches!(s.phase, Phase::Ready(_)))
+                .of_function(name)
+                .filter(|(_, s)| matches!(s.phase, Phase::Ready(_)))
                 .map(|(id, s)| (s.seq, id.clone()))
                 .collect();
             ready.sort_unstable_by(|a, b| b.cmp(a));
@@ -510,29 +504,23 @@ impl CellState {
             Runtime::Process => "process",
             Runtime::Emulated => "emulated",
         };
-        let mut nodes: Vec<NodeLoad> = self
+        let nodes: Vec<NodeLoad> = self
             .workers
             .values()
             .filter(|w| w.healthy && w.record.runtime == runtime && !self.unlisted.contains(&w.record.node_id))
-            .map(|w| NodeLoad {
-                id: w.record.node_id.clone(),
-                cpu_capacity: w.record.cpu_millis,
-                memory_capacity: w.record.memory_mib,
-                max_sandboxes: w.record.max_sandboxes,
-                cpu_allocated: 0,
-                memory_allocated: 0,
-                sandboxes: 0,
+            .map(|w| {
+                let given = self.sandboxes.allocation(&w.record.node_id);
+                NodeLoad {
+                    id: w.record.node_id.clone(),
+                    cpu_capacity: w.record.cpu_millis,
+                    memory_capacity: w.record.memory_mib,
+                    max_sandboxes: w.record.max_sandboxes,
+                    cpu_allocated: given.cpu_millis,
+                    memory_allocated: given.memory_mib,
+                    sandboxes: given.sandboxes,
+                }
             })
             .collect();
-        for s in self.sandboxes.values() {
-            let (Some(node), Some(f)) = (nodes.iter_mut().find(|n| n.id == s.node_id), self.functions.get(&s.function))
-            else {
-                continue;
-            };
-            node.cpu_allocated += f.spec.resources.cpu_millis;
-            node.memory_allocated += f.spec.resources.memory_mib;
-            node.sandboxes += 1;
-        }
         let need = Need { cpu_millis: spec.resources.cpu_millis, memory_mib: spec.resources.memory_mib };
         let chosen = nodes.get(self.placer.place(&nodes, need)?)?.id.clone();
         self.next_seq += 1;
@@ -544,6 +532,8 @@ impl CellState {
                 node_id: chosen.clone(),
                 phase: Phase::Creating,
                 seq: self.next_seq,
+                cpu_millis: spec.resources.cpu_millis,
+                memory_mib: spec.resources.memory_mib,
             },
         );
         let address = self.workers[&chosen].record.address.clone();
@@ -559,7 +549,7 @@ impl CellState {
 
     /// Totals for the gauges: (ready, desired, healthy workers, down workers).
     pub fn totals(&self) -> (u32, u32, u32, u32) {
-        let ready = self.sandboxes.values().filter(|s| matches!(s.phase, Phase::Ready(_))).count() as u32;
+        let ready = self.sandboxes.ready() as u32;
         let desired = self.functions.values().map(|f| f.desired).sum();
         let healthy = self.workers.values().filter(|w| w.healthy).count() as u32;
         (ready, desired, healthy, self.workers.len() as u32 - healthy)
@@ -567,7 +557,7 @@ impl CellState {
 
     /// Sandboxes tracked on a node (tests and listings).
     pub fn sandboxes_on(&self, node_id: &str) -> usize {
-        self.sandboxes.values().filter(|s| s.node_id == node_id).count()
+        self.sandboxes.on_node(node_id).len()
     }
 }
 
