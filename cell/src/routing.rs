@@ -17,8 +17,19 @@ pub struct Routing {
     pub container_concurrency: u32,
     /// Longest one call may take.
     pub timeout: Duration,
-    /// Ready sandboxes as (sandbox ID, host:port).
-    pub endpoints: Vec<(String, String)>,
+    /// Ready sandboxes.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One ready sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its ID.
+    pub sandbox_id: String,
+    /// host:port.
+    pub address: String,
+    /// How long its creation took (zero when unknown).
+    pub creation: Duration,
 }
 
 /// One function's routing after a change; `None` when the function was deleted.
@@ -159,11 +170,11 @@ pub mod wire {
     use std::time::Duration;
 
     use baton_proto::cell::{
-        Endpoint, FunctionRouting, RoutingEvent, RoutingSnapshot as WireSnapshot, RoutingUpdate as WireUpdate,
-        routing_event,
+        Endpoint as WireEndpoint, FunctionRouting, RoutingEvent, RoutingSnapshot as WireSnapshot,
+        RoutingUpdate as WireUpdate, routing_event,
     };
 
-    use super::{Routing, RoutingSnapshot, RoutingUpdate};
+    use super::{Endpoint, Routing, RoutingSnapshot, RoutingUpdate};
 
     fn routing_to(name: &str, r: &Routing) -> FunctionRouting {
         FunctionRouting {
@@ -173,7 +184,11 @@ pub mod wire {
             endpoints: r
                 .endpoints
                 .iter()
-                .map(|(id, address)| Endpoint { sandbox_id: id.clone(), address: address.clone() })
+                .map(|e| WireEndpoint {
+                    sandbox_id: e.sandbox_id.clone(),
+                    address: e.address.clone(),
+                    creation_us: e.creation.as_micros() as u64,
+                })
                 .collect(),
         }
     }
@@ -182,7 +197,15 @@ pub mod wire {
         let routing = Routing {
             container_concurrency: r.container_concurrency,
             timeout: Duration::from_millis(r.timeout_ms),
-            endpoints: r.endpoints.into_iter().map(|e| (e.sandbox_id, e.address)).collect(),
+            endpoints: r
+                .endpoints
+                .into_iter()
+                .map(|e| Endpoint {
+                    sandbox_id: e.sandbox_id,
+                    address: e.address,
+                    creation: Duration::from_micros(e.creation_us),
+                })
+                .collect(),
         };
         (r.name, routing)
     }
@@ -232,7 +255,14 @@ mod tests {
         Some(Routing {
             container_concurrency: 1,
             timeout: Duration::from_secs(60),
-            endpoints: eps.iter().map(|i| (format!("sb-{i}"), format!("127.0.0.1:{}", 20000 + i))).collect(),
+            endpoints: eps
+                .iter()
+                .map(|i| Endpoint {
+                    sandbox_id: format!("sb-{i}"),
+                    address: format!("127.0.0.1:{}", 20000 + i),
+                    creation: Duration::from_micros(u64::from(*i) * 1000),
+                })
+                .collect(),
         })
     }
 

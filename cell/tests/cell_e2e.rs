@@ -25,7 +25,11 @@ async fn first_call_is_cold_the_next_warm_and_requests_round_trip() {
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["x-baton-cold-start"], "true");
     assert_eq!(first.headers()["x-call-id"], "call-123");
-    assert!(first.headers()["server-timing"].to_str().unwrap().contains("queue;dur="));
+    let timing = first.headers()["server-timing"].to_str().unwrap().to_string();
+    assert!(
+        timing.starts_with("queue;dur=") && timing.contains(", create;dur=") && timing.contains(", proxy;dur="),
+        "{timing}"
+    );
     let reply: serde_json::Value = first.json().await.unwrap();
     assert_eq!(reply["method"], "POST");
     assert_eq!(reply["path"], "/a/b");
@@ -134,4 +138,41 @@ async fn the_readme_cli_registers_lists_and_deletes_functions() {
     assert!(ok && out.trim() == "deleted");
     let (ok, _, err) = run(&["get", "echo"], None);
     assert!(!ok && err.contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn a_cell_on_redis_keeps_its_functions_across_a_restart() {
+    let url =
+        std::env::var("BATON_TEST_REDIS_URL").expect("BATON_TEST_REDIS_URL is not set: run through scripts/test.sh");
+    let mut cluster = Cluster::new("");
+    cluster.cell_env = vec![
+        ("BATON_STORE__REDIS_URL".into(), url),
+        ("BATON_CELL__ID".into(), format!("redis-e2e-{}", std::process::id())),
+    ];
+    cluster.start_cell().await;
+    cluster.start_worker("w1", 20, 26400).await;
+    cluster.deploy(echo_spec("echo", serde_json::json!({}))).await;
+    assert_eq!(reqwest::get(cluster.url("/function/echo")).await.unwrap().status(), 200);
+    let writes = cluster.store_writes().await;
+    assert!(writes >= 3, "function, worker and data plane written to Redis: {writes}");
+
+    cluster.cell.as_mut().unwrap().sigkill();
+    cluster.start_cell().await;
+    let info = cluster.api().await.get_function(baton_proto::cell::GetFunctionRequest { name: "echo".into() }).await;
+    assert!(info.is_ok(), "the function survived the restart in Redis");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = reqwest::get(cluster.url("/function/echo")).await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster
+        .api()
+        .await
+        .delete_function(baton_proto::cell::DeleteFunctionRequest { name: "echo".into() })
+        .await
+        .unwrap();
 }

@@ -158,7 +158,11 @@ impl ControlPlane {
                     .client(&address)
                     .create_sandbox(request)
                     .await
-                    .map(|r| r.into_inner().endpoint)
+                    .map(|r| {
+                        let r = r.into_inner();
+                        let creation = Duration::from_micros(r.latency.map(|l| l.total_us).unwrap_or(0));
+                        (r.endpoint, creation)
+                    })
                     .map_err(|status| format!("{}: {}", status.code(), status.message()));
                 crate::metrics::creation(result.is_ok());
                 self.apply(|st| st.created(&sandbox_id, result, Instant::now()));

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Phase {
     Creating,
-    Ready(String),
+    Ready { endpoint: String, creation: std::time::Duration },
     Deleting,
 }
 
@@ -102,7 +102,7 @@ impl SandboxTable {
     }
 
     pub fn ready(&self) -> usize {
-        self.all.values().filter(|s| matches!(s.phase, Phase::Ready(_))).count()
+        self.all.values().filter(|s| matches!(s.phase, Phase::Ready { .. })).count()
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::autoscaler::Autoscaler;
 use crate::function::{FunctionSpec, Runtime};
 use crate::placer::{Need, NodeLoad, PlacementPolicy, Placer, placer};
-use crate::routing::{Routing, RoutingLog, RoutingSnapshot, RoutingUpdate};
+use crate::routing::{Endpoint, Routing, RoutingLog, RoutingSnapshot, RoutingUpdate};
 use crate::store::WorkerRecord;
 
 use super::sandboxes::{Phase, SandboxEntry, SandboxTable};
@@ -171,7 +171,9 @@ impl CellState {
             .sandboxes
             .of_function(name)
             .filter_map(|(id, s)| match &s.phase {
-                Phase::Ready(endpoint) => Some((id.clone(), endpoint.clone())),
+                Phase::Ready { endpoint, creation } => {
+                    Some(Endpoint { sandbox_id: id.clone(), address: endpoint.clone(), creation: *creation })
+                }
                 _ => None,
             })
             .collect();
@@ -208,7 +210,7 @@ impl CellState {
         let mut scale = Scale { desired: self.functions.get(name).map(|f| f.desired).unwrap_or(0), ..Scale::default() };
         for (_, s) in self.sandboxes.of_function(name) {
             match s.phase {
-                Phase::Ready(_) => scale.ready += 1,
+                Phase::Ready { .. } => scale.ready += 1,
                 Phase::Creating => scale.creating += 1,
                 Phase::Deleting => {}
             }
@@ -310,7 +312,7 @@ impl CellState {
                     memory_mib: f.spec.resources.memory_mib,
                     function: s.function,
                     node_id: node_id.to_string(),
-                    phase: Phase::Ready(s.endpoint),
+                    phase: Phase::Ready { endpoint: s.endpoint, creation: Duration::ZERO },
                     seq: self.next_seq,
                 };
                 self.sandboxes.insert(s.sandbox_id, entry);
@@ -328,7 +330,8 @@ impl CellState {
             .on_node(node_id)
             .into_iter()
             .filter(|id| {
-                !listed_ids.contains(id) && self.sandboxes.get(id).is_some_and(|s| matches!(s.phase, Phase::Ready(_)))
+                !listed_ids.contains(id)
+                    && self.sandboxes.get(id).is_some_and(|s| matches!(s.phase, Phase::Ready { .. }))
             })
             .collect();
         for id in gone {
@@ -356,7 +359,7 @@ impl CellState {
                 after: Duration::ZERO,
             });
         }
-        if matches!(s.phase, Phase::Ready(_)) && self.functions.contains_key(&s.function) {
+        if matches!(s.phase, Phase::Ready { .. }) && self.functions.contains_key(&s.function) {
             commands.push(self.publish(&s.function));
         }
         commands
@@ -401,14 +404,20 @@ impl CellState {
         touched.into_iter().map(|f| self.publish(&f)).collect()
     }
 
-    /// A creation returned: `Ok(endpoint)` makes the sandbox ready and routes to it.
-    pub fn created(&mut self, sandbox_id: &str, result: Result<String, String>, now: Instant) -> Vec<Command> {
+    /// A creation returned: `Ok((endpoint, creation time))` makes the sandbox ready and
+    /// routes to it.
+    pub fn created(
+        &mut self,
+        sandbox_id: &str,
+        result: Result<(String, Duration), String>,
+        now: Instant,
+    ) -> Vec<Command> {
         let Some(s) = self.sandboxes.get_mut(sandbox_id) else {
             return Vec::new();
         };
         match (result, s.phase.clone()) {
-            (Ok(endpoint), Phase::Creating) => {
-                s.phase = Phase::Ready(endpoint);
+            (Ok((endpoint, creation)), Phase::Creating) => {
+                s.phase = Phase::Ready { endpoint, creation };
                 let function = s.function.clone();
                 vec![self.publish(&function)]
             }
@@ -486,7 +495,7 @@ impl CellState {
             let mut ready: Vec<(u64, String)> = self
                 .sandboxes
                 .of_function(name)
-                .filter(|(_, s)| matches!(s.phase, Phase::Ready(_)))
+                .filter(|(_, s)| matches!(s.phase, Phase::Ready { .. }))
                 .map(|(id, s)| (s.seq, id.clone()))
                 .collect();
             ready.sort_unstable_by(|a, b| b.cmp(a));

@@ -70,7 +70,7 @@ fn queued_load_scales_from_zero_within_max_scale_and_capacity() {
     // Nothing is created twice while creations are in flight.
     assert!(creates(&st.evaluate("f", now)).is_empty());
     // A ready sandbox enters the routing table.
-    let commands = st.created(&planned[0].0, Ok("127.0.0.1:9".into()), now);
+    let commands = st.created(&planned[0].0, Ok(("127.0.0.1:9".into(), Duration::ZERO)), now);
     assert!(matches!(&commands[0], Command::Publish(u) if u.routing.as_ref().unwrap().endpoints.len() == 1));
 }
 
@@ -91,7 +91,7 @@ fn a_silent_worker_is_down_and_its_sandboxes_leave_the_routing() {
     st.report_load("dp", &[("f".into(), 2, 0)], now);
     let planned = creates(&st.evaluate("f", now));
     for (id, _) in &planned {
-        st.created(id, Ok(format!("ep-{id}")), now);
+        st.created(id, Ok((format!("ep-{id}"), Duration::ZERO)), now);
     }
     assert_eq!(st.scale("f").ready, 2);
     let later = now + Duration::from_secs(4);
@@ -141,7 +141,7 @@ fn scale_down_retires_the_newest_and_deleting_a_function_retires_everything() {
     let (mut st, now) = ready_state(&[("1", 10)], f);
     st.report_load("dp", &[("f".into(), 3, 0)], now);
     for (id, _) in creates(&st.evaluate("f", now)) {
-        st.created(&id, Ok(format!("ep-{id}")), now);
+        st.created(&id, Ok((format!("ep-{id}"), Duration::ZERO)), now);
     }
     let later = now + Duration::from_secs(5);
     st.report_load("dp", &[("f".into(), 0, 0)], later);

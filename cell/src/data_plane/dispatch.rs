@@ -46,6 +46,8 @@ pub struct Target {
     pub id: String,
     /// host:port.
     pub endpoint: String,
+    /// How long the sandbox took to create (zero when unknown).
+    pub creation: Duration,
 }
 
 struct Slot {
@@ -238,7 +240,7 @@ mod tests {
     }
 
     fn target(i: u32) -> Target {
-        Target { id: format!("sb-{i}"), endpoint: format!("127.0.0.1:{}", 20000 + i) }
+        Target { id: format!("sb-{i}"), endpoint: format!("127.0.0.1:{}", 20000 + i), creation: Duration::ZERO }
     }
 
     fn counting(cc: u32) -> (Dispatcher, Arc<AtomicUsize>) {

@@ -139,8 +139,11 @@ fn sync_one(
         map.remove(name);
         return;
     };
-    let targets: Vec<Target> =
-        routing.endpoints.iter().map(|(id, endpoint)| Target { id: id.clone(), endpoint: endpoint.clone() }).collect();
+    let targets: Vec<Target> = routing
+        .endpoints
+        .iter()
+        .map(|e| Target { id: e.sandbox_id.clone(), endpoint: e.address.clone(), creation: e.creation })
+        .collect();
     match map.get_mut(name) {
         Some(slot) if slot.container_concurrency == routing.container_concurrency => {
             slot.timeout = routing.timeout;

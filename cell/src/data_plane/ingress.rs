@@ -2,7 +2,8 @@
 //! dispatcher, waits for a sandbox slot, and proxies method, path, query, headers and body
 //! over pooled keep-alive connections. Every answer carries `X-Call-Id` (the client's if
 //! given), `X-Baton-Cold-Start` (true when the request waited in the queue for a sandbox)
-//! and `Server-Timing` (queue, proxy); every error is `{"error":{"code","message"}}`.
+//! and `Server-Timing` (queue; for a cold call, create: the sandbox's creation on its
+//! worker; proxy); every error is `{"error":{"code","message"}}`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,11 +144,14 @@ impl Ingress {
             crate::metrics::cold_start();
         }
         head.headers.insert("x-baton-cold-start", HeaderValue::from_static(if cold { "true" } else { "false" }));
-        let timing = format!(
-            "queue;dur={:.3}, proxy;dur={:.3}",
-            queued.unwrap_or_default().as_secs_f64() * 1000.0,
-            proxy_time.as_secs_f64() * 1000.0
-        );
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut timing = format!("queue;dur={:.3}", ms(queued.unwrap_or_default()));
+        let creation = lease.target().creation;
+        if cold && !creation.is_zero() {
+            // The sandbox this cold call waited for: how long its worker took to make it.
+            timing.push_str(&format!(", create;dur={:.3}", ms(creation)));
+        }
+        timing.push_str(&format!(", proxy;dur={:.3}", ms(proxy_time)));
         head.headers.insert("server-timing", HeaderValue::from_str(&timing).expect("ASCII"));
         // The lease is held until the sandbox's body has been streamed out.
         let body = LeaseBody { inner: body, _lease: lease };
