@@ -264,20 +264,21 @@ fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A spec for `baton-fn-echo`, with `extra` merged in.
 pub fn echo_spec(name: &str, extra: serde_json::Value) -> serde_json::Value {
-    let mut spec = serde_json::json!({
-        "name": name,
-        "executable": bin("baton-fn-echo").display().to_string(),
-        "resources": {"cpu_millis": 100, "memory_mib": 64},
-    });
-    merge(&mut spec, extra);
-    spec
+    sample_spec(name, "baton-fn-echo", extra)
 }
 
+/// A spec for `baton-fn-spin`, with `extra` merged in.
 pub fn spin_spec(name: &str, extra: serde_json::Value) -> serde_json::Value {
+    sample_spec(name, "baton-fn-spin", extra)
+}
+
+/// A spec running a sample function at 0.1 core and 64 MiB, with `extra` merged in.
+fn sample_spec(name: &str, binary: &str, extra: serde_json::Value) -> serde_json::Value {
     let mut spec = serde_json::json!({
         "name": name,
-        "executable": bin("baton-fn-spin").display().to_string(),
+        "executable": bin(binary).display().to_string(),
         "resources": {"cpu_millis": 100, "memory_mib": 64},
     });
     merge(&mut spec, extra);
