@@ -215,7 +215,12 @@ impl ControlPlane {
                         }
                     }
                 }
-                tracing::warn!(node = %node_id, "could not list the worker's sandboxes; it will be marked down if it stays silent");
+                tracing::warn!(
+                    node = %node_id,
+                    "could not list the worker's sandboxes; scaling goes on without its listing \
+                     (sandboxes it may hold are adopted or deleted when it next registers)"
+                );
+                self.read_mut(|st| st.listing_failed(&node_id));
             }
             Command::Publish(_) => unreachable!("published under the state lock"),
         }

@@ -345,6 +345,13 @@ impl CellState {
         commands
     }
 
+    /// A worker could not be listed: stop waiting for it, so one unreachable worker does
+    /// not hold up every function's scaling. It stays placeable while it heartbeats; what
+    /// it holds untracked is adopted or deleted when it next registers.
+    pub fn listing_failed(&mut self, node_id: &str) {
+        self.unlisted.remove(node_id);
+    }
+
     /// A sandbox ended on its own: drop it, reroute, and clean up its record on the worker.
     pub fn sandbox_exited(&mut self, node_id: &str, sandbox_id: &str) -> Vec<Command> {
         let Some(s) = self.sandboxes.remove(sandbox_id) else {

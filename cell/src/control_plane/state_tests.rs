@@ -156,3 +156,15 @@ fn scale_down_retires_the_newest_and_deleting_a_function_retires_everything() {
     assert!(matches!(&commands[0], Command::Publish(u) if u.routing.is_none()));
     assert!(st.delete_function("f").is_none());
 }
+
+#[test]
+fn a_worker_that_cannot_be_listed_does_not_hold_up_scaling() {
+    let now = Instant::now();
+    let mut st = CellState::new(config());
+    st.recover(vec![spec("f", 5)], vec![worker("1", 10), worker("2", 10)], now);
+    st.worker_listing("2", vec![]);
+    st.report_load("dp", &[("f".into(), 0, 1)], now);
+    assert!(creates(&st.evaluate("f", now)).is_empty(), "waiting for worker 1's listing");
+    st.listing_failed("1");
+    assert_eq!(creates(&st.evaluate("f", now)).len(), 1);
+}

@@ -199,13 +199,20 @@ async fn report_load(
 ) {
     let mut tick = tokio::time::interval(*interval.borrow());
     let mut period = *interval.borrow();
+    let mut was_busy: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
-        let report = tokio::select! {
+        let report: Vec<FunctionLoad> = tokio::select! {
             _ = tick.tick() => {
-                let (in_flight, queued) = loads(&functions, None).iter().fold((0, 0), |(i, q), l| (i + l.in_flight, q + l.queued));
+                let all = loads(&functions, None);
+                let (in_flight, queued) = all.iter().fold((0, 0), |(i, q), l| (i + l.in_flight, q + l.queued));
                 metrics::gauge!(crate::metrics::IN_FLIGHT).set(f64::from(in_flight));
                 metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(f64::from(queued));
-                loads(&functions, None)
+                // Only busy functions, and those that just went quiet (so their zero is
+                // seen): an idle cell with thousands of functions sends almost nothing.
+                let (busy, quiet): (Vec<_>, Vec<_>) = all.into_iter().partition(|l| l.in_flight + l.queued > 0);
+                let went_quiet: Vec<FunctionLoad> = quiet.into_iter().filter(|l| was_busy.contains(&l.function)).collect();
+                was_busy = busy.iter().map(|l| l.function.clone()).collect();
+                busy.into_iter().chain(went_quiet).collect()
             }
             Some(name) = urgent.recv() => {
                 // Several requests may have queued at once: one report covers them.
