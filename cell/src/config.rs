@@ -173,18 +173,6 @@ mod tests {
 
     #[test]
     fn example_file_lists_exactly_the_defaults() {
-        let text = include_str!("../cell.example.toml");
-        let parsed: CellConfig = toml::from_str(text).expect("the example parses");
-        assert_eq!(parsed, CellConfig::default());
-        let value: toml::Value = toml::from_str(text).unwrap();
-        let defaults = toml::Value::try_from(CellConfig::default()).unwrap();
-        for (section, fields) in defaults.as_table().unwrap() {
-            for key in fields.as_table().unwrap().keys() {
-                assert!(
-                    value.get(section).and_then(|s| s.get(key)).is_some(),
-                    "{section}.{key} missing from the example"
-                );
-            }
-        }
+        baton_service::config::example_matches_defaults::<CellConfig>(include_str!("../cell.example.toml")).unwrap();
     }
 }

@@ -45,6 +45,29 @@ where
     figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
 }
 
+/// Checks that an example config file (TOML) lists every field of `C` and that its values
+/// are exactly `C::default()`, so the documented defaults can never drift from the code.
+/// Each crate calls it from a unit test on its `*.example.toml`.
+pub fn example_matches_defaults<C>(text: &str) -> Result<(), String>
+where
+    C: DeserializeOwned + Serialize + Default + PartialEq + std::fmt::Debug,
+{
+    let parsed: C = toml::from_str(text).map_err(|e| format!("the example does not parse: {e}"))?;
+    if parsed != C::default() {
+        return Err(format!("the example's values differ from the defaults:\n{parsed:#?}\nvs\n{:#?}", C::default()));
+    }
+    let value: toml::Value = toml::from_str(text).map_err(|e| e.to_string())?;
+    let defaults = toml::Value::try_from(C::default()).map_err(|e| e.to_string())?;
+    for (section, fields) in defaults.as_table().into_iter().flatten() {
+        for key in fields.as_table().into_iter().flat_map(|t| t.keys()) {
+            if value.get(section).and_then(|s| s.get(key)).is_none() {
+                return Err(format!("{section}.{key} is missing from the example"));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment's Jail closures return its error type
 mod tests {
@@ -98,6 +121,15 @@ mod tests {
             assert_eq!(c.net, Net { port: 3, host: "flag".into() });
             Ok(())
         });
+    }
+
+    #[test]
+    fn example_check_catches_drift_and_omissions() {
+        assert_eq!(example_matches_defaults::<Conf>("[net]\nport = 1\nhost = \"h\"\n"), Ok(()));
+        let missing = example_matches_defaults::<Conf>("[net]\nport = 1\n").unwrap_err();
+        assert!(missing.contains("net.host is missing"), "{missing}");
+        let drift = example_matches_defaults::<Conf>("[net]\nport = 2\nhost = \"h\"\n").unwrap_err();
+        assert!(drift.contains("differ"), "{drift}");
     }
 
     #[test]

@@ -262,20 +262,8 @@ mod tests {
 
     #[test]
     fn example_file_lists_exactly_the_defaults() {
-        let text = include_str!("../worker.example.toml");
-        let parsed: WorkerConfig = toml::from_str(text).expect("the example parses");
-        assert_eq!(parsed, WorkerConfig::default());
-        // Every field appears in the example (nothing left to defaults by omission).
-        let value: toml::Value = toml::from_str(text).unwrap();
-        let defaults = toml::Value::try_from(WorkerConfig::default()).unwrap();
-        for (section, fields) in defaults.as_table().unwrap() {
-            for key in fields.as_table().unwrap().keys() {
-                assert!(
-                    value.get(section).and_then(|s| s.get(key)).is_some(),
-                    "{section}.{key} missing from the example"
-                );
-            }
-        }
+        baton_service::config::example_matches_defaults::<WorkerConfig>(include_str!("../worker.example.toml"))
+            .unwrap();
     }
 
     #[test]
