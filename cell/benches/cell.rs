@@ -19,10 +19,21 @@ use std::time::{Duration, Instant};
 use baton_proto::cell::PutFunctionRequest;
 use baton_proto::cell::cell_control_client::CellControlClient;
 
+/// A child process stopped on drop: SIGTERM first (a worker then deletes its sandboxes),
+/// SIGKILL if it is still there after ten seconds.
 struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -49,8 +60,9 @@ struct Cell {
     dir: tempfile::TempDir,
     control: u16,
     http: u16,
-    cell: Proc,
+    // Dropped in this order: workers first (deleting their sandboxes), then the cell.
     _workers: Vec<Proc>,
+    cell: Proc,
 }
 
 impl Cell {

@@ -378,10 +378,12 @@ async fn bad_input_is_refused_naming_the_field_and_creates_nothing() {
     ] {
         assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
     }
-    // Graceful shutdown deletes the sandbox (worker.on_shutdown = delete).
+    // Graceful shutdown deletes the sandbox (worker.on_shutdown = delete) and the cgroup
+    // parent folders with it.
     worker.shutdown().await;
     assert!(!alive(first.pid));
     assert!(leftover_cgroups(&parent.0).is_empty());
+    assert!(cgroup_parent_dirs(&parent.0).iter().all(|d| !d.exists()), "the parent cgroup is left");
 }
 
 #[tokio::test]

@@ -159,6 +159,13 @@ impl Cgroups {
         }
     }
 
+    /// Removes the (empty) parent folders; fails quietly while sandboxes remain.
+    pub fn remove_parent(&self) {
+        for dir in self.parents() {
+            let _ = fs::remove_dir(dir);
+        }
+    }
+
     /// Names of the sandbox cgroups that exist now.
     pub fn existing(&self) -> Vec<String> {
         let Some(first) = self.parents().first().map(|p| p.to_path_buf()) else {

@@ -404,6 +404,9 @@ impl SandboxRuntime for ProcessRuntime {
         if delete_all {
             let ids: Vec<SandboxId> = self.list().await.into_iter().map(|s| s.id).collect();
             futures::future::join_all(ids.iter().map(|id| self.delete(id, grace))).await;
+            if let Some(cgroups) = &self.inner.cgroups {
+                cgroups.remove_parent();
+            }
         }
     }
 }

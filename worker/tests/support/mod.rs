@@ -84,8 +84,22 @@ pub fn leftover_cgroups(parent: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Removes a test's (empty) cgroup parent folders.
+/// Removes a test's cgroup parent folders, first killing whatever a failed test left in
+/// them, so no sandbox outlives its test.
 pub fn remove_cgroup_parent(parent: &str) {
+    for sandbox in leftover_cgroups(parent) {
+        if let Ok(procs) = std::fs::read_to_string(sandbox.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(&sandbox).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     for dir in cgroup_parent_dirs(parent) {
         let _ = std::fs::remove_dir(dir);
     }
