@@ -1,0 +1,302 @@
+//! Test support shared by the crates' end-to-end tests: a cell cluster of real processes
+//! (`baton-cell`, `baton-worker`s and the sample functions) on free ports, killed however
+//! the test ends.
+#![allow(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton_proto::cell::PutFunctionRequest;
+use baton_proto::cell::cell_control_client::CellControlClient;
+use tonic::transport::Channel;
+
+/// Path of a workspace binary (built by `cargo build --workspace --bins`): tests run from
+/// `target/<profile>/deps/`, the binaries sit in `target/<profile>/`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+pub async fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One cell (control plane + data plane in one process) and its workers.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub control_port: u16,
+    pub http_port: u16,
+    pub admin_port: u16,
+    pub cell: Option<Proc>,
+    pub data_planes: Vec<(u16, Proc)>,
+    pub workers: Vec<Proc>,
+    pub cell_env: Vec<(String, String)>,
+    pub cgroup_parents: Vec<String>,
+    pub extra_cell_toml: String,
+}
+
+impl Cluster {
+    pub fn new(extra_cell_toml: &str) -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            control_port: free_port(),
+            http_port: free_port(),
+            admin_port: free_port(),
+            cell: None,
+            data_planes: Vec::new(),
+            workers: Vec::new(),
+            cell_env: Vec::new(),
+            cgroup_parents: Vec::new(),
+            extra_cell_toml: extra_cell_toml.to_string(),
+        }
+    }
+
+    pub fn cell_config(&self) -> PathBuf {
+        let path = self.dir.path().join("cell.toml");
+        let body = format!(
+            r#"
+[cell]
+id = "test-cell"
+admin_listen = "127.0.0.1:{admin}"
+[control_plane]
+listen = "127.0.0.1:{control}"
+worker_timeout = "1s"
+autoscale_interval = "100ms"
+load_report_interval = "100ms"
+scale_down_drain = "200ms"
+[data_plane]
+listen = "127.0.0.1:{http}"
+queue_timeout = "10s"
+[store]
+path = "{store}"
+{extra}
+"#,
+            admin = self.admin_port,
+            control = self.control_port,
+            http = self.http_port,
+            store = self.dir.path().join("cell.redb").display(),
+            extra = self.extra_cell_toml,
+        );
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+
+    fn cell_command(&self, args: &[String]) -> Command {
+        let mut cmd = Command::new(bin("baton-cell"));
+        cmd.arg("--config").arg(self.cell_config()).args(args).stdin(Stdio::null()).stdout(Stdio::null());
+        for (k, v) in &self.cell_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Starts the cell with both planes in one process.
+    pub async fn start_cell(&mut self) {
+        self.cell = Some(Proc(self.cell_command(&[]).spawn().unwrap()));
+        wait_port(self.control_port).await;
+        wait_port(self.http_port).await;
+    }
+
+    /// Starts the control plane alone (data planes then run with `start_data_plane`).
+    pub async fn start_control(&mut self) {
+        self.cell = Some(Proc(self.cell_command(&["--role".into(), "control".into()]).spawn().unwrap()));
+        wait_port(self.control_port).await;
+    }
+
+    /// Starts a data plane process following the control plane on `http_port`.
+    pub async fn start_data_plane(&mut self, id: &str, http_port: u16) {
+        let args = [
+            "--role".to_string(),
+            "data".into(),
+            "--http-listen".into(),
+            format!("127.0.0.1:{http_port}"),
+            "--admin-listen".into(),
+            "127.0.0.1:0".into(),
+            "--control-plane".into(),
+            format!("http://127.0.0.1:{}", self.control_port),
+        ];
+        let mut cmd = self.cell_command(&args);
+        cmd.env("BATON_DATA_PLANE__ID", id);
+        self.data_planes.push((http_port, Proc(cmd.spawn().unwrap())));
+        wait_port(http_port).await;
+    }
+
+    /// The control plane's store writes so far, read from its `/metrics`.
+    pub async fn store_writes(&self) -> u64 {
+        let text =
+            reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin_port)).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("baton_cell_store_writes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Starts a process-runtime worker with `max_sandboxes`, registered with the cell.
+    pub async fn start_worker(&mut self, name: &str, max_sandboxes: u32, port_base: u16) -> u16 {
+        let grpc = free_port();
+        let parent = format!("baton-e2e-{name}-{}", std::process::id());
+        let path = self.dir.path().join(format!("{name}.toml"));
+        let body = format!(
+            r#"
+[worker]
+node_id = "{name}"
+listen = "127.0.0.1:{grpc}"
+admin_listen = "127.0.0.1:0"
+state_dir = "{state}"
+max_sandboxes = {max_sandboxes}
+[process]
+port_range_start = {port_base}
+port_range_end = {}
+cgroup_parent = "{parent}"
+[control_plane]
+address = "http://127.0.0.1:{cp}"
+heartbeat_interval = "100ms"
+retry_initial = "50ms"
+retry_max = "200ms"
+"#,
+            port_base + 199,
+            state = self.dir.path().join(name).display(),
+            cp = self.control_port,
+        );
+        std::fs::write(&path, body).unwrap();
+        let child = Command::new(bin("baton-worker"))
+            .arg("--config")
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.workers.push(Proc(child));
+        self.cgroup_parents.push(parent);
+        wait_port(grpc).await;
+        grpc
+    }
+
+    pub async fn api(&self) -> CellControlClient<Channel> {
+        CellControlClient::connect(format!("http://127.0.0.1:{}", self.control_port)).await.unwrap()
+    }
+
+    pub async fn deploy(&self, spec: serde_json::Value) {
+        self.api().await.put_function(PutFunctionRequest { spec_json: spec.to_string() }).await.unwrap();
+        // The data plane learns of it through its routing stream, within milliseconds.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Workers first (SIGKILL leaves sandboxes: kill what is in their cgroups).
+        self.workers.clear();
+        for parent in &self.cgroup_parents {
+            for dir in cgroup_dirs(parent) {
+                let sandboxes = std::fs::read_dir(&dir).into_iter().flatten().filter_map(Result::ok);
+                for entry in sandboxes.filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+                    if let Ok(procs) = std::fs::read_to_string(entry.path().join("cgroup.procs")) {
+                        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                    }
+                    for _ in 0..50 {
+                        if std::fs::remove_dir(entry.path()).is_ok() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+    }
+}
+
+fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    ["memory", "cpu", "pids"]
+        .iter()
+        .filter_map(|c| {
+            let path = own.lines().find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+                ctrls.split(',').any(|x| x == *c).then(|| path.to_string())
+            })?;
+            Some(Path::new("/sys/fs/cgroup").join(c).join(path.trim_start_matches('/')).join(parent))
+        })
+        .collect()
+}
+
+/// A spec for `baton-fn-echo`, with `extra` merged in.
+pub fn echo_spec(name: &str, extra: serde_json::Value) -> serde_json::Value {
+    sample_spec(name, "baton-fn-echo", extra)
+}
+
+/// A spec for `baton-fn-spin`, with `extra` merged in.
+pub fn spin_spec(name: &str, extra: serde_json::Value) -> serde_json::Value {
+    sample_spec(name, "baton-fn-spin", extra)
+}
+
+/// A spec running a sample function at 0.1 core and 64 MiB, with `extra` merged in.
+fn sample_spec(name: &str, binary: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = serde_json::json!({
+        "name": name,
+        "executable": bin(binary).display().to_string(),
+        "resources": {"cpu_millis": 100, "memory_mib": 64},
+    });
+    merge(&mut spec, extra);
+    spec
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    if let (Some(a), serde_json::Value::Object(b)) = (into.as_object_mut(), from) {
+        for (k, v) in b {
+            match (a.get_mut(&k), v) {
+                (Some(existing @ serde_json::Value::Object(_)), v @ serde_json::Value::Object(_)) => merge(existing, v),
+                (_, v) => {
+                    a.insert(k, v);
+                }
+            }
+        }
+    }
+}
