@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Warm sweep through a cell's data plane and through HAProxy in front of the very same
+# sandboxes, in one run (docs/BENCHMARKS.md). Run it inside scripts/with-cell.sh:
+#
+#   scripts/with-cell.sh -- scripts/bench-warm-vs-haproxy.sh RATES [STEP]
+#
+# 1. baton-loadtest warm-sweep registers 4 functions with 8 warm sandboxes each and keeps
+#    them; 2. HAProxy (installed with apt-get when missing) gets those 32 sandboxes as
+#    servers, one connection each (the data plane's container_concurrency 1); 3. the same
+#    sweep through HAProxy; 4. the same sweep through the data plane again (so drift over
+#    the run shows). Prints one table; results in $OUT (default loadtest-results/…).
+set -euo pipefail
+rates="${1:?usage: bench-warm-vs-haproxy.sh RATES [STEP], e.g. 1000,2000,4000 10s}"
+step="${2:-10s}"
+: "${BATON_CELL_URL:?run this inside scripts/with-cell.sh}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+lt="$root/target/release/baton-loadtest"
+out="${OUT:-loadtest-results/warm-vs-haproxy-$(date +%s)}"
+haproxy_port="${HAPROXY_PORT:-8090}"
+command -v haproxy >/dev/null || apt-get install -y -q haproxy >/dev/null
+common=(warm-sweep --rates "$rates" --step "$step" --functions 4 --execution sleep --runtime-ms 1
+    --name-prefix hw --quiet)
+
+"$lt" "${common[@]}" --sandboxes 8 --keep-functions --out "$out/baton"
+
+ports=$(ss -ltnpH | awk '/"baton-fn-spin"/ { n = split($4, a, ":"); print a[n] }' | sort -n)
+[[ $(wc -w <<<"$ports") -eq 32 ]] || { echo "expected 32 sandboxes, found: $ports" >&2; exit 1; }
+cfg="$out/haproxy.cfg"
+{
+    printf 'global\n    maxconn 100000\ndefaults\n    mode http\n    timeout connect 5s\n'
+    printf '    timeout client 60s\n    timeout server 60s\n    http-reuse always\n'
+    printf 'frontend fe\n    bind 127.0.0.1:%s\n    default_backend be\n' "$haproxy_port"
+    printf 'backend be\n    balance leastconn\n'
+    for p in $ports; do printf '    server s%s 127.0.0.1:%s maxconn 1\n' "$p" "$p"; done
+} >"$cfg"
+haproxy -f "$cfg" -db >"$out/haproxy.log" 2>&1 &
+haproxy_pid=$!
+trap 'kill $haproxy_pid 2>/dev/null || true' EXIT
+sleep 0.5
+
+"$lt" "${common[@]}" --target http --url "http://127.0.0.1:$haproxy_port/" --warmup 2s --out "$out/haproxy"
+"$lt" "${common[@]}" --target http --url "$BATON_CELL_URL/function/{function}" --warmup 2s --out "$out/baton-again"
+
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+runs = ["baton", "haproxy", "baton-again"]
+data = {r: json.load(open(f"{out}/{r}/summary.json")) for r in runs}
+print("| rate/s | " + " | ".join(f"{r} ok/s, p50 / p99 ms, failed" for r in runs) + " |")
+print("|---" * (len(runs) + 1) + "|")
+for i, phase in enumerate(data["baton"]["phases"]):
+    cells = []
+    for r in runs:
+        p = data[r]["phases"][i]
+        f = sum(p["failures"].values())
+        cells.append(f"{p['throughput']:.0f}, {p['latency_ms']['p50']:.2f} / {p['latency_ms']['p99']:.2f}, {f}")
+    print(f"| {phase['offered_rate']:.0f} | " + " | ".join(cells) + " |")
+PY
