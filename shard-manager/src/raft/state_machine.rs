@@ -1,0 +1,158 @@
+//! The state machine: the federation state in memory, its snapshots in redb. After a
+//! restart it starts from the last snapshot and openraft re-applies the committed log
+//! after it (the log store keeps the committed index).
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageIOError,
+    StoredMembership,
+};
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use super::{StorageError, TypeConfig};
+use crate::state::{FederationState, Outcome};
+
+/// `current`: the latest snapshot (meta and data), as JSON.
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
+
+fn any(e: impl ToString) -> AnyError {
+    AnyError::error(e.to_string())
+}
+
+/// What a snapshot holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Applied {
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    state: FederationState,
+}
+
+/// A snapshot as stored.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<u64, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The state machine. Clones share the state; [`StateMachine::state`] reads it.
+#[derive(Clone)]
+pub struct StateMachine {
+    db: Arc<Database>,
+    applied: Arc<RwLock<Applied>>,
+}
+
+impl StateMachine {
+    pub(super) fn new(db: Arc<Database>) -> Result<Self, String> {
+        let tx = db.begin_write().map_err(|e| e.to_string())?;
+        tx.open_table(SNAPSHOT).map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+        let sm = Self { db, applied: Arc::default() };
+        if let Some(stored) = sm.load_snapshot().map_err(|e| format!("reading the snapshot: {e}"))? {
+            let applied: Applied =
+                serde_json::from_slice(&stored.data).map_err(|e| format!("reading the snapshot: {e}"))?;
+            *sm.applied.try_write().expect("not shared yet") = applied;
+        }
+        Ok(sm)
+    }
+
+    /// A copy of the current federation state.
+    pub async fn state(&self) -> FederationState {
+        self.applied.read().await.state.clone()
+    }
+
+    fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, AnyError> {
+        let tx = self.db.begin_read().map_err(any)?;
+        let table = tx.open_table(SNAPSHOT).map_err(any)?;
+        match table.get("current").map_err(any)? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(bytes.value()).map_err(any)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn save_snapshot(&self, stored: &StoredSnapshot) -> Result<(), AnyError> {
+        let bytes = serde_json::to_vec(stored).map_err(any)?;
+        let tx = self.db.begin_write().map_err(any)?;
+        tx.open_table(SNAPSHOT).map_err(any)?.insert("current", bytes.as_slice()).map_err(any)?;
+        tx.commit().map_err(any)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let applied = self.applied.read().await.clone();
+        let data = serde_json::to_vec(&applied).map_err(|e| StorageIOError::write_snapshot(None, any(e)))?;
+        let snapshot_id = match applied.last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, data.len()),
+            None => format!("empty-{}", data.len()),
+        };
+        let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership, snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.save_snapshot(&stored).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>), StorageError> {
+        let applied = self.applied.read().await;
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut applied = self.applied.write().await;
+        let mut outcomes = Vec::new();
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Outcome::Applied { epoch: applied.state.epoch, generation: None },
+                EntryPayload::Normal(command) => applied.state.apply(command),
+                EntryPayload::Membership(membership) => {
+                    applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Outcome::Applied { epoch: applied.state.epoch, generation: None }
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let mut incoming: Applied =
+            serde_json::from_slice(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
+        incoming.last_applied = meta.last_log_id;
+        incoming.membership = meta.last_membership.clone();
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        self.save_snapshot(&stored).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        *self.applied.write().await = incoming;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let stored = self.load_snapshot().map_err(|e| StorageIOError::read_snapshot(None, e))?;
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}

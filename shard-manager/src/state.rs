@@ -1,0 +1,266 @@
+//! The replicated federation state and the commands that change it.
+//!
+//! What do we store (through raft, on every replica)? Tenants and their default region;
+//! API keys, as hashes only; the function catalog (tenant, name, home region, spec);
+//! cells; each function's assignment with its generation; and the epoch, bumped by every
+//! change so routers and cells can follow the map by deltas. Loads, heartbeats and
+//! sandboxes are not stored: the leader rebuilds them from the cells' reports.
+//!
+//! `apply` is deterministic: it reads nothing but the state and the command (no clock, no
+//! randomness), so every replica reaches the same state from the same log. Choices that
+//! need more (which cell a new function goes to) are made by the leader before it
+//! proposes, and travel in the command.
+
+use std::collections::BTreeMap;
+
+use baton_shardmap::{Assignment, Cell, CellId, CellState, ShardMap};
+use serde::{Deserialize, Serialize};
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    /// Its name.
+    pub name: String,
+    /// Region its functions live in unless they say otherwise.
+    pub default_region: String,
+}
+
+/// A registered function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionRecord {
+    /// Owning tenant.
+    pub tenant: String,
+    /// Name within the tenant.
+    pub name: String,
+    /// Region placement and failover prefer.
+    pub home_region: String,
+    /// The cell's function spec, as JSON.
+    pub spec_json: String,
+}
+
+/// A change to the federation state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Creates or updates a tenant.
+    PutTenant(Tenant),
+    /// Adds an API key (its hash) for a tenant.
+    PutApiKey {
+        /// Hash of the key.
+        key_hash: String,
+        /// Its tenant.
+        tenant: String,
+    },
+    /// Revokes an API key.
+    RevokeApiKey {
+        /// Hash of the key.
+        key_hash: String,
+    },
+    /// Adds or updates a cell.
+    PutCell(Cell),
+    /// Changes a cell's state.
+    SetCellState {
+        /// The cell.
+        cell: CellId,
+        /// Its new state.
+        state: CellState,
+    },
+    /// Registers or updates a function; a new one is assigned to `cell`.
+    PutFunction {
+        /// The function.
+        record: FunctionRecord,
+        /// Its cell if it is new (an existing function keeps its owner).
+        cell: CellId,
+    },
+    /// Deletes a function and its assignment.
+    DeleteFunction {
+        /// Function ID (`tenant/name`).
+        id: String,
+    },
+    /// Gives a function a new owner, with the next generation.
+    Assign {
+        /// Function ID.
+        function: String,
+        /// Its new owner.
+        cell: CellId,
+    },
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Applied; the state is now at `epoch`. `generation` is the function's, for
+    /// function commands.
+    Applied {
+        /// Epoch after the change.
+        epoch: u64,
+        /// The function's generation, for function commands.
+        generation: Option<u64>,
+    },
+    /// Refused, with the reason; nothing changed.
+    Rejected(String),
+}
+
+/// The federation state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederationState {
+    /// Bumped by every applied command.
+    pub epoch: u64,
+    /// Tenants by name.
+    pub tenants: BTreeMap<String, Tenant>,
+    /// API key hash -> tenant.
+    pub api_keys: BTreeMap<String, String>,
+    /// Functions by ID (`tenant/name`).
+    pub functions: BTreeMap<String, FunctionRecord>,
+    /// Cells by ID.
+    pub cells: BTreeMap<CellId, Cell>,
+    /// Function ID -> owner and generation.
+    pub assignments: BTreeMap<String, Assignment>,
+}
+
+/// A function's ID: `tenant/name`.
+pub fn function_id(tenant: &str, name: &str) -> String {
+    format!("{tenant}/{name}")
+}
+
+impl FederationState {
+    /// Applies `command`; a rejected command changes nothing.
+    pub fn apply(&mut self, command: Command) -> Outcome {
+        let generation = match self.check(&command) {
+            Err(reason) => return Outcome::Rejected(reason),
+            Ok(()) => self.change(command),
+        };
+        self.epoch += 1;
+        Outcome::Applied { epoch: self.epoch, generation }
+    }
+
+    fn check(&self, command: &Command) -> Result<(), String> {
+        let cell_known = |id: &CellId| {
+            if self.cells.contains_key(id) { Ok(()) } else { Err(format!("cell {id} is not registered")) }
+        };
+        match command {
+            Command::PutApiKey { tenant, .. } if !self.tenants.contains_key(tenant) => {
+                Err(format!("tenant {tenant} does not exist"))
+            }
+            Command::SetCellState { cell, .. } => cell_known(cell),
+            Command::PutFunction { record, cell } => {
+                if !self.tenants.contains_key(&record.tenant) {
+                    return Err(format!("tenant {} does not exist", record.tenant));
+                }
+                let id = function_id(&record.tenant, &record.name);
+                if self.assignments.contains_key(&id) { Ok(()) } else { cell_known(cell) }
+            }
+            Command::Assign { function, cell } => {
+                if !self.functions.contains_key(function) {
+                    return Err(format!("function {function} does not exist"));
+                }
+                cell_known(cell)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn change(&mut self, command: Command) -> Option<u64> {
+        match command {
+            Command::PutTenant(tenant) => {
+                self.tenants.insert(tenant.name.clone(), tenant);
+            }
+            Command::PutApiKey { key_hash, tenant } => {
+                self.api_keys.insert(key_hash, tenant);
+            }
+            Command::RevokeApiKey { key_hash } => {
+                self.api_keys.remove(&key_hash);
+            }
+            Command::PutCell(cell) => {
+                self.cells.insert(cell.id.clone(), cell);
+            }
+            Command::SetCellState { cell, state } => {
+                if let Some(c) = self.cells.get_mut(&cell) {
+                    c.state = state;
+                }
+            }
+            Command::PutFunction { record, cell } => {
+                let id = function_id(&record.tenant, &record.name);
+                self.functions.insert(id.clone(), record);
+                let assignment = self.assignments.entry(id).or_insert(Assignment { cell, generation: 1 });
+                return Some(assignment.generation);
+            }
+            Command::DeleteFunction { id } => {
+                self.functions.remove(&id);
+                self.assignments.remove(&id);
+            }
+            Command::Assign { function, cell } => {
+                let assignment =
+                    self.assignments.entry(function).or_insert(Assignment { cell: cell.clone(), generation: 0 });
+                assignment.cell = cell;
+                assignment.generation += 1;
+                return Some(assignment.generation);
+            }
+        }
+        None
+    }
+
+    /// The shard map this state describes.
+    pub fn shard_map(&self) -> ShardMap {
+        ShardMap::from_snapshot(
+            self.epoch,
+            self.cells.values().cloned(),
+            self.assignments.iter().map(|(f, a)| (f.clone(), a.clone())),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(id: &str) -> Cell {
+        Cell {
+            id: CellId(id.into()),
+            region: "local".into(),
+            control: String::new(),
+            data_planes: vec![],
+            weight: 1,
+            state: CellState::Active,
+        }
+    }
+
+    fn function(tenant: &str, name: &str) -> FunctionRecord {
+        FunctionRecord { tenant: tenant.into(), name: name.into(), home_region: "local".into(), spec_json: "{}".into() }
+    }
+
+    #[test]
+    fn functions_keep_their_owner_on_update_and_moves_bump_the_generation() {
+        let mut s = FederationState::default();
+        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into() }));
+        s.apply(Command::PutCell(cell("c1")));
+        s.apply(Command::PutCell(cell("c2")));
+        let put = |cell: &str| Command::PutFunction { record: function("dev", "echo"), cell: CellId(cell.into()) };
+        assert_eq!(s.apply(put("c1")), Outcome::Applied { epoch: 4, generation: Some(1) });
+        // Updating the spec keeps the owner, whatever the leader would pick now.
+        assert_eq!(s.apply(put("c2")), Outcome::Applied { epoch: 5, generation: Some(1) });
+        assert_eq!(s.assignments["dev/echo"].cell, CellId("c1".into()));
+        let moved = s.apply(Command::Assign { function: "dev/echo".into(), cell: CellId("c2".into()) });
+        assert_eq!(moved, Outcome::Applied { epoch: 6, generation: Some(2) });
+        let map = s.shard_map();
+        assert_eq!(map.owner("dev/echo", None).unwrap().cell.id.0, "c2");
+        assert_eq!(map.epoch(), 6);
+    }
+
+    #[test]
+    fn bad_commands_are_rejected_and_change_nothing() {
+        let mut s = FederationState::default();
+        let before = s.clone();
+        for command in [
+            Command::PutApiKey { key_hash: "h".into(), tenant: "nobody".into() },
+            Command::SetCellState { cell: CellId("c9".into()), state: CellState::Down },
+            Command::PutFunction { record: function("nobody", "f"), cell: CellId("c1".into()) },
+            Command::Assign { function: "dev/none".into(), cell: CellId("c1".into()) },
+        ] {
+            assert!(matches!(s.apply(command), Outcome::Rejected(_)));
+        }
+        assert_eq!(s, before);
+        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into() }));
+        let unknown_cell = s.apply(Command::PutFunction { record: function("dev", "f"), cell: CellId("c1".into()) });
+        assert_eq!(unknown_cell, Outcome::Rejected("cell c1 is not registered".into()));
+    }
+}

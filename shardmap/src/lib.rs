@@ -1,0 +1,11 @@
+//! The shard map: which cell owns each function, computed the same way by every router,
+//! cell and shard-manager replica, with no I/O on the lookup path. See
+//! `docs/shard-map.md`.
+
+mod hash;
+mod map;
+mod ring;
+
+pub use hash::function_hash;
+pub use map::{Assignment, Cell, CellId, CellState, Change, Delta, MapError, Owner, ShardMap};
+pub use ring::{CellRing, VNODES_PER_WEIGHT};

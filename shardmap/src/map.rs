@@ -1,0 +1,353 @@
+//! The map itself: cells, explicit assignments with their generations, and the epoch.
+//!
+//! A function's owner is its assignment when it has one (every registered function does:
+//! the shard manager assigns it on registration and reassigns it on moves, drains and
+//! failover, bumping its generation each time); otherwise (a function this copy of the
+//! map has not heard of yet) the ring over the active cells of its home region, then over
+//! all active cells. Changes arrive as deltas numbered by epoch; a gap is an error and the
+//! follower takes a fresh snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::function_hash;
+use crate::ring::CellRing;
+
+/// A cell's ID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CellId(pub String);
+
+impl std::fmt::Display for CellId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether a cell takes functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellState {
+    /// On the ring; takes functions.
+    Active,
+    /// Being emptied: keeps serving what it owns, takes nothing new, not on the ring.
+    Draining,
+    /// Silent past the heartbeat timeout: owns nothing once failover ran.
+    Down,
+}
+
+/// A cell as the federation knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Its ID.
+    pub id: CellId,
+    /// Region it runs in.
+    pub region: String,
+    /// Control-plane gRPC address.
+    pub control: String,
+    /// Data-plane HTTP addresses; a function goes to the one its hash picks.
+    pub data_planes: Vec<String>,
+    /// Relative capacity (ring weight), at least 1.
+    pub weight: u32,
+    /// Its state.
+    pub state: CellState,
+}
+
+impl Cell {
+    /// The data plane serving the function with hash `hash`; `None` when it has none.
+    pub fn data_plane(&self, hash: u64) -> Option<&str> {
+        let n = self.data_planes.len() as u64;
+        (n > 0).then(|| self.data_planes[(hash % n) as usize].as_str())
+    }
+}
+
+/// A function's owner and the generation of that ownership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Owning cell.
+    pub cell: CellId,
+    /// Bumped on every ownership change; a cell serves a function only at the generation
+    /// it was given (fencing).
+    pub generation: u64,
+}
+
+/// One change to the map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// A cell joined or changed (state, addresses, weight).
+    PutCell(Cell),
+    /// A cell left the federation.
+    RemoveCell(CellId),
+    /// A function's owner and generation.
+    Assign {
+        /// Function ID (`tenant/name`).
+        function: String,
+        /// Its new assignment.
+        assignment: Assignment,
+    },
+    /// A function was deleted.
+    Forget {
+        /// Function ID.
+        function: String,
+    },
+}
+
+/// The changes that take the map from `epoch - 1` to `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The epoch after the changes.
+    pub epoch: u64,
+    /// The changes, applied in order.
+    pub changes: Vec<Change>,
+}
+
+/// Why a delta was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    /// The delta does not follow the map's epoch: take a snapshot.
+    #[error("delta for epoch {got} does not follow epoch {have}")]
+    Gap {
+        /// The map's epoch.
+        have: u64,
+        /// The delta's epoch.
+        got: u64,
+    },
+}
+
+/// Where a function goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner<'a> {
+    /// The owning cell.
+    pub cell: &'a Cell,
+    /// The generation, when the function is assigned (not when found on the ring).
+    pub generation: Option<u64>,
+    /// The data plane within the cell, by function hash.
+    pub data_plane: Option<&'a str>,
+}
+
+/// The shard map.
+#[derive(Debug, Clone, Default)]
+pub struct ShardMap {
+    epoch: u64,
+    cells: BTreeMap<CellId, Cell>,
+    assignments: HashMap<String, Assignment>,
+    /// Derived from `cells`: a ring per region over its active cells, and one over all.
+    rings: HashMap<String, CellRing>,
+    all: Option<CellRing>,
+}
+
+impl ShardMap {
+    /// A map at `epoch` with these cells and assignments (a snapshot).
+    pub fn from_snapshot(
+        epoch: u64,
+        cells: impl IntoIterator<Item = Cell>,
+        assignments: impl IntoIterator<Item = (String, Assignment)>,
+    ) -> Self {
+        let mut map = Self {
+            epoch,
+            cells: cells.into_iter().map(|c| (c.id.clone(), c)).collect(),
+            assignments: assignments.into_iter().collect(),
+            ..Self::default()
+        };
+        map.rebuild_rings();
+        map
+    }
+
+    /// The map's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Every cell, by ID.
+    pub fn cells(&self) -> impl Iterator<Item = &Cell> {
+        self.cells.values()
+    }
+
+    /// A cell by ID.
+    pub fn cell(&self, id: &CellId) -> Option<&Cell> {
+        self.cells.get(id)
+    }
+
+    /// A function's assignment.
+    pub fn assignment(&self, function: &str) -> Option<&Assignment> {
+        self.assignments.get(function)
+    }
+
+    /// Every assignment.
+    pub fn assignments(&self) -> impl Iterator<Item = (&String, &Assignment)> {
+        self.assignments.iter()
+    }
+
+    /// The ring's choice for `function` in `region` (active cells of the region, else all
+    /// active cells), ignoring assignments: where a new function is placed.
+    pub fn ring_owner(&self, function: &str, region: Option<&str>) -> Option<&Cell> {
+        let hash = function_hash(function);
+        let ring = region.and_then(|r| self.rings.get(r)).or(self.all.as_ref())?;
+        ring.owner(hash).and_then(|id| self.cells.get(id))
+    }
+
+    /// Where calls to `function` go: its assignment, else the ring. No I/O, no allocation.
+    pub fn owner(&self, function: &str, region: Option<&str>) -> Option<Owner<'_>> {
+        let hash = function_hash(function);
+        let (cell, generation) = match self.assignments.get(function) {
+            Some(a) => (self.cells.get(&a.cell)?, Some(a.generation)),
+            None => {
+                let ring = region.and_then(|r| self.rings.get(r)).or(self.all.as_ref())?;
+                (self.cells.get(ring.owner(hash)?)?, None)
+            }
+        };
+        Some(Owner { cell, generation, data_plane: cell.data_plane(hash) })
+    }
+
+    /// Applies `delta`, which must be for the next epoch.
+    pub fn apply(&mut self, delta: Delta) -> Result<(), MapError> {
+        if delta.epoch != self.epoch + 1 {
+            return Err(MapError::Gap { have: self.epoch, got: delta.epoch });
+        }
+        let mut cells_changed = false;
+        for change in delta.changes {
+            match change {
+                Change::PutCell(cell) => {
+                    cells_changed = true;
+                    self.cells.insert(cell.id.clone(), cell);
+                }
+                Change::RemoveCell(id) => {
+                    cells_changed = true;
+                    self.cells.remove(&id);
+                }
+                Change::Assign { function, assignment } => {
+                    self.assignments.insert(function, assignment);
+                }
+                Change::Forget { function } => {
+                    self.assignments.remove(&function);
+                }
+            }
+        }
+        self.epoch = delta.epoch;
+        if cells_changed {
+            self.rebuild_rings();
+        }
+        Ok(())
+    }
+
+    fn rebuild_rings(&mut self) {
+        let active: Vec<&Cell> = self.cells.values().filter(|c| c.state == CellState::Active).collect();
+        let mut regions: BTreeMap<&str, Vec<&Cell>> = BTreeMap::new();
+        for cell in &active {
+            regions.entry(cell.region.as_str()).or_default().push(cell);
+        }
+        self.rings = regions
+            .into_iter()
+            .map(|(region, cells)| (region.to_string(), CellRing::new(cells.iter().map(|c| (&c.id, c.weight)))))
+            .collect();
+        self.all = (!active.is_empty()).then(|| CellRing::new(active.iter().map(|c| (&c.id, c.weight))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn cell(id: &str, region: &str, state: CellState) -> Cell {
+        Cell {
+            id: CellId(id.into()),
+            region: region.into(),
+            control: format!("http://{id}:7100"),
+            data_planes: vec![format!("http://{id}-dp0:8080"), format!("http://{id}-dp1:8080")],
+            weight: 1,
+            state,
+        }
+    }
+
+    fn assign(function: &str, cell: &str, generation: u64) -> Change {
+        Change::Assign { function: function.into(), assignment: Assignment { cell: CellId(cell.into()), generation } }
+    }
+
+    #[test]
+    fn assignments_override_the_ring_and_carry_their_generation() {
+        let mut map = ShardMap::from_snapshot(
+            1,
+            [cell("eu-1", "eu", CellState::Active), cell("eu-2", "eu", CellState::Active)],
+            [],
+        );
+        let ring_cell = map.owner("acme/echo", Some("eu")).unwrap().cell.id.clone();
+        let other = if ring_cell.0 == "eu-1" { "eu-2" } else { "eu-1" };
+        assert_eq!(map.owner("acme/echo", Some("eu")).unwrap().generation, None);
+        map.apply(Delta { epoch: 2, changes: vec![assign("acme/echo", other, 3)] }).unwrap();
+        let owner = map.owner("acme/echo", Some("eu")).unwrap();
+        assert_eq!((owner.cell.id.0.as_str(), owner.generation), (other, Some(3)));
+        assert!(owner.data_plane.unwrap().starts_with(&format!("http://{other}-dp")));
+        map.apply(Delta { epoch: 3, changes: vec![Change::Forget { function: "acme/echo".into() }] }).unwrap();
+        assert_eq!(map.owner("acme/echo", Some("eu")).unwrap().cell.id, ring_cell);
+    }
+
+    #[test]
+    fn the_ring_prefers_the_home_region_and_skips_cells_that_are_not_active() {
+        let map = ShardMap::from_snapshot(
+            1,
+            [
+                cell("eu-1", "eu", CellState::Active),
+                cell("eu-2", "eu", CellState::Draining),
+                cell("us-1", "us", CellState::Active),
+                cell("us-2", "us", CellState::Down),
+            ],
+            [],
+        );
+        for i in 0..1000 {
+            let f = format!("t/f{i}");
+            assert_eq!(map.owner(&f, Some("eu")).unwrap().cell.id.0, "eu-1");
+            assert_eq!(map.owner(&f, Some("us")).unwrap().cell.id.0, "us-1");
+            // An unknown region falls back to every active cell.
+            let any = &map.owner(&f, Some("ap")).unwrap().cell.id.0;
+            assert!(any == "eu-1" || any == "us-1");
+        }
+    }
+
+    #[test]
+    fn deltas_must_follow_the_epoch_and_cell_changes_rebuild_the_ring() {
+        let mut map = ShardMap::from_snapshot(5, [cell("a", "r", CellState::Active)], []);
+        let err = map.apply(Delta { epoch: 7, changes: vec![] }).unwrap_err();
+        assert_eq!(err, MapError::Gap { have: 5, got: 7 });
+        assert_eq!(map.epoch(), 5);
+        map.apply(Delta { epoch: 6, changes: vec![Change::PutCell(cell("b", "r", CellState::Active))] }).unwrap();
+        let owners: std::collections::BTreeSet<String> =
+            (0..200).map(|i| map.owner(&format!("t/{i}"), Some("r")).unwrap().cell.id.0.clone()).collect();
+        assert_eq!(owners.len(), 2, "both cells take functions");
+        map.apply(Delta { epoch: 7, changes: vec![Change::RemoveCell(CellId("a".into()))] }).unwrap();
+        assert!((0..200).all(|i| map.owner(&format!("t/{i}"), Some("r")).unwrap().cell.id.0 == "b"));
+        let empty = ShardMap::default();
+        assert!(empty.owner("t/x", None).is_none());
+    }
+
+    /// Golden values: which of three cells owns a few functions on the ring. Changing
+    /// them (the hash, the ring crate's hashing or the vnode count) re-shards every
+    /// deployment.
+    #[test]
+    fn ring_placement_never_changes() {
+        let map = ShardMap::from_snapshot(
+            1,
+            [
+                cell("cell-1", "local", CellState::Active),
+                cell("cell-2", "local", CellState::Active),
+                cell("cell-3", "local", CellState::Active),
+            ],
+            [],
+        );
+        let owners: Vec<(String, String)> = ["dev/echo", "dev/spin", "acme/resize", "acme/thumbnail", "t/f0"]
+            .iter()
+            .map(|f| {
+                let owner = map.owner(f, Some("local")).unwrap();
+                (owner.cell.id.0.clone(), owner.data_plane.unwrap().to_string())
+            })
+            .collect();
+        assert_eq!(owners, GOLDEN_OWNERS.iter().map(|(c, d)| (c.to_string(), d.to_string())).collect::<Vec<_>>());
+    }
+
+    const GOLDEN_OWNERS: [(&str, &str); 5] = [
+        ("cell-2", "http://cell-2-dp1:8080"),
+        ("cell-2", "http://cell-2-dp0:8080"),
+        ("cell-1", "http://cell-1-dp0:8080"),
+        ("cell-1", "http://cell-1-dp0:8080"),
+        ("cell-1", "http://cell-1-dp1:8080"),
+    ];
+}
