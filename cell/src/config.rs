@@ -79,7 +79,9 @@ pub struct ControlPlaneSection {
     /// A load report older than this no longer counts. Default: `"2s"`.
     #[serde(with = "humantime_serde")]
     pub load_expiry: Duration,
-    /// How long a scaled-down sandbox is out of the routing before it is deleted. Default: `"2s"`.
+    /// How long a scaled-down sandbox is out of the routing before it is deleted; while its
+    /// function has calls in flight, the function's timeout if that is longer (so no call
+    /// is cut off). Default: `"2s"`.
     #[serde(with = "humantime_serde")]
     pub scale_down_drain: Duration,
     /// Wait after a failed creation before a function tries again. Default: `"1s"`.

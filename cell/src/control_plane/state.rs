@@ -28,7 +28,8 @@ pub struct StateConfig {
     /// A data plane's load report older than this no longer counts.
     pub load_expiry: Duration,
     /// How long a sandbox leaves the routing table before it is deleted, so in-flight
-    /// requests finish.
+    /// requests finish; while its function has calls in flight, the function's timeout
+    /// if that is longer.
     pub scale_down_drain: Duration,
     /// After a failed creation, how long a function waits before trying again.
     pub create_retry: Duration,
@@ -241,13 +242,23 @@ impl CellState {
 
     /// Forgets a function and deletes its sandboxes; `None` when unknown.
     pub fn delete_function(&mut self, name: &str) -> Option<Vec<Command>> {
-        self.functions.remove(name)?;
+        let f = self.functions.remove(name)?;
+        let busy = f.loads.values().any(|(in_flight, queued, _)| in_flight + queued > 0);
+        let drain = self.drain(f.spec.timeout, busy);
         let mut commands = vec![Command::Publish(self.routing.set(name, None))];
         let ids: Vec<String> = self.sandboxes.of_function(name).map(|(id, _)| id.clone()).collect();
         for id in ids {
-            commands.extend(self.retire(&id, self.config.scale_down_drain));
+            commands.extend(self.retire(&id, drain));
         }
         Some(commands)
+    }
+
+    /// How long a retired sandbox stays before it is deleted. Out of the routing, it gets
+    /// no new call; while its function has calls in flight (one may be on it), it stays
+    /// until the function's timeout, by when the data plane has ended every call, so no
+    /// call is cut off. An idle function's sandboxes go after `scale_down_drain`.
+    fn drain(&self, timeout: Duration, busy: bool) -> Duration {
+        if busy { self.config.scale_down_drain.max(timeout) } else { self.config.scale_down_drain }
     }
 
     /// Marks a sandbox deleting and returns the delete command (none while it is still
@@ -506,7 +517,7 @@ impl CellState {
                 .map(|(id, s)| (s.seq, id.clone()))
                 .collect();
             ready.sort_unstable_by(|a, b| b.cmp(a));
-            let drain = self.config.scale_down_drain;
+            let drain = self.drain(spec.timeout, concurrency > 0);
             for (_, id) in ready.into_iter().take((scale.ready - desired) as usize) {
                 commands.extend(self.retire(&id, drain));
             }

@@ -133,6 +133,37 @@ fn after_a_restart_nothing_scales_until_known_workers_are_listed_and_their_sandb
 }
 
 #[test]
+fn a_busy_function_s_retired_sandboxes_stay_until_its_timeout() {
+    let mut f = spec("f", 3);
+    f.scaling.stable_window = Duration::from_secs(2);
+    f.scaling.panic_window = Duration::from_secs(1);
+    f.timeout = Duration::from_secs(65);
+    let (mut st, now) = ready_state(&[("1", 10)], f);
+    st.report_load("dp", &[("f".into(), 3, 0)], now);
+    for (id, _) in creates(&st.evaluate("f", now)) {
+        st.created(&id, Ok((format!("ep-{id}"), Duration::ZERO)), now);
+    }
+    // Still one long call in flight when the stable window says one sandbox is enough:
+    // the two retired ones may be running it, so they stay until the timeout.
+    let later = now + Duration::from_secs(5);
+    st.report_load("dp", &[("f".into(), 1, 0)], later);
+    let afters: Vec<Duration> = st
+        .evaluate("f", later)
+        .iter()
+        .filter_map(|c| match c {
+            Command::Delete { after, .. } => Some(*after),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(afters, vec![Duration::from_secs(65); 2]);
+    let commands = st.delete_function("f").unwrap();
+    assert!(
+        commands.iter().all(|c| !matches!(c, Command::Delete { after, .. } if *after != Duration::from_secs(65))),
+        "deleting a function with calls in flight lets them finish"
+    );
+}
+
+#[test]
 fn scale_down_retires_the_newest_and_deleting_a_function_retires_everything() {
     let mut f = spec("f", 3);
     f.scaling.stable_window = Duration::from_secs(2);
