@@ -333,8 +333,10 @@ pub async fn execute(plan: Plan, common: &Common) -> Result<(Summary, Written)> 
             }
             if target.registers() && !stage.register.is_empty() {
                 progress.set_message(format!("registering {} functions", stage.register.len()));
-                target.register(&plan.functions[stage.register.clone()]).await?;
+                // Marked first: a registration that fails halfway still has its earlier
+                // functions removed (removing one that is not there is fine).
                 registered[stage.register.clone()].fill(true);
+                target.register(&plan.functions[stage.register.clone()]).await?;
             }
             progress.set_message(stage.phase.label.clone());
             let mut sent = runner.run(&stage.phase.label, &stage.calls, next_invocation, &progress, &mut stop).await;
