@@ -125,32 +125,90 @@ pub struct Owner<'a> {
     pub data_plane: Option<&'a str>,
 }
 
+/// An assignment as stored: the cell by index, so a lookup touches no string.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    cell: u32,
+    generation: u64,
+}
+
+/// The key of a function in the assignment table: XXH3-128 of its ID. Two IDs share a
+/// key with probability about 2^-128 per pair, so the ID itself need not be stored or
+/// compared (one memory access per lookup instead of two).
+fn key(function: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(function.as_bytes())
+}
+
+/// Hashes the already-uniform 128-bit keys by folding them (no second hashing).
+#[derive(Default, Clone, Copy)]
+struct Folded(u64);
+
+impl std::hash::Hasher for Folded {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 ^= (value as u64) ^ ((value >> 64) as u64);
+    }
+}
+
+type Assignments = HashMap<u128, Slot, std::hash::BuildHasherDefault<Folded>>;
+
 /// The shard map.
 #[derive(Debug, Clone, Default)]
 pub struct ShardMap {
     epoch: u64,
-    cells: BTreeMap<CellId, Cell>,
-    assignments: HashMap<String, Assignment>,
+    /// Cells by index; a removed cell leaves `None` (its index is reused if it returns).
+    cells: Vec<Option<Cell>>,
+    index: BTreeMap<CellId, u32>,
+    assignments: Assignments,
     /// Derived from `cells`: a ring per region over its active cells, and one over all.
     rings: HashMap<String, CellRing>,
     all: Option<CellRing>,
 }
 
 impl ShardMap {
-    /// A map at `epoch` with these cells and assignments (a snapshot).
+    /// A map at `epoch` with these cells and assignments (a snapshot). Assignments to
+    /// cells not among `cells` are dropped.
     pub fn from_snapshot(
         epoch: u64,
         cells: impl IntoIterator<Item = Cell>,
         assignments: impl IntoIterator<Item = (String, Assignment)>,
     ) -> Self {
-        let mut map = Self {
-            epoch,
-            cells: cells.into_iter().map(|c| (c.id.clone(), c)).collect(),
-            assignments: assignments.into_iter().collect(),
-            ..Self::default()
-        };
+        let mut map = Self { epoch, ..Self::default() };
+        for cell in cells {
+            map.put_cell(cell);
+        }
+        for (function, assignment) in assignments {
+            map.assign(&function, assignment);
+        }
         map.rebuild_rings();
         map
+    }
+
+    fn put_cell(&mut self, cell: Cell) {
+        match self.index.get(&cell.id) {
+            Some(&i) => self.cells[i as usize] = Some(cell),
+            None => {
+                self.index.insert(cell.id.clone(), self.cells.len() as u32);
+                self.cells.push(Some(cell));
+            }
+        }
+    }
+
+    fn assign(&mut self, function: &str, assignment: Assignment) {
+        if let Some(&cell) = self.index.get(&assignment.cell) {
+            self.assignments.insert(key(function), Slot { cell, generation: assignment.generation });
+        }
     }
 
     /// The map's epoch.
@@ -158,42 +216,43 @@ impl ShardMap {
         self.epoch
     }
 
-    /// Every cell, by ID.
+    /// Every cell.
     pub fn cells(&self) -> impl Iterator<Item = &Cell> {
-        self.cells.values()
+        self.cells.iter().flatten()
     }
 
     /// A cell by ID.
     pub fn cell(&self, id: &CellId) -> Option<&Cell> {
-        self.cells.get(id)
+        self.cells[*self.index.get(id)? as usize].as_ref()
     }
 
     /// A function's assignment.
-    pub fn assignment(&self, function: &str) -> Option<&Assignment> {
-        self.assignments.get(function)
+    pub fn assignment(&self, function: &str) -> Option<Assignment> {
+        let slot = self.assignments.get(&key(function))?;
+        let cell = self.cells[slot.cell as usize].as_ref()?;
+        Some(Assignment { cell: cell.id.clone(), generation: slot.generation })
     }
 
-    /// Every assignment.
-    pub fn assignments(&self) -> impl Iterator<Item = (&String, &Assignment)> {
-        self.assignments.iter()
+    /// Functions with an assignment.
+    pub fn assigned(&self) -> usize {
+        self.assignments.len()
     }
 
     /// The ring's choice for `function` in `region` (active cells of the region, else all
     /// active cells), ignoring assignments: where a new function is placed.
     pub fn ring_owner(&self, function: &str, region: Option<&str>) -> Option<&Cell> {
-        let hash = function_hash(function);
         let ring = region.and_then(|r| self.rings.get(r)).or(self.all.as_ref())?;
-        ring.owner(hash).and_then(|id| self.cells.get(id))
+        self.cell(ring.owner(function_hash(function))?)
     }
 
     /// Where calls to `function` go: its assignment, else the ring. No I/O, no allocation.
     pub fn owner(&self, function: &str, region: Option<&str>) -> Option<Owner<'_>> {
         let hash = function_hash(function);
-        let (cell, generation) = match self.assignments.get(function) {
-            Some(a) => (self.cells.get(&a.cell)?, Some(a.generation)),
+        let (cell, generation) = match self.assignments.get(&key(function)) {
+            Some(slot) => (self.cells[slot.cell as usize].as_ref()?, Some(slot.generation)),
             None => {
                 let ring = region.and_then(|r| self.rings.get(r)).or(self.all.as_ref())?;
-                (self.cells.get(ring.owner(hash)?)?, None)
+                (self.cell(ring.owner(hash)?)?, None)
             }
         };
         Some(Owner { cell, generation, data_plane: cell.data_plane(hash) })
@@ -209,17 +268,17 @@ impl ShardMap {
             match change {
                 Change::PutCell(cell) => {
                     cells_changed = true;
-                    self.cells.insert(cell.id.clone(), cell);
+                    self.put_cell(cell);
                 }
                 Change::RemoveCell(id) => {
                     cells_changed = true;
-                    self.cells.remove(&id);
+                    if let Some(&i) = self.index.get(&id) {
+                        self.cells[i as usize] = None;
+                    }
                 }
-                Change::Assign { function, assignment } => {
-                    self.assignments.insert(function, assignment);
-                }
+                Change::Assign { function, assignment } => self.assign(&function, assignment),
                 Change::Forget { function } => {
-                    self.assignments.remove(&function);
+                    self.assignments.remove(&key(&function));
                 }
             }
         }
@@ -231,7 +290,7 @@ impl ShardMap {
     }
 
     fn rebuild_rings(&mut self) {
-        let active: Vec<&Cell> = self.cells.values().filter(|c| c.state == CellState::Active).collect();
+        let active: Vec<&Cell> = self.cells.iter().flatten().filter(|c| c.state == CellState::Active).collect();
         let mut regions: BTreeMap<&str, Vec<&Cell>> = BTreeMap::new();
         for cell in &active {
             regions.entry(cell.region.as_str()).or_default().push(cell);
@@ -277,7 +336,12 @@ mod tests {
         let owner = map.owner("acme/echo", Some("eu")).unwrap();
         assert_eq!((owner.cell.id.0.as_str(), owner.generation), (other, Some(3)));
         assert!(owner.data_plane.unwrap().starts_with(&format!("http://{other}-dp")));
-        map.apply(Delta { epoch: 3, changes: vec![Change::Forget { function: "acme/echo".into() }] }).unwrap();
+        assert_eq!(map.assignment("acme/echo"), Some(Assignment { cell: CellId(other.into()), generation: 3 }));
+        // An assignment to a cell the map does not know is dropped.
+        map.apply(Delta { epoch: 3, changes: vec![assign("acme/other", "nowhere", 1)] }).unwrap();
+        assert_eq!((map.assignment("acme/other"), map.assigned()), (None, 1));
+
+        map.apply(Delta { epoch: 4, changes: vec![Change::Forget { function: "acme/echo".into() }] }).unwrap();
         assert_eq!(map.owner("acme/echo", Some("eu")).unwrap().cell.id, ring_cell);
     }
 
