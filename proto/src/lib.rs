@@ -17,6 +17,11 @@ mod generated {
                 tonic::include_proto!("baton.cell.v1");
             }
         }
+        pub mod raft {
+            pub mod v1 {
+                tonic::include_proto!("baton.raft.v1");
+            }
+        }
     }
 }
 
@@ -25,5 +30,8 @@ pub use generated::baton::worker::v1 as worker;
 
 /// The CellControl service, the part workers call (`baton.cell.v1`).
 pub use generated::baton::cell::v1 as cell;
+
+/// The raft transport between shard-manager replicas (`baton.raft.v1`).
+pub use generated::baton::raft::v1 as raft;
 
 pub use ids::{IdError, NodeId, SandboxId};

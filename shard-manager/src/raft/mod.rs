@@ -8,6 +8,7 @@
 //! last snapshot plus the committed log.
 
 mod log_store;
+pub mod network;
 mod state_machine;
 
 use std::io::Cursor;

@@ -1,0 +1,160 @@
+//! The raft network: openraft's RPCs over gRPC, one cached channel per peer (created on
+//! first use, reconnecting by itself), and the service that hands incoming RPCs to the
+//! local raft node.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton_proto::raft::RaftMessage;
+use baton_proto::raft::raft_transport_client::RaftTransportClient;
+use baton_proto::raft::raft_transport_server::RaftTransport;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+
+use super::TypeConfig;
+
+/// Creates clients to peers, sharing one channel per peer address.
+#[derive(Clone, Default)]
+pub struct Network {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Network {
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().expect("not poisoned");
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
+        let channel = Endpoint::from_shared(url)
+            .map_err(|e| format!("{addr}: {e}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        Peer { target, channel: self.channel(&node.addr) }
+    }
+}
+
+/// A client to one peer.
+pub struct Peer {
+    target: u64,
+    channel: Result<Channel, String>,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
+
+impl Peer {
+    async fn call<Req, Resp, E>(&self, method: Method, request: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let unreachable =
+            |e: &dyn std::fmt::Display| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.to_string())));
+        let channel = self.channel.clone().map_err(|e| unreachable(&e))?;
+        let json = serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftMessage { json });
+        request.set_timeout(option.hard_ttl());
+        let mut client = RaftTransportClient::new(channel);
+        let response = match method {
+            Method::AppendEntries => client.append_entries(request).await,
+            Method::Vote => client.vote(request).await,
+            Method::InstallSnapshot => client.install_snapshot(request).await,
+        }
+        .map_err(|status| unreachable(&status))?;
+        let result: Result<Resp, RaftError<u64, E>> = serde_json::from_slice(&response.into_inner().json)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<u64>> {
+        self.call(Method::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
+        self.call(Method::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> RpcResult<VoteResponse<u64>> {
+        self.call(Method::Vote, &rpc, &option).await
+    }
+}
+
+/// The gRPC service a replica serves to its peers.
+pub struct TransportService {
+    raft: Raft<TypeConfig>,
+}
+
+impl TransportService {
+    /// Serves RPCs to `raft`.
+    pub fn new(raft: Raft<TypeConfig>) -> Self {
+        Self { raft }
+    }
+}
+
+fn decode<T: DeserializeOwned>(request: tonic::Request<RaftMessage>) -> Result<T, tonic::Status> {
+    serde_json::from_slice(&request.into_inner().json)
+        .map_err(|e| tonic::Status::invalid_argument(format!("json: not a raft message: {e}")))
+}
+
+fn encode<T: Serialize>(result: T) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+    let json = serde_json::to_vec(&result).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    Ok(tonic::Response::new(RaftMessage { json }))
+}
+
+#[tonic::async_trait]
+impl RaftTransport for TransportService {
+    async fn append_entries(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        encode(self.raft.append_entries(decode(request)?).await)
+    }
+
+    async fn vote(&self, request: tonic::Request<RaftMessage>) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        encode(self.raft.vote(decode(request)?).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        encode(self.raft.install_snapshot(decode(request)?).await)
+    }
+}
