@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use baton_shardmap::{Assignment, Cell, CellId, CellState, ShardMap};
+use baton_shardmap::{Assignment, Cell, CellId, CellState, Change, Delta, ShardMap};
 use serde::{Deserialize, Serialize};
 
 /// A tenant.
@@ -123,14 +123,53 @@ pub fn function_id(tenant: &str, name: &str) -> String {
 }
 
 impl FederationState {
-    /// Applies `command`; a rejected command changes nothing.
-    pub fn apply(&mut self, command: Command) -> Outcome {
-        let generation = match self.check(&command) {
-            Err(reason) => return Outcome::Rejected(reason),
-            Ok(()) => self.change(command),
-        };
+    /// Applies `command`; a rejected command changes nothing. An applied one bumps the
+    /// epoch and returns the shard-map delta for the new epoch (empty for tenant and key
+    /// commands: followers still need it to keep their epoch without a gap).
+    pub fn apply(&mut self, command: Command) -> (Outcome, Option<Delta>) {
+        if let Err(reason) = self.check(&command) {
+            return (Outcome::Rejected(reason), None);
+        }
+        let changes = self.map_changes(&command);
+        let generation = self.change(command);
         self.epoch += 1;
-        Outcome::Applied { epoch: self.epoch, generation }
+        let changes = changes
+            .into_iter()
+            .map(|c| match c {
+                // Assignments are read back after the change, with their new generation.
+                Change::Assign { function, .. } => {
+                    let assignment = self.assignments[&function].clone();
+                    Change::Assign { function, assignment }
+                }
+                other => other,
+            })
+            .collect();
+        (Outcome::Applied { epoch: self.epoch, generation }, Some(Delta { epoch: self.epoch, changes }))
+    }
+
+    /// The shard-map changes `command` makes (assignments filled in after the change).
+    fn map_changes(&self, command: &Command) -> Vec<Change> {
+        let placeholder = |function: &str| Change::Assign {
+            function: function.to_string(),
+            assignment: Assignment { cell: CellId(String::new()), generation: 0 },
+        };
+        match command {
+            Command::PutCell(cell) => vec![Change::PutCell(cell.clone())],
+            Command::SetCellState { cell, state } => {
+                let mut updated = self.cells[cell].clone();
+                updated.state = *state;
+                vec![Change::PutCell(updated)]
+            }
+            Command::PutFunction { record, .. } => {
+                let id = function_id(&record.tenant, &record.name);
+                if self.assignments.contains_key(&id) { Vec::new() } else { vec![placeholder(&id)] }
+            }
+            Command::Assign { function, .. } => vec![placeholder(function)],
+            Command::DeleteFunction { id } if self.assignments.contains_key(id) => {
+                vec![Change::Forget { function: id.clone() }]
+            }
+            _ => Vec::new(),
+        }
     }
 
     fn check(&self, command: &Command) -> Result<(), String> {
@@ -235,15 +274,48 @@ mod tests {
         s.apply(Command::PutCell(cell("c1")));
         s.apply(Command::PutCell(cell("c2")));
         let put = |cell: &str| Command::PutFunction { record: function("dev", "echo"), cell: CellId(cell.into()) };
-        assert_eq!(s.apply(put("c1")), Outcome::Applied { epoch: 4, generation: Some(1) });
+        assert_eq!(s.apply(put("c1")).0, Outcome::Applied { epoch: 4, generation: Some(1) });
         // Updating the spec keeps the owner, whatever the leader would pick now.
-        assert_eq!(s.apply(put("c2")), Outcome::Applied { epoch: 5, generation: Some(1) });
+        assert_eq!(s.apply(put("c2")).0, Outcome::Applied { epoch: 5, generation: Some(1) });
         assert_eq!(s.assignments["dev/echo"].cell, CellId("c1".into()));
-        let moved = s.apply(Command::Assign { function: "dev/echo".into(), cell: CellId("c2".into()) });
+        let moved = s.apply(Command::Assign { function: "dev/echo".into(), cell: CellId("c2".into()) }).0;
         assert_eq!(moved, Outcome::Applied { epoch: 6, generation: Some(2) });
         let map = s.shard_map();
         assert_eq!(map.owner("dev/echo", None).unwrap().cell.id.0, "c2");
         assert_eq!(map.epoch(), 6);
+    }
+
+    /// A follower that starts from a snapshot and applies every delta has the same map
+    /// as the state: same epoch, same owners and generations.
+    #[test]
+    fn deltas_replayed_on_a_snapshot_reproduce_the_map() {
+        let mut s = FederationState::default();
+        s.apply(Command::PutCell(cell("c1")));
+        let mut follower = s.shard_map();
+        let commands = vec![
+            Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into() }),
+            Command::PutCell(cell("c2")),
+            Command::PutFunction { record: function("dev", "a"), cell: CellId("c1".into()) },
+            Command::PutFunction { record: function("dev", "b"), cell: CellId("c2".into()) },
+            Command::PutFunction { record: function("dev", "a"), cell: CellId("c2".into()) },
+            Command::Assign { function: "dev/b".into(), cell: CellId("c1".into()) },
+            Command::SetCellState { cell: CellId("c2".into()), state: CellState::Draining },
+            Command::PutApiKey { key_hash: "h".into(), tenant: "dev".into() },
+            Command::DeleteFunction { id: "dev/a".into() },
+            Command::Assign { function: "dev/none".into(), cell: CellId("c1".into()) },
+        ];
+        for command in commands {
+            if let (_, Some(delta)) = s.apply(command) {
+                follower.apply(delta).unwrap();
+            }
+        }
+        let leader = s.shard_map();
+        assert_eq!(follower.epoch(), leader.epoch());
+        for f in ["dev/a", "dev/b", "dev/c"] {
+            assert_eq!(follower.assignment(f), leader.assignment(f), "{f}");
+        }
+        assert_eq!(follower.assignment("dev/b").unwrap().generation, 2);
+        assert_eq!(follower.cell(&CellId("c2".into())).unwrap().state, CellState::Draining);
     }
 
     #[test]
@@ -256,11 +328,11 @@ mod tests {
             Command::PutFunction { record: function("nobody", "f"), cell: CellId("c1".into()) },
             Command::Assign { function: "dev/none".into(), cell: CellId("c1".into()) },
         ] {
-            assert!(matches!(s.apply(command), Outcome::Rejected(_)));
+            assert!(matches!(s.apply(command), (Outcome::Rejected(_), None)));
         }
         assert_eq!(s, before);
         s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into() }));
-        let unknown_cell = s.apply(Command::PutFunction { record: function("dev", "f"), cell: CellId("c1".into()) });
+        let unknown_cell = s.apply(Command::PutFunction { record: function("dev", "f"), cell: CellId("c1".into()) }).0;
         assert_eq!(unknown_cell, Outcome::Rejected("cell c1 is not registered".into()));
     }
 }

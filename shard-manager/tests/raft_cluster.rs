@@ -78,6 +78,8 @@ async fn three_replicas_elect_replicate_and_survive_losing_the_leader() {
         replicas.push(replica(i as u64 + 1, listener).await);
     }
     replicas[0].raft.initialize(members).await.unwrap();
+    // A follower of replica 2's shard map, from before the first write.
+    let (mut map, mut deltas) = replicas[1].sm.follow().await;
     let all: Vec<&Replica> = replicas.iter().collect();
     let leader = leader_of(&all, Duration::from_secs(10)).await;
     let leading = replicas.iter().find(|r| r.id == leader).unwrap();
@@ -91,6 +93,10 @@ async fn three_replicas_elect_replicate_and_survive_losing_the_leader() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+
+    let delta = tokio::time::timeout(Duration::from_secs(5), deltas.recv()).await.unwrap().unwrap();
+    map.apply(delta).unwrap();
+    assert_eq!(map.epoch(), 1, "the follower moved to the write's epoch");
 
     // The leader goes away: its server stops answering and its raft stops.
     let index = replicas.iter().position(|r| r.id == leader).unwrap();

@@ -5,6 +5,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
+use baton_shardmap::{Delta, ShardMap};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageIOError,
@@ -12,7 +13,7 @@ use openraft::{
 };
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, broadcast};
 
 use super::{StorageError, TypeConfig};
 use crate::state::{FederationState, Outcome};
@@ -39,11 +40,17 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
-/// The state machine. Clones share the state; [`StateMachine::state`] reads it.
+/// Deltas a follower may fall behind by before it must take a fresh snapshot.
+const FEED_CAPACITY: usize = 4096;
+
+/// The state machine. Clones share the state; [`StateMachine::state`] reads it and
+/// [`StateMachine::follow`] follows its shard map.
 #[derive(Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
     applied: Arc<RwLock<Applied>>,
+    /// Every applied command's shard-map delta, in epoch order.
+    feed: broadcast::Sender<Delta>,
 }
 
 impl StateMachine {
@@ -51,7 +58,7 @@ impl StateMachine {
         let tx = db.begin_write().map_err(|e| e.to_string())?;
         tx.open_table(SNAPSHOT).map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
-        let sm = Self { db, applied: Arc::default() };
+        let sm = Self { db, applied: Arc::default(), feed: broadcast::channel(FEED_CAPACITY).0 };
         if let Some(stored) = sm.load_snapshot().map_err(|e| format!("reading the snapshot: {e}"))? {
             let applied: Applied =
                 serde_json::from_slice(&stored.data).map_err(|e| format!("reading the snapshot: {e}"))?;
@@ -63,6 +70,14 @@ impl StateMachine {
     /// A copy of the current federation state.
     pub async fn state(&self) -> FederationState {
         self.applied.read().await.state.clone()
+    }
+
+    /// The shard map now and every delta after it, taken together so none is missed or
+    /// doubled. A receiver that lags (`RecvError::Lagged`) or meets a gap (after a
+    /// snapshot was installed) must call this again.
+    pub async fn follow(&self) -> (ShardMap, broadcast::Receiver<Delta>) {
+        let applied = self.applied.read().await;
+        (applied.state.shard_map(), self.feed.subscribe())
     }
 
     fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, AnyError> {
@@ -116,7 +131,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Applied { epoch: applied.state.epoch, generation: None },
-                EntryPayload::Normal(command) => applied.state.apply(command),
+                EntryPayload::Normal(command) => {
+                    let (outcome, delta) = applied.state.apply(command);
+                    if let Some(delta) = delta {
+                        // No follower is fine.
+                        let _ = self.feed.send(delta);
+                    }
+                    outcome
+                }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Outcome::Applied { epoch: applied.state.epoch, generation: None }
