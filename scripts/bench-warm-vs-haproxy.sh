@@ -27,7 +27,7 @@ ports=$(ss -ltnpH | awk '/"baton-fn-spin"/ { n = split($4, a, ":"); print a[n] }
 [[ $(wc -w <<<"$ports") -eq 32 ]] || { echo "expected 32 sandboxes, found: $ports" >&2; exit 1; }
 cfg="$out/haproxy.cfg"
 {
-    printf 'global\n    maxconn 100000\ndefaults\n    mode http\n    timeout connect 5s\n'
+    printf 'global\n    maxconn 5000\ndefaults\n    mode http\n    timeout connect 5s\n'
     printf '    timeout client 60s\n    timeout server 60s\n    http-reuse always\n'
     printf 'frontend fe\n    bind 127.0.0.1:%s\n    default_backend be\n' "$haproxy_port"
     printf 'backend be\n    balance leastconn\n'
@@ -36,7 +36,8 @@ cfg="$out/haproxy.cfg"
 haproxy -f "$cfg" -db >"$out/haproxy.log" 2>&1 &
 haproxy_pid=$!
 trap 'kill $haproxy_pid 2>/dev/null || true' EXIT
-sleep 0.5
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$haproxy_port") 2>/dev/null && break; sleep 0.1; done
+kill -0 "$haproxy_pid" 2>/dev/null || { echo "haproxy did not start:" >&2; cat "$out/haproxy.log" >&2; exit 1; }
 
 "$lt" "${common[@]}" --target http --url "http://127.0.0.1:$haproxy_port/" --warmup 2s --out "$out/haproxy"
 "$lt" "${common[@]}" --target http --url "$BATON_CELL_URL/function/{function}" --warmup 2s --out "$out/baton-again"
@@ -53,6 +54,8 @@ for i, phase in enumerate(data["baton"]["phases"]):
     for r in runs:
         p = data[r]["phases"][i]
         f = sum(p["failures"].values())
-        cells.append(f"{p['throughput']:.0f}, {p['latency_ms']['p50']:.2f} / {p['latency_ms']['p99']:.2f}, {f}")
+        lat = p["latency_ms"]
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"
+        cells.append(f"{p['throughput']:.0f}, {fmt(lat['p50'])} / {fmt(lat['p99'])}, {f}")
     print(f"| {phase['offered_rate']:.0f} | " + " | ".join(cells) + " |")
 PY

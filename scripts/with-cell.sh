@@ -44,14 +44,29 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-wait_port() {
-    for _ in $(seq 200); do
-        (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "with-cell.sh: nothing listens on $1 (logs in $dir)" >&2
+listening() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+
+# Fails with the tail of the process's log (the folder goes with the EXIT trap).
+fail() {
+    echo "with-cell.sh: $1" >&2
+    tail -n 20 "$2" >&2 || true
     exit 1
 }
+
+# Waits until $1 listens and process $2 is alive (so a stale process on the port is not
+# mistaken for ours).
+wait_port() {
+    for _ in $(seq 200); do
+        kill -0 "$2" 2>/dev/null || fail "the process for $1 exited" "$3"
+        listening "$1" && return 0
+        sleep 0.05
+    done
+    fail "nothing listens on $1" "$3"
+}
+
+for addr in "$http" "$grpc"; do
+    ! listening "$addr" || { echo "with-cell.sh: $addr is taken (another cell?)" >&2; exit 1; }
+done
 
 BATON_LOG__FILTER="${BATON_LOG__FILTER:-warn}" \
 BATON_CONTROL_PLANE__AUTOSCALE_INTERVAL="${BATON_CONTROL_PLANE__AUTOSCALE_INTERVAL:-100ms}" \
@@ -59,8 +74,8 @@ BATON_CONTROL_PLANE__AUTOSCALE_INTERVAL="${BATON_CONTROL_PLANE__AUTOSCALE_INTERV
     --store-path "$dir/cell.redb" >"$dir/cell.log" 2>&1 &
 pids+=($!)
 cell_pid=$!
-wait_port "$grpc"
-wait_port "$http"
+wait_port "$grpc" "$cell_pid" "$dir/cell.log"
+wait_port "$http" "$cell_pid" "$dir/cell.log"
 
 worker_args=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --node-id local --state-dir "$dir/worker"
     --control-plane "http://$grpc")
@@ -71,7 +86,9 @@ BATON_PROCESS__CGROUP_PARENT="baton-with-cell-$$" \
     "$bin/baton-worker" "${worker_args[@]}" >"$dir/worker.log" 2>&1 &
 pids+=($!)
 worker_pid=$!
+# Registration takes a heartbeat or two; the worker must still be alive after it.
 sleep 1
+kill -0 "$worker_pid" 2>/dev/null || fail "the worker exited" "$dir/worker.log"
 
 BATON_CELL_URL="http://$http" BATON_CELL_CONTROL="http://$grpc" \
 BATON_CELL_PID="$cell_pid" BATON_WORKER_PID="$worker_pid" "$@"

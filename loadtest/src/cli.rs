@@ -71,6 +71,14 @@ pub struct Common {
     /// Memory floor per sandbox in MiB; a trace function's memory below it is raised.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(4..))]
     pub min_memory_mib: u64,
+    /// Memory cap per sandbox in MiB: a trace function's memory above it is lowered (for
+    /// machines smaller than the trace). Default: no cap.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(4..))]
+    pub max_memory_mib: Option<u64>,
+    /// Pause after registering functions and before calling them, while the data planes
+    /// learn of them through their routing stream.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
     /// Longest a call may take before the cell answers 504 (the function's `timeout`).
     #[arg(long, default_value = "65s", value_parser = positive_duration)]
     pub function_timeout: Duration,

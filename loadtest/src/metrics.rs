@@ -82,7 +82,7 @@ pub struct PhaseSummary {
     pub ok: u64,
     /// The rest, by kind.
     pub failures: Failures,
-    /// From the first send to the last answer, seconds.
+    /// From the first send to the last successful answer, seconds.
     pub duration_s: f64,
     /// Successful calls per second over `duration_s`.
     pub throughput: f64,
@@ -139,8 +139,9 @@ pub fn summarize(phase: &str, offered_rate: Option<f64>, records: &[&CallRecord]
         }
     }
     let ok: Vec<&CallRecord> = records.iter().copied().filter(|r| r.outcome == Outcome::Ok).collect();
+    // From the first send to the last successful answer (a timeout does not stretch it).
     let first = records.iter().map(|r| r.start_unix_us).min().unwrap_or(0);
-    let last = records.iter().map(|r| r.start_unix_us + r.response.as_micros() as u64).max().unwrap_or(0);
+    let last = ok.iter().map(|r| r.start_unix_us + r.response.as_micros() as u64).max().unwrap_or(0);
     let duration_s = last.saturating_sub(first) as f64 / 1e6;
     let mut per_function: BTreeMap<u32, (f64, u32)> = BTreeMap::new();
     for r in &ok {
@@ -175,7 +176,7 @@ pub fn knee(phases: &[PhaseSummary], factor: f64) -> Option<f64> {
     let base = phases.first()?.latency_ms.p99?;
     let mut knee = None;
     for p in phases {
-        let p99 = p.latency_ms.p99?;
+        let Some(p99) = p.latency_ms.p99 else { break };
         if p.failures.total() > 0 || p99 > base * factor {
             break;
         }
@@ -267,9 +268,10 @@ mod tests {
         // Latency of the five successes: 9, 20, 80, 150, 150.
         assert_eq!((s.latency_ms.p50, s.latency_ms.p99), (Some(80.0), Some(150.0)));
         assert_eq!(s.cold_start_fraction, Some(0.0));
-        // All sent at the same instant; the longest (the 5 s timeout) ends the phase.
-        assert_eq!(s.duration_s, 5.0);
-        assert_eq!(s.throughput, 1.0);
+        // All sent at the same instant; the slowest success (150 ms) ends the phase, not the
+        // 5 s timeout.
+        assert_eq!(s.duration_s, 0.15);
+        assert!((s.throughput - 5.0 / 0.15).abs() < 1e-9);
     }
 
     #[test]
@@ -284,5 +286,8 @@ mod tests {
         assert_eq!(knee(&[phase(100.0, 10.0, 0), phase(200.0, 12.0, 3)], 2.0), Some(100.0));
         assert_eq!(knee(&[phase(100.0, 10.0, 0), phase(200.0, 19.0, 0)], 2.0), Some(200.0));
         assert_eq!(knee(&[], 2.0), None);
+        let mut failed = phase(400.0, 1.0, 10);
+        failed.latency_ms = Spread { p50: None, p99: None };
+        assert_eq!(knee(&[phase(100.0, 10.0, 0), phase(200.0, 12.0, 0), failed], 2.0), Some(200.0));
     }
 }

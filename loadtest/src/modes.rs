@@ -72,6 +72,7 @@ fn settings(common: &Common) -> Result<FunctionSettings> {
         executable,
         cpu_millis: common.cpu_millis,
         min_memory_mib: common.min_memory_mib,
+        max_memory_mib: common.max_memory_mib,
         timeout: common.function_timeout,
     })
 }
@@ -151,7 +152,17 @@ fn rate_label(rate: f64) -> String {
     format!("rate={rate}")
 }
 
+/// Sweep rates must increase (each step is a phase labelled by its rate, and the knee is
+/// the last good step).
+fn check_rates(rates: &[f64]) -> Result<()> {
+    match rates.windows(2).find(|w| w[1] <= w[0]) {
+        Some(w) => Err(Error::option("--rates", format!("must increase step by step ({} then {})", w[0], w[1]))),
+        None => Ok(()),
+    }
+}
+
 fn plan_cold_sweep(args: &ColdSweepArgs) -> Result<Plan> {
+    check_rates(&args.rates)?;
     let settings = settings(&args.common)?;
     // One sandbox at most, gone one stable window (1 s) after the last call.
     let scaling = serde_json::json!({
@@ -196,6 +207,7 @@ fn plan_cold_sweep(args: &ColdSweepArgs) -> Result<Plan> {
 }
 
 fn plan_warm_sweep(args: &WarmSweepArgs) -> Result<Plan> {
+    check_rates(&args.rates)?;
     let settings = settings(&args.common)?;
     let scaling = serde_json::json!({"min_scale": args.sandboxes, "max_scale": args.sandboxes});
     let n = args.functions as usize;
@@ -299,13 +311,21 @@ pub async fn execute(plan: Plan, common: &Common) -> Result<(Summary, Written)> 
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("loadtest-results").join(format!("{}-{}", plan.mode, unix_now().as_secs())));
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
 
     let (stop_tx, mut stop) = watch::channel(false);
     let interrupt = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No signal handling: never interrupt (keep the sender, so nothing reads as
+            // "stopped").
+            return std::future::pending::<()>().await;
+        }
+        eprintln!(
+            "interrupted: no more calls are sent; waiting for those in flight, then cleaning up (Ctrl-C again to quit now)"
+        );
+        let _ = stop_tx.send(true);
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: no more calls are sent; waiting for those in flight, then cleaning up");
-            let _ = stop_tx.send(true);
+            eprintln!("quitting now: the run's functions stay registered (`baton-cell functions delete NAME`)");
+            std::process::exit(130);
         }
     });
     let total: usize = plan.stages.iter().map(|s| s.calls.len()).sum();
@@ -337,6 +357,8 @@ pub async fn execute(plan: Plan, common: &Common) -> Result<(Summary, Written)> 
                 // functions removed (removing one that is not there is fine).
                 registered[stage.register.clone()].fill(true);
                 target.register(&plan.functions[stage.register.clone()]).await?;
+                // The data planes learn of new functions through their routing stream.
+                tokio::time::sleep(common.settle).await;
             }
             progress.set_message(stage.phase.label.clone());
             let mut sent = runner.run(&stage.phase.label, &stage.calls, next_invocation, &progress, &mut stop).await;
@@ -345,8 +367,14 @@ pub async fn execute(plan: Plan, common: &Common) -> Result<(Summary, Written)> 
             if target.registers() && !common.keep_functions && !stage.release.is_empty() {
                 progress.set_message(format!("removing {} functions", stage.release.len()));
                 let names: Vec<String> = plan.functions[stage.release.clone()].iter().map(|f| f.name.clone()).collect();
-                target.unregister(&names).await?;
-                registered[stage.release.clone()].fill(false);
+                // A failed removal is retried once the run ends; it does not cost the
+                // measured steps their report.
+                match target.unregister(&names).await {
+                    Ok(()) => registered[stage.release.clone()].fill(false),
+                    Err(e) => {
+                        eprintln!("baton-loadtest: removing {} functions failed, retrying at the end: {e}", names.len())
+                    }
+                }
             }
         }
         Ok(())
@@ -361,7 +389,7 @@ pub async fn execute(plan: Plan, common: &Common) -> Result<(Summary, Written)> 
         if !left.is_empty()
             && let Err(e) = target.unregister(&left).await
         {
-            eprintln!("baton-loadtest: could not remove {} functions: {e}", left.len());
+            eprintln!("baton-loadtest: could not remove {} functions ({}…): {e}", left.len(), left[0]);
         }
     }
     result?;
@@ -434,6 +462,14 @@ mod tests {
         assert!(err.contains("past the end"), "{err}");
         let err = plan_of(&["x", "trace", "--trace", "/nonexistent/trace"]).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/trace"), "{err}");
+    }
+
+    #[test]
+    fn sweep_rates_must_increase() {
+        for rates in ["100,100", "200,100"] {
+            let err = plan_of(&["x", "cold-sweep", "--rates", rates, "--target", "http"]).unwrap_err().to_string();
+            assert!(err.starts_with("--rates") && err.contains("increase"), "{err}");
+        }
     }
 
     #[test]

@@ -57,6 +57,24 @@ pub struct CallRecord {
     pub cell: Option<String>,
 }
 
+/// The CSV columns, in [`Row`]'s order.
+const COLUMNS: [&str; 14] = [
+    "phase",
+    "instance",
+    "invocationID",
+    "startTime",
+    "requestedDuration",
+    "responseTime",
+    "actualDuration",
+    "connectionTimeout",
+    "functionTimeout",
+    "status",
+    "outcome",
+    "cell",
+    "coldStart",
+    "scheduleLag",
+];
+
 /// The CSV row: InVitro's result columns (times in microseconds) and baton's own.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -80,7 +98,10 @@ struct Row<'a> {
 
 /// Writes `records` to `path` as CSV; `names` maps function indices to names.
 pub fn write_csv(path: &Path, records: &[CallRecord], names: &[String]) -> Result<()> {
-    let mut writer = csv::Writer::from_path(path).map_err(|e| Error::file(path, e.to_string()))?;
+    let mut writer =
+        csv::WriterBuilder::new().has_headers(false).from_path(path).map_err(|e| Error::file(path, e.to_string()))?;
+    // The header even when no call was sent.
+    writer.write_record(COLUMNS).map_err(|e| Error::file(path, e.to_string()))?;
     for r in records {
         let instance = names.get(r.function as usize).map_or("", String::as_str);
         writer
@@ -93,7 +114,7 @@ pub fn write_csv(path: &Path, records: &[CallRecord], names: &[String]) -> Resul
                 response_time: r.response.as_micros() as u64,
                 actual_duration: r.actual_us,
                 connection_timeout: r.outcome == Outcome::Connection,
-                function_timeout: r.outcome == Outcome::Timeout,
+                function_timeout: r.outcome == Outcome::Timeout || r.status == Some(504),
                 status: r.status,
                 outcome: r.outcome,
                 cell: r.cell.as_deref(),

@@ -80,11 +80,10 @@ impl Runner {
                     _ = stop.changed() => break,
                     _ = tokio::time::sleep_until(due) => {}
                 }
-                let lag = tokio::time::Instant::now().saturating_duration_since(due);
                 let (runner, tx, phase, call) = (self.clone(), tx.clone(), phase.clone(), *call);
                 let invocation = first_invocation + k as u64;
                 tokio::spawn(async move {
-                    let record = runner.call(phase, call, invocation, lag).await;
+                    let record = runner.call(phase, call, invocation, due).await;
                     let _ = tx.send(record);
                 });
             }
@@ -102,12 +101,15 @@ impl Runner {
         records
     }
 
-    async fn call(&self, phase: Arc<str>, call: PlannedCall, invocation: u64, lag: Duration) -> CallRecord {
+    async fn call(&self, phase: Arc<str>, call: PlannedCall, invocation: u64, due: tokio::time::Instant) -> CallRecord {
         let request = Request::get(self.uris[call.function as usize].clone())
             .header("x-duration-ms", call.requested_ms)
             .header("x-duration-mode", self.execution.header())
             .body(Empty::new())
             .expect("a GET with valid headers");
+        // Lag and send time are taken here, in the call's own task, so a busy runtime's
+        // delay between waking and sending shows as lag rather than hiding.
+        let lag = tokio::time::Instant::now().saturating_duration_since(due);
         let start_unix_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         let sent = Instant::now();
         let exchange = async {

@@ -119,11 +119,13 @@ pub fn steady_calls(
     seed: u64,
 ) -> Vec<PlannedCall> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let n = (rate * length.as_secs_f64()).round() as u32;
+    let secs = length.as_secs_f64();
+    // Whole calls that fit: `rate` per second, none at or past the end.
+    let n = (rate * secs + 1e-9).floor() as u32;
     // Equidistant calls sit exactly 1 / rate apart (so a function called every `m`-th
     // time rests exactly m / rate between calls).
     let offsets: Vec<f64> = match iat {
-        Iat::Equidistant => (0..n).map(|k| (f64::from(k) + 0.5) / f64::from(n)).collect(),
+        Iat::Equidistant => (0..n).map(|k| (f64::from(k) + 0.5) / rate / secs).collect(),
         _ => period_offsets(n, iat, &mut rng),
     };
     offsets
@@ -224,6 +226,14 @@ mod tests {
             prop_assert_eq!(calls.len() as u64, u64::from(rate) * secs);
             prop_assert!(calls.iter().all(|c| c.at < length && c.function < functions));
         }
+    }
+
+    #[test]
+    fn equidistant_steady_calls_are_exactly_one_over_rate_apart() {
+        let calls = steady_calls(1.0, Duration::from_millis(2500), 1, Iat::Equidistant, 1, 0);
+        let at: Vec<f64> = calls.iter().map(|c| c.at.as_secs_f64()).collect();
+        assert_eq!(at.len(), 2);
+        assert!((at[0] - 0.5).abs() < 1e-9 && (at[1] - 1.5).abs() < 1e-9, "{at:?}");
     }
 
     #[test]

