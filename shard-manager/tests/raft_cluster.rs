@@ -98,6 +98,18 @@ async fn three_replicas_elect_replicate_and_survive_losing_the_leader() {
     map.apply(delta).unwrap();
     assert_eq!(map.epoch(), 1, "the follower moved to the write's epoch");
 
+    // A write sent to a follower reaches the leader and commits everywhere.
+    let follower = replicas.iter().find(|r| r.id != leader).unwrap();
+    let outcome = Network::default().write(&follower.raft, tenant("initech")).await.unwrap();
+    assert_eq!(outcome, Outcome::Applied { epoch: 2, generation: None });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for r in &replicas {
+        while tenants(&r.sm).await != ["acme", "initech"] {
+            assert!(Instant::now() < deadline, "replica {} never applied the forwarded write", r.id);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     // The leader goes away: its server stops answering and its raft stops.
     let index = replicas.iter().position(|r| r.id == leader).unwrap();
     let gone = replicas.remove(index);
@@ -110,12 +122,12 @@ async fn three_replicas_elect_replicate_and_survive_losing_the_leader() {
     assert_ne!(new_leader, leader);
     eprintln!("new leader {new_leader} elected {election:?} after leader {leader} stopped");
     let leading = replicas.iter().find(|r| r.id == new_leader).unwrap();
-    assert_eq!(tenants(&leading.sm).await, ["acme"], "nothing committed is lost");
+    assert_eq!(tenants(&leading.sm).await, ["acme", "initech"], "nothing committed is lost");
     let written = leading.raft.client_write(tenant("globex")).await.unwrap();
-    assert_eq!(written.data, Outcome::Applied { epoch: 2, generation: None });
+    assert_eq!(written.data, Outcome::Applied { epoch: 3, generation: None });
     for r in &replicas {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while tenants(&r.sm).await != ["acme", "globex"] {
+        while tenants(&r.sm).await != ["acme", "globex", "initech"] {
             assert!(Instant::now() < deadline, "replica {} never applied the second write", r.id);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use super::TypeConfig;
+use crate::state::{Command, Outcome};
 
 /// Creates clients to peers, sharing one channel per peer address.
 #[derive(Clone, Default)]
@@ -94,6 +95,48 @@ enum Method {
     InstallSnapshot,
 }
 
+/// Why a write did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No leader is known (an election is under way): try again shortly.
+    #[error("no leader is known yet; try again")]
+    NoLeader,
+    /// The leader could not be reached, or refused.
+    #[error("forwarding to the leader at {leader}: {message}")]
+    Forward {
+        /// The leader's address.
+        leader: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The local raft failed.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+impl Network {
+    /// Commits `command`: on this replica if it leads, otherwise on the leader it knows,
+    /// over the transport (one hop).
+    pub async fn write(&self, raft: &Raft<TypeConfig>, command: Command) -> Result<Outcome, WriteError> {
+        let forward = match raft.client_write(command.clone()).await {
+            Ok(response) => return Ok(response.data),
+            Err(e) => match e.forward_to_leader::<BasicNode>() {
+                Some(forward) => forward.clone(),
+                None => return Err(WriteError::Raft(e.to_string())),
+            },
+        };
+        let Some(leader) = forward.leader_node else { return Err(WriteError::NoLeader) };
+        let fail = |message: String| WriteError::Forward { leader: leader.addr.clone(), message };
+        let channel = self.channel(&leader.addr).map_err(fail)?;
+        let json = serde_json::to_vec(&command).map_err(|e| fail(e.to_string()))?;
+        let response = RaftTransportClient::new(channel)
+            .propose(RaftMessage { json })
+            .await
+            .map_err(|status| fail(status.message().to_string()))?;
+        serde_json::from_slice(&response.into_inner().json).map_err(|e| fail(e.to_string()))
+    }
+}
+
 impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
@@ -156,5 +199,19 @@ impl RaftTransport for TransportService {
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         encode(self.raft.install_snapshot(decode(request)?).await)
+    }
+
+    async fn propose(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let command: Command = decode(request)?;
+        match self.raft.client_write(command).await {
+            Ok(response) => encode(response.data),
+            Err(e) if e.forward_to_leader::<BasicNode>().is_some() => {
+                Err(tonic::Status::failed_precondition(format!("not the leader: {e}")))
+            }
+            Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+        }
     }
 }
