@@ -4,8 +4,10 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     unsafe_env_set(&protoc);
-    tonic_prost_build::configure()
-        .compile_protos(&["proto/worker.proto", "proto/cell_control.proto", "proto/raft.proto"], &["proto"])?;
+    tonic_prost_build::configure().compile_protos(
+        &["proto/worker.proto", "proto/cell_control.proto", "proto/raft.proto", "proto/shard_manager.proto"],
+        &["proto"],
+    )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -22,6 +22,11 @@ mod generated {
                 tonic::include_proto!("baton.raft.v1");
             }
         }
+        pub mod shard {
+            pub mod v1 {
+                tonic::include_proto!("baton.shard.v1");
+            }
+        }
     }
 }
 
@@ -33,5 +38,9 @@ pub use generated::baton::cell::v1 as cell;
 
 /// The raft transport between shard-manager replicas (`baton.raft.v1`).
 pub use generated::baton::raft::v1 as raft;
+
+/// The ShardManager service: cells, tenants, functions and the shard-map stream
+/// (`baton.shard.v1`).
+pub use generated::baton::shard::v1 as shard;
 
 pub use ids::{IdError, NodeId, SandboxId};

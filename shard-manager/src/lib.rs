@@ -6,4 +6,5 @@
 pub mod failover;
 pub mod planner;
 pub mod raft;
+pub mod service;
 pub mod state;

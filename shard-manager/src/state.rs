@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use baton_shardmap::{Assignment, Cell, CellId, CellState, Change, Delta, ShardMap};
+use baton_shardmap::{Assignment, Cell, CellId, CellState, Change, Delta, MapSnapshot, ShardMap};
 use serde::{Deserialize, Serialize};
 
 /// A tenant.
@@ -236,6 +236,15 @@ impl FederationState {
             }
         }
         None
+    }
+
+    /// The shard map this state describes, as sent to followers.
+    pub fn map_snapshot(&self) -> MapSnapshot {
+        MapSnapshot {
+            epoch: self.epoch,
+            cells: self.cells.values().cloned().collect(),
+            assignments: self.assignments.iter().map(|(f, a)| (f.clone(), a.clone())).collect(),
+        }
     }
 
     /// The shard map this state describes.

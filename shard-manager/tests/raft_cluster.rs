@@ -79,7 +79,8 @@ async fn three_replicas_elect_replicate_and_survive_losing_the_leader() {
     }
     replicas[0].raft.initialize(members).await.unwrap();
     // A follower of replica 2's shard map, from before the first write.
-    let (mut map, mut deltas) = replicas[1].sm.follow().await;
+    let (snapshot, mut deltas) = replicas[1].sm.follow().await;
+    let mut map = baton_shardmap::ShardMap::from(snapshot);
     let all: Vec<&Replica> = replicas.iter().collect();
     let leader = leader_of(&all, Duration::from_secs(10)).await;
     let leading = replicas.iter().find(|r| r.id == leader).unwrap();

@@ -7,5 +7,5 @@ mod map;
 mod ring;
 
 pub use hash::function_hash;
-pub use map::{Assignment, Cell, CellId, CellState, Change, Delta, MapError, Owner, ShardMap};
+pub use map::{Assignment, Cell, CellId, CellState, Change, Delta, MapError, MapSnapshot, Owner, ShardMap};
 pub use ring::{CellRing, VNODES_PER_WEIGHT};

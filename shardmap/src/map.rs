@@ -101,6 +101,23 @@ pub struct Delta {
     pub changes: Vec<Change>,
 }
 
+/// A whole map, as sent to a follower before the deltas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapSnapshot {
+    /// Its epoch.
+    pub epoch: u64,
+    /// Every cell.
+    pub cells: Vec<Cell>,
+    /// Every assignment, by function ID.
+    pub assignments: Vec<(String, Assignment)>,
+}
+
+impl From<MapSnapshot> for ShardMap {
+    fn from(snapshot: MapSnapshot) -> Self {
+        ShardMap::from_snapshot(snapshot.epoch, snapshot.cells, snapshot.assignments)
+    }
+}
+
 /// Why a delta was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {

@@ -5,7 +5,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use baton_shardmap::{Delta, ShardMap};
+use baton_shardmap::{Delta, MapSnapshot};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, StorageIOError,
@@ -75,9 +75,9 @@ impl StateMachine {
     /// The shard map now and every delta after it, taken together so none is missed or
     /// doubled. A receiver that lags (`RecvError::Lagged`) or meets a gap (after a
     /// snapshot was installed) must call this again.
-    pub async fn follow(&self) -> (ShardMap, broadcast::Receiver<Delta>) {
+    pub async fn follow(&self) -> (MapSnapshot, broadcast::Receiver<Delta>) {
         let applied = self.applied.read().await;
-        (applied.state.shard_map(), self.feed.subscribe())
+        (applied.state.map_snapshot(), self.feed.subscribe())
     }
 
     fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, AnyError> {

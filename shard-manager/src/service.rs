@@ -1,0 +1,195 @@
+//! The ShardManager gRPC service and the leader's failure detector. Reads are served from
+//! this replica's state machine; writes go through raft (forwarded to the leader when
+//! this replica does not lead). Heartbeats are kept in memory only: the leader's record is
+//! the one that counts, and a new leader starts every cell's clock afresh.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use baton_proto::shard::shard_manager_server::ShardManager;
+use baton_proto::shard::{
+    Ack, CellHeartbeatRequest, CellHeartbeatResponse, PutFunctionRequest, PutFunctionResponse, PutTenantRequest,
+    RegisterCellRequest, ShardMapEvent, WatchShardMapRequest, shard_map_event,
+};
+use baton_shardmap::{Cell, CellId, CellState};
+use futures::Stream;
+use openraft::Raft;
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status};
+
+use crate::failover::failover;
+use crate::raft::network::{Network, WriteError};
+use crate::raft::{StateMachine, TypeConfig};
+use crate::state::{Command, FunctionRecord, Outcome, Tenant, function_id};
+
+/// One replica's service.
+#[derive(Clone)]
+pub struct Manager {
+    raft: Raft<TypeConfig>,
+    sm: StateMachine,
+    network: Network,
+    /// When each cell was last heard from, by this replica.
+    heard: Arc<Mutex<BTreeMap<CellId, Instant>>>,
+}
+
+fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    if value.trim().is_empty() { Err(Status::invalid_argument(format!("{field}: is required"))) } else { Ok(value) }
+}
+
+fn write_status(e: WriteError) -> Status {
+    match e {
+        WriteError::NoLeader | WriteError::Forward { .. } => Status::unavailable(e.to_string()),
+        WriteError::Raft(_) => Status::internal(e.to_string()),
+    }
+}
+
+impl Manager {
+    /// A service over this replica's raft node and state machine.
+    pub fn new(raft: Raft<TypeConfig>, sm: StateMachine, network: Network) -> Self {
+        Self { raft, sm, network, heard: Arc::default() }
+    }
+
+    async fn write(&self, command: Command) -> Result<(u64, Option<u64>), Status> {
+        match self.network.write(&self.raft, command).await.map_err(write_status)? {
+            Outcome::Applied { epoch, generation } => Ok((epoch, generation)),
+            Outcome::Rejected(reason) => Err(Status::failed_precondition(reason)),
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics.current_leader == Some(metrics.id)
+    }
+
+    /// The failure detector: while this replica leads, every `interval` it fails over the
+    /// cells not heard from for longer than `timeout` (see [`failover`]). Runs until the
+    /// raft node shuts down.
+    pub async fn detect_failures(self, timeout: Duration, interval: Duration) {
+        let origin = Instant::now();
+        let ms = |t: Instant| t.duration_since(origin).as_millis() as u64;
+        let mut leading = false;
+        loop {
+            tokio::time::sleep(interval).await;
+            if self.raft.metrics().borrow().running_state.is_err() {
+                return;
+            }
+            let leader = self.is_leader();
+            if leader && !leading {
+                // A new leader has heard from nobody yet: start every known cell's clock.
+                let now = Instant::now();
+                let state = self.sm.state().await;
+                let mut heard = self.heard.lock().expect("not poisoned");
+                for id in state.cells.keys() {
+                    heard.entry(id.clone()).or_insert(now);
+                }
+            }
+            leading = leader;
+            if !leader {
+                continue;
+            }
+            let state = self.sm.state().await;
+            let last_seen: BTreeMap<CellId, u64> =
+                self.heard.lock().expect("not poisoned").iter().map(|(id, t)| (id.clone(), ms(*t))).collect();
+            for command in failover(&state, &last_seen, ms(Instant::now()), timeout.as_millis() as u64) {
+                if let Err(e) = self.network.write(&self.raft, command).await {
+                    tracing::warn!(error = %e, "failover write failed; retrying next round");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<ShardMapEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ShardManager for Manager {
+    async fn register_cell(&self, request: Request<RegisterCellRequest>) -> Result<Response<Ack>, Status> {
+        let r = request.into_inner();
+        let cell = Cell {
+            id: CellId(required("id", &r.id)?.to_string()),
+            region: required("region", &r.region)?.to_string(),
+            control: required("control", &r.control)?.to_string(),
+            data_planes: r.data_planes,
+            weight: r.weight.max(1),
+            state: CellState::Active,
+        };
+        self.heard.lock().expect("not poisoned").insert(cell.id.clone(), Instant::now());
+        let (epoch, _) = self.write(Command::PutCell(cell)).await?;
+        Ok(Response::new(Ack { epoch }))
+    }
+
+    async fn cell_heartbeat(
+        &self,
+        request: Request<CellHeartbeatRequest>,
+    ) -> Result<Response<CellHeartbeatResponse>, Status> {
+        let id = CellId(required("id", &request.into_inner().id)?.to_string());
+        let state = self.sm.state().await;
+        let Some(cell) = state.cells.get(&id) else {
+            return Err(Status::not_found(format!("id: cell {id} is not registered")));
+        };
+        if cell.state == CellState::Down {
+            // Its functions went elsewhere: it must register again to take new ones.
+            return Err(Status::failed_precondition(format!("cell {id} was failed over; register again")));
+        }
+        self.heard.lock().expect("not poisoned").insert(id, Instant::now());
+        Ok(Response::new(CellHeartbeatResponse {}))
+    }
+
+    async fn put_tenant(&self, request: Request<PutTenantRequest>) -> Result<Response<Ack>, Status> {
+        let r = request.into_inner();
+        let tenant = Tenant {
+            name: required("name", &r.name)?.to_string(),
+            default_region: required("default_region", &r.default_region)?.to_string(),
+        };
+        let (epoch, _) = self.write(Command::PutTenant(tenant)).await?;
+        Ok(Response::new(Ack { epoch }))
+    }
+
+    async fn put_function(
+        &self,
+        request: Request<PutFunctionRequest>,
+    ) -> Result<Response<PutFunctionResponse>, Status> {
+        let r = request.into_inner();
+        let (tenant, name) = (required("tenant", &r.tenant)?, required("name", &r.name)?);
+        required("spec_json", &r.spec_json)?;
+        let state = self.sm.state().await;
+        let Some(owner) = state.tenants.get(tenant) else {
+            return Err(Status::not_found(format!("tenant: {tenant} does not exist")));
+        };
+        let region = if r.home_region.is_empty() { owner.default_region.clone() } else { r.home_region.clone() };
+        let id = function_id(tenant, name);
+        let cell = match state.assignments.get(&id) {
+            Some(existing) => existing.cell.clone(),
+            None => match state.shard_map().ring_owner(&id, Some(&region)) {
+                Some(cell) => cell.id.clone(),
+                None => return Err(Status::failed_precondition("no active cell can take the function")),
+            },
+        };
+        let record =
+            FunctionRecord { tenant: tenant.into(), name: name.into(), home_region: region, spec_json: r.spec_json };
+        let (epoch, generation) = self.write(Command::PutFunction { record, cell: cell.clone() }).await?;
+        Ok(Response::new(PutFunctionResponse { cell: cell.0, generation: generation.unwrap_or_default(), epoch }))
+    }
+
+    type WatchShardMapStream = EventStream;
+
+    async fn watch_shard_map(
+        &self,
+        _request: Request<WatchShardMapRequest>,
+    ) -> Result<Response<Self::WatchShardMapStream>, Status> {
+        let (snapshot, deltas) = self.sm.follow().await;
+        let json = serde_json::to_string(&snapshot).map_err(|e| Status::internal(e.to_string()))?;
+        let first = ShardMapEvent { event: Some(shard_map_event::Event::SnapshotJson(json)) };
+        let rest = tokio_stream::wrappers::BroadcastStream::new(deltas).map(|delta| match delta {
+            Ok(delta) => serde_json::to_string(&delta)
+                .map(|json| ShardMapEvent { event: Some(shard_map_event::Event::DeltaJson(json)) })
+                .map_err(|e| Status::internal(e.to_string())),
+            Err(_) => Err(Status::aborted("fell behind the shard-map feed: subscribe again")),
+        });
+        Ok(Response::new(Box::pin(tokio_stream::once(Ok(first)).chain(rest))))
+    }
+}

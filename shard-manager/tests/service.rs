@@ -1,0 +1,151 @@
+//! The ShardManager service on one replica over real gRPC: cells register, functions are
+//! placed on the ring, followers of the shard map get a snapshot then deltas, and a cell
+//! that stops heartbeating is failed over within the timeout, its functions moved to the
+//! other cell with a new generation; bad input is refused naming the field.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_proto::raft::raft_transport_server::RaftTransportServer;
+use baton_proto::shard::shard_manager_client::ShardManagerClient;
+use baton_proto::shard::shard_manager_server::ShardManagerServer;
+use baton_proto::shard::{
+    CellHeartbeatRequest, PutFunctionRequest, PutTenantRequest, RegisterCellRequest, WatchShardMapRequest,
+    shard_map_event,
+};
+use baton_shard_manager::raft::network::{Network, TransportService};
+use baton_shard_manager::raft::{self};
+use baton_shard_manager::service::Manager;
+use baton_shardmap::{Delta, MapSnapshot, ShardMap};
+use openraft::{BasicNode, Raft};
+use tonic::transport::Channel;
+
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+async fn start() -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (log, sm) = raft::open(&dir.path().join("raft.redb")).unwrap();
+    let config = Arc::new(openraft::Config::default().validate().unwrap());
+    let network = Network::default();
+    let node = Raft::new(1, config, network.clone(), log, sm.clone()).await.unwrap();
+    node.initialize(BTreeMap::from([(1, BasicNode::new(addr.to_string()))])).await.unwrap();
+    node.wait(Some(Duration::from_secs(5))).current_leader(1, "leader").await.unwrap();
+    let manager = Manager::new(node.clone(), sm, network);
+    tokio::spawn(manager.clone().detect_failures(TIMEOUT, Duration::from_millis(50)));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(RaftTransportServer::new(TransportService::new(node.clone())))
+            .add_service(ShardManagerServer::new(manager))
+            .serve_with_incoming(incoming),
+    );
+    let client = ShardManagerClient::connect(format!("http://{addr}")).await.unwrap();
+    (client, node, dir)
+}
+
+fn cell(id: &str) -> RegisterCellRequest {
+    RegisterCellRequest {
+        id: id.into(),
+        region: "local".into(),
+        control: format!("http://{id}:7100"),
+        data_planes: vec![format!("http://{id}:8080")],
+        weight: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cells_functions_the_map_stream_and_failover() {
+    let (mut api, node, _dir) = start().await;
+    api.register_cell(cell("c1")).await.unwrap();
+    api.register_cell(cell("c2")).await.unwrap();
+    let beat = |id: &'static str| {
+        let mut api = api.clone();
+        tokio::spawn(async move {
+            loop {
+                api.cell_heartbeat(CellHeartbeatRequest { id: id.into() }).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let (c1_beating, c2_beating) = (beat("c1"), beat("c2"));
+    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
+
+    // A follower of the map, from before the functions exist.
+    let mut stream = api.watch_shard_map(WatchShardMapRequest {}).await.unwrap().into_inner();
+    let Some(shard_map_event::Event::SnapshotJson(json)) = stream.message().await.unwrap().unwrap().event else {
+        panic!("the stream starts with a snapshot");
+    };
+    let mut map = ShardMap::from(serde_json::from_str::<MapSnapshot>(&json).unwrap());
+    assert_eq!(map.cells().count(), 2);
+
+    let mut placed = BTreeMap::new();
+    for i in 0..20 {
+        let request = PutFunctionRequest {
+            tenant: "dev".into(),
+            name: format!("f{i}"),
+            spec_json: format!(r#"{{"name":"f{i}"}}"#),
+            home_region: String::new(),
+        };
+        let response = api.put_function(request).await.unwrap().into_inner();
+        assert_eq!(response.generation, 1);
+        placed.insert(format!("dev/f{i}"), response.cell);
+    }
+    let on_c1: Vec<&String> = placed.iter().filter(|(_, c)| *c == "c1").map(|(f, _)| f).collect();
+    assert!(!on_c1.is_empty() && on_c1.len() < 20, "the ring spreads functions over both cells: {placed:?}");
+
+    // Apply the 20 registrations' deltas.
+    for _ in 0..20 {
+        let event = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap().unwrap();
+        let Some(shard_map_event::Event::DeltaJson(json)) = event.event else { panic!("deltas follow the snapshot") };
+        map.apply(serde_json::from_str::<Delta>(&json).unwrap()).unwrap();
+    }
+    for (f, c) in &placed {
+        assert_eq!(&map.owner(f, Some("local")).unwrap().cell.id.0, c);
+    }
+
+    // c2 keeps heartbeating, c1 goes silent.
+    c1_beating.abort();
+    let silent_since = Instant::now();
+    // Failover: c1 down, then one assignment per function it had.
+    let deadline = silent_since + TIMEOUT + Duration::from_secs(1);
+    while on_c1.iter().any(|f| map.owner(f, Some("local")).unwrap().cell.id.0 != "c2") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, stream.message()).await.expect("failover within timeout + 1 s");
+        let Some(shard_map_event::Event::DeltaJson(json)) = event.unwrap().unwrap().event else { panic!("a delta") };
+        map.apply(serde_json::from_str::<Delta>(&json).unwrap()).unwrap();
+    }
+    eprintln!("c1's {} functions served by c2 {:?} after it went silent", on_c1.len(), silent_since.elapsed());
+    for (f, c) in &placed {
+        let owner = map.owner(f, Some("local")).unwrap();
+        assert_eq!(owner.cell.id.0, "c2", "{f}");
+        assert_eq!(owner.generation, Some(if c == "c1" { 2 } else { 1 }), "{f}: moved functions get a new generation");
+    }
+    // The failed-over cell is told to register again rather than carry on.
+    let refused = api.cell_heartbeat(CellHeartbeatRequest { id: "c1".into() }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    c2_beating.abort();
+
+    // Bad input names the field; nothing is stored.
+    let epoch = map.epoch();
+    let err = api.register_cell(RegisterCellRequest { region: String::new(), ..cell("c3") }).await.unwrap_err();
+    assert!(err.code() == tonic::Code::InvalidArgument && err.message().starts_with("region"), "{err:?}");
+    let err = api
+        .put_function(PutFunctionRequest {
+            tenant: "nobody".into(),
+            name: "f".into(),
+            spec_json: "{}".into(),
+            home_region: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.code() == tonic::Code::NotFound && err.message().starts_with("tenant"), "{err:?}");
+    let mut fresh = api.watch_shard_map(WatchShardMapRequest {}).await.unwrap().into_inner();
+    let Some(shard_map_event::Event::SnapshotJson(json)) = fresh.message().await.unwrap().unwrap().event else {
+        panic!("a snapshot");
+    };
+    assert_eq!(serde_json::from_str::<MapSnapshot>(&json).unwrap().epoch, epoch, "refusals store nothing");
+    node.shutdown().await.unwrap();
+}
