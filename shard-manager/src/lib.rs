@@ -3,6 +3,8 @@
 //! storage and the gRPC transport, and the pure failover and rebalancing decisions; the
 //! service and binary follow (issue 4).
 
+pub mod config;
+pub mod daemon;
 pub mod failover;
 pub mod planner;
 pub mod raft;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use baton_proto::shard::shard_manager_server::ShardManager;
 use baton_proto::shard::{
-    Ack, CellHeartbeatRequest, CellHeartbeatResponse, PutFunctionRequest, PutFunctionResponse, PutTenantRequest,
-    RegisterCellRequest, ShardMapEvent, WatchShardMapRequest, shard_map_event,
+    Ack, CellHeartbeatRequest, CellHeartbeatResponse, GetStatusRequest, PutFunctionRequest, PutFunctionResponse,
+    PutTenantRequest, RegisterCellRequest, ShardMapEvent, StatusResponse, WatchShardMapRequest, shard_map_event,
 };
 use baton_shardmap::{Cell, CellId, CellState};
 use futures::Stream;
@@ -191,5 +191,22 @@ impl ShardManager for Manager {
             Err(_) => Err(Status::aborted("fell behind the shard-map feed: subscribe again")),
         });
         Ok(Response::new(Box::pin(tokio_stream::once(Ok(first)).chain(rest))))
+    }
+
+    async fn get_status(&self, _request: Request<GetStatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let voters = metrics
+            .membership_config
+            .nodes()
+            .filter(|(id, _)| metrics.membership_config.voter_ids().any(|v| v == **id))
+            .map(|(id, node)| format!("{id}={}", node.addr))
+            .collect();
+        let epoch = self.sm.state().await.epoch;
+        Ok(Response::new(StatusResponse {
+            node_id: metrics.id,
+            leader_id: metrics.current_leader.unwrap_or(0),
+            epoch,
+            voters,
+        }))
     }
 }

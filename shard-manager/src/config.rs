@@ -1,0 +1,148 @@
+//! The shard manager's configuration. Every field is documented with its default;
+//! `shard-manager.example.toml` beside this crate lists them all, and a test keeps it equal
+//! to these defaults.
+//!
+//! Layers: compiled defaults, then `--config FILE`, then `BATON_<SECTION>__<KEY>`
+//! environment variables, then flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use baton_service::LoggingConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardManagerConfig {
+    /// This replica.
+    pub node: NodeSection,
+    /// Raft timing.
+    pub raft: RaftSection,
+    /// Failure detection of cells.
+    pub cells: CellsSection,
+    /// Logging.
+    pub log: LoggingConfig,
+}
+
+/// This replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// Raft node ID, unique in the cluster, at least 1. Default: 1.
+    pub id: u64,
+    /// gRPC listen address: the ShardManager API and the raft transport. Default:
+    /// `"127.0.0.1:7500"`.
+    pub listen: SocketAddr,
+    /// Address peers reach this replica at; empty: the address actually bound. Default: `""`.
+    pub advertise: String,
+    /// `/metrics`, `/healthz`, `/readyz`. Default: `"127.0.0.1:7501"`.
+    pub admin_listen: SocketAddr,
+    /// Raft log and snapshots (`raft.redb`). Default: `"/var/lib/baton/shard-manager"`.
+    pub data_dir: PathBuf,
+    /// The cluster to form on first start, as `"ID=HOST:PORT"`; the replica with the
+    /// lowest ID initializes it. Empty: a single replica of its own. Ignored once the
+    /// replica has state. Default: `[]`.
+    pub initial_members: Vec<String>,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            id: 1,
+            listen: "127.0.0.1:7500".parse().expect("a valid address"),
+            advertise: String::new(),
+            admin_listen: "127.0.0.1:7501".parse().expect("a valid address"),
+            data_dir: PathBuf::from("/var/lib/baton/shard-manager"),
+            initial_members: Vec::new(),
+        }
+    }
+}
+
+/// Raft timing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftSection {
+    /// Leader heartbeat period. Default: `"50ms"`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A follower without heartbeats for a random time in this range starts an election.
+    /// Default: `"150ms"` to `"300ms"`.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_min: Duration,
+    /// See `election_timeout_min`. Default: `"300ms"`.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_max: Duration,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+        }
+    }
+}
+
+/// Failure detection of cells (on the leader).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CellsSection {
+    /// A cell not heard from for longer is failed over. Default: `"3s"`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// How often the leader checks. Default: `"250ms"`.
+    #[serde(with = "humantime_serde")]
+    pub failover_interval: Duration,
+}
+
+impl Default for CellsSection {
+    fn default() -> Self {
+        Self { heartbeat_timeout: Duration::from_secs(3), failover_interval: Duration::from_millis(250) }
+    }
+}
+
+/// Parses `initial_members` entries (`"ID=HOST:PORT"`).
+pub fn parse_members(entries: &[String]) -> Result<Vec<(u64, String)>, String> {
+    entries
+        .iter()
+        .map(|entry| {
+            let (id, addr) =
+                entry.split_once('=').ok_or_else(|| format!("node.initial_members: {entry:?} is not ID=HOST:PORT"))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&id| id > 0)
+                .ok_or_else(|| format!("node.initial_members: {entry:?} needs a numeric ID of at least 1"))?;
+            if addr.trim().is_empty() {
+                return Err(format!("node.initial_members: {entry:?} has no address"));
+            }
+            Ok((id, addr.trim().to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_lists_exactly_the_defaults() {
+        let text = include_str!("../shard-manager.example.toml");
+        baton_service::config::example_matches_defaults::<ShardManagerConfig>(text).unwrap();
+    }
+
+    #[test]
+    fn members_parse_and_bad_ones_name_the_option() {
+        assert_eq!(
+            parse_members(&["1=127.0.0.1:7500".into(), "2 = h:1".into()]).unwrap(),
+            vec![(1, "127.0.0.1:7500".into()), (2, "h:1".into())]
+        );
+        for bad in ["1", "x=h:1", "0=h:1", "3="] {
+            assert!(parse_members(&[bad.into()]).unwrap_err().starts_with("node.initial_members"), "{bad}");
+        }
+    }
+}
