@@ -39,6 +39,8 @@ pub struct CellConfig {
     pub data_plane: DataPlaneSection,
     /// Persistence.
     pub store: StoreSection,
+    /// Membership in a federation (a shard manager).
+    pub federation: FederationSection,
     /// Logging.
     pub log: LoggingConfig,
 }
@@ -166,6 +168,40 @@ pub struct StoreSection {
 impl Default for StoreSection {
     fn default() -> Self {
         Self { redis_url: String::new(), path: PathBuf::from("/var/lib/baton/cell/cell.redb") }
+    }
+}
+
+/// Membership in a federation: the cell registers with a shard manager and heartbeats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationSection {
+    /// gRPC URL of a shard-manager replica; empty: a standalone cell. Default: `""`.
+    pub shard_manager: String,
+    /// The cell's region. Default: `"local"`.
+    pub region: String,
+    /// Control-plane address announced to the federation; empty: `http://` and the address
+    /// bound. Default: `""`.
+    pub advertise_control: String,
+    /// Data-plane URLs announced; empty: this process's own data plane (role `all`).
+    /// Default: `[]`.
+    pub data_planes: Vec<String>,
+    /// Relative capacity (ring weight), at least 1. Default: 1.
+    pub weight: u32,
+    /// Heartbeat period. Default: `"1s"`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for FederationSection {
+    fn default() -> Self {
+        Self {
+            shard_manager: String::new(),
+            region: "local".into(),
+            advertise_control: String::new(),
+            data_planes: Vec::new(),
+            weight: 1,
+            heartbeat_interval: Duration::from_secs(1),
+        }
     }
 }
 

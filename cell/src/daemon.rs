@@ -178,8 +178,36 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
             })
             .await;
     }));
-    readiness.set(true);
     let http_addr = data_plane.as_ref().map(|d| d.http_addr);
+    let f = &config.federation;
+    if !f.shard_manager.is_empty() {
+        let Some(control) = control_addr else {
+            return Err(StartError::Config("federation.shard_manager needs a control plane in this process".into()));
+        };
+        let data_planes = match (&f.data_planes[..], http_addr) {
+            ([], Some(addr)) => vec![format!("http://{addr}")],
+            ([], None) => return Err(StartError::Config("federation.data_planes: none given and none here".into())),
+            (given, _) => given.to_vec(),
+        };
+        let registration = baton_proto::shard::RegisterCellRequest {
+            id: config.cell.id.clone(),
+            region: f.region.clone(),
+            control: if f.advertise_control.is_empty() {
+                format!("http://{control}")
+            } else {
+                f.advertise_control.clone()
+            },
+            data_planes,
+            weight: f.weight.max(1),
+        };
+        let membership = crate::federation::Membership {
+            shard_manager: f.shard_manager.clone(),
+            registration,
+            heartbeat_interval: f.heartbeat_interval,
+        };
+        tasks.push(tokio::spawn(crate::federation::run(membership, stopped.clone())));
+    }
+    readiness.set(true);
     tracing::info!(cell = %config.cell.id, role = ?config.cell.role, ?control_addr, ?http_addr, %admin_addr, "cell started");
     Ok(RunningCell { control_addr, http_addr, admin_addr, control_plane, store, readiness, stop, tasks, data_plane })
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control_plane;
 pub mod daemon;
 pub mod data_plane;
+pub mod federation;
 pub mod function;
 pub mod metrics;
 pub mod placer;

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::shard_manager_server::ShardManager;
 use baton_proto::shard::{
     Ack, CellHeartbeatRequest, CellHeartbeatResponse, GetStatusRequest, PutFunctionRequest, PutFunctionResponse,
@@ -135,7 +136,15 @@ impl ShardManager for Manager {
             // Its functions went elsewhere: it must register again to take new ones.
             return Err(Status::failed_precondition(format!("cell {id} was failed over; register again")));
         }
-        self.heard.lock().expect("not poisoned").insert(id, Instant::now());
+        self.heard.lock().expect("not poisoned").insert(id.clone(), Instant::now());
+        // The leader's failure detector is the one that counts: pass it on.
+        let metrics = self.raft.metrics().borrow().clone();
+        if let Some(leader) = metrics.current_leader.filter(|l| *l != metrics.id)
+            && let Some(node) = metrics.membership_config.nodes().find(|(n, _)| **n == leader).map(|(_, n)| n.clone())
+        {
+            let channel = self.network.channel(&node.addr).map_err(Status::unavailable)?;
+            ShardManagerClient::new(channel).cell_heartbeat(CellHeartbeatRequest { id: id.0 }).await?;
+        }
         Ok(Response::new(CellHeartbeatResponse {}))
     }
 

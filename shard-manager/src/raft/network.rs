@@ -30,7 +30,8 @@ pub struct Network {
 }
 
 impl Network {
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+    /// The cached channel to `addr` (created on first use; it reconnects by itself).
+    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock().expect("not poisoned");
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
