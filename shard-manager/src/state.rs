@@ -130,46 +130,9 @@ impl FederationState {
         if let Err(reason) = self.check(&command) {
             return (Outcome::Rejected(reason), None);
         }
-        let changes = self.map_changes(&command);
-        let generation = self.change(command);
+        let (generation, changes) = self.change(command);
         self.epoch += 1;
-        let changes = changes
-            .into_iter()
-            .map(|c| match c {
-                // Assignments are read back after the change, with their new generation.
-                Change::Assign { function, .. } => {
-                    let assignment = self.assignments[&function].clone();
-                    Change::Assign { function, assignment }
-                }
-                other => other,
-            })
-            .collect();
         (Outcome::Applied { epoch: self.epoch, generation }, Some(Delta { epoch: self.epoch, changes }))
-    }
-
-    /// The shard-map changes `command` makes (assignments filled in after the change).
-    fn map_changes(&self, command: &Command) -> Vec<Change> {
-        let placeholder = |function: &str| Change::Assign {
-            function: function.to_string(),
-            assignment: Assignment { cell: CellId(String::new()), generation: 0 },
-        };
-        match command {
-            Command::PutCell(cell) => vec![Change::PutCell(cell.clone())],
-            Command::SetCellState { cell, state } => {
-                let mut updated = self.cells[cell].clone();
-                updated.state = *state;
-                vec![Change::PutCell(updated)]
-            }
-            Command::PutFunction { record, .. } => {
-                let id = function_id(&record.tenant, &record.name);
-                if self.assignments.contains_key(&id) { Vec::new() } else { vec![placeholder(&id)] }
-            }
-            Command::Assign { function, .. } => vec![placeholder(function)],
-            Command::DeleteFunction { id } if self.assignments.contains_key(id) => {
-                vec![Change::Forget { function: id.clone() }]
-            }
-            _ => Vec::new(),
-        }
     }
 
     fn check(&self, command: &Command) -> Result<(), String> {
@@ -198,7 +161,9 @@ impl FederationState {
         }
     }
 
-    fn change(&mut self, command: Command) -> Option<u64> {
+    /// Carries out a checked command; returns the function's generation (function
+    /// commands) and the shard-map changes it made, read back after the change.
+    fn change(&mut self, command: Command) -> (Option<u64>, Vec<Change>) {
         match command {
             Command::PutTenant(tenant) => {
                 self.tenants.insert(tenant.name.clone(), tenant);
@@ -210,32 +175,47 @@ impl FederationState {
                 self.api_keys.remove(&key_hash);
             }
             Command::PutCell(cell) => {
-                self.cells.insert(cell.id.clone(), cell);
+                self.cells.insert(cell.id.clone(), cell.clone());
+                return (None, vec![Change::PutCell(cell)]);
             }
             Command::SetCellState { cell, state } => {
                 if let Some(c) = self.cells.get_mut(&cell) {
                     c.state = state;
+                    return (None, vec![Change::PutCell(c.clone())]);
                 }
             }
             Command::PutFunction { record, cell } => {
                 let id = function_id(&record.tenant, &record.name);
                 self.functions.insert(id.clone(), record);
-                let assignment = self.assignments.entry(id).or_insert(Assignment { cell, generation: 1 });
-                return Some(assignment.generation);
+                let is_new = !self.assignments.contains_key(&id);
+                let assignment = self.assignments.entry(id.clone()).or_insert(Assignment { cell, generation: 1 });
+                let generation = Some(assignment.generation);
+                // An update keeps its owner: nothing changes in the map.
+                let changes = if is_new {
+                    vec![Change::Assign { function: id, assignment: assignment.clone() }]
+                } else {
+                    Vec::new()
+                };
+                return (generation, changes);
             }
             Command::DeleteFunction { id } => {
                 self.functions.remove(&id);
-                self.assignments.remove(&id);
+                if self.assignments.remove(&id).is_some() {
+                    return (None, vec![Change::Forget { function: id }]);
+                }
             }
             Command::Assign { function, cell } => {
-                let assignment =
-                    self.assignments.entry(function).or_insert(Assignment { cell: cell.clone(), generation: 0 });
+                let assignment = self
+                    .assignments
+                    .entry(function.clone())
+                    .or_insert(Assignment { cell: cell.clone(), generation: 0 });
                 assignment.cell = cell;
                 assignment.generation += 1;
-                return Some(assignment.generation);
+                let (generation, assignment) = (Some(assignment.generation), assignment.clone());
+                return (generation, vec![Change::Assign { function, assignment }]);
             }
         }
-        None
+        (None, Vec::new())
     }
 
     /// The shard map this state describes, as sent to followers.
