@@ -2,27 +2,18 @@
 //! a follower commit, and when the leader is killed with SIGKILL another is elected within
 //! 2 s, nothing committed is lost, and registration resumes.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
-use baton_proto::shard::{
-    GetStatusRequest, PutTenantRequest, RegisterCellRequest, WatchShardMapRequest, shard_map_event,
-};
+use baton_proto::shard::{GetStatusRequest, PutTenantRequest, WatchShardMapRequest, shard_map_event};
 use baton_shardmap::MapSnapshot;
 use baton_testkit::{Proc, bin, free_port, wait_port};
+use support::cell;
 use tonic::transport::Channel;
-
-fn cell(id: &str) -> RegisterCellRequest {
-    RegisterCellRequest {
-        id: id.into(),
-        region: "local".into(),
-        control: format!("http://{id}:7100"),
-        data_planes: vec![format!("http://{id}:8080")],
-        weight: 1,
-    }
-}
 
 /// The leader every client agrees on, other than `not`.
 async fn agreed_leader(clients: &BTreeMap<u64, ShardManagerClient<Channel>>, not: u64, within: Duration) -> u64 {

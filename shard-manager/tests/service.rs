@@ -3,6 +3,8 @@
 //! that stops heartbeating is failed over within the timeout, its functions moved to the
 //! other cell with a new generation; bad input is refused naming the field.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use baton_shard_manager::raft::{self};
 use baton_shard_manager::service::Manager;
 use baton_shardmap::{Delta, MapSnapshot, ShardMap};
 use openraft::{BasicNode, Raft};
+use support::cell;
 use tonic::transport::Channel;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
@@ -44,16 +47,6 @@ async fn start() -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfi
     );
     let client = ShardManagerClient::connect(format!("http://{addr}")).await.unwrap();
     (client, node, dir)
-}
-
-fn cell(id: &str) -> RegisterCellRequest {
-    RegisterCellRequest {
-        id: id.into(),
-        region: "local".into(),
-        control: format!("http://{id}:7100"),
-        data_planes: vec![format!("http://{id}:8080")],
-        weight: 1,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
