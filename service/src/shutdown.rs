@@ -1,12 +1,34 @@
 //! Waiting for the signal that asks a process to stop.
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// SIGTERM and SIGINT handlers, installed when this is made: a signal that arrives
+/// between installing and waiting is not lost (nor does it kill the process, as an
+/// unhandled SIGINT would). Install before telling anyone the process can be stopped.
+pub struct ShutdownSignal {
+    term: Signal,
+    int: Signal,
+}
+
+impl ShutdownSignal {
+    /// Installs the handlers.
+    pub fn install() -> Self {
+        Self {
+            term: signal(SignalKind::terminate()).expect("installing a SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("installing a SIGINT handler"),
+        }
     }
+
+    /// Resolves on the first SIGTERM or SIGINT since [`ShutdownSignal::install`].
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received; shutting down"),
+            _ = self.int.recv() => tracing::info!("SIGINT received; shutting down"),
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT from now on.
+pub async fn shutdown_signal() {
+    ShutdownSignal::install().wait().await
 }

@@ -57,8 +57,10 @@ pub async fn run(mut config: WorkerConfig, function: PathBuf) -> anyhow::Result<
     println!("POST /hello?from=demo answered:\n  {answer}");
     println!("metrics: http://{}/metrics", worker.admin_addr);
     println!("try: curl -s -d hello http://{}/any/path", created.endpoint);
+    // Handlers first: a Ctrl-C right after the prompt must stop the demo cleanly.
+    let stop = baton_service::shutdown::ShutdownSignal::install();
     println!("Ctrl-C stops the demo and deletes the sandbox.");
-    crate::shutdown_signal().await;
+    stop.wait().await;
     client
         .delete_sandbox(DeleteSandboxRequest { sandbox_id: "demo-echo".into(), ..Default::default() })
         .await
