@@ -86,6 +86,15 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
     let mut tasks = Vec::new();
     let runs_control = matches!(config.cell.role, Role::Control | Role::All);
     let runs_data = matches!(config.cell.role, Role::Data | Role::All);
+    // In a federation every process of the cell follows the shard map: the control plane
+    // to run what the map gives the cell, the data plane to fence calls.
+    let federated = !config.federation.shard_manager.is_empty();
+    let (map_events, map_events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let map = federated.then(|| {
+        let events = runs_control.then_some(map_events);
+        baton_shardmap::follow(vec![config.federation.shard_manager.clone()], events, stopped.clone())
+    });
+    let me = baton_shardmap::CellId(config.cell.id.clone());
 
     let (mut control_addr, mut control_plane, mut store) = (None, None, None);
     if runs_control {
@@ -159,6 +168,7 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
             control_plane: target,
             max_body_bytes: d.max_body_bytes,
             drain_timeout: d.drain_timeout,
+            fence: map.clone().map(|view| crate::data_plane::fence::Fence::new(view, me.clone())),
         };
         let running = crate::data_plane::server::start(settings, stopped.clone())
             .await
@@ -180,10 +190,8 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
     }));
     let http_addr = data_plane.as_ref().map(|d| d.http_addr);
     let f = &config.federation;
-    if !f.shard_manager.is_empty() {
-        let Some(control) = control_addr else {
-            return Err(StartError::Config("federation.shard_manager needs a control plane in this process".into()));
-        };
+    // The process with the control plane registers the cell and runs what it is given.
+    if let (Some(view), Some(control), Some(plane)) = (map, control_addr, control_plane.clone()) {
         let data_planes = match (&f.data_planes[..], http_addr) {
             ([], Some(addr)) => vec![format!("http://{addr}")],
             ([], None) => return Err(StartError::Config("federation.data_planes: none given and none here".into())),
@@ -205,7 +213,11 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
             registration,
             heartbeat_interval: f.heartbeat_interval,
         };
+        let shard_manager = crate::federation::shard_manager_client(&f.shard_manager)
+            .map_err(|e| StartError::Config(format!("federation.shard_manager: {e}")))?;
         tasks.push(tokio::spawn(crate::federation::run(membership, stopped.clone())));
+        let reconciler = crate::federation::reconcile::Reconciler { me, plane, shard_manager, view };
+        tasks.push(tokio::spawn(reconciler.run(map_events_rx, stopped.clone())));
     }
     readiness.set(true);
     tracing::info!(cell = %config.cell.id, role = ?config.cell.role, ?control_addr, ?http_addr, %admin_addr, "cell started");

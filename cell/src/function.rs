@@ -203,23 +203,63 @@ impl FunctionSpec {
     }
 }
 
-/// Checks a function name.
+/// A tenant's function as a federated cell names it: `tenant.name`.
+pub fn federated_name(tenant: &str, name: &str) -> String {
+    format!("{tenant}.{name}")
+}
+
+/// A tenant's spec as a federated cell runs it: validated, and named `tenant.name`. The
+/// spec's own `name` may be left out; when given it must be `name`.
+pub fn federated_spec(tenant: &str, name: &str, spec_json: &str) -> Result<FunctionSpec, SpecError> {
+    let mut value: serde_json::Value =
+        serde_json::from_str(spec_json).map_err(|e| SpecError::new("body", format!("not JSON: {e}")))?;
+    let object = value.as_object_mut().ok_or_else(|| SpecError::new("body", "must be a JSON object"))?;
+    match object.get("name") {
+        None => {}
+        Some(serde_json::Value::String(given)) if given == name => {}
+        Some(other) => {
+            return Err(SpecError::new("name", format!("{other} does not match the function's name {name:?}")));
+        }
+    }
+    if !is_label(tenant) || !is_label(name) {
+        return Err(SpecError::new(
+            "name",
+            format!(
+                "tenant {tenant:?} and function {name:?} must each be 1-{MAX_NAME_LEN} lowercase letters, digits and '-', starting with a letter and not ending with '-'"
+            ),
+        ));
+    }
+    object.insert("name".into(), federated_name(tenant, name).into());
+    FunctionSpec::from_json(value.to_string().as_bytes())
+}
+
+/// Checks a function name: a label, or a tenant's label and the function's joined by `.`
+/// (how a federation names a tenant's function inside a cell: `acme.resize`).
 pub fn validate_name(name: &str) -> Result<(), SpecError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name.as_bytes()[0].is_ascii_lowercase()
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.ends_with('-');
+    let ok = match name.split_once('.') {
+        Some((tenant, function)) => is_label(tenant) && is_label(function),
+        None => is_label(name),
+    };
     if ok {
         Ok(())
     } else {
         Err(SpecError::new(
             "name",
             format!(
-                "{name:?} must be 1-{MAX_NAME_LEN} lowercase letters, digits and '-', starting with a letter and not ending with '-'"
+                "{name:?} must be 1-{MAX_NAME_LEN} lowercase letters, digits and '-', starting with a letter and not ending with '-' (or two such labels joined by '.')"
             ),
         ))
     }
+}
+
+/// Whether `label` is 1-63 lowercase letters, digits and `-`, starting with a letter and
+/// not ending with `-`: the rule for function and tenant names.
+pub fn is_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= MAX_NAME_LEN
+        && label.as_bytes()[0].is_ascii_lowercase()
+        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !label.ends_with('-')
 }
 
 #[cfg(test)]
@@ -249,6 +289,22 @@ mod tests {
         assert_eq!(field_of(r#"{"name":"echo"}"#), "executable");
         assert_eq!(field_of(r#"{"name":"echo","executable":"rel/path"}"#), "executable");
         assert_eq!(field_of(r#"{"name":"Echo","executable":"/x"}"#), "name");
+        for bad in ["a.b.c", ".echo", "acme.", "acme..echo", "acme.Echo"] {
+            assert_eq!(field_of(&format!(r#"{{"name":"{bad}","executable":"/x"}}"#)), "name", "{bad}");
+        }
+        assert!(FunctionSpec::from_json(br#"{"name":"acme.echo","executable":"/x"}"#).is_ok());
+        let spec = federated_spec("acme", "echo", r#"{"executable":"/x"}"#).unwrap();
+        assert_eq!(spec.name, "acme.echo");
+        assert_eq!(federated_spec("acme", "echo", r#"{"name":"echo","executable":"/x"}"#).unwrap().name, "acme.echo");
+        for (tenant, name, json, field) in [
+            ("acme", "echo", r#"{"name":"other","executable":"/x"}"#, "name"),
+            ("acme", "Echo", r#"{"executable":"/x"}"#, "name"),
+            ("ac.me", "echo", r#"{"executable":"/x"}"#, "name"),
+            ("acme", "echo", r#"[1]"#, "body"),
+            ("acme", "echo", r#"{"executable":"rel"}"#, "executable"),
+        ] {
+            assert_eq!(federated_spec(tenant, name, json).unwrap_err().field, field, "{json}");
+        }
         assert_eq!(field_of(r#"{"name":"echo","executable":"/x","scaling":{"min_scale":-1}}"#), "scaling.min_scale");
         assert_eq!(
             field_of(r#"{"name":"echo","executable":"/x","scaling":{"min_scale":5,"max_scale":2}}"#),

@@ -169,10 +169,13 @@ impl FederationState {
                 self.tenants.insert(tenant.name.clone(), tenant);
             }
             Command::PutApiKey { key_hash, tenant } => {
-                self.api_keys.insert(key_hash, tenant);
+                self.api_keys.insert(key_hash.clone(), tenant.clone());
+                return (None, vec![Change::PutApiKey { key_hash, tenant }]);
             }
             Command::RevokeApiKey { key_hash } => {
-                self.api_keys.remove(&key_hash);
+                if self.api_keys.remove(&key_hash).is_some() {
+                    return (None, vec![Change::RevokeApiKey { key_hash }]);
+                }
             }
             Command::PutCell(cell) => {
                 self.cells.insert(cell.id.clone(), cell.clone());
@@ -187,16 +190,11 @@ impl FederationState {
             Command::PutFunction { record, cell } => {
                 let id = function_id(&record.tenant, &record.name);
                 self.functions.insert(id.clone(), record);
-                let is_new = !self.assignments.contains_key(&id);
                 let assignment = self.assignments.entry(id.clone()).or_insert(Assignment { cell, generation: 1 });
                 let generation = Some(assignment.generation);
-                // An update keeps its owner: nothing changes in the map.
-                let changes = if is_new {
-                    vec![Change::Assign { function: id, assignment: assignment.clone() }]
-                } else {
-                    Vec::new()
-                };
-                return (generation, changes);
+                // An update keeps its owner and generation; the owner sees the assignment
+                // again and fetches the new spec.
+                return (generation, vec![Change::Assign { function: id, assignment: assignment.clone() }]);
             }
             Command::DeleteFunction { id } => {
                 self.functions.remove(&id);
@@ -224,16 +222,13 @@ impl FederationState {
             epoch: self.epoch,
             cells: self.cells.values().cloned().collect(),
             assignments: self.assignments.iter().map(|(f, a)| (f.clone(), a.clone())).collect(),
+            api_keys: self.api_keys.iter().map(|(h, t)| (h.clone(), t.clone())).collect(),
         }
     }
 
     /// The shard map this state describes.
     pub fn shard_map(&self) -> ShardMap {
-        ShardMap::from_snapshot(
-            self.epoch,
-            self.cells.values().cloned(),
-            self.assignments.iter().map(|(f, a)| (f.clone(), a.clone())),
-        )
+        ShardMap::from(self.map_snapshot())
     }
 }
 
@@ -291,6 +286,8 @@ mod tests {
             Command::SetCellState { cell: CellId("c2".into()), state: CellState::Draining },
             Command::PutApiKey { key_hash: "h".into(), tenant: "dev".into() },
             Command::DeleteFunction { id: "dev/a".into() },
+            Command::PutApiKey { key_hash: "gone".into(), tenant: "dev".into() },
+            Command::RevokeApiKey { key_hash: "gone".into() },
             Command::Assign { function: "dev/none".into(), cell: CellId("c1".into()) },
         ];
         for command in commands {
@@ -304,6 +301,8 @@ mod tests {
             assert_eq!(follower.assignment(f), leader.assignment(f), "{f}");
         }
         assert_eq!(follower.assignment("dev/b").unwrap().generation, 2);
+        assert_eq!(follower.tenant_of_key("h"), Some("dev"));
+        assert_eq!(follower.tenant_of_key("gone"), None);
         assert_eq!(follower.cell(&CellId("c2".into())).unwrap().state, CellState::Draining);
     }
 

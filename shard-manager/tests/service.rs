@@ -79,7 +79,7 @@ async fn cells_functions_the_map_stream_and_failover() {
         let request = PutFunctionRequest {
             tenant: "dev".into(),
             name: format!("f{i}"),
-            spec_json: format!(r#"{{"name":"f{i}"}}"#),
+            spec_json: format!(r#"{{"name":"f{i}","executable":"/bin/true"}}"#),
             home_region: String::new(),
         };
         let response = api.put_function(request).await.unwrap().into_inner();
@@ -129,12 +129,23 @@ async fn cells_functions_the_map_stream_and_failover() {
         .put_function(PutFunctionRequest {
             tenant: "nobody".into(),
             name: "f".into(),
-            spec_json: "{}".into(),
+            spec_json: r#"{"executable":"/bin/true"}"#.into(),
             home_region: String::new(),
         })
         .await
         .unwrap_err();
     assert!(err.code() == tonic::Code::NotFound && err.message().starts_with("tenant"), "{err:?}");
+    for (spec, field) in [("{}", "executable"), (r#"{"executable":"/bin/true","scaling":{"max_scale":-1}}"#, "scaling")]
+    {
+        let request = PutFunctionRequest {
+            tenant: "dev".into(),
+            name: "g".into(),
+            spec_json: spec.into(),
+            home_region: "".into(),
+        };
+        let err = api.put_function(request).await.unwrap_err();
+        assert!(err.code() == tonic::Code::InvalidArgument && err.message().starts_with(field), "{err:?}");
+    }
     let mut fresh = api.watch_shard_map(WatchShardMapRequest {}).await.unwrap().into_inner();
     let Some(shard_map_event::Event::SnapshotJson(json)) = fresh.message().await.unwrap().unwrap().event else {
         panic!("a snapshot");

@@ -2,10 +2,14 @@
 //! cell and shard-manager replica, with no I/O on the lookup path. See
 //! `docs/shard-map.md`.
 
+mod follow;
 mod hash;
+mod keys;
 mod map;
 mod ring;
 
+pub use follow::{MapEvent, MapView, follow};
 pub use hash::function_hash;
+pub use keys::key_hash;
 pub use map::{Assignment, Cell, CellId, CellState, Change, Delta, MapError, MapSnapshot, Owner, ShardMap};
 pub use ring::{CellRing, VNODES_PER_WEIGHT};

@@ -90,6 +90,18 @@ pub enum Change {
         /// Function ID.
         function: String,
     },
+    /// An API key (its hash, see [`crate::key_hash`]) now authenticates `tenant`.
+    PutApiKey {
+        /// SHA-256 of the key, hex.
+        key_hash: String,
+        /// Its tenant.
+        tenant: String,
+    },
+    /// An API key was revoked.
+    RevokeApiKey {
+        /// SHA-256 of the key, hex.
+        key_hash: String,
+    },
 }
 
 /// The changes that take the map from `epoch - 1` to `epoch`.
@@ -110,11 +122,16 @@ pub struct MapSnapshot {
     pub cells: Vec<Cell>,
     /// Every assignment, by function ID.
     pub assignments: Vec<(String, Assignment)>,
+    /// Every API key's hash and its tenant.
+    #[serde(default)]
+    pub api_keys: Vec<(String, String)>,
 }
 
 impl From<MapSnapshot> for ShardMap {
     fn from(snapshot: MapSnapshot) -> Self {
-        ShardMap::from_snapshot(snapshot.epoch, snapshot.cells, snapshot.assignments)
+        let mut map = ShardMap::from_snapshot(snapshot.epoch, snapshot.cells, snapshot.assignments);
+        map.api_keys = snapshot.api_keys.into_iter().collect();
+        map
     }
 }
 
@@ -191,6 +208,8 @@ pub struct ShardMap {
     /// Derived from `cells`: a ring per region over its active cells, and one over all.
     rings: HashMap<String, CellRing>,
     all: Option<CellRing>,
+    /// API key hash -> tenant.
+    api_keys: HashMap<String, String>,
 }
 
 impl ShardMap {
@@ -275,6 +294,19 @@ impl ShardMap {
         Some(Owner { cell, generation, data_plane: cell.data_plane(hash) })
     }
 
+    /// Where calls to `function` go when it is registered (has an assignment); `None` for
+    /// a function this map has not heard of. No I/O, no allocation.
+    pub fn assigned_owner(&self, function: &str) -> Option<Owner<'_>> {
+        let slot = self.assignments.get(&key(function))?;
+        let cell = self.cells[slot.cell as usize].as_ref()?;
+        Some(Owner { cell, generation: Some(slot.generation), data_plane: cell.data_plane(function_hash(function)) })
+    }
+
+    /// The tenant an API key hash authenticates.
+    pub fn tenant_of_key(&self, key_hash: &str) -> Option<&str> {
+        self.api_keys.get(key_hash).map(String::as_str)
+    }
+
     /// Applies `delta`, which must be for the next epoch.
     pub fn apply(&mut self, delta: Delta) -> Result<(), MapError> {
         if delta.epoch != self.epoch + 1 {
@@ -296,6 +328,12 @@ impl ShardMap {
                 Change::Assign { function, assignment } => self.assign(&function, assignment),
                 Change::Forget { function } => {
                     self.assignments.remove(&key(&function));
+                }
+                Change::PutApiKey { key_hash, tenant } => {
+                    self.api_keys.insert(key_hash, tenant);
+                }
+                Change::RevokeApiKey { key_hash } => {
+                    self.api_keys.remove(&key_hash);
                 }
             }
         }

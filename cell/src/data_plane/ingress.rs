@@ -11,18 +11,18 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::dispatch::{DispatchError, Dispatcher};
+use super::fence::{Fence, GENERATION_HEADER, Verdict};
 
-/// A response body: the sandbox's streamed through, or one of ours.
-pub type Body = BoxBody<Bytes, hyper::Error>;
+use baton_service::http::copy_end_to_end;
+pub use baton_service::http::{Body, error_response};
 
 /// What the ingress knows of one function.
 #[derive(Clone)]
@@ -45,27 +45,22 @@ pub struct Ingress {
     client: Client<HttpConnector, Full<Bytes>>,
     max_body_bytes: usize,
     call_ids: Arc<CallIds>,
+    fence: Option<Fence>,
 }
+
+/// How long a call for a function this cell owns by the map waits for the function to
+/// reach the data plane's routing (it just moved here, or was failed over).
+const ARRIVAL_WAIT: Duration = Duration::from_secs(2);
 
 struct CallIds {
     prefix: u64,
     next: AtomicU64,
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-];
-
 impl Ingress {
-    /// An ingress over `functions`, refusing bodies over `max_body_bytes`.
-    pub fn new(functions: Functions, max_body_bytes: usize) -> Self {
+    /// An ingress over `functions`, refusing bodies over `max_body_bytes`; in a federation,
+    /// `fence` refuses calls for functions another cell owns.
+    pub fn new(functions: Functions, max_body_bytes: usize, fence: Option<Fence>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -75,7 +70,13 @@ impl Ingress {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
-        Self { functions, client, max_body_bytes, call_ids: Arc::new(CallIds { prefix, next: AtomicU64::new(0) }) }
+        Self {
+            functions,
+            client,
+            max_body_bytes,
+            call_ids: Arc::new(CallIds { prefix, next: AtomicU64::new(0) }),
+            fence,
+        }
     }
 
     fn call_id(&self, headers: &HeaderMap) -> HeaderValue {
@@ -98,9 +99,19 @@ impl Ingress {
     }
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
-        let (name, rest) = parse_path(req.uri().path()).ok_or(Refusal::NoRoute)?;
-        let slot = self.functions.read().expect("functions lock").get(name).cloned();
-        let slot = slot.ok_or_else(|| Refusal::UnknownFunction(name.to_string()))?;
+        let (name, rest) = baton_service::http::function_path(req.uri().path()).ok_or(Refusal::NoRoute)?;
+        let mut owned = false;
+        if let Some(fence) = &self.fence {
+            let generation = req.headers().get(GENERATION_HEADER).and_then(|v| v.to_str().ok()?.parse().ok());
+            match fence.check(name, generation) {
+                Verdict::Serve => {}
+                Verdict::Owned => owned = true,
+                Verdict::Elsewhere { cell, generation, data_plane } => {
+                    return Err(Refusal::Misdirected { cell, generation, data_plane });
+                }
+            }
+        }
+        let slot = self.slot(name, owned).await.ok_or_else(|| Refusal::UnknownFunction(name.to_string()))?;
         let path_and_query = match req.uri().query() {
             Some(q) => format!("{rest}?{q}"),
             None => rest.to_string(),
@@ -127,6 +138,8 @@ impl Ingress {
             format!("http://{}{path_and_query}", lease.target().endpoint).parse().map_err(|_| Refusal::NoRoute)?;
         let mut out = Request::builder().method(parts.method).uri(uri).body(Full::new(body)).expect("parts are valid");
         copy_end_to_end(&parts.headers, out.headers_mut());
+        // The routing generation is between router and cell: the function never sees it.
+        out.headers_mut().remove(GENERATION_HEADER);
         let proxy_started = Instant::now();
         let answer = tokio::time::timeout(slot.timeout, self.client.request(out)).await;
         let response = match answer {
@@ -159,6 +172,23 @@ impl Ingress {
     }
 }
 
+impl Ingress {
+    /// The function's slot; for a function this cell owns by the map, waits a little for
+    /// it to arrive in the routing table.
+    async fn slot(&self, name: &str, owned: bool) -> Option<FunctionSlot> {
+        let deadline = Instant::now() + if owned { ARRIVAL_WAIT } else { Duration::ZERO };
+        loop {
+            if let Some(slot) = self.functions.read().expect("functions lock").get(name) {
+                return Some(slot.clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// The sandbox's body, holding the request's slot until it ends.
 struct LeaseBody {
     inner: Incoming,
@@ -185,38 +215,11 @@ impl hyper::body::Body for LeaseBody {
     }
 }
 
-/// `/function/{name}[/rest]` into (name, rest), rest defaulting to `/`.
-fn parse_path(path: &str) -> Option<(&str, &str)> {
-    let after = path.strip_prefix("/function/")?;
-    let (name, rest) = match after.find('/') {
-        Some(i) => (&after[..i], &after[i..]),
-        None => (after, "/"),
-    };
-    (!name.is_empty()).then_some((name, rest))
-}
-
-/// Copies headers except hop-by-hop ones (RFC 9110 §7.6.1), including those the
-/// `Connection` header names.
-fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
-    let named: Vec<HeaderName> = from
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for (name, value) in from {
-        if HOP_BY_HOP.contains(&name.as_str()) || named.contains(name) || name == hyper::header::HOST {
-            continue;
-        }
-        to.append(name.clone(), value.clone());
-    }
-}
-
 fn outcome_label(status: StatusCode) -> &'static str {
     match status.as_u16() {
         200..=399 => "ok",
         404 => "not_found",
+        421 => "misdirected",
         413 => "too_large",
         503 => "queue_full",
         504 => "timeout",
@@ -236,11 +239,27 @@ enum Refusal {
     Dispatch(DispatchError),
     CallTimeout(Duration),
     Sandbox(String),
+    Misdirected { cell: String, generation: u64, data_plane: Option<String> },
 }
 
 impl Refusal {
     fn response(self) -> Response<Body> {
         let (status, code, message) = match self {
+            Refusal::Misdirected { cell, generation, data_plane } => {
+                let message = format!("the function is owned by cell {cell} at generation {generation}");
+                let mut response = error_response(StatusCode::MISDIRECTED_REQUEST, "misdirected", &message);
+                let headers = response.headers_mut();
+                for (name, value) in [
+                    ("x-baton-owner", Some(cell)),
+                    (GENERATION_HEADER, Some(generation.to_string())),
+                    ("x-baton-owner-data-plane", data_plane),
+                ] {
+                    if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                        headers.insert(name, value);
+                    }
+                }
+                return response;
+            }
             Refusal::NoRoute => {
                 (StatusCode::NOT_FOUND, "no_route", "invocations go to /function/{name}[/path]".to_string())
             }
@@ -273,46 +292,5 @@ impl Refusal {
             }
         };
         error_response(status, code, &message)
-    }
-}
-
-/// A JSON error answer.
-pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed())
-        .expect("static parts are valid")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_split_into_function_and_rest() {
-        assert_eq!(parse_path("/function/echo"), Some(("echo", "/")));
-        assert_eq!(parse_path("/function/echo/a/b"), Some(("echo", "/a/b")));
-        assert_eq!(parse_path("/function/"), None);
-        assert_eq!(parse_path("/other"), None);
-    }
-
-    #[test]
-    fn hop_by_hop_headers_stay_behind() {
-        let mut from = HeaderMap::new();
-        from.insert("connection", HeaderValue::from_static("keep-alive, x-private"));
-        from.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        from.insert("x-private", HeaderValue::from_static("1"));
-        from.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        from.insert("host", HeaderValue::from_static("router"));
-        from.insert("x-call-id", HeaderValue::from_static("c"));
-        from.append("accept", HeaderValue::from_static("a"));
-        from.append("accept", HeaderValue::from_static("b"));
-        let mut to = HeaderMap::new();
-        copy_end_to_end(&from, &mut to);
-        assert_eq!(to.len(), 3);
-        assert_eq!(to.get_all("accept").iter().count(), 2);
-        assert!(to.get("x-private").is_none() && to.get("host").is_none());
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod balancer;
 pub mod dispatch;
+pub mod fence;
 pub mod follower;
 pub mod ingress;
 pub mod server;

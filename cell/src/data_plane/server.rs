@@ -4,13 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::watch;
 use tonic::transport::Endpoint;
 
+use super::fence::Fence;
 use super::follower::{FollowerSettings, follow};
 use super::ingress::{Functions, Ingress};
 
@@ -27,6 +24,8 @@ pub struct DataPlaneSettings {
     pub max_body_bytes: usize,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain_timeout: Duration,
+    /// In a federation: refuses calls for functions another cell owns.
+    pub fence: Option<Fence>,
 }
 
 /// A started data plane.
@@ -67,39 +66,16 @@ pub async fn start(mut settings: DataPlaneSettings, stop: watch::Receiver<bool>)
         .connect_lazy();
     let functions: Functions = Arc::default();
     tokio::spawn(follow(channel, settings.follower.clone(), functions.clone(), stop.clone()));
-    let ingress = Ingress::new(functions.clone(), settings.max_body_bytes);
+    let ingress = Ingress::new(functions.clone(), settings.max_body_bytes, settings.fence.clone());
     let server = tokio::spawn(serve(listener, ingress, stop, settings.drain_timeout));
     tracing::info!(%http_addr, control_plane = %settings.control_plane, "data plane started");
     Ok(RunningDataPlane { http_addr, functions, server })
 }
 
-async fn serve(listener: tokio::net::TcpListener, ingress: Ingress, mut stop: watch::Receiver<bool>, drain: Duration) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let _ = stream.set_nodelay(true);
+async fn serve(listener: tokio::net::TcpListener, ingress: Ingress, stop: watch::Receiver<bool>, drain: Duration) {
+    let handler = move |req| {
         let ingress = ingress.clone();
-        let service = service_fn(move |req| {
-            let ingress = ingress.clone();
-            async move { Ok::<_, std::convert::Infallible>(ingress.handle(req).await) }
-        });
-        let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        let watched = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = watched.await;
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!("in-flight requests did not finish within {drain:?}; closing them");
-    }
+        async move { ingress.handle(req).await }
+    };
+    baton_service::http::serve(listener, handler, stop, drain).await;
 }

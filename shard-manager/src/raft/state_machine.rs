@@ -72,6 +72,11 @@ impl StateMachine {
         self.applied.read().await.state.clone()
     }
 
+    /// Reads the federation state in place (no copy).
+    pub async fn read<T>(&self, f: impl FnOnce(&FederationState) -> T) -> T {
+        f(&self.applied.read().await.state)
+    }
+
     /// The shard map now and every delta after it, taken together so none is missed or
     /// doubled. A receiver that lags (`RecvError::Lagged`) or meets a gap (after a
     /// snapshot was installed) must call this again.

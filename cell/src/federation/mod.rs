@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
+pub mod reconcile;
+
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{CellHeartbeatRequest, RegisterCellRequest};
 use tokio::sync::watch;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 /// What the cell announces.
 #[derive(Debug, Clone)]
@@ -21,16 +23,26 @@ pub struct Membership {
     pub heartbeat_interval: Duration,
 }
 
+/// A client of the shard manager at `url` (connected lazily).
+pub fn shard_manager_client(url: &str) -> Result<ShardManagerClient<Channel>, String> {
+    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let channel = endpoint
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .connect_lazy();
+    Ok(ShardManagerClient::new(channel))
+}
+
 /// Registers and heartbeats until `stopped` turns true.
 pub async fn run(membership: Membership, mut stopped: watch::Receiver<bool>) {
-    let channel = match Endpoint::from_shared(membership.shard_manager.clone()) {
-        Ok(endpoint) => endpoint.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(5)).connect_lazy(),
+    let mut client = match shard_manager_client(&membership.shard_manager) {
+        Ok(client) => client,
         Err(e) => {
-            tracing::error!(error = %e, url = membership.shard_manager, "federation.shard_manager is not a URL");
+            tracing::error!(error = %e, "federation.shard_manager");
             return;
         }
     };
-    let mut client = ShardManagerClient::new(channel);
     let id = membership.registration.id.clone();
     let mut registered = false;
     let mut backoff = Duration::from_millis(100);

@@ -11,8 +11,10 @@ use std::time::Duration;
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::shard_manager_server::ShardManager;
 use baton_proto::shard::{
-    Ack, CellHeartbeatRequest, CellHeartbeatResponse, GetStatusRequest, PutFunctionRequest, PutFunctionResponse,
-    PutTenantRequest, RegisterCellRequest, ShardMapEvent, StatusResponse, WatchShardMapRequest, shard_map_event,
+    Ack, CellHeartbeatRequest, CellHeartbeatResponse, CellInfo, CreateApiKeyRequest, CreateApiKeyResponse,
+    FunctionInfo, FunctionRef, GetStatusRequest, ListCellsRequest, ListCellsResponse, ListFunctionsRequest,
+    ListFunctionsResponse, MoveFunctionRequest, PutFunctionRequest, PutFunctionResponse, PutTenantRequest,
+    RegisterCellRequest, RevokeApiKeyRequest, ShardMapEvent, StatusResponse, WatchShardMapRequest, shard_map_event,
 };
 use baton_shardmap::{Cell, CellId, CellState};
 use futures::Stream;
@@ -24,7 +26,10 @@ use tonic::{Request, Response, Status};
 use crate::failover::failover;
 use crate::raft::network::{Network, WriteError};
 use crate::raft::{StateMachine, TypeConfig};
-use crate::state::{Command, FunctionRecord, Outcome, Tenant, function_id};
+use crate::state::{Command, Outcome};
+
+mod access;
+mod catalog;
 
 /// One replica's service.
 #[derive(Clone)]
@@ -91,15 +96,44 @@ impl Manager {
             if !leader {
                 continue;
             }
-            let state = self.sm.state().await;
             let last_seen: BTreeMap<CellId, u64> =
                 self.heard.lock().expect("not poisoned").iter().map(|(id, t)| (id.clone(), ms(*t))).collect();
-            for command in failover(&state, &last_seen, ms(Instant::now()), timeout.as_millis() as u64) {
+            let now = ms(Instant::now());
+            let commands = self.sm.read(|state| failover(state, &last_seen, now, timeout.as_millis() as u64)).await;
+            for command in commands {
+                let assigned = match &command {
+                    Command::Assign { function, cell } => Some((function.clone(), cell.clone())),
+                    _ => None,
+                };
                 if let Err(e) = self.network.write(&self.raft, command).await {
                     tracing::warn!(error = %e, "failover write failed; retrying next round");
                     break;
                 }
+                if let Some((function, cell)) = assigned {
+                    // The new owner also fetches the spec when it sees the assignment; the
+                    // push saves it that round trip.
+                    tokio::spawn(self.clone().push_spec(function, cell));
+                }
             }
+        }
+    }
+}
+
+impl Manager {
+    /// Gives `cell` the spec of `function` (best effort: the cell reconciles by itself).
+    async fn push_spec(self, function: String, cell: CellId) {
+        let found = self
+            .sm
+            .read(|state| {
+                let record = state.functions.get(&function)?;
+                let control = &state.cells.get(&cell)?.control;
+                Some((control.clone(), record.clone()))
+            })
+            .await;
+        if let Some((control, record)) = found
+            && let Err(e) = self.prepare(&control, &record.tenant, &record.name, &record.spec_json).await
+        {
+            tracing::warn!(%function, %cell, error = %e.message(), "pushing a spec after failover failed");
         }
     }
 }
@@ -128,11 +162,10 @@ impl ShardManager for Manager {
         request: Request<CellHeartbeatRequest>,
     ) -> Result<Response<CellHeartbeatResponse>, Status> {
         let id = CellId(required("id", &request.into_inner().id)?.to_string());
-        let state = self.sm.state().await;
-        let Some(cell) = state.cells.get(&id) else {
+        let Some(cell_state) = self.sm.read(|state| state.cells.get(&id).map(|c| c.state)).await else {
             return Err(Status::not_found(format!("id: cell {id} is not registered")));
         };
-        if cell.state == CellState::Down {
+        if cell_state == CellState::Down {
             // Its functions went elsewhere: it must register again to take new ones.
             return Err(Status::failed_precondition(format!("cell {id} was failed over; register again")));
         }
@@ -149,39 +182,74 @@ impl ShardManager for Manager {
     }
 
     async fn put_tenant(&self, request: Request<PutTenantRequest>) -> Result<Response<Ack>, Status> {
-        let r = request.into_inner();
-        let tenant = Tenant {
-            name: required("name", &r.name)?.to_string(),
-            default_region: required("default_region", &r.default_region)?.to_string(),
-        };
-        let (epoch, _) = self.write(Command::PutTenant(tenant)).await?;
-        Ok(Response::new(Ack { epoch }))
+        self.put_tenant_inner(request.into_inner()).await.map(Response::new)
     }
 
     async fn put_function(
         &self,
         request: Request<PutFunctionRequest>,
     ) -> Result<Response<PutFunctionResponse>, Status> {
-        let r = request.into_inner();
-        let (tenant, name) = (required("tenant", &r.tenant)?, required("name", &r.name)?);
-        required("spec_json", &r.spec_json)?;
-        let state = self.sm.state().await;
-        let Some(owner) = state.tenants.get(tenant) else {
-            return Err(Status::not_found(format!("tenant: {tenant} does not exist")));
-        };
-        let region = if r.home_region.is_empty() { owner.default_region.clone() } else { r.home_region.clone() };
-        let id = function_id(tenant, name);
-        let cell = match state.assignments.get(&id) {
-            Some(existing) => existing.cell.clone(),
-            None => match state.shard_map().ring_owner(&id, Some(&region)) {
-                Some(cell) => cell.id.clone(),
-                None => return Err(Status::failed_precondition("no active cell can take the function")),
-            },
-        };
-        let record =
-            FunctionRecord { tenant: tenant.into(), name: name.into(), home_region: region, spec_json: r.spec_json };
-        let (epoch, generation) = self.write(Command::PutFunction { record, cell: cell.clone() }).await?;
-        Ok(Response::new(PutFunctionResponse { cell: cell.0, generation: generation.unwrap_or_default(), epoch }))
+        self.put_function_inner(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_function(&self, request: Request<FunctionRef>) -> Result<Response<FunctionInfo>, Status> {
+        self.get_function_inner(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_functions(
+        &self,
+        request: Request<ListFunctionsRequest>,
+    ) -> Result<Response<ListFunctionsResponse>, Status> {
+        Ok(Response::new(self.list_functions_inner(request.into_inner()).await))
+    }
+
+    async fn delete_function(&self, request: Request<FunctionRef>) -> Result<Response<Ack>, Status> {
+        self.delete_function_inner(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn move_function(
+        &self,
+        request: Request<MoveFunctionRequest>,
+    ) -> Result<Response<PutFunctionResponse>, Status> {
+        self.move_function_inner(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<CreateApiKeyRequest>,
+    ) -> Result<Response<CreateApiKeyResponse>, Status> {
+        self.create_api_key_inner(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn revoke_api_key(&self, request: Request<RevokeApiKeyRequest>) -> Result<Response<Ack>, Status> {
+        self.revoke_api_key_inner(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_cells(&self, _request: Request<ListCellsRequest>) -> Result<Response<ListCellsResponse>, Status> {
+        let cells = self
+            .sm
+            .read(|state| {
+                state
+                    .cells
+                    .values()
+                    .map(|c| CellInfo {
+                        id: c.id.0.clone(),
+                        region: c.region.clone(),
+                        state: match c.state {
+                            CellState::Active => "active",
+                            CellState::Draining => "draining",
+                            CellState::Down => "down",
+                        }
+                        .into(),
+                        control: c.control.clone(),
+                        data_planes: c.data_planes.clone(),
+                        weight: c.weight,
+                        functions: state.assignments.values().filter(|a| a.cell == c.id).count() as u64,
+                    })
+                    .collect()
+            })
+            .await;
+        Ok(Response::new(ListCellsResponse { cells }))
     }
 
     type WatchShardMapStream = EventStream;
@@ -210,7 +278,7 @@ impl ShardManager for Manager {
             .filter(|(id, _)| metrics.membership_config.voter_ids().any(|v| v == **id))
             .map(|(id, node)| format!("{id}={}", node.addr))
             .collect();
-        let epoch = self.sm.state().await.epoch;
+        let epoch = self.sm.read(|state| state.epoch).await;
         Ok(Response::new(StatusResponse {
             node_id: metrics.id,
             leader_id: metrics.current_leader.unwrap_or(0),

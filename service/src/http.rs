@@ -1,0 +1,141 @@
+//! HTTP pieces the proxies share (the cell's data plane and the router): hop-by-hop header
+//! handling and the JSON error body every baton endpoint answers with.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName};
+use http::{Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+
+/// A response body: an upstream's streamed through, or one of ours.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Headers that apply to one connection only (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
+
+/// Copies headers except hop-by-hop ones, those the `Connection` header names, and `Host`.
+pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
+    let named: Vec<HeaderName> = from
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for (name, value) in from {
+        if HOP_BY_HOP.contains(&name.as_str()) || named.contains(name) || name == http::header::HOST {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+/// A body of bytes we wrote.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A JSON error answer: `{"error":{"code","message"}}`.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(body))
+        .expect("static parts are valid")
+}
+
+/// `/function/{name}[/rest]` into (name, rest), rest defaulting to `/`.
+pub fn function_path(path: &str) -> Option<(&str, &str)> {
+    let after = path.strip_prefix("/function/")?;
+    let (name, rest) = match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, "/"),
+    };
+    (!name.is_empty()).then_some((name, rest))
+}
+
+/// Serves HTTP/1.1 and h2c on `listener` with `handler` until `stop` turns true, then
+/// gives in-flight requests up to `drain` to finish. Accepted sockets get TCP_NODELAY.
+pub async fn serve<H, F>(
+    listener: tokio::net::TcpListener,
+    handler: H,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    drain: std::time::Duration,
+) where
+    H: Fn(http::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let answer = handler(req);
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = watched.await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within {drain:?}; closing them");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn function_paths_split_into_function_and_rest() {
+        assert_eq!(function_path("/function/echo"), Some(("echo", "/")));
+        assert_eq!(function_path("/function/echo/a/b"), Some(("echo", "/a/b")));
+        assert_eq!(function_path("/function/"), None);
+        assert_eq!(function_path("/other"), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind() {
+        let mut from = HeaderMap::new();
+        from.insert("connection", HeaderValue::from_static("keep-alive, x-private"));
+        from.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        from.insert("x-private", HeaderValue::from_static("1"));
+        from.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        from.insert("host", HeaderValue::from_static("router"));
+        from.insert("x-call-id", HeaderValue::from_static("c"));
+        from.append("accept", HeaderValue::from_static("a"));
+        from.append("accept", HeaderValue::from_static("b"));
+        let mut to = HeaderMap::new();
+        copy_end_to_end(&from, &mut to);
+        assert_eq!(to.len(), 3);
+        assert_eq!(to.get_all("accept").iter().count(), 2);
+        assert!(to.get("x-private").is_none() && to.get("host").is_none());
+    }
+}

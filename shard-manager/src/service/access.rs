@@ -1,0 +1,64 @@
+//! Tenants and API keys. A key is 24 random bytes, hex, prefixed `bk_`; it is returned
+//! once and only its SHA-256 is replicated (and sent to routers in the shard map). Its ID,
+//! for revocation, is the first 16 hex digits of that hash.
+
+use baton_cell::function::is_label;
+use baton_proto::shard::{Ack, CreateApiKeyRequest, CreateApiKeyResponse, PutTenantRequest, RevokeApiKeyRequest};
+use baton_shardmap::key_hash;
+use tonic::Status;
+
+use super::{Manager, required};
+use crate::state::{Command, Tenant};
+
+/// Hex digits of a key's hash that name it.
+const KEY_ID_LEN: usize = 16;
+
+fn new_key() -> String {
+    let bytes: [u8; 24] = rand::random();
+    let mut key = String::from("bk_");
+    for byte in bytes {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key
+}
+
+impl Manager {
+    pub(super) async fn put_tenant_inner(&self, r: PutTenantRequest) -> Result<Ack, Status> {
+        let name = required("name", &r.name)?;
+        if !is_label(name) {
+            return Err(Status::invalid_argument(format!(
+                "name: {name:?} must be 1-63 lowercase letters, digits and '-', starting with a letter and not ending with '-'"
+            )));
+        }
+        let default_region = required("default_region", &r.default_region)?;
+        let tenant = Tenant { name: name.to_string(), default_region: default_region.to_string() };
+        let (epoch, _) = self.write(Command::PutTenant(tenant)).await?;
+        Ok(Ack { epoch })
+    }
+
+    pub(super) async fn create_api_key_inner(&self, r: CreateApiKeyRequest) -> Result<CreateApiKeyResponse, Status> {
+        let tenant = required("tenant", &r.tenant)?;
+        if !self.sm.read(|state| state.tenants.contains_key(tenant)).await {
+            return Err(Status::not_found(format!("tenant: {tenant} does not exist")));
+        }
+        let key = new_key();
+        let hash = key_hash(&key);
+        let key_id = hash[..KEY_ID_LEN].to_string();
+        let (epoch, _) = self.write(Command::PutApiKey { key_hash: hash, tenant: tenant.to_string() }).await?;
+        Ok(CreateApiKeyResponse { key, key_id, epoch })
+    }
+
+    pub(super) async fn revoke_api_key_inner(&self, r: RevokeApiKeyRequest) -> Result<Ack, Status> {
+        let key_id = required("key_id", &r.key_id)?;
+        if key_id.len() != KEY_ID_LEN || !key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Status::invalid_argument(format!("key_id: {key_id:?} must be {KEY_ID_LEN} hex digits")));
+        }
+        let key_id = key_id.to_ascii_lowercase();
+        let hash = self.sm.read(|state| state.api_keys.keys().find(|h| h.starts_with(&key_id)).cloned()).await;
+        let Some(key_hash) = hash else {
+            return Err(Status::not_found(format!("key_id: no key {key_id}")));
+        };
+        let (epoch, _) = self.write(Command::RevokeApiKey { key_hash }).await?;
+        Ok(Ack { epoch })
+    }
+}

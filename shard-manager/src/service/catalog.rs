@@ -1,0 +1,136 @@
+//! The function catalog's RPCs: register, read, list, delete and move functions.
+
+use baton_cell::function::{federated_name, federated_spec};
+use baton_proto::cell::PutFunctionRequest as CellPutFunction;
+use baton_proto::cell::cell_control_client::CellControlClient;
+use baton_proto::shard::{
+    Ack, FunctionInfo, FunctionRef, ListFunctionsRequest, ListFunctionsResponse, MoveFunctionRequest,
+    PutFunctionRequest, PutFunctionResponse,
+};
+use baton_shardmap::{CellId, CellState, ShardMap};
+use tonic::Status;
+
+use super::{Manager, required};
+use crate::state::{Command, FederationState, FunctionRecord, function_id};
+
+fn info(state: &FederationState, id: &str) -> Option<FunctionInfo> {
+    let record = state.functions.get(id)?;
+    let assignment = state.assignments.get(id);
+    Some(FunctionInfo {
+        tenant: record.tenant.clone(),
+        name: record.name.clone(),
+        home_region: record.home_region.clone(),
+        spec_json: record.spec_json.clone(),
+        cell: assignment.map(|a| a.cell.0.clone()).unwrap_or_default(),
+        generation: assignment.map(|a| a.generation).unwrap_or_default(),
+    })
+}
+
+impl Manager {
+    pub(super) async fn put_function_inner(&self, r: PutFunctionRequest) -> Result<PutFunctionResponse, Status> {
+        let (tenant, name) = (required("tenant", &r.tenant)?, required("name", &r.name)?);
+        // Refused here with the field named, so nothing invalid is stored or pushed.
+        federated_spec(tenant, name, &r.spec_json).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let id = function_id(tenant, name);
+        let placed = self
+            .sm
+            .read(|state| {
+                let owner = state.tenants.get(tenant)?;
+                let region =
+                    if r.home_region.is_empty() { owner.default_region.clone() } else { r.home_region.clone() };
+                let existing = state.assignments.get(&id);
+                let cell = match existing {
+                    Some(existing) => Some(existing.cell.clone()),
+                    // The ring over the cells alone: no copy of the assignments.
+                    None => ShardMap::from_snapshot(state.epoch, state.cells.values().cloned(), [])
+                        .ring_owner(&id, Some(&region))
+                        .map(|c| c.id.clone()),
+                };
+                Some((region, cell, existing.is_none()))
+            })
+            .await;
+        let Some((region, cell, created)) = placed else {
+            return Err(Status::not_found(format!("tenant: {tenant} does not exist")));
+        };
+        let Some(cell) = cell else {
+            return Err(Status::failed_precondition("no active cell can take the function"));
+        };
+        let record =
+            FunctionRecord { tenant: tenant.into(), name: name.into(), home_region: region, spec_json: r.spec_json };
+        let (epoch, generation) = self.write(Command::PutFunction { record, cell: cell.clone() }).await?;
+        Ok(PutFunctionResponse { cell: cell.0, generation: generation.unwrap_or_default(), epoch, created })
+    }
+
+    pub(super) async fn get_function_inner(&self, r: FunctionRef) -> Result<FunctionInfo, Status> {
+        let id = function_id(required("tenant", &r.tenant)?, required("name", &r.name)?);
+        self.sm
+            .read(|state| info(state, &id))
+            .await
+            .ok_or_else(|| Status::not_found(format!("function {id} does not exist")))
+    }
+
+    pub(super) async fn list_functions_inner(&self, r: ListFunctionsRequest) -> ListFunctionsResponse {
+        let functions = self
+            .sm
+            .read(|state| {
+                state
+                    .functions
+                    .iter()
+                    .filter(|(_, f)| r.tenant.is_empty() || f.tenant == r.tenant)
+                    .filter(|(id, _)| {
+                        r.cell.is_empty() || state.assignments.get(*id).is_some_and(|a| a.cell.0 == r.cell)
+                    })
+                    .filter_map(|(id, _)| info(state, id))
+                    .collect()
+            })
+            .await;
+        ListFunctionsResponse { functions }
+    }
+
+    pub(super) async fn delete_function_inner(&self, r: FunctionRef) -> Result<Ack, Status> {
+        let id = function_id(required("tenant", &r.tenant)?, required("name", &r.name)?);
+        if !self.sm.read(|state| state.functions.contains_key(&id)).await {
+            return Err(Status::not_found(format!("function {id} does not exist")));
+        }
+        let (epoch, _) = self.write(Command::DeleteFunction { id }).await?;
+        Ok(Ack { epoch })
+    }
+
+    /// Graceful migration: the target gets the spec (so its data planes know the function
+    /// before any call is routed there), then the new owner is committed with the next
+    /// generation. Routers switch as the delta reaches them; the old owner refuses new
+    /// calls with 421 from then on, lets in-flight ones finish and forgets the function.
+    pub(super) async fn move_function_inner(&self, r: MoveFunctionRequest) -> Result<PutFunctionResponse, Status> {
+        let (tenant, name) = (required("tenant", &r.tenant)?, required("name", &r.name)?);
+        let target = CellId(required("cell", &r.cell)?.to_string());
+        let id = function_id(tenant, name);
+        let state = self.sm.state().await;
+        let Some(record) = state.functions.get(&id) else {
+            return Err(Status::not_found(format!("function {id} does not exist")));
+        };
+        let Some(cell) = state.cells.get(&target) else {
+            return Err(Status::not_found(format!("cell: {target} is not registered")));
+        };
+        if cell.state != CellState::Active {
+            return Err(Status::failed_precondition(format!("cell: {target} is not active")));
+        }
+        if let Some(current) = state.assignments.get(&id).filter(|a| a.cell == target) {
+            let generation = current.generation;
+            return Ok(PutFunctionResponse { cell: target.0, generation, epoch: state.epoch, created: false });
+        }
+        self.prepare(&cell.control, tenant, name, &record.spec_json).await?;
+        let (epoch, generation) = self.write(Command::Assign { function: id, cell: target.clone() }).await?;
+        Ok(PutFunctionResponse { cell: target.0, generation: generation.unwrap_or_default(), epoch, created: false })
+    }
+
+    /// Gives a cell a function's spec before it owns it.
+    pub(crate) async fn prepare(&self, control: &str, tenant: &str, name: &str, spec_json: &str) -> Result<(), Status> {
+        let spec = federated_spec(tenant, name, spec_json).map_err(|e| Status::internal(e.to_string()))?;
+        let spec_json = serde_json::to_string(&spec).map_err(|e| Status::internal(e.to_string()))?;
+        let channel = self.network.channel(control).map_err(Status::unavailable)?;
+        CellControlClient::new(channel).put_function(CellPutFunction { spec_json }).await.map_err(|s| {
+            Status::unavailable(format!("preparing {} on {control}: {}", federated_name(tenant, name), s.message()))
+        })?;
+        Ok(())
+    }
+}
