@@ -11,6 +11,9 @@ use baton_proto::cell::PutFunctionRequest;
 use baton_proto::cell::cell_control_client::CellControlClient;
 use tonic::transport::Channel;
 
+mod federation;
+pub use federation::Federation;
+
 /// Path of a workspace binary (built by `cargo build --workspace --bins`): tests run from
 /// `target/<profile>/deps/`, the binaries sit in `target/<profile>/`.
 pub fn bin(name: &str) -> PathBuf {
@@ -59,6 +62,8 @@ pub async fn wait_port(port: u16) {
 
 /// One cell (control plane + data plane in one process) and its workers.
 pub struct Cluster {
+    /// The cell's ID (default `test-cell`).
+    pub id: String,
     pub dir: tempfile::TempDir,
     pub control_port: u16,
     pub http_port: u16,
@@ -74,6 +79,7 @@ pub struct Cluster {
 impl Cluster {
     pub fn new(extra_cell_toml: &str) -> Self {
         Self {
+            id: "test-cell".into(),
             dir: tempfile::tempdir().unwrap(),
             control_port: free_port(),
             http_port: free_port(),
@@ -92,7 +98,7 @@ impl Cluster {
         let body = format!(
             r#"
 [cell]
-id = "test-cell"
+id = "{id}"
 admin_listen = "127.0.0.1:{admin}"
 [control_plane]
 listen = "127.0.0.1:{control}"
@@ -107,6 +113,7 @@ queue_timeout = "10s"
 path = "{store}"
 {extra}
 "#,
+            id = self.id,
             admin = self.admin_port,
             control = self.control_port,
             http = self.http_port,

@@ -1,0 +1,150 @@
+//! The tenant API: `/v1/functions` (GET list, POST create or update) and
+//! `/v1/functions/{name}` (GET, PUT, DELETE), for the tenant the API key names. Specs are
+//! the cell's function spec (see `docs/cell.md`) plus an optional `home_region`; the shard
+//! manager validates them, so every refusal names the field. Another tenant's function is
+//! never visible: IDs are namespaced by the caller's tenant.
+
+use baton_proto::shard::{FunctionInfo, FunctionRef, ListFunctionsRequest, PutFunctionRequest};
+use baton_service::http::{Body, error_response, full};
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use tonic::{Code, Status};
+
+use crate::server::Router;
+
+/// Handles `/v1/functions[/{name}]` for `tenant`.
+pub async fn functions(
+    router: &Router,
+    tenant: String,
+    method: Method,
+    name: Option<&str>,
+    body: Incoming,
+) -> Response<Body> {
+    let manager = &router.manager;
+    let answer = match (method, name) {
+        (Method::GET, None) => {
+            let request = ListFunctionsRequest { tenant, cell: String::new() };
+            let listed = manager
+                .call(|mut c| {
+                    let request = request.clone();
+                    async move { c.list_functions(request).await }
+                })
+                .await;
+            listed.map(|list| {
+                let functions: Vec<Value> = list.functions.iter().map(describe).collect();
+                json_response(StatusCode::OK, &json!({ "functions": functions }))
+            })
+        }
+        (Method::POST, None) => return put(router, tenant, None, body).await,
+        (Method::PUT, Some(name)) => return put(router, tenant, Some(name.to_string()), body).await,
+        (Method::GET, Some(name)) => {
+            let request = FunctionRef { tenant, name: name.into() };
+            manager
+                .call(|mut c| {
+                    let request = request.clone();
+                    async move { c.get_function(request).await }
+                })
+                .await
+                .map(|f| json_response(StatusCode::OK, &describe(&f)))
+        }
+        (Method::DELETE, Some(name)) => {
+            let request = FunctionRef { tenant, name: name.into() };
+            manager
+                .call(|mut c| {
+                    let request = request.clone();
+                    async move { c.delete_function(request).await }
+                })
+                .await
+                .map(|_| Response::builder().status(StatusCode::NO_CONTENT).body(full(Bytes::new())).expect("valid"))
+        }
+        (_, None) => return not_allowed("GET, POST"),
+        (_, Some(_)) => return not_allowed("GET, PUT, DELETE"),
+    };
+    answer.unwrap_or_else(|status| status_response(&status))
+}
+
+async fn put(router: &Router, tenant: String, path_name: Option<String>, body: Incoming) -> Response<Body> {
+    let max = router.config.max_spec_bytes;
+    let bytes = match Limited::new(body, max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            let message = format!("the spec is over the limit of {max} bytes");
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message);
+        }
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "bad_body", &format!("reading the body: {e}")),
+    };
+    let mut spec: Value = match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(object)) => Value::Object(object),
+        Ok(_) => return error_response(StatusCode::BAD_REQUEST, "invalid_spec", "body: must be a JSON object"),
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_spec", &format!("body: not JSON: {e}")),
+    };
+    let object = spec.as_object_mut().expect("checked above");
+    let home_region = match object.remove("home_region") {
+        None => String::new(),
+        Some(Value::String(region)) => region,
+        Some(_) => return error_response(StatusCode::BAD_REQUEST, "invalid_spec", "home_region: must be a string"),
+    };
+    let name = match (path_name, object.get("name")) {
+        (Some(name), _) => name,
+        (None, Some(Value::String(name))) => name.clone(),
+        (None, _) => return error_response(StatusCode::BAD_REQUEST, "invalid_spec", "name: is required"),
+    };
+    let request = PutFunctionRequest { tenant, name: name.clone(), spec_json: spec.to_string(), home_region };
+    let answer = router
+        .manager
+        .call(|mut c| {
+            let request = request.clone();
+            async move { c.put_function(request).await }
+        })
+        .await;
+    match answer {
+        Ok(put) => {
+            let status = if put.created { StatusCode::CREATED } else { StatusCode::OK };
+            let body = json!({ "name": name, "cell": put.cell, "generation": put.generation, "epoch": put.epoch });
+            json_response(status, &body)
+        }
+        Err(status) => status_response(&status),
+    }
+}
+
+/// A function as the API shows it (its cell-internal name is not shown).
+fn describe(f: &FunctionInfo) -> Value {
+    let spec: Value = serde_json::from_str(&f.spec_json).unwrap_or(Value::Null);
+    json!({
+        "name": f.name,
+        "home_region": f.home_region,
+        "cell": f.cell,
+        "generation": f.generation,
+        "spec": spec,
+    })
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(body.to_string()))
+        .expect("static parts are valid")
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response =
+        error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &format!("this resource allows {allow}"));
+    response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    response
+}
+
+/// The shard manager's answer as an HTTP error.
+fn status_response(status: &Status) -> Response<Body> {
+    let (code, name) = match status.code() {
+        Code::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_spec"),
+        Code::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        Code::FailedPrecondition => (StatusCode::CONFLICT, "conflict"),
+        Code::Unavailable | Code::DeadlineExceeded => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    error_response(code, name, status.message())
+}

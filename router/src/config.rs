@@ -1,0 +1,70 @@
+//! The router's configuration. Every field is documented with its default;
+//! `router.example.toml` beside this crate lists them all, and a test keeps it equal to
+//! these defaults.
+//!
+//! Layers: compiled defaults, then `--config FILE`, then `BATON_<SECTION>__<KEY>`
+//! environment variables, then flags.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use baton_service::LoggingConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// The router itself.
+    pub router: RouterSection,
+    /// Logging.
+    pub log: LoggingConfig,
+}
+
+/// The router itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterSection {
+    /// Tenant HTTP API and invocations (HTTP/1.1 and h2c). Default: `"127.0.0.1:8000"`.
+    pub listen: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`. Default: `"127.0.0.1:8001"`.
+    pub admin_listen: SocketAddr,
+    /// gRPC URLs of the shard-manager replicas; the router follows the shard map from one
+    /// and sends the tenant API's writes to any. Default: `["http://127.0.0.1:7500"]`.
+    pub shard_managers: Vec<String>,
+    /// Largest invocation body accepted (bytes). Default: 6291456 (6 MiB).
+    pub max_body_bytes: usize,
+    /// Largest function spec accepted by the tenant API (bytes). Default: 65536.
+    pub max_spec_bytes: usize,
+    /// Longest an invocation may take end to end through the router. Default: `"15m"`.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// How long in-flight requests may take to finish at shutdown. Default: `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for RouterSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".parse().expect("a valid address"),
+            admin_listen: "127.0.0.1:8001".parse().expect("a valid address"),
+            shard_managers: vec!["http://127.0.0.1:7500".into()],
+            max_body_bytes: 6 * 1024 * 1024,
+            max_spec_bytes: 64 * 1024,
+            call_timeout: Duration::from_secs(15 * 60),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_lists_exactly_the_defaults() {
+        baton_service::config::example_matches_defaults::<RouterConfig>(include_str!("../router.example.toml"))
+            .unwrap();
+    }
+}

@@ -1,0 +1,103 @@
+//! Starts a router from its config: follows the shard map, serves the tenant API and
+//! invocations, and the admin endpoints (ready once the first map has arrived).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_service::{AdminServer, Readiness};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::RouterConfig;
+use crate::manager::Manager;
+use crate::server::Router;
+
+/// Why a router could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A listener could not bind.
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A started router.
+pub struct RunningRouter {
+    /// Where the tenant API and invocations are served.
+    pub addr: SocketAddr,
+    /// Where `/metrics`, `/healthz`, `/readyz` are served.
+    pub admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningRouter {
+    /// Graceful shutdown: stop accepting, let in-flight requests finish, stop following.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts a router from `config`.
+pub async fn start(config: RouterConfig) -> Result<RunningRouter, StartError> {
+    baton_service::admin::metrics_handle();
+    let section = config.router;
+    let manager = Manager::new(&section.shard_managers).map_err(StartError::Config)?;
+    let (stop, stopped) = watch::channel(false);
+    let view = baton_shardmap::follow(section.shard_managers.clone(), None, stopped.clone());
+    let bind = |what, addr| move |source| StartError::Bind { what, addr, source };
+    let listener = tokio::net::TcpListener::bind(section.listen).await.map_err(bind("the router", section.listen))?;
+    let addr = listener.local_addr().map_err(bind("the router", section.listen))?;
+    let readiness = Readiness::default();
+    let admin = AdminServer::bind(section.admin_listen, readiness.clone())
+        .await
+        .map_err(bind("the admin endpoints", section.admin_listen))?;
+    let admin_addr = admin.local_addr();
+    let mut tasks = Vec::new();
+    let mut admin_stop = stopped.clone();
+    tasks.push(tokio::spawn(async move {
+        let _ = admin
+            .serve(async move {
+                let _ = admin_stop.wait_for(|s| *s).await;
+            })
+            .await;
+    }));
+    // Ready once a map has arrived; the epoch is exported as a gauge.
+    let (ready_view, mut ready_stop) = (view.clone(), stopped.clone());
+    tasks.push(tokio::spawn(async move {
+        loop {
+            readiness.set(ready_view.synced());
+            crate::metrics::map_epoch(ready_view.epoch());
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = ready_stop.wait_for(|s| *s) => {
+                    readiness.set(false);
+                    return;
+                }
+            }
+        }
+    }));
+    let drain = section.drain_timeout;
+    let router =
+        Router { view, manager: Arc::new(manager), upstream: crate::proxy::upstream(), config: Arc::new(section) };
+    let handler = move |req| {
+        let router = router.clone();
+        async move { router.handle(req).await }
+    };
+    tasks.push(tokio::spawn(baton_service::http::serve(listener, handler, stopped, drain)));
+    tracing::info!(%addr, %admin_addr, "router started");
+    Ok(RunningRouter { addr, admin_addr, stop, tasks })
+}

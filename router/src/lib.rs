@@ -1,0 +1,14 @@
+//! `baton-router`: the federation's front door. It follows the shard map from the shard
+//! manager, authenticates tenants by API key (hashes in the map), serves the tenant API
+//! (`/v1/functions`) through the shard manager, and proxies invocations
+//! (`/function/{name}`) to the owning cell's data plane, retrying once at the owner a
+//! `421` names. See `docs/router.md`.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod daemon;
+pub mod manager;
+pub mod metrics;
+pub mod proxy;
+pub mod server;

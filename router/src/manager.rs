@@ -1,0 +1,62 @@
+//! The router's client of the shard manager for the tenant API: any replica answers (a
+//! follower forwards writes to the leader), so a call that finds a replica unreachable
+//! goes to the next one.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use baton_proto::shard::shard_manager_client::ShardManagerClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Clients of every replica, and the one that answered last.
+pub struct Manager {
+    clients: Vec<ShardManagerClient<Channel>>,
+    current: AtomicUsize,
+}
+
+impl Manager {
+    /// Clients of `replicas` (gRPC URLs), connected lazily.
+    pub fn new(replicas: &[String]) -> Result<Self, String> {
+        if replicas.is_empty() {
+            return Err("router.shard_managers: at least one URL is needed".into());
+        }
+        let clients = replicas
+            .iter()
+            .map(|url| {
+                let endpoint = Endpoint::from_shared(url.clone())
+                    .map_err(|e| format!("router.shard_managers: {url:?} is not a URL: {e}"))?;
+                let channel = endpoint
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(1))
+                    .timeout(Duration::from_secs(10))
+                    .connect_lazy();
+                Ok(ShardManagerClient::new(channel))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self { clients, current: AtomicUsize::new(0) })
+    }
+
+    /// Runs `call` on a replica; moves to the next replica while they are unavailable.
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: Fn(ShardManagerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = Status::unavailable("no shard-manager replica");
+        for i in 0..self.clients.len() {
+            let index = (start + i) % self.clients.len();
+            match call(self.clients[index].clone()).await {
+                Ok(response) => {
+                    self.current.store(index, Ordering::Relaxed);
+                    return Ok(response.into_inner());
+                }
+                Err(status) if status.code() == Code::Unavailable => last = status,
+                Err(status) => return Err(status),
+            }
+        }
+        Err(last)
+    }
+}

@@ -1,0 +1,142 @@
+//! Invocations: `ANY /function/{name}[/rest]`. The owner comes from the shard map in
+//! memory (no I/O): the function's assignment, and the data plane within the owning cell
+//! by function hash. The call goes there as `/function/{tenant}.{name}[/rest]` with the
+//! generation routed by. A cell that no longer owns the function answers 421 with the
+//! owner it knows; the router retries there once (its own map catches up by the stream).
+
+use std::time::Duration;
+
+use baton_service::http::{Body, copy_end_to_end, error_response};
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::server::Router;
+
+/// Header carrying the generation a call was routed by.
+const GENERATION: &str = "x-baton-generation";
+
+/// The pooled client to the cells' data planes.
+pub type Upstream = Client<HttpConnector, Full<Bytes>>;
+
+/// A client with keep-alive connections and TCP_NODELAY.
+pub fn upstream() -> Upstream {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(hyper_util::rt::TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+}
+
+/// Where one attempt goes.
+struct Target {
+    data_plane: String,
+    generation: u64,
+}
+
+/// Proxies one invocation of `tenant`'s function `name`.
+pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: Request<Incoming>) -> Response<Body> {
+    let id = format!("{tenant}/{name}");
+    let target = {
+        let map = router.view.read();
+        map.assigned_owner(&id).and_then(|owner| {
+            Some(Target { data_plane: owner.data_plane?.to_string(), generation: owner.generation.unwrap_or(0) })
+        })
+    };
+    let Some(mut target) = target else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "function_not_found",
+            &format!("function {name:?} does not exist"),
+        );
+    };
+    let path = match req.uri().query() {
+        Some(q) => format!("/function/{tenant}.{name}{rest}?{q}"),
+        None => format!("/function/{tenant}.{name}{rest}"),
+    };
+    let max = router.config.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            let message = format!("the request body is over the limit of {max} bytes");
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message);
+        }
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, "bad_body", &format!("reading the body: {e}")),
+    };
+    let mut headers = HeaderMap::new();
+    copy_end_to_end(&parts.headers, &mut headers);
+    headers.remove(http::header::AUTHORIZATION);
+    for attempt in 0..2 {
+        let response = match send(router, &parts.method, &headers, &target, &path, body.clone()).await {
+            Ok(response) => response,
+            Err(refusal) => return refusal,
+        };
+        if response.status() != StatusCode::MISDIRECTED_REQUEST || attempt == 1 {
+            return answer(response);
+        }
+        // The cell says the function moved: retry at the owner it names.
+        let Some(next) = redirect(router, response.headers()) else {
+            return answer(response);
+        };
+        crate::metrics::misdirected_retry();
+        tracing::debug!(function = %id, from = target.data_plane, to = next.data_plane, "421: retrying at the owner");
+        target = next;
+    }
+    unreachable!("the second attempt always returns")
+}
+
+async fn send(
+    router: &Router,
+    method: &http::Method,
+    headers: &HeaderMap,
+    target: &Target,
+    path: &str,
+    body: Bytes,
+) -> Result<Response<Incoming>, Response<Body>> {
+    let uri: Uri = format!("{}{path}", target.data_plane.trim_end_matches('/')).parse().map_err(|_| {
+        error_response(
+            StatusCode::BAD_GATEWAY,
+            "bad_owner",
+            &format!("the owner's address {:?} is invalid", target.data_plane),
+        )
+    })?;
+    let mut out = Request::builder().method(method.clone()).uri(uri).body(Full::new(body)).expect("parts are valid");
+    *out.headers_mut() = headers.clone();
+    out.headers_mut().insert(GENERATION, HeaderValue::from(target.generation));
+    match tokio::time::timeout(router.config.call_timeout, router.upstream.request(out)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => {
+            Err(error_response(StatusCode::BAD_GATEWAY, "cell_unreachable", &format!("the owning cell: {e}")))
+        }
+        Err(_) => Err(error_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            "call_timeout",
+            &format!("no answer within {} s", router.config.call_timeout.as_secs()),
+        )),
+    }
+}
+
+/// The owner a 421 names: its data plane if given, else the cell's from our map.
+fn redirect(router: &Router, headers: &HeaderMap) -> Option<Target> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let generation = text(GENERATION).and_then(|g| g.parse().ok()).unwrap_or(0);
+    if let Some(data_plane) = text("x-baton-owner-data-plane") {
+        return Some(Target { data_plane, generation });
+    }
+    let cell = baton_shardmap::CellId(text("x-baton-owner")?);
+    let map = router.view.read();
+    let data_plane = map.cell(&cell)?.data_planes.first()?.clone();
+    Some(Target { data_plane, generation })
+}
+
+/// The cell's answer, streamed back without hop-by-hop headers.
+fn answer(response: Response<Incoming>) -> Response<Body> {
+    let (mut head, body) = response.into_parts();
+    let mut headers = HeaderMap::new();
+    copy_end_to_end(&head.headers, &mut headers);
+    head.headers = headers;
+    Response::from_parts(head, body.boxed())
+}

@@ -1,0 +1,75 @@
+//! The router's HTTP server: HTTP/1.1 and h2c on one port, requests dispatched by path to
+//! the tenant API or the invocation proxy after authentication, graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use baton_service::http::{Body, error_response};
+use baton_shardmap::MapView;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::auth::{self, AuthError};
+use crate::config::RouterSection;
+use crate::manager::Manager;
+use crate::proxy::{self, Upstream};
+
+/// Everything a request needs, shared by every connection.
+#[derive(Clone)]
+pub struct Router {
+    /// The followed shard map.
+    pub view: MapView,
+    /// The shard manager, for the tenant API.
+    pub manager: Arc<Manager>,
+    /// The data-plane client.
+    pub upstream: Upstream,
+    /// Settings.
+    pub config: Arc<RouterSection>,
+}
+
+impl Router {
+    /// Handles one request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let path = req.uri().path().to_string();
+        let (route, response) = self.route(&path, req).await;
+        crate::metrics::request(route, response.status().as_u16(), started.elapsed());
+        response
+    }
+
+    async fn route(&self, path: &str, req: Request<Incoming>) -> (&'static str, Response<Body>) {
+        let route = if path.starts_with("/function/") {
+            "invoke"
+        } else if path == "/v1/functions" || path.starts_with("/v1/functions/") {
+            "functions"
+        } else {
+            let message = "the router serves /v1/functions[/{name}] and /function/{name}[/path]";
+            return ("other", error_response(StatusCode::NOT_FOUND, "no_route", message));
+        };
+        let tenant = match auth::tenant(req.headers(), &self.view) {
+            Ok(tenant) => tenant,
+            Err(e) => return (route, unauthorized(&e)),
+        };
+        if route == "invoke" {
+            let Some((name, rest)) = baton_service::http::function_path(path) else {
+                return (
+                    route,
+                    error_response(StatusCode::NOT_FOUND, "no_route", "invocations go to /function/{name}"),
+                );
+            };
+            return (route, proxy::invoke(self, &tenant, name, rest, req).await);
+        }
+        let name = path.strip_prefix("/v1/functions/").filter(|n| !n.is_empty());
+        if name.is_some_and(|n| n.contains('/')) {
+            return (route, error_response(StatusCode::NOT_FOUND, "no_route", "no such resource"));
+        }
+        let (parts, body) = req.into_parts();
+        (route, crate::api::functions(self, tenant, parts.method, name, body).await)
+    }
+}
+
+fn unauthorized(e: &AuthError) -> Response<Body> {
+    let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
+    response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+    response
+}

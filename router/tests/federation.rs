@@ -1,0 +1,296 @@
+//! End to end on real processes: a shard manager, two cells with a worker each, routers.
+//! The tenant API and invocations through the router, auth and tenant isolation, bad
+//! input, revocation, a stale router corrected by 421, and a graceful move under load.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use baton_proto::cell::ListFunctionsRequest as CellListFunctions;
+use baton_proto::shard::{FunctionRef, MoveFunctionRequest, RevokeApiKeyRequest};
+use baton_testkit::{Federation, echo_spec};
+use serde_json::{Value, json};
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap()
+}
+
+async fn status_and_json(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let answer = request.send().await.unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `check` every 5 ms until it holds; returns how long that took.
+async fn within<F, Fut>(limit: Duration, what: &str, check: F) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_deploy_invoke_and_are_isolated_and_bad_input_stores_nothing() {
+    let mut federation = Federation::start(2, 29000, "3s").await;
+    let acme = federation.tenant("acme").await;
+    let other = federation.tenant("other").await;
+    let r = federation.start_router(None, &acme).await;
+    let router = &federation.routers[r];
+    let client = http();
+    let functions = router.url("/v1/functions");
+
+    // No key, a malformed header, an unknown key: 401, on the API and on invocations.
+    for path in ["/v1/functions", "/function/echo"] {
+        assert_eq!(client.get(router.url(path)).send().await.unwrap().status(), 401);
+        let bad = client.get(router.url(path)).bearer_auth("bk_not-a-key").send().await.unwrap();
+        assert_eq!(bad.status(), 401);
+        assert_eq!(bad.headers()["www-authenticate"], "Bearer");
+        let basic = client.get(router.url(path)).header("authorization", "Basic eDp5").send().await.unwrap();
+        assert_eq!(basic.status(), 401);
+    }
+
+    // Bad input: a clear 4xx naming what is wrong, and nothing stored.
+    let spec = echo_spec("echo", json!({"timeout": "2s"}));
+    let bad_inputs: Vec<(&str, String, &str)> = vec![
+        ("not json", "{".into(), "body"),
+        ("not an object", "[1]".into(), "body"),
+        ("no name", json!({"executable": "/bin/true"}).to_string(), "name"),
+        ("bad name", json!({"name": "Echo", "executable": "/bin/true"}).to_string(), "name"),
+        ("unknown field", json!({"name": "echo", "executable": "/bin/true", "colour": 1}).to_string(), "colour"),
+        ("bad value", json!({"name": "echo", "executable": "rel/path"}).to_string(), "executable"),
+        ("bad region", json!({"name": "echo", "executable": "/bin/true", "home_region": 7}).to_string(), "home_region"),
+    ];
+    for (what, body, field) in bad_inputs {
+        let (status, error) = status_and_json(client.post(&functions).bearer_auth(&acme).body(body)).await;
+        assert_eq!(status, 400, "{what}: {error}");
+        assert!(error["error"]["message"].as_str().unwrap().contains(field), "{what}: {error}");
+    }
+    let (status, _) = status_and_json(client.post(&functions).bearer_auth(&acme).body("x".repeat(70_000))).await;
+    assert_eq!(status, 413);
+    let (status, _) = status_and_json(client.patch(&functions).bearer_auth(&acme).body("{}")).await;
+    assert_eq!(status, 405);
+    let (_, listed) = status_and_json(client.get(&functions).bearer_auth(&acme)).await;
+    assert_eq!(listed["functions"], json!([]), "bad input stored nothing");
+
+    // Deploy: 201, then 200 for an update; the answer names the owning cell.
+    let (status, created) = status_and_json(client.post(&functions).bearer_auth(&acme).json(&spec)).await;
+    assert_eq!(status, 201, "{created}");
+    assert!(created["cell"].as_str().unwrap().starts_with("cell-"));
+    let (status, _) = status_and_json(client.put(format!("{functions}/echo")).bearer_auth(&acme).json(&spec)).await;
+    assert_eq!(status, 200);
+    let (status, mismatch) =
+        status_and_json(client.put(format!("{functions}/other-name")).bearer_auth(&acme).json(&spec)).await;
+    assert_eq!(status, 400, "{mismatch}");
+
+    // Invoke through the router (it learns the function from the map within milliseconds).
+    let echo = router.url("/function/echo/some/path?x=1");
+    let took = within(Duration::from_secs(10), "echo answers 200", || async {
+        client.post(&echo).bearer_auth(&acme).body("hello").send().await.unwrap().status() == 200
+    })
+    .await;
+    eprintln!("first successful call {took:?} after registration");
+    let (status, echoed) = status_and_json(client.post(&echo).bearer_auth(&acme).body("hello")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&echoed["body"], &echoed["path"], &echoed["query"]),
+        (&json!("hello"), &json!("/some/path"), &json!("x=1"))
+    );
+    // Neither the key nor the routing generation reaches the function.
+    let headers = echoed["headers"].as_object().unwrap();
+    assert!(!headers.contains_key("authorization") && !headers.contains_key("x-baton-generation"), "{echoed}");
+
+    // Another tenant sees nothing of it: 404 everywhere, never a 403.
+    assert_eq!(client.post(&echo).bearer_auth(&other).send().await.unwrap().status(), 404);
+    let (status, _) = status_and_json(client.get(format!("{functions}/echo")).bearer_auth(&other)).await;
+    assert_eq!(status, 404);
+    let (status, _) = status_and_json(client.delete(format!("{functions}/echo")).bearer_auth(&other)).await;
+    assert_eq!(status, 404);
+    let (_, listed) = status_and_json(client.get(&functions).bearer_auth(&other)).await;
+    assert_eq!(listed["functions"], json!([]));
+    let (status, got) = status_and_json(client.get(format!("{functions}/echo")).bearer_auth(&acme)).await;
+    assert_eq!((status, got["name"].as_str()), (200, Some("echo")));
+    assert_eq!(got["spec"]["executable"], spec["executable"]);
+
+    // A revoked key stops working within the map's propagation time.
+    let second = federation.key("acme").await;
+    let key_id = baton_shardmap::key_hash(&second)[..16].to_string();
+    within(Duration::from_secs(2), "a new key works", || async {
+        client.get(&functions).bearer_auth(&second).send().await.unwrap().status() == 200
+    })
+    .await;
+    let mut sm = federation.client().await;
+    sm.revoke_api_key(RevokeApiKeyRequest { key_id }).await.unwrap();
+    let took = within(Duration::from_millis(500), "the revoked key is refused", || async {
+        client.get(&functions).bearer_auth(&second).send().await.unwrap().status() == 401
+    })
+    .await;
+    eprintln!("revocation reached the router in {took:?}");
+    assert_eq!(client.get(&functions).bearer_auth(&acme).send().await.unwrap().status(), 200);
+
+    // Delete: 204, then the function is gone from the API, the router and its cell.
+    let owner = created["cell"].as_str().unwrap().to_string();
+    let (status, _) = status_and_json(client.delete(format!("{functions}/echo")).bearer_auth(&acme)).await;
+    assert_eq!(status, 204);
+    let (status, _) = status_and_json(client.get(format!("{functions}/echo")).bearer_auth(&acme)).await;
+    assert_eq!(status, 404);
+    within(Duration::from_secs(1), "invocations of a deleted function are 404", || async {
+        client.post(&echo).bearer_auth(&acme).send().await.unwrap().status() == 404
+    })
+    .await;
+    let cell = federation.cells.iter().find(|c| c.id == owner).unwrap();
+    let mut api = cell.api().await;
+    // It is removed once calls in flight had time to finish (its timeout: 2 s).
+    within(Duration::from_secs(10), "the owner removes the deleted function", || {
+        let mut api = api.clone();
+        async move {
+            let names = api.list_functions(CellListFunctions {}).await.unwrap().into_inner().functions;
+            names.is_empty()
+        }
+    })
+    .await;
+    let _ = api.list_functions(CellListFunctions {}).await.unwrap();
+}
+
+/// A TCP forwarder the test can freeze: while frozen it passes no bytes, so a router
+/// behind it keeps its last map (as when the shard manager is unreachable).
+struct Forwarder {
+    port: u16,
+    frozen: Arc<AtomicBool>,
+}
+
+impl Forwarder {
+    async fn start(to: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else { continue };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(pump(ri, wo, flag.clone()));
+                tokio::spawn(pump(ro, wi, flag.clone()));
+            }
+        });
+        Self { port, frozen }
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_router_is_corrected_by_421_and_a_graceful_move_under_load_fails_no_call() {
+    let mut federation = Federation::start(2, 29400, "3s").await;
+    let acme = federation.tenant("acme").await;
+    let forwarder = Forwarder::start(federation.manager_port).await;
+    let live = federation.start_router(None, &acme).await;
+    let stale = federation.start_router(Some(format!("http://127.0.0.1:{}", forwarder.port)), &acme).await;
+    let client = http();
+    let spec = echo_spec("echo", json!({"timeout": "2s", "scaling": {"min_scale": 1}}));
+    let (status, created) =
+        status_and_json(client.post(federation.routers[live].url("/v1/functions")).bearer_auth(&acme).json(&spec))
+            .await;
+    assert_eq!(status, 201, "{created}");
+    let source = created["cell"].as_str().unwrap().to_string();
+    let target = if source == "cell-1" { "cell-2" } else { "cell-1" };
+    for router in &federation.routers {
+        let url = router.url("/function/echo");
+        within(Duration::from_secs(10), "echo answers through every router", || async {
+            client.post(&url).bearer_auth(&acme).body("x").send().await.unwrap().status() == 200
+        })
+        .await;
+    }
+
+    // Steady load through the live router while the function moves.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (client, url, key) = (client.clone(), federation.routers[live].url("/function/echo"), acme.clone());
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                match client.post(&url).bearer_auth(&key).body("load").send().await {
+                    Ok(answer) if answer.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(answer) => {
+                        eprintln!("failed call: {} {}", answer.status(), answer.text().await.unwrap_or_default());
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(e) => {
+                        eprintln!("failed call: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    forwarder.frozen.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let mut sm = federation.client().await;
+    let moved = sm
+        .move_function(MoveFunctionRequest { tenant: "acme".into(), name: "echo".into(), cell: target.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((moved.cell.as_str(), moved.generation), (target, 2));
+    eprintln!("move committed in {:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent_during = ok.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("graceful move under load: {ok} calls succeeded in ~4 s, {failed} failed");
+    assert_eq!(failed, 0, "a graceful move fails no call");
+    assert!(ok >= 800 && sent_during > 0, "the load held at least 200 calls/s: {ok} in 4 s");
+
+    // The stale router still routes to the source, which answers 421 naming the owner;
+    // the router retries there and the call succeeds.
+    let stale_router = &federation.routers[stale];
+    let (status, echoed) =
+        status_and_json(client.post(stale_router.url("/function/echo")).bearer_auth(&acme).body("s")).await;
+    assert_eq!((status, &echoed["body"]), (200, &json!("s")));
+    assert!(stale_router.metric("baton_router_misdirected_retries_total").await >= 1.0);
+    forwarder.frozen.store(false, Ordering::SeqCst);
+
+    // The source forgets the function once its calls had time to finish (timeout 2 s).
+    let source_cell = federation.cells.iter().find(|c| c.id == source).unwrap();
+    let api = source_cell.api().await;
+    within(Duration::from_secs(10), "the source forgets the moved function", || {
+        let mut api = api.clone();
+        async move { api.list_functions(CellListFunctions {}).await.unwrap().into_inner().functions.is_empty() }
+    })
+    .await;
+    let info = sm.get_function(FunctionRef { tenant: "acme".into(), name: "echo".into() }).await.unwrap().into_inner();
+    assert_eq!(info.cell, target);
+}

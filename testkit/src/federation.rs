@@ -1,0 +1,151 @@
+//! A federation of real processes: one `baton-shard-manager`, cells (each a `baton-cell`
+//! with one process-runtime `baton-worker`) registered with it, and `baton-router`s.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton_proto::shard::shard_manager_client::ShardManagerClient;
+use baton_proto::shard::{CreateApiKeyRequest, ListCellsRequest, PutTenantRequest};
+use tonic::transport::Channel;
+
+use crate::{Cluster, Proc, bin, free_port, wait_port};
+
+/// A router process.
+pub struct RouterProc {
+    /// Its HTTP port.
+    pub port: u16,
+    /// Its admin port.
+    pub admin_port: u16,
+    /// The process.
+    pub proc: Proc,
+}
+
+impl RouterProc {
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A counter or gauge from its `/metrics` (summed over labels).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text =
+            reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin_port)).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// The federation.
+pub struct Federation {
+    pub dir: tempfile::TempDir,
+    pub manager_port: u16,
+    pub manager: Proc,
+    pub cells: Vec<Cluster>,
+    pub routers: Vec<RouterProc>,
+}
+
+impl Federation {
+    /// A shard manager failing cells over after `heartbeat_timeout`, and `cells` cells
+    /// (`cell-1`, …) whose workers take sandbox ports from `port_base` (200 each).
+    pub async fn start(cells: usize, port_base: u16, heartbeat_timeout: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let manager_port = free_port();
+        let manager = Proc(
+            Command::new(bin("baton-shard-manager"))
+                .args(["--listen", &format!("127.0.0.1:{manager_port}"), "--admin-listen", "127.0.0.1:0"])
+                .arg("--data-dir")
+                .arg(dir.path().join("shard-manager"))
+                .env("BATON_CELLS__HEARTBEAT_TIMEOUT", heartbeat_timeout)
+                .env("BATON_CELLS__FAILOVER_INTERVAL", "50ms")
+                .env("BATON_LOG__FILTER", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(manager_port).await;
+        let mut federation = Self { dir, manager_port, manager, cells: Vec::new(), routers: Vec::new() };
+        for i in 0..cells {
+            federation.add_cell(port_base + 200 * i as u16).await;
+        }
+        federation
+    }
+
+    /// The shard manager's gRPC URL.
+    pub fn manager_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.manager_port)
+    }
+
+    /// A client of the shard manager.
+    pub async fn client(&self) -> ShardManagerClient<Channel> {
+        ShardManagerClient::connect(self.manager_url()).await.unwrap()
+    }
+
+    /// Starts cell `cell-N` with one worker taking sandbox ports from `port_base`; waits
+    /// until it is registered and active.
+    pub async fn add_cell(&mut self, port_base: u16) {
+        let id = format!("cell-{}", self.cells.len() + 1);
+        let extra =
+            format!("[federation]\nshard_manager = \"{}\"\nheartbeat_interval = \"100ms\"\n", self.manager_url());
+        let mut cell = Cluster::new(&extra);
+        cell.id = id.clone();
+        cell.cell_env.push(("BATON_LOG__FILTER".into(), "warn".into()));
+        cell.start_cell().await;
+        cell.start_worker(&format!("{id}-w1"), 40, port_base).await;
+        self.cells.push(cell);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let cells = self.client().await.list_cells(ListCellsRequest {}).await.unwrap().into_inner().cells;
+            if cells.iter().any(|c| c.id == id && c.state == "active") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} did not register: {cells:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Creates tenant `name` (region `local`) and returns a new API key for it.
+    pub async fn tenant(&self, name: &str) -> String {
+        let mut client = self.client().await;
+        client.put_tenant(PutTenantRequest { name: name.into(), default_region: "local".into() }).await.unwrap();
+        self.key(name).await
+    }
+
+    /// A new API key for tenant `name`.
+    pub async fn key(&self, name: &str) -> String {
+        let mut client = self.client().await;
+        client.create_api_key(CreateApiKeyRequest { tenant: name.into() }).await.unwrap().into_inner().key
+    }
+
+    /// Starts a router following `shard_manager` (default: this federation's); waits until
+    /// it has the map with `key` in it.
+    pub async fn start_router(&mut self, shard_manager: Option<String>, key: &str) -> usize {
+        let (port, admin_port) = (free_port(), free_port());
+        let proc = Proc(
+            Command::new(bin("baton-router"))
+                .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin_port}")])
+                .args(["--shard-managers", &shard_manager.unwrap_or_else(|| self.manager_url())])
+                .env("BATON_LOG__FILTER", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(port).await;
+        let router = RouterProc { port, admin_port, proc };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = client.get(router.url("/v1/functions")).bearer_auth(key).send().await.unwrap();
+            if answer.status() == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the router never accepted the key: {}", answer.status());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.routers.push(router);
+        self.routers.len() - 1
+    }
+}
