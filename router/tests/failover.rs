@@ -1,0 +1,130 @@
+//! A cell dies under load: SIGKILL every process of one cell (its `baton-cell` and its
+//! worker) while 20 functions take steady load through a router. Its functions must be
+//! served by the other cell within the heartbeat timeout + 1 s; the other cell's functions
+//! see no failure. The measured unavailability is printed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use baton_testkit::{Federation, echo_spec};
+use serde_json::json;
+
+const FUNCTIONS: usize = 20;
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Per function: calls that failed, and when they did (since the kill, negative before).
+#[derive(Default, Debug)]
+struct Record {
+    ok: u64,
+    /// (seconds from the kill to the call's start, status).
+    failures: Vec<(f64, u16)>,
+    last_failure: Option<Instant>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cell_is_failed_over_under_load() {
+    let mut federation = Federation::start(2, 29800, "1s").await;
+    let key = federation.tenant("acme").await;
+    let r = federation.start_router(None, &key).await;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let mut owners = BTreeMap::new();
+    for i in 0..FUNCTIONS {
+        // Small sandboxes, so the surviving cell's one worker has room for all 20.
+        let extra = json!({
+            "timeout": "5s",
+            "resources": {"cpu_millis": 20, "memory_mib": 32},
+            "scaling": {"min_scale": 1, "max_scale": 2},
+        });
+        let spec = echo_spec(&format!("f{i}"), extra);
+        let answer =
+            client.post(federation.routers[r].url("/v1/functions")).bearer_auth(&key).json(&spec).send().await.unwrap();
+        assert_eq!(answer.status(), 201);
+        let body: serde_json::Value = answer.json().await.unwrap();
+        owners.insert(format!("f{i}"), body["cell"].as_str().unwrap().to_string());
+    }
+    let victim = owners["f0"].clone();
+    let moved: Vec<String> = owners.iter().filter(|(_, c)| **c == victim).map(|(f, _)| f.clone()).collect();
+    assert!(moved.len() < FUNCTIONS, "both cells own functions: {owners:?}");
+    // Every function answers before the load starts.
+    for f in owners.keys() {
+        let url = federation.routers[r].url(&format!("/function/{f}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client.post(&url).bearer_auth(&key).send().await.unwrap().status() != 200 {
+            assert!(Instant::now() < deadline, "{f} never answered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // Steady load: two callers per function, each calling every 100 ms (about 400 calls/s).
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let records: Arc<Mutex<BTreeMap<String, Record>>> = Arc::default();
+    let mut load = Vec::new();
+    for f in owners.keys() {
+        for _ in 0..2 {
+            let (client, key, f) = (client.clone(), key.clone(), f.clone());
+            let url = federation.routers[r].url(&format!("/function/{f}"));
+            let (stop, killed_at, records) = (stop.clone(), killed_at.clone(), records.clone());
+            load.push(tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let sent = Instant::now();
+                    let status = match client.post(&url).bearer_auth(&key).send().await {
+                        Ok(answer) => answer.status().as_u16(),
+                        Err(_) => 0,
+                    };
+                    let ok = status == 200;
+                    let now = Instant::now();
+                    {
+                        let mut records = records.lock().unwrap();
+                        let record = records.entry(f.clone()).or_default();
+                        if ok {
+                            record.ok += 1;
+                        } else {
+                            let since = killed_at.lock().unwrap().map(|k| sent.duration_since(k).as_secs_f64());
+                            record.failures.push((since.unwrap_or(-1.0), status));
+                            record.last_failure = Some(now);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cell = federation.cells.iter_mut().find(|c| c.id == victim).unwrap();
+    let kill = Instant::now();
+    *killed_at.lock().unwrap() = Some(kill);
+    cell.cell.as_mut().unwrap().sigkill();
+    cell.workers.clear();
+    tokio::time::sleep(HEARTBEAT_TIMEOUT + Duration::from_secs(4)).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+
+    let records = records.lock().unwrap();
+    let mut worst = Duration::ZERO;
+    for (f, record) in records.iter() {
+        if moved.contains(f) {
+            let outage = record.last_failure.map(|t| t.duration_since(kill)).unwrap_or_default();
+            worst = worst.max(outage);
+            assert!(record.failures.iter().all(|&(t, _)| t >= 0.0), "{f} failed before the kill: {record:?}");
+        } else {
+            assert!(record.failures.is_empty(), "{f} on the surviving cell failed: {record:?}");
+        }
+        assert!(record.ok > 0, "{f} was served");
+    }
+    eprintln!(
+        "cell {victim} killed: {} of its functions failed over; longest unavailability {worst:?} (heartbeat timeout {HEARTBEAT_TIMEOUT:?})",
+        moved.len()
+    );
+    assert!(worst <= HEARTBEAT_TIMEOUT + Duration::from_secs(1), "unavailable for {worst:?}");
+    // Every function is now owned by the survivor and answers.
+    for f in owners.keys() {
+        let url = federation.routers[r].url(&format!("/function/{f}"));
+        assert_eq!(client.post(&url).bearer_auth(&key).send().await.unwrap().status(), 200, "{f}");
+    }
+}
