@@ -105,7 +105,7 @@ async fn a_killed_cell_is_failed_over_under_load() {
         task.await.unwrap();
     }
 
-    let records = records.lock().unwrap();
+    let records = std::mem::take(&mut *records.lock().unwrap());
     let mut worst = Duration::ZERO;
     for (f, record) in records.iter() {
         if moved.contains(f) {
