@@ -1,0 +1,117 @@
+//! Registration and propagation against a real `baton-shard-manager` process (one
+//! replica, redb with fsync per commit): the latency of one `PutFunction` one at a time,
+//! 10,000 functions in bulk (64 in flight), and how long a committed registration takes
+//! to reach a follower of the shard-map stream. Run with
+//! `cargo build --release --bins && cargo bench -p baton-shard-manager --bench registration`.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baton_proto::shard::shard_manager_client::ShardManagerClient;
+use baton_proto::shard::{PutFunctionRequest, PutTenantRequest, RegisterCellRequest, WatchShardMapRequest};
+use baton_testkit::{Proc, bin, free_port, wait_port};
+use tokio::sync::Semaphore;
+
+const SPEC: &str = r#"{"executable":"/usr/bin/true"}"#;
+
+fn put(name: String) -> PutFunctionRequest {
+    PutFunctionRequest { tenant: "bench".into(), name, spec_json: SPEC.into(), home_region: String::new() }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _manager = Proc(
+        Command::new(bin("baton-shard-manager"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("BATON_LOG__FILTER", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(port).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut client = loop {
+        match ShardManagerClient::connect(url.clone()).await {
+            Ok(client) => break client,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let cell = |id: &str| RegisterCellRequest {
+        id: id.into(),
+        region: "local".into(),
+        control: format!("http://{id}:7100"),
+        data_planes: vec![format!("http://{id}:8080")],
+        weight: 1,
+    };
+    loop {
+        if client.register_cell(cell("c1")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.register_cell(cell("c2")).await.unwrap();
+    // The cells are names only: heartbeat for them, or the leader fails them over.
+    let mut beating = client.clone();
+    tokio::spawn(async move {
+        loop {
+            for id in ["c1", "c2"] {
+                let _ = beating.cell_heartbeat(baton_proto::shard::CellHeartbeatRequest { id: id.into() }).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    client.put_tenant(PutTenantRequest { name: "bench".into(), default_region: "local".into() }).await.unwrap();
+
+    // One at a time, with a follower of the map timing each delta's arrival.
+    let mut stream = client.watch_shard_map(WatchShardMapRequest {}).await.unwrap().into_inner();
+    stream.message().await.unwrap().unwrap();
+    let (mut latency, mut propagation) = (Vec::new(), Vec::new());
+    for i in 0..1000 {
+        let sent = Instant::now();
+        client.put_function(put(format!("seq-{i}"))).await.unwrap();
+        let committed = sent.elapsed();
+        stream.message().await.unwrap().unwrap();
+        latency.push(committed);
+        propagation.push(sent.elapsed());
+    }
+    latency.sort();
+    propagation.sort();
+    println!(
+        "registration, one at a time (1000): p50 {:?} p99 {:?}",
+        percentile(&latency, 0.5),
+        percentile(&latency, 0.99)
+    );
+    println!(
+        "registration sent to its delta at a stream follower: p50 {:?} p99 {:?}",
+        percentile(&propagation, 0.5),
+        percentile(&propagation, 0.99)
+    );
+    drop(stream);
+
+    // 10,000 in bulk, 64 in flight.
+    let limit = Arc::new(Semaphore::new(64));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..10_000 {
+        let permit = limit.clone().acquire_owned().await.unwrap();
+        let mut client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            client.put_function(put(format!("bulk-{i}"))).await.unwrap();
+            drop(permit);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let bulk = started.elapsed();
+    println!("10,000 registrations in bulk (64 in flight): {bulk:?} ({:.0}/s)", 10_000.0 / bulk.as_secs_f64());
+}
