@@ -212,6 +212,7 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
             shard_manager: f.shard_manager.clone(),
             registration,
             heartbeat_interval: f.heartbeat_interval,
+            plane: plane.clone(),
         };
         let shard_manager = crate::federation::shard_manager_client(&f.shard_manager)
             .map_err(|e| StartError::Config(format!("federation.shard_manager: {e}")))?;

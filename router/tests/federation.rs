@@ -41,6 +41,7 @@ async fn tenants_deploy_invoke_and_are_isolated_and_bad_input_stores_nothing() {
     let acme = federation.tenant("acme").await;
     let other = federation.tenant("other").await;
     let r = federation.start_router(None, &acme).await;
+    let second_router = federation.start_router(None, &acme).await;
     let router = &federation.routers[r];
     let client = http();
     let functions = router.url("/v1/functions");
@@ -80,8 +81,30 @@ async fn tenants_deploy_invoke_and_are_isolated_and_bad_input_stores_nothing() {
 
     // Deploy: 201, then 200 for an update; the answer names the owning cell.
     let (status, created) = status_and_json(client.post(&functions).bearer_auth(&acme).json(&spec)).await;
+    let committed = Instant::now();
     assert_eq!(status, 201, "{created}");
     assert!(created["cell"].as_str().unwrap().starts_with("cell-"));
+
+    // Both routers know the function within 100 ms of its commit (a call they route is not
+    // a 404, whatever it then waits for), and send it to the same cell.
+    let visible = |url: String| {
+        let (client, key) = (client.clone(), acme.clone());
+        async move {
+            loop {
+                let sent = Instant::now();
+                if client.post(&url).bearer_auth(&key).send().await.unwrap().status() != 404 {
+                    return sent.duration_since(committed);
+                }
+                assert!(committed.elapsed() < Duration::from_secs(2), "the router never saw the registration");
+            }
+        }
+    };
+    let (first, second) = tokio::join!(
+        visible(federation.routers[r].url("/function/echo")),
+        visible(federation.routers[second_router].url("/function/echo")),
+    );
+    eprintln!("registration visible through the two routers {first:?} and {second:?} after its commit");
+    assert!(first < Duration::from_millis(100) && second < Duration::from_millis(100));
     let (status, _) = status_and_json(client.put(format!("{functions}/echo")).bearer_auth(&acme).json(&spec)).await;
     assert_eq!(status, 200);
     let (status, mismatch) =
@@ -95,6 +118,11 @@ async fn tenants_deploy_invoke_and_are_isolated_and_bad_input_stores_nothing() {
     })
     .await;
     eprintln!("first successful call {took:?} after registration");
+    for router in [&federation.routers[r], &federation.routers[second_router]] {
+        let answer = client.post(router.url("/function/echo")).bearer_auth(&acme).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.headers()["x-baton-cell"], created["cell"].as_str().unwrap(), "both routers, one cell");
+    }
     let (status, echoed) = status_and_json(client.post(&echo).bearer_auth(&acme).body("hello")).await;
     assert_eq!(status, 200);
     assert_eq!(

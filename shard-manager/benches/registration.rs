@@ -4,13 +4,12 @@
 //! to reach a follower of the shard-map stream. Run with
 //! `cargo build --release --bins && cargo bench -p baton-shard-manager --bench registration`.
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{PutFunctionRequest, PutTenantRequest, RegisterCellRequest, WatchShardMapRequest};
-use baton_testkit::{Proc, bin, free_port, wait_port};
+use baton_testkit::{free_port, start_shard_manager};
 use tokio::sync::Semaphore;
 
 const SPEC: &str = r#"{"executable":"/usr/bin/true"}"#;
@@ -27,17 +26,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _manager = Proc(
-        Command::new(bin("baton-shard-manager"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env("BATON_LOG__FILTER", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(port).await;
+    // The cells are names whose heartbeats this program sends; nothing to rebalance onto.
+    let _manager = start_shard_manager(port, dir.path(), &[("BATON_CELLS__MOVE_BUDGET", "0")]).await;
     let url = format!("http://127.0.0.1:{port}");
     let mut client = loop {
         match ShardManagerClient::connect(url.clone()).await {
@@ -64,7 +54,9 @@ async fn main() {
     tokio::spawn(async move {
         loop {
             for id in ["c1", "c2"] {
-                let _ = beating.cell_heartbeat(baton_proto::shard::CellHeartbeatRequest { id: id.into() }).await;
+                let _ = beating
+                    .cell_heartbeat(baton_proto::shard::CellHeartbeatRequest { id: id.into(), loads: vec![] })
+                    .await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

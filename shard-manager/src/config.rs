@@ -96,11 +96,31 @@ pub struct CellsSection {
     /// How often the leader checks. Default: `"250ms"`.
     #[serde(with = "humantime_serde")]
     pub failover_interval: Duration,
+    /// How often the leader plans rebalancing moves (drains, fills, new cells). Default:
+    /// `"1s"`.
+    #[serde(with = "humantime_serde")]
+    pub rebalance_interval: Duration,
+    /// Most functions moved per rebalancing round (moves run one after another). 0
+    /// turns rebalancing off; drains then need `MoveFunction`. Default: 8.
+    pub move_budget: usize,
+    /// A cell is rebalanced when above its region's mean load by more than this
+    /// fraction. Default: 0.05.
+    pub rebalance_threshold: f64,
+    /// A function moved less than this long ago is not moved again. Default: `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub move_cooldown: Duration,
 }
 
 impl Default for CellsSection {
     fn default() -> Self {
-        Self { heartbeat_timeout: Duration::from_secs(3), failover_interval: Duration::from_millis(250) }
+        Self {
+            heartbeat_timeout: Duration::from_secs(3),
+            failover_interval: Duration::from_millis(250),
+            rebalance_interval: Duration::from_secs(1),
+            move_budget: 8,
+            rebalance_threshold: 0.05,
+            move_cooldown: Duration::from_secs(30),
+        }
     }
 }
 

@@ -45,6 +45,13 @@ pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
 
     let manager = Manager::new(raft.clone(), sm, network);
     tokio::spawn(manager.clone().detect_failures(config.cells.heartbeat_timeout, config.cells.failover_interval));
+    let c = &config.cells;
+    tokio::spawn(manager.clone().rebalance(crate::service::RebalanceSettings {
+        interval: c.rebalance_interval,
+        budget: c.move_budget,
+        threshold: c.rebalance_threshold,
+        cooldown: c.move_cooldown,
+    }));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut server_stop = stop_rx.clone();

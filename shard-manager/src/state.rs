@@ -76,6 +76,13 @@ pub enum Command {
         /// Function ID (`tenant/name`).
         id: String,
     },
+    /// Pins a function to its cell (the rebalancer leaves it), or unpins it.
+    Pin {
+        /// Function ID.
+        function: String,
+        /// Pinned or not.
+        pinned: bool,
+    },
     /// Gives a function a new owner, with the next generation.
     Assign {
         /// Function ID.
@@ -115,6 +122,9 @@ pub struct FederationState {
     pub cells: BTreeMap<CellId, Cell>,
     /// Function ID -> owner and generation.
     pub assignments: BTreeMap<String, Assignment>,
+    /// Functions the rebalancer must not move.
+    #[serde(default)]
+    pub pinned: std::collections::BTreeSet<String>,
 }
 
 /// A function's ID: `tenant/name`.
@@ -157,6 +167,9 @@ impl FederationState {
                 }
                 cell_known(cell)
             }
+            Command::Pin { function, .. } if !self.functions.contains_key(function) => {
+                Err(format!("function {function} does not exist"))
+            }
             _ => Ok(()),
         }
     }
@@ -196,8 +209,16 @@ impl FederationState {
                 // again and fetches the new spec.
                 return (generation, vec![Change::Assign { function: id, assignment: assignment.clone() }]);
             }
+            Command::Pin { function, pinned } => {
+                if pinned {
+                    self.pinned.insert(function);
+                } else {
+                    self.pinned.remove(&function);
+                }
+            }
             Command::DeleteFunction { id } => {
                 self.functions.remove(&id);
+                self.pinned.remove(&id);
                 if self.assignments.remove(&id).is_some() {
                     return (None, vec![Change::Forget { function: id }]);
                 }
@@ -262,11 +283,19 @@ mod tests {
         // Updating the spec keeps the owner, whatever the leader would pick now.
         assert_eq!(s.apply(put("c2")).0, Outcome::Applied { epoch: 5, generation: Some(1) });
         assert_eq!(s.assignments["dev/echo"].cell, CellId("c1".into()));
+        s.apply(Command::Pin { function: "dev/echo".into(), pinned: true });
+        assert!(s.pinned.contains("dev/echo"));
+        s.apply(Command::Pin { function: "dev/echo".into(), pinned: false });
+        assert!(s.pinned.is_empty());
+        s.apply(Command::Pin { function: "dev/echo".into(), pinned: true });
         let moved = s.apply(Command::Assign { function: "dev/echo".into(), cell: CellId("c2".into()) }).0;
-        assert_eq!(moved, Outcome::Applied { epoch: 6, generation: Some(2) });
+        assert_eq!(moved, Outcome::Applied { epoch: 9, generation: Some(2) });
         let map = s.shard_map();
         assert_eq!(map.owner("dev/echo", None).unwrap().cell.id.0, "c2");
-        assert_eq!(map.epoch(), 6);
+        assert_eq!(map.epoch(), 9);
+        // A deleted function is no longer pinned.
+        s.apply(Command::DeleteFunction { id: "dev/echo".into() });
+        assert!(s.pinned.is_empty());
     }
 
     /// A follower that starts from a snapshot and applies every delta has the same map
@@ -315,6 +344,7 @@ mod tests {
             Command::SetCellState { cell: CellId("c9".into()), state: CellState::Down },
             Command::PutFunction { record: function("nobody", "f"), cell: CellId("c1".into()) },
             Command::Assign { function: "dev/none".into(), cell: CellId("c1".into()) },
+            Command::Pin { function: "dev/none".into(), pinned: true },
         ] {
             assert!(matches!(s.apply(command), (Outcome::Rejected(_), None)));
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{WatchShardMapRequest, shard_map_event};
 use baton_shardmap::{CellState, MapSnapshot};
-use baton_testkit::{Proc, bin, free_port, wait_port};
+use baton_testkit::{Proc, bin, free_port, start_shard_manager};
 use tonic::transport::Channel;
 
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -70,19 +70,7 @@ fn start_cell(dir: &std::path::Path, id: &str, shard_manager: u16) -> CellProces
 async fn cells_register_heartbeat_and_a_killed_one_is_marked_down() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let _manager = Proc(
-        Command::new(bin("baton-shard-manager"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("sm"))
-            .env("BATON_CELLS__HEARTBEAT_TIMEOUT", "1s")
-            .env("BATON_CELLS__FAILOVER_INTERVAL", "50ms")
-            .env("BATON_LOG__FILTER", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(port).await;
+    let _manager = start_shard_manager(port, &dir.path().join("sm"), &[("BATON_CELLS__HEARTBEAT_TIMEOUT", "1s")]).await;
     let client = ShardManagerClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap();
 
     let mut c1 = start_cell(dir.path(), "c1", port);

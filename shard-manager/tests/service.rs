@@ -58,7 +58,7 @@ async fn cells_functions_the_map_stream_and_failover() {
         let mut api = api.clone();
         tokio::spawn(async move {
             loop {
-                api.cell_heartbeat(CellHeartbeatRequest { id: id.into() }).await.unwrap();
+                api.cell_heartbeat(CellHeartbeatRequest { id: id.into(), loads: vec![] }).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
@@ -117,7 +117,7 @@ async fn cells_functions_the_map_stream_and_failover() {
         assert_eq!(owner.generation, Some(if c == "c1" { 2 } else { 1 }), "{f}: moved functions get a new generation");
     }
     // The failed-over cell is told to register again rather than carry on.
-    let refused = api.cell_heartbeat(CellHeartbeatRequest { id: "c1".into() }).await.unwrap_err();
+    let refused = api.cell_heartbeat(CellHeartbeatRequest { id: "c1".into(), loads: vec![] }).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     c2_beating.abort();
 

@@ -37,6 +37,24 @@ impl RouterProc {
     }
 }
 
+/// Starts a one-replica `baton-shard-manager` on `port` with its data in `data_dir`,
+/// checking cells every 50 ms, with `env` (`BATON_…` settings) on top; waits for its port.
+pub async fn start_shard_manager(port: u16, data_dir: &std::path::Path, env: &[(&str, &str)]) -> Proc {
+    let mut command = Command::new(bin("baton-shard-manager"));
+    command
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("BATON_CELLS__FAILOVER_INTERVAL", "50ms")
+        .env("BATON_LOG__FILTER", "warn")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let manager = Proc(command.spawn().unwrap());
+    wait_port(port).await;
+    manager
+}
+
 /// The federation.
 pub struct Federation {
     pub dir: tempfile::TempDir,
@@ -47,25 +65,19 @@ pub struct Federation {
 }
 
 impl Federation {
-    /// A shard manager failing cells over after `heartbeat_timeout`, and `cells` cells
-    /// (`cell-1`, …) whose workers take sandbox ports from `port_base` (200 each).
+    /// A shard manager failing cells over after `heartbeat_timeout`, rebalancing off, and
+    /// `cells` cells (`cell-1`, …) whose workers take sandbox ports from `port_base` (200
+    /// each).
     pub async fn start(cells: usize, port_base: u16, heartbeat_timeout: &str) -> Self {
+        let env = [("BATON_CELLS__HEARTBEAT_TIMEOUT", heartbeat_timeout), ("BATON_CELLS__MOVE_BUDGET", "0")];
+        Self::start_with(cells, port_base, &env).await
+    }
+
+    /// As [`Federation::start`], with the shard manager's settings in `env`.
+    pub async fn start_with(cells: usize, port_base: u16, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let manager_port = free_port();
-        let manager = Proc(
-            Command::new(bin("baton-shard-manager"))
-                .args(["--listen", &format!("127.0.0.1:{manager_port}"), "--admin-listen", "127.0.0.1:0"])
-                .arg("--data-dir")
-                .arg(dir.path().join("shard-manager"))
-                .env("BATON_CELLS__HEARTBEAT_TIMEOUT", heartbeat_timeout)
-                .env("BATON_CELLS__FAILOVER_INTERVAL", "50ms")
-                .env("BATON_LOG__FILTER", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_port(manager_port).await;
+        let manager = start_shard_manager(manager_port, &dir.path().join("shard-manager"), env).await;
         let mut federation = Self { dir, manager_port, manager, cells: Vec::new(), routers: Vec::new() };
         for i in 0..cells {
             federation.add_cell(port_base + 200 * i as u16).await;

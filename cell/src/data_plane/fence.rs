@@ -51,6 +51,11 @@ impl Fence {
         Self { view, me }
     }
 
+    /// This cell's ID.
+    pub fn cell(&self) -> &str {
+        &self.me.0
+    }
+
     /// Checks a call for local function `name` routed at `generation`.
     pub fn check(&self, name: &str, generation: Option<u64>) -> Verdict {
         let Some((tenant, function)) = name.split_once('.') else {

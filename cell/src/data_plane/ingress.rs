@@ -3,7 +3,8 @@
 //! over pooled keep-alive connections. Every answer carries `X-Call-Id` (the client's if
 //! given), `X-Baton-Cold-Start` (true when the request waited in the queue for a sandbox)
 //! and `Server-Timing` (queue; for a cold call, create: the sandbox's creation on its
-//! worker; proxy); every error is `{"error":{"code","message"}}`.
+//! worker; proxy); in a federation, `X-Baton-Cell` names the cell that served the call.
+//! Every error is `{"error":{"code","message"}}`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -166,6 +167,10 @@ impl Ingress {
         }
         timing.push_str(&format!(", proxy;dur={:.3}", ms(proxy_time)));
         head.headers.insert("server-timing", HeaderValue::from_str(&timing).expect("ASCII"));
+        if let Some(cell) = self.fence.as_ref().and_then(|f| HeaderValue::from_str(f.cell()).ok()) {
+            // Which cell served a federated call (operators, and the tests of routing).
+            head.headers.insert("x-baton-cell", cell);
+        }
         // The lease is held until the sandbox's body has been streamed out.
         let body = LeaseBody { inner: body, _lease: lease };
         Ok(Response::from_parts(head, body.boxed()))

@@ -8,12 +8,12 @@ use std::time::Duration;
 pub mod reconcile;
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
-use baton_proto::shard::{CellHeartbeatRequest, RegisterCellRequest};
+use baton_proto::shard::{CellHeartbeatRequest, FunctionLoad, RegisterCellRequest};
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 /// What the cell announces.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Membership {
     /// gRPC URL of a shard-manager replica.
     pub shard_manager: String,
@@ -21,6 +21,23 @@ pub struct Membership {
     pub registration: RegisterCellRequest,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
+    /// The cell's control plane, whose sandboxes per function are reported as load.
+    pub plane: crate::control_plane::ControlPlane,
+}
+
+/// Each federated function's sandboxes (ready or being created) on this cell.
+fn loads(plane: &crate::control_plane::ControlPlane) -> Vec<FunctionLoad> {
+    plane.read(|st| {
+        st.function_names()
+            .into_iter()
+            .filter(|name| name.contains('.'))
+            .filter_map(|name| {
+                let (_, scale) = st.function(&name)?;
+                let load = f64::from(scale.ready + scale.creating);
+                Some(FunctionLoad { function: name.replacen('.', "/", 1), load })
+            })
+            .collect()
+    })
 }
 
 /// A client of the shard manager at `url` (connected lazily).
@@ -48,7 +65,8 @@ pub async fn run(membership: Membership, mut stopped: watch::Receiver<bool>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let wait = if registered {
-            let beat = client.cell_heartbeat(CellHeartbeatRequest { id: id.clone() }).await;
+            let beat =
+                client.cell_heartbeat(CellHeartbeatRequest { id: id.clone(), loads: loads(&membership.plane) }).await;
             match beat {
                 Ok(_) => membership.heartbeat_interval,
                 Err(status) => {

@@ -5,7 +5,7 @@ use baton_proto::cell::PutFunctionRequest as CellPutFunction;
 use baton_proto::cell::cell_control_client::CellControlClient;
 use baton_proto::shard::{
     Ack, FunctionInfo, FunctionRef, ListFunctionsRequest, ListFunctionsResponse, MoveFunctionRequest,
-    PutFunctionRequest, PutFunctionResponse,
+    PinFunctionRequest, PutFunctionRequest, PutFunctionResponse,
 };
 use baton_shardmap::{CellId, CellState, ShardMap};
 use tonic::Status;
@@ -118,9 +118,33 @@ impl Manager {
             let generation = current.generation;
             return Ok(PutFunctionResponse { cell: target.0, generation, epoch: state.epoch, created: false });
         }
-        self.prepare(&cell.control, tenant, name, &record.spec_json).await?;
-        let (epoch, generation) = self.write(Command::Assign { function: id, cell: target.clone() }).await?;
-        Ok(PutFunctionResponse { cell: target.0, generation: generation.unwrap_or_default(), epoch, created: false })
+        let (epoch, generation) = self.migrate(&id, record, &cell.control, &target).await?;
+        Ok(PutFunctionResponse { cell: target.0, generation, epoch, created: false })
+    }
+
+    /// A graceful move of function `id` to `target` (control plane at `control`): the
+    /// spec first, then the new owner. Returns the epoch and the new generation.
+    pub(crate) async fn migrate(
+        &self,
+        id: &str,
+        record: &FunctionRecord,
+        control: &str,
+        target: &CellId,
+    ) -> Result<(u64, u64), Status> {
+        self.prepare(control, &record.tenant, &record.name, &record.spec_json).await?;
+        let (epoch, generation) =
+            self.write(Command::Assign { function: id.to_string(), cell: target.clone() }).await?;
+        metrics::counter!("baton_shard_manager_moves_total").increment(1);
+        Ok((epoch, generation.unwrap_or_default()))
+    }
+
+    pub(super) async fn pin_function_inner(&self, r: PinFunctionRequest) -> Result<Ack, Status> {
+        let id = function_id(required("tenant", &r.tenant)?, required("name", &r.name)?);
+        if !self.sm.read(|state| state.functions.contains_key(&id)).await {
+            return Err(Status::not_found(format!("function {id} does not exist")));
+        }
+        let (epoch, _) = self.write(Command::Pin { function: id, pinned: r.pinned }).await?;
+        Ok(Ack { epoch })
     }
 
     /// Gives a cell a function's spec before it owns it.

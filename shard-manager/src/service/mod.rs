@@ -13,8 +13,9 @@ use baton_proto::shard::shard_manager_server::ShardManager;
 use baton_proto::shard::{
     Ack, CellHeartbeatRequest, CellHeartbeatResponse, CellInfo, CreateApiKeyRequest, CreateApiKeyResponse,
     FunctionInfo, FunctionRef, GetStatusRequest, ListCellsRequest, ListCellsResponse, ListFunctionsRequest,
-    ListFunctionsResponse, MoveFunctionRequest, PutFunctionRequest, PutFunctionResponse, PutTenantRequest,
-    RegisterCellRequest, RevokeApiKeyRequest, ShardMapEvent, StatusResponse, WatchShardMapRequest, shard_map_event,
+    ListFunctionsResponse, MoveFunctionRequest, PinFunctionRequest, PutFunctionRequest, PutFunctionResponse,
+    PutTenantRequest, RegisterCellRequest, RevokeApiKeyRequest, SetCellStateRequest, ShardMapEvent, StatusResponse,
+    WatchShardMapRequest, shard_map_event,
 };
 use baton_shardmap::{Cell, CellId, CellState};
 use futures::Stream;
@@ -30,6 +31,9 @@ use crate::state::{Command, Outcome};
 
 mod access;
 mod catalog;
+mod rebalance;
+
+pub use rebalance::RebalanceSettings;
 
 /// One replica's service.
 #[derive(Clone)]
@@ -39,6 +43,8 @@ pub struct Manager {
     network: Network,
     /// When each cell was last heard from, by this replica.
     heard: Arc<Mutex<BTreeMap<CellId, Instant>>>,
+    /// Each function's load as its cell last reported it.
+    loads: Arc<Mutex<BTreeMap<String, f64>>>,
 }
 
 fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
@@ -55,7 +61,7 @@ fn write_status(e: WriteError) -> Status {
 impl Manager {
     /// A service over this replica's raft node and state machine.
     pub fn new(raft: Raft<TypeConfig>, sm: StateMachine, network: Network) -> Self {
-        Self { raft, sm, network, heard: Arc::default() }
+        Self { raft, sm, network, heard: Arc::default(), loads: Arc::default() }
     }
 
     async fn write(&self, command: Command) -> Result<(u64, Option<u64>), Status> {
@@ -161,7 +167,8 @@ impl ShardManager for Manager {
         &self,
         request: Request<CellHeartbeatRequest>,
     ) -> Result<Response<CellHeartbeatResponse>, Status> {
-        let id = CellId(required("id", &request.into_inner().id)?.to_string());
+        let request = request.into_inner();
+        let id = CellId(required("id", &request.id)?.to_string());
         let Some(cell_state) = self.sm.read(|state| state.cells.get(&id).map(|c| c.state)).await else {
             return Err(Status::not_found(format!("id: cell {id} is not registered")));
         };
@@ -170,13 +177,14 @@ impl ShardManager for Manager {
             return Err(Status::failed_precondition(format!("cell {id} was failed over; register again")));
         }
         self.heard.lock().expect("not poisoned").insert(id.clone(), Instant::now());
-        // The leader's failure detector is the one that counts: pass it on.
+        self.record_loads(request.loads.iter().map(|l| (l.function.clone(), l.load)));
+        // The leader's failure detector and rebalancer are the ones that count: pass it on.
         let metrics = self.raft.metrics().borrow().clone();
         if let Some(leader) = metrics.current_leader.filter(|l| *l != metrics.id)
             && let Some(node) = metrics.membership_config.nodes().find(|(n, _)| **n == leader).map(|(_, n)| n.clone())
         {
             let channel = self.network.channel(&node.addr).map_err(Status::unavailable)?;
-            ShardManagerClient::new(channel).cell_heartbeat(CellHeartbeatRequest { id: id.0 }).await?;
+            ShardManagerClient::new(channel).cell_heartbeat(request).await?;
         }
         Ok(Response::new(CellHeartbeatResponse {}))
     }
@@ -223,6 +231,31 @@ impl ShardManager for Manager {
 
     async fn revoke_api_key(&self, request: Request<RevokeApiKeyRequest>) -> Result<Response<Ack>, Status> {
         self.revoke_api_key_inner(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn set_cell_state(&self, request: Request<SetCellStateRequest>) -> Result<Response<Ack>, Status> {
+        let r = request.into_inner();
+        let cell = CellId(required("cell", &r.cell)?.to_string());
+        let state = match r.state.as_str() {
+            "active" => CellState::Active,
+            "draining" => CellState::Draining,
+            other => {
+                return Err(Status::invalid_argument(format!("state: {other:?} must be \"active\" or \"draining\"")));
+            }
+        };
+        match self.sm.read(|s| s.cells.get(&cell).map(|c| c.state)).await {
+            None => return Err(Status::not_found(format!("cell: {cell} is not registered"))),
+            Some(CellState::Down) => {
+                return Err(Status::failed_precondition(format!("cell: {cell} is down; it must register again")));
+            }
+            Some(_) => {}
+        }
+        let (epoch, _) = self.write(Command::SetCellState { cell, state }).await?;
+        Ok(Response::new(Ack { epoch }))
+    }
+
+    async fn pin_function(&self, request: Request<PinFunctionRequest>) -> Result<Response<Ack>, Status> {
+        self.pin_function_inner(request.into_inner()).await.map(Response::new)
     }
 
     async fn list_cells(&self, _request: Request<ListCellsRequest>) -> Result<Response<ListCellsResponse>, Status> {

@@ -1,0 +1,143 @@
+//! Rebalancing under load, on real processes: a third cell joins and takes about a third
+//! of the functions; a drained cell ends empty; filled again, it takes functions back.
+//! Every move is a graceful migration, and not one call fails throughout.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use baton_proto::cell::ListFunctionsRequest as CellListFunctions;
+use baton_proto::shard::{ListCellsRequest, SetCellStateRequest};
+use baton_testkit::{Federation, echo_spec};
+use serde_json::json;
+
+const FUNCTIONS: usize = 60;
+
+/// Functions owned by each cell.
+async fn counts(federation: &Federation) -> BTreeMap<String, u64> {
+    let cells = federation.client().await.list_cells(ListCellsRequest {}).await.unwrap().into_inner().cells;
+    cells.into_iter().map(|c| (c.id, c.functions)).collect()
+}
+
+/// Waits until the counts have not changed for `quiet`; returns them.
+async fn settled(federation: &Federation, quiet: Duration, limit: Duration) -> BTreeMap<String, u64> {
+    let start = Instant::now();
+    let (mut last, mut since) = (counts(federation).await, Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = counts(federation).await;
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= quiet {
+            return last;
+        }
+        assert!(start.elapsed() < limit, "moves did not settle within {limit:?}: {last:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cell_a_drain_and_a_fill_move_functions_without_failed_calls() {
+    let env = [
+        ("BATON_CELLS__HEARTBEAT_TIMEOUT", "3s"),
+        ("BATON_CELLS__MOVE_BUDGET", "4"),
+        ("BATON_CELLS__REBALANCE_INTERVAL", "200ms"),
+        ("BATON_CELLS__MOVE_COOLDOWN", "0s"),
+        // Balance down to the planner's own stopping rule (a move must leave the source at
+        // least as loaded as the target), not the default 5 % dead band.
+        ("BATON_CELLS__REBALANCE_THRESHOLD", "0.01"),
+    ];
+    let mut federation = Federation::start_with(2, 30000, &env).await;
+    let key = federation.tenant("acme").await;
+    let r = federation.start_router(None, &key).await;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    for i in 0..FUNCTIONS {
+        let extra = json!({
+            "timeout": "2s",
+            "resources": {"cpu_millis": 10, "memory_mib": 16},
+            "scaling": {"max_scale": 2},
+        });
+        let answer = client
+            .post(federation.routers[r].url("/v1/functions"))
+            .bearer_auth(&key)
+            .json(&echo_spec(&format!("f{i}"), extra))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 201);
+    }
+
+    // Every function called every 300 ms: 200 calls/s in all.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for i in 0..FUNCTIONS {
+        let (client, key, url) = (client.clone(), key.clone(), federation.routers[r].url(&format!("/function/f{i}")));
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                match client.post(&url).bearer_auth(&key).body("x").send().await {
+                    Ok(answer) if answer.status() == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(answer) => {
+                        let status = answer.status();
+                        eprintln!("failed call to {url}: {status} {}", answer.text().await.unwrap_or_default());
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("failed call to {url}: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }));
+    }
+    let before = settled(&federation, Duration::from_secs(2), Duration::from_secs(30)).await;
+    eprintln!("two cells, settled: {before:?}");
+    assert_eq!(before.values().sum::<u64>(), FUNCTIONS as u64);
+
+    // A third cell joins: about a third of the functions move to it.
+    let started = Instant::now();
+    federation.add_cell(30400).await;
+    let after = settled(&federation, Duration::from_secs(2), Duration::from_secs(60)).await;
+    let third = after["cell-3"] as f64;
+    eprintln!("three cells, settled {:?} after the join: {after:?}", started.elapsed());
+    let share = FUNCTIONS as f64 / 3.0;
+    assert!((third - share).abs() <= share * 0.1, "the new cell took {third} of {FUNCTIONS}: {after:?}");
+
+    // Drain cell-1 under load: it ends owning nothing, and after its functions' timeout
+    // its control plane has forgotten them all.
+    let mut sm = federation.client().await;
+    let drain = |state: &str| SetCellStateRequest { cell: "cell-1".into(), state: state.into() };
+    sm.set_cell_state(drain("draining")).await.unwrap();
+    let drained = settled(&federation, Duration::from_secs(2), Duration::from_secs(60)).await;
+    eprintln!("cell-1 drained: {drained:?}");
+    assert_eq!(drained["cell-1"], 0);
+    let api = federation.cells[0].api().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = api.clone().list_functions(CellListFunctions {}).await.unwrap().into_inner().functions;
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cell-1 still runs {} functions", left.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Fill it again: it takes functions back.
+    sm.set_cell_state(drain("active")).await.unwrap();
+    let filled = settled(&federation, Duration::from_secs(2), Duration::from_secs(60)).await;
+    eprintln!("cell-1 filled: {filled:?}");
+    assert!((filled["cell-1"] as f64 - share).abs() <= share * 0.1, "{filled:?}");
+
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("{ok} calls succeeded, {failed} failed");
+    assert_eq!(failed, 0, "graceful migrations fail no call");
+    assert!(ok > 1000);
+}
