@@ -28,12 +28,16 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
-# Redis: the cell's store tests run against a real server, private to this run.
-if ! command -v redis-server >/dev/null 2>&1; then
-  log "installing redis-server"
+# Redis: the cell's store tests run against a real server, private to this run. curl:
+# the `baton up` test calls the router the way the README does.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq redis-server >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 redis_dir=$(mktemp -d)
 redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

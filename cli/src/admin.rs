@@ -1,0 +1,165 @@
+//! Operator commands, through the shard manager's gRPC API (`BATON_SHARD_MANAGER`; any
+//! replica: writes reach the leader).
+
+use anyhow::Context;
+use baton_proto::shard::shard_manager_client::ShardManagerClient;
+use baton_proto::shard::{
+    CreateApiKeyRequest, ListCellsRequest, MoveFunctionRequest, PutTenantRequest, RevokeApiKeyRequest,
+    SetCellStateRequest,
+};
+use clap::{Args, Subcommand};
+use tonic::transport::Channel;
+
+/// Which shard manager.
+#[derive(Args)]
+pub struct ManagerArgs {
+    /// gRPC URL of a shard-manager replica.
+    #[arg(long, env = "BATON_SHARD_MANAGER", default_value = "http://127.0.0.1:7500")]
+    shard_manager: String,
+}
+
+impl ManagerArgs {
+    async fn connect(&self) -> anyhow::Result<ShardManagerClient<Channel>> {
+        ShardManagerClient::connect(self.shard_manager.clone())
+            .await
+            .with_context(|| format!("connecting to the shard manager at {}", self.shard_manager))
+    }
+}
+
+fn refused(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
+
+/// `baton tenants …`
+#[derive(Subcommand)]
+pub enum TenantsCommand {
+    /// Create (or update) a tenant.
+    Create {
+        /// Its name: lowercase letters, digits and '-'.
+        name: String,
+        /// Region its functions live in unless they say otherwise.
+        #[arg(long, default_value = "local")]
+        region: String,
+        #[command(flatten)]
+        manager: ManagerArgs,
+    },
+}
+
+/// `baton keys …`
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key for a tenant; prints it once (only its hash is stored).
+    Create {
+        /// The tenant.
+        tenant: String,
+        #[command(flatten)]
+        manager: ManagerArgs,
+    },
+    /// Revoke a key by its ID (printed when it was created).
+    Revoke {
+        /// The key's ID: 16 hex digits.
+        key_id: String,
+        #[command(flatten)]
+        manager: ManagerArgs,
+    },
+}
+
+/// `baton cells …`
+#[derive(Subcommand)]
+pub enum CellsCommand {
+    /// The cells, their state and how many functions each owns.
+    List {
+        #[command(flatten)]
+        manager: ManagerArgs,
+    },
+    /// Drain a cell: it takes nothing new and its functions move away gracefully.
+    Drain {
+        /// The cell's ID.
+        cell: String,
+        #[command(flatten)]
+        manager: ManagerArgs,
+    },
+    /// Fill a drained cell: it takes functions again.
+    Fill {
+        /// The cell's ID.
+        cell: String,
+        #[command(flatten)]
+        manager: ManagerArgs,
+    },
+}
+
+/// `baton move`
+#[derive(Args)]
+pub struct MoveArgs {
+    /// The function's name.
+    name: String,
+    /// Its tenant.
+    #[arg(long)]
+    tenant: String,
+    /// The target cell.
+    #[arg(long)]
+    to: String,
+    #[command(flatten)]
+    manager: ManagerArgs,
+}
+
+/// Runs a `baton tenants` command.
+pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
+    let TenantsCommand::Create { name, region, manager } = command;
+    let request = PutTenantRequest { name: name.clone(), default_region: region };
+    manager.connect().await?.put_tenant(request).await.map_err(refused)?;
+    println!("tenant {name} ready");
+    Ok(())
+}
+
+/// Runs a `baton keys` command.
+pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create { tenant, manager } => {
+            let key = manager.connect().await?.create_api_key(CreateApiKeyRequest { tenant }).await.map_err(refused)?;
+            let key = key.into_inner();
+            println!("key:    {}\nkey_id: {}", key.key, key.key_id);
+        }
+        KeysCommand::Revoke { key_id, manager } => {
+            let request = RevokeApiKeyRequest { key_id: key_id.clone() };
+            manager.connect().await?.revoke_api_key(request).await.map_err(refused)?;
+            println!("key {key_id} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// Runs a `baton cells` command.
+pub async fn cells(command: CellsCommand) -> anyhow::Result<()> {
+    let (manager, cell, state) = match command {
+        CellsCommand::List { manager } => {
+            let cells = manager.connect().await?.list_cells(ListCellsRequest {}).await.map_err(refused)?;
+            println!("{:<16} {:<10} {:<9} {:>9}  data planes", "CELL", "REGION", "STATE", "FUNCTIONS");
+            for c in cells.into_inner().cells {
+                println!(
+                    "{:<16} {:<10} {:<9} {:>9}  {}",
+                    c.id,
+                    c.region,
+                    c.state,
+                    c.functions,
+                    c.data_planes.join(",")
+                );
+            }
+            return Ok(());
+        }
+        CellsCommand::Drain { cell, manager } => (manager, cell, "draining"),
+        CellsCommand::Fill { cell, manager } => (manager, cell, "active"),
+    };
+    let request = SetCellStateRequest { cell: cell.clone(), state: state.into() };
+    manager.connect().await?.set_cell_state(request).await.map_err(refused)?;
+    println!("cell {cell} is {state}");
+    Ok(())
+}
+
+/// Runs `baton move`.
+pub async fn move_function(args: MoveArgs) -> anyhow::Result<()> {
+    let request = MoveFunctionRequest { tenant: args.tenant, name: args.name.clone(), cell: args.to };
+    let moved = args.manager.connect().await?.move_function(request).await.map_err(refused)?.into_inner();
+    println!("{} is on {} (generation {})", args.name, moved.cell, moved.generation);
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! `baton up`: a complete federation on this machine from the workspace's binaries — one
+//! shard manager, cells (each a `baton-cell` with the embedded store, or Redis with
+//! `--redis`, and one process-runtime `baton-worker`), and a router — then a dev tenant,
+//! a key, and the sample functions `echo` and `spin`. Writes `$BATON_HOME/env`; Ctrl-C
+//! (or SIGTERM) stops every process it started, the workers deleting their sandboxes, and
+//! removes its data folder. Logs are kept in `$BATON_HOME/logs/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use baton_proto::shard::shard_manager_client::ShardManagerClient;
+use baton_proto::shard::{CreateApiKeyRequest, ListCellsRequest, PutTenantRequest};
+use clap::Args;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tonic::transport::Channel;
+
+/// `baton up` options.
+#[derive(Args)]
+pub struct UpArgs {
+    /// Router port: the tenant API and invocations (0: any free port).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Shard manager gRPC port (0: any free port).
+    #[arg(long, default_value_t = 7500)]
+    shard_manager_port: u16,
+    /// Cells to start.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    cells: u16,
+    /// First port handed to sandboxes; each cell's worker takes the next 1,000.
+    #[arg(long, default_value_t = 20000)]
+    sandbox_ports: u16,
+    /// Keep the cells' state in Redis at this URL instead of the embedded store.
+    #[arg(long)]
+    redis: Option<String>,
+}
+
+/// The processes started, stopped (SIGTERM, then SIGKILL after 10 s) in reverse order
+/// however `baton up` ends.
+struct Processes {
+    children: Vec<(String, Child)>,
+    run_dir: PathBuf,
+}
+
+impl Processes {
+    fn spawn(&mut self, name: &str, command: &mut Command, logs: &Path) -> anyhow::Result<()> {
+        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        self.children.push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// The first process that has exited, if any.
+    fn exited(&mut self) -> Option<String> {
+        self.children
+            .iter_mut()
+            .find_map(|(name, child)| child.try_wait().ok().flatten().map(|status| format!("{name} exited ({status})")))
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        while let Some((name, mut child)) = self.children.pop() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    eprintln!("{name} did not stop within 10 s; killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn port_or_free(port: u16) -> anyhow::Result<u16> {
+    if port == 0 { free_port() } else { Ok(port) }
+}
+
+async fn wait_port(port: u16, what: &str, processes: &mut Processes) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if let Some(exited) = processes.exited() {
+            bail!("{exited} before {what} listened on port {port}; see its log");
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not listen on port {port} within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Runs `baton up` until a signal.
+pub async fn run(args: UpArgs, home: PathBuf) -> anyhow::Result<()> {
+    let signal = baton_service::shutdown::ShutdownSignal::install();
+    let bin_dir = std::env::current_exe()?.parent().context("the baton binary's folder")?.to_path_buf();
+    let bin = |name: &str| -> anyhow::Result<PathBuf> {
+        let path = bin_dir.join(name);
+        if !path.exists() {
+            bail!("{} is missing: build every binary first (cargo build --release --bins)", path.display());
+        }
+        Ok(path)
+    };
+    for name in ["baton-shard-manager", "baton-cell", "baton-worker", "baton-router", "baton-fn-echo", "baton-fn-spin"]
+    {
+        bin(name)?;
+    }
+    let (run_dir, logs) = (home.join("run"), home.join("logs"));
+    let _ = std::fs::remove_dir_all(&run_dir);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    std::fs::create_dir_all(&logs)?;
+    let mut processes = Processes { children: Vec::new(), run_dir: run_dir.clone() };
+
+    let sm_port = port_or_free(args.shard_manager_port)?;
+    let sm_url = format!("http://127.0.0.1:{sm_port}");
+    processes.spawn(
+        "shard-manager",
+        Command::new(bin("baton-shard-manager")?)
+            .args(["--listen", &format!("127.0.0.1:{sm_port}"), "--admin-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(run_dir.join("shard-manager")),
+        &logs,
+    )?;
+    wait_port(sm_port, "the shard manager", &mut processes).await?;
+
+    for i in 1..=args.cells {
+        start_cell(i, &args, &sm_url, &run_dir, &logs, &bin, &mut processes).await?;
+    }
+    let mut sm = ShardManagerClient::connect(sm_url.clone()).await.context("connecting to the shard manager")?;
+    wait_cells(&mut sm, args.cells.into(), &mut processes).await?;
+    let request = PutTenantRequest { name: "dev".into(), default_region: "local".into() };
+    sm.put_tenant(request).await.map_err(|s| anyhow::anyhow!("creating tenant dev: {}", s.message()))?;
+    let key = sm
+        .create_api_key(CreateApiKeyRequest { tenant: "dev".into() })
+        .await
+        .map_err(|s| anyhow::anyhow!("creating a key: {}", s.message()))?
+        .into_inner()
+        .key;
+
+    let router_port = port_or_free(args.port)?;
+    processes.spawn(
+        "router",
+        Command::new(bin("baton-router")?)
+            .args(["--listen", &format!("127.0.0.1:{router_port}"), "--admin-listen", "127.0.0.1:0"])
+            .args(["--shard-managers", &sm_url]),
+        &logs,
+    )?;
+    wait_port(router_port, "the router", &mut processes).await?;
+    let url = format!("http://127.0.0.1:{router_port}");
+    deploy_samples(&url, &key, &bin, &mut processes).await?;
+
+    let env = format!("export BATON_URL={url}\nexport BATON_API_KEY={key}\nexport BATON_SHARD_MANAGER={sm_url}\n");
+    let env_file = home.join("env");
+    std::fs::write(&env_file, &env).with_context(|| format!("writing {}", env_file.display()))?;
+    println!("baton is up: {} cells, a router on {url}, tenant dev with echo and spin.\n", args.cells);
+    print!("{env}");
+    println!("\n(written to {}) Try:\n", env_file.display());
+    println!("  source {} && baton invoke echo -d hello\n", env_file.display());
+    println!("Logs: {}. Ctrl-C stops everything.", logs.display());
+
+    tokio::select! {
+        _ = signal.wait() => println!("stopping…"),
+        exited = watch(&mut processes) => eprintln!("{exited}; stopping everything"),
+    }
+    drop(processes);
+    println!("stopped");
+    Ok(())
+}
+
+/// Resolves when one of the processes exits.
+async fn watch(processes: &mut Processes) -> String {
+    loop {
+        if let Some(exited) = processes.exited() {
+            return exited;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn start_cell(
+    i: u16,
+    args: &UpArgs,
+    sm_url: &str,
+    run_dir: &Path,
+    logs: &Path,
+    bin: &impl Fn(&str) -> anyhow::Result<PathBuf>,
+    processes: &mut Processes,
+) -> anyhow::Result<()> {
+    let id = format!("cell-{i}");
+    let (control, http, worker) = (free_port()?, free_port()?, free_port()?);
+    let store = match &args.redis {
+        Some(url) => format!("redis_url = {url:?}"),
+        None => format!("path = {:?}", run_dir.join(format!("{id}.redb")).display().to_string()),
+    };
+    let cell_toml = run_dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &cell_toml,
+        format!(
+            "[cell]\nid = \"{id}\"\nadmin_listen = \"127.0.0.1:0\"\n[control_plane]\nlisten = \"127.0.0.1:{control}\"\n\
+             [data_plane]\nlisten = \"127.0.0.1:{http}\"\n[store]\n{store}\n[federation]\nshard_manager = \"{sm_url}\"\n"
+        ),
+    )?;
+    processes.spawn(&id, Command::new(bin("baton-cell")?).arg("--config").arg(&cell_toml), logs)?;
+    wait_port(control, &id, processes).await?;
+    let first = args.sandbox_ports + 1000 * (i - 1);
+    let worker_toml = run_dir.join(format!("{id}-worker.toml"));
+    std::fs::write(
+        &worker_toml,
+        format!(
+            "[worker]\nnode_id = \"{id}-w1\"\nlisten = \"127.0.0.1:{worker}\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             state_dir = {state:?}\non_shutdown = \"delete\"\n[process]\nport_range_start = {first}\n\
+             port_range_end = {last}\ncgroup_parent = \"baton-up-{pid}-{id}\"\n[control_plane]\n\
+             address = \"http://127.0.0.1:{control}\"\n",
+            state = run_dir.join(format!("{id}-worker")).display().to_string(),
+            last = first + 999,
+            pid = std::process::id(),
+        ),
+    )?;
+    processes.spawn(
+        &format!("{id}-worker"),
+        Command::new(bin("baton-worker")?).arg("--config").arg(&worker_toml),
+        logs,
+    )?;
+    wait_port(worker, &format!("{id}'s worker"), processes).await
+}
+
+async fn wait_cells(
+    sm: &mut ShardManagerClient<Channel>,
+    cells: usize,
+    processes: &mut Processes,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(listed) = sm.list_cells(ListCellsRequest {}).await
+            && listed.into_inner().cells.iter().filter(|c| c.state == "active").count() >= cells
+        {
+            return Ok(());
+        }
+        if let Some(exited) = processes.exited() {
+            bail!("{exited} before every cell registered; see its log");
+        }
+        if Instant::now() > deadline {
+            bail!("the cells did not register with the shard manager within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Deploys `echo` and `spin` through the router and waits until `echo` answers.
+async fn deploy_samples(
+    url: &str,
+    key: &str,
+    bin: &impl Fn(&str) -> anyhow::Result<PathBuf>,
+    processes: &mut Processes,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (name, binary) in [("echo", "baton-fn-echo"), ("spin", "baton-fn-spin")] {
+        let spec = serde_json::json!({
+            "name": name,
+            "executable": bin(binary)?.display().to_string(),
+            "resources": {"cpu_millis": 100, "memory_mib": 64},
+        });
+        loop {
+            // The router answers 401 until its map holds the new key.
+            let answer = client.post(format!("{url}/v1/functions")).bearer_auth(key).json(&spec).send().await;
+            match answer {
+                Ok(a) if a.status().is_success() => break,
+                Ok(a) if a.status() != 401 && a.status() != 503 => {
+                    bail!("deploying {name}: {} {}", a.status(), a.text().await.unwrap_or_default())
+                }
+                _ if Instant::now() > deadline => bail!("the router did not take {name} within 30 s"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    loop {
+        let answer = client.post(format!("{url}/function/echo")).bearer_auth(key).body("ready?").send().await;
+        if answer.is_ok_and(|a| a.status() == 200) {
+            return Ok(());
+        }
+        if let Some(exited) = processes.exited() {
+            bail!("{exited} before echo answered; see its log");
+        }
+        if Instant::now() > deadline {
+            bail!("echo did not answer through the router within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

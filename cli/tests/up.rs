@@ -1,0 +1,91 @@
+//! `baton up` as the README runs it: it starts a whole federation, writes the env file;
+//! sourcing that file, `echo` answers 200 through the router (with curl and with
+//! `baton invoke`); Ctrl-C stops every process it started and removes its data.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton_testkit::{Proc, bin};
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn baton_up_serves_echo_through_the_router_and_stops_cleanly() {
+    let home = tempfile::tempdir().unwrap();
+    let mut up = Proc(
+        Command::new(bin("baton"))
+            .args(["up", "--port", "0", "--shard-manager-port", "0", "--sandbox-ports", "31000"])
+            .env("BATON_HOME", home.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let env = home.path().join("env");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !env.exists() {
+        assert!(up.0.try_wait().unwrap().is_none(), "baton up exited early; logs in {}", home.path().display());
+        assert!(Instant::now() < deadline, "baton up did not write {} within 90 s", env.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&env).unwrap();
+    for line in ["export BATON_URL=http://127.0.0.1:", "export BATON_API_KEY=bk_", "export BATON_SHARD_MANAGER="] {
+        assert!(text.lines().any(|l| l.starts_with(line)), "{line} missing from:\n{text}");
+    }
+
+    // The README's way: source the file, call echo.
+    let script = format!(
+        r#"source {env} && curl -s -o /dev/null -w '%{{http_code}}' -H "Authorization: Bearer $BATON_API_KEY" -d hello "$BATON_URL/function/echo""#,
+        env = env.display()
+    );
+    let curl = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), "200", "{}", String::from_utf8_lossy(&curl.stderr));
+    let script = format!("source {} && {} invoke echo -d hello", env.display(), bin("baton").display());
+    let invoked = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert!(invoked.status.success(), "{}", String::from_utf8_lossy(&invoked.stderr));
+    let echoed: serde_json::Value = serde_json::from_slice(&invoked.stdout).unwrap();
+    assert_eq!(echoed["body"], "hello");
+    let script = format!("source {} && {} functions list", env.display(), bin("baton").display());
+    let listed = Command::new("bash").args(["-c", &script]).output().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let names: Vec<&str> =
+        listed["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["echo", "spin"]);
+
+    // Ctrl-C: everything stops, nothing is left running, the data folder is gone.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.pid()), nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = up.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "baton up did not stop within 30 s of Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "baton up exited with {status}");
+    let home_path = home.path().display().to_string();
+    assert_eq!(processes_mentioning(&home_path), Vec::<String>::new(), "processes left behind");
+    assert!(!home.path().join("run").exists(), "the data folder is removed");
+}
+
+#[test]
+fn baton_up_refuses_bad_options_with_a_clear_message() {
+    let out = Command::new(bin("baton")).args(["up", "--cells", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cells"));
+    let out = Command::new(bin("baton")).args(["invoke", "echo"]).env_remove("BATON_API_KEY").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BATON_API_KEY"));
+}
