@@ -175,7 +175,8 @@ impl Default for StoreSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FederationSection {
-    /// gRPC URL of a shard-manager replica; empty: a standalone cell. Default: `""`.
+    /// gRPC URLs of the shard-manager replicas, comma-separated (any replica answers; the
+    /// next is tried when one is unreachable); empty: a standalone cell. Default: `""`.
     pub shard_manager: String,
     /// The cell's region. Default: `"local"`.
     pub region: String,

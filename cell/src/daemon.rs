@@ -88,11 +88,19 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
     let runs_data = matches!(config.cell.role, Role::Data | Role::All);
     // In a federation every process of the cell follows the shard map: the control plane
     // to run what the map gives the cell, the data plane to fence calls.
-    let federated = !config.federation.shard_manager.is_empty();
+    let replicas: Vec<String> = config
+        .federation
+        .shard_manager
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(str::to_string)
+        .collect();
+    let federated = !replicas.is_empty();
     let (map_events, map_events_rx) = tokio::sync::mpsc::unbounded_channel();
     let map = federated.then(|| {
         let events = runs_control.then_some(map_events);
-        baton_shardmap::follow(vec![config.federation.shard_manager.clone()], events, stopped.clone())
+        baton_shardmap::follow(replicas.clone(), events, stopped.clone())
     });
     let me = baton_shardmap::CellId(config.cell.id.clone());
 
@@ -208,14 +216,14 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
             data_planes,
             weight: f.weight.max(1),
         };
+        let shard_manager = baton_shardmap::Replicas::new(&replicas)
+            .map_err(|e| StartError::Config(format!("federation.shard_manager: {e}")))?;
         let membership = crate::federation::Membership {
-            shard_manager: f.shard_manager.clone(),
+            shard_managers: shard_manager.clone(),
             registration,
             heartbeat_interval: f.heartbeat_interval,
             plane: plane.clone(),
         };
-        let shard_manager = crate::federation::shard_manager_client(&f.shard_manager)
-            .map_err(|e| StartError::Config(format!("federation.shard_manager: {e}")))?;
         tasks.push(tokio::spawn(crate::federation::run(membership, stopped.clone())));
         let reconciler = crate::federation::reconcile::Reconciler { me, plane, shard_manager, view };
         tasks.push(tokio::spawn(reconciler.run(map_events_rx, stopped.clone())));

@@ -10,7 +10,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::RouterConfig;
-use crate::manager::Manager;
 use crate::server::Router;
 
 /// Why a router could not start.
@@ -55,7 +54,8 @@ impl RunningRouter {
 pub async fn start(config: RouterConfig) -> Result<RunningRouter, StartError> {
     baton_service::admin::metrics_handle();
     let section = config.router;
-    let manager = Manager::new(&section.shard_managers).map_err(StartError::Config)?;
+    let manager = baton_shardmap::Replicas::new(&section.shard_managers)
+        .map_err(|e| StartError::Config(format!("router.shard_managers: {e}")))?;
     let (stop, stopped) = watch::channel(false);
     let view = baton_shardmap::follow(section.shard_managers.clone(), None, stopped.clone());
     let bind = |what, addr| move |source| StartError::Bind { what, addr, source };

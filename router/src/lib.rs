@@ -8,7 +8,6 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod daemon;
-pub mod manager;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -11,7 +11,6 @@ use hyper::body::Incoming;
 
 use crate::auth::{self, AuthError};
 use crate::config::RouterSection;
-use crate::manager::Manager;
 use crate::proxy::{self, Upstream};
 
 /// Everything a request needs, shared by every connection.
@@ -20,7 +19,7 @@ pub struct Router {
     /// The followed shard map.
     pub view: MapView,
     /// The shard manager, for the tenant API.
-    pub manager: Arc<Manager>,
+    pub manager: Arc<baton_shardmap::Replicas>,
     /// The data-plane client.
     pub upstream: Upstream,
     /// Settings.

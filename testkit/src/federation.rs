@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
-use baton_proto::shard::{CreateApiKeyRequest, ListCellsRequest, PutTenantRequest};
+use baton_proto::shard::{CreateApiKeyRequest, GetStatusRequest, ListCellsRequest, PutTenantRequest};
 use tonic::transport::Channel;
 
 use crate::{Cluster, Proc, bin, free_port, wait_port};
@@ -40,9 +40,21 @@ impl RouterProc {
 /// Starts a one-replica `baton-shard-manager` on `port` with its data in `data_dir`,
 /// checking cells every 50 ms, with `env` (`BATON_…` settings) on top; waits for its port.
 pub async fn start_shard_manager(port: u16, data_dir: &std::path::Path, env: &[(&str, &str)]) -> Proc {
+    start_replica(1, port, &[], data_dir, env).await
+}
+
+/// Starts replica `id` of a shard manager whose initial members are `members`
+/// (`"ID=HOST:PORT"`, none for a single replica).
+async fn start_replica(
+    id: u64,
+    port: u16,
+    members: &[String],
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Proc {
     let mut command = Command::new(bin("baton-shard-manager"));
     command
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
+        .args(["--id", &id.to_string(), "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data_dir)
         .env("BATON_CELLS__FAILOVER_INTERVAL", "50ms")
@@ -50,16 +62,21 @@ pub async fn start_shard_manager(port: u16, data_dir: &std::path::Path, env: &[(
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    let manager = Proc(command.spawn().unwrap());
+    if !members.is_empty() {
+        command.args(["--initial-members", &members.join(",")]);
+    }
+    let replica = Proc(command.spawn().unwrap());
     wait_port(port).await;
-    manager
+    replica
 }
 
 /// The federation.
 pub struct Federation {
     pub dir: tempfile::TempDir,
+    /// The first replica's port.
     pub manager_port: u16,
-    pub manager: Proc,
+    /// The shard-manager replicas: raft ID, port, process.
+    pub replicas: Vec<(u64, u16, Proc)>,
     pub cells: Vec<Cluster>,
     pub routers: Vec<RouterProc>,
 }
@@ -75,24 +92,60 @@ impl Federation {
 
     /// As [`Federation::start`], with the shard manager's settings in `env`.
     pub async fn start_with(cells: usize, port_base: u16, env: &[(&str, &str)]) -> Self {
+        Self::start_replicated(1, cells, port_base, env).await
+    }
+
+    /// As [`Federation::start_with`], with `replicas` shard-manager replicas; cells and
+    /// routers are given every replica's URL.
+    pub async fn start_replicated(replicas: usize, cells: usize, port_base: u16, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let manager_port = free_port();
-        let manager = start_shard_manager(manager_port, &dir.path().join("shard-manager"), env).await;
-        let mut federation = Self { dir, manager_port, manager, cells: Vec::new(), routers: Vec::new() };
+        let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+        let members: Vec<String> = if replicas == 1 {
+            Vec::new()
+        } else {
+            ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect()
+        };
+        let mut started = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            let id = i as u64 + 1;
+            let data = dir.path().join(format!("shard-manager-{id}"));
+            started.push((id, *port, start_replica(id, *port, &members, &data, env).await));
+        }
+        let mut federation =
+            Self { dir, manager_port: ports[0], replicas: started, cells: Vec::new(), routers: Vec::new() };
         for i in 0..cells {
             federation.add_cell(port_base + 200 * i as u16).await;
         }
         federation
     }
 
-    /// The shard manager's gRPC URL.
+    /// Every replica's gRPC URL, comma-separated (as cells and routers take them).
     pub fn manager_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.manager_port)
+        let urls: Vec<String> = self.replicas.iter().map(|(_, port, _)| format!("http://127.0.0.1:{port}")).collect();
+        urls.join(",")
     }
 
-    /// A client of the shard manager.
+    /// A client of a live replica that knows a leader (writes given to it reach the
+    /// leader), waiting up to 10 s for one.
     pub async fn client(&self) -> ShardManagerClient<Channel> {
-        ShardManagerClient::connect(self.manager_url()).await.unwrap()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for (_, port, _) in &self.replicas {
+                let Ok(mut client) = ShardManagerClient::connect(format!("http://127.0.0.1:{port}")).await else {
+                    continue;
+                };
+                if client.get_status(GetStatusRequest {}).await.is_ok_and(|s| s.into_inner().leader_id != 0) {
+                    return client;
+                }
+            }
+            assert!(Instant::now() < deadline, "no shard-manager replica with a leader");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The raft leader's ID, as a live replica reports it.
+    pub async fn leader(&self) -> u64 {
+        self.client().await.get_status(GetStatusRequest {}).await.unwrap().into_inner().leader_id
     }
 
     /// Starts cell `cell-N` with one worker taking sandbox ports from `port_base`; waits

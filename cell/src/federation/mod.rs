@@ -7,16 +7,14 @@ use std::time::Duration;
 
 pub mod reconcile;
 
-use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{CellHeartbeatRequest, FunctionLoad, RegisterCellRequest};
 use tokio::sync::watch;
-use tonic::transport::{Channel, Endpoint};
 
 /// What the cell announces.
 #[derive(Clone)]
 pub struct Membership {
-    /// gRPC URL of a shard-manager replica.
-    pub shard_manager: String,
+    /// The shard-manager replicas.
+    pub shard_managers: baton_shardmap::Replicas,
     /// The registration sent.
     pub registration: RegisterCellRequest,
     /// Heartbeat period.
@@ -40,33 +38,21 @@ fn loads(plane: &crate::control_plane::ControlPlane) -> Vec<FunctionLoad> {
     })
 }
 
-/// A client of the shard manager at `url` (connected lazily).
-pub fn shard_manager_client(url: &str) -> Result<ShardManagerClient<Channel>, String> {
-    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    let channel = endpoint
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .connect_lazy();
-    Ok(ShardManagerClient::new(channel))
-}
-
 /// Registers and heartbeats until `stopped` turns true.
 pub async fn run(membership: Membership, mut stopped: watch::Receiver<bool>) {
-    let mut client = match shard_manager_client(&membership.shard_manager) {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::error!(error = %e, "federation.shard_manager");
-            return;
-        }
-    };
+    let replicas = &membership.shard_managers;
     let id = membership.registration.id.clone();
     let mut registered = false;
     let mut backoff = Duration::from_millis(100);
     loop {
         let wait = if registered {
-            let beat =
-                client.cell_heartbeat(CellHeartbeatRequest { id: id.clone(), loads: loads(&membership.plane) }).await;
+            let beat = CellHeartbeatRequest { id: id.clone(), loads: loads(&membership.plane) };
+            let beat = replicas
+                .call(|mut c| {
+                    let beat = beat.clone();
+                    async move { c.cell_heartbeat(beat).await }
+                })
+                .await;
             match beat {
                 Ok(_) => membership.heartbeat_interval,
                 Err(status) => {
@@ -78,9 +64,16 @@ pub async fn run(membership: Membership, mut stopped: watch::Receiver<bool>) {
                 }
             }
         } else {
-            match client.register_cell(membership.registration.clone()).await {
+            let registration = &membership.registration;
+            let registered_now = replicas
+                .call(|mut c| {
+                    let registration = registration.clone();
+                    async move { c.register_cell(registration).await }
+                })
+                .await;
+            match registered_now {
                 Ok(ack) => {
-                    tracing::info!(cell = id, epoch = ack.into_inner().epoch, "registered with the shard manager");
+                    tracing::info!(cell = id, epoch = ack.epoch, "registered with the shard manager");
                     registered = true;
                     backoff = Duration::from_millis(100);
                     membership.heartbeat_interval

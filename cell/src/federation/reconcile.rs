@@ -11,12 +11,10 @@ use std::time::Duration;
 
 use baton_proto::cell::cell_control_server::CellControl;
 use baton_proto::cell::{DeleteFunctionRequest, PutFunctionRequest};
-use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{FunctionRef, ListFunctionsRequest};
 use baton_shardmap::{CellId, Change, MapEvent, MapView};
 use tokio::sync::{mpsc, watch};
 use tonic::Request;
-use tonic::transport::Channel;
 
 use crate::control_plane::ControlPlane;
 use crate::function::{FunctionSpec, federated_name, federated_spec};
@@ -31,7 +29,7 @@ pub struct Reconciler {
     /// The local control plane.
     pub plane: ControlPlane,
     /// The shard manager, for specs.
-    pub shard_manager: ShardManagerClient<Channel>,
+    pub shard_manager: baton_shardmap::Replicas,
     /// The followed map.
     pub view: MapView,
 }
@@ -99,9 +97,16 @@ impl Reconciler {
     /// Puts every function the map gives this cell; schedules the removal of the others.
     async fn resync(&self) -> Result<(), String> {
         let request = ListFunctionsRequest { tenant: String::new(), cell: self.me.0.clone() };
-        let listed = self.shard_manager.clone().list_functions(request).await.map_err(|s| s.message().to_string())?;
+        let listed = self
+            .shard_manager
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.list_functions(request).await }
+            })
+            .await
+            .map_err(|s| s.message().to_string())?;
         let mut wanted = BTreeMap::new();
-        for f in listed.into_inner().functions {
+        for f in listed.functions {
             wanted.insert(federated_name(&f.tenant, &f.name), f);
         }
         for f in wanted.values() {
@@ -119,8 +124,15 @@ impl Reconciler {
             return Err(format!("{id:?} is not tenant/name"));
         };
         let request = FunctionRef { tenant: tenant.into(), name: name.into() };
-        match self.shard_manager.clone().get_function(request).await {
-            Ok(info) => self.put(tenant, name, &info.into_inner().spec_json).await,
+        let answer = self
+            .shard_manager
+            .call(|mut c| {
+                let request = request.clone();
+                async move { c.get_function(request).await }
+            })
+            .await;
+        match answer {
+            Ok(info) => self.put(tenant, name, &info.spec_json).await,
             // Deleted since: the Forget delta follows.
             Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
             Err(status) => Err(status.message().to_string()),

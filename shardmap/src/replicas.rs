@@ -1,6 +1,6 @@
-//! The router's client of the shard manager for the tenant API: any replica answers (a
-//! follower forwards writes to the leader), so a call that finds a replica unreachable
-//! goes to the next one.
+//! A client of every shard-manager replica: any replica answers (a follower forwards
+//! writes to the leader), so a call that finds a replica unreachable goes to the next one.
+//! Used by routers (the tenant API) and cells (registration, heartbeats, specs).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,22 +11,22 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 /// Clients of every replica, and the one that answered last.
-pub struct Manager {
+#[derive(Clone)]
+pub struct Replicas {
     clients: Vec<ShardManagerClient<Channel>>,
-    current: AtomicUsize,
+    current: std::sync::Arc<AtomicUsize>,
 }
 
-impl Manager {
+impl Replicas {
     /// Clients of `replicas` (gRPC URLs), connected lazily.
     pub fn new(replicas: &[String]) -> Result<Self, String> {
         if replicas.is_empty() {
-            return Err("router.shard_managers: at least one URL is needed".into());
+            return Err("at least one shard-manager URL is needed".into());
         }
         let clients = replicas
             .iter()
             .map(|url| {
-                let endpoint = Endpoint::from_shared(url.clone())
-                    .map_err(|e| format!("router.shard_managers: {url:?} is not a URL: {e}"))?;
+                let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
                 let channel = endpoint
                     .tcp_nodelay(true)
                     .connect_timeout(Duration::from_secs(1))
@@ -35,7 +35,7 @@ impl Manager {
                 Ok(ShardManagerClient::new(channel))
             })
             .collect::<Result<_, String>>()?;
-        Ok(Self { clients, current: AtomicUsize::new(0) })
+        Ok(Self { clients, current: std::sync::Arc::new(AtomicUsize::new(0)) })
     }
 
     /// Runs `call` on a replica; moves to the next replica while they are unavailable.
