@@ -4,8 +4,8 @@
 use anyhow::Context;
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{
-    CreateApiKeyRequest, ListCellsRequest, MoveFunctionRequest, PutTenantRequest, RevokeApiKeyRequest,
-    SetCellStateRequest,
+    AddReplicaRequest, ChangeVotersRequest, CreateApiKeyRequest, GetStatusRequest, ListCellsRequest,
+    MoveFunctionRequest, PutTenantRequest, RevokeApiKeyRequest, SetCellStateRequest, StatusResponse,
 };
 use clap::{Args, Subcommand};
 use tonic::transport::Channel;
@@ -86,6 +86,51 @@ pub enum CellsCommand {
         #[command(flatten)]
         manager: ManagerArgs,
     },
+}
+
+/// `baton replicas …`
+#[derive(Subcommand)]
+pub enum ReplicasCommand {
+    /// The replica's view: leader, voters, learners, epoch.
+    Status {
+        #[command(flatten)]
+        manager: ManagerArgs,
+    },
+    /// Add a replica started with `--join` as a learner (waits until it has caught up).
+    Add {
+        /// Its raft ID.
+        id: u64,
+        /// Its gRPC address, HOST:PORT.
+        address: String,
+        #[command(flatten)]
+        manager: ManagerArgs,
+    },
+    /// Make exactly these replicas the voters.
+    Voters {
+        /// Raft IDs, comma-separated.
+        #[arg(value_delimiter = ',', required = true)]
+        ids: Vec<u64>,
+        #[command(flatten)]
+        manager: ManagerArgs,
+    },
+}
+
+/// Runs a `baton replicas` command.
+pub async fn replicas(command: ReplicasCommand) -> anyhow::Result<()> {
+    let status = match command {
+        ReplicasCommand::Status { manager } => manager.connect().await?.get_status(GetStatusRequest {}).await,
+        ReplicasCommand::Add { id, address, manager } => {
+            manager.connect().await?.add_replica(AddReplicaRequest { id, address }).await
+        }
+        ReplicasCommand::Voters { ids, manager } => {
+            manager.connect().await?.change_voters(ChangeVotersRequest { voters: ids }).await
+        }
+    };
+    let StatusResponse { node_id, leader_id, epoch, voters, learners } = status.map_err(refused)?.into_inner();
+    println!("replica {node_id}: leader {leader_id}, epoch {epoch}");
+    println!("voters:   {}", voters.join(" "));
+    println!("learners: {}", if learners.is_empty() { "-".to_string() } else { learners.join(" ") });
+    Ok(())
 }
 
 /// `baton move`

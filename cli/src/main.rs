@@ -39,6 +39,9 @@ enum Command {
     Cells(admin::CellsCommand),
     /// Move a function to another cell, gracefully (shard manager).
     Move(admin::MoveArgs),
+    /// Shard-manager replicas: status, add, change voters.
+    #[command(subcommand)]
+    Replicas(admin::ReplicasCommand),
 }
 
 /// Where `baton up` keeps its files: `$BATON_HOME`, else `~/.baton`.
@@ -60,6 +63,7 @@ async fn main() {
         Command::Keys(command) => admin::keys(command).await,
         Command::Cells(command) => admin::cells(command).await,
         Command::Move(args) => admin::move_function(args).await,
+        Command::Replicas(command) => admin::replicas(command).await,
     };
     if let Err(e) = result {
         eprintln!("baton: {e:#}");

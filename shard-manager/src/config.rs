@@ -45,6 +45,9 @@ pub struct NodeSection {
     /// lowest ID initializes it. Empty: a single replica of its own. Ignored once the
     /// replica has state. Default: `[]`.
     pub initial_members: Vec<String>,
+    /// Join an existing cluster: form none, wait to be added with `AddReplica` (then made
+    /// a voter with `ChangeVoters`). Default: `false`.
+    pub join: bool,
 }
 
 impl Default for NodeSection {
@@ -56,6 +59,7 @@ impl Default for NodeSection {
             admin_listen: "127.0.0.1:7501".parse().expect("a valid address"),
             data_dir: PathBuf::from("/var/lib/baton/shard-manager"),
             initial_members: Vec::new(),
+            join: false,
         }
     }
 }

@@ -69,7 +69,9 @@ pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
         let _ = admin_stop.wait_for(|s| *s).await;
     }));
 
-    if !raft.is_initialized().await? {
+    if node.join {
+        tracing::info!("joining: waiting to be added to a cluster (AddReplica)");
+    } else if !raft.is_initialized().await? {
         let members: BTreeMap<u64, BasicNode> = if members.is_empty() {
             BTreeMap::from([(node.id, BasicNode::new(&advertise))])
         } else {

@@ -35,6 +35,10 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     #[serde(skip)]
     initial_members: Option<Vec<String>>,
+    /// Join an existing cluster instead of forming one (node.join).
+    #[arg(long)]
+    #[serde(skip)]
+    join: bool,
 }
 
 impl Cli {
@@ -54,6 +58,9 @@ impl Cli {
         }
         if let Some(members) = &self.initial_members {
             node.insert("initial_members".into(), members.clone().into());
+        }
+        if self.join {
+            node.insert("join".into(), true.into());
         }
         serde_json::json!({ "node": node })
     }

@@ -9,7 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
-use baton_proto::shard::{GetStatusRequest, PutTenantRequest, WatchShardMapRequest, shard_map_event};
+use baton_proto::shard::{
+    AddReplicaRequest, ChangeVotersRequest, CreateApiKeyRequest, GetStatusRequest, PutTenantRequest,
+    WatchShardMapRequest, shard_map_event,
+};
 use baton_shardmap::MapSnapshot;
 use baton_testkit::{Proc, bin, free_port, wait_port};
 use support::cell;
@@ -94,4 +97,73 @@ async fn sigkill_the_leader_of_three_replicas() {
     survivor.clone().register_cell(cell("c2")).await.unwrap();
     let map = snapshot(&survivor).await;
     assert_eq!(map.cells.iter().map(|c| c.id.0.as_str()).collect::<Vec<_>>(), ["c1", "c2"]);
+}
+
+fn replica(dir: &std::path::Path, id: u64, port: u16, join: bool) -> Proc {
+    let mut command = Command::new(bin("baton-shard-manager"));
+    command
+        .args(["--id", &id.to_string(), "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.join(format!("node-{id}")))
+        .env("BATON_LOG__FILTER", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    if join {
+        command.arg("--join");
+    }
+    Proc(command.spawn().unwrap())
+}
+
+/// One replica grows to three at run time: two started with `--join` are added as
+/// learners, then made voters; the cluster then survives losing the first replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_grows_to_three_with_add_replica_and_change_voters() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut procs: BTreeMap<u64, Proc> = BTreeMap::new();
+    for (i, port) in ports.iter().enumerate() {
+        let id = i as u64 + 1;
+        procs.insert(id, replica(dir.path(), id, *port, id != 1));
+    }
+    let mut clients = BTreeMap::new();
+    for (i, port) in ports.iter().enumerate() {
+        wait_port(*port).await;
+        clients.insert(i as u64 + 1, ShardManagerClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap());
+    }
+    let first = BTreeMap::from([(1, clients[&1].clone())]);
+    assert_eq!(agreed_leader(&first, 0, Duration::from_secs(10)).await, 1);
+    let mut c1 = clients[&1].clone();
+    c1.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
+
+    // Bad input changes nothing.
+    for bad in [
+        AddReplicaRequest { id: 0, address: format!("127.0.0.1:{}", ports[1]) },
+        AddReplicaRequest { id: 2, address: String::new() },
+        AddReplicaRequest { id: 2, address: format!("http://127.0.0.1:{}", ports[1]) },
+    ] {
+        assert_eq!(c1.add_replica(bad).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+    for bad in [vec![], vec![1, 9], vec![0]] {
+        let err = c1.change_voters(ChangeVotersRequest { voters: bad }).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    }
+
+    // Add the two as learners (through a replica: here the leader), then make them voters.
+    for id in [2u64, 3] {
+        let address = format!("127.0.0.1:{}", ports[id as usize - 1]);
+        let status = c1.add_replica(AddReplicaRequest { id, address }).await.unwrap().into_inner();
+        assert!(status.learners.iter().any(|l| l.starts_with(&format!("{id}="))), "{status:?}");
+    }
+    let status = c1.change_voters(ChangeVotersRequest { voters: vec![1, 2, 3] }).await.unwrap().into_inner();
+    assert_eq!(status.voters.len(), 3, "{status:?}");
+    assert!(status.learners.is_empty());
+    assert_eq!(agreed_leader(&clients, 0, Duration::from_secs(5)).await, 1);
+
+    // The grown cluster survives losing the replica it started from, with its state.
+    procs.get_mut(&1).unwrap().sigkill();
+    clients.remove(&1);
+    let leader = agreed_leader(&clients, 1, Duration::from_secs(2)).await;
+    let mut survivor = clients[&leader].clone();
+    let key = survivor.create_api_key(CreateApiKeyRequest { tenant: "dev".into() }).await.unwrap().into_inner();
+    assert!(key.key.starts_with("bk_"), "tenant dev survived: {key:?}");
 }

@@ -8,14 +8,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::shard_manager_server::ShardManager;
 use baton_proto::shard::{
-    Ack, CellHeartbeatRequest, CellHeartbeatResponse, CellInfo, CreateApiKeyRequest, CreateApiKeyResponse,
-    FunctionInfo, FunctionRef, GetStatusRequest, ListCellsRequest, ListCellsResponse, ListFunctionsRequest,
-    ListFunctionsResponse, MoveFunctionRequest, PinFunctionRequest, PutFunctionRequest, PutFunctionResponse,
-    PutTenantRequest, RegisterCellRequest, RevokeApiKeyRequest, SetCellStateRequest, ShardMapEvent, StatusResponse,
-    WatchShardMapRequest, shard_map_event,
+    Ack, AddReplicaRequest, CellHeartbeatRequest, CellHeartbeatResponse, CellInfo, ChangeVotersRequest,
+    CreateApiKeyRequest, CreateApiKeyResponse, FunctionInfo, FunctionRef, GetStatusRequest, ListCellsRequest,
+    ListCellsResponse, ListFunctionsRequest, ListFunctionsResponse, MoveFunctionRequest, PinFunctionRequest,
+    PutFunctionRequest, PutFunctionResponse, PutTenantRequest, RegisterCellRequest, RevokeApiKeyRequest,
+    SetCellStateRequest, ShardMapEvent, StatusResponse, WatchShardMapRequest, shard_map_event,
 };
 use baton_shardmap::{Cell, CellId, CellState};
 use futures::Stream;
@@ -31,6 +30,7 @@ use crate::state::{Command, Outcome};
 
 mod access;
 mod catalog;
+mod membership;
 mod rebalance;
 
 pub use rebalance::RebalanceSettings;
@@ -179,12 +179,8 @@ impl ShardManager for Manager {
         self.heard.lock().expect("not poisoned").insert(id.clone(), Instant::now());
         self.record_loads(request.loads.iter().map(|l| (l.function.clone(), l.load)));
         // The leader's failure detector and rebalancer are the ones that count: pass it on.
-        let metrics = self.raft.metrics().borrow().clone();
-        if let Some(leader) = metrics.current_leader.filter(|l| *l != metrics.id)
-            && let Some(node) = metrics.membership_config.nodes().find(|(n, _)| **n == leader).map(|(_, n)| n.clone())
-        {
-            let channel = self.network.channel(&node.addr).map_err(Status::unavailable)?;
-            ShardManagerClient::new(channel).cell_heartbeat(request).await?;
+        if let Ok(Some(mut leader)) = self.leader_client() {
+            leader.cell_heartbeat(request).await?;
         }
         Ok(Response::new(CellHeartbeatResponse {}))
     }
@@ -304,19 +300,14 @@ impl ShardManager for Manager {
     }
 
     async fn get_status(&self, _request: Request<GetStatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let metrics = self.raft.metrics().borrow().clone();
-        let voters = metrics
-            .membership_config
-            .nodes()
-            .filter(|(id, _)| metrics.membership_config.voter_ids().any(|v| v == **id))
-            .map(|(id, node)| format!("{id}={}", node.addr))
-            .collect();
-        let epoch = self.sm.read(|state| state.epoch).await;
-        Ok(Response::new(StatusResponse {
-            node_id: metrics.id,
-            leader_id: metrics.current_leader.unwrap_or(0),
-            epoch,
-            voters,
-        }))
+        Ok(Response::new(self.status().await))
+    }
+
+    async fn add_replica(&self, request: Request<AddReplicaRequest>) -> Result<Response<StatusResponse>, Status> {
+        self.add_replica_inner(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn change_voters(&self, request: Request<ChangeVotersRequest>) -> Result<Response<StatusResponse>, Status> {
+        self.change_voters_inner(request.into_inner()).await.map(Response::new)
     }
 }
