@@ -39,6 +39,9 @@ pub enum TargetKind {
     Cell,
     /// Any HTTP endpoint (baselines such as HAProxy); nothing is registered.
     Http,
+    /// A federation's router (`--url` is its base URL, e.g. `$BATON_URL`): functions
+    /// registered through its tenant API, calls sent with `--api-key`.
+    Router,
 }
 
 /// Options every mode takes.
@@ -54,6 +57,9 @@ pub struct Common {
     /// The cell control plane's gRPC address, where the run's functions are registered.
     #[arg(long, default_value = "http://127.0.0.1:7100")]
     pub control: String,
+    /// The tenant's API key, for `--target router`.
+    #[arg(long, env = "BATON_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// How functions spend the requested runtime: `spin` (busy, one core per running call)
     /// or `sleep` (for machines smaller than the workload).
     #[arg(long, value_enum, default_value = "spin")]

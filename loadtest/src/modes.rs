@@ -60,7 +60,7 @@ fn settings(common: &Common) -> Result<FunctionSettings> {
         Some(path) => path.clone(),
         None => std::env::current_exe().map_err(|e| Error::io("baton-loadtest", e))?.with_file_name("baton-fn-spin"),
     };
-    let uses_binary = common.target == TargetKind::Cell && common.runtime == SandboxRuntime::Process;
+    let uses_binary = common.target != TargetKind::Http && common.runtime == SandboxRuntime::Process;
     if uses_binary && !(executable.is_absolute() && executable.is_file()) {
         return Err(Error::option(
             "--function-binary",
@@ -293,6 +293,12 @@ pub fn target(common: &Common) -> Result<Target> {
     let target = match common.target {
         TargetKind::Cell => Target::Cell { url: common.url.clone(), control: common.control.clone() },
         TargetKind::Http => Target::Http { url: common.url.clone() },
+        TargetKind::Router => Target::Router {
+            url: common.url.clone(),
+            api_key: common.api_key.clone().ok_or_else(|| {
+                crate::error::Error::option("--api-key", "the router target needs a key (or BATON_API_KEY)")
+            })?,
+        },
     };
     target.check()?;
     Ok(target)
@@ -335,7 +341,7 @@ pub async fn execute(plan: Plan, common: &Common) -> Result<(Summary, Written)> 
             .expect("a valid template")
             .progress_chars("=> "),
     );
-    let runner = Runner::new(uris, common.execution, common.timeout);
+    let runner = Runner::new(uris, common.execution, common.timeout).with_authorization(target.authorization()?);
     let started = unix_now().as_secs();
     let mut records = Vec::with_capacity(total);
     let mut registered = vec![false; plan.functions.len()];

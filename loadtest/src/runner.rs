@@ -43,6 +43,7 @@ pub struct Runner {
     uris: Arc<[Uri]>,
     execution: Execution,
     timeout: Duration,
+    authorization: Option<http::HeaderValue>,
 }
 
 impl Runner {
@@ -52,7 +53,13 @@ impl Runner {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
-        Self { client, uris: uris.into(), execution, timeout }
+        Self { client, uris: uris.into(), execution, timeout, authorization: None }
+    }
+
+    /// Sends `value` as every call's `Authorization` header (a router's API key).
+    pub fn with_authorization(mut self, value: Option<http::HeaderValue>) -> Self {
+        self.authorization = value;
+        self
     }
 
     /// Sends `calls` on their schedule and returns one record per call sent, in completion
@@ -102,11 +109,14 @@ impl Runner {
     }
 
     async fn call(&self, phase: Arc<str>, call: PlannedCall, invocation: u64, due: tokio::time::Instant) -> CallRecord {
-        let request = Request::get(self.uris[call.function as usize].clone())
+        let mut request = Request::get(self.uris[call.function as usize].clone())
             .header("x-duration-ms", call.requested_ms)
             .header("x-duration-mode", self.execution.header())
             .body(Empty::new())
             .expect("a GET with valid headers");
+        if let Some(value) = &self.authorization {
+            request.headers_mut().insert(http::header::AUTHORIZATION, value.clone());
+        }
         // Lag and send time are taken here, in the call's own task, so a busy runtime's
         // delay between waking and sending shows as lag rather than hiding.
         let lag = tokio::time::Instant::now().saturating_duration_since(due);

@@ -32,6 +32,14 @@ pub enum Target {
         /// The URL template.
         url: String,
     },
+    /// A federation's router: functions registered through its tenant API
+    /// (`/v1/functions/{name}`), calls to `/function/{name}`, both with the API key.
+    Router {
+        /// The router's base URL.
+        url: String,
+        /// The tenant's API key.
+        api_key: String,
+    },
 }
 
 impl Target {
@@ -45,14 +53,29 @@ impl Target {
             Target::Http { url } => {
                 parse_http(&url.replace("{function}", "f"), "--url")?;
             }
+            Target::Router { url, api_key } => {
+                parse_http(url.trim_end_matches('/'), "--url")?;
+                self.authorization()?;
+                if api_key.trim().is_empty() {
+                    return Err(Error::option("--api-key", "is empty"));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The `Authorization` header calls carry (the router's API key).
+    pub fn authorization(&self) -> Result<Option<http::HeaderValue>> {
+        let Target::Router { api_key, .. } = self else { return Ok(None) };
+        http::HeaderValue::from_str(&format!("Bearer {}", api_key.trim()))
+            .map(Some)
+            .map_err(|_| Error::option("--api-key", "contains characters a header cannot carry"))
     }
 
     /// The URI calls to `function` go to.
     pub fn call_uri(&self, function: &str) -> Result<Uri> {
         match self {
-            Target::Cell { url, .. } => {
+            Target::Cell { url, .. } | Target::Router { url, .. } => {
                 parse_http(&format!("{}/function/{function}", url.trim_end_matches('/')), "--url")
             }
             Target::Http { url } => parse_http(&url.replace("{function}", function), "--url"),
@@ -61,7 +84,7 @@ impl Target {
 
     /// Whether functions are registered before the run.
     pub fn registers(&self) -> bool {
-        matches!(self, Target::Cell { .. })
+        matches!(self, Target::Cell { .. } | Target::Router { .. })
     }
 
     /// A short description for reports.
@@ -69,6 +92,7 @@ impl Target {
         match self {
             Target::Cell { url, .. } => format!("cell {url}"),
             Target::Http { url } => format!("http {url}"),
+            Target::Router { url, .. } => format!("router {url}"),
         }
     }
 
@@ -87,6 +111,9 @@ impl Target {
 
     /// Registers `functions` (idempotent: an existing function is updated).
     pub async fn register(&self, functions: &[FunctionDef]) -> Result<()> {
+        if let Target::Router { .. } = self {
+            return self.through_router(functions.iter().map(|f| (f.name.clone(), Some(&f.spec)))).await;
+        }
         let Some(client) = self.control().await? else { return Ok(()) };
         futures::stream::iter(functions)
             .map(|f| {
@@ -106,6 +133,9 @@ impl Target {
 
     /// Removes `names`; ones already gone are fine.
     pub async fn unregister(&self, names: &[String]) -> Result<()> {
+        if let Target::Router { .. } = self {
+            return self.through_router(names.iter().map(|n| (n.clone(), None))).await;
+        }
         let Some(client) = self.control().await? else { return Ok(()) };
         futures::stream::iter(names)
             .map(|name| {
@@ -116,6 +146,47 @@ impl Target {
                         Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
                         Err(s) => Err(Error::Target(format!("removing {name}: {}", s.message()))),
                     }
+                }
+            })
+            .buffer_unordered(REGISTER_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+}
+
+impl Target {
+    /// Puts (`Some(spec)`) or deletes (`None`) functions through a router's tenant API.
+    async fn through_router<'a>(
+        &self,
+        changes: impl Iterator<Item = (String, Option<&'a serde_json::Value>)>,
+    ) -> Result<()> {
+        let Target::Router { url, api_key } = self else { return Ok(()) };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Target(format!("an HTTP client: {e}")))?;
+        futures::stream::iter(changes)
+            .map(|(name, spec)| {
+                let client = client.clone();
+                let endpoint = format!("{}/v1/functions/{name}", url.trim_end_matches('/'));
+                async move {
+                    let request = match spec {
+                        Some(spec) => client.put(&endpoint).json(spec),
+                        None => client.delete(&endpoint),
+                    };
+                    let answer = request
+                        .bearer_auth(api_key.trim())
+                        .send()
+                        .await
+                        .map_err(|e| Error::Target(format!("cannot reach the router at {url}: {e}")))?;
+                    let status = answer.status();
+                    if status.is_success() || (spec.is_none() && status == reqwest::StatusCode::NOT_FOUND) {
+                        return Ok(());
+                    }
+                    let body = answer.text().await.unwrap_or_default();
+                    let verb = if spec.is_some() { "registering" } else { "removing" };
+                    Err(Error::Target(format!("{verb} {name} through the router: {status} {body}")))
                 }
             })
             .buffer_unordered(REGISTER_CONCURRENCY)

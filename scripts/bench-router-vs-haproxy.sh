@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Warm-call overhead of the router against HAProxy in front of the same cell data plane, in
+# one run (docs/BENCHMARKS.md):
+#
+#   cargo build --release --bins && scripts/bench-router-vs-haproxy.sh RATES [STEP]
+#
+# 1. `baton up --cells 1` (release binaries, its own BATON_HOME, free ports);
+# 2. baton-loadtest warm-sweep through the router registers 4 functions with 8 warm
+#    sandboxes each and keeps them; 3. HAProxy (installed with apt-get when missing) in
+#    front of the cell's data plane, calling the same functions by their cell names
+#    (`dev.NAME`); 4. the same sweep through HAProxy; 5. through the router again (so drift
+#    over the run shows). Prints one table; results in $OUT.
+set -euo pipefail
+rates="${1:?usage: bench-router-vs-haproxy.sh RATES [STEP], e.g. 1000,2000,4000 10s}"
+step="${2:-10s}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="$root/target/release"
+out="${OUT:-loadtest-results/router-vs-haproxy-$(date +%s)}"
+haproxy_port="${HAPROXY_PORT:-8091}"
+command -v haproxy >/dev/null || apt-get install -y -q haproxy >/dev/null
+mkdir -p "$out"
+export BATON_HOME="$out/baton-home"
+"$bin/baton" up --cells 1 --port 0 --shard-manager-port 0 --sandbox-ports 41000 >"$out/up.log" 2>&1 &
+up_pid=$!
+haproxy_pid=
+cleanup() {
+    [[ -n "$haproxy_pid" ]] && kill "$haproxy_pid" 2>/dev/null || true
+    kill -INT "$up_pid" 2>/dev/null || true
+    wait "$up_pid" 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 600); do [[ -f "$BATON_HOME/env" ]] && break; sleep 0.1; done
+[[ -f "$BATON_HOME/env" ]] || { echo "baton up did not start:" >&2; cat "$out/up.log" >&2; exit 1; }
+# shellcheck disable=SC1091
+source "$BATON_HOME/env"
+data_plane=$("$bin/baton" cells list | awk 'NR == 2 { print $NF }' | sed 's|^http://||')
+
+common=(warm-sweep --rates "$rates" --step "$step" --functions 4 --execution sleep --runtime-ms 1
+    --name-prefix rh --quiet)
+"$bin/baton-loadtest" "${common[@]}" --target router --url "$BATON_URL" --sandboxes 8 --keep-functions \
+    --out "$out/router"
+
+cfg="$out/haproxy.cfg"
+{
+    printf 'global\n    maxconn 5000\ndefaults\n    mode http\n    timeout connect 5s\n'
+    printf '    timeout client 60s\n    timeout server 60s\n    http-reuse always\n'
+    printf 'frontend fe\n    bind 127.0.0.1:%s\n    default_backend be\n' "$haproxy_port"
+    printf 'backend be\n    server dp %s\n' "$data_plane"
+} >"$cfg"
+haproxy -f "$cfg" -db >"$out/haproxy.log" 2>&1 &
+haproxy_pid=$!
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$haproxy_port") 2>/dev/null && break; sleep 0.1; done
+kill -0 "$haproxy_pid" 2>/dev/null || { echo "haproxy did not start:" >&2; cat "$out/haproxy.log" >&2; exit 1; }
+
+"$bin/baton-loadtest" "${common[@]}" --target http --url "http://127.0.0.1:$haproxy_port/function/dev.{function}" \
+    --warmup 2s --out "$out/haproxy"
+"$bin/baton-loadtest" "${common[@]}" --target router --url "$BATON_URL" --sandboxes 8 --warmup 2s \
+    --out "$out/router-again"
+
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+runs = ["router", "haproxy", "router-again"]
+data = {r: json.load(open(f"{out}/{r}/summary.json")) for r in runs}
+print("| rate/s | " + " | ".join(f"{r} ok/s, p50 / p99 ms, failed" for r in runs) + " |")
+print("|---" * (len(runs) + 1) + "|")
+for i, phase in enumerate(data["router"]["phases"]):
+    cells = []
+    for r in runs:
+        p = data[r]["phases"][i]
+        f = sum(p["failures"].values())
+        lat = p["latency_ms"]
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"
+        cells.append(f"{p['throughput']:.0f}, {fmt(lat['p50'])} / {fmt(lat['p99'])}, {f}")
+    print(f"| {phase['offered_rate']:.0f} | " + " | ".join(cells) + " |")
+PY
