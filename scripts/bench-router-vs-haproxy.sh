@@ -36,7 +36,7 @@ source "$BATON_HOME/env"
 data_plane=$("$bin/baton" cells list | awk 'NR == 2 { print $NF }' | sed 's|^http://||')
 
 common=(warm-sweep --rates "$rates" --step "$step" --functions 4 --execution sleep --runtime-ms 1
-    --name-prefix rh --quiet)
+    --name-prefix rh --cpu-millis 10 --quiet)
 "$bin/baton-loadtest" "${common[@]}" --target router --url "$BATON_URL" --sandboxes 8 --keep-functions \
     --out "$out/router"
 
