@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 /// `baton functions …`
 #[derive(Subcommand)]
 pub enum FunctionsCommand {
-    /// Create or update a function from a JSON spec file (`-` reads standard input).
+    /// Create or update a function from a JSON spec file (`-` reads standard input); a
+    /// JSON array of specs registers them all in one commit.
     Deploy {
         /// The spec (see docs/cell.md); `name` may be given with `--name` instead.
         file: PathBuf,
@@ -110,6 +111,15 @@ pub async fn functions(command: FunctionsCommand) -> anyhow::Result<()> {
             };
             let mut spec: serde_json::Value =
                 serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+            if spec.is_array() {
+                // A batch: up to 1,000 specs, registered all or none.
+                if name.is_some() {
+                    bail!("--name applies to one spec, not to a batch");
+                }
+                let request = router.request(Method::POST, "/v1/functions")?.json(&spec);
+                println!("{}", pretty(&send(request, "deploying").await?));
+                return Ok(());
+            }
             if let Some(name) = name {
                 spec["name"] = name.into();
             }

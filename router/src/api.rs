@@ -1,10 +1,11 @@
 //! The tenant API: `/v1/functions` (GET list, POST create or update) and
-//! `/v1/functions/{name}` (GET, PUT, DELETE), for the tenant the API key names. Specs are
+//! `/v1/functions/{name}` (GET, PUT, DELETE), for the tenant the API key names. A POST of
+//! a JSON array registers up to 1,000 functions in one commit, all or none. Specs are
 //! the cell's function spec (see `docs/cell.md`) plus an optional `home_region`; the shard
 //! manager validates them, so every refusal names the field. Another tenant's function is
 //! never visible: IDs are namespaced by the caller's tenant.
 
-use baton_proto::shard::{FunctionInfo, FunctionRef, ListFunctionsRequest, PutFunctionRequest};
+use baton_proto::shard::{FunctionInfo, FunctionRef, ListFunctionsRequest, PutFunctionRequest, PutFunctionsRequest};
 use baton_service::http::{Body, error_response, full};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
@@ -67,7 +68,8 @@ pub async fn functions(
 }
 
 async fn put(router: &Router, tenant: String, path_name: Option<String>, body: Incoming) -> Response<Body> {
-    let max = router.config.max_spec_bytes;
+    // A POST may carry a batch (a JSON array), so it may be larger than one spec.
+    let max = if path_name.is_none() { router.config.max_batch_bytes } else { router.config.max_spec_bytes };
     let bytes = match Limited::new(body, max).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
@@ -76,23 +78,27 @@ async fn put(router: &Router, tenant: String, path_name: Option<String>, body: I
         }
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "bad_body", &format!("reading the body: {e}")),
     };
-    let mut spec: Value = match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(object)) => Value::Object(object),
-        Ok(_) => return error_response(StatusCode::BAD_REQUEST, "invalid_spec", "body: must be a JSON object"),
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, "invalid_spec", &format!("body: not JSON: {e}")),
+    let bad = |message: &str| error_response(StatusCode::BAD_REQUEST, "invalid_spec", message);
+    let request = match serde_json::from_slice(&bytes) {
+        Ok(Value::Array(specs)) if path_name.is_none() => {
+            let mut functions = Vec::with_capacity(specs.len());
+            for (i, spec) in specs.into_iter().enumerate() {
+                match registration(&tenant, None, spec) {
+                    Ok(request) => functions.push(request),
+                    Err(message) => return bad(&format!("functions[{i}].{message}")),
+                }
+            }
+            return put_batch(router, functions).await;
+        }
+        Ok(spec @ Value::Object(_)) => match registration(&tenant, path_name, spec) {
+            Ok(request) => request,
+            Err(message) => return bad(&message),
+        },
+        Ok(_) if path_name.is_none() => return bad("body: must be a JSON object (a spec) or an array of specs"),
+        Ok(_) => return bad("body: must be a JSON object"),
+        Err(e) => return bad(&format!("body: not JSON: {e}")),
     };
-    let object = spec.as_object_mut().expect("checked above");
-    let home_region = match object.remove("home_region") {
-        None => String::new(),
-        Some(Value::String(region)) => region,
-        Some(_) => return error_response(StatusCode::BAD_REQUEST, "invalid_spec", "home_region: must be a string"),
-    };
-    let name = match (path_name, object.get("name")) {
-        (Some(name), _) => name,
-        (None, Some(Value::String(name))) => name.clone(),
-        (None, _) => return error_response(StatusCode::BAD_REQUEST, "invalid_spec", "name: is required"),
-    };
-    let request = PutFunctionRequest { tenant, name: name.clone(), spec_json: spec.to_string(), home_region };
+    let name = request.name.clone();
     let answer = router
         .manager
         .call(|mut c| {
@@ -105,6 +111,48 @@ async fn put(router: &Router, tenant: String, path_name: Option<String>, body: I
             let status = if put.created { StatusCode::CREATED } else { StatusCode::OK };
             let body = json!({ "name": name, "cell": put.cell, "generation": put.generation, "epoch": put.epoch });
             json_response(status, &body)
+        }
+        Err(status) => status_response(&status),
+    }
+}
+
+/// A registration from one spec: `home_region` taken out of it, the name from the path
+/// or the spec. Refusals name the field.
+fn registration(tenant: &str, path_name: Option<String>, mut spec: Value) -> Result<PutFunctionRequest, String> {
+    let Some(object) = spec.as_object_mut() else { return Err("body: must be a JSON object".into()) };
+    let home_region = match object.remove("home_region") {
+        None => String::new(),
+        Some(Value::String(region)) => region,
+        Some(_) => return Err("home_region: must be a string".into()),
+    };
+    let name = match (path_name, object.get("name")) {
+        (Some(name), _) => name,
+        (None, Some(Value::String(name))) => name.clone(),
+        (None, _) => return Err("name: is required".into()),
+    };
+    Ok(PutFunctionRequest { tenant: tenant.to_string(), name, spec_json: spec.to_string(), home_region })
+}
+
+async fn put_batch(router: &Router, functions: Vec<PutFunctionRequest>) -> Response<Body> {
+    let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
+    let request = PutFunctionsRequest { functions };
+    let answer = router
+        .manager
+        .call(|mut c| {
+            let request = request.clone();
+            async move { c.put_functions(request).await }
+        })
+        .await;
+    match answer {
+        Ok(put) => {
+            let functions: Vec<Value> = names
+                .iter()
+                .zip(put.functions)
+                .map(
+                    |(name, p)| json!({"name": name, "cell": p.cell, "generation": p.generation, "created": p.created}),
+                )
+                .collect();
+            json_response(StatusCode::OK, &json!({ "functions": functions }))
         }
         Err(status) => status_response(&status),
     }

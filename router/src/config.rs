@@ -36,6 +36,9 @@ pub struct RouterSection {
     pub max_body_bytes: usize,
     /// Largest function spec accepted by the tenant API (bytes). Default: 65536.
     pub max_spec_bytes: usize,
+    /// Largest batch of specs (a JSON array posted to `/v1/functions`, up to 1,000
+    /// functions) accepted (bytes). Default: 8388608 (8 MiB).
+    pub max_batch_bytes: usize,
     /// Longest an invocation may take end to end through the router. Default: `"15m"`.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
@@ -52,6 +55,7 @@ impl Default for RouterSection {
             shard_managers: vec!["http://127.0.0.1:7500".into()],
             max_body_bytes: 6 * 1024 * 1024,
             max_spec_bytes: 64 * 1024,
+            max_batch_bytes: 8 * 1024 * 1024,
             call_timeout: Duration::from_secs(15 * 60),
             drain_timeout: Duration::from_secs(30),
         }

@@ -72,7 +72,8 @@ async fn tenants_deploy_invoke_and_are_isolated_and_bad_input_stores_nothing() {
         assert_eq!(status, 400, "{what}: {error}");
         assert!(error["error"]["message"].as_str().unwrap().contains(field), "{what}: {error}");
     }
-    let (status, _) = status_and_json(client.post(&functions).bearer_auth(&acme).body("x".repeat(70_000))).await;
+    let too_big = client.put(format!("{functions}/echo")).bearer_auth(&acme).body("x".repeat(70_000));
+    let (status, _) = status_and_json(too_big).await;
     assert_eq!(status, 413);
     let (status, _) = status_and_json(client.patch(&functions).bearer_auth(&acme).body("{}")).await;
     assert_eq!(status, 405);
@@ -144,6 +145,25 @@ async fn tenants_deploy_invoke_and_are_isolated_and_bad_input_stores_nothing() {
     let (status, got) = status_and_json(client.get(format!("{functions}/echo")).bearer_auth(&acme)).await;
     assert_eq!((status, got["name"].as_str()), (200, Some("echo")));
     assert_eq!(got["spec"]["executable"], spec["executable"]);
+
+    // A batch registers all or none.
+    let short = json!({"timeout": "2s"});
+    let bad_batch = json!([echo_spec("b1", short.clone()), {"name": "b2", "executable": "rel/path"}]);
+    let (status, error) = status_and_json(client.post(&functions).bearer_auth(&acme).json(&bad_batch)).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("functions[1].executable"), "{error}");
+    let batch = json!([echo_spec("b1", short.clone()), echo_spec("b2", short.clone())]);
+    let (status, put) = status_and_json(client.post(&functions).bearer_auth(&acme).json(&batch)).await;
+    assert_eq!(status, 200, "{put}");
+    assert_eq!(put["functions"].as_array().unwrap().iter().filter(|f| f["created"] == true).count(), 2);
+    let (_, listed) = status_and_json(client.get(&functions).bearer_auth(&acme)).await;
+    let names: Vec<&str> =
+        listed["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["b1", "b2", "echo"]);
+    for name in ["b1", "b2"] {
+        let (status, _) = status_and_json(client.delete(format!("{functions}/{name}")).bearer_auth(&acme)).await;
+        assert_eq!(status, 204);
+    }
 
     // A revoked key stops working within the map's propagation time.
     let second = federation.key("acme").await;

@@ -4,9 +4,9 @@
 //! commands through raft, so every ownership change is committed (with its generation)
 //! before any cell is told; pushing specs to the new owners follows the commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use baton_shardmap::{CellId, CellState};
+use baton_shardmap::{Cell, CellId, CellState, ShardMap};
 
 use crate::state::{Command, FederationState};
 
@@ -21,23 +21,30 @@ use crate::state::{Command, FederationState};
 /// same inputs give no commands.
 pub fn failover(state: &FederationState, last_seen: &BTreeMap<CellId, u64>, now: u64, timeout: u64) -> Vec<Command> {
     let mut commands = Vec::new();
-    let mut after = state.clone();
+    let mut cells_after: Vec<Cell> = Vec::with_capacity(state.cells.len());
     for cell in state.cells.values() {
         let silent = last_seen.get(&cell.id).is_some_and(|&seen| now.saturating_sub(seen) > timeout);
+        let mut after = cell.clone();
         if silent && cell.state != CellState::Down {
-            let command = Command::SetCellState { cell: cell.id.clone(), state: CellState::Down };
-            after.apply(command.clone());
-            commands.push(command);
+            commands.push(Command::SetCellState { cell: cell.id.clone(), state: CellState::Down });
+            after.state = CellState::Down;
         }
+        cells_after.push(after);
     }
-    let map = after.shard_map();
+    // The usual round: every cell alive, nothing to scan.
+    if cells_after.iter().all(|c| c.state != CellState::Down) {
+        return commands;
+    }
+    let down: BTreeSet<&CellId> = cells_after.iter().filter(|c| c.state == CellState::Down).map(|c| &c.id).collect();
+    // The ring over the cells alone (no copy of the assignments).
+    let ring = ShardMap::from_snapshot(state.epoch, cells_after.iter().cloned(), []);
     for (function, assignment) in &state.assignments {
-        let on_down_cell = after.cells.get(&assignment.cell).is_none_or(|c| c.state == CellState::Down);
+        let on_down_cell = down.contains(&assignment.cell) || !state.cells.contains_key(&assignment.cell);
         if !on_down_cell {
             continue;
         }
         let region = state.functions.get(function).map(|f| f.home_region.as_str());
-        if let Some(target) = map.ring_owner(function, region) {
+        if let Some(target) = ring.ring_owner(function, region) {
             commands.push(Command::Assign { function: function.clone(), cell: target.id.clone() });
         }
     }
@@ -46,7 +53,6 @@ pub fn failover(state: &FederationState, last_seen: &BTreeMap<CellId, u64>, now:
 
 #[cfg(test)]
 mod tests {
-    use baton_shardmap::Cell;
     use proptest::prelude::*;
 
     use super::*;

@@ -71,6 +71,9 @@ pub enum Command {
         /// Its cell if it is new (an existing function keeps its owner).
         cell: CellId,
     },
+    /// Registers or updates many functions at once (all or none); new ones go to the cell
+    /// given with each.
+    PutFunctions(Vec<(FunctionRecord, CellId)>),
     /// Deletes a function and its assignment.
     DeleteFunction {
         /// Function ID (`tenant/name`).
@@ -161,6 +164,12 @@ impl FederationState {
                 let id = function_id(&record.tenant, &record.name);
                 if self.assignments.contains_key(&id) { Ok(()) } else { cell_known(cell) }
             }
+            Command::PutFunctions(functions) => {
+                for (record, cell) in functions {
+                    self.check(&Command::PutFunction { record: record.clone(), cell: cell.clone() })?;
+                }
+                Ok(())
+            }
             Command::Assign { function, cell } => {
                 if !self.functions.contains_key(function) {
                     return Err(format!("function {function} does not exist"));
@@ -208,6 +217,13 @@ impl FederationState {
                 // An update keeps its owner and generation; the owner sees the assignment
                 // again and fetches the new spec.
                 return (generation, vec![Change::Assign { function: id, assignment: assignment.clone() }]);
+            }
+            Command::PutFunctions(functions) => {
+                let mut changes = Vec::new();
+                for (record, cell) in functions {
+                    changes.extend(self.change(Command::PutFunction { record, cell }).1);
+                }
+                return (None, changes);
             }
             Command::Pin { function, pinned } => {
                 if pinned {
@@ -333,6 +349,22 @@ mod tests {
         assert_eq!(follower.tenant_of_key("h"), Some("dev"));
         assert_eq!(follower.tenant_of_key("gone"), None);
         assert_eq!(follower.cell(&CellId("c2".into())).unwrap().state, CellState::Draining);
+    }
+
+    #[test]
+    fn a_batch_is_all_or_nothing_and_one_delta() {
+        let mut s = FederationState::default();
+        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into() }));
+        s.apply(Command::PutCell(cell("c1")));
+        let put = |name: &str, tenant: &str| (function(tenant, name), CellId("c1".into()));
+        let before = s.clone();
+        let refused = s.apply(Command::PutFunctions(vec![put("a", "dev"), put("b", "nobody")]));
+        assert!(matches!(refused, (Outcome::Rejected(_), None)));
+        assert_eq!(s, before);
+        let (outcome, delta) = s.apply(Command::PutFunctions(vec![put("a", "dev"), put("b", "dev")]));
+        assert_eq!(outcome, Outcome::Applied { epoch: 3, generation: None });
+        assert_eq!(delta.unwrap().changes.len(), 2);
+        assert_eq!(s.assignments.len(), 2);
     }
 
     #[test]

@@ -1,14 +1,20 @@
-//! The raft log, vote and committed index in redb. Every write commits with redb's
-//! immediate durability (fsync) before it returns, so an entry openraft was told is
-//! flushed survives SIGKILL.
+//! The raft log, vote and committed index in redb, with group commit. `append` only
+//! queues the entries (serialized) and returns; a flusher thread writes everything queued
+//! in one durable redb transaction (one fsync) and only then tells openraft the entries
+//! are flushed, so under concurrent writes many entries share one transaction and one
+//! fsync, and an entry openraft was told is flushed survives SIGKILL. Reads, truncation
+//! and purging first wait until the queue is written. The vote commits durably at once.
+//! The committed index is written without an fsync: losing its latest value only means
+//! fewer entries re-applied before a leader confirms them again.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageIOError, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -23,10 +29,30 @@ fn any(e: impl ToString) -> AnyError {
     AnyError::error(e.to_string())
 }
 
-/// The log store. Clones share the database.
+/// Entries appended and not yet written, with their callbacks.
+#[derive(Default)]
+struct Queue {
+    entries: Vec<(u64, Vec<u8>)>,
+    callbacks: Vec<LogFlushed<TypeConfig>>,
+    /// A batch taken by the flusher and being written.
+    writing: bool,
+}
+
+/// The queue and the flusher's signals.
+#[derive(Default)]
+struct Pending {
+    queue: Mutex<Queue>,
+    /// Something was queued.
+    wake: Condvar,
+    /// A batch was written.
+    written: Condvar,
+}
+
+/// The log store. Clones share the database and the flusher.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    pending: Arc<Pending>,
 }
 
 impl LogStore {
@@ -35,7 +61,22 @@ impl LogStore {
         tx.open_table(LOGS).map_err(|e| e.to_string())?;
         tx.open_table(META).map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
-        Ok(Self { db })
+        let pending = Arc::new(Pending::default());
+        let (weak, db_for_flusher) = (Arc::downgrade(&pending), db.clone());
+        std::thread::Builder::new()
+            .name("raft-log-flush".into())
+            .spawn(move || flush_loop(weak, db_for_flusher))
+            .map_err(|e| format!("starting the log flusher: {e}"))?;
+        Ok(Self { db, pending })
+    }
+
+    /// Waits until every queued entry is written.
+    fn drain(&self) {
+        let mut queue = self.pending.queue.lock().expect("not poisoned");
+        while queue.writing || !queue.entries.is_empty() {
+            self.pending.wake.notify_one();
+            queue = self.pending.written.wait(queue).expect("not poisoned");
+        }
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AnyError> {
@@ -47,14 +88,16 @@ impl LogStore {
         }
     }
 
-    fn write_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), AnyError> {
+    fn write_meta<T: Serialize>(&self, key: &str, value: &T, durability: Durability) -> Result<(), AnyError> {
         let bytes = serde_json::to_vec(value).map_err(any)?;
-        let tx = self.db.begin_write().map_err(any)?;
+        let mut tx = self.db.begin_write().map_err(any)?;
+        tx.set_durability(durability).map_err(any)?;
         tx.open_table(META).map_err(any)?.insert(key, bytes.as_slice()).map_err(any)?;
         tx.commit().map_err(any)
     }
 
     fn last_entry_id(&self) -> Result<Option<LogId<u64>>, AnyError> {
+        self.drain();
         let tx = self.db.begin_read().map_err(any)?;
         let table = tx.open_table(LOGS).map_err(any)?;
         match table.last().map_err(any)? {
@@ -68,6 +111,7 @@ impl LogStore {
 
     /// Removes entries with index in `range`.
     fn remove(&self, range: impl RangeBounds<u64>) -> Result<(), AnyError> {
+        self.drain();
         let tx = self.db.begin_write().map_err(any)?;
         {
             let mut table = tx.open_table(LOGS).map_err(any)?;
@@ -82,6 +126,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        self.drain();
         let read = || -> Result<Vec<Entry<TypeConfig>>, AnyError> {
             let tx = self.db.begin_read().map_err(any)?;
             let table = tx.open_table(LOGS).map_err(any)?;
@@ -111,7 +156,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        self.write_meta("vote", vote).map_err(|e| StorageIOError::write_vote(e).into())
+        self.write_meta("vote", vote, Durability::Immediate).map_err(|e| StorageIOError::write_vote(e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
@@ -119,7 +164,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
-        self.write_meta("committed", &committed).map_err(|e| StorageIOError::write(e).into())
+        self.write_meta("committed", &committed, Durability::None).map_err(|e| StorageIOError::write(e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
@@ -132,21 +177,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let write = || -> Result<(), AnyError> {
-            let tx = self.db.begin_write().map_err(any)?;
-            {
-                let mut table = tx.open_table(LOGS).map_err(any)?;
-                for entry in entries {
-                    let bytes = serde_json::to_vec(&entry).map_err(any)?;
-                    table.insert(entry.log_id.index, bytes.as_slice()).map_err(any)?;
+        let mut serialized = Vec::new();
+        for entry in entries {
+            match serde_json::to_vec(&entry) {
+                Ok(bytes) => serialized.push((entry.log_id.index, bytes)),
+                Err(e) => {
+                    callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                    return Err(StorageIOError::write_logs(any(e)).into());
                 }
             }
-            tx.commit().map_err(any)
-        };
-        let result = write();
-        // Told only once the commit (and its fsync) returned.
-        callback.log_io_completed(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
-        result.map_err(|e| StorageIOError::write_logs(e).into())
+        }
+        let mut queue = self.pending.queue.lock().expect("not poisoned");
+        queue.entries.extend(serialized);
+        // Told once the flusher has written these entries durably.
+        queue.callbacks.push(callback);
+        self.pending.wake.notify_one();
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
@@ -156,7 +202,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         // Record the purge point first: a crash between the two leaves extra entries,
         // never a gap.
-        self.write_meta("last_purged", &Some(log_id)).map_err(StorageIOError::write_logs)?;
+        self.write_meta("last_purged", &Some(log_id), Durability::Immediate).map_err(StorageIOError::write_logs)?;
         self.remove(..=log_id.index).map_err(|e| StorageIOError::write_logs(e).into())
+    }
+}
+
+/// The flusher: whenever entries are queued, one durable transaction (one fsync) writes
+/// them all, then each append is reported flushed. Ends when the last handle is gone.
+fn flush_loop(pending: Weak<Pending>, db: Arc<Database>) {
+    loop {
+        let Some(shared) = pending.upgrade() else { return };
+        let (entries, callbacks) = {
+            let guard = shared.queue.lock().expect("not poisoned");
+            let (mut queue, _) = shared
+                .wake
+                .wait_timeout_while(guard, Duration::from_millis(100), |q| q.callbacks.is_empty())
+                .expect("not poisoned");
+            if queue.callbacks.is_empty() {
+                continue;
+            }
+            queue.writing = true;
+            (std::mem::take(&mut queue.entries), std::mem::take(&mut queue.callbacks))
+        };
+        let written = (|| -> Result<(), AnyError> {
+            let tx = db.begin_write().map_err(any)?;
+            {
+                let mut table = tx.open_table(LOGS).map_err(any)?;
+                for (index, bytes) in &entries {
+                    table.insert(*index, bytes.as_slice()).map_err(any)?;
+                }
+            }
+            tx.commit().map_err(any)
+        })();
+        shared.queue.lock().expect("not poisoned").writing = false;
+        shared.written.notify_all();
+        if let Err(e) = &written {
+            tracing::error!(error = %e, "writing raft log entries failed");
+        }
+        for callback in callbacks {
+            callback.log_io_completed(written.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+        }
     }
 }

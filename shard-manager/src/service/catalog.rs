@@ -5,13 +5,32 @@ use baton_proto::cell::PutFunctionRequest as CellPutFunction;
 use baton_proto::cell::cell_control_client::CellControlClient;
 use baton_proto::shard::{
     Ack, FunctionInfo, FunctionRef, ListFunctionsRequest, ListFunctionsResponse, MoveFunctionRequest,
-    PinFunctionRequest, PutFunctionRequest, PutFunctionResponse,
+    PinFunctionRequest, PutFunctionRequest, PutFunctionResponse, PutFunctionsRequest, PutFunctionsResponse,
 };
 use baton_shardmap::{CellId, CellState, ShardMap};
 use tonic::Status;
 
 use super::{Manager, required};
 use crate::state::{Command, FederationState, FunctionRecord, function_id};
+
+/// Most functions in one `PutFunctions`.
+const MAX_BATCH: usize = 1000;
+
+/// A registration, placed.
+struct PlannedPut {
+    record: FunctionRecord,
+    cell: CellId,
+    generation: u64,
+    created: bool,
+}
+
+/// Checks a registration's fields and spec; refusals name the field.
+fn check_put(r: &PutFunctionRequest) -> Result<(), Status> {
+    let (tenant, name) = (required("tenant", &r.tenant)?, required("name", &r.name)?);
+    // Refused here with the field named, so nothing invalid is stored or pushed.
+    federated_spec(tenant, name, &r.spec_json).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(())
+}
 
 fn info(state: &FederationState, id: &str) -> Option<FunctionInfo> {
     let record = state.functions.get(id)?;
@@ -28,37 +47,83 @@ fn info(state: &FederationState, id: &str) -> Option<FunctionInfo> {
 
 impl Manager {
     pub(super) async fn put_function_inner(&self, r: PutFunctionRequest) -> Result<PutFunctionResponse, Status> {
-        let (tenant, name) = (required("tenant", &r.tenant)?, required("name", &r.name)?);
-        // Refused here with the field named, so nothing invalid is stored or pushed.
-        federated_spec(tenant, name, &r.spec_json).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let id = function_id(tenant, name);
-        let placed = self
+        check_put(&r)?;
+        let planned = self.sm.read(|state| self.plan_put(state, r)).await?;
+        let command = Command::PutFunction { record: planned.record, cell: planned.cell.clone() };
+        let (epoch, generation) = self.write(command).await?;
+        Ok(PutFunctionResponse {
+            cell: planned.cell.0,
+            generation: generation.unwrap_or_default(),
+            epoch,
+            created: planned.created,
+        })
+    }
+
+    /// Registers a batch in one command: all or none.
+    pub(super) async fn put_functions_inner(&self, r: PutFunctionsRequest) -> Result<PutFunctionsResponse, Status> {
+        if r.functions.is_empty() || r.functions.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!("functions: 1 to {MAX_BATCH} per batch")));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, f) in r.functions.iter().enumerate() {
+            check_put(f).map_err(|e| Status::invalid_argument(format!("functions[{i}].{}", e.message())))?;
+            if !seen.insert((f.tenant.as_str(), f.name.as_str())) {
+                return Err(Status::invalid_argument(format!("functions[{i}].name: {} appears twice", f.name)));
+            }
+        }
+        let planned = self
             .sm
             .read(|state| {
-                let owner = state.tenants.get(tenant)?;
-                let region =
-                    if r.home_region.is_empty() { owner.default_region.clone() } else { r.home_region.clone() };
-                let existing = state.assignments.get(&id);
-                let cell = match existing {
-                    Some(existing) => Some(existing.cell.clone()),
-                    // The ring over the cells alone: no copy of the assignments.
-                    None => ShardMap::from_snapshot(state.epoch, state.cells.values().cloned(), [])
-                        .ring_owner(&id, Some(&region))
-                        .map(|c| c.id.clone()),
-                };
-                Some((region, cell, existing.is_none()))
+                r.functions
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        self.plan_put(state, f)
+                            .map_err(|e| Status::new(e.code(), format!("functions[{i}]: {}", e.message())))
+                    })
+                    .collect::<Result<Vec<_>, Status>>()
             })
-            .await;
-        let Some((region, cell, created)) = placed else {
-            return Err(Status::not_found(format!("tenant: {tenant} does not exist")));
+            .await?;
+        let command = Command::PutFunctions(planned.iter().map(|p| (p.record.clone(), p.cell.clone())).collect());
+        let (epoch, _) = self.write(command).await?;
+        let functions = planned
+            .into_iter()
+            .map(|p| PutFunctionResponse { cell: p.cell.0, generation: p.generation, epoch, created: p.created })
+            .collect();
+        Ok(PutFunctionsResponse { functions })
+    }
+
+    /// Where a registration goes: its record, its cell (the current owner, or the ring's
+    /// choice in its home region for a new function) and its generation after the put.
+    fn plan_put(&self, state: &FederationState, r: PutFunctionRequest) -> Result<PlannedPut, Status> {
+        let Some(owner) = state.tenants.get(&r.tenant) else {
+            return Err(Status::not_found(format!("tenant: {} does not exist", r.tenant)));
         };
-        let Some(cell) = cell else {
-            return Err(Status::failed_precondition("no active cell can take the function"));
+        let region = if r.home_region.is_empty() { owner.default_region.clone() } else { r.home_region.clone() };
+        let id = function_id(&r.tenant, &r.name);
+        let (cell, generation) = match state.assignments.get(&id) {
+            Some(existing) => (existing.cell.clone(), existing.generation),
+            None => {
+                let cell = self.placement(state, |ring| ring.ring_owner(&id, Some(&region)).map(|c| c.id.clone()));
+                (cell.ok_or_else(|| Status::failed_precondition("no active cell can take the function"))?, 1)
+            }
         };
-        let record =
-            FunctionRecord { tenant: tenant.into(), name: name.into(), home_region: region, spec_json: r.spec_json };
-        let (epoch, generation) = self.write(Command::PutFunction { record, cell: cell.clone() }).await?;
-        Ok(PutFunctionResponse { cell: cell.0, generation: generation.unwrap_or_default(), epoch, created })
+        let created = !state.assignments.contains_key(&id);
+        let record = FunctionRecord { tenant: r.tenant, name: r.name, home_region: region, spec_json: r.spec_json };
+        Ok(PlannedPut { record, cell, generation, created })
+    }
+
+    /// Runs `f` on the ring over the current cells, rebuilt only when the cells changed
+    /// (building it costs far more than a registration's other work).
+    fn placement<T>(&self, state: &FederationState, f: impl FnOnce(&ShardMap) -> T) -> T {
+        let mut cached = self.ring.lock().expect("not poisoned");
+        let fresh = cached.as_ref().is_some_and(|(cells, _)| cells.iter().eq(state.cells.values()));
+        if !fresh {
+            let cells: Vec<_> = state.cells.values().cloned().collect();
+            let ring = ShardMap::from_snapshot(state.epoch, cells.iter().cloned(), []);
+            *cached = Some((cells, ring));
+        }
+        f(&cached.as_ref().expect("just filled").1)
     }
 
     pub(super) async fn get_function_inner(&self, r: FunctionRef) -> Result<FunctionInfo, Status> {

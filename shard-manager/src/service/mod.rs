@@ -13,8 +13,9 @@ use baton_proto::shard::{
     Ack, AddReplicaRequest, CellHeartbeatRequest, CellHeartbeatResponse, CellInfo, ChangeVotersRequest,
     CreateApiKeyRequest, CreateApiKeyResponse, FunctionInfo, FunctionRef, GetStatusRequest, ListCellsRequest,
     ListCellsResponse, ListFunctionsRequest, ListFunctionsResponse, MoveFunctionRequest, PinFunctionRequest,
-    PutFunctionRequest, PutFunctionResponse, PutTenantRequest, RegisterCellRequest, RevokeApiKeyRequest,
-    SetCellStateRequest, ShardMapEvent, StatusResponse, WatchShardMapRequest, shard_map_event,
+    PutFunctionRequest, PutFunctionResponse, PutFunctionsRequest, PutFunctionsResponse, PutTenantRequest,
+    RegisterCellRequest, RevokeApiKeyRequest, SetCellStateRequest, ShardMapEvent, StatusResponse, WatchShardMapRequest,
+    shard_map_event,
 };
 use baton_shardmap::{Cell, CellId, CellState};
 use futures::Stream;
@@ -35,6 +36,9 @@ mod rebalance;
 
 pub use rebalance::RebalanceSettings;
 
+/// A ring over the cells, and the cells it was built from.
+type PlacementRing = (Vec<Cell>, baton_shardmap::ShardMap);
+
 /// One replica's service.
 #[derive(Clone)]
 pub struct Manager {
@@ -45,6 +49,8 @@ pub struct Manager {
     heard: Arc<Mutex<BTreeMap<CellId, Instant>>>,
     /// Each function's load as its cell last reported it.
     loads: Arc<Mutex<BTreeMap<String, f64>>>,
+    /// The placement ring and the cells it was built from.
+    ring: Arc<Mutex<Option<PlacementRing>>>,
 }
 
 fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
@@ -61,7 +67,7 @@ fn write_status(e: WriteError) -> Status {
 impl Manager {
     /// A service over this replica's raft node and state machine.
     pub fn new(raft: Raft<TypeConfig>, sm: StateMachine, network: Network) -> Self {
-        Self { raft, sm, network, heard: Arc::default(), loads: Arc::default() }
+        Self { raft, sm, network, heard: Arc::default(), loads: Arc::default(), ring: Arc::default() }
     }
 
     async fn write(&self, command: Command) -> Result<(u64, Option<u64>), Status> {
@@ -194,6 +200,13 @@ impl ShardManager for Manager {
         request: Request<PutFunctionRequest>,
     ) -> Result<Response<PutFunctionResponse>, Status> {
         self.put_function_inner(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn put_functions(
+        &self,
+        request: Request<PutFunctionsRequest>,
+    ) -> Result<Response<PutFunctionsResponse>, Status> {
+        self.put_functions_inner(request.into_inner()).await.map(Response::new)
     }
 
     async fn get_function(&self, request: Request<FunctionRef>) -> Result<Response<FunctionInfo>, Status> {
