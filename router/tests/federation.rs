@@ -168,17 +168,22 @@ async fn tenants_deploy_invoke_and_are_isolated_and_bad_input_stores_nothing() {
     // A revoked key stops working within the map's propagation time.
     let second = federation.key("acme").await;
     let key_id = baton_shardmap::key_hash(&second)[..16].to_string();
-    within(Duration::from_secs(2), "a new key works", || async {
-        client.get(&functions).bearer_auth(&second).send().await.unwrap().status() == 200
-    })
-    .await;
+    let both = [federation.routers[r].url("/function/echo"), federation.routers[second_router].url("/function/echo")];
+    for url in &both {
+        within(Duration::from_secs(2), "a new key works", || async {
+            client.post(url).bearer_auth(&second).send().await.unwrap().status() == 200
+        })
+        .await;
+    }
     let mut sm = federation.client().await;
     sm.revoke_api_key(RevokeApiKeyRequest { key_id }).await.unwrap();
-    let took = within(Duration::from_millis(500), "the revoked key is refused", || async {
-        client.get(&functions).bearer_auth(&second).send().await.unwrap().status() == 401
-    })
-    .await;
-    eprintln!("revocation reached the router in {took:?}");
+    for url in &both {
+        let took = within(Duration::from_millis(500), "the revoked key is refused", || async {
+            client.post(url).bearer_auth(&second).send().await.unwrap().status() == 401
+        })
+        .await;
+        eprintln!("revocation reached router {url} in {took:?}");
+    }
     assert_eq!(client.get(&functions).bearer_auth(&acme).send().await.unwrap().status(), 200);
 
     // Delete: 204, then the function is gone from the API, the router and its cell.

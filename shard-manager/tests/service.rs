@@ -153,3 +153,161 @@ async fn cells_functions_the_map_stream_and_failover() {
     assert_eq!(serde_json::from_str::<MapSnapshot>(&json).unwrap().epoch, epoch, "refusals store nothing");
     node.shutdown().await.unwrap();
 }
+
+fn put(tenant: &str, name: &str, home_region: &str) -> PutFunctionRequest {
+    PutFunctionRequest {
+        tenant: tenant.into(),
+        name: name.into(),
+        spec_json: r#"{"executable":"/bin/true"}"#.into(),
+        home_region: home_region.into(),
+    }
+}
+
+/// Regions end to end: a function is placed in its home region (the tenant's default
+/// unless it names one), and when its cell dies it fails over within the region while a
+/// cell there is alive, else anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_and_failover_prefer_the_home_region() {
+    let (mut api, _node, _dir) = start().await;
+    let in_region = |id: &str, region: &str| RegisterCellRequest { region: region.into(), ..cell(id) };
+    for (id, region) in [("eu-1", "eu"), ("eu-2", "eu"), ("us-1", "us")] {
+        api.register_cell(in_region(id, region)).await.unwrap();
+    }
+    let beating: Arc<std::sync::Mutex<Vec<&'static str>>> =
+        Arc::new(std::sync::Mutex::new(vec!["eu-1", "eu-2", "us-1"]));
+    let (mut beat_api, alive) = (api.clone(), beating.clone());
+    let beats = tokio::spawn(async move {
+        loop {
+            let ids = alive.lock().unwrap().clone();
+            for id in ids {
+                let _ = beat_api.cell_heartbeat(CellHeartbeatRequest { id: id.into(), loads: vec![] }).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    api.put_tenant(PutTenantRequest { name: "acme".into(), default_region: "eu".into() }).await.unwrap();
+    let mut placed = BTreeMap::new();
+    for i in 0..12 {
+        let r = api.put_function(put("acme", &format!("e{i}"), "")).await.unwrap().into_inner();
+        assert!(r.cell.starts_with("eu-"), "the tenant's default region: {r:?}");
+        placed.insert(format!("e{i}"), r.cell);
+        let r = api.put_function(put("acme", &format!("u{i}"), "us")).await.unwrap().into_inner();
+        assert_eq!(r.cell, "us-1", "the function's own home region");
+    }
+    // eu-1 dies: its functions go to eu-2, not to us-1.
+    beating.lock().unwrap().retain(|id| *id != "eu-1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed =
+            api.list_functions(baton_proto::shard::ListFunctionsRequest { tenant: "acme".into(), cell: "eu-1".into() });
+        if listed.await.unwrap().into_inner().functions.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "eu-1 was not failed over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let eu2 = baton_proto::shard::ListFunctionsRequest { tenant: "acme".into(), cell: "eu-2".into() };
+    assert_eq!(api.list_functions(eu2).await.unwrap().into_inner().functions.len(), 12, "all eu functions on eu-2");
+    // us-1 dies too, with no other cell in us: its functions go anywhere alive.
+    beating.lock().unwrap().retain(|id| *id != "us-1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let eu2 = baton_proto::shard::ListFunctionsRequest { tenant: "acme".into(), cell: "eu-2".into() };
+        if api.list_functions(eu2).await.unwrap().into_inner().functions.len() == 24 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "us-1's functions did not fail over to another region");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    beats.abort();
+}
+
+/// Every admin endpoint refuses bad input with a clear 4xx-class status naming what is
+/// wrong, and stores nothing (the epoch does not move).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
+    use baton_proto::shard::{
+        CreateApiKeyRequest, FunctionRef, GetStatusRequest, MoveFunctionRequest, PinFunctionRequest,
+        PutFunctionsRequest, RevokeApiKeyRequest, SetCellStateRequest,
+    };
+    use tonic::Code::{FailedPrecondition, InvalidArgument, NotFound};
+    let (mut api, _node, _dir) = start().await;
+    api.register_cell(cell("c1")).await.unwrap();
+    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
+    api.put_function(put("dev", "f", "")).await.unwrap();
+    // c1 stays alive (the failure detector would otherwise change the state under us).
+    let mut beat_api = api.clone();
+    let beats = tokio::spawn(async move {
+        loop {
+            let _ = beat_api.cell_heartbeat(CellHeartbeatRequest { id: "c1".into(), loads: vec![] }).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let epoch = || {
+        let mut api = api.clone();
+        async move { api.get_status(GetStatusRequest {}).await.unwrap().into_inner().epoch }
+    };
+    let before = epoch().await;
+    let mut a = api.clone();
+    let check = |result: Result<tonic::Status, ()>, code: tonic::Code, needle: &str| {
+        let status = result.unwrap();
+        assert_eq!(status.code(), code, "{status:?}");
+        assert!(status.message().contains(needle), "{status:?} should name {needle:?}");
+    };
+    let err = |r: Result<tonic::Response<baton_proto::shard::Ack>, tonic::Status>| r.map(|_| ()).err().ok_or(());
+    check(
+        err(a.put_tenant(PutTenantRequest { name: "Bad Name".into(), default_region: "x".into() }).await),
+        InvalidArgument,
+        "name",
+    );
+    check(
+        err(a.put_tenant(PutTenantRequest { name: "ok".into(), default_region: String::new() }).await),
+        InvalidArgument,
+        "default_region",
+    );
+    check(a.create_api_key(CreateApiKeyRequest { tenant: "nobody".into() }).await.err().ok_or(()), NotFound, "tenant");
+    check(err(a.revoke_api_key(RevokeApiKeyRequest { key_id: "xyz".into() }).await), InvalidArgument, "key_id");
+    check(err(a.revoke_api_key(RevokeApiKeyRequest { key_id: "0123456789abcdef".into() }).await), NotFound, "key_id");
+    check(a.put_function(put("dev", "", "")).await.err().ok_or(()), InvalidArgument, "name");
+    check(a.put_function(put("dev", "Bad", "")).await.err().ok_or(()), InvalidArgument, "name");
+    check(
+        a.put_functions(PutFunctionsRequest { functions: vec![] }).await.err().ok_or(()),
+        InvalidArgument,
+        "functions",
+    );
+    let twice = PutFunctionsRequest { functions: vec![put("dev", "g", ""), put("dev", "g", "")] };
+    check(a.put_functions(twice).await.err().ok_or(()), InvalidArgument, "twice");
+    let one_bad = PutFunctionsRequest { functions: vec![put("dev", "g", ""), put("nobody", "h", "")] };
+    check(a.put_functions(one_bad).await.err().ok_or(()), NotFound, "functions[1]");
+    let missing = FunctionRef { tenant: "dev".into(), name: "nope".into() };
+    check(a.get_function(missing.clone()).await.err().ok_or(()), NotFound, "dev/nope");
+    check(err(a.delete_function(missing).await), NotFound, "dev/nope");
+    let moving =
+        |name: &str, cell: &str| MoveFunctionRequest { tenant: "dev".into(), name: name.into(), cell: cell.into() };
+    check(a.move_function(moving("nope", "c1")).await.err().ok_or(()), NotFound, "dev/nope");
+    check(a.move_function(moving("f", "c9")).await.err().ok_or(()), NotFound, "cell");
+    check(a.move_function(moving("f", "")).await.err().ok_or(()), InvalidArgument, "cell");
+    check(
+        err(a.set_cell_state(SetCellStateRequest { cell: "c1".into(), state: "sleepy".into() }).await),
+        InvalidArgument,
+        "state",
+    );
+    check(
+        err(a.set_cell_state(SetCellStateRequest { cell: "c9".into(), state: "draining".into() }).await),
+        NotFound,
+        "cell",
+    );
+    let pin = PinFunctionRequest { tenant: "dev".into(), name: "nope".into(), pinned: true };
+    check(err(a.pin_function(pin).await), NotFound, "dev/nope");
+    check(err(a.register_cell(RegisterCellRequest { id: String::new(), ..cell("c3") }).await), InvalidArgument, "id");
+    check(
+        a.cell_heartbeat(CellHeartbeatRequest { id: "c9".into(), loads: vec![] }).await.map(|_| ()).err().ok_or(()),
+        NotFound,
+        "c9",
+    );
+    // A draining cell takes no move.
+    a.set_cell_state(SetCellStateRequest { cell: "c1".into(), state: "draining".into() }).await.unwrap();
+    check(a.move_function(moving("f", "c1")).await.err().ok_or(()), FailedPrecondition, "not active");
+    assert_eq!(epoch().await, before + 1, "only the drain was stored");
+    beats.abort();
+}
