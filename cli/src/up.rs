@@ -67,7 +67,12 @@ impl Processes {
 
 impl Drop for Processes {
     fn drop(&mut self) {
+        // Newest first: the router stops taking calls before the cells and workers go.
         while let Some((name, mut child)) = self.children.pop() {
+            // An exited child is reaped already: its PID may belong to someone else now.
+            if child.try_wait().ok().flatten().is_some() {
+                continue;
+            }
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(10);
             while child.try_wait().ok().flatten().is_none() {
@@ -106,9 +111,34 @@ async fn wait_port(port: u16, what: &str, processes: &mut Processes) -> anyhow::
     Ok(())
 }
 
-/// Runs `baton up` until a signal.
+/// Runs `baton up` until a signal (which also interrupts the start).
 pub async fn run(args: UpArgs, home: PathBuf) -> anyhow::Result<()> {
     let signal = baton_service::shutdown::ShutdownSignal::install();
+    let stop = signal.wait();
+    tokio::pin!(stop);
+    let (run_dir, logs) = (home.join("run"), home.join("logs"));
+    let mut processes = Processes { children: Vec::new(), run_dir: run_dir.clone() };
+    let interrupted = tokio::select! {
+        started = start(&args, &home, &mut processes) => {
+            started?;
+            false
+        }
+        _ = &mut stop => true,
+    };
+    if !interrupted {
+        println!("Logs: {}. Ctrl-C stops everything.", logs.display());
+        tokio::select! {
+            _ = &mut stop => println!("stopping…"),
+            exited = watch(&mut processes) => eprintln!("{exited}; stopping everything"),
+        }
+    }
+    drop(processes);
+    println!("stopped");
+    Ok(())
+}
+
+/// Starts everything, deploys the samples, writes the env file.
+async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow::Result<()> {
     let bin_dir = std::env::current_exe()?.parent().context("the baton binary's folder")?.to_path_buf();
     let bin = |name: &str| -> anyhow::Result<PathBuf> {
         let path = bin_dir.join(name);
@@ -125,7 +155,6 @@ pub async fn run(args: UpArgs, home: PathBuf) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&run_dir);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     std::fs::create_dir_all(&logs)?;
-    let mut processes = Processes { children: Vec::new(), run_dir: run_dir.clone() };
 
     let sm_port = port_or_free(args.shard_manager_port)?;
     let sm_url = format!("http://127.0.0.1:{sm_port}");
@@ -136,13 +165,13 @@ pub async fn run(args: UpArgs, home: PathBuf) -> anyhow::Result<()> {
             .arg(run_dir.join("shard-manager")),
         &logs,
     )?;
-    wait_port(sm_port, "the shard manager", &mut processes).await?;
+    wait_port(sm_port, "the shard manager", processes).await?;
 
     for i in 1..=args.cells {
-        start_cell(i, &args, &sm_url, &run_dir, &logs, &bin, &mut processes).await?;
+        start_cell(i, args, &sm_url, &run_dir, &logs, &bin, processes).await?;
     }
     let mut sm = ShardManagerClient::connect(sm_url.clone()).await.context("connecting to the shard manager")?;
-    wait_cells(&mut sm, args.cells.into(), &mut processes).await?;
+    wait_cells(&mut sm, args.cells.into(), processes).await?;
     let request = PutTenantRequest { name: "dev".into(), default_region: "local".into() };
     sm.put_tenant(request).await.map_err(|s| anyhow::anyhow!("creating tenant dev: {}", s.message()))?;
     let key = sm
@@ -160,9 +189,9 @@ pub async fn run(args: UpArgs, home: PathBuf) -> anyhow::Result<()> {
             .args(["--shard-managers", &sm_url]),
         &logs,
     )?;
-    wait_port(router_port, "the router", &mut processes).await?;
+    wait_port(router_port, "the router", processes).await?;
     let url = format!("http://127.0.0.1:{router_port}");
-    deploy_samples(&url, &key, &bin, &mut processes).await?;
+    deploy_samples(&url, &key, &bin, processes).await?;
 
     let env = format!("export BATON_URL={url}\nexport BATON_API_KEY={key}\nexport BATON_SHARD_MANAGER={sm_url}\n");
     let env_file = home.join("env");
@@ -171,14 +200,7 @@ pub async fn run(args: UpArgs, home: PathBuf) -> anyhow::Result<()> {
     print!("{env}");
     println!("\n(written to {}) Try:\n", env_file.display());
     println!("  source {} && baton invoke echo -d hello\n", env_file.display());
-    println!("Logs: {}. Ctrl-C stops everything.", logs.display());
 
-    tokio::select! {
-        _ = signal.wait() => println!("stopping…"),
-        exited = watch(&mut processes) => eprintln!("{exited}; stopping everything"),
-    }
-    drop(processes);
-    println!("stopped");
     Ok(())
 }
 

@@ -23,10 +23,23 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 #[test]
 fn baton_up_serves_echo_through_the_router_and_stops_cleanly() {
+    up_serves_and_stops("31000", &[]);
+}
+
+/// The same with the cells' state in Redis (the test script's private server).
+#[test]
+fn baton_up_with_redis_serves_and_stops_cleanly() {
+    let url =
+        std::env::var("BATON_TEST_REDIS_URL").expect("BATON_TEST_REDIS_URL is not set: run through scripts/test.sh");
+    up_serves_and_stops("32000", &["--redis", &url]);
+}
+
+fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
     let home = tempfile::tempdir().unwrap();
     let mut up = Proc(
         Command::new(bin("baton"))
-            .args(["up", "--port", "0", "--shard-manager-port", "0", "--sandbox-ports", "31000"])
+            .args(["up", "--port", "0", "--shard-manager-port", "0", "--sandbox-ports", sandbox_ports])
+            .args(extra)
             .env("BATON_HOME", home.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -52,6 +65,13 @@ fn baton_up_serves_echo_through_the_router_and_stops_cleanly() {
     );
     let curl = Command::new("bash").args(["-c", &script]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&curl.stdout), "200", "{}", String::from_utf8_lossy(&curl.stderr));
+    // h2c: HTTP/2 without TLS, on the same port.
+    let script = format!(
+        r#"source {env} && curl -s --http2-prior-knowledge -o /dev/null -w '%{{http_version}} %{{http_code}}' -H "Authorization: Bearer $BATON_API_KEY" "$BATON_URL/function/echo""#,
+        env = env.display()
+    );
+    let h2 = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&h2.stdout), "2 200", "{}", String::from_utf8_lossy(&h2.stderr));
     let script = format!("source {} && {} invoke echo -d hello", env.display(), bin("baton").display());
     let invoked = Command::new("bash").args(["-c", &script]).output().unwrap();
     assert!(invoked.status.success(), "{}", String::from_utf8_lossy(&invoked.stderr));

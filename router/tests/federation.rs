@@ -44,6 +44,12 @@ async fn tenants_deploy_invoke_and_are_isolated_and_bad_input_stores_nothing() {
     let second_router = federation.start_router(None, &acme).await;
     let router = &federation.routers[r];
     let client = http();
+    // Ready once it has a map (it is checked every 100 ms).
+    for probe in ["/healthz", "/readyz", "/metrics"] {
+        let url = format!("http://127.0.0.1:{}{probe}", router.admin_port);
+        within(Duration::from_secs(1), probe, || async { client.get(&url).send().await.unwrap().status() == 200 })
+            .await;
+    }
     let functions = router.url("/v1/functions");
 
     // No key, a malformed header, an unknown key: 401, on the API and on invocations.

@@ -174,7 +174,13 @@ impl FederationState {
                 if !self.functions.contains_key(function) {
                     return Err(format!("function {function} does not exist"));
                 }
-                cell_known(cell)
+                cell_known(cell)?;
+                // Planned from an earlier state (a move prepares the target first): the
+                // target may have been drained or failed over meanwhile.
+                if self.cells[cell].state != CellState::Active {
+                    return Err(format!("cell {cell} is not active"));
+                }
+                Ok(())
             }
             Command::Pin { function, .. } if !self.functions.contains_key(function) => {
                 Err(format!("function {function} does not exist"))

@@ -1,6 +1,7 @@
-//! Three `baton-shard-manager` processes on free ports: they form a cluster, writes sent to
-//! a follower commit, and when the leader is killed with SIGKILL another is elected within
-//! 2 s, nothing committed is lost, and registration resumes.
+//! Three and five `baton-shard-manager` processes on free ports: they form a cluster,
+//! writes sent to a follower commit, and when the leader is killed with SIGKILL another is
+//! elected within 2 s, nothing committed is lost, and registration resumes. And one
+//! replica grows to three at run time (AddReplica, ChangeVoters).
 
 mod support;
 
@@ -45,8 +46,17 @@ async fn snapshot(client: &ShardManagerClient<Channel>) -> MapSnapshot {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_the_leader_of_three_replicas() {
+    sigkill_the_leader(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_the_leader_of_five_replicas() {
+    sigkill_the_leader(5).await;
+}
+
+async fn sigkill_the_leader(replicas: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
     let members: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
     let mut procs = BTreeMap::new();
     for (i, port) in ports.iter().enumerate() {
@@ -79,7 +89,7 @@ async fn sigkill_the_leader_of_three_replicas() {
     let killed = Instant::now();
     clients.remove(&leader);
     let new_leader = agreed_leader(&clients, leader, Duration::from_secs(2)).await;
-    eprintln!("leader {leader} SIGKILLed; {new_leader} leads after {:?}", killed.elapsed());
+    eprintln!("{replicas} replicas: leader {leader} SIGKILLed; {new_leader} leads after {:?}", killed.elapsed());
 
     for client in clients.values() {
         // A follower applies what the new leader commits on its next round: poll briefly.

@@ -114,6 +114,10 @@ async fn subscribe(
         .map_err(|e| format!("{replica:?} is not a URL: {e}"))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(1))
+        // A replica that hangs without closing the connection is noticed and left.
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(3))
+        .keep_alive_while_idle(true)
         .connect()
         .await
         .map_err(|e| e.to_string())?;
@@ -138,13 +142,23 @@ async fn subscribe(
                 let snapshot: MapSnapshot = serde_json::from_str(&json).map_err(|e| format!("bad snapshot: {e}"))?;
                 let fresh = ShardMap::from(snapshot);
                 let at = fresh.epoch();
-                *map.write().expect("shard map lock") = fresh;
                 synced = true;
+                let mut current = map.write().expect("shard map lock");
+                if *epoch.borrow() >= Some(at) {
+                    // A replica behind the map we have: keep ours, skip its deltas until
+                    // they pass our epoch.
+                    tracing::info!(replica, at, have = current.epoch(), "a replica behind our map; keeping ours");
+                    continue;
+                }
+                *current = fresh;
                 (at, MapEvent::Snapshot)
             }
             Some(shard_map_event::Event::DeltaJson(json)) if synced => {
                 let delta: Delta = serde_json::from_str(&json).map_err(|e| format!("bad delta: {e}"))?;
                 let at = delta.epoch;
+                if *epoch.borrow() >= Some(at) {
+                    continue;
+                }
                 // A gap means a delta was lost: resubscribe for a fresh snapshot.
                 map.write().expect("shard map lock").apply(delta.clone()).map_err(|e| e.to_string())?;
                 (at, MapEvent::Delta(delta))

@@ -31,6 +31,10 @@ impl Replicas {
                     .tcp_nodelay(true)
                     .connect_timeout(Duration::from_secs(1))
                     .timeout(Duration::from_secs(10))
+                    // A hung replica's connection is dropped, so calls move on to the next.
+                    .http2_keep_alive_interval(Duration::from_secs(2))
+                    .keep_alive_timeout(Duration::from_secs(3))
+                    .keep_alive_while_idle(true)
                     .connect_lazy();
                 Ok(ShardManagerClient::new(channel))
             })

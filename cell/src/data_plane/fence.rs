@@ -7,7 +7,9 @@
 //!
 //! A router sends the generation it routed by (`X-Baton-Generation`). A generation newer
 //! than the one this cell's map holds means the router has seen a later assignment than
-//! we have: the cell serves (it would not be sent the call otherwise).
+//! we have: the cell serves (it would not be sent the call otherwise), waiting briefly for
+//! the function to arrive. Data planes trust that header: only routers should reach
+//! them (keep data planes on the cells' private network).
 
 use baton_shardmap::{CellId, MapView};
 
@@ -72,7 +74,8 @@ impl Fence {
             return Verdict::Owned;
         }
         if generation.is_some_and(|g| g > known) {
-            return Verdict::Serve;
+            // The router has seen it assigned here: ours, and maybe still on its way.
+            return Verdict::Owned;
         }
         Verdict::Elsewhere {
             cell: owner.cell.id.0.clone(),
@@ -114,7 +117,7 @@ mod tests {
         assert_eq!(fence("b", 4).check("acme.echo", Some(4)), moved);
         assert_eq!(fence("b", 4).check("acme.echo", None), moved);
         // The router has seen a later assignment than this cell's map: it is ours again.
-        assert_eq!(fence("b", 4).check("acme.echo", Some(5)), Verdict::Serve);
+        assert_eq!(fence("b", 4).check("acme.echo", Some(5)), Verdict::Owned);
         // Functions the map does not know, and the cell's own, are served.
         assert_eq!(fence("b", 4).check("acme.other", None), Verdict::Serve);
         assert_eq!(fence("b", 4).check("local-fn", None), Verdict::Serve);

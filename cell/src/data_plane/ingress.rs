@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -152,6 +152,12 @@ impl Ingress {
         let (mut head, body) = response.into_parts();
         let mut headers = HeaderMap::new();
         copy_end_to_end(&head.headers, &mut headers);
+        // `X-Baton-*` answers are the data plane's own: a function cannot forge a 421's
+        // owner (which a router would resend the call to) or any other.
+        let forged: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with("x-baton-")).cloned().collect();
+        for name in forged {
+            headers.remove(name);
+        }
         head.headers = headers;
         let cold = queued.is_some();
         if cold {

@@ -105,18 +105,31 @@ impl Reconciler {
             })
             .await
             .map_err(|s| s.message().to_string())?;
+        // The replica listed from may be behind the map: the map we follow decides.
         let mut wanted = BTreeMap::new();
         for f in listed.functions {
-            wanted.insert(federated_name(&f.tenant, &f.name), f);
+            if self.owns(&format!("{}/{}", f.tenant, f.name)) {
+                wanted.insert(federated_name(&f.tenant, &f.name), f);
+            }
         }
+        // One refused spec does not hold the others (or the removals) back.
+        let mut failed = None;
         for f in wanted.values() {
-            self.put(&f.tenant, &f.name, &f.spec_json).await?;
+            if let Err(e) = self.put(&f.tenant, &f.name, &f.spec_json).await {
+                tracing::warn!(function = %federated_name(&f.tenant, &f.name), error = %e, "putting an assigned function failed");
+                failed = Some(e);
+            }
         }
         let local: Vec<String> = self.plane.read(|st| st.function_names());
         for name in local.into_iter().filter(|n| n.contains('.') && !wanted.contains_key(n)) {
             self.leave(&name.replacen('.', "/", 1));
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Whether the followed map gives function `id` to this cell.
+    fn owns(&self, id: &str) -> bool {
+        self.view.read().assignment(id).is_some_and(|a| a.cell == self.me)
     }
 
     async fn fetch(&self, id: &str) -> Result<(), String> {
@@ -132,6 +145,8 @@ impl Reconciler {
             })
             .await;
         match answer {
+            // Moved on since the assignment was noted: nothing to put.
+            Ok(_) if !self.owns(id) => Ok(()),
             Ok(info) => self.put(tenant, name, &info.spec_json).await,
             // Deleted since: the Forget delta follows.
             Err(status) if status.code() == tonic::Code::NotFound => Ok(()),

@@ -4,8 +4,8 @@
 //! are flushed, so under concurrent writes many entries share one transaction and one
 //! fsync, and an entry openraft was told is flushed survives SIGKILL. Reads, truncation
 //! and purging first wait until the queue is written. The vote commits durably at once.
-//! The committed index is written without an fsync: losing its latest value only means
-//! fewer entries re-applied before a leader confirms them again.
+//! The committed index goes through the same queue, so on disk it never runs ahead of the
+//! entries it covers.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -34,6 +34,9 @@ fn any(e: impl ToString) -> AnyError {
 struct Queue {
     entries: Vec<(u64, Vec<u8>)>,
     callbacks: Vec<LogFlushed<TypeConfig>>,
+    /// The committed index to save with the entries queued before it (never ahead of them
+    /// on disk: a committed index past the log's end would stop the replica's restart).
+    committed: Option<Vec<u8>>,
     /// A batch taken by the flusher and being written.
     writing: bool,
 }
@@ -73,7 +76,7 @@ impl LogStore {
     /// Waits until every queued entry is written.
     fn drain(&self) {
         let mut queue = self.pending.queue.lock().expect("not poisoned");
-        while queue.writing || !queue.entries.is_empty() {
+        while queue.writing || !queue.entries.is_empty() || queue.committed.is_some() {
             self.pending.wake.notify_one();
             queue = self.pending.written.wait(queue).expect("not poisoned");
         }
@@ -164,10 +167,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
-        self.write_meta("committed", &committed, Durability::None).map_err(|e| StorageIOError::write(e).into())
+        let bytes = serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(any(e)))?;
+        let mut queue = self.pending.queue.lock().expect("not poisoned");
+        queue.committed = Some(bytes);
+        self.pending.wake.notify_one();
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
+        self.drain();
         let committed: Option<Option<LogId<u64>>> = self.read_meta("committed").map_err(StorageIOError::read)?;
         Ok(committed.flatten())
     }
@@ -212,17 +220,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 fn flush_loop(pending: Weak<Pending>, db: Arc<Database>) {
     loop {
         let Some(shared) = pending.upgrade() else { return };
-        let (entries, callbacks) = {
+        let (entries, callbacks, committed) = {
             let guard = shared.queue.lock().expect("not poisoned");
             let (mut queue, _) = shared
                 .wake
-                .wait_timeout_while(guard, Duration::from_millis(100), |q| q.callbacks.is_empty())
+                .wait_timeout_while(guard, Duration::from_millis(100), |q| {
+                    q.callbacks.is_empty() && q.committed.is_none()
+                })
                 .expect("not poisoned");
-            if queue.callbacks.is_empty() {
+            if queue.callbacks.is_empty() && queue.committed.is_none() {
                 continue;
             }
             queue.writing = true;
-            (std::mem::take(&mut queue.entries), std::mem::take(&mut queue.callbacks))
+            (std::mem::take(&mut queue.entries), std::mem::take(&mut queue.callbacks), queue.committed.take())
         };
         let written = (|| -> Result<(), AnyError> {
             let tx = db.begin_write().map_err(any)?;
@@ -232,15 +242,20 @@ fn flush_loop(pending: Weak<Pending>, db: Arc<Database>) {
                     table.insert(*index, bytes.as_slice()).map_err(any)?;
                 }
             }
+            if let Some(committed) = &committed {
+                tx.open_table(META).map_err(any)?.insert("committed", committed.as_slice()).map_err(any)?;
+            }
             tx.commit().map_err(any)
         })();
-        shared.queue.lock().expect("not poisoned").writing = false;
-        shared.written.notify_all();
         if let Err(e) = &written {
             tracing::error!(error = %e, "writing raft log entries failed");
         }
+        // openraft hears of the flush before anyone waiting in `drain` (a truncation)
+        // goes on.
         for callback in callbacks {
             callback.log_io_completed(written.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
         }
+        shared.queue.lock().expect("not poisoned").writing = false;
+        shared.written.notify_all();
     }
 }

@@ -13,6 +13,9 @@ use tonic::Status;
 use super::{Manager, required};
 use crate::state::{Command, FederationState, FunctionRecord, function_id};
 
+/// Longest a target cell may take to accept a function's spec.
+const PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Most functions in one `PutFunctions`.
 const MAX_BATCH: usize = 1000;
 
@@ -217,7 +220,9 @@ impl Manager {
         let spec = federated_spec(tenant, name, spec_json).map_err(|e| Status::internal(e.to_string()))?;
         let spec_json = serde_json::to_string(&spec).map_err(|e| Status::internal(e.to_string()))?;
         let channel = self.network.channel(control).map_err(Status::unavailable)?;
-        CellControlClient::new(channel).put_function(CellPutFunction { spec_json }).await.map_err(|s| {
+        let mut request = tonic::Request::new(CellPutFunction { spec_json });
+        request.set_timeout(PREPARE_TIMEOUT);
+        CellControlClient::new(channel).put_function(request).await.map_err(|s| {
             Status::unavailable(format!("preparing {} on {control}: {}", federated_name(tenant, name), s.message()))
         })?;
         Ok(())

@@ -100,8 +100,10 @@ impl Manager {
                 let now = Instant::now();
                 let state = self.sm.state().await;
                 let mut heard = self.heard.lock().expect("not poisoned");
+                // Every clock, not only unknown cells': what this replica heard in an
+                // earlier term is stale (heartbeats went to the leader of the meantime).
                 for id in state.cells.keys() {
-                    heard.entry(id.clone()).or_insert(now);
+                    heard.insert(id.clone(), now);
                 }
             }
             leading = leader;
