@@ -27,6 +27,19 @@ struct PlannedPut {
     created: bool,
 }
 
+/// The spec a cell runs for a function, with its minimum scale raised to `sandboxes`
+/// (never above its maximum, never lowered).
+fn prewarmed(
+    tenant: &str,
+    name: &str,
+    spec_json: &str,
+    sandboxes: u32,
+) -> Result<baton_cell::function::FunctionSpec, baton_cell::function::SpecError> {
+    let mut spec = federated_spec(tenant, name, spec_json)?;
+    spec.scaling.min_scale = spec.scaling.min_scale.max(sandboxes.min(spec.scaling.max_scale));
+    Ok(spec)
+}
+
 /// Checks a registration's fields and spec; refusals name the field.
 fn check_put(r: &PutFunctionRequest) -> Result<(), Status> {
     let (tenant, name) = (required("tenant", &r.tenant)?, required("name", &r.name)?);
@@ -199,7 +212,12 @@ impl Manager {
         control: &str,
         target: &CellId,
     ) -> Result<(u64, u64), Status> {
-        self.prepare(control, &record.tenant, &record.name, &record.spec_json).await?;
+        // Pre-warm: the target starts as many sandboxes as the source runs now (its last
+        // heartbeat's report), so the switch finds them starting or ready. The target's
+        // reconciler puts the function's own spec back as soon as it sees the new owner;
+        // the sandboxes then stay or go by the autoscaler's windows, like any others.
+        let running = self.loads.lock().expect("not poisoned").get(id).copied().unwrap_or(0.0);
+        self.prepare(control, &record.tenant, &record.name, &record.spec_json, running as u32).await?;
         let (epoch, generation) =
             self.write(Command::Assign { function: id.to_string(), cell: target.clone() }).await?;
         metrics::counter!("baton_shard_manager_moves_total").increment(1);
@@ -215,9 +233,17 @@ impl Manager {
         Ok(Ack { epoch })
     }
 
-    /// Gives a cell a function's spec before it owns it.
-    pub(crate) async fn prepare(&self, control: &str, tenant: &str, name: &str, spec_json: &str) -> Result<(), Status> {
-        let spec = federated_spec(tenant, name, spec_json).map_err(|e| Status::internal(e.to_string()))?;
+    /// Gives a cell a function's spec before it owns it, with at least `sandboxes`
+    /// sandboxes kept (pre-warming).
+    pub(crate) async fn prepare(
+        &self,
+        control: &str,
+        tenant: &str,
+        name: &str,
+        spec_json: &str,
+        sandboxes: u32,
+    ) -> Result<(), Status> {
+        let spec = prewarmed(tenant, name, spec_json, sandboxes).map_err(|e| Status::internal(e.to_string()))?;
         let spec_json = serde_json::to_string(&spec).map_err(|e| Status::internal(e.to_string()))?;
         let channel = self.network.channel(control).map_err(Status::unavailable)?;
         let mut request = tonic::Request::new(CellPutFunction { spec_json });
@@ -226,5 +252,22 @@ impl Manager {
             Status::unavailable(format!("preparing {} on {control}: {}", federated_name(tenant, name), s.message()))
         })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pre_warming_raises_the_minimum_scale_within_the_maximum() {
+        let spec = |json: &str, sandboxes| prewarmed("t", "f", json, sandboxes).unwrap().scaling;
+        let plain = r#"{"executable":"/x","scaling":{"max_scale":10}}"#;
+        assert_eq!(spec(plain, 0).min_scale, 0);
+        assert_eq!(spec(plain, 4).min_scale, 4);
+        assert_eq!(spec(plain, 40).min_scale, 10, "never above the maximum");
+        let floor = r#"{"executable":"/x","scaling":{"min_scale":3,"max_scale":10}}"#;
+        assert_eq!(spec(floor, 1).min_scale, 3, "never lowered");
+        assert_eq!(prewarmed("t", "f", plain, 2).unwrap().name, "t.f");
     }
 }

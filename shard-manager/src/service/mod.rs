@@ -144,8 +144,10 @@ impl Manager {
                 Some((control.clone(), record.clone()))
             })
             .await;
+        // As many sandboxes as the dead cell last reported.
+        let running = self.loads.lock().expect("not poisoned").get(&function).copied().unwrap_or(0.0) as u32;
         if let Some((control, record)) = found
-            && let Err(e) = self.prepare(&control, &record.tenant, &record.name, &record.spec_json).await
+            && let Err(e) = self.prepare(&control, &record.tenant, &record.name, &record.spec_json, running).await
         {
             tracing::warn!(%function, %cell, error = %e.message(), "pushing a spec after failover failed");
         }
