@@ -42,6 +42,11 @@ pub struct RouterSection {
     /// Longest an invocation may take end to end through the router. Default: `"15m"`.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
+    /// How long a call whose owning cell refuses connections (it is down) waits for the
+    /// shard map to name a new owner (failover) and goes there; `"0s"` answers 502 at
+    /// once. Default: `"5s"`.
+    #[serde(with = "humantime_serde")]
+    pub owner_wait: Duration,
     /// How long in-flight requests may take to finish at shutdown. Default: `"30s"`.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
@@ -57,6 +62,7 @@ impl Default for RouterSection {
             max_spec_bytes: 64 * 1024,
             max_batch_bytes: 8 * 1024 * 1024,
             call_timeout: Duration::from_secs(15 * 60),
+            owner_wait: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
         }
     }

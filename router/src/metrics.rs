@@ -26,3 +26,8 @@ pub fn misdirected_retry() {
 pub fn map_epoch(epoch: u64) {
     metrics::gauge!("baton_router_map_epoch").set(epoch as f64);
 }
+
+/// A call whose owner could not be reached, resent to the new owner failover named.
+pub fn failover_retry() {
+    metrics::counter!("baton_router_failover_retries_total").increment(1);
+}

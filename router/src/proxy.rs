@@ -3,6 +3,8 @@
 //! by function hash. The call goes there as `/function/{tenant}.{name}[/rest]` with the
 //! generation routed by. A cell that no longer owns the function answers 421 with the
 //! owner it knows; the router retries there once (its own map catches up by the stream).
+//! A cell that refuses the connection (it is down) makes the call wait, up to
+//! `router.owner_wait`, for the map to name a new owner (failover), and go there.
 
 use std::time::Duration;
 
@@ -69,23 +71,71 @@ pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: 
     let mut headers = HeaderMap::new();
     copy_end_to_end(&parts.headers, &mut headers);
     headers.remove(http::header::AUTHORIZATION);
-    for attempt in 0..2 {
+    let (mut redirected, mut waited) = (false, false);
+    loop {
         let response = match send(router, &parts.method, &headers, &target, &path, body.clone()).await {
             Ok(response) => response,
-            Err(refusal) => return refusal,
+            Err(Failure { unreachable: true, .. }) if !waited && !router.config.owner_wait.is_zero() => {
+                // The owner is down (nothing reached it, so resending is safe): wait for the
+                // map to name a new owner (failover) and send the call there.
+                waited = true;
+                if let Some(next) = new_owner(router, &id, &target).await {
+                    crate::metrics::failover_retry();
+                    tracing::debug!(function = %id, from = target.data_plane, to = next.data_plane, "owner unreachable: retrying at the new owner");
+                    target = next;
+                    continue;
+                }
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "cell_unreachable",
+                    &format!(
+                        "the owning cell cannot be reached and no new owner came within {:?}",
+                        router.config.owner_wait
+                    ),
+                );
+            }
+            Err(failure) => return failure.response,
         };
-        if response.status() != StatusCode::MISDIRECTED_REQUEST || attempt == 1 {
+        if response.status() != StatusCode::MISDIRECTED_REQUEST || redirected {
             return answer(response);
         }
         // The cell says the function moved: retry at the owner it names.
         let Some(next) = redirect(router, response.headers()) else {
             return answer(response);
         };
+        redirected = true;
         crate::metrics::misdirected_retry();
         tracing::debug!(function = %id, from = target.data_plane, to = next.data_plane, "421: retrying at the owner");
         target = next;
     }
-    unreachable!("the second attempt always returns")
+}
+
+/// Waits up to `router.owner_wait` for the map to give `function` another data plane
+/// than `current`'s.
+async fn new_owner(router: &Router, function: &str, current: &Target) -> Option<Target> {
+    let deadline = tokio::time::Instant::now() + router.config.owner_wait;
+    loop {
+        let next = {
+            let map = router.view.read();
+            map.assigned_owner(function).and_then(|owner| {
+                let data_plane = owner.data_plane?;
+                (data_plane != current.data_plane)
+                    .then(|| Target { data_plane: data_plane.to_string(), generation: owner.generation.unwrap_or(0) })
+            })
+        };
+        if next.is_some() || tokio::time::Instant::now() >= deadline {
+            return next;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// A call that got no answer from the cell.
+struct Failure {
+    /// What the client gets.
+    response: Response<Body>,
+    /// Nothing reached the cell (the connection was refused): safe to resend.
+    unreachable: bool,
 }
 
 async fn send(
@@ -95,27 +145,32 @@ async fn send(
     target: &Target,
     path: &str,
     body: Bytes,
-) -> Result<Response<Incoming>, Response<Body>> {
-    let uri: Uri = format!("{}{path}", target.data_plane.trim_end_matches('/')).parse().map_err(|_| {
-        error_response(
+) -> Result<Response<Incoming>, Failure> {
+    let uri: Uri = format!("{}{path}", target.data_plane.trim_end_matches('/')).parse().map_err(|_| Failure {
+        response: error_response(
             StatusCode::BAD_GATEWAY,
             "bad_owner",
             &format!("the owner's address {:?} is invalid", target.data_plane),
-        )
+        ),
+        unreachable: false,
     })?;
     let mut out = Request::builder().method(method.clone()).uri(uri).body(Full::new(body)).expect("parts are valid");
     *out.headers_mut() = headers.clone();
     out.headers_mut().insert(GENERATION, HeaderValue::from(target.generation));
     match tokio::time::timeout(router.config.call_timeout, router.upstream.request(out)).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) => {
-            Err(error_response(StatusCode::BAD_GATEWAY, "cell_unreachable", &format!("the owning cell: {e}")))
-        }
-        Err(_) => Err(error_response(
-            StatusCode::GATEWAY_TIMEOUT,
-            "call_timeout",
-            &format!("no answer within {} s", router.config.call_timeout.as_secs()),
-        )),
+        Ok(Err(e)) => Err(Failure {
+            unreachable: e.is_connect(),
+            response: error_response(StatusCode::BAD_GATEWAY, "cell_unreachable", &format!("the owning cell: {e}")),
+        }),
+        Err(_) => Err(Failure {
+            response: error_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "call_timeout",
+                &format!("no answer within {} s", router.config.call_timeout.as_secs()),
+            ),
+            unreachable: false,
+        }),
     }
 }
 
