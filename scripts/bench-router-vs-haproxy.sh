@@ -57,20 +57,4 @@ kill -0 "$haproxy_pid" 2>/dev/null || { echo "haproxy did not start:" >&2; cat "
 "$bin/baton-loadtest" "${common[@]}" --target router --url "$BATON_URL" --sandboxes 8 --warmup 2s \
     --out "$out/router-again"
 
-python3 - "$out" <<'PY'
-import json, sys
-out = sys.argv[1]
-runs = ["router", "haproxy", "router-again"]
-data = {r: json.load(open(f"{out}/{r}/summary.json")) for r in runs}
-print("| rate/s | " + " | ".join(f"{r} ok/s, p50 / p99 ms, failed" for r in runs) + " |")
-print("|---" * (len(runs) + 1) + "|")
-for i, phase in enumerate(data["router"]["phases"]):
-    cells = []
-    for r in runs:
-        p = data[r]["phases"][i]
-        f = sum(p["failures"].values())
-        lat = p["latency_ms"]
-        fmt = lambda v: "-" if v is None else f"{v:.2f}"
-        cells.append(f"{p['throughput']:.0f}, {fmt(lat['p50'])} / {fmt(lat['p99'])}, {f}")
-    print(f"| {phase['offered_rate']:.0f} | " + " | ".join(cells) + " |")
-PY
+python3 "$root/scripts/sweep-table.py" "$out" router haproxy router-again

@@ -188,14 +188,7 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
         .await
         .map_err(|source| StartError::Bind { what: "the admin endpoints", addr: config.cell.admin_listen, source })?;
     let admin_addr = admin.local_addr();
-    let mut admin_stop = stopped.clone();
-    tasks.push(tokio::spawn(async move {
-        let _ = admin
-            .serve(async move {
-                let _ = admin_stop.wait_for(|s| *s).await;
-            })
-            .await;
-    }));
+    tasks.push(admin.spawn(stopped.clone()));
     let http_addr = data_plane.as_ref().map(|d| d.http_addr);
     let f = &config.federation;
     // The process with the control plane registers the cell and runs what it is given.

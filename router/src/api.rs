@@ -28,12 +28,7 @@ pub async fn functions(
     let answer = match (method, name) {
         (Method::GET, None) => {
             let request = ListFunctionsRequest { tenant, cell: String::new() };
-            let listed = manager
-                .call(|mut c| {
-                    let request = request.clone();
-                    async move { c.list_functions(request).await }
-                })
-                .await;
+            let listed = manager.call(request, |mut c, r| async move { c.list_functions(r).await }).await;
             listed.map(|list| {
                 let functions: Vec<Value> = list.functions.iter().map(describe).collect();
                 json_response(StatusCode::OK, &json!({ "functions": functions }))
@@ -44,20 +39,14 @@ pub async fn functions(
         (Method::GET, Some(name)) => {
             let request = FunctionRef { tenant, name: name.into() };
             manager
-                .call(|mut c| {
-                    let request = request.clone();
-                    async move { c.get_function(request).await }
-                })
+                .call(request, |mut c, r| async move { c.get_function(r).await })
                 .await
                 .map(|f| json_response(StatusCode::OK, &describe(&f)))
         }
         (Method::DELETE, Some(name)) => {
             let request = FunctionRef { tenant, name: name.into() };
             manager
-                .call(|mut c| {
-                    let request = request.clone();
-                    async move { c.delete_function(request).await }
-                })
+                .call(request, |mut c, r| async move { c.delete_function(r).await })
                 .await
                 .map(|_| Response::builder().status(StatusCode::NO_CONTENT).body(full(Bytes::new())).expect("valid"))
         }
@@ -99,13 +88,7 @@ async fn put(router: &Router, tenant: String, path_name: Option<String>, body: I
         Err(e) => return bad(&format!("body: not JSON: {e}")),
     };
     let name = request.name.clone();
-    let answer = router
-        .manager
-        .call(|mut c| {
-            let request = request.clone();
-            async move { c.put_function(request).await }
-        })
-        .await;
+    let answer = router.manager.call(request, |mut c, r| async move { c.put_function(r).await }).await;
     match answer {
         Ok(put) => {
             let status = if put.created { StatusCode::CREATED } else { StatusCode::OK };
@@ -136,13 +119,7 @@ fn registration(tenant: &str, path_name: Option<String>, mut spec: Value) -> Res
 async fn put_batch(router: &Router, functions: Vec<PutFunctionRequest>) -> Response<Body> {
     let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
     let request = PutFunctionsRequest { functions };
-    let answer = router
-        .manager
-        .call(|mut c| {
-            let request = request.clone();
-            async move { c.put_functions(request).await }
-        })
-        .await;
+    let answer = router.manager.call(request, |mut c, r| async move { c.put_functions(r).await }).await;
     match answer {
         Ok(put) => {
             let functions: Vec<Value> = names

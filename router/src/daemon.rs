@@ -67,14 +67,7 @@ pub async fn start(config: RouterConfig) -> Result<RunningRouter, StartError> {
         .map_err(bind("the admin endpoints", section.admin_listen))?;
     let admin_addr = admin.local_addr();
     let mut tasks = Vec::new();
-    let mut admin_stop = stopped.clone();
-    tasks.push(tokio::spawn(async move {
-        let _ = admin
-            .serve(async move {
-                let _ = admin_stop.wait_for(|s| *s).await;
-            })
-            .await;
-    }));
+    tasks.push(admin.spawn(stopped.clone()));
     // Ready once a map has arrived; the epoch is exported as a gauge.
     let (ready_view, mut ready_stop) = (view.clone(), stopped.clone());
     tasks.push(tokio::spawn(async move {

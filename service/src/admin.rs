@@ -81,6 +81,18 @@ impl AdminServer {
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
     }
+
+    /// Serves in a task of its own until `stop` turns true.
+    pub fn spawn(self, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let until = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            if let Err(e) = self.serve(until).await {
+                tracing::error!(error = %e, "the admin endpoints failed");
+            }
+        })
+    }
 }
 
 async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {

@@ -64,10 +64,7 @@ pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
                 let _ = server_stop.wait_for(|s| *s).await;
             }),
     );
-    let mut admin_stop = stop_rx.clone();
-    let admin = tokio::spawn(admin.serve(async move {
-        let _ = admin_stop.wait_for(|s| *s).await;
-    }));
+    let admin = admin.spawn(stop_rx.clone());
 
     if node.join {
         tracing::info!("joining: waiting to be added to a cluster (AddReplica)");

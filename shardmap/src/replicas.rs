@@ -42,17 +42,19 @@ impl Replicas {
         Ok(Self { clients, current: std::sync::Arc::new(AtomicUsize::new(0)) })
     }
 
-    /// Runs `call` on a replica; moves to the next replica while they are unavailable.
-    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    /// Sends `request` with `call` to a replica; moves to the next replica while they are
+    /// unavailable (each attempt gets its own copy of the request).
+    pub async fn call<R, T, F, Fut>(&self, request: R, call: F) -> Result<T, Status>
     where
-        F: Fn(ShardManagerClient<Channel>) -> Fut,
+        R: Clone,
+        F: Fn(ShardManagerClient<Channel>, R) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let start = self.current.load(Ordering::Relaxed);
         let mut last = Status::unavailable("no shard-manager replica");
         for i in 0..self.clients.len() {
             let index = (start + i) % self.clients.len();
-            match call(self.clients[index].clone()).await {
+            match call(self.clients[index].clone(), request.clone()).await {
                 Ok(response) => {
                     self.current.store(index, Ordering::Relaxed);
                     return Ok(response.into_inner());

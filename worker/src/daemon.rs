@@ -203,15 +203,7 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
             tracing::error!(error = %e, "the Worker gRPC server failed");
         }
     }));
-    let mut admin_stop = stopped.clone();
-    tasks.push(tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = admin_stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = admin.serve(shutdown).await {
-            tracing::error!(error = %e, "the admin server failed");
-        }
-    }));
+    tasks.push(admin.spawn(stopped.clone()));
     readiness.set(true);
     tracing::info!(%grpc_addr, %admin_addr, nodes = nodes.len(), runtime = ?config.worker.runtime, "worker started");
     Ok(RunningWorker {

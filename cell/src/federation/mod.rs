@@ -47,12 +47,7 @@ pub async fn run(membership: Membership, mut stopped: watch::Receiver<bool>) {
     loop {
         let wait = if registered {
             let beat = CellHeartbeatRequest { id: id.clone(), loads: loads(&membership.plane) };
-            let beat = replicas
-                .call(|mut c| {
-                    let beat = beat.clone();
-                    async move { c.cell_heartbeat(beat).await }
-                })
-                .await;
+            let beat = replicas.call(beat, |mut c, r| async move { c.cell_heartbeat(r).await }).await;
             match beat {
                 Ok(_) => membership.heartbeat_interval,
                 Err(status) => {
@@ -64,13 +59,8 @@ pub async fn run(membership: Membership, mut stopped: watch::Receiver<bool>) {
                 }
             }
         } else {
-            let registration = &membership.registration;
-            let registered_now = replicas
-                .call(|mut c| {
-                    let registration = registration.clone();
-                    async move { c.register_cell(registration).await }
-                })
-                .await;
+            let registration = membership.registration.clone();
+            let registered_now = replicas.call(registration, |mut c, r| async move { c.register_cell(r).await }).await;
             match registered_now {
                 Ok(ack) => {
                     tracing::info!(cell = id, epoch = ack.epoch, "registered with the shard manager");

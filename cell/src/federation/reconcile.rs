@@ -99,10 +99,7 @@ impl Reconciler {
         let request = ListFunctionsRequest { tenant: String::new(), cell: self.me.0.clone() };
         let listed = self
             .shard_manager
-            .call(|mut c| {
-                let request = request.clone();
-                async move { c.list_functions(request).await }
-            })
+            .call(request, |mut c, r| async move { c.list_functions(r).await })
             .await
             .map_err(|s| s.message().to_string())?;
         // The replica listed from may be behind the map: the map we follow decides.
@@ -137,13 +134,7 @@ impl Reconciler {
             return Err(format!("{id:?} is not tenant/name"));
         };
         let request = FunctionRef { tenant: tenant.into(), name: name.into() };
-        let answer = self
-            .shard_manager
-            .call(|mut c| {
-                let request = request.clone();
-                async move { c.get_function(request).await }
-            })
-            .await;
+        let answer = self.shard_manager.call(request, |mut c, r| async move { c.get_function(r).await }).await;
         match answer {
             // Moved on since the assignment was noted: nothing to put.
             Ok(_) if !self.owns(id) => Ok(()),

@@ -185,21 +185,28 @@ impl Manager {
         let (tenant, name) = (required("tenant", &r.tenant)?, required("name", &r.name)?);
         let target = CellId(required("cell", &r.cell)?.to_string());
         let id = function_id(tenant, name);
-        let state = self.sm.state().await;
-        let Some(record) = state.functions.get(&id) else {
-            return Err(Status::not_found(format!("function {id} does not exist")));
-        };
-        let Some(cell) = state.cells.get(&target) else {
-            return Err(Status::not_found(format!("cell: {target} is not registered")));
-        };
-        if cell.state != CellState::Active {
-            return Err(Status::failed_precondition(format!("cell: {target} is not active")));
+        let plan = self
+            .sm
+            .read(|state| {
+                let Some(record) = state.functions.get(&id) else {
+                    return Err(Status::not_found(format!("function {id} does not exist")));
+                };
+                let Some(cell) = state.cells.get(&target) else {
+                    return Err(Status::not_found(format!("cell: {target} is not registered")));
+                };
+                if cell.state != CellState::Active {
+                    return Err(Status::failed_precondition(format!("cell: {target} is not active")));
+                }
+                let already =
+                    state.assignments.get(&id).filter(|a| a.cell == target).map(|a| (a.generation, state.epoch));
+                Ok((record.clone(), cell.control.clone(), already))
+            })
+            .await?;
+        let (record, control, already) = plan;
+        if let Some((generation, epoch)) = already {
+            return Ok(PutFunctionResponse { cell: target.0, generation, epoch, created: false });
         }
-        if let Some(current) = state.assignments.get(&id).filter(|a| a.cell == target) {
-            let generation = current.generation;
-            return Ok(PutFunctionResponse { cell: target.0, generation, epoch: state.epoch, created: false });
-        }
-        let (epoch, generation) = self.migrate(&id, record, &cell.control, &target).await?;
+        let (epoch, generation) = self.migrate(&id, &record, &control, &target).await?;
         Ok(PutFunctionResponse { cell: target.0, generation, epoch, created: false })
     }
 

@@ -98,12 +98,12 @@ impl Manager {
             if leader && !leading {
                 // A new leader has heard from nobody yet: start every known cell's clock.
                 let now = Instant::now();
-                let state = self.sm.state().await;
+                let cells: Vec<CellId> = self.sm.read(|state| state.cells.keys().cloned().collect()).await;
                 let mut heard = self.heard.lock().expect("not poisoned");
                 // Every clock, not only unknown cells': what this replica heard in an
                 // earlier term is stale (heartbeats went to the leader of the meantime).
-                for id in state.cells.keys() {
-                    heard.insert(id.clone(), now);
+                for id in cells {
+                    heard.insert(id, now);
                 }
             }
             leading = leader;

@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""One Markdown table from several baton-loadtest sweeps of the same rates, run by run:
+
+    scripts/sweep-table.py OUT RUN [RUN ...]
+
+reads OUT/RUN/summary.json for each RUN and prints, per offered rate, each run's answered
+calls per second, p50 / p99 latency (ms) and failed calls. The first run's phases set
+the rows."""
+import json
+import sys
+
+
+def main() -> None:
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    out, runs = sys.argv[1], sys.argv[2:]
+    data = {r: json.load(open(f"{out}/{r}/summary.json")) for r in runs}
+    print("| rate/s | " + " | ".join(f"{r} ok/s, p50 / p99 ms, failed" for r in runs) + " |")
+    print("|---" * (len(runs) + 1) + "|")
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"
+    for i, phase in enumerate(data[runs[0]]["phases"]):
+        cells = []
+        for r in runs:
+            p = data[r]["phases"][i]
+            failed = sum(p["failures"].values())
+            lat = p["latency_ms"]
+            cells.append(f"{p['throughput']:.0f}, {fmt(lat['p50'])} / {fmt(lat['p99'])}, {failed}")
+        print(f"| {phase['offered_rate']:.0f} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
