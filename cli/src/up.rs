@@ -199,7 +199,7 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
     println!("baton is up: {} cells, a router on {url}, tenant dev with echo and spin.\n", args.cells);
     print!("{env}");
     println!("\n(written to {}) Try:\n", env_file.display());
-    println!("  source {} && baton invoke echo -d hello\n", env_file.display());
+    println!("  source {} && {} invoke echo -d hello\n", env_file.display(), bin_dir.join("baton").display());
 
     Ok(())
 }
