@@ -12,6 +12,7 @@ log() { printf '\n== %s\n' "$*"; }
 
 started_pids=()
 cleanup() {
+  [ -d target ] && log "disk at the end: $(df -h --output=avail . | tail -1 | tr -d ' ') free, target/ $(du -sh target | cut -f1)"
   for pid in "${started_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   [ -n "${redis_dir:-}" ] && rm -rf "$redis_dir"
@@ -51,6 +52,10 @@ for _ in $(seq 100); do
 done
 redis-cli -p "$redis_port" ping >/dev/null || { echo "redis did not start; see $redis_dir/redis.log" >&2; exit 1; }
 export BATON_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
+
+# One build from scratch: incremental state would only take disk (CI machines have little).
+export CARGO_INCREMENTAL=0
+log "disk before the build: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
 
 log "formatting"
 cargo fmt --all -- --check
