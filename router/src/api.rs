@@ -27,7 +27,7 @@ pub async fn functions(
     let manager = &router.manager;
     let answer = match (method, name) {
         (Method::GET, None) => {
-            let request = ListFunctionsRequest { tenant, cell: String::new() };
+            let request = ListFunctionsRequest { tenant, cell: String::new(), min_epoch: router.read_epoch() };
             let listed = manager.call(request, |mut c, r| async move { c.list_functions(r).await }).await;
             listed.map(|list| {
                 let functions: Vec<Value> = list.functions.iter().map(describe).collect();
@@ -37,18 +37,19 @@ pub async fn functions(
         (Method::POST, None) => return put(router, tenant, None, body).await,
         (Method::PUT, Some(name)) => return put(router, tenant, Some(name.to_string()), body).await,
         (Method::GET, Some(name)) => {
-            let request = FunctionRef { tenant, name: name.into() };
+            let request = FunctionRef { tenant, name: name.into(), min_epoch: router.read_epoch() };
             manager
                 .call(request, |mut c, r| async move { c.get_function(r).await })
                 .await
                 .map(|f| json_response(StatusCode::OK, &describe(&f)))
         }
         (Method::DELETE, Some(name)) => {
-            let request = FunctionRef { tenant, name: name.into() };
+            let request = FunctionRef { tenant, name: name.into(), min_epoch: router.read_epoch() };
             manager
                 .call(request, |mut c, r| async move { c.delete_function(r).await })
                 .await
-                .map(|_| Response::builder().status(StatusCode::NO_CONTENT).body(full(Bytes::new())).expect("valid"))
+                .map(|ack| router.wrote(ack.epoch))
+                .map(|()| Response::builder().status(StatusCode::NO_CONTENT).body(full(Bytes::new())).expect("valid"))
         }
         (_, None) => return not_allowed("GET, POST"),
         (_, Some(_)) => return not_allowed("GET, PUT, DELETE"),
@@ -91,6 +92,7 @@ async fn put(router: &Router, tenant: String, path_name: Option<String>, body: I
     let answer = router.manager.call(request, |mut c, r| async move { c.put_function(r).await }).await;
     match answer {
         Ok(put) => {
+            router.wrote(put.epoch);
             let status = if put.created { StatusCode::CREATED } else { StatusCode::OK };
             let body = json!({ "name": name, "cell": put.cell, "generation": put.generation, "epoch": put.epoch });
             json_response(status, &body)
@@ -122,6 +124,7 @@ async fn put_batch(router: &Router, functions: Vec<PutFunctionRequest>) -> Respo
     let answer = router.manager.call(request, |mut c, r| async move { c.put_functions(r).await }).await;
     match answer {
         Ok(put) => {
+            router.wrote(put.functions.iter().map(|p| p.epoch).max().unwrap_or(0));
             let functions: Vec<Value> = names
                 .iter()
                 .zip(put.functions)

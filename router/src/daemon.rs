@@ -84,8 +84,13 @@ pub async fn start(config: RouterConfig) -> Result<RunningRouter, StartError> {
         }
     }));
     let drain = section.drain_timeout;
-    let router =
-        Router { view, manager: Arc::new(manager), upstream: crate::proxy::upstream(), config: Arc::new(section) };
+    let router = Router {
+        view,
+        manager: Arc::new(manager),
+        upstream: crate::proxy::upstream(),
+        config: Arc::new(section),
+        written: Arc::default(),
+    };
     let handler = move |req| {
         let router = router.clone();
         async move { router.handle(req).await }

@@ -2,6 +2,7 @@
 //! the tenant API or the invocation proxy after authentication, graceful shutdown.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use baton_service::http::{Body, error_response};
@@ -24,9 +25,23 @@ pub struct Router {
     pub upstream: Upstream,
     /// Settings.
     pub config: Arc<RouterSection>,
+    /// The newest epoch a write through this router committed: reads ask the shard
+    /// manager for a state at least this new (and as new as the followed map), so a
+    /// tenant reads its own writes even from a replica that lags.
+    pub written: Arc<AtomicU64>,
 }
 
 impl Router {
+    /// The epoch reads through this router must see.
+    pub fn read_epoch(&self) -> u64 {
+        self.written.load(Ordering::Relaxed).max(self.view.epoch())
+    }
+
+    /// Notes a committed write's epoch.
+    pub fn wrote(&self, epoch: u64) {
+        self.written.fetch_max(epoch, Ordering::Relaxed);
+    }
+
     /// Handles one request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();

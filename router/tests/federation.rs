@@ -350,6 +350,10 @@ async fn a_stale_router_is_corrected_by_421_and_a_graceful_move_under_load_fails
         async move { api.list_functions(CellListFunctions {}).await.unwrap().into_inner().functions.is_empty() }
     })
     .await;
-    let info = sm.get_function(FunctionRef { tenant: "acme".into(), name: "echo".into() }).await.unwrap().into_inner();
+    let info = sm
+        .get_function(FunctionRef { tenant: "acme".into(), name: "echo".into(), min_epoch: 0 })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.cell, target);
 }

@@ -198,21 +198,24 @@ async fn placement_and_failover_prefer_the_home_region() {
     beating.lock().unwrap().retain(|id| *id != "eu-1");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let listed =
-            api.list_functions(baton_proto::shard::ListFunctionsRequest { tenant: "acme".into(), cell: "eu-1".into() });
+        let listed = api.list_functions(baton_proto::shard::ListFunctionsRequest {
+            tenant: "acme".into(),
+            cell: "eu-1".into(),
+            min_epoch: 0,
+        });
         if listed.await.unwrap().into_inner().functions.is_empty() {
             break;
         }
         assert!(Instant::now() < deadline, "eu-1 was not failed over");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let eu2 = baton_proto::shard::ListFunctionsRequest { tenant: "acme".into(), cell: "eu-2".into() };
+    let eu2 = baton_proto::shard::ListFunctionsRequest { tenant: "acme".into(), cell: "eu-2".into(), min_epoch: 0 };
     assert_eq!(api.list_functions(eu2).await.unwrap().into_inner().functions.len(), 12, "all eu functions on eu-2");
     // us-1 dies too, with no other cell in us: its functions go anywhere alive.
     beating.lock().unwrap().retain(|id| *id != "us-1");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let eu2 = baton_proto::shard::ListFunctionsRequest { tenant: "acme".into(), cell: "eu-2".into() };
+        let eu2 = baton_proto::shard::ListFunctionsRequest { tenant: "acme".into(), cell: "eu-2".into(), min_epoch: 0 };
         if api.list_functions(eu2).await.unwrap().into_inner().functions.len() == 24 {
             break;
         }
@@ -279,7 +282,7 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
     check(a.put_functions(twice).await.err().ok_or(()), InvalidArgument, "twice");
     let one_bad = PutFunctionsRequest { functions: vec![put("dev", "g", ""), put("nobody", "h", "")] };
     check(a.put_functions(one_bad).await.err().ok_or(()), NotFound, "functions[1]");
-    let missing = FunctionRef { tenant: "dev".into(), name: "nope".into() };
+    let missing = FunctionRef { tenant: "dev".into(), name: "nope".into(), min_epoch: 0 };
     check(a.get_function(missing.clone()).await.err().ok_or(()), NotFound, "dev/nope");
     check(err(a.delete_function(missing).await), NotFound, "dev/nope");
     let moving =
@@ -309,5 +312,51 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
     a.set_cell_state(SetCellStateRequest { cell: "c1".into(), state: "draining".into() }).await.unwrap();
     check(a.move_function(moving("f", "c1")).await.err().ok_or(()), FailedPrecondition, "not active");
     assert_eq!(epoch().await, before + 1, "only the drain was stored");
+    beats.abort();
+}
+
+/// A read that asks for an epoch this replica has not applied waits for it (and then sees
+/// the write that made it), or answers UNAVAILABLE after a second so the caller asks
+/// another replica: a reader that saw epoch N never gets an older state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_wait_for_the_epoch_they_ask_for() {
+    use baton_proto::shard::{FunctionRef, ListFunctionsRequest};
+    let (mut api, _node, _dir) = start().await;
+    api.register_cell(cell("c1")).await.unwrap();
+    let mut beat_api = api.clone();
+    let beats = tokio::spawn(async move {
+        loop {
+            let _ = beat_api.cell_heartbeat(CellHeartbeatRequest { id: "c1".into(), loads: vec![] }).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
+    let first = api.put_function(put("dev", "f", "")).await.unwrap().into_inner().epoch;
+    let f = |min_epoch| FunctionRef { tenant: "dev".into(), name: "f".into(), min_epoch };
+
+    // Asked for the next epoch, the read waits for the update that makes it.
+    let mut reader = api.clone();
+    let read = tokio::spawn(async move { reader.get_function(f(first + 1)).await.map(|r| r.into_inner()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!read.is_finished(), "a read for an epoch not applied yet waits");
+    let update = PutFunctionRequest { spec_json: r#"{"executable":"/bin/false"}"#.into(), ..put("dev", "f", "") };
+    assert_eq!(api.put_function(update).await.unwrap().into_inner().epoch, first + 1);
+    let info = read.await.unwrap().unwrap();
+    assert!(info.spec_json.contains("/bin/false"), "the read sees the update it waited for: {}", info.spec_json);
+
+    // An epoch nobody has reached: UNAVAILABLE (ask another replica) after about a second.
+    for (what, answer) in [
+        ("get", api.get_function(f(first + 100)).await.map(|_| ())),
+        ("delete", api.delete_function(f(first + 100)).await.map(|_| ())),
+        (
+            "list",
+            api.list_functions(ListFunctionsRequest { min_epoch: first + 100, ..Default::default() }).await.map(|_| ()),
+        ),
+    ] {
+        let status = answer.expect_err(what);
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{what}: {status:?}");
+        assert!(status.message().contains("behind the requested"), "{what}: {}", status.message());
+    }
+    assert!(api.get_function(f(0)).await.is_ok(), "the delete asked for a future epoch did nothing");
     beats.abort();
 }

@@ -3,10 +3,12 @@
 //! manager and put into the local control plane (named `tenant.name`); a function that
 //! moved away or was deleted is removed once its calls have had time to finish (its
 //! timeout: the data planes already refuse new calls for it with 421). Work that fails
-//! (the shard manager unreachable) is retried every second. The shard manager also
-//! pushes specs to new owners; both paths end in the same idempotent put.
+//! (the shard manager unreachable) is retried every second. Every read asks the shard
+//! manager for a state at least as new as the map that prompted it, so a replica that lags
+//! cannot hand back an older spec. The shard manager also pushes specs to new owners;
+//! both paths end in the same idempotent put.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use baton_proto::cell::cell_control_server::CellControl;
@@ -39,8 +41,9 @@ pub struct Reconciler {
 struct Pending {
     /// Full resynchronisation wanted (after a snapshot).
     resync: bool,
-    /// Function IDs to fetch and put.
-    fetch: BTreeSet<String>,
+    /// Function IDs to fetch and put, each with the epoch of the map that assigned (or
+    /// updated) it: the spec must be read from a state at least that new.
+    fetch: BTreeMap<String, u64>,
 }
 
 impl Reconciler {
@@ -54,7 +57,7 @@ impl Reconciler {
                     Some(MapEvent::Snapshot) => pending.resync = true,
                     Some(MapEvent::Delta(delta)) => {
                         for change in delta.changes {
-                            self.note(change, &mut pending);
+                            self.note(change, delta.epoch, &mut pending);
                         }
                     }
                     None => return,
@@ -66,10 +69,10 @@ impl Reconciler {
         }
     }
 
-    fn note(&self, change: Change, pending: &mut Pending) {
+    fn note(&self, change: Change, epoch: u64, pending: &mut Pending) {
         match change {
             Change::Assign { function, assignment } if assignment.cell == self.me => {
-                pending.fetch.insert(function);
+                pending.fetch.insert(function, epoch);
             }
             Change::Assign { function, .. } | Change::Forget { function } => {
                 pending.fetch.remove(&function);
@@ -86,23 +89,26 @@ impl Reconciler {
                 Err(e) => tracing::warn!(error = %e, "listing this cell's functions failed; retrying"),
             }
         }
-        for id in std::mem::take(&mut pending.fetch) {
-            if let Err(e) = self.fetch(&id).await {
+        for (id, epoch) in std::mem::take(&mut pending.fetch) {
+            if let Err(e) = self.fetch(&id, epoch).await {
                 tracing::warn!(function = %id, error = %e, "fetching an assigned function failed; retrying");
-                pending.fetch.insert(id);
+                // A newer assignment noted meanwhile asks for a newer state.
+                let wanted = pending.fetch.entry(id).or_insert(epoch);
+                *wanted = (*wanted).max(epoch);
             }
         }
     }
 
     /// Puts every function the map gives this cell; schedules the removal of the others.
     async fn resync(&self) -> Result<(), String> {
-        let request = ListFunctionsRequest { tenant: String::new(), cell: self.me.0.clone() };
+        let min_epoch = self.view.epoch();
+        let request = ListFunctionsRequest { tenant: String::new(), cell: self.me.0.clone(), min_epoch };
         let listed = self
             .shard_manager
             .call(request, |mut c, r| async move { c.list_functions(r).await })
             .await
             .map_err(|s| s.message().to_string())?;
-        // The replica listed from may be behind the map: the map we follow decides.
+        // The map may have moved on since the list was read: the map we follow decides.
         let mut wanted = BTreeMap::new();
         for f in listed.functions {
             if self.owns(&format!("{}/{}", f.tenant, f.name)) {
@@ -129,11 +135,11 @@ impl Reconciler {
         self.view.read().assignment(id).is_some_and(|a| a.cell == self.me)
     }
 
-    async fn fetch(&self, id: &str) -> Result<(), String> {
+    async fn fetch(&self, id: &str, min_epoch: u64) -> Result<(), String> {
         let Some((tenant, name)) = id.split_once('/') else {
             return Err(format!("{id:?} is not tenant/name"));
         };
-        let request = FunctionRef { tenant: tenant.into(), name: name.into() };
+        let request = FunctionRef { tenant: tenant.into(), name: name.into(), min_epoch };
         let answer = self.shard_manager.call(request, |mut c, r| async move { c.get_function(r).await }).await;
         match answer {
             // Moved on since the assignment was noted: nothing to put.

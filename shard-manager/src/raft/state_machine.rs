@@ -4,6 +4,7 @@
 
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::Duration;
 
 use baton_shardmap::{Delta, MapSnapshot};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -13,7 +14,7 @@ use openraft::{
 };
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{RwLock, broadcast};
+use tokio::sync::{RwLock, broadcast, watch};
 
 use super::{StorageError, TypeConfig};
 use crate::state::{FederationState, Outcome};
@@ -51,6 +52,8 @@ pub struct StateMachine {
     applied: Arc<RwLock<Applied>>,
     /// Every applied command's shard-map delta, in epoch order.
     feed: broadcast::Sender<Delta>,
+    /// The applied epoch, for readers that need a state at least so new.
+    epoch: Arc<watch::Sender<u64>>,
 }
 
 impl StateMachine {
@@ -58,10 +61,16 @@ impl StateMachine {
         let tx = db.begin_write().map_err(|e| e.to_string())?;
         tx.open_table(SNAPSHOT).map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
-        let sm = Self { db, applied: Arc::default(), feed: broadcast::channel(FEED_CAPACITY).0 };
+        let sm = Self {
+            db,
+            applied: Arc::default(),
+            feed: broadcast::channel(FEED_CAPACITY).0,
+            epoch: Arc::new(watch::channel(0).0),
+        };
         if let Some(stored) = sm.load_snapshot().map_err(|e| format!("reading the snapshot: {e}"))? {
             let applied: Applied =
                 serde_json::from_slice(&stored.data).map_err(|e| format!("reading the snapshot: {e}"))?;
+            sm.epoch.send_replace(applied.state.epoch);
             *sm.applied.try_write().expect("not shared yet") = applied;
         }
         Ok(sm)
@@ -75,6 +84,12 @@ impl StateMachine {
     /// Reads the federation state in place (no copy).
     pub async fn read<T>(&self, f: impl FnOnce(&FederationState) -> T) -> T {
         f(&self.applied.read().await.state)
+    }
+
+    /// Waits until the state has reached `epoch`, for at most `within`; whether it has.
+    pub async fn wait_for_epoch(&self, epoch: u64, within: Duration) -> bool {
+        let mut applied = self.epoch.subscribe();
+        tokio::time::timeout(within, applied.wait_for(|e| *e >= epoch)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// The shard map now and every delta after it, taken together so none is missed or
@@ -151,6 +166,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             outcomes.push(outcome);
         }
+        let epoch = applied.state.epoch;
+        drop(applied);
+        self.epoch.send_if_modified(|e| std::mem::replace(e, epoch) != epoch);
         Ok(outcomes)
     }
 
@@ -174,7 +192,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         incoming.membership = meta.last_membership.clone();
         let stored = StoredSnapshot { meta: meta.clone(), data };
         self.save_snapshot(&stored).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        let epoch = incoming.state.epoch;
         *self.applied.write().await = incoming;
+        self.epoch.send_replace(epoch);
         Ok(())
     }
 

@@ -144,13 +144,15 @@ impl Manager {
 
     pub(super) async fn get_function_inner(&self, r: FunctionRef) -> Result<FunctionInfo, Status> {
         let id = function_id(required("tenant", &r.tenant)?, required("name", &r.name)?);
+        self.caught_up(r.min_epoch).await?;
         self.sm
             .read(|state| info(state, &id))
             .await
             .ok_or_else(|| Status::not_found(format!("function {id} does not exist")))
     }
 
-    pub(super) async fn list_functions_inner(&self, r: ListFunctionsRequest) -> ListFunctionsResponse {
+    pub(super) async fn list_functions_inner(&self, r: ListFunctionsRequest) -> Result<ListFunctionsResponse, Status> {
+        self.caught_up(r.min_epoch).await?;
         let functions = self
             .sm
             .read(|state| {
@@ -165,11 +167,12 @@ impl Manager {
                     .collect()
             })
             .await;
-        ListFunctionsResponse { functions }
+        Ok(ListFunctionsResponse { functions })
     }
 
     pub(super) async fn delete_function_inner(&self, r: FunctionRef) -> Result<Ack, Status> {
         let id = function_id(required("tenant", &r.tenant)?, required("name", &r.name)?);
+        self.caught_up(r.min_epoch).await?;
         if !self.sm.read(|state| state.functions.contains_key(&id)).await {
             return Err(Status::not_found(format!("function {id} does not exist")));
         }

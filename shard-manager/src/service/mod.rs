@@ -1,6 +1,6 @@
 //! The ShardManager gRPC service and the leader's failure detector. Reads are served from
-//! this replica's state machine; writes go through raft (forwarded to the leader when
-//! this replica does not lead). Heartbeats are kept in memory only: the leader's record is
+//! this replica's state machine (once it has applied the epoch the caller asks for, if
+//! any); writes go through raft (forwarded to the leader when this replica does not lead). Heartbeats are kept in memory only: the leader's record is
 //! the one that counts, and a new leader starts every cell's clock afresh.
 
 use std::collections::BTreeMap;
@@ -53,6 +53,9 @@ pub struct Manager {
     ring: Arc<Mutex<Option<PlacementRing>>>,
 }
 
+/// Longest a read waits for this replica to apply the epoch its caller asks for.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
+
 fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
     if value.trim().is_empty() { Err(Status::invalid_argument(format!("{field}: is required"))) } else { Ok(value) }
 }
@@ -75,6 +78,18 @@ impl Manager {
             Outcome::Applied { epoch, generation } => Ok((epoch, generation)),
             Outcome::Rejected(reason) => Err(Status::failed_precondition(reason)),
         }
+    }
+
+    /// Waits until this replica has applied `min_epoch` (0: no wait); UNAVAILABLE when it
+    /// has not within [`CATCH_UP_WAIT`], so the caller asks another replica.
+    async fn caught_up(&self, min_epoch: u64) -> Result<(), Status> {
+        if min_epoch == 0 || self.sm.wait_for_epoch(min_epoch, CATCH_UP_WAIT).await {
+            return Ok(());
+        }
+        let epoch = self.sm.read(|state| state.epoch).await;
+        Err(Status::unavailable(format!(
+            "this replica has applied epoch {epoch}, behind the requested {min_epoch}; ask another"
+        )))
     }
 
     fn is_leader(&self) -> bool {
@@ -221,7 +236,7 @@ impl ShardManager for Manager {
         &self,
         request: Request<ListFunctionsRequest>,
     ) -> Result<Response<ListFunctionsResponse>, Status> {
-        Ok(Response::new(self.list_functions_inner(request.into_inner()).await))
+        self.list_functions_inner(request.into_inner()).await.map(Response::new)
     }
 
     async fn delete_function(&self, request: Request<FunctionRef>) -> Result<Response<Ack>, Status> {
