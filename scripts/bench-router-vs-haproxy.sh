@@ -9,12 +9,14 @@
 #    sandboxes each and keeps them; 3. HAProxy (installed with apt-get when missing) in
 #    front of the cell's data plane, calling the same functions by their cell names
 #    (`dev.NAME`); 4. the same sweep through HAProxy; 5. through the router again (so drift
-#    over the run shows). Prints one table; results in $OUT.
+#    over the run shows). Prints one table, then the CPU the router and HAProxy spent per
+#    call (the router's does not include the data plane's); results in $OUT.
 set -euo pipefail
 rates="${1:?usage: bench-router-vs-haproxy.sh RATES [STEP], e.g. 1000,2000,4000 10s}"
 step="${2:-10s}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/target/release"
+lt="$bin/baton-loadtest"
 out="${OUT:-loadtest-results/router-vs-haproxy-$(date +%s)}"
 haproxy_port="${HAPROXY_PORT:-8091}"
 command -v haproxy >/dev/null || apt-get install -y -q haproxy >/dev/null
@@ -34,11 +36,13 @@ for _ in $(seq 600); do [[ -f "$BATON_HOME/env" ]] && break; sleep 0.1; done
 # shellcheck disable=SC1091
 source "$BATON_HOME/env"
 data_plane=$("$bin/baton" cells list | awk 'NR == 2 { print $NF }' | sed 's|^http://||')
+router_pid=$(pgrep -n -x baton-router)
+# shellcheck source=scripts/proxy-cpu.sh
+source "$root/scripts/proxy-cpu.sh"
 
 common=(warm-sweep --rates "$rates" --step "$step" --functions 4 --execution sleep --runtime-ms 1
     --name-prefix rh --cpu-millis 10 --quiet)
-"$bin/baton-loadtest" "${common[@]}" --target router --url "$BATON_URL" --sandboxes 8 --keep-functions \
-    --out "$out/router"
+pass "$router_pid" router --target router --url "$BATON_URL" --sandboxes 8 --keep-functions
 
 cfg="$out/haproxy.cfg"
 {
@@ -52,9 +56,7 @@ haproxy_pid=$!
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$haproxy_port") 2>/dev/null && break; sleep 0.1; done
 kill -0 "$haproxy_pid" 2>/dev/null || { echo "haproxy did not start:" >&2; cat "$out/haproxy.log" >&2; exit 1; }
 
-"$bin/baton-loadtest" "${common[@]}" --target http --url "http://127.0.0.1:$haproxy_port/function/dev.{function}" \
-    --warmup 2s --out "$out/haproxy"
-"$bin/baton-loadtest" "${common[@]}" --target router --url "$BATON_URL" --sandboxes 8 --warmup 2s \
-    --out "$out/router-again"
+pass "$haproxy_pid" haproxy --target http --url "http://127.0.0.1:$haproxy_port/function/dev.{function}" --warmup 2s
+pass "$router_pid" router-again --target router --url "$BATON_URL" --sandboxes 8 --warmup 2s
 
 python3 "$root/scripts/sweep-table.py" "$out" router haproxy router-again

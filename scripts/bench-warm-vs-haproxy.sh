@@ -8,7 +8,9 @@
 #    them; 2. HAProxy (installed with apt-get when missing) gets those 32 sandboxes as
 #    servers, one connection each (the data plane's container_concurrency 1); 3. the same
 #    sweep through HAProxy; 4. the same sweep through the data plane again (so drift over
-#    the run shows). Prints one table; results in $OUT (default loadtest-results/…).
+#    the run shows). Prints one table, then the CPU each proxy spent per call (user +
+#    system time of the baton-cell or haproxy process over the pass, warm-up included,
+#    divided by the pass's calls); results in $OUT (default loadtest-results/…).
 set -euo pipefail
 rates="${1:?usage: bench-warm-vs-haproxy.sh RATES [STEP], e.g. 1000,2000,4000 10s}"
 step="${2:-10s}"
@@ -21,7 +23,10 @@ command -v haproxy >/dev/null || apt-get install -y -q haproxy >/dev/null
 common=(warm-sweep --rates "$rates" --step "$step" --functions 4 --execution sleep --runtime-ms 1
     --name-prefix hw --quiet)
 
-"$lt" "${common[@]}" --sandboxes 8 --keep-functions --out "$out/baton"
+# shellcheck source=scripts/proxy-cpu.sh
+source "$root/scripts/proxy-cpu.sh"
+
+pass "$BATON_CELL_PID" baton --sandboxes 8 --keep-functions
 
 ports=$(ss -ltnpH | awk '/"baton-fn-spin"/ { n = split($4, a, ":"); print a[n] }' | sort -n)
 [[ $(wc -w <<<"$ports") -eq 32 ]] || { echo "expected 32 sandboxes, found: $ports" >&2; exit 1; }
@@ -39,7 +44,7 @@ trap 'kill $haproxy_pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$haproxy_port") 2>/dev/null && break; sleep 0.1; done
 kill -0 "$haproxy_pid" 2>/dev/null || { echo "haproxy did not start:" >&2; cat "$out/haproxy.log" >&2; exit 1; }
 
-"$lt" "${common[@]}" --target http --url "http://127.0.0.1:$haproxy_port/" --warmup 2s --out "$out/haproxy"
-"$lt" "${common[@]}" --target http --url "$BATON_CELL_URL/function/{function}" --warmup 2s --out "$out/baton-again"
+pass "$haproxy_pid" haproxy --target http --url "http://127.0.0.1:$haproxy_port/" --warmup 2s
+pass "$BATON_CELL_PID" baton-again --target http --url "$BATON_CELL_URL/function/{function}" --warmup 2s
 
 python3 "$root/scripts/sweep-table.py" "$out" baton haproxy baton-again

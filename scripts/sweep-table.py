@@ -5,7 +5,8 @@
 
 reads OUT/RUN/summary.json for each RUN and prints, per offered rate, each run's answered
 calls per second, p50 / p99 latency (ms) and failed calls. The first run's phases set
-the rows."""
+the rows. Where OUT/RUN/proxy_cpu_s holds the CPU seconds a proxy spent on the run, a
+last line gives its CPU per call (warm-up calls counted)."""
 import json
 import sys
 
@@ -26,6 +27,17 @@ def main() -> None:
             lat = p["latency_ms"]
             cells.append(f"{p['throughput']:.0f}, {fmt(lat['p50'])} / {fmt(lat['p99'])}, {failed}")
         print(f"| {phase['offered_rate']:.0f} | " + " | ".join(cells) + " |")
+    per_call = []
+    for r in runs:
+        try:
+            cpu_s = float(open(f"{out}/{r}/proxy_cpu_s").read())
+        except FileNotFoundError:
+            continue
+        settings = data[r]["settings"]
+        calls = sum(p["calls"] for p in data[r]["phases"]) + settings["warmup_s"] * settings["rates"][0]
+        per_call.append(f"{r} {cpu_s * 1e6 / calls:.0f} µs ({cpu_s:.2f} s for {calls:.0f} calls)")
+    if per_call:
+        print("\nproxy CPU per call (user + system): " + "; ".join(per_call))
 
 
 if __name__ == "__main__":
