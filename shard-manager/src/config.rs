@@ -22,6 +22,8 @@ pub struct ShardManagerConfig {
     pub raft: RaftSection,
     /// Failure detection of cells.
     pub cells: CellsSection,
+    /// What tenants' functions may run.
+    pub functions: FunctionsSection,
     /// Logging.
     pub log: LoggingConfig,
 }
@@ -126,6 +128,17 @@ impl Default for CellsSection {
             move_cooldown: Duration::from_secs(30),
         }
     }
+}
+
+/// What tenants' functions may run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FunctionsSection {
+    /// Executables functions may run on the workers: absolute paths, or folders ending in
+    /// `/` (any program under them). A registration naming another is refused (`400`,
+    /// field `executable`); functions registered before a change keep running. Empty:
+    /// any absolute path, for development only. Default: `[]`.
+    pub executables: Vec<String>,
 }
 
 /// Parses `initial_members` entries (`"ID=HOST:PORT"`).

@@ -1,8 +1,8 @@
-//! The federation's shard manager: cell membership, failover and rebalancing over a
-//! raft-replicated federation state. So far: the state and its commands, durable raft
-//! storage and the gRPC transport, and the pure failover and rebalancing decisions; the
-//! service and binary follow (issue 4).
+//! The federation's shard manager: tenants, API keys, the function catalog, cell
+//! membership, failover and rebalancing over a raft-replicated federation state, served
+//! over gRPC (the ShardManager API and the shard-map stream) by `baton-shard-manager`.
 
+pub mod admission;
 pub mod config;
 pub mod daemon;
 pub mod failover;

@@ -16,6 +16,7 @@ use baton_proto::shard::{
     CellHeartbeatRequest, PutFunctionRequest, PutTenantRequest, RegisterCellRequest, WatchShardMapRequest,
     shard_map_event,
 };
+use baton_shard_manager::admission::Executables;
 use baton_shard_manager::raft::network::{Network, TransportService};
 use baton_shard_manager::raft::{self};
 use baton_shard_manager::service::Manager;
@@ -27,6 +28,12 @@ use tonic::transport::Channel;
 const TIMEOUT: Duration = Duration::from_millis(500);
 
 async fn start() -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfile::TempDir) {
+    start_admitting(Executables::default()).await
+}
+
+async fn start_admitting(
+    executables: Executables,
+) -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -36,7 +43,7 @@ async fn start() -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfi
     let node = Raft::new(1, config, network.clone(), log, sm.clone()).await.unwrap();
     node.initialize(BTreeMap::from([(1, BasicNode::new(addr.to_string()))])).await.unwrap();
     node.wait(Some(Duration::from_secs(5))).current_leader(1, "leader").await.unwrap();
-    let manager = Manager::new(node.clone(), sm, network);
+    let manager = Manager::new(node.clone(), sm, network).with_executables(executables);
     tokio::spawn(manager.clone().detect_failures(TIMEOUT, Duration::from_millis(50)));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(
@@ -238,14 +245,7 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
     api.register_cell(cell("c1")).await.unwrap();
     api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
     api.put_function(put("dev", "f", "")).await.unwrap();
-    // c1 stays alive (the failure detector would otherwise change the state under us).
-    let mut beat_api = api.clone();
-    let beats = tokio::spawn(async move {
-        loop {
-            let _ = beat_api.cell_heartbeat(CellHeartbeatRequest { id: "c1".into(), loads: vec![] }).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let beats = keep_beating(&api, "c1");
     let epoch = || {
         let mut api = api.clone();
         async move { api.get_status(GetStatusRequest {}).await.unwrap().into_inner().epoch }
@@ -323,13 +323,7 @@ async fn reads_wait_for_the_epoch_they_ask_for() {
     use baton_proto::shard::{FunctionRef, ListFunctionsRequest};
     let (mut api, _node, _dir) = start().await;
     api.register_cell(cell("c1")).await.unwrap();
-    let mut beat_api = api.clone();
-    let beats = tokio::spawn(async move {
-        loop {
-            let _ = beat_api.cell_heartbeat(CellHeartbeatRequest { id: "c1".into(), loads: vec![] }).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
+    let beats = keep_beating(&api, "c1");
     api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
     let first = api.put_function(put("dev", "f", "")).await.unwrap().into_inner().epoch;
     let f = |min_epoch| FunctionRef { tenant: "dev".into(), name: "f".into(), min_epoch };
@@ -359,4 +353,45 @@ async fn reads_wait_for_the_epoch_they_ask_for() {
     }
     assert!(api.get_function(f(0)).await.is_ok(), "the delete asked for a future epoch did nothing");
     beats.abort();
+}
+
+/// With `functions.executables` set, a registration naming another program is refused
+/// naming the field, a batch holding one is refused whole, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_executables_are_registered() {
+    use baton_proto::shard::{GetStatusRequest, PutFunctionsRequest};
+    let allowed = Executables::new(vec!["/opt/fns/".into(), "/bin/true".into()]).unwrap();
+    let (mut api, _node, _dir) = start_admitting(allowed).await;
+    api.register_cell(cell("c1")).await.unwrap();
+    let beats = keep_beating(&api, "c1");
+    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
+    let with = |name: &str, executable: &str| PutFunctionRequest {
+        spec_json: format!(r#"{{"executable":"{executable}"}}"#),
+        ..put("dev", name, "")
+    };
+    api.put_function(with("a", "/bin/true")).await.unwrap();
+    api.put_function(with("b", "/opt/fns/resize")).await.unwrap();
+    let epoch = api.get_status(GetStatusRequest {}).await.unwrap().into_inner().epoch;
+    for executable in ["/bin/sh", "/opt/fns/../../bin/sh", "/opt/fnsx/evil"] {
+        let refused = api.put_function(with("c", executable)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{executable}");
+        assert!(refused.message().starts_with("executable: "), "{executable}: {}", refused.message());
+    }
+    let batch = PutFunctionsRequest { functions: vec![with("d", "/opt/fns/d"), with("e", "/usr/bin/python3")] };
+    let refused = api.put_functions(batch).await.unwrap_err();
+    assert!(refused.message().starts_with("functions[1].executable: "), "{}", refused.message());
+    assert_eq!(api.get_status(GetStatusRequest {}).await.unwrap().into_inner().epoch, epoch, "nothing stored");
+    beats.abort();
+}
+
+/// Heartbeats for cell `id` every 50 ms (the failure detector would otherwise change the
+/// state under a test), until the task is aborted.
+fn keep_beating(api: &ShardManagerClient<Channel>, id: &'static str) -> tokio::task::JoinHandle<()> {
+    let mut api = api.clone();
+    tokio::spawn(async move {
+        loop {
+            let _ = api.cell_heartbeat(CellHeartbeatRequest { id: id.into(), loads: vec![] }).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
 }

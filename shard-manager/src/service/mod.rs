@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
+use crate::admission::Executables;
 use crate::failover::failover;
 use crate::raft::network::{Network, WriteError};
 use crate::raft::{StateMachine, TypeConfig};
@@ -51,6 +52,8 @@ pub struct Manager {
     loads: Arc<Mutex<BTreeMap<String, f64>>>,
     /// The placement ring and the cells it was built from.
     ring: Arc<Mutex<Option<PlacementRing>>>,
+    /// What tenants' functions may run.
+    executables: Arc<Executables>,
 }
 
 /// Longest a read waits for this replica to apply the epoch its caller asks for.
@@ -70,7 +73,21 @@ fn write_status(e: WriteError) -> Status {
 impl Manager {
     /// A service over this replica's raft node and state machine.
     pub fn new(raft: Raft<TypeConfig>, sm: StateMachine, network: Network) -> Self {
-        Self { raft, sm, network, heard: Arc::default(), loads: Arc::default(), ring: Arc::default() }
+        Self {
+            raft,
+            sm,
+            network,
+            heard: Arc::default(),
+            loads: Arc::default(),
+            ring: Arc::default(),
+            executables: Arc::default(),
+        }
+    }
+
+    /// Admits only functions that run one of `executables` (the default admits any).
+    pub fn with_executables(mut self, executables: Executables) -> Self {
+        self.executables = Arc::new(executables);
+        self
     }
 
     async fn write(&self, command: Command) -> Result<(u64, Option<u64>), Status> {
