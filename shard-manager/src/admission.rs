@@ -1,43 +1,88 @@
-//! What tenants may run: the operator's list of executables. A function's sandboxes run
-//! its `executable` on the workers, so a federation open to tenants names the programs (or
-//! the folders of programs) they may use; an empty list admits any absolute path, for
-//! development.
+//! What tenants may register: the operator's admission policy (`[functions]`). A
+//! function's sandboxes run its `executable` on the workers with the resources and scale
+//! it asks for, so a federation open to tenants names the programs (or folders of
+//! programs) they may run and bounds what one function may take. An empty executable list
+//! admits any absolute path, for development.
 
-/// The executables tenants' functions may run.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Executables {
+use std::time::Duration;
+
+use baton_cell::function::{FunctionSpec, Runtime};
+
+use crate::config::FunctionsSection;
+
+/// The admission policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
     /// Absolute paths; one ending in `/` admits everything under that folder.
-    allowed: Vec<String>,
+    executables: Vec<String>,
+    max_scale: u32,
+    max_cpu_millis: u32,
+    max_memory_mib: u64,
+    max_timeout: Duration,
 }
 
-impl Executables {
-    /// A list from `functions.executables`; every entry must be an absolute path.
-    pub fn new(allowed: Vec<String>) -> Result<Self, String> {
-        for (i, entry) in allowed.iter().enumerate() {
+impl Default for Admission {
+    fn default() -> Self {
+        Self::new(&FunctionsSection::default()).expect("the defaults are valid")
+    }
+}
+
+impl Admission {
+    /// The policy `[functions]` describes; every executable entry must be an absolute path.
+    pub fn new(section: &FunctionsSection) -> Result<Self, String> {
+        for (i, entry) in section.executables.iter().enumerate() {
             if !entry.starts_with('/') || !plain(entry) {
                 return Err(format!(
                     "functions.executables[{i}]: {entry:?} must be an absolute path without . or .. parts"
                 ));
             }
         }
-        Ok(Self { allowed })
+        Ok(Self {
+            executables: section.executables.clone(),
+            max_scale: section.max_scale,
+            max_cpu_millis: section.max_cpu_millis,
+            max_memory_mib: section.max_memory_mib,
+            max_timeout: section.max_timeout,
+        })
+    }
+
+    /// Checks a (valid) spec against the policy; the error is `field: why`.
+    pub fn check(&self, spec: &FunctionSpec) -> Result<(), String> {
+        if spec.runtime == Runtime::Process && !self.admits(&spec.executable) {
+            return Err(format!(
+                "executable: {:?} is not one this federation runs (allowed: {})",
+                spec.executable,
+                self.executables.join(", ")
+            ));
+        }
+        let over = |field: &str, limit: &dyn std::fmt::Display| {
+            Err(format!("{field}: is over this federation's limit of {limit}"))
+        };
+        if spec.scaling.max_scale > self.max_scale {
+            return over("scaling.max_scale", &self.max_scale);
+        }
+        if spec.resources.cpu_millis > self.max_cpu_millis {
+            return over("resources.cpu_millis", &self.max_cpu_millis);
+        }
+        if spec.resources.memory_mib > self.max_memory_mib {
+            return over("resources.memory_mib", &self.max_memory_mib);
+        }
+        if spec.timeout > self.max_timeout {
+            return over("timeout", &humantime_serde::re::humantime::format_duration(self.max_timeout));
+        }
+        Ok(())
     }
 
     /// Whether a function may run `executable`.
-    pub fn admits(&self, executable: &str) -> bool {
-        self.allowed.is_empty()
+    fn admits(&self, executable: &str) -> bool {
+        self.executables.is_empty()
             || plain(executable)
-                && self.allowed.iter().any(|entry| match entry.strip_suffix('/') {
+                && self.executables.iter().any(|entry| match entry.strip_suffix('/') {
                     Some(folder) => {
                         executable.strip_prefix(folder).is_some_and(|rest| rest.len() > 1 && rest.starts_with('/'))
                     }
                     None => executable == entry,
                 })
-    }
-
-    /// The list, for error messages.
-    pub fn describe(&self) -> String {
-        self.allowed.join(", ")
     }
 }
 
@@ -50,29 +95,76 @@ fn plain(path: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn spec(json: &str) -> FunctionSpec {
+        baton_cell::function::federated_spec("dev", "f", json).unwrap()
+    }
+
+    fn executables(list: &[&str]) -> Admission {
+        let section =
+            FunctionsSection { executables: list.iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        Admission::new(&section).unwrap()
+    }
+
+    fn runs(policy: &Admission, executable: &str) -> bool {
+        policy.check(&spec(&format!(r#"{{"executable":"{executable}"}}"#))).is_ok()
+    }
+
     #[test]
-    fn an_empty_list_admits_anything() {
-        assert!(Executables::default().admits("/bin/sh"));
+    fn an_empty_list_admits_any_executable() {
+        assert!(runs(&Admission::default(), "/bin/sh"));
     }
 
     #[test]
     fn paths_match_exactly_and_folders_by_prefix() {
-        let list = Executables::new(vec!["/opt/fns/".into(), "/usr/bin/echo-fn".into()]).unwrap();
-        assert!(list.admits("/opt/fns/resize"));
-        assert!(list.admits("/opt/fns/img/resize"));
-        assert!(list.admits("/usr/bin/echo-fn"));
-        assert!(!list.admits("/usr/bin/echo-fn2"), "a file entry is not a prefix");
-        assert!(!list.admits("/opt/fns"), "the folder itself is no program");
-        assert!(!list.admits("/opt/fns/"), "the folder itself is no program");
-        assert!(!list.admits("/opt/fnsx/evil"), "a folder entry matches whole parts");
-        assert!(!list.admits("/bin/sh"));
-        assert!(!list.admits("/opt/fns/../../bin/sh"), "no way out of the folder");
-        assert!(!list.admits("/opt/fns/./x"));
+        let policy = executables(&["/opt/fns/", "/usr/bin/echo-fn"]);
+        assert!(runs(&policy, "/opt/fns/resize"));
+        assert!(runs(&policy, "/opt/fns/img/resize"));
+        assert!(runs(&policy, "/usr/bin/echo-fn"));
+        assert!(!runs(&policy, "/usr/bin/echo-fn2"), "a file entry is not a prefix");
+        assert!(!runs(&policy, "/opt/fns/"), "the folder itself is no program");
+        assert!(!runs(&policy, "/opt/fnsx/evil"), "a folder entry matches whole parts");
+        assert!(!runs(&policy, "/bin/sh"));
+        assert!(!runs(&policy, "/opt/fns/../../bin/sh"), "no way out of the folder");
+        assert!(!runs(&policy, "/opt/fns/./x"));
+        let refusal = policy.check(&spec(r#"{"executable":"/bin/sh"}"#)).unwrap_err();
+        assert!(refusal.starts_with("executable: \"/bin/sh\""), "{refusal}");
+    }
+
+    #[test]
+    fn emulated_functions_run_no_executable() {
+        assert!(executables(&["/opt/fns/"]).check(&spec(r#"{"runtime":"emulated"}"#)).is_ok());
     }
 
     #[test]
     fn entries_must_be_absolute_and_plain() {
-        assert!(Executables::new(vec!["opt/fns/".into()]).unwrap_err().contains("executables[0]"));
-        assert!(Executables::new(vec!["/ok".into(), "/opt/../bin/".into()]).unwrap_err().contains("executables[1]"));
+        let section = |list: &[&str]| FunctionsSection {
+            executables: list.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert!(Admission::new(&section(&["opt/fns/"])).unwrap_err().contains("executables[0]"));
+        assert!(Admission::new(&section(&["/ok", "/opt/../bin/"])).unwrap_err().contains("executables[1]"));
+    }
+
+    #[test]
+    fn limits_bound_scale_resources_and_timeout_at_the_limit_included() {
+        let policy = Admission::new(&FunctionsSection {
+            max_scale: 100,
+            max_cpu_millis: 1000,
+            max_memory_mib: 512,
+            max_timeout: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .unwrap();
+        let at_limits = r#"{"executable":"/f","scaling":{"max_scale":100},"resources":{"cpu_millis":1000,"memory_mib":512},"timeout":"60s"}"#;
+        assert_eq!(policy.check(&spec(at_limits)), Ok(()));
+        for (json, field) in [
+            (r#"{"executable":"/f","scaling":{"max_scale":101}}"#, "scaling.max_scale"),
+            (r#"{"executable":"/f","resources":{"cpu_millis":1001}}"#, "resources.cpu_millis"),
+            (r#"{"executable":"/f","resources":{"memory_mib":513}}"#, "resources.memory_mib"),
+            (r#"{"executable":"/f","timeout":"61s"}"#, "timeout"),
+        ] {
+            let refusal = policy.check(&spec(json)).unwrap_err();
+            assert!(refusal.starts_with(&format!("{field}: is over")), "{json}: {refusal}");
+        }
     }
 }

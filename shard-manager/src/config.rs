@@ -130,15 +130,38 @@ impl Default for CellsSection {
     }
 }
 
-/// What tenants' functions may run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// What tenants may register (admission). A registration outside these bounds is refused
+/// naming the field (`400` through the router); functions registered before a change keep
+/// running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FunctionsSection {
     /// Executables functions may run on the workers: absolute paths, or folders ending in
-    /// `/` (any program under them). A registration naming another is refused (`400`,
-    /// field `executable`); functions registered before a change keep running. Empty:
-    /// any absolute path, for development only. Default: `[]`.
+    /// `/` (any program under them). Empty: any absolute path, for development only.
+    /// Default: `[]`.
     pub executables: Vec<String>,
+    /// Most sandboxes one function may ask for (`scaling.max_scale`). Default: 1000.
+    pub max_scale: u32,
+    /// Most CPU one sandbox may ask for, in thousandths of a core. Default: 8000.
+    pub max_cpu_millis: u32,
+    /// Most memory one sandbox may ask for, MiB. Default: 16384.
+    pub max_memory_mib: u64,
+    /// Longest call timeout a function may ask for. Default: `"15m"` (the router's
+    /// `call_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub max_timeout: Duration,
+}
+
+impl Default for FunctionsSection {
+    fn default() -> Self {
+        Self {
+            executables: Vec::new(),
+            max_scale: 1000,
+            max_cpu_millis: 8000,
+            max_memory_mib: 16384,
+            max_timeout: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 /// Parses `initial_members` entries (`"ID=HOST:PORT"`).

@@ -12,7 +12,7 @@ use baton_proto::shard::shard_manager_server::ShardManagerServer;
 use baton_service::admin::{AdminServer, Readiness};
 use openraft::{BasicNode, Raft};
 
-use crate::admission::Executables;
+use crate::admission::Admission;
 use crate::config::{ShardManagerConfig, parse_members};
 use crate::raft::network::{Network, TransportService};
 use crate::service::Manager;
@@ -22,7 +22,7 @@ pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
     let node = &config.node;
     anyhow::ensure!(node.id > 0, "node.id: must be at least 1");
     let members = parse_members(&node.initial_members).map_err(anyhow::Error::msg)?;
-    let executables = Executables::new(config.functions.executables.clone()).map_err(anyhow::Error::msg)?;
+    let admission = Admission::new(&config.functions).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(node.listen)
         .await
         .with_context(|| format!("node.listen: binding {}", node.listen))?;
@@ -45,7 +45,7 @@ pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
     let network = Network::default();
     let raft = Raft::new(node.id, raft_config, network.clone(), log, sm.clone()).await.context("starting raft")?;
 
-    let manager = Manager::new(raft.clone(), sm, network).with_executables(executables);
+    let manager = Manager::new(raft.clone(), sm, network).with_admission(admission);
     tokio::spawn(manager.clone().detect_failures(config.cells.heartbeat_timeout, config.cells.failover_interval));
     let c = &config.cells;
     tokio::spawn(manager.clone().rebalance(crate::service::RebalanceSettings {

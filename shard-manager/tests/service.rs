@@ -16,7 +16,8 @@ use baton_proto::shard::{
     CellHeartbeatRequest, PutFunctionRequest, PutTenantRequest, RegisterCellRequest, WatchShardMapRequest,
     shard_map_event,
 };
-use baton_shard_manager::admission::Executables;
+use baton_shard_manager::admission::Admission;
+use baton_shard_manager::config::FunctionsSection;
 use baton_shard_manager::raft::network::{Network, TransportService};
 use baton_shard_manager::raft::{self};
 use baton_shard_manager::service::Manager;
@@ -28,11 +29,11 @@ use tonic::transport::Channel;
 const TIMEOUT: Duration = Duration::from_millis(500);
 
 async fn start() -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfile::TempDir) {
-    start_admitting(Executables::default()).await
+    start_admitting(Admission::default()).await
 }
 
 async fn start_admitting(
-    executables: Executables,
+    admission: Admission,
 ) -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -43,7 +44,7 @@ async fn start_admitting(
     let node = Raft::new(1, config, network.clone(), log, sm.clone()).await.unwrap();
     node.initialize(BTreeMap::from([(1, BasicNode::new(addr.to_string()))])).await.unwrap();
     node.wait(Some(Duration::from_secs(5))).current_leader(1, "leader").await.unwrap();
-    let manager = Manager::new(node.clone(), sm, network).with_executables(executables);
+    let manager = Manager::new(node.clone(), sm, network).with_admission(admission);
     tokio::spawn(manager.clone().detect_failures(TIMEOUT, Duration::from_millis(50)));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(
@@ -355,13 +356,18 @@ async fn reads_wait_for_the_epoch_they_ask_for() {
     beats.abort();
 }
 
-/// With `functions.executables` set, a registration naming another program is refused
-/// naming the field, a batch holding one is refused whole, and nothing is stored.
+/// With `[functions]` set, a registration naming another program (or asking for more than
+/// a limit) is refused naming the field, a batch holding one is refused whole, and nothing
+/// is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_allowed_executables_are_registered() {
     use baton_proto::shard::{GetStatusRequest, PutFunctionsRequest};
-    let allowed = Executables::new(vec!["/opt/fns/".into(), "/bin/true".into()]).unwrap();
-    let (mut api, _node, _dir) = start_admitting(allowed).await;
+    let section = FunctionsSection {
+        executables: vec!["/opt/fns/".into(), "/bin/true".into()],
+        max_scale: 100,
+        ..Default::default()
+    };
+    let (mut api, _node, _dir) = start_admitting(Admission::new(&section).unwrap()).await;
     api.register_cell(cell("c1")).await.unwrap();
     let beats = keep_beating(&api, "c1");
     api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
@@ -380,6 +386,12 @@ async fn only_allowed_executables_are_registered() {
     let batch = PutFunctionsRequest { functions: vec![with("d", "/opt/fns/d"), with("e", "/usr/bin/python3")] };
     let refused = api.put_functions(batch).await.unwrap_err();
     assert!(refused.message().starts_with("functions[1].executable: "), "{}", refused.message());
+    let greedy = PutFunctionRequest {
+        spec_json: r#"{"executable":"/bin/true","scaling":{"max_scale":101}}"#.into(),
+        ..put("dev", "g", "")
+    };
+    let refused = api.put_function(greedy).await.unwrap_err();
+    assert!(refused.message().starts_with("scaling.max_scale: is over"), "{}", refused.message());
     assert_eq!(api.get_status(GetStatusRequest {}).await.unwrap().into_inner().epoch, epoch, "nothing stored");
     beats.abort();
 }

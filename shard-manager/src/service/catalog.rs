@@ -1,6 +1,6 @@
 //! The function catalog's RPCs: register, read, list, delete and move functions.
 
-use baton_cell::function::{Runtime, federated_name, federated_spec};
+use baton_cell::function::{federated_name, federated_spec};
 use baton_proto::cell::PutFunctionRequest as CellPutFunction;
 use baton_proto::cell::cell_control_client::CellControlClient;
 use baton_proto::shard::{
@@ -11,7 +11,7 @@ use baton_shardmap::{CellId, CellState, ShardMap};
 use tonic::Status;
 
 use super::{Manager, required};
-use crate::admission::Executables;
+use crate::admission::Admission;
 use crate::state::{Command, FederationState, FunctionRecord, function_id};
 
 /// Longest a target cell may take to accept a function's spec.
@@ -42,18 +42,11 @@ fn prewarmed(
 }
 
 /// Checks a registration's fields, spec and executable; refusals name the field.
-fn check_put(r: &PutFunctionRequest, executables: &Executables) -> Result<(), Status> {
+fn check_put(r: &PutFunctionRequest, admission: &Admission) -> Result<(), Status> {
     let (tenant, name) = (required("tenant", &r.tenant)?, required("name", &r.name)?);
     // Refused here with the field named, so nothing invalid is stored or pushed.
     let spec = federated_spec(tenant, name, &r.spec_json).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    if spec.runtime == Runtime::Process && !executables.admits(&spec.executable) {
-        return Err(Status::invalid_argument(format!(
-            "executable: {:?} is not one this federation runs (allowed: {})",
-            spec.executable,
-            executables.describe()
-        )));
-    }
-    Ok(())
+    admission.check(&spec).map_err(Status::invalid_argument)
 }
 
 fn info(state: &FederationState, id: &str) -> Option<FunctionInfo> {
@@ -71,7 +64,7 @@ fn info(state: &FederationState, id: &str) -> Option<FunctionInfo> {
 
 impl Manager {
     pub(super) async fn put_function_inner(&self, r: PutFunctionRequest) -> Result<PutFunctionResponse, Status> {
-        check_put(&r, &self.executables)?;
+        check_put(&r, &self.admission)?;
         let planned = self.sm.read(|state| self.plan_put(state, r)).await?;
         let command = Command::PutFunction { record: planned.record, cell: planned.cell.clone() };
         let (epoch, generation) = self.write(command).await?;
@@ -90,7 +83,7 @@ impl Manager {
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, f) in r.functions.iter().enumerate() {
-            check_put(f, &self.executables)
+            check_put(f, &self.admission)
                 .map_err(|e| Status::invalid_argument(format!("functions[{i}].{}", e.message())))?;
             if !seen.insert((f.tenant.as_str(), f.name.as_str())) {
                 return Err(Status::invalid_argument(format!("functions[{i}].name: {} appears twice", f.name)));

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-use crate::admission::Executables;
+use crate::admission::Admission;
 use crate::failover::failover;
 use crate::raft::network::{Network, WriteError};
 use crate::raft::{StateMachine, TypeConfig};
@@ -52,8 +52,8 @@ pub struct Manager {
     loads: Arc<Mutex<BTreeMap<String, f64>>>,
     /// The placement ring and the cells it was built from.
     ring: Arc<Mutex<Option<PlacementRing>>>,
-    /// What tenants' functions may run.
-    executables: Arc<Executables>,
+    /// What tenants may register.
+    admission: Arc<Admission>,
 }
 
 /// Longest a read waits for this replica to apply the epoch its caller asks for.
@@ -80,13 +80,13 @@ impl Manager {
             heard: Arc::default(),
             loads: Arc::default(),
             ring: Arc::default(),
-            executables: Arc::default(),
+            admission: Arc::default(),
         }
     }
 
-    /// Admits only functions that run one of `executables` (the default admits any).
-    pub fn with_executables(mut self, executables: Executables) -> Self {
-        self.executables = Arc::new(executables);
+    /// Admits only functions within `admission` (the default: `[functions]`'s defaults).
+    pub fn with_admission(mut self, admission: Admission) -> Self {
+        self.admission = Arc::new(admission);
         self
     }
 
