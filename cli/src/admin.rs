@@ -40,6 +40,10 @@ pub enum TenantsCommand {
         /// Region its functions live in unless they say otherwise.
         #[arg(long, default_value = "local")]
         region: String,
+        /// Most functions it may have; 0: the federation's default
+        /// (the shard manager's functions.max_per_tenant).
+        #[arg(long, default_value_t = 0)]
+        max_functions: u32,
         #[command(flatten)]
         manager: ManagerArgs,
     },
@@ -150,8 +154,8 @@ pub struct MoveArgs {
 
 /// Runs a `baton tenants` command.
 pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
-    let TenantsCommand::Create { name, region, manager } = command;
-    let request = PutTenantRequest { name: name.clone(), default_region: region };
+    let TenantsCommand::Create { name, region, max_functions, manager } = command;
+    let request = PutTenantRequest { name: name.clone(), default_region: region, max_functions };
     manager.connect().await?.put_tenant(request).await.map_err(refused)?;
     println!("tenant {name} ready");
     Ok(())

@@ -63,7 +63,10 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
-    client.put_tenant(PutTenantRequest { name: "bench".into(), default_region: "local".into() }).await.unwrap();
+    client
+        .put_tenant(PutTenantRequest { name: "bench".into(), default_region: "local".into(), max_functions: 0 })
+        .await
+        .unwrap();
 
     // One at a time, with a follower of the map timing each delta's arrival.
     let mut stream = client.watch_shard_map(WatchShardMapRequest {}).await.unwrap().into_inner();

@@ -1,7 +1,9 @@
 //! What tenants may register: the operator's admission policy (`[functions]`). A
 //! function's sandboxes run its `executable` on the workers with the resources and scale
 //! it asks for, so a federation open to tenants names the programs (or folders of
-//! programs) they may run and bounds what one function may take. An empty executable list
+//! programs) they may run and bounds what one function may take, and how many functions a
+//! tenant may have (the limit is stored with the tenant, so every replica enforces the same
+//! one when the registration commits). An empty executable list
 //! admits any absolute path, for development.
 
 use std::time::Duration;
@@ -19,6 +21,7 @@ pub struct Admission {
     max_cpu_millis: u32,
     max_memory_mib: u64,
     max_timeout: Duration,
+    max_per_tenant: u32,
 }
 
 impl Default for Admission {
@@ -43,6 +46,7 @@ impl Admission {
             max_cpu_millis: section.max_cpu_millis,
             max_memory_mib: section.max_memory_mib,
             max_timeout: section.max_timeout,
+            max_per_tenant: section.max_per_tenant,
         })
     }
 
@@ -54,6 +58,12 @@ impl Admission {
                 spec.executable,
                 self.executables.join(", ")
             ));
+        }
+        // The dynamic loader's variables would let an allowed program load any other code.
+        if !self.executables.is_empty()
+            && let Some(name) = spec.env.keys().find(|name| name.starts_with("LD_"))
+        {
+            return Err(format!("env.{name}: the dynamic loader's variables are not allowed on this federation"));
         }
         let over = |field: &str, limit: &dyn std::fmt::Display| {
             Err(format!("{field}: is over this federation's limit of {limit}"))
@@ -71,6 +81,11 @@ impl Admission {
             return over("timeout", &humantime_serde::re::humantime::format_duration(self.max_timeout));
         }
         Ok(())
+    }
+
+    /// Most functions a tenant created without a limit of its own may have.
+    pub fn max_per_tenant(&self) -> u32 {
+        self.max_per_tenant
     }
 
     /// Whether a function may run `executable`.
@@ -128,6 +143,15 @@ mod tests {
         assert!(!runs(&policy, "/opt/fns/./x"));
         let refusal = policy.check(&spec(r#"{"executable":"/bin/sh"}"#)).unwrap_err();
         assert!(refusal.starts_with("executable: \"/bin/sh\""), "{refusal}");
+    }
+
+    #[test]
+    fn with_a_list_the_loader_cannot_be_pointed_elsewhere() {
+        let preload = r#"{"executable":"/opt/fns/f","env":{"MODE":"x","LD_PRELOAD":"/tmp/evil.so"}}"#;
+        let refusal = executables(&["/opt/fns/"]).check(&spec(preload)).unwrap_err();
+        assert!(refusal.starts_with("env.LD_PRELOAD: "), "{refusal}");
+        assert!(Admission::default().check(&spec(preload)).is_ok(), "no list, no policy");
+        assert!(executables(&["/opt/fns/"]).check(&spec(r#"{"executable":"/opt/fns/f","env":{"MODE":"x"}}"#)).is_ok());
     }
 
     #[test]

@@ -137,8 +137,9 @@ impl Default for CellsSection {
 #[serde(default, deny_unknown_fields)]
 pub struct FunctionsSection {
     /// Executables functions may run on the workers: absolute paths, or folders ending in
-    /// `/` (any program under them). Empty: any absolute path, for development only.
-    /// Default: `[]`.
+    /// `/` (any program under them; symlinks are followed). With a list, `LD_*` variables
+    /// in a spec's `env` are refused too. Empty: any absolute path, for development only.
+    /// Every replica must have the same section. Default: `[]`.
     pub executables: Vec<String>,
     /// Most sandboxes one function may ask for (`scaling.max_scale`). Default: 1000.
     pub max_scale: u32,
@@ -150,6 +151,10 @@ pub struct FunctionsSection {
     /// `call_timeout`).
     #[serde(with = "humantime_serde")]
     pub max_timeout: Duration,
+    /// Most functions a tenant may have, unless it was created with a limit of its own
+    /// (`PutTenant`'s `max_functions`); the limit is stored with the tenant when it is
+    /// created or updated. Default: 10000.
+    pub max_per_tenant: u32,
 }
 
 impl Default for FunctionsSection {
@@ -160,6 +165,7 @@ impl Default for FunctionsSection {
             max_cpu_millis: 8000,
             max_memory_mib: 16384,
             max_timeout: Duration::from_secs(15 * 60),
+            max_per_tenant: 10_000,
         }
     }
 }

@@ -23,6 +23,12 @@ pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
     anyhow::ensure!(node.id > 0, "node.id: must be at least 1");
     let members = parse_members(&node.initial_members).map_err(anyhow::Error::msg)?;
     let admission = Admission::new(&config.functions).map_err(anyhow::Error::msg)?;
+    if config.functions.executables.is_empty() {
+        tracing::warn!(
+            "functions.executables is empty: tenants' functions may run any program on the workers \
+             (fine for development; list what they may run before opening the federation to tenants)"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(node.listen)
         .await
         .with_context(|| format!("node.listen: binding {}", node.listen))?;

@@ -72,7 +72,7 @@ mod tests {
     /// A federation of `cells`, with `functions` (name, home region, cell) assigned.
     fn federation(cells: &[Cell], functions: &[(String, String, String)]) -> FederationState {
         let mut s = FederationState::default();
-        s.apply(Command::PutTenant(Tenant { name: "t".into(), default_region: "eu".into() }));
+        s.apply(Command::PutTenant(Tenant { name: "t".into(), default_region: "eu".into(), max_functions: 0 }));
         for c in cells {
             s.apply(Command::PutCell(c.clone()));
         }

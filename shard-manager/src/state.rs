@@ -11,7 +11,7 @@
 //! need more (which cell a new function goes to) are made by the leader before it
 //! proposes, and travel in the command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use baton_shardmap::{Assignment, Cell, CellId, CellState, Change, Delta, MapSnapshot, ShardMap};
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,9 @@ pub struct Tenant {
     pub name: String,
     /// Region its functions live in unless they say otherwise.
     pub default_region: String,
+    /// Most functions it may have; 0: no limit (tenants stored before limits existed).
+    #[serde(default)]
+    pub max_functions: u32,
 }
 
 /// A registered function.
@@ -162,13 +165,21 @@ impl FederationState {
                     return Err(format!("tenant {} does not exist", record.tenant));
                 }
                 let id = function_id(&record.tenant, &record.name);
-                if self.assignments.contains_key(&id) { Ok(()) } else { cell_known(cell) }
+                if self.assignments.contains_key(&id) {
+                    return Ok(());
+                }
+                cell_known(cell)?;
+                self.within_limit(&record.tenant, 1)
             }
             Command::PutFunctions(functions) => {
+                let mut new: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
                 for (record, cell) in functions {
                     self.check(&Command::PutFunction { record: record.clone(), cell: cell.clone() })?;
+                    if !self.functions.contains_key(&function_id(&record.tenant, &record.name)) {
+                        new.entry(&record.tenant).or_default().insert(&record.name);
+                    }
                 }
-                Ok(())
+                new.iter().try_for_each(|(tenant, names)| self.within_limit(tenant, names.len()))
             }
             Command::Assign { function, cell } => {
                 if !self.functions.contains_key(function) {
@@ -187,6 +198,20 @@ impl FederationState {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Whether `tenant` may have `more` functions than it has.
+    fn within_limit(&self, tenant: &str, more: usize) -> Result<(), String> {
+        let limit = self.tenants.get(tenant).map_or(0, |t| t.max_functions) as usize;
+        if limit == 0 {
+            return Ok(());
+        }
+        // IDs are `tenant/name`, and '0' follows '/': the tenant's functions are one range.
+        let have = self.functions.range(format!("{tenant}/")..format!("{tenant}0")).count();
+        if have + more > limit {
+            return Err(format!("tenant {tenant} has {have} functions; its limit is {limit}"));
+        }
+        Ok(())
     }
 
     /// Carries out a checked command; returns the function's generation (function
@@ -297,7 +322,7 @@ mod tests {
     #[test]
     fn functions_keep_their_owner_on_update_and_moves_bump_the_generation() {
         let mut s = FederationState::default();
-        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into() }));
+        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 0 }));
         s.apply(Command::PutCell(cell("c1")));
         s.apply(Command::PutCell(cell("c2")));
         let put = |cell: &str| Command::PutFunction { record: function("dev", "echo"), cell: CellId(cell.into()) };
@@ -328,7 +353,7 @@ mod tests {
         s.apply(Command::PutCell(cell("c1")));
         let mut follower = s.shard_map();
         let commands = vec![
-            Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into() }),
+            Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 0 }),
             Command::PutCell(cell("c2")),
             Command::PutFunction { record: function("dev", "a"), cell: CellId("c1".into()) },
             Command::PutFunction { record: function("dev", "b"), cell: CellId("c2".into()) },
@@ -360,7 +385,7 @@ mod tests {
     #[test]
     fn a_batch_is_all_or_nothing_and_one_delta() {
         let mut s = FederationState::default();
-        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into() }));
+        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 0 }));
         s.apply(Command::PutCell(cell("c1")));
         let put = |name: &str, tenant: &str| (function(tenant, name), CellId("c1".into()));
         let before = s.clone();
@@ -387,8 +412,38 @@ mod tests {
             assert!(matches!(s.apply(command), (Outcome::Rejected(_), None)));
         }
         assert_eq!(s, before);
-        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into() }));
+        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 0 }));
         let unknown_cell = s.apply(Command::PutFunction { record: function("dev", "f"), cell: CellId("c1".into()) }).0;
         assert_eq!(unknown_cell, Outcome::Rejected("cell c1 is not registered".into()));
+    }
+
+    /// A tenant's function limit holds for single and batch registrations (a batch over it
+    /// is refused whole), updates do not count, and another tenant's functions (even one
+    /// whose name extends this one's) are not counted.
+    #[test]
+    fn a_tenant_has_at_most_its_limit_of_functions() {
+        let mut s = FederationState::default();
+        let tenant =
+            |name: &str, max_functions| Tenant { name: name.into(), default_region: "local".into(), max_functions };
+        s.apply(Command::PutTenant(tenant("dev", 3)));
+        s.apply(Command::PutTenant(tenant("dev-2", 0)));
+        s.apply(Command::PutCell(cell("c1")));
+        let c1 = || CellId("c1".into());
+        let put = |t: &str, n: &str| Command::PutFunction { record: function(t, n), cell: c1() };
+        for name in ["a", "b"] {
+            assert!(matches!(s.apply(put("dev", name)).0, Outcome::Applied { .. }));
+        }
+        for name in ["x", "y", "z", "w"] {
+            assert!(matches!(s.apply(put("dev-2", name)).0, Outcome::Applied { .. }), "no limit, not counted");
+        }
+        let batch = |names: &[&str]| Command::PutFunctions(names.iter().map(|n| (function("dev", n), c1())).collect());
+        let refused = s.apply(batch(&["a", "c", "d"])).0;
+        assert_eq!(refused, Outcome::Rejected("tenant dev has 2 functions; its limit is 3".into()));
+        assert!(!s.functions.contains_key("dev/c"), "a refused batch stores nothing");
+        assert!(matches!(s.apply(batch(&["a", "b", "c"])).0, Outcome::Applied { .. }), "updates do not count");
+        assert_eq!(s.apply(put("dev", "d")).0, Outcome::Rejected("tenant dev has 3 functions; its limit is 3".into()));
+        assert!(matches!(s.apply(put("dev", "a")).0, Outcome::Applied { .. }), "an update at the limit");
+        s.apply(Command::DeleteFunction { id: "dev/a".into() });
+        assert!(matches!(s.apply(put("dev", "d")).0, Outcome::Applied { .. }), "room again after a delete");
     }
 }

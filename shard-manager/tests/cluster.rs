@@ -82,7 +82,11 @@ async fn sigkill_the_leader(replicas: usize) {
 
     // Writes given to a follower reach the leader.
     let follower = clients.iter().find(|(id, _)| **id != leader).map(|(_, c)| c.clone()).unwrap();
-    follower.clone().put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
+    follower
+        .clone()
+        .put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
+        .await
+        .unwrap();
     follower.clone().register_cell(cell("c1")).await.unwrap();
 
     procs.get_mut(&leader).unwrap().sigkill();
@@ -143,7 +147,9 @@ async fn one_replica_grows_to_three_with_add_replica_and_change_voters() {
     let first = BTreeMap::from([(1, clients[&1].clone())]);
     assert_eq!(agreed_leader(&first, 0, Duration::from_secs(10)).await, 1);
     let mut c1 = clients[&1].clone();
-    c1.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
+    c1.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
+        .await
+        .unwrap();
 
     // Bad input changes nothing.
     for bad in [

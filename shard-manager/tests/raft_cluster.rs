@@ -40,7 +40,7 @@ async fn replica(id: u64, listener: tokio::net::TcpListener) -> Replica {
 }
 
 fn tenant(name: &str) -> Command {
-    Command::PutTenant(Tenant { name: name.into(), default_region: "local".into() })
+    Command::PutTenant(Tenant { name: name.into(), default_region: "local".into(), max_functions: 0 })
 }
 
 async fn leader_of(replicas: &[&Replica], within: Duration) -> u64 {

@@ -97,7 +97,8 @@ async fn start(path: &std::path::Path) -> (openraft::Raft<TypeConfig>, StateMach
 async fn committed_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("raft.redb");
-    let tenant = |name: &str| Command::PutTenant(Tenant { name: name.into(), default_region: "local".into() });
+    let tenant =
+        |name: &str| Command::PutTenant(Tenant { name: name.into(), default_region: "local".into(), max_functions: 0 });
     {
         let (node, _) = start(&path).await;
         node.initialize(BTreeMap::from([(1, BasicNode::default())])).await.unwrap();

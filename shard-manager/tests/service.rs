@@ -28,12 +28,22 @@ use tonic::transport::Channel;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 
+/// One replica whose failure detector fails over a cell silent for [`TIMEOUT`].
 async fn start() -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfile::TempDir) {
-    start_admitting(Admission::default()).await
+    start_with(Admission::default(), TIMEOUT).await
 }
 
+/// One replica admitting `admission`, whose failure detector never fires during a test
+/// (nothing changes the state but the test's own commands).
 async fn start_admitting(
     admission: Admission,
+) -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfile::TempDir) {
+    start_with(admission, Duration::from_secs(3600)).await
+}
+
+async fn start_with(
+    admission: Admission,
+    failover_after: Duration,
 ) -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -45,7 +55,7 @@ async fn start_admitting(
     node.initialize(BTreeMap::from([(1, BasicNode::new(addr.to_string()))])).await.unwrap();
     node.wait(Some(Duration::from_secs(5))).current_leader(1, "leader").await.unwrap();
     let manager = Manager::new(node.clone(), sm, network).with_admission(admission);
-    tokio::spawn(manager.clone().detect_failures(TIMEOUT, Duration::from_millis(50)));
+    tokio::spawn(manager.clone().detect_failures(failover_after, Duration::from_millis(50)));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -72,7 +82,9 @@ async fn cells_functions_the_map_stream_and_failover() {
         })
     };
     let (c1_beating, c2_beating) = (beat("c1"), beat("c2"));
-    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
+    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
+        .await
+        .unwrap();
 
     // A follower of the map, from before the functions exist.
     let mut stream = api.watch_shard_map(WatchShardMapRequest {}).await.unwrap().into_inner();
@@ -193,7 +205,9 @@ async fn placement_and_failover_prefer_the_home_region() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    api.put_tenant(PutTenantRequest { name: "acme".into(), default_region: "eu".into() }).await.unwrap();
+    api.put_tenant(PutTenantRequest { name: "acme".into(), default_region: "eu".into(), max_functions: 0 })
+        .await
+        .unwrap();
     let mut placed = BTreeMap::new();
     for i in 0..12 {
         let r = api.put_function(put("acme", &format!("e{i}"), "")).await.unwrap().into_inner();
@@ -242,11 +256,12 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
         PutFunctionsRequest, RevokeApiKeyRequest, SetCellStateRequest,
     };
     use tonic::Code::{FailedPrecondition, InvalidArgument, NotFound};
-    let (mut api, _node, _dir) = start().await;
+    let (mut api, _node, _dir) = start_admitting(Admission::default()).await;
     api.register_cell(cell("c1")).await.unwrap();
-    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
+    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
+        .await
+        .unwrap();
     api.put_function(put("dev", "f", "")).await.unwrap();
-    let beats = keep_beating(&api, "c1");
     let epoch = || {
         let mut api = api.clone();
         async move { api.get_status(GetStatusRequest {}).await.unwrap().into_inner().epoch }
@@ -260,12 +275,16 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
     };
     let err = |r: Result<tonic::Response<baton_proto::shard::Ack>, tonic::Status>| r.map(|_| ()).err().ok_or(());
     check(
-        err(a.put_tenant(PutTenantRequest { name: "Bad Name".into(), default_region: "x".into() }).await),
+        err(a
+            .put_tenant(PutTenantRequest { name: "Bad Name".into(), default_region: "x".into(), max_functions: 0 })
+            .await),
         InvalidArgument,
         "name",
     );
     check(
-        err(a.put_tenant(PutTenantRequest { name: "ok".into(), default_region: String::new() }).await),
+        err(a
+            .put_tenant(PutTenantRequest { name: "ok".into(), default_region: String::new(), max_functions: 0 })
+            .await),
         InvalidArgument,
         "default_region",
     );
@@ -313,7 +332,6 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
     a.set_cell_state(SetCellStateRequest { cell: "c1".into(), state: "draining".into() }).await.unwrap();
     check(a.move_function(moving("f", "c1")).await.err().ok_or(()), FailedPrecondition, "not active");
     assert_eq!(epoch().await, before + 1, "only the drain was stored");
-    beats.abort();
 }
 
 /// A read that asks for an epoch this replica has not applied waits for it (and then sees
@@ -322,10 +340,11 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_wait_for_the_epoch_they_ask_for() {
     use baton_proto::shard::{FunctionRef, ListFunctionsRequest};
-    let (mut api, _node, _dir) = start().await;
+    let (mut api, _node, _dir) = start_admitting(Admission::default()).await;
     api.register_cell(cell("c1")).await.unwrap();
-    let beats = keep_beating(&api, "c1");
-    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
+    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
+        .await
+        .unwrap();
     let first = api.put_function(put("dev", "f", "")).await.unwrap().into_inner().epoch;
     let f = |min_epoch| FunctionRef { tenant: "dev".into(), name: "f".into(), min_epoch };
 
@@ -353,7 +372,6 @@ async fn reads_wait_for_the_epoch_they_ask_for() {
         assert!(status.message().contains("behind the requested"), "{what}: {}", status.message());
     }
     assert!(api.get_function(f(0)).await.is_ok(), "the delete asked for a future epoch did nothing");
-    beats.abort();
 }
 
 /// With `[functions]` set, a registration naming another program (or asking for more than
@@ -369,8 +387,9 @@ async fn only_allowed_executables_are_registered() {
     };
     let (mut api, _node, _dir) = start_admitting(Admission::new(&section).unwrap()).await;
     api.register_cell(cell("c1")).await.unwrap();
-    let beats = keep_beating(&api, "c1");
-    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into() }).await.unwrap();
+    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
+        .await
+        .unwrap();
     let with = |name: &str, executable: &str| PutFunctionRequest {
         spec_json: format!(r#"{{"executable":"{executable}"}}"#),
         ..put("dev", name, "")
@@ -393,17 +412,29 @@ async fn only_allowed_executables_are_registered() {
     let refused = api.put_function(greedy).await.unwrap_err();
     assert!(refused.message().starts_with("scaling.max_scale: is over"), "{}", refused.message());
     assert_eq!(api.get_status(GetStatusRequest {}).await.unwrap().into_inner().epoch, epoch, "nothing stored");
-    beats.abort();
 }
 
-/// Heartbeats for cell `id` every 50 ms (the failure detector would otherwise change the
-/// state under a test), until the task is aborted.
-fn keep_beating(api: &ShardManagerClient<Channel>, id: &'static str) -> tokio::task::JoinHandle<()> {
-    let mut api = api.clone();
-    tokio::spawn(async move {
-        loop {
-            let _ = api.cell_heartbeat(CellHeartbeatRequest { id: id.into(), loads: vec![] }).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+/// A tenant created without a limit of its own gets the federation's `max_per_tenant`,
+/// stored with it; one created with a limit keeps its own. Past it a registration is
+/// refused (FAILED_PRECONDITION, `409` through the router).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_have_at_most_their_limit_of_functions() {
+    let section = FunctionsSection { max_per_tenant: 2, ..Default::default() };
+    let (mut api, _node, _dir) = start_admitting(Admission::new(&section).unwrap()).await;
+    api.register_cell(cell("c1")).await.unwrap();
+    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
+        .await
+        .unwrap();
+    api.put_tenant(PutTenantRequest { name: "big".into(), default_region: "local".into(), max_functions: 3 })
+        .await
+        .unwrap();
+    for name in ["a", "b"] {
+        api.put_function(put("dev", name, "")).await.unwrap();
+        api.put_function(put("big", name, "")).await.unwrap();
+    }
+    let refused = api.put_function(put("dev", "c", "")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("its limit is 2"), "{}", refused.message());
+    api.put_function(put("big", "c", "")).await.expect("its own limit is 3");
+    assert!(api.put_function(put("big", "d", "")).await.is_err());
 }

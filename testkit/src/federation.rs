@@ -174,7 +174,10 @@ impl Federation {
     /// Creates tenant `name` (region `local`) and returns a new API key for it.
     pub async fn tenant(&self, name: &str) -> String {
         let mut client = self.client().await;
-        client.put_tenant(PutTenantRequest { name: name.into(), default_region: "local".into() }).await.unwrap();
+        client
+            .put_tenant(PutTenantRequest { name: name.into(), default_region: "local".into(), max_functions: 0 })
+            .await
+            .unwrap();
         self.key(name).await
     }
 

@@ -31,7 +31,8 @@ impl Manager {
             )));
         }
         let default_region = required("default_region", &r.default_region)?;
-        let tenant = Tenant { name: name.to_string(), default_region: default_region.to_string() };
+        let max_functions = if r.max_functions == 0 { self.admission.max_per_tenant() } else { r.max_functions };
+        let tenant = Tenant { name: name.to_string(), default_region: default_region.to_string(), max_functions };
         let (epoch, _) = self.write(Command::PutTenant(tenant)).await?;
         Ok(Ack { epoch })
     }
