@@ -36,7 +36,7 @@ for _ in $(seq 600); do [[ -f "$BATON_HOME/env" ]] && break; sleep 0.1; done
 # shellcheck disable=SC1091
 source "$BATON_HOME/env"
 data_plane=$("$bin/baton" cells list | awk 'NR == 2 { print $NF }' | sed 's|^http://||')
-router_pid=$(pgrep -n -x baton-router)
+router_pid=$(pgrep -P "$up_pid" -x baton-router) || { echo "no baton-router under baton up" >&2; exit 1; }
 # shellcheck source=scripts/proxy-cpu.sh
 source "$root/scripts/proxy-cpu.sh"
 

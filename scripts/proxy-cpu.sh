@@ -11,9 +11,11 @@
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
 
 pass() {
-    local pid="$1" run="$2" before
+    local pid="$1" run="$2" before after
     shift 2
     before=$(cpu_s "$pid")
     "$lt" "${common[@]}" "$@" --out "$out/$run"
-    python3 -c "print($(cpu_s "$pid") - $before)" >"$out/$run/proxy_cpu_s"
+    # Fails (set -e) when the proxy died during the pass.
+    after=$(cpu_s "$pid")
+    python3 -c "print($after - $before)" >"$out/$run/proxy_cpu_s"
 }

@@ -89,6 +89,7 @@ async fn put(router: &Router, tenant: String, path_name: Option<String>, body: I
         Err(e) => return bad(&format!("body: not JSON: {e}")),
     };
     let name = request.name.clone();
+    let request = PutFunctionRequest { min_epoch: router.read_epoch(), ..request };
     let answer = router.manager.call(request, |mut c, r| async move { c.put_function(r).await }).await;
     match answer {
         Ok(put) => {
@@ -115,12 +116,12 @@ fn registration(tenant: &str, path_name: Option<String>, mut spec: Value) -> Res
         (None, Some(Value::String(name))) => name.clone(),
         (None, _) => return Err("name: is required".into()),
     };
-    Ok(PutFunctionRequest { tenant: tenant.to_string(), name, spec_json: spec.to_string(), home_region })
+    Ok(PutFunctionRequest { tenant: tenant.to_string(), name, spec_json: spec.to_string(), home_region, min_epoch: 0 })
 }
 
 async fn put_batch(router: &Router, functions: Vec<PutFunctionRequest>) -> Response<Body> {
     let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
-    let request = PutFunctionsRequest { functions };
+    let request = PutFunctionsRequest { functions, min_epoch: router.read_epoch() };
     let answer = router.manager.call(request, |mut c, r| async move { c.put_functions(r).await }).await;
     match answer {
         Ok(put) => {

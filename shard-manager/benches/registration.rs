@@ -17,7 +17,13 @@ use tokio::sync::Semaphore;
 const SPEC: &str = r#"{"executable":"/usr/bin/true"}"#;
 
 fn put(name: String) -> PutFunctionRequest {
-    PutFunctionRequest { tenant: "bench".into(), name, spec_json: SPEC.into(), home_region: String::new() }
+    PutFunctionRequest {
+        tenant: "bench".into(),
+        name,
+        spec_json: SPEC.into(),
+        home_region: String::new(),
+        min_epoch: 0,
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -119,7 +125,7 @@ async fn main() {
         let mut client = client.clone();
         let functions = (0..500).map(|i| put(format!("batch-{b}-{i}"))).collect();
         tasks.push(tokio::spawn(async move {
-            client.put_functions(PutFunctionsRequest { functions }).await.unwrap();
+            client.put_functions(PutFunctionsRequest { functions, min_epoch: 0 }).await.unwrap();
         }));
         if tasks.len() == 4 {
             tasks.remove(0).await.unwrap();

@@ -101,6 +101,7 @@ async fn cells_functions_the_map_stream_and_failover() {
             name: format!("f{i}"),
             spec_json: format!(r#"{{"name":"f{i}","executable":"/bin/true"}}"#),
             home_region: String::new(),
+            min_epoch: 0,
         };
         let response = api.put_function(request).await.unwrap().into_inner();
         assert_eq!(response.generation, 1);
@@ -151,6 +152,7 @@ async fn cells_functions_the_map_stream_and_failover() {
             name: "f".into(),
             spec_json: r#"{"executable":"/bin/true"}"#.into(),
             home_region: String::new(),
+            min_epoch: 0,
         })
         .await
         .unwrap_err();
@@ -162,6 +164,7 @@ async fn cells_functions_the_map_stream_and_failover() {
             name: "g".into(),
             spec_json: spec.into(),
             home_region: "".into(),
+            min_epoch: 0,
         };
         let err = api.put_function(request).await.unwrap_err();
         assert!(err.code() == tonic::Code::InvalidArgument && err.message().starts_with(field), "{err:?}");
@@ -180,6 +183,7 @@ fn put(tenant: &str, name: &str, home_region: &str) -> PutFunctionRequest {
         name: name.into(),
         spec_json: r#"{"executable":"/bin/true"}"#.into(),
         home_region: home_region.into(),
+        min_epoch: 0,
     }
 }
 
@@ -294,13 +298,13 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
     check(a.put_function(put("dev", "", "")).await.err().ok_or(()), InvalidArgument, "name");
     check(a.put_function(put("dev", "Bad", "")).await.err().ok_or(()), InvalidArgument, "name");
     check(
-        a.put_functions(PutFunctionsRequest { functions: vec![] }).await.err().ok_or(()),
+        a.put_functions(PutFunctionsRequest { functions: vec![], min_epoch: 0 }).await.err().ok_or(()),
         InvalidArgument,
         "functions",
     );
-    let twice = PutFunctionsRequest { functions: vec![put("dev", "g", ""), put("dev", "g", "")] };
+    let twice = PutFunctionsRequest { functions: vec![put("dev", "g", ""), put("dev", "g", "")], min_epoch: 0 };
     check(a.put_functions(twice).await.err().ok_or(()), InvalidArgument, "twice");
-    let one_bad = PutFunctionsRequest { functions: vec![put("dev", "g", ""), put("nobody", "h", "")] };
+    let one_bad = PutFunctionsRequest { functions: vec![put("dev", "g", ""), put("nobody", "h", "")], min_epoch: 0 };
     check(a.put_functions(one_bad).await.err().ok_or(()), NotFound, "functions[1]");
     let missing = FunctionRef { tenant: "dev".into(), name: "nope".into(), min_epoch: 0 };
     check(a.get_function(missing.clone()).await.err().ok_or(()), NotFound, "dev/nope");
@@ -336,7 +340,8 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
 
 /// A read that asks for an epoch this replica has not applied waits for it (and then sees
 /// the write that made it), or answers UNAVAILABLE after a second so the caller asks
-/// another replica: a reader that saw epoch N never gets an older state.
+/// another replica: a reader that saw epoch N never gets an older state. Writes plan from
+/// a state at least as new in the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_wait_for_the_epoch_they_ask_for() {
     use baton_proto::shard::{FunctionRef, ListFunctionsRequest};
@@ -366,12 +371,27 @@ async fn reads_wait_for_the_epoch_they_ask_for() {
             "list",
             api.list_functions(ListFunctionsRequest { min_epoch: first + 100, ..Default::default() }).await.map(|_| ()),
         ),
+        (
+            "put",
+            api.put_function(PutFunctionRequest { min_epoch: first + 100, ..put("dev", "h", "") }).await.map(|_| ()),
+        ),
+        (
+            "batch",
+            api.put_functions(baton_proto::shard::PutFunctionsRequest {
+                functions: vec![put("dev", "h", "")],
+                min_epoch: first + 100,
+            })
+            .await
+            .map(|_| ()),
+        ),
     ] {
         let status = answer.expect_err(what);
         assert_eq!(status.code(), tonic::Code::Unavailable, "{what}: {status:?}");
         assert!(status.message().contains("behind the requested"), "{what}: {}", status.message());
     }
     assert!(api.get_function(f(0)).await.is_ok(), "the delete asked for a future epoch did nothing");
+    let h = FunctionRef { tenant: "dev".into(), name: "h".into(), min_epoch: 0 };
+    assert_eq!(api.get_function(h).await.unwrap_err().code(), tonic::Code::NotFound, "nor did the puts");
 }
 
 /// With `[functions]` set, a registration naming another program (or asking for more than
@@ -402,7 +422,8 @@ async fn only_allowed_executables_are_registered() {
         assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{executable}");
         assert!(refused.message().starts_with("executable: "), "{executable}: {}", refused.message());
     }
-    let batch = PutFunctionsRequest { functions: vec![with("d", "/opt/fns/d"), with("e", "/usr/bin/python3")] };
+    let batch =
+        PutFunctionsRequest { functions: vec![with("d", "/opt/fns/d"), with("e", "/usr/bin/python3")], min_epoch: 0 };
     let refused = api.put_functions(batch).await.unwrap_err();
     assert!(refused.message().starts_with("functions[1].executable: "), "{}", refused.message());
     let greedy = PutFunctionRequest {

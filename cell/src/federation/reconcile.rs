@@ -51,6 +51,9 @@ impl Reconciler {
     pub async fn run(self, mut events: mpsc::UnboundedReceiver<MapEvent>, mut stopped: watch::Receiver<bool>) {
         let mut pending = Pending::default();
         let mut retry = tokio::time::interval(Duration::from_secs(1));
+        // After a long round (replicas behind, each waited for), wait a second again
+        // rather than catching up on the ticks missed.
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -92,9 +95,7 @@ impl Reconciler {
         for (id, epoch) in std::mem::take(&mut pending.fetch) {
             if let Err(e) = self.fetch(&id, epoch).await {
                 tracing::warn!(function = %id, error = %e, "fetching an assigned function failed; retrying");
-                // A newer assignment noted meanwhile asks for a newer state.
-                let wanted = pending.fetch.entry(id).or_insert(epoch);
-                *wanted = (*wanted).max(epoch);
+                pending.fetch.insert(id, epoch);
             }
         }
     }

@@ -65,6 +65,7 @@ fn info(state: &FederationState, id: &str) -> Option<FunctionInfo> {
 impl Manager {
     pub(super) async fn put_function_inner(&self, r: PutFunctionRequest) -> Result<PutFunctionResponse, Status> {
         check_put(&r, &self.admission)?;
+        self.caught_up(r.min_epoch).await?;
         let planned = self.sm.read(|state| self.plan_put(state, r)).await?;
         let command = Command::PutFunction { record: planned.record, cell: planned.cell.clone() };
         let (epoch, generation) = self.write(command).await?;
@@ -89,6 +90,7 @@ impl Manager {
                 return Err(Status::invalid_argument(format!("functions[{i}].name: {} appears twice", f.name)));
             }
         }
+        self.caught_up(r.min_epoch).await?;
         let planned = self
             .sm
             .read(|state| {
