@@ -30,6 +30,7 @@ pub async fn functions(
             let request = ListFunctionsRequest { tenant, cell: String::new(), min_epoch: router.read_epoch() };
             let listed = manager.call(request, |mut c, r| async move { c.list_functions(r).await }).await;
             listed.map(|list| {
+                router.saw(list.epoch);
                 let functions: Vec<Value> = list.functions.iter().map(describe).collect();
                 json_response(StatusCode::OK, &json!({ "functions": functions }))
             })
@@ -38,17 +39,17 @@ pub async fn functions(
         (Method::PUT, Some(name)) => return put(router, tenant, Some(name.to_string()), body).await,
         (Method::GET, Some(name)) => {
             let request = FunctionRef { tenant, name: name.into(), min_epoch: router.read_epoch() };
-            manager
-                .call(request, |mut c, r| async move { c.get_function(r).await })
-                .await
-                .map(|f| json_response(StatusCode::OK, &describe(&f)))
+            manager.call(request, |mut c, r| async move { c.get_function(r).await }).await.map(|f| {
+                router.saw(f.epoch);
+                json_response(StatusCode::OK, &describe(&f))
+            })
         }
         (Method::DELETE, Some(name)) => {
             let request = FunctionRef { tenant, name: name.into(), min_epoch: router.read_epoch() };
             manager
                 .call(request, |mut c, r| async move { c.delete_function(r).await })
                 .await
-                .map(|ack| router.wrote(ack.epoch))
+                .map(|ack| router.saw(ack.epoch))
                 .map(|()| Response::builder().status(StatusCode::NO_CONTENT).body(full(Bytes::new())).expect("valid"))
         }
         (_, None) => return not_allowed("GET, POST"),
@@ -93,7 +94,7 @@ async fn put(router: &Router, tenant: String, path_name: Option<String>, body: I
     let answer = router.manager.call(request, |mut c, r| async move { c.put_function(r).await }).await;
     match answer {
         Ok(put) => {
-            router.wrote(put.epoch);
+            router.saw(put.epoch);
             let status = if put.created { StatusCode::CREATED } else { StatusCode::OK };
             let body = json!({ "name": name, "cell": put.cell, "generation": put.generation, "epoch": put.epoch });
             json_response(status, &body)
@@ -125,7 +126,7 @@ async fn put_batch(router: &Router, functions: Vec<PutFunctionRequest>) -> Respo
     let answer = router.manager.call(request, |mut c, r| async move { c.put_functions(r).await }).await;
     match answer {
         Ok(put) => {
-            router.wrote(put.functions.iter().map(|p| p.epoch).max().unwrap_or(0));
+            router.saw(put.functions.iter().map(|p| p.epoch).max().unwrap_or(0));
             let functions: Vec<Value> = names
                 .iter()
                 .zip(put.functions)

@@ -89,7 +89,7 @@ pub async fn start(config: RouterConfig) -> Result<RunningRouter, StartError> {
         manager: Arc::new(manager),
         upstream: crate::proxy::upstream(),
         config: Arc::new(section),
-        written: Arc::default(),
+        seen: Arc::default(),
     };
     let handler = move |req| {
         let router = router.clone();

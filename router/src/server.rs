@@ -25,21 +25,22 @@ pub struct Router {
     pub upstream: Upstream,
     /// Settings.
     pub config: Arc<RouterSection>,
-    /// The newest epoch a write through this router committed: reads ask the shard
-    /// manager for a state at least this new (and as new as the followed map), so a
-    /// tenant reads its own writes even from a replica that lags.
-    pub written: Arc<AtomicU64>,
+    /// The newest epoch a shard-manager answer through this router carried (a committed
+    /// write, or the state a read was served from): reads and writes ask for a state at
+    /// least this new (and as new as the followed map), so a tenant reads its own writes
+    /// and never an older state than it has seen, whichever replica answers.
+    pub seen: Arc<AtomicU64>,
 }
 
 impl Router {
-    /// The epoch reads through this router must see.
+    /// The epoch requests through this router must see.
     pub fn read_epoch(&self) -> u64 {
-        self.written.load(Ordering::Relaxed).max(self.view.epoch())
+        self.seen.load(Ordering::Relaxed).max(self.view.epoch())
     }
 
-    /// Notes a committed write's epoch.
-    pub fn wrote(&self, epoch: u64) {
-        self.written.fetch_max(epoch, Ordering::Relaxed);
+    /// Notes the epoch a shard-manager answer carried.
+    pub fn saw(&self, epoch: u64) {
+        self.seen.fetch_max(epoch, Ordering::Relaxed);
     }
 
     /// Handles one request.

@@ -362,6 +362,9 @@ async fn reads_wait_for_the_epoch_they_ask_for() {
     assert_eq!(api.put_function(update).await.unwrap().into_inner().epoch, first + 1);
     let info = read.await.unwrap().unwrap();
     assert!(info.spec_json.contains("/bin/false"), "the read sees the update it waited for: {}", info.spec_json);
+    assert_eq!(info.epoch, first + 1, "an answer carries the epoch it was read at");
+    let listed = api.list_functions(ListFunctionsRequest::default()).await.unwrap().into_inner();
+    assert_eq!((listed.functions.len(), listed.epoch), (1, first + 1));
 
     // An epoch nobody has reached: UNAVAILABLE (ask another replica) after about a second.
     for (what, answer) in [

@@ -59,6 +59,7 @@ fn info(state: &FederationState, id: &str) -> Option<FunctionInfo> {
         spec_json: record.spec_json.clone(),
         cell: assignment.map(|a| a.cell.0.clone()).unwrap_or_default(),
         generation: assignment.map(|a| a.generation).unwrap_or_default(),
+        epoch: state.epoch,
     })
 }
 
@@ -157,10 +158,10 @@ impl Manager {
 
     pub(super) async fn list_functions_inner(&self, r: ListFunctionsRequest) -> Result<ListFunctionsResponse, Status> {
         self.caught_up(r.min_epoch).await?;
-        let functions = self
+        let listed = self
             .sm
             .read(|state| {
-                state
+                let functions = state
                     .functions
                     .iter()
                     .filter(|(_, f)| r.tenant.is_empty() || f.tenant == r.tenant)
@@ -168,10 +169,11 @@ impl Manager {
                         r.cell.is_empty() || state.assignments.get(*id).is_some_and(|a| a.cell.0 == r.cell)
                     })
                     .filter_map(|(id, _)| info(state, id))
-                    .collect()
+                    .collect();
+                ListFunctionsResponse { functions, epoch: state.epoch }
             })
             .await;
-        Ok(ListFunctionsResponse { functions })
+        Ok(listed)
     }
 
     pub(super) async fn delete_function_inner(&self, r: FunctionRef) -> Result<Ack, Status> {
