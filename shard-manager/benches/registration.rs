@@ -70,7 +70,7 @@ async fn main() {
         }
     });
     client
-        .put_tenant(PutTenantRequest { name: "bench".into(), default_region: "local".into(), max_functions: 0 })
+        .put_tenant(PutTenantRequest { name: "bench".into(), default_region: "local".into(), max_functions: 100_000 })
         .await
         .unwrap();
 

@@ -96,6 +96,9 @@ pub enum Command {
         /// Its new owner.
         cell: CellId,
     },
+    /// Independent commands in one raft entry (the proposer's batches): each applied or
+    /// rejected on its own, in order, each applied one with its own epoch and delta.
+    Batch(Vec<Command>),
 }
 
 /// What applying a command did.
@@ -111,6 +114,8 @@ pub enum Outcome {
     },
     /// Refused, with the reason; nothing changed.
     Rejected(String),
+    /// A batch's outcomes, one per command, in order.
+    Batch(Vec<Outcome>),
 }
 
 /// The federation state.
@@ -131,6 +136,10 @@ pub struct FederationState {
     /// Functions the rebalancer must not move.
     #[serde(default)]
     pub pinned: std::collections::BTreeSet<String>,
+    /// Functions per tenant, derived from `functions` (kept by every change; rebuilt by
+    /// [`FederationState::recount`] after the state is read back).
+    #[serde(skip)]
+    function_counts: BTreeMap<String, usize>,
 }
 
 /// A function's ID: `tenant/name`.
@@ -151,6 +160,33 @@ impl FederationState {
         (Outcome::Applied { epoch: self.epoch, generation }, Some(Delta { epoch: self.epoch, changes }))
     }
 
+    /// Rebuilds what is derived from the replicated fields (after deserializing).
+    pub fn recount(&mut self) {
+        self.function_counts.clear();
+        for record in self.functions.values() {
+            *self.function_counts.entry(record.tenant.clone()).or_default() += 1;
+        }
+    }
+
+    /// Applies one raft entry's command: a batch command by command. Returns the outcome
+    /// and the deltas, one per applied command, in epoch order.
+    pub fn apply_entry(&mut self, command: Command) -> (Outcome, Vec<Delta>) {
+        let Command::Batch(commands) = command else {
+            let (outcome, delta) = self.apply(command);
+            return (outcome, delta.into_iter().collect());
+        };
+        let mut deltas = Vec::new();
+        let outcomes = commands
+            .into_iter()
+            .map(|command| {
+                let (outcome, delta) = self.apply(command);
+                deltas.extend(delta);
+                outcome
+            })
+            .collect();
+        (Outcome::Batch(outcomes), deltas)
+    }
+
     fn check(&self, command: &Command) -> Result<(), String> {
         let cell_known = |id: &CellId| {
             if self.cells.contains_key(id) { Ok(()) } else { Err(format!("cell {id} is not registered")) }
@@ -161,21 +197,17 @@ impl FederationState {
             }
             Command::SetCellState { cell, .. } => cell_known(cell),
             Command::PutFunction { record, cell } => {
-                if !self.tenants.contains_key(&record.tenant) {
-                    return Err(format!("tenant {} does not exist", record.tenant));
+                if self.put_is_new(record, cell)? {
+                    self.within_limit(&record.tenant, 1)
+                } else {
+                    Ok(())
                 }
-                let id = function_id(&record.tenant, &record.name);
-                if self.assignments.contains_key(&id) {
-                    return Ok(());
-                }
-                cell_known(cell)?;
-                self.within_limit(&record.tenant, 1)
             }
             Command::PutFunctions(functions) => {
+                // The limit is counted once per tenant, not once per function.
                 let mut new: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
                 for (record, cell) in functions {
-                    self.check(&Command::PutFunction { record: record.clone(), cell: cell.clone() })?;
-                    if !self.functions.contains_key(&function_id(&record.tenant, &record.name)) {
+                    if self.put_is_new(record, cell)? {
                         new.entry(&record.tenant).or_default().insert(&record.name);
                     }
                 }
@@ -196,8 +228,24 @@ impl FederationState {
             Command::Pin { function, .. } if !self.functions.contains_key(function) => {
                 Err(format!("function {function} does not exist"))
             }
+            // Batches are entries, taken apart by `apply_entry`; they do not nest.
+            Command::Batch(_) => Err("a batch inside a batch".into()),
             _ => Ok(()),
         }
+    }
+
+    /// Checks a registration but for the tenant's limit; whether it adds a function.
+    fn put_is_new(&self, record: &FunctionRecord, cell: &CellId) -> Result<bool, String> {
+        if !self.tenants.contains_key(&record.tenant) {
+            return Err(format!("tenant {} does not exist", record.tenant));
+        }
+        if self.functions.contains_key(&function_id(&record.tenant, &record.name)) {
+            return Ok(false);
+        }
+        if !self.cells.contains_key(cell) {
+            return Err(format!("cell {cell} is not registered"));
+        }
+        Ok(true)
     }
 
     /// Whether `tenant` may have `more` functions than it has.
@@ -206,8 +254,7 @@ impl FederationState {
         if limit == 0 {
             return Ok(());
         }
-        // IDs are `tenant/name`, and '0' follows '/': the tenant's functions are one range.
-        let have = self.functions.range(format!("{tenant}/")..format!("{tenant}0")).count();
+        let have = self.function_counts.get(tenant).copied().unwrap_or(0);
         if have + more > limit {
             return Err(format!("tenant {tenant} has {have} functions; its limit is {limit}"));
         }
@@ -242,7 +289,10 @@ impl FederationState {
             }
             Command::PutFunction { record, cell } => {
                 let id = function_id(&record.tenant, &record.name);
-                self.functions.insert(id.clone(), record);
+                let tenant = record.tenant.clone();
+                if self.functions.insert(id.clone(), record).is_none() {
+                    *self.function_counts.entry(tenant).or_default() += 1;
+                }
                 let assignment = self.assignments.entry(id.clone()).or_insert(Assignment { cell, generation: 1 });
                 let generation = Some(assignment.generation);
                 // An update keeps its owner and generation; the owner sees the assignment
@@ -264,7 +314,14 @@ impl FederationState {
                 }
             }
             Command::DeleteFunction { id } => {
-                self.functions.remove(&id);
+                if let Some(record) = self.functions.remove(&id)
+                    && let Some(count) = self.function_counts.get_mut(&record.tenant)
+                {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.function_counts.remove(&record.tenant);
+                    }
+                }
                 self.pinned.remove(&id);
                 if self.assignments.remove(&id).is_some() {
                     return (None, vec![Change::Forget { function: id }]);
@@ -280,6 +337,8 @@ impl FederationState {
                 let (generation, assignment) = (Some(assignment.generation), assignment.clone());
                 return (generation, vec![Change::Assign { function, assignment }]);
             }
+            // Refused by `check`: `apply_entry` takes batches apart.
+            Command::Batch(_) => {}
         }
         (None, Vec::new())
     }
@@ -445,5 +504,45 @@ mod tests {
         assert!(matches!(s.apply(put("dev", "a")).0, Outcome::Applied { .. }), "an update at the limit");
         s.apply(Command::DeleteFunction { id: "dev/a".into() });
         assert!(matches!(s.apply(put("dev", "d")).0, Outcome::Applied { .. }), "room again after a delete");
+    }
+
+    /// A batch entry applies its commands one by one: a rejected one changes nothing and
+    /// takes no epoch, the others each get the next epoch and their own delta; batches do
+    /// not nest.
+    #[test]
+    fn a_batch_applies_each_command_on_its_own() {
+        let mut s = FederationState::default();
+        let tenant = |name: &str| Tenant { name: name.into(), default_region: "local".into(), max_functions: 0 };
+        let (outcome, deltas) = s.apply_entry(Command::Batch(vec![
+            Command::PutTenant(tenant("a")),
+            Command::PutApiKey { key_hash: "h".into(), tenant: "nobody".into() },
+            Command::PutApiKey { key_hash: "h".into(), tenant: "a".into() },
+            Command::Batch(vec![Command::PutTenant(tenant("b"))]),
+        ]));
+        let Outcome::Batch(outcomes) = outcome else { panic!("{outcome:?}") };
+        assert_eq!(outcomes[0], Outcome::Applied { epoch: 1, generation: None });
+        assert_eq!(outcomes[1], Outcome::Rejected("tenant nobody does not exist".into()));
+        assert_eq!(outcomes[2], Outcome::Applied { epoch: 2, generation: None });
+        assert_eq!(outcomes[3], Outcome::Rejected("a batch inside a batch".into()));
+        assert_eq!(deltas.iter().map(|d| d.epoch).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!((s.epoch, s.tenants.len(), s.api_keys.len()), (2, 1, 1));
+    }
+
+    /// The per-tenant counts the limit uses are derived: a state read back (a snapshot)
+    /// recounts to the same limits as the one that was written.
+    #[test]
+    fn function_counts_survive_a_snapshot() {
+        let mut s = FederationState::default();
+        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 2 }));
+        s.apply(Command::PutCell(cell("c1")));
+        let put = |n: &str| Command::PutFunction { record: function("dev", n), cell: CellId("c1".into()) };
+        s.apply(put("a"));
+        s.apply(put("b"));
+        let mut read_back: FederationState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        read_back.recount();
+        assert_eq!(read_back, s);
+        assert!(matches!(read_back.apply(put("c")).0, Outcome::Rejected(_)), "still at its limit");
+        read_back.apply(Command::DeleteFunction { id: "dev/a".into() });
+        assert!(matches!(read_back.apply(put("c")).0, Outcome::Applied { .. }));
     }
 }

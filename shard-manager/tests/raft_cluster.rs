@@ -101,7 +101,8 @@ async fn three_replicas_elect_replicate_and_survive_losing_the_leader() {
 
     // A write sent to a follower reaches the leader and commits everywhere.
     let follower = replicas.iter().find(|r| r.id != leader).unwrap();
-    let outcome = Network::default().write(&follower.raft, tenant("initech")).await.unwrap();
+    let outcome =
+        Network::default().write(&raft::Proposer::new(follower.raft.clone()), tenant("initech")).await.unwrap();
     assert_eq!(outcome, Outcome::Applied { epoch: 2, generation: None });
     let deadline = Instant::now() + Duration::from_secs(5);
     for r in &replicas {

@@ -9,11 +9,13 @@
 
 mod log_store;
 pub mod network;
+mod proposer;
 mod state_machine;
 
 use std::io::Cursor;
 
 pub use log_store::LogStore;
+pub use proposer::{ProposeError, Proposer};
 pub use state_machine::StateMachine;
 
 use crate::state::{Command, Outcome};

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
-use super::TypeConfig;
+use super::{Proposer, TypeConfig};
 use crate::state::{Command, Outcome};
 
 /// Creates clients to peers, sharing one channel per peer address.
@@ -116,11 +116,11 @@ pub enum WriteError {
 }
 
 impl Network {
-    /// Commits `command`: on this replica if it leads, otherwise on the leader it knows,
-    /// over the transport (one hop).
-    pub async fn write(&self, raft: &Raft<TypeConfig>, command: Command) -> Result<Outcome, WriteError> {
-        let forward = match raft.client_write(command.clone()).await {
-            Ok(response) => return Ok(response.data),
+    /// Commits `command` through `proposer`: on this replica if it leads, otherwise on the
+    /// leader it knows, over the transport (one hop).
+    pub async fn write(&self, proposer: &Proposer, command: Command) -> Result<Outcome, WriteError> {
+        let forward = match proposer.write(command.clone()).await {
+            Ok(outcome) => return Ok(outcome),
             Err(e) => match e.forward_to_leader::<BasicNode>() {
                 Some(forward) => forward.clone(),
                 None => return Err(WriteError::Raft(e.to_string())),
@@ -163,12 +163,14 @@ impl RaftNetwork<TypeConfig> for Peer {
 /// The gRPC service a replica serves to its peers.
 pub struct TransportService {
     raft: Raft<TypeConfig>,
+    /// Writes forwarded by followers, batched.
+    proposer: Proposer,
 }
 
 impl TransportService {
     /// Serves RPCs to `raft`.
     pub fn new(raft: Raft<TypeConfig>) -> Self {
-        Self { raft }
+        Self { proposer: Proposer::new(raft.clone()), raft }
     }
 }
 
@@ -207,8 +209,8 @@ impl RaftTransport for TransportService {
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let command: Command = decode(request)?;
-        match self.raft.client_write(command).await {
-            Ok(response) => encode(response.data),
+        match self.proposer.write(command).await {
+            Ok(outcome) => encode(outcome),
             Err(e) if e.forward_to_leader::<BasicNode>().is_some() => {
                 Err(tonic::Status::failed_precondition(format!("not the leader: {e}")))
             }

@@ -68,8 +68,9 @@ impl StateMachine {
             epoch: Arc::new(watch::channel(0).0),
         };
         if let Some(stored) = sm.load_snapshot().map_err(|e| format!("reading the snapshot: {e}"))? {
-            let applied: Applied =
+            let mut applied: Applied =
                 serde_json::from_slice(&stored.data).map_err(|e| format!("reading the snapshot: {e}"))?;
+            applied.state.recount();
             sm.epoch.send_replace(applied.state.epoch);
             *sm.applied.try_write().expect("not shared yet") = applied;
         }
@@ -152,8 +153,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Applied { epoch: applied.state.epoch, generation: None },
                 EntryPayload::Normal(command) => {
-                    let (outcome, delta) = applied.state.apply(command);
-                    if let Some(delta) = delta {
+                    let (outcome, deltas) = applied.state.apply_entry(command);
+                    for delta in deltas {
                         // No follower is fine.
                         let _ = self.feed.send(delta);
                     }
@@ -188,6 +189,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let mut incoming: Applied =
             serde_json::from_slice(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
+        incoming.state.recount();
         incoming.last_applied = meta.last_log_id;
         incoming.membership = meta.last_membership.clone();
         let stored = StoredSnapshot { meta: meta.clone(), data };

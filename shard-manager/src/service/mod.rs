@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status};
 use crate::admission::Admission;
 use crate::failover::failover;
 use crate::raft::network::{Network, WriteError};
-use crate::raft::{StateMachine, TypeConfig};
+use crate::raft::{Proposer, StateMachine, TypeConfig};
 use crate::state::{Command, Outcome};
 
 mod access;
@@ -44,6 +44,8 @@ type PlacementRing = (Vec<Cell>, baton_shardmap::ShardMap);
 #[derive(Clone)]
 pub struct Manager {
     raft: Raft<TypeConfig>,
+    /// Local writes, batched.
+    proposer: Proposer,
     sm: StateMachine,
     network: Network,
     /// When each cell was last heard from, by this replica.
@@ -74,6 +76,7 @@ impl Manager {
     /// A service over this replica's raft node and state machine.
     pub fn new(raft: Raft<TypeConfig>, sm: StateMachine, network: Network) -> Self {
         Self {
+            proposer: Proposer::new(raft.clone()),
             raft,
             sm,
             network,
@@ -91,9 +94,11 @@ impl Manager {
     }
 
     async fn write(&self, command: Command) -> Result<(u64, Option<u64>), Status> {
-        match self.network.write(&self.raft, command).await.map_err(write_status)? {
+        match self.network.write(&self.proposer, command).await.map_err(write_status)? {
             Outcome::Applied { epoch, generation } => Ok((epoch, generation)),
             Outcome::Rejected(reason) => Err(Status::failed_precondition(reason)),
+            // Only a batch command is answered with a batch; the service sends none.
+            Outcome::Batch(_) => Err(Status::internal("a single write was answered as a batch")),
         }
     }
 
@@ -151,7 +156,7 @@ impl Manager {
                     Command::Assign { function, cell } => Some((function.clone(), cell.clone())),
                     _ => None,
                 };
-                if let Err(e) = self.network.write(&self.raft, command).await {
+                if let Err(e) = self.network.write(&self.proposer, command).await {
                     tracing::warn!(error = %e, "failover write failed; retrying next round");
                     break;
                 }
