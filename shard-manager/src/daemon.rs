@@ -66,7 +66,7 @@ pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(RaftTransportServer::new(TransportService::new(raft.clone())))
+            .add_service(RaftTransportServer::new(TransportService::new(raft.clone(), manager.proposer())))
             .add_service(ShardManagerServer::new(manager))
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = server_stop.wait_for(|s| *s).await;

@@ -31,7 +31,7 @@ async fn replica(id: u64, listener: tokio::net::TcpListener) -> Replica {
         ..Default::default()
     };
     let raft = Raft::new(id, Arc::new(config.validate().unwrap()), Network::default(), log, sm.clone()).await.unwrap();
-    let service = RaftTransportServer::new(TransportService::new(raft.clone()));
+    let service = RaftTransportServer::new(TransportService::new(raft.clone(), raft::Proposer::new(raft.clone())));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await;

@@ -1,12 +1,13 @@
 //! openraft's storage conformance suite against the redb log store and state machine,
 //! plus a restart: what was appended and snapshotted is there after reopening the file.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use baton_shard_manager::raft::{self, LogStore, StateMachine, TypeConfig};
 use baton_shard_manager::state::{Command, Outcome, Tenant};
+use baton_shardmap::Change;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -123,53 +124,58 @@ async fn committed_state_survives_a_restart() {
 }
 
 /// Concurrent writes through the proposer share raft entries, and each still gets its own
-/// outcome: every command applied once with its own epoch (a rejected one in a batch does
-/// not hold the others back), all of them durable across a restart.
+/// outcome: every command applied once with its own epoch, whose delta is that command's
+/// (a rejected one in a batch does not hold the others back), all durable across a
+/// restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_are_batched_and_each_answered() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("raft.redb");
-    let tenant = |name: String| Command::PutTenant(Tenant { name, default_region: "local".into(), max_functions: 0 });
     const WRITES: usize = 300;
+    let applied = (WRITES - WRITES / 10) as u64;
     {
-        let (node, _) = start(&path).await;
+        let (node, sm) = start(&path).await;
         node.initialize(BTreeMap::from([(1, BasicNode::default())])).await.unwrap();
         node.wait(Some(Duration::from_secs(5))).current_leader(1, "leader").await.unwrap();
-        let before = node.metrics().borrow().last_log_index.unwrap();
         let proposer = raft::Proposer::new(node.clone());
+        let tenant = Tenant { name: "t".into(), default_region: "local".into(), max_functions: 0 };
+        proposer.write(Command::PutTenant(tenant)).await.unwrap();
+        let (_, mut feed) = sm.follow().await;
+        let before = node.metrics().borrow().last_log_index.unwrap();
         let writes: Vec<_> = (0..WRITES)
             .map(|i| {
                 let proposer = proposer.clone();
-                // Every tenth write is an API key for a tenant that does not exist.
-                let command = if i % 10 == 9 {
-                    Command::PutApiKey { key_hash: format!("h{i}"), tenant: "nobody".into() }
-                } else {
-                    tenant(format!("t{i}"))
-                };
+                // Every tenth write is a key for a tenant that does not exist.
+                let tenant = if i % 10 == 9 { "nobody" } else { "t" };
+                let command = Command::PutApiKey { key_hash: format!("h{i}"), tenant: tenant.into() };
                 tokio::spawn(async move { proposer.write(command).await.unwrap() })
             })
             .collect();
-        let mut epochs = BTreeSet::new();
+        let mut answered = BTreeMap::new();
         for (i, write) in writes.into_iter().enumerate() {
             match write.await.unwrap() {
-                Outcome::Applied { epoch, .. } => assert!(epochs.insert(epoch), "epoch {epoch} given twice"),
+                Outcome::Applied { epoch, .. } => assert!(answered.insert(epoch, format!("h{i}")).is_none()),
                 Outcome::Rejected(reason) => assert!(i % 10 == 9 && reason.contains("nobody"), "{i}: {reason}"),
                 Outcome::Batch(_) => panic!("{i}: a batch outcome for one command"),
             }
         }
-        assert_eq!(epochs, (1..=(WRITES - WRITES / 10) as u64).collect::<BTreeSet<_>>(), "one epoch each, no gap");
+        assert_eq!(answered.keys().copied().collect::<Vec<_>>(), (2..=applied + 1).collect::<Vec<_>>(), "no gap");
+        for _ in 0..applied {
+            let delta = feed.recv().await.unwrap();
+            let [Change::PutApiKey { key_hash, .. }] = &delta.changes[..] else { panic!("{delta:?}") };
+            assert_eq!(&answered[&delta.epoch], key_hash, "epoch {} answered to another write", delta.epoch);
+        }
         let entries = node.metrics().borrow().last_log_index.unwrap() - before;
         assert!(entries < WRITES as u64 / 2, "{WRITES} concurrent writes took {entries} raft entries");
         node.shutdown().await.unwrap();
     }
     let (node, sm) = start(&path).await;
     node.wait(Some(Duration::from_secs(5))).current_leader(1, "leader again").await.unwrap();
-    let applied = (WRITES - WRITES / 10) as u64;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while sm.state().await.epoch < applied {
+    while sm.state().await.epoch < applied + 1 {
         assert!(std::time::Instant::now() < deadline, "the batches were not replayed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(sm.state().await.tenants.len(), WRITES - WRITES / 10);
+    assert_eq!(sm.state().await.api_keys.len() as u64, applied);
     node.shutdown().await.unwrap();
 }

@@ -59,7 +59,7 @@ async fn start_with(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(RaftTransportServer::new(TransportService::new(node.clone())))
+            .add_service(RaftTransportServer::new(TransportService::new(node.clone(), manager.proposer())))
             .add_service(ShardManagerServer::new(manager))
             .serve_with_incoming(incoming),
     );

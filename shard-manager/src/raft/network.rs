@@ -163,14 +163,14 @@ impl RaftNetwork<TypeConfig> for Peer {
 /// The gRPC service a replica serves to its peers.
 pub struct TransportService {
     raft: Raft<TypeConfig>,
-    /// Writes forwarded by followers, batched.
+    /// The replica's proposer, for writes forwarded by followers.
     proposer: Proposer,
 }
 
 impl TransportService {
-    /// Serves RPCs to `raft`.
-    pub fn new(raft: Raft<TypeConfig>) -> Self {
-        Self { proposer: Proposer::new(raft.clone()), raft }
+    /// Serves RPCs to `raft`; forwarded writes go through `proposer` (the replica's one).
+    pub fn new(raft: Raft<TypeConfig>, proposer: Proposer) -> Self {
+        Self { raft, proposer }
     }
 }
 

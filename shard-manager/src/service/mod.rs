@@ -87,6 +87,12 @@ impl Manager {
         }
     }
 
+    /// The replica's proposer: the raft transport hands it the writes followers forward,
+    /// so one queue orders all of this replica's writes.
+    pub fn proposer(&self) -> Proposer {
+        self.proposer.clone()
+    }
+
     /// Admits only functions within `admission` (the default: `[functions]`'s defaults).
     pub fn with_admission(mut self, admission: Admission) -> Self {
         self.admission = Arc::new(admission);
