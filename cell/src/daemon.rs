@@ -130,7 +130,9 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
         let addr =
             listener.local_addr().map_err(|source| StartError::Bind { what: "CellControl", addr: c.listen, source })?;
         let plane = ControlPlane::start(settings, cell_store.clone(), stopped.clone()).await?;
-        let service = CellControlServer::new(plane.clone());
+        let service = CellControlServer::new(plane.clone())
+            .max_decoding_message_size(baton_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(baton_proto::MAX_MESSAGE_BYTES);
         let mut server_stop = stopped.clone();
         tasks.push(tokio::spawn(async move {
             // Accepted sockets get TCP_NODELAY: with a custom listener tonic does not set it, and

@@ -44,3 +44,10 @@ pub use generated::baton::raft::v1 as raft;
 pub use generated::baton::shard::v1 as shard;
 
 pub use ids::{IdError, NodeId, SandboxId};
+
+/// Largest gRPC message baton's services take and its clients accept. tonic's default of
+/// 4 MiB is far below what a large federation sends: a shard-map snapshot of 100,000
+/// functions is about 7 MB, a cell's list of its functions with their specs more, and a
+/// raft snapshot chunk travels as JSON. Every server and client of the shard-map,
+/// catalog, raft and cell-routing streams sets this limit.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;

@@ -7,15 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use baton_proto::raft::raft_transport_server::RaftTransportServer;
-use baton_proto::shard::shard_manager_server::ShardManagerServer;
 use baton_service::admin::{AdminServer, Readiness};
 use openraft::{BasicNode, Raft};
 
 use crate::admission::Admission;
 use crate::config::{ShardManagerConfig, parse_members};
-use crate::raft::network::{Network, TransportService};
-use crate::service::Manager;
+use crate::raft::network::Network;
+use crate::service::{Manager, grpc_services};
 
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
@@ -60,14 +58,15 @@ pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
         threshold: c.rebalance_threshold,
         cooldown: c.move_cooldown,
     }));
+    let (transport, api) = grpc_services(raft.clone(), manager);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(RaftTransportServer::new(TransportService::new(raft.clone(), manager.proposer())))
-            .add_service(ShardManagerServer::new(manager))
+            .add_service(transport)
+            .add_service(api)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = server_stop.wait_for(|s| *s).await;
             }),

@@ -9,18 +9,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baton_proto::raft::raft_transport_server::RaftTransportServer;
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
-use baton_proto::shard::shard_manager_server::ShardManagerServer;
 use baton_proto::shard::{
     CellHeartbeatRequest, PutFunctionRequest, PutTenantRequest, RegisterCellRequest, WatchShardMapRequest,
     shard_map_event,
 };
 use baton_shard_manager::admission::Admission;
 use baton_shard_manager::config::FunctionsSection;
-use baton_shard_manager::raft::network::{Network, TransportService};
+use baton_shard_manager::raft::network::Network;
 use baton_shard_manager::raft::{self};
-use baton_shard_manager::service::Manager;
+use baton_shard_manager::service::{Manager, grpc_services};
 use baton_shardmap::{Delta, MapSnapshot, ShardMap};
 use openraft::{BasicNode, Raft};
 use support::cell;
@@ -30,7 +28,8 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 
 /// One replica whose failure detector fails over a cell silent for [`TIMEOUT`].
 async fn start() -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfile::TempDir) {
-    start_with(Admission::default(), TIMEOUT).await
+    let (client, node, dir, _) = start_with(Admission::default(), TIMEOUT).await;
+    (client, node, dir)
 }
 
 /// One replica admitting `admission`, whose failure detector never fires during a test
@@ -38,13 +37,15 @@ async fn start() -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfi
 async fn start_admitting(
     admission: Admission,
 ) -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfile::TempDir) {
-    start_with(admission, Duration::from_secs(3600)).await
+    let (client, node, dir, _) = start_with(admission, Duration::from_secs(3600)).await;
+    (client, node, dir)
 }
 
+/// As [`start_admitting`], with the failure detector's timeout, and the replica's URL.
 async fn start_with(
     admission: Admission,
     failover_after: Duration,
-) -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfile::TempDir) {
+) -> (ShardManagerClient<Channel>, Raft<raft::TypeConfig>, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -56,15 +57,14 @@ async fn start_with(
     node.wait(Some(Duration::from_secs(5))).current_leader(1, "leader").await.unwrap();
     let manager = Manager::new(node.clone(), sm, network).with_admission(admission);
     tokio::spawn(manager.clone().detect_failures(failover_after, Duration::from_millis(50)));
+    let (transport, api) = grpc_services(node.clone(), manager);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RaftTransportServer::new(TransportService::new(node.clone(), manager.proposer())))
-            .add_service(ShardManagerServer::new(manager))
-            .serve_with_incoming(incoming),
+        tonic::transport::Server::builder().add_service(transport).add_service(api).serve_with_incoming(incoming),
     );
-    let client = ShardManagerClient::connect(format!("http://{addr}")).await.unwrap();
-    (client, node, dir)
+    let url = format!("http://{addr}");
+    let client = ShardManagerClient::connect(url.clone()).await.unwrap();
+    (client, node, dir, url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,4 +461,42 @@ async fn tenants_have_at_most_their_limit_of_functions() {
     assert!(refused.message().contains("its limit is 2"), "{}", refused.message());
     api.put_function(put("big", "c", "")).await.expect("its own limit is 3");
     assert!(api.put_function(put("big", "d", "")).await.is_err());
+}
+
+/// A large federation: a map of 100,000 functions (about 7 MB as JSON, past gRPC's usual
+/// 4 MiB message limit) reaches a new follower in one snapshot, a cell's list of its
+/// functions with their specs comes back whole, and a batch of specs past 4 MiB is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_map_and_catalog_reach_their_readers() {
+    use baton_proto::shard::{ListFunctionsRequest, PutFunctionsRequest};
+    const FUNCTIONS: usize = 100_000;
+    let section = FunctionsSection { max_per_tenant: FUNCTIONS as u32 + 1000, ..Default::default() };
+    let (mut api, _node, _dir, url) = start_with(Admission::new(&section).unwrap(), Duration::from_secs(3600)).await;
+    api.register_cell(cell("c1")).await.unwrap();
+    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
+        .await
+        .unwrap();
+    for chunk in (0..FUNCTIONS).collect::<Vec<_>>().chunks(1000) {
+        let functions = chunk.iter().map(|i| put("dev", &format!("a-function-with-a-long-name-{i:06}"), "")).collect();
+        api.put_functions(PutFunctionsRequest { functions, min_epoch: 0 }).await.unwrap();
+    }
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let view = baton_shardmap::follow(vec![url.clone()], None, stop);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !view.synced() {
+        assert!(Instant::now() < deadline, "no snapshot of the large map arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(view.read().assigned(), FUNCTIONS);
+    let replicas = baton_shardmap::Replicas::new(&[url]).unwrap();
+    let request = ListFunctionsRequest { tenant: String::new(), cell: "c1".into(), min_epoch: 0 };
+    let listed = replicas.call(request, |mut c, r| async move { c.list_functions(r).await }).await.unwrap();
+    assert_eq!(listed.functions.len(), FUNCTIONS);
+    // A batch of specs past 4 MiB (the router takes up to 8 MiB) is taken whole.
+    let padded = |i: usize| PutFunctionRequest {
+        spec_json: format!(r#"{{"executable":"/bin/true","env":{{"PAD":"{}"}}}}"#, "x".repeat(6000)),
+        ..put("dev", &format!("padded-{i}"), "")
+    };
+    let batch = PutFunctionsRequest { functions: (0..1000).map(padded).collect(), min_epoch: 0 };
+    api.put_functions(batch).await.expect("a 6 MB batch");
 }

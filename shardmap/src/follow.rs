@@ -122,6 +122,7 @@ async fn subscribe(
         .await
         .map_err(|e| e.to_string())?;
     let mut stream = ShardManagerClient::new(channel)
+        .max_decoding_message_size(baton_proto::MAX_MESSAGE_BYTES)
         .watch_shard_map(WatchShardMapRequest {})
         .await
         .map_err(|s| s.message().to_string())?

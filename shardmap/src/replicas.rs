@@ -36,7 +36,9 @@ impl Replicas {
                     .keep_alive_timeout(Duration::from_secs(3))
                     .keep_alive_while_idle(true)
                     .connect_lazy();
-                Ok(ShardManagerClient::new(channel))
+                Ok(ShardManagerClient::new(channel)
+                    .max_decoding_message_size(baton_proto::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(baton_proto::MAX_MESSAGE_BYTES))
             })
             .collect::<Result<_, String>>()?;
         Ok(Self { clients, current: std::sync::Arc::new(AtomicUsize::new(0)) })

@@ -48,7 +48,8 @@ pub async fn follow(
         urgent_rx,
         interval_rx,
     ));
-    let mut client = CellControlClient::new(channel);
+    // A cell's routing snapshot grows with its functions: past tonic's 4 MiB default.
+    let mut client = CellControlClient::new(channel).max_decoding_message_size(baton_proto::MAX_MESSAGE_BYTES);
     let mut backoff = Duration::from_millis(50);
     loop {
         let session = async {

@@ -76,7 +76,7 @@ impl Peer {
         let json = serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftMessage { json });
         request.set_timeout(option.hard_ttl());
-        let mut client = RaftTransportClient::new(channel);
+        let mut client = transport_client(channel);
         let response = match method {
             Method::AppendEntries => client.append_entries(request).await,
             Method::Vote => client.vote(request).await,
@@ -87,6 +87,13 @@ impl Peer {
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+}
+
+/// A client to a peer's raft transport, taking messages as large as its server does.
+fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
+    RaftTransportClient::new(channel)
+        .max_decoding_message_size(baton_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(baton_proto::MAX_MESSAGE_BYTES)
 }
 
 #[derive(Clone, Copy)]
@@ -130,7 +137,7 @@ impl Network {
         let fail = |message: String| WriteError::Forward { leader: leader.addr.clone(), message };
         let channel = self.channel(&leader.addr).map_err(fail)?;
         let json = serde_json::to_vec(&command).map_err(|e| fail(e.to_string()))?;
-        let response = RaftTransportClient::new(channel)
+        let response = transport_client(channel)
             .propose(RaftMessage { json })
             .await
             .map_err(|status| fail(status.message().to_string()))?;

@@ -26,7 +26,8 @@ impl Manager {
         let Some(node) = metrics.membership_config.nodes().find(|(n, _)| **n == leader).map(|(_, n)| n.clone()) else {
             return Err(Status::unavailable(format!("leader {leader} has no known address; retry")));
         };
-        Ok(Some(ShardManagerClient::new(self.network.channel(&node.addr).map_err(Status::unavailable)?)))
+        let channel = self.network.channel(&node.addr).map_err(Status::unavailable)?;
+        Ok(Some(ShardManagerClient::new(channel).max_decoding_message_size(baton_proto::MAX_MESSAGE_BYTES)))
     }
 
     /// This replica's view of the cluster.

@@ -8,7 +8,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_proto::shard::shard_manager_server::ShardManager;
+use baton_proto::raft::raft_transport_server::RaftTransportServer;
+use baton_proto::shard::shard_manager_server::{ShardManager, ShardManagerServer};
 use baton_proto::shard::{
     Ack, AddReplicaRequest, CellHeartbeatRequest, CellHeartbeatResponse, CellInfo, ChangeVotersRequest,
     CreateApiKeyRequest, CreateApiKeyResponse, FunctionInfo, FunctionRef, GetStatusRequest, ListCellsRequest,
@@ -26,7 +27,7 @@ use tonic::{Request, Response, Status};
 
 use crate::admission::Admission;
 use crate::failover::failover;
-use crate::raft::network::{Network, WriteError};
+use crate::raft::network::{Network, TransportService, WriteError};
 use crate::raft::{Proposer, StateMachine, TypeConfig};
 use crate::state::{Command, Outcome};
 
@@ -56,6 +57,21 @@ pub struct Manager {
     ring: Arc<Mutex<Option<PlacementRing>>>,
     /// What tenants may register.
     admission: Arc<Admission>,
+}
+
+/// A replica's gRPC services, the raft transport and the ShardManager API, taking and
+/// sending messages up to [`baton_proto::MAX_MESSAGE_BYTES`] (maps and catalogs of a large
+/// federation, batches of specs, raft snapshot chunks).
+pub fn grpc_services(
+    raft: Raft<TypeConfig>,
+    manager: Manager,
+) -> (RaftTransportServer<TransportService>, ShardManagerServer<Manager>) {
+    let max = baton_proto::MAX_MESSAGE_BYTES;
+    let transport = RaftTransportServer::new(TransportService::new(raft, manager.proposer()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let api = ShardManagerServer::new(manager).max_decoding_message_size(max).max_encoding_message_size(max);
+    (transport, api)
 }
 
 /// Longest a read waits for this replica to apply the epoch its caller asks for.
