@@ -1,7 +1,9 @@
 //! The ShardManager gRPC service and the leader's failure detector. Reads are served from
 //! this replica's state machine (once it has applied the epoch the caller asks for, if
-//! any); writes go through raft (forwarded to the leader when this replica does not lead). Heartbeats are kept in memory only: the leader's record is
-//! the one that counts, and a new leader starts every cell's clock afresh.
+//! any); writes go through the replica's batching proposer into raft (forwarded to the
+//! leader when this replica does not lead). Heartbeats are kept in memory only: the
+//! leader's record is the one that counts, and a new leader starts every cell's clock
+//! afresh.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -45,7 +47,7 @@ type PlacementRing = (Vec<Cell>, baton_shardmap::ShardMap);
 #[derive(Clone)]
 pub struct Manager {
     raft: Raft<TypeConfig>,
-    /// Local writes, batched.
+    /// This replica's writes (and, through the transport, forwarded ones), batched.
     proposer: Proposer,
     sm: StateMachine,
     network: Network,
