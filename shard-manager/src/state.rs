@@ -256,7 +256,7 @@ impl FederationState {
         }
         let have = self.function_counts.get(tenant).copied().unwrap_or(0);
         if have + more > limit {
-            return Err(format!("tenant {tenant} has {have} functions; its limit is {limit}"));
+            return Err(format!("tenant {tenant} would have {} functions, over its limit of {limit}", have + more));
         }
         Ok(())
     }
@@ -497,10 +497,13 @@ mod tests {
         }
         let batch = |names: &[&str]| Command::PutFunctions(names.iter().map(|n| (function("dev", n), c1())).collect());
         let refused = s.apply(batch(&["a", "c", "d"])).0;
-        assert_eq!(refused, Outcome::Rejected("tenant dev has 2 functions; its limit is 3".into()));
+        assert_eq!(refused, Outcome::Rejected("tenant dev would have 4 functions, over its limit of 3".into()));
         assert!(!s.functions.contains_key("dev/c"), "a refused batch stores nothing");
         assert!(matches!(s.apply(batch(&["a", "b", "c"])).0, Outcome::Applied { .. }), "updates do not count");
-        assert_eq!(s.apply(put("dev", "d")).0, Outcome::Rejected("tenant dev has 3 functions; its limit is 3".into()));
+        assert_eq!(
+            s.apply(put("dev", "d")).0,
+            Outcome::Rejected("tenant dev would have 4 functions, over its limit of 3".into())
+        );
         assert!(matches!(s.apply(put("dev", "a")).0, Outcome::Applied { .. }), "an update at the limit");
         s.apply(Command::DeleteFunction { id: "dev/a".into() });
         assert!(matches!(s.apply(put("dev", "d")).0, Outcome::Applied { .. }), "room again after a delete");

@@ -179,3 +179,51 @@ async fn concurrent_writes_are_batched_and_each_answered() {
     assert_eq!(sm.state().await.api_keys.len() as u64, applied);
     node.shutdown().await.unwrap();
 }
+
+/// A tenant's function count is derived state, rebuilt when a snapshot is read at start:
+/// after a restart from a snapshot the tenant is still at its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_limits_hold_after_a_restart_from_a_snapshot() {
+    use baton_shard_manager::state::FunctionRecord;
+    use baton_shardmap::{Cell, CellId, CellState};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft.redb");
+    let put = |name: &str| Command::PutFunction {
+        record: FunctionRecord {
+            tenant: "dev".into(),
+            name: name.into(),
+            home_region: "local".into(),
+            spec_json: "{}".into(),
+        },
+        cell: CellId("c1".into()),
+    };
+    {
+        let (node, _) = start(&path).await;
+        node.initialize(BTreeMap::from([(1, BasicNode::default())])).await.unwrap();
+        node.wait(Some(Duration::from_secs(5))).current_leader(1, "leader").await.unwrap();
+        let cell = Cell {
+            id: CellId("c1".into()),
+            region: "local".into(),
+            control: String::new(),
+            data_planes: vec![],
+            weight: 1,
+            state: CellState::Active,
+        };
+        for command in [
+            Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 1 }),
+            Command::PutCell(cell),
+            put("a"),
+        ] {
+            assert!(matches!(node.client_write(command).await.unwrap().data, Outcome::Applied { .. }));
+        }
+        node.trigger().snapshot().await.unwrap();
+        let last = node.metrics().borrow().last_applied.unwrap();
+        node.wait(Some(Duration::from_secs(5))).snapshot(last, "snapshot").await.unwrap();
+        node.shutdown().await.unwrap();
+    }
+    let (node, _) = start(&path).await;
+    node.wait(Some(Duration::from_secs(5))).current_leader(1, "leader again").await.unwrap();
+    let refused = node.client_write(put("b")).await.unwrap().data;
+    assert_eq!(refused, Outcome::Rejected("tenant dev would have 2 functions, over its limit of 1".into()));
+    node.shutdown().await.unwrap();
+}

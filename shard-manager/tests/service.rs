@@ -458,7 +458,7 @@ async fn tenants_have_at_most_their_limit_of_functions() {
     }
     let refused = api.put_function(put("dev", "c", "")).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    assert!(refused.message().contains("its limit is 2"), "{}", refused.message());
+    assert!(refused.message().contains("over its limit of 2"), "{}", refused.message());
     api.put_function(put("big", "c", "")).await.expect("its own limit is 3");
     assert!(api.put_function(put("big", "d", "")).await.is_err());
 }
