@@ -3,26 +3,16 @@
 //! it asks for, so a federation open to tenants names the programs (or folders of
 //! programs) they may run and bounds what one function may take, and how many functions a
 //! tenant may have (the limit is stored with the tenant, so every replica enforces the same
-//! one when the registration commits). An empty executable list
-//! admits any absolute path, for development.
-
-use std::time::Duration;
+//! one when the registration commits). An empty executable list admits any absolute path,
+//! for development.
 
 use baton_cell::function::{FunctionSpec, Runtime};
 
 use crate::config::FunctionsSection;
 
-/// The admission policy.
+/// The admission policy: a checked `[functions]` section.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Admission {
-    /// Absolute paths; one ending in `/` admits everything under that folder.
-    executables: Vec<String>,
-    max_scale: u32,
-    max_cpu_millis: u32,
-    max_memory_mib: u64,
-    max_timeout: Duration,
-    max_per_tenant: u32,
-}
+pub struct Admission(FunctionsSection);
 
 impl Default for Admission {
     fn default() -> Self {
@@ -40,14 +30,7 @@ impl Admission {
                 ));
             }
         }
-        Ok(Self {
-            executables: section.executables.clone(),
-            max_scale: section.max_scale,
-            max_cpu_millis: section.max_cpu_millis,
-            max_memory_mib: section.max_memory_mib,
-            max_timeout: section.max_timeout,
-            max_per_tenant: section.max_per_tenant,
-        })
+        Ok(Self(section.clone()))
     }
 
     /// Checks a (valid) spec against the policy; the error is `field: why`.
@@ -56,11 +39,11 @@ impl Admission {
             return Err(format!(
                 "executable: {:?} is not one this federation runs (allowed: {})",
                 spec.executable,
-                self.executables.join(", ")
+                self.0.executables.join(", ")
             ));
         }
         // The dynamic loader's variables would let an allowed program load any other code.
-        if !self.executables.is_empty()
+        if !self.0.executables.is_empty()
             && let Some(name) = spec.env.keys().find(|name| name.starts_with("LD_"))
         {
             return Err(format!("env.{name}: the dynamic loader's variables are not allowed on this federation"));
@@ -68,31 +51,31 @@ impl Admission {
         let over = |field: &str, limit: &dyn std::fmt::Display| {
             Err(format!("{field}: is over this federation's limit of {limit}"))
         };
-        if spec.scaling.max_scale > self.max_scale {
-            return over("scaling.max_scale", &self.max_scale);
+        if spec.scaling.max_scale > self.0.max_scale {
+            return over("scaling.max_scale", &self.0.max_scale);
         }
-        if spec.resources.cpu_millis > self.max_cpu_millis {
-            return over("resources.cpu_millis", &self.max_cpu_millis);
+        if spec.resources.cpu_millis > self.0.max_cpu_millis {
+            return over("resources.cpu_millis", &self.0.max_cpu_millis);
         }
-        if spec.resources.memory_mib > self.max_memory_mib {
-            return over("resources.memory_mib", &self.max_memory_mib);
+        if spec.resources.memory_mib > self.0.max_memory_mib {
+            return over("resources.memory_mib", &self.0.max_memory_mib);
         }
-        if spec.timeout > self.max_timeout {
-            return over("timeout", &humantime_serde::re::humantime::format_duration(self.max_timeout));
+        if spec.timeout > self.0.max_timeout {
+            return over("timeout", &humantime_serde::re::humantime::format_duration(self.0.max_timeout));
         }
         Ok(())
     }
 
     /// Most functions a tenant created without a limit of its own may have.
     pub fn max_per_tenant(&self) -> u32 {
-        self.max_per_tenant
+        self.0.max_per_tenant
     }
 
     /// Whether a function may run `executable`.
     fn admits(&self, executable: &str) -> bool {
-        self.executables.is_empty()
+        self.0.executables.is_empty()
             || plain(executable)
-                && self.executables.iter().any(|entry| match entry.strip_suffix('/') {
+                && self.0.executables.iter().any(|entry| match entry.strip_suffix('/') {
                     Some(folder) => {
                         executable.strip_prefix(folder).is_some_and(|rest| rest.len() > 1 && rest.starts_with('/'))
                     }
@@ -175,7 +158,7 @@ mod tests {
             max_scale: 100,
             max_cpu_millis: 1000,
             max_memory_mib: 512,
-            max_timeout: Duration::from_secs(60),
+            max_timeout: std::time::Duration::from_secs(60),
             ..Default::default()
         })
         .unwrap();
