@@ -36,6 +36,19 @@ async fn agreed_leader(clients: &BTreeMap<u64, ShardManagerClient<Channel>>, not
     }
 }
 
+/// The replica's map once it has applied `epoch`: a follower applies what the leader
+/// commits on its next round, so a write acknowledged by the leader may not be there yet.
+async fn snapshot_at(client: &ShardManagerClient<Channel>, epoch: u64) -> MapSnapshot {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let map = snapshot(client).await;
+        if map.epoch >= epoch || Instant::now() > deadline {
+            return map;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn snapshot(client: &ShardManagerClient<Channel>) -> MapSnapshot {
     let mut stream = client.clone().watch_shard_map(WatchShardMapRequest {}).await.unwrap().into_inner();
     let Some(shard_map_event::Event::SnapshotJson(json)) = stream.message().await.unwrap().unwrap().event else {
@@ -87,7 +100,8 @@ async fn sigkill_the_leader(replicas: usize) {
         .put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
         .await
         .unwrap();
-    follower.clone().register_cell(cell("c1")).await.unwrap();
+    let committed = follower.clone().register_cell(cell("c1")).await.unwrap().into_inner().epoch;
+    assert_eq!(committed, 2);
 
     procs.get_mut(&leader).unwrap().sigkill();
     let killed = Instant::now();
@@ -96,20 +110,14 @@ async fn sigkill_the_leader(replicas: usize) {
     eprintln!("{replicas} replicas: leader {leader} SIGKILLed; {new_leader} leads after {:?}", killed.elapsed());
 
     for client in clients.values() {
-        // A follower applies what the new leader commits on its next round: poll briefly.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut map = snapshot(client).await;
-        while map.epoch < 2 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            map = snapshot(client).await;
-        }
-        assert_eq!(map.epoch, 2, "nothing committed is lost");
+        let map = snapshot_at(client, committed).await;
+        assert_eq!(map.epoch, committed, "nothing committed is lost");
         assert_eq!(map.cells.iter().map(|c| c.id.0.as_str()).collect::<Vec<_>>(), ["c1"]);
     }
     // Registration resumes, through either survivor.
     let survivor = clients.values().next().unwrap().clone();
-    survivor.clone().register_cell(cell("c2")).await.unwrap();
-    let map = snapshot(&survivor).await;
+    let epoch = survivor.clone().register_cell(cell("c2")).await.unwrap().into_inner().epoch;
+    let map = snapshot_at(&survivor, epoch).await;
     assert_eq!(map.cells.iter().map(|c| c.id.0.as_str()).collect::<Vec<_>>(), ["c1", "c2"]);
 }
 

@@ -209,16 +209,20 @@ async fn function_limits_hold_after_a_restart_from_a_snapshot() {
             weight: 1,
             state: CellState::Active,
         };
+        let mut last = None;
         for command in [
             Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 1 }),
             Command::PutCell(cell),
             put("a"),
         ] {
-            assert!(matches!(node.client_write(command).await.unwrap().data, Outcome::Applied { .. }));
+            let written = node.client_write(command).await.unwrap();
+            assert!(matches!(written.data, Outcome::Applied { .. }));
+            last = Some(written.log_id);
         }
+        // The metrics may trail the write's answer: wait for the snapshot of the last write
+        // itself, not of whatever the metrics showed as applied.
         node.trigger().snapshot().await.unwrap();
-        let last = node.metrics().borrow().last_applied.unwrap();
-        node.wait(Some(Duration::from_secs(5))).snapshot(last, "snapshot").await.unwrap();
+        node.wait(Some(Duration::from_secs(5))).snapshot(last.unwrap(), "snapshot").await.unwrap();
         node.shutdown().await.unwrap();
     }
     let (node, _) = start(&path).await;
