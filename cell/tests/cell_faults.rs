@@ -59,7 +59,8 @@ async fn an_idle_function_scales_to_zero_after_its_grace_and_the_next_call_is_co
         serde_json::json!({"scaling": {"stable_window": "2s", "panic_window": "1s", "scale_to_zero_grace": "1s"}});
     cluster.deploy(echo_spec("echo", scaling)).await;
     let client = reqwest::Client::new();
-    let first = client.get(cluster.url("/function/echo")).send().await.unwrap();
+    let (first, _) = send_when_known(client.get(cluster.url("/function/echo"))).await;
+    assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["x-baton-cold-start"], "true");
     assert_eq!(scale_of(&cluster, "echo").await, (1, 0));
     wait_scale(&cluster, "echo", (0, 0), Duration::from_secs(15)).await;
@@ -90,17 +91,19 @@ async fn the_data_plane_refuses_clearly_and_leaves_nothing_behind() {
     assert_eq!(big.status(), 413);
     assert_eq!(error_code(big.json().await.unwrap()), "body_too_large");
 
-    // One long call holds the only slot; the next queues; the one after finds the queue full.
+    // The only sandbox is started; one long call holds its only slot; the next queues; the
+    // one after finds the queue full.
+    assert_eq!(send_when_known(client.get(cluster.url("/function/spin"))).await.0.status(), 200);
     let long = tokio::spawn({
         let (client, url) = (client.clone(), cluster.url("/function/spin?ms=2500&mode=sleep"));
         async move { client.get(url).send().await.unwrap().status() }
     });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.wait_metric("baton_cell_in_flight", |n| n >= 1.0).await;
     let queued = tokio::spawn({
         let (client, url) = (client.clone(), cluster.url("/function/spin"));
         async move { client.get(url).send().await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.wait_metric("baton_cell_queue_depth", |n| n >= 1.0).await;
     let full = client.get(cluster.url("/function/spin")).send().await.unwrap();
     assert_eq!(full.status(), 503);
     assert_eq!(error_code(full.json().await.unwrap()), "queue_full");
@@ -132,7 +135,17 @@ async fn the_data_plane_refuses_clearly_and_leaves_nothing_behind() {
         assert!(Instant::now() < deadline, "left behind on the worker: {listed:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(client.get(cluster.url("/function/spin")).send().await.unwrap().status(), 200);
+    // A new sandbox is made for the next call; a call that waits past the queue timeout
+    // (1 s) for it on a slow machine is answered 504, and the next one finds it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = client.get(cluster.url("/function/spin")).send().await.unwrap();
+        if answer.status() == 200 {
+            break;
+        }
+        assert_eq!(answer.status(), 504);
+        assert!(Instant::now() < deadline, "the function never worked again");
+    }
     assert_eq!(cluster.store_writes().await, writes, "no refusal or crash wrote to the store");
 }
 
@@ -146,15 +159,18 @@ async fn calls_after_a_worker_is_sigkilled_succeed_on_the_other_worker() {
     wait_scale(&cluster, "echo", (2, 0), Duration::from_secs(10)).await;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let load_started = Instant::now();
     let load = steady_load(cluster.url("/function/echo"), Duration::from_millis(20), stopped);
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.workers[0].sigkill();
+    let killed = load_started.elapsed();
     // Detection (worker_timeout 1 s) and replacement on w2.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let _ = stop.send(true);
     let results = load.await.unwrap();
-    // The kill came 500 ms into the load; detection takes the 1 s timeout plus a check period.
-    let detected = Duration::from_millis(500 + 1500);
+    // Detection takes the 1 s timeout plus a check period (the load's clock starts no
+    // later than `load_started`, so this errs towards later).
+    let detected = killed + Duration::from_millis(1500);
     let late: Vec<_> = results.iter().filter(|(at, _)| *at >= detected).collect();
     assert!(late.len() > 20, "{} calls after detection", late.len());
     assert!(late.iter().all(|(_, status)| *status == 200), "calls after detection failed: {late:?}");
@@ -214,8 +230,10 @@ async fn two_data_planes_serve_and_a_restarted_one_resyncs() {
     let call = |port: u16| async move {
         reqwest::get(format!("http://127.0.0.1:{port}/function/echo")).await.unwrap().status()
     };
-    assert_eq!(call(p1).await, 200);
-    assert_eq!(call(p2).await, 200);
+    for port in [p1, p2] {
+        let url = format!("http://127.0.0.1:{port}/function/echo");
+        assert_eq!(send_when_known(reqwest::Client::new().get(url)).await.0.status(), 200);
+    }
 
     cluster.data_planes[0].1.sigkill();
     cluster.data_planes.remove(0);
@@ -252,7 +270,7 @@ async fn a_thousand_mixed_cold_and_warm_invocations_write_nothing_to_the_store()
         lanes.push(tokio::spawn(async move {
             let (mut cold, mut ok) = (0, 0);
             for i in 0..250 {
-                let r = client.get(format!("{base}/function/fn-{}", (i + lane) % 10)).send().await.unwrap();
+                let (r, _) = send_when_known(client.get(format!("{base}/function/fn-{}", (i + lane) % 10))).await;
                 ok += usize::from(r.status() == 200);
                 cold += usize::from(r.headers().get("x-baton-cold-start").is_some_and(|v| v == "true"));
             }

@@ -154,6 +154,12 @@ async fn scales_from_zero_on_a_queued_request_and_recovers_after_a_restart() {
     let (snapshot, mut updates) = watch(addr).await;
     assert_eq!(snapshot.functions["spin"].endpoints, vec![], "known, no sandbox yet");
 
+    // The worker registers in the background: the clock starts once it is known.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cp.plane.read(|state| state.worker_record("emu").is_some()) {
+        assert!(std::time::Instant::now() < deadline, "the worker never registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // A queued request: a sandbox is created (40 ms emulated) and routed to.
     let asked = std::time::Instant::now();
     report(addr, "spin", 0, 1).await;

@@ -2,10 +2,42 @@
 //! sourcing that file, `echo` answers 200 through the router (with curl and with
 //! `baton invoke`); Ctrl-C stops every process it started and removes its data.
 
-use std::process::{Command, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use baton_testkit::{Proc, bin};
+use baton_testkit::bin;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// `baton up` in a process group of its own. Dropped while it runs (an assertion failed),
+/// it gets Ctrl-C and 30 s to stop what it started, then its whole group is killed: a
+/// failed test leaves no federation running under the rest of the suite.
+struct Up(Child);
+
+impl Up {
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.0.id() as i32)
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = kill(self.pid(), Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.0.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = killpg(self.pid(), Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
 
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
@@ -23,7 +55,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 #[test]
 fn baton_up_serves_echo_through_the_router_and_stops_cleanly() {
-    up_serves_and_stops("31000", &[]);
+    up_serves_and_stops("10000", &[]);
 }
 
 /// The same with the cells' state in Redis (the test script's private server).
@@ -31,21 +63,22 @@ fn baton_up_serves_echo_through_the_router_and_stops_cleanly() {
 fn baton_up_with_redis_serves_and_stops_cleanly() {
     let url =
         std::env::var("BATON_TEST_REDIS_URL").expect("BATON_TEST_REDIS_URL is not set: run through scripts/test.sh");
-    up_serves_and_stops("32000", &["--redis", &url]);
+    up_serves_and_stops("12000", &["--redis", &url]);
 }
 
 fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
     let home = tempfile::tempdir().unwrap();
-    let mut up = Proc(
-        Command::new(bin("baton"))
-            .args(["up", "--port", "0", "--shard-manager-port", "0", "--sandbox-ports", sandbox_ports])
-            .args(extra)
-            .env("BATON_HOME", home.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // Two cells of 1,000 sandbox ports each: the tests' ranges are disjoint and below
+    // the kernel's ephemeral ports.
+    let mut up = Up(Command::new(bin("baton"))
+        .args(["up", "--port", "0", "--shard-manager-port", "0", "--sandbox-ports", sandbox_ports])
+        .args(extra)
+        .env("BATON_HOME", home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap());
     let env = home.path().join("env");
     let deadline = Instant::now() + Duration::from_secs(90);
     while !env.exists() {
@@ -85,7 +118,7 @@ fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
     assert_eq!(names, ["echo", "spin"]);
 
     // Ctrl-C: everything stops, nothing is left running, the data folder is gone.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.pid()), nix::sys::signal::Signal::SIGINT).unwrap();
+    kill(up.pid(), Signal::SIGINT).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = up.0.try_wait().unwrap() {

@@ -22,7 +22,9 @@ fn loadtest(cluster: &Cluster, out: &Path, args: &[&str]) -> Output {
         .args(["--url", &cluster.url(""), "--control", &format!("http://127.0.0.1:{}", cluster.control_port)])
         .arg("--out")
         .arg(out)
-        .args(["--quiet", "--cpu-millis", "10"])
+        // Twice the default pause for the data plane to learn of new functions: a loaded
+        // test machine may be slow to deliver the routing update.
+        .args(["--quiet", "--cpu-millis", "10", "--settle", "1s"])
         .output()
         .unwrap();
     assert!(

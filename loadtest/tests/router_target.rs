@@ -15,6 +15,8 @@ async fn bursts_through_a_router_register_call_and_clean_up() {
     let out = tempfile::tempdir().unwrap();
     let output = Command::new(bin("baton-loadtest"))
         .args(["burst", "--count", "6", "--execution", "sleep", "--quiet", "--target", "router", "--url", &router_url])
+        // The map reaches the router and the cell asynchronously; leave a loaded machine time.
+        .args(["--settle", "2s"])
         .arg("--out")
         .arg(out.path())
         .env("BATON_API_KEY", &key)

@@ -166,12 +166,7 @@ path = "{store}"
 
     /// The control plane's store writes so far, read from its `/metrics`.
     pub async fn store_writes(&self) -> u64 {
-        let text =
-            reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin_port)).await.unwrap().text().await.unwrap();
-        text.lines()
-            .filter(|l| l.starts_with("baton_cell_store_writes_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        self.metric("baton_cell_store_writes_total").await as u64
     }
 
     /// Starts a process-runtime worker with `max_sandboxes`, registered with the cell.
@@ -227,6 +222,45 @@ retry_max = "200ms"
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// A gauge or counter of the cell's `/metrics` (summed over its labels).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text =
+            reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin_port)).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| l.split([' ', '{']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Polls a metric until `check` holds (gauges refresh every load report, 100 ms).
+    pub async fn wait_metric(&self, name: &str, check: impl Fn(f64) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = self.metric(name).await;
+            if check(value) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} is {value}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Sends `request` until the data plane knows its function (10 s at most): a deployment
+/// reaches data planes asynchronously, and a 404 starts nothing, so the first other answer
+/// is still the function's first call. Returns it and how many 404s came before.
+pub async fn send_when_known(request: reqwest::RequestBuilder) -> (reqwest::Response, u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut refused = 0;
+    loop {
+        let answer = request.try_clone().expect("a request with a plain body").send().await.unwrap();
+        if answer.status() != reqwest::StatusCode::NOT_FOUND || Instant::now() > deadline {
+            return (answer, refused);
+        }
+        refused += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -241,16 +241,17 @@ async fn a_thousand_emulated_nodes_register_and_heartbeat_from_one_process() {
         assert!(r.heartbeats.contains_key("emu-0") && r.heartbeats.contains_key("emu-999"));
     }
 
-    // A creation on one node takes the configured delay, within 20%.
+    // A creation on one node takes the configured delay: never less, and (this process
+    // also sends 1,000 heartbeats a second on a shared machine) well under twice it.
     let mut client = connect(grpc).await;
     let mut req = create("emu-sb", Path::new(""));
     req.node_id = "emu-417".into();
     let started = Instant::now();
     let created = client.create_sandbox(req).await.unwrap().into_inner();
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(160) && took <= Duration::from_millis(240), "{took:?}");
     let server_side = Duration::from_micros(created.latency.unwrap().total_us);
-    assert!(server_side >= Duration::from_millis(160) && server_side <= Duration::from_millis(240), "{server_side:?}");
+    assert!(server_side >= Duration::from_millis(200) && server_side < Duration::from_millis(400), "{server_side:?}");
+    assert!(took >= server_side, "{took:?} < {server_side:?}");
     // Its endpoint serves calls that honour the requested duration.
     let started = Instant::now();
     let reply = reqwest::get(format!("http://{}/?ms=50&mode=sleep", created.endpoint)).await.unwrap();
@@ -276,11 +277,16 @@ async fn emulated_creation_takes_the_default_forty_milliseconds() {
     config.worker.state_dir = dir.path().to_path_buf();
     let worker = baton_worker::start(config).await.unwrap();
     let mut client = connect(worker.grpc_addr.port()).await;
+    // Never less than the delay; the median within 20 % of it (one late wake-up on a
+    // loaded machine is not the delay).
+    let mut took = Vec::new();
     for i in 0..5 {
         let created = client.create_sandbox(create(&format!("e{i}"), Path::new(""))).await.unwrap().into_inner();
-        let total = Duration::from_micros(created.latency.unwrap().total_us);
-        assert!(total >= Duration::from_millis(32) && total <= Duration::from_millis(48), "{total:?}");
+        took.push(Duration::from_micros(created.latency.unwrap().total_us));
     }
+    took.sort();
+    assert!(took[0] >= Duration::from_millis(40), "{took:?}");
+    assert!(took[2] <= Duration::from_millis(48), "{took:?}");
     worker.shutdown().await;
 }
 
