@@ -77,12 +77,15 @@ cell_pid=$!
 wait_port "$grpc" "$cell_pid" "$dir/cell.log"
 wait_port "$http" "$cell_pid" "$dir/cell.log"
 
+# The sample functions run from the checkout, which the sandbox user may not reach (under
+# /root): a development cell runs them as the worker's user rather than refusing them.
 worker_args=(--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --node-id local --state-dir "$dir/worker"
     --control-plane "http://$grpc")
 [[ -n "$emulated" ]] && worker_args+=(--emulate-nodes "$emulated")
 BATON_LOG__FILTER="${BATON_LOG__FILTER:-warn}" \
 BATON_WORKER__MAX_SANDBOXES=100000 BATON_WORKER__CPU_MILLIS=100000000 BATON_WORKER__MEMORY_MIB=100000000 \
 BATON_PROCESS__CGROUP_PARENT="baton-with-cell-$$" \
+BATON_PROCESS__USER_FALLBACK="${BATON_PROCESS__USER_FALLBACK:-worker}" \
     "$bin/baton-worker" "${worker_args[@]}" >"$dir/worker.log" 2>&1 &
 pids+=($!)
 worker_pid=$!

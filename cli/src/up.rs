@@ -246,7 +246,8 @@ async fn start_cell(
         format!(
             "[worker]\nnode_id = \"{id}-w1\"\nlisten = \"127.0.0.1:{worker}\"\nadmin_listen = \"127.0.0.1:0\"\n\
              state_dir = {state:?}\non_shutdown = \"delete\"\n[process]\nport_range_start = {first}\n\
-             port_range_end = {last}\ncgroup_parent = \"baton-up-{pid}-{id}\"\n[control_plane]\n\
+             port_range_end = {last}\ncgroup_parent = \"baton-up-{pid}-{id}\"\nuser_fallback = \"worker\"\n\
+             [control_plane]\n\
              address = \"http://127.0.0.1:{control}\"\n",
             state = run_dir.join(format!("{id}-worker")).display().to_string(),
             last = first + 999,

@@ -186,6 +186,8 @@ max_sandboxes = {max_sandboxes}
 port_range_start = {port_base}
 port_range_end = {}
 cgroup_parent = "{parent}"
+# The sample functions run from the checkout, which the sandbox user may not reach.
+user_fallback = "worker"
 [control_plane]
 address = "http://127.0.0.1:{cp}"
 heartbeat_interval = "100ms"

@@ -125,9 +125,15 @@ pub struct ProcessSection {
     /// Put sandboxes in a cgroup with CPU, memory and pids limits when privileged.
     /// Default: `true`.
     pub cgroups: bool,
-    /// Unprivileged user sandboxes run as, when the worker is root and the executable is
-    /// reachable by that user; `""` keeps the worker's user. Default: `nobody`.
+    /// Unprivileged user sandboxes run as when the worker is root; `""` keeps the worker's
+    /// user. Default: `nobody`.
     pub user: String,
+    /// What a root worker does when `user` cannot reach a spec's executable (a folder on
+    /// its path, or the file, is not executable by others): `refuse` the creation
+    /// (FAILED_PRECONDITION naming the path), or run the sandbox as the worker's own user
+    /// (`worker`: no user isolation; for development checkouts under `/root`).
+    /// Default: `refuse`.
+    pub user_fallback: UserFallback,
     /// Size at which a sandbox's stdout or stderr log is rotated (one old file is kept).
     /// Default: `10485760` (10 MiB).
     pub log_max_bytes: u64,
@@ -150,11 +156,22 @@ impl Default for ProcessSection {
             namespaces: true,
             cgroups: true,
             user: "nobody".into(),
+            user_fallback: UserFallback::Refuse,
             log_max_bytes: 10 << 20,
             log_check_interval: Duration::from_secs(5),
             adopted_poll_interval: Duration::from_millis(500),
         }
     }
+}
+
+/// `process.user_fallback`: when the sandbox user cannot reach an executable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserFallback {
+    /// Refuse the creation.
+    Refuse,
+    /// Run the sandbox as the worker's own user.
+    Worker,
 }
 
 /// `[emulated]`: the emulated runtime, for scale tests.

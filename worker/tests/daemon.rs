@@ -72,6 +72,7 @@ port_range_start = {}
 port_range_end = {}
 cgroup_parent = "{parent}"
 adopted_poll_interval = "50ms"
+user_fallback = "worker"
 "#,
         ports.0,
         ports.1,

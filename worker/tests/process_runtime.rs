@@ -11,6 +11,7 @@ use baton_proto::SandboxId;
 use baton_proto::cell::ExitReason;
 use baton_worker::RuntimeError;
 use baton_worker::SandboxRuntime;
+use baton_worker::config::ProcessSection;
 use baton_worker::process::ProcessRuntime;
 use baton_worker::runtime::{PortRequest, Resources, SandboxExit, SandboxSpec};
 use support::*;
@@ -190,6 +191,44 @@ async fn a_missing_executable_fails_at_once_and_clearly() {
     std::fs::remove_file(plain).unwrap();
     assert!(err.to_string().contains("not executable"), "{err}");
     h.assert_clean().await;
+}
+
+/// An executable the sandbox user cannot reach (here: in a folder only root may enter) is
+/// refused by default, naming the path and the way out, and nothing is left behind; with
+/// `user_fallback = "worker"` it runs as the worker's own user (root).
+#[tokio::test]
+async fn an_executable_the_sandbox_user_cannot_reach_is_refused_unless_told_otherwise() {
+    use baton_worker::config::UserFallback;
+    assert!(nix::unistd::geteuid().is_root(), "this test switches users: run it as root (CI does)");
+    use std::os::unix::fs::PermissionsExt;
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let echo = private.path().join("baton-fn-echo");
+    std::fs::copy(bin("baton-fn-echo"), &echo).unwrap();
+
+    let strict = {
+        let config = ProcessSection { user_fallback: UserFallback::Refuse, ..process_config("refuse", 21700, 10) };
+        let parent = config.cgroup_parent.clone();
+        let state = tempfile::tempdir().unwrap();
+        let (tx, exits) = mpsc::unbounded_channel();
+        Harness { runtime: ProcessRuntime::start(config, state.path(), tx).await.unwrap(), exits, parent, state }
+    };
+    let err = strict.runtime.create(id("private"), spec(&echo)).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::Executable { .. }), "{err}");
+    let message = err.to_string();
+    for needle in [echo.to_str().unwrap(), "\"nobody\" cannot reach it", "process.user_fallback = \"worker\""] {
+        assert!(message.contains(needle), "{needle:?} missing from {message}");
+    }
+    strict.assert_clean().await;
+
+    let lenient = harness("fallback", 21750).await;
+    let created = lenient.runtime.create(id("private"), spec(&echo)).await.unwrap();
+    assert!(!created.isolation.unprivileged_user, "{:?}", created.isolation);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", created.pid)).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(uid_line.split_whitespace().nth(1), Some("0"), "{uid_line}");
+    lenient.runtime.delete(&id("private"), Duration::from_secs(2)).await.unwrap();
+    lenient.assert_clean().await;
 }
 
 #[tokio::test]

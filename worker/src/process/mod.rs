@@ -32,7 +32,7 @@ pub use self::ports::PortPool;
 use self::reaper::{ChildExit, Reaper};
 use self::record::SandboxRecord;
 use self::table::{Entry, Phase};
-use crate::config::ProcessSection;
+use crate::config::{ProcessSection, UserFallback};
 use crate::error::RuntimeError;
 use crate::runtime::{
     Created, CreationLatency, Deleted, ExitInfo, Isolation, PortRequest, SandboxExit, SandboxRuntime, SandboxSpec,
@@ -146,26 +146,36 @@ impl ProcessRuntime {
         self.inner.background.lock().expect("background lock").push(task);
     }
 
-    fn isolation_for(&self, executable: &Path) -> (Isolation, Option<(Uid, Gid)>) {
+    /// The isolation and user a sandbox of `executable` gets; refused when the sandbox user
+    /// cannot reach it and `process.user_fallback` is `refuse`.
+    fn isolation_for(&self, executable: &Path) -> Result<(Isolation, Option<(Uid, Gid)>), RuntimeError> {
         let user = self.inner.user.filter(|(uid, gid)| reachable_by(executable, *uid, *gid));
         if self.inner.user.is_some() && user.is_none() {
-            tracing::warn!(
-                executable = %executable.display(),
-                "the sandbox user cannot reach this executable (a folder on its path or the file itself is not \
-                 executable by others); running it as the worker's user"
+            let why = format!(
+                "the sandbox user {:?} cannot reach it (every folder on its path needs o+x, the file o+rx)",
+                self.inner.config.user
             );
+            if self.inner.config.user_fallback == UserFallback::Refuse {
+                return Err(RuntimeError::Executable {
+                    path: executable.display().to_string(),
+                    reason: format!("{why}; make it reachable, or set process.user_fallback = \"worker\""),
+                });
+            }
+            tracing::warn!(executable = %executable.display(), "{why}; running it as the worker's user");
         }
         let isolation = Isolation {
             namespaces: self.inner.namespaces,
             cgroup: self.inner.cgroups.as_ref().map(|c| c.version().to_string()),
             unprivileged_user: user.is_some(),
         };
-        (isolation, user)
+        Ok((isolation, user))
     }
 
     async fn create_inner(&self, id: &SandboxId, spec: &SandboxSpec, slot: &mut Slot) -> Result<Created, RuntimeError> {
         let started = Instant::now();
         check_executable(&spec.executable)?;
+        // Decided before anything is taken, so a refusal leaves nothing behind.
+        let (isolation, user) = self.isolation_for(&spec.executable)?;
         let port = match spec.port {
             PortRequest::Any => self.inner.ports.take_any(),
             PortRequest::Fixed(p) => self.inner.ports.take(p),
@@ -191,7 +201,6 @@ impl ProcessRuntime {
         slot.cgroup = cgroup.clone();
         let cgroup_time = cgroup_started.elapsed();
 
-        let (isolation, user) = self.isolation_for(&spec.executable);
         let mut env: Vec<(String, String)> = vec![
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
             ("PORT".into(), port.to_string()),

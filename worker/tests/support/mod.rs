@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
-use baton_worker::config::ProcessSection;
+use baton_worker::config::{ProcessSection, UserFallback};
 
 /// Path of a workspace binary. The suite runs after `cargo build --workspace --bins`
 /// (scripts/test.sh does it), which puts every binary next to this crate's own.
@@ -45,6 +45,9 @@ pub fn process_config(test: &str, port_base: u16, ports: u16) -> ProcessSection 
         cgroup_parent: format!("baton-test-{test}-{}", std::process::id()),
         log_check_interval: Duration::from_millis(200),
         adopted_poll_interval: Duration::from_millis(50),
+        // The sample functions run from the checkout, which the sandbox user may not reach
+        // (under /root); tests of the user's isolation use `world_reachable_copy`.
+        user_fallback: UserFallback::Worker,
         ..ProcessSection::default()
     }
 }
