@@ -89,6 +89,8 @@ impl Cell {
             .env("BATON_LOG__FILTER", "warn")
             .env("BATON_WORKER__MAX_SANDBOXES", "100000")
             .env("BATON_PROCESS__CGROUP_PARENT", format!("baton-bench-{}", std::process::id()))
+            // The sample functions run from the checkout, which `nobody` may not reach.
+            .env("BATON_PROCESS__USER_FALLBACK", "worker")
             .stdout(Stdio::null());
         // Offer more CPU than the machine has, so 100 cold sandboxes of 0.1 core fit; each
         // still gets its own CFS quota (a quota far below the start-up cost of a process,

@@ -20,7 +20,7 @@ async fn counts(federation: &Federation) -> BTreeMap<String, u64> {
     cells.into_iter().map(|c| (c.id, c.functions)).collect()
 }
 
-/// Waits until the counts show what `done` wants and then stay unchanged for a second
+/// Waits until the counts show what `done` wants and then stay unchanged for two seconds
 /// (a move runs as long as its target takes to start sandboxes: a pause between moves is
 /// not the end of the rebalancing); returns them.
 async fn settled(
@@ -29,7 +29,7 @@ async fn settled(
     what: &str,
     done: impl Fn(&BTreeMap<String, u64>) -> bool,
 ) -> BTreeMap<String, u64> {
-    const QUIET: Duration = Duration::from_secs(1);
+    const QUIET: Duration = Duration::from_secs(2);
     let start = Instant::now();
     let (mut last, mut since) = (counts(federation).await, Instant::now());
     loop {

@@ -28,12 +28,7 @@ impl RouterProc {
 
     /// A counter or gauge from its `/metrics` (summed over labels).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text =
-            reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin_port)).await.unwrap().text().await.unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        crate::metric_at(self.admin_port, name).await
     }
 }
 

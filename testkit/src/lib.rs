@@ -28,6 +28,15 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A counter or gauge from the `/metrics` served on `admin_port` (summed over labels).
+pub async fn metric_at(admin_port: u16, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -228,12 +237,7 @@ retry_max = "200ms"
 
     /// A gauge or counter of the cell's `/metrics` (summed over its labels).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text =
-            reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin_port)).await.unwrap().text().await.unwrap();
-        text.lines()
-            .filter(|l| l.split([' ', '{']).next() == Some(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_at(self.admin_port, name).await
     }
 
     /// Polls a metric until `check` holds (gauges refresh every load report, 100 ms).

@@ -63,7 +63,9 @@ async fn process_run(label: &str, iso: Isolation, n: usize, concurrency: usize) 
     let state = std::env::temp_dir().join(format!("baton-bench-{}", std::process::id()));
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let runtime = ProcessRuntime::start(config, &state, tx).await.unwrap();
-    let echo = release_bin("baton-fn-echo");
+    // In a folder everyone may enter, so `nobody` runs it wherever the checkout lives.
+    let reachable = tempfile::Builder::new().prefix("baton-bench-fn-").tempdir_in("/tmp").unwrap();
+    let echo = baton_worker::process::reachable_copy(&release_bin("baton-fn-echo"), reachable.path()).unwrap();
     let spec = SandboxSpec {
         function_id: "echo".into(),
         executable: echo,

@@ -23,6 +23,11 @@ pub async fn run(mut config: WorkerConfig, function: PathBuf) -> anyhow::Result<
     config.worker.admin_listen = "127.0.0.1:0".parse()?;
     config.worker.state_dir = std::env::temp_dir().join("baton-worker-demo");
     config.control_plane.address.clear();
+    // A copy in a folder everyone may enter: the checkout (under /root, say) may be out of
+    // the sandbox user's reach, and the demo shows the full isolation.
+    let copies = std::env::temp_dir().join("baton-worker-demo-fn");
+    let reachable = crate::process::reachable_copy(&function, &copies)
+        .with_context(|| format!("copying {} to {}", function.display(), copies.display()))?;
     let worker = crate::start(config).await?;
     let mut client = WorkerClient::connect(format!("http://{}", worker.grpc_addr)).await?;
     let created = client
@@ -31,7 +36,7 @@ pub async fn run(mut config: WorkerConfig, function: PathBuf) -> anyhow::Result<
             sandbox_id: "demo-echo".into(),
             spec: Some(SandboxSpec {
                 function_id: "echo".into(),
-                executable: function.display().to_string(),
+                executable: reachable.display().to_string(),
                 resources: Some(Resources { cpu_millis: 500, memory_mib: 128, pids: 64 }),
                 ..SandboxSpec::default()
             }),
@@ -66,6 +71,7 @@ pub async fn run(mut config: WorkerConfig, function: PathBuf) -> anyhow::Result<
         .await
         .context("deleting the demo sandbox")?;
     worker.shutdown().await;
+    std::fs::remove_dir_all(&copies).with_context(|| format!("removing {}", copies.display()))?;
     println!("sandbox deleted; nothing left behind.");
     Ok(())
 }

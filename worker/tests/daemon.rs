@@ -420,6 +420,8 @@ async fn the_readme_demo_creates_calls_and_cleans_up_a_real_sandbox() {
     let text = seen.join("\n");
     assert!(text.contains("sandbox demo-echo ready at http://127.0.0.1:2230"), "{text}");
     assert!(text.contains(r#""body":"hi sandbox""#), "{text}");
+    // Run as root (CI is): the demo's copy of echo is within the sandbox user's reach.
+    assert!(text.contains("unprivileged user: true"), "{text}");
     let pid: i32 = text.split("(pid ").nth(1).unwrap().split(')').next().unwrap().parse().unwrap();
     assert!(alive(pid as u32));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(demo.0.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();

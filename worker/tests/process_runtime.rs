@@ -25,7 +25,10 @@ struct Harness {
 }
 
 async fn harness(test: &str, port_base: u16) -> Harness {
-    let config = process_config(test, port_base, 50);
+    harness_with(process_config(test, port_base, 50)).await
+}
+
+async fn harness_with(config: ProcessSection) -> Harness {
     let parent = config.cgroup_parent.clone();
     let state = tempfile::tempdir().unwrap();
     let (tx, exits) = mpsc::unbounded_channel();
@@ -206,13 +209,8 @@ async fn an_executable_the_sandbox_user_cannot_reach_is_refused_unless_told_othe
     let echo = private.path().join("baton-fn-echo");
     std::fs::copy(bin("baton-fn-echo"), &echo).unwrap();
 
-    let strict = {
-        let config = ProcessSection { user_fallback: UserFallback::Refuse, ..process_config("refuse", 21700, 10) };
-        let parent = config.cgroup_parent.clone();
-        let state = tempfile::tempdir().unwrap();
-        let (tx, exits) = mpsc::unbounded_channel();
-        Harness { runtime: ProcessRuntime::start(config, state.path(), tx).await.unwrap(), exits, parent, state }
-    };
+    let refusing = ProcessSection { user_fallback: UserFallback::Refuse, ..process_config("refuse", 21700, 10) };
+    let strict = harness_with(refusing.clone()).await;
     let err = strict.runtime.create(id("private"), spec(&echo)).await.unwrap_err();
     assert!(matches!(err, RuntimeError::Executable { .. }), "{err}");
     let message = err.to_string();
@@ -229,6 +227,16 @@ async fn an_executable_the_sandbox_user_cannot_reach_is_refused_unless_told_othe
     assert_eq!(uid_line.split_whitespace().nth(1), Some("0"), "{uid_line}");
     lenient.runtime.delete(&id("private"), Duration::from_secs(2)).await.unwrap();
     lenient.assert_clean().await;
+
+    // A sandbox user that does not exist would make every sandbox root's: the runtime does
+    // not start, unless told to fall back.
+    let missing = ProcessSection { user: "baton-no-such-user".into(), ..refusing };
+    let state = tempfile::tempdir().unwrap();
+    let err = ProcessRuntime::start(missing.clone(), state.path(), mpsc::unbounded_channel().0).await.err().unwrap();
+    assert!(err.to_string().starts_with("process.user: no user \"baton-no-such-user\""), "{err}");
+    let lenient = ProcessSection { user_fallback: UserFallback::Worker, ..missing };
+    let runtime = ProcessRuntime::start(lenient, state.path(), mpsc::unbounded_channel().0).await.unwrap();
+    runtime.shutdown(true, Duration::from_secs(1)).await;
 }
 
 #[tokio::test]

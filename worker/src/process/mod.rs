@@ -57,6 +57,8 @@ struct Inner {
     cgroups: Option<Cgroups>,
     namespaces: bool,
     user: Option<(Uid, Gid)>,
+    /// Executables already warned about running as the worker's user.
+    warned: Mutex<std::collections::HashSet<PathBuf>>,
     table: Mutex<table::Table>,
     events: mpsc::UnboundedSender<SandboxExit>,
     background: Mutex<Vec<JoinHandle<()>>>,
@@ -89,6 +91,18 @@ impl ProcessRuntime {
         std::fs::create_dir_all(&dir)
             .map_err(|e| RuntimeError::os(format!("creating state folder {}", dir.display()), e))?;
         let (capabilities, cgroups, user) = detect(&config).await;
+        let root = nix::unistd::geteuid().is_root();
+        if root && user.is_none() && !config.user.is_empty() && config.user_fallback == UserFallback::Refuse {
+            // Every sandbox would run as root: say so now rather than at each creation.
+            return Err(RuntimeError::invalid(
+                "process.user",
+                format!(
+                    "no user {:?} on this machine: create it, set process.user = \"\" or process.user_fallback = \
+                     \"worker\" to run sandboxes as the worker's user",
+                    config.user
+                ),
+            ));
+        }
         let inner = Arc::new(Inner {
             ports: PortPool::new(config.port_range_start..=config.port_range_end),
             host,
@@ -96,6 +110,7 @@ impl ProcessRuntime {
             namespaces: capabilities.namespaces,
             cgroups,
             user,
+            warned: Mutex::default(),
             table: Mutex::default(),
             events,
             background: Mutex::default(),
@@ -152,7 +167,8 @@ impl ProcessRuntime {
         let user = self.inner.user.filter(|(uid, gid)| reachable_by(executable, *uid, *gid));
         if self.inner.user.is_some() && user.is_none() {
             let why = format!(
-                "the sandbox user {:?} cannot reach it (every folder on its path needs o+x, the file o+rx)",
+                "the sandbox user {:?} cannot reach it (every folder on its path, and the file, must be executable \
+                 by it)",
                 self.inner.config.user
             );
             if self.inner.config.user_fallback == UserFallback::Refuse {
@@ -161,7 +177,9 @@ impl ProcessRuntime {
                     reason: format!("{why}; make it reachable, or set process.user_fallback = \"worker\""),
                 });
             }
-            tracing::warn!(executable = %executable.display(), "{why}; running it as the worker's user");
+            if self.inner.warned.lock().expect("warned lock").insert(executable.to_path_buf()) {
+                tracing::warn!(executable = %executable.display(), "{why}; running it as the worker's user");
+            }
         }
         let isolation = Isolation {
             namespaces: self.inner.namespaces,
@@ -584,6 +602,21 @@ fn check_executable(path: &Path) -> Result<(), RuntimeError> {
         return Err(err("is not executable (no x permission bit)"));
     }
     Ok(())
+}
+
+/// Copies `function` into `dir` (created if needed), both readable and enterable by
+/// everyone, so the sandbox user can run the copy wherever the original lives (a checkout
+/// under `/root` is out of its reach). Returns the copy's path.
+pub fn reachable_copy(function: &Path, dir: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let everyone = || std::fs::Permissions::from_mode(0o755);
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, everyone())?;
+    let name = function.file_name().ok_or_else(|| std::io::Error::other("the function path has no file name"))?;
+    let copy = dir.join(name);
+    std::fs::copy(function, &copy)?;
+    std::fs::set_permissions(&copy, everyone())?;
+    Ok(copy)
 }
 
 /// Whether `uid`/`gid` may traverse every folder up to `path` and execute it.

@@ -25,14 +25,10 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// A copy of a binary in a fresh folder everyone may traverse, so the sandbox user
 /// (`nobody`) can run it wherever the checkout lives (a checkout under `/root` is not
-/// reachable by other users, and the worker then keeps the sandbox on its own user).
+/// reachable by other users).
 pub fn world_reachable_copy(path: &Path) -> (tempfile::TempDir, PathBuf) {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new().prefix("baton-fn-").tempdir_in("/tmp").unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let copy = dir.path().join(path.file_name().unwrap());
-    std::fs::copy(path, &copy).unwrap();
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = baton_worker::process::reachable_copy(path, dir.path()).unwrap();
     (dir, copy)
 }
 
