@@ -99,6 +99,7 @@ pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
     tokio::spawn(async move {
         loop {
             ready.set(metrics.borrow().current_leader.is_some());
+            crate::metrics::raft(&metrics.borrow());
             if metrics.changed().await.is_err() {
                 return;
             }

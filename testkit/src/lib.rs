@@ -28,11 +28,14 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A counter or gauge from the `/metrics` served on `admin_port` (summed over labels).
+/// A counter or gauge from the `/metrics` served on `admin_port`: summed over its labels,
+/// or one series when `name` gives them (`name{label="value"}`).
 pub async fn metric_at(admin_port: u16, name: &str) -> f64 {
     let text = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics")).await.unwrap().text().await.unwrap();
     text.lines()
-        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter(|l| {
+            l.split([' ', '{']).next() == Some(name) || l.strip_prefix(name).is_some_and(|r| r.starts_with(' '))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

@@ -126,6 +126,13 @@ impl Network {
     /// Commits `command` through `proposer`: on this replica if it leads, otherwise on the
     /// leader it knows, over the transport (one hop).
     pub async fn write(&self, proposer: &Proposer, command: Command) -> Result<Outcome, WriteError> {
+        let started = std::time::Instant::now();
+        let result = self.write_once(proposer, command).await;
+        crate::metrics::write(&result, started.elapsed());
+        result
+    }
+
+    async fn write_once(&self, proposer: &Proposer, command: Command) -> Result<Outcome, WriteError> {
         let forward = match proposer.write(command.clone()).await {
             Ok(outcome) => return Ok(outcome),
             Err(e) => match e.forward_to_leader::<BasicNode>() {

@@ -105,6 +105,7 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Queued>) {
             continue;
         }
         let (commands, replies): (Vec<Command>, Vec<Reply>) = batch.into_iter().unzip();
+        crate::metrics::entry(commands.len());
         let single = commands.len() == 1;
         let command = if single { commands.into_iter().next().expect("one") } else { Command::Batch(commands) };
         // Handed to raft here, in queue order; only the wait runs apart.

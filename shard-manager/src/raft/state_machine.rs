@@ -168,6 +168,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             outcomes.push(outcome);
         }
         let epoch = applied.state.epoch;
+        crate::metrics::state(&applied.state);
         drop(applied);
         self.epoch.send_if_modified(|e| std::mem::replace(e, epoch) != epoch);
         Ok(outcomes)
@@ -195,6 +196,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let stored = StoredSnapshot { meta: meta.clone(), data };
         self.save_snapshot(&stored).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         let epoch = incoming.state.epoch;
+        crate::metrics::state(&incoming.state);
         *self.applied.write().await = incoming;
         self.epoch.send_replace(epoch);
         Ok(())

@@ -236,7 +236,7 @@ impl Manager {
         self.prepare(control, &record.tenant, &record.name, &record.spec_json, running as u32).await?;
         let (epoch, generation) =
             self.write(Command::Assign { function: id.to_string(), cell: target.clone() }).await?;
-        metrics::counter!("baton_shard_manager_moves_total").increment(1);
+        crate::metrics::moved();
         Ok((epoch, generation.unwrap_or_default()))
     }
 

@@ -180,9 +180,15 @@ impl Manager {
                     Command::Assign { function, cell } => Some((function.clone(), cell.clone())),
                     _ => None,
                 };
-                if let Err(e) = self.network.write(&self.proposer, command).await {
-                    tracing::warn!(error = %e, "failover write failed; retrying next round");
-                    break;
+                let marks_down = matches!(command, Command::SetCellState { state: CellState::Down, .. });
+                match self.network.write(&self.proposer, command).await {
+                    Err(e) => {
+                        tracing::warn!(error = %e, "failover write failed; retrying next round");
+                        break;
+                    }
+                    Ok(Outcome::Applied { .. }) if marks_down => crate::metrics::cell_failover(),
+                    Ok(Outcome::Applied { .. }) if assigned.is_some() => crate::metrics::failover_reassignment(),
+                    Ok(_) => {}
                 }
                 if let Some((function, cell)) = assigned {
                     // The new owner also fetches the spec when it sees the assignment; the
@@ -368,11 +374,16 @@ impl ShardManager for Manager {
         let (snapshot, deltas) = self.sm.follow().await;
         let json = serde_json::to_string(&snapshot).map_err(|e| Status::internal(e.to_string()))?;
         let first = ShardMapEvent { event: Some(shard_map_event::Event::SnapshotJson(json)) };
-        let rest = tokio_stream::wrappers::BroadcastStream::new(deltas).map(|delta| match delta {
-            Ok(delta) => serde_json::to_string(&delta)
-                .map(|json| ShardMapEvent { event: Some(shard_map_event::Event::DeltaJson(json)) })
-                .map_err(|e| Status::internal(e.to_string())),
-            Err(_) => Err(Status::aborted("fell behind the shard-map feed: subscribe again")),
+        // Counted while the stream lives: the closure owns the guard.
+        let follower = crate::metrics::map_follower();
+        let rest = tokio_stream::wrappers::BroadcastStream::new(deltas).map(move |delta| {
+            let _counted = &follower;
+            match delta {
+                Ok(delta) => serde_json::to_string(&delta)
+                    .map(|json| ShardMapEvent { event: Some(shard_map_event::Event::DeltaJson(json)) })
+                    .map_err(|e| Status::internal(e.to_string())),
+                Err(_) => Err(Status::aborted("fell behind the shard-map feed: subscribe again")),
+            }
         });
         Ok(Response::new(Box::pin(tokio_stream::once(Ok(first)).chain(rest))))
     }
