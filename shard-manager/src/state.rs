@@ -16,6 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use baton_shardmap::{Assignment, Cell, CellId, CellState, Change, Delta, MapSnapshot, ShardMap};
 use serde::{Deserialize, Serialize};
 
+mod requests;
+
+pub use requests::{REQUESTS_KEPT, RequestLog};
+
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
@@ -99,6 +103,24 @@ pub enum Command {
     /// Independent commands in one raft entry (the proposer's batches): each applied or
     /// rejected on its own, in order, each applied one with its own epoch and delta.
     Batch(Vec<Command>),
+    /// `command` sent with the caller's request ID: applied once; the same ID again is
+    /// answered with the first outcome and changes nothing (a retried write).
+    Once {
+        /// The caller's request ID.
+        request: String,
+        /// The write.
+        command: Box<Command>,
+    },
+}
+
+impl Command {
+    /// The write itself, without its request ID.
+    pub fn inner(&self) -> &Command {
+        match self {
+            Command::Once { command, .. } => command.inner(),
+            other => other,
+        }
+    }
 }
 
 /// What applying a command did.
@@ -111,6 +133,9 @@ pub enum Outcome {
         epoch: u64,
         /// The function's generation, for function commands.
         generation: Option<u64>,
+        /// For a `PutFunction`: it added the function (not an update).
+        #[serde(default)]
+        created: bool,
     },
     /// Refused, with the reason; nothing changed.
     Rejected(String),
@@ -140,6 +165,9 @@ pub struct FederationState {
     /// [`FederationState::recount`] after the state is read back).
     #[serde(skip)]
     function_counts: BTreeMap<String, usize>,
+    /// Recent writes by request ID.
+    #[serde(default)]
+    requests: RequestLog,
 }
 
 /// A function's ID: `tenant/name`.
@@ -152,12 +180,35 @@ impl FederationState {
     /// epoch and returns the shard-map delta for the new epoch (empty for tenant and key
     /// commands: followers still need it to keep their epoch without a gap).
     pub fn apply(&mut self, command: Command) -> (Outcome, Option<Delta>) {
+        if let Command::Once { request, command } = command {
+            if let Some(first) = self.requests.get(&request) {
+                return (first.clone(), None);
+            }
+            let (outcome, delta) = self.apply(*command);
+            // A refusal changed nothing: trying it again is harmless.
+            if matches!(outcome, Outcome::Applied { .. }) {
+                self.requests.record(request, outcome.clone());
+            }
+            return (outcome, delta);
+        }
         if let Err(reason) = self.check(&command) {
             return (Outcome::Rejected(reason), None);
         }
+        let created = match &command {
+            Command::PutFunction { record, .. } => {
+                !self.functions.contains_key(&function_id(&record.tenant, &record.name))
+            }
+            _ => false,
+        };
         let (generation, changes) = self.change(command);
         self.epoch += 1;
-        (Outcome::Applied { epoch: self.epoch, generation }, Some(Delta { epoch: self.epoch, changes }))
+        (Outcome::Applied { epoch: self.epoch, generation, created }, Some(Delta { epoch: self.epoch, changes }))
+    }
+
+    /// What the write with request ID `request` did, if it was applied recently (see
+    /// [`REQUESTS_KEPT`]).
+    pub fn request(&self, request: &str) -> Option<&Outcome> {
+        self.requests.get(request)
     }
 
     /// Rebuilds what is derived from the replicated fields (after deserializing).
@@ -337,8 +388,8 @@ impl FederationState {
                 let (generation, assignment) = (Some(assignment.generation), assignment.clone());
                 return (generation, vec![Change::Assign { function, assignment }]);
             }
-            // Refused by `check`: `apply_entry` takes batches apart.
-            Command::Batch(_) => {}
+            // Refused by `check`: `apply_entry` takes batches apart; `apply` unwraps `Once`.
+            Command::Batch(_) | Command::Once { .. } => {}
         }
         (None, Vec::new())
     }
@@ -378,6 +429,42 @@ mod tests {
         FunctionRecord { tenant: tenant.into(), name: name.into(), home_region: "local".into(), spec_json: "{}".into() }
     }
 
+    /// A write sent with a request ID is applied once: the same ID again is answered with
+    /// the first outcome, changes nothing and makes no delta, also after the state is read
+    /// back from a snapshot; a refused write is not remembered (trying again is harmless).
+    #[test]
+    fn a_write_with_a_request_id_is_applied_once() {
+        let once =
+            |request: &str, command: Command| Command::Once { request: request.into(), command: Box::new(command) };
+        let mut s = FederationState::default();
+        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 0 }));
+        s.apply(Command::PutCell(cell("c1")));
+        let put = Command::PutFunction { record: function("dev", "echo"), cell: CellId("c1".into()) };
+        let (first, delta) = s.apply(once("r1", put.clone()));
+        assert_eq!(first, Outcome::Applied { epoch: 3, generation: Some(1), created: true });
+        assert!(delta.is_some());
+        let (again, delta) = s.apply(once("r1", put.clone()));
+        assert_eq!((again, delta, s.epoch), (first.clone(), None, 3), "the retry is the first answer");
+        // Another ID is another write: an update now.
+        assert_eq!(s.apply(once("r2", put)).0, Outcome::Applied { epoch: 4, generation: Some(1), created: false });
+
+        let delete = || once("r3", Command::DeleteFunction { id: "dev/echo".into() });
+        let (deleted, _) = s.apply(delete());
+        let mut read_back: FederationState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        read_back.recount();
+        assert_eq!(read_back.apply(delete()), (deleted, None), "remembered through a snapshot");
+        assert_eq!(read_back.request("r1"), Some(&first));
+
+        let refused = || once("r4", Command::SetCellState { cell: CellId("nope".into()), state: CellState::Draining });
+        assert!(matches!(s.apply(refused()).0, Outcome::Rejected(_)));
+        assert_eq!(s.request("r4"), None, "a refusal is not remembered");
+        assert_eq!(
+            s.apply_entry(Command::Batch(vec![once("r1", Command::PutCell(cell("c9")))])).0,
+            Outcome::Batch(vec![first])
+        );
+        assert!(!s.cells.contains_key(&CellId("c9".into())), "a batch's repeated write is not applied either");
+    }
+
     #[test]
     fn functions_keep_their_owner_on_update_and_moves_bump_the_generation() {
         let mut s = FederationState::default();
@@ -385,9 +472,9 @@ mod tests {
         s.apply(Command::PutCell(cell("c1")));
         s.apply(Command::PutCell(cell("c2")));
         let put = |cell: &str| Command::PutFunction { record: function("dev", "echo"), cell: CellId(cell.into()) };
-        assert_eq!(s.apply(put("c1")).0, Outcome::Applied { epoch: 4, generation: Some(1) });
+        assert_eq!(s.apply(put("c1")).0, Outcome::Applied { epoch: 4, generation: Some(1), created: true });
         // Updating the spec keeps the owner, whatever the leader would pick now.
-        assert_eq!(s.apply(put("c2")).0, Outcome::Applied { epoch: 5, generation: Some(1) });
+        assert_eq!(s.apply(put("c2")).0, Outcome::Applied { epoch: 5, generation: Some(1), created: false });
         assert_eq!(s.assignments["dev/echo"].cell, CellId("c1".into()));
         s.apply(Command::Pin { function: "dev/echo".into(), pinned: true });
         assert!(s.pinned.contains("dev/echo"));
@@ -395,7 +482,7 @@ mod tests {
         assert!(s.pinned.is_empty());
         s.apply(Command::Pin { function: "dev/echo".into(), pinned: true });
         let moved = s.apply(Command::Assign { function: "dev/echo".into(), cell: CellId("c2".into()) }).0;
-        assert_eq!(moved, Outcome::Applied { epoch: 9, generation: Some(2) });
+        assert_eq!(moved, Outcome::Applied { epoch: 9, generation: Some(2), created: false });
         let map = s.shard_map();
         assert_eq!(map.owner("dev/echo", None).unwrap().cell.id.0, "c2");
         assert_eq!(map.epoch(), 9);
@@ -452,7 +539,7 @@ mod tests {
         assert!(matches!(refused, (Outcome::Rejected(_), None)));
         assert_eq!(s, before);
         let (outcome, delta) = s.apply(Command::PutFunctions(vec![put("a", "dev"), put("b", "dev")]));
-        assert_eq!(outcome, Outcome::Applied { epoch: 3, generation: None });
+        assert_eq!(outcome, Outcome::Applied { epoch: 3, generation: None, created: false });
         assert_eq!(delta.unwrap().changes.len(), 2);
         assert_eq!(s.assignments.len(), 2);
     }
@@ -523,9 +610,9 @@ mod tests {
             Command::Batch(vec![Command::PutTenant(tenant("b"))]),
         ]));
         let Outcome::Batch(outcomes) = outcome else { panic!("{outcome:?}") };
-        assert_eq!(outcomes[0], Outcome::Applied { epoch: 1, generation: None });
+        assert_eq!(outcomes[0], Outcome::Applied { epoch: 1, generation: None, created: false });
         assert_eq!(outcomes[1], Outcome::Rejected("tenant nobody does not exist".into()));
-        assert_eq!(outcomes[2], Outcome::Applied { epoch: 2, generation: None });
+        assert_eq!(outcomes[2], Outcome::Applied { epoch: 2, generation: None, created: false });
         assert_eq!(outcomes[3], Outcome::Rejected("a batch inside a batch".into()));
         assert_eq!(deltas.iter().map(|d| d.epoch).collect::<Vec<_>>(), [1, 2]);
         assert_eq!((s.epoch, s.tenants.len(), s.api_keys.len()), (2, 1, 1));

@@ -111,7 +111,7 @@ async fn committed_state_survives_a_restart() {
             .await
             .unwrap();
         let written = node.client_write(tenant("after-snapshot")).await.unwrap();
-        assert_eq!(written.data, Outcome::Applied { epoch: 2, generation: None });
+        assert_eq!(written.data, Outcome::Applied { epoch: 2, generation: None, created: false });
         node.shutdown().await.unwrap();
     }
     let (node, sm) = start(&path).await;

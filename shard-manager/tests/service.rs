@@ -340,6 +340,51 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
     assert_eq!(epoch().await, before + 1, "only the drain was stored");
 }
 
+/// `message` sent with request ID `id`.
+fn with_id<T>(message: T, id: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(baton_proto::REQUEST_ID_METADATA, id.parse().unwrap());
+    request
+}
+
+/// A write sent again with its request ID (a client retrying at another replica after
+/// losing the answer) is answered as the first attempt was and applied once: a
+/// registration still says it created the function, a delete does not turn into a 404.
+/// Without an ID, a write is a new write. A malformed ID is refused naming the metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_write_is_answered_as_the_first_and_applied_once() {
+    use baton_proto::shard::{FunctionRef, ListFunctionsRequest};
+    let (mut api, _node, _dir) = start_admitting(Admission::default()).await;
+    api.register_cell(cell("c1")).await.unwrap();
+    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
+        .await
+        .unwrap();
+    let epoch = |mut api: ShardManagerClient<Channel>| async move {
+        api.list_functions(ListFunctionsRequest::default()).await.unwrap().into_inner().epoch
+    };
+
+    let first = api.put_function(with_id(put("dev", "f", ""), "put-1")).await.unwrap().into_inner();
+    assert!(first.created);
+    let again = api.put_function(with_id(put("dev", "f", ""), "put-1")).await.unwrap().into_inner();
+    assert_eq!(again, first, "the retry gets the first answer");
+    assert_eq!(epoch(api.clone()).await, first.epoch, "and changes nothing");
+    let update = api.put_function(put("dev", "f", "")).await.unwrap().into_inner();
+    assert_eq!((update.created, update.epoch), (false, first.epoch + 1), "no ID: a new write");
+
+    let f = || FunctionRef { tenant: "dev".into(), name: "f".into(), min_epoch: 0 };
+    let deleted = api.delete_function(with_id(f(), "delete-1")).await.unwrap().into_inner();
+    let again = api.delete_function(with_id(f(), "delete-1")).await.unwrap().into_inner();
+    assert_eq!(again, deleted, "a retried delete is not told the function is gone");
+    assert_eq!(api.delete_function(f()).await.unwrap_err().code(), tonic::Code::NotFound);
+
+    for bad in ["has space", &"x".repeat(baton_proto::MAX_REQUEST_ID_LEN + 1)] {
+        let err = api.put_function(with_id(put("dev", "g", ""), bad)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        assert!(err.message().starts_with(baton_proto::REQUEST_ID_METADATA), "{err:?}");
+    }
+    assert_eq!(epoch(api.clone()).await, deleted.epoch, "refusals store nothing");
+}
+
 /// A read that asks for an epoch this replica has not applied waits for it (and then sees
 /// the write that made it), or answers UNAVAILABLE after a second so the caller asks
 /// another replica: a reader that saw epoch N never gets an older state. Writes plan from

@@ -1,12 +1,18 @@
 //! A client of every shard-manager replica: any replica answers (a follower forwards
 //! writes to the leader), so a call that finds a replica unreachable goes to the next one.
 //! Used by routers (the tenant API) and cells (registration, heartbeats, specs).
+//!
+//! Every attempt of one call carries the same request ID
+//! ([`baton_proto::REQUEST_ID_METADATA`]): a write whose answer was lost (its leader died
+//! after the commit) and that is then sent to the next replica is applied once, and
+//! answered as the first attempt was.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -45,18 +51,44 @@ impl Replicas {
     }
 
     /// Sends `request` with `call` to a replica; moves to the next replica while they are
-    /// unavailable (each attempt gets its own copy of the request).
+    /// unavailable (each attempt gets its own copy of the request, with the call's one
+    /// request ID, a random one).
     pub async fn call<R, T, F, Fut>(&self, request: R, call: F) -> Result<T, Status>
     where
         R: Clone,
-        F: Fn(ShardManagerClient<Channel>, R) -> Fut,
+        F: Fn(ShardManagerClient<Channel>, tonic::Request<R>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let id = format!("{:032x}", rand::random::<u128>()).parse().expect("hex digits are valid metadata");
+        self.attempts(id, request, call).await
+    }
+
+    /// As [`Replicas::call`], with the caller's request ID (a tenant's idempotency key, so
+    /// that the tenant's own retries are applied once too): printable ASCII, at most
+    /// [`baton_proto::MAX_REQUEST_ID_LEN`] characters.
+    pub async fn call_as<R, T, F, Fut>(&self, request_id: &str, request: R, call: F) -> Result<T, Status>
+    where
+        R: Clone,
+        F: Fn(ShardManagerClient<Channel>, tonic::Request<R>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let id = request_id.parse().map_err(|_| Status::invalid_argument("the request ID is not printable ASCII"))?;
+        self.attempts(id, request, call).await
+    }
+
+    async fn attempts<R, T, F, Fut>(&self, id: MetadataValue<Ascii>, request: R, call: F) -> Result<T, Status>
+    where
+        R: Clone,
+        F: Fn(ShardManagerClient<Channel>, tonic::Request<R>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let start = self.current.load(Ordering::Relaxed);
         let mut last = Status::unavailable("no shard-manager replica");
         for i in 0..self.clients.len() {
             let index = (start + i) % self.clients.len();
-            match call(self.clients[index].clone(), request.clone()).await {
+            let mut attempt = tonic::Request::new(request.clone());
+            attempt.metadata_mut().insert(baton_proto::REQUEST_ID_METADATA, id.clone());
+            match call(self.clients[index].clone(), attempt).await {
                 Ok(response) => {
                     self.current.store(index, Ordering::Relaxed);
                     return Ok(response.into_inner());
@@ -66,5 +98,32 @@ impl Replicas {
             }
         }
         Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every attempt of a call carries one request ID; another call, another.
+    #[tokio::test]
+    async fn each_call_has_one_request_id_across_its_attempts() {
+        // Never connected: the attempts below answer without calling.
+        let replicas = Replicas::new(&["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()]).unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let attempt = |_client, request: tonic::Request<()>| {
+            let id = request.metadata().get(baton_proto::REQUEST_ID_METADATA).map(|v| v.to_str().unwrap().to_string());
+            seen.lock().unwrap().push(id);
+            async { Err::<tonic::Response<()>, _>(Status::unavailable("down")) }
+        };
+        assert_eq!(replicas.call((), attempt).await.unwrap_err().code(), Code::Unavailable);
+        assert_eq!(replicas.call((), attempt).await.unwrap_err().code(), Code::Unavailable);
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(seen.len(), 4, "two attempts per call, one per replica");
+        let ids: Vec<String> = seen.into_iter().map(Option::unwrap).collect();
+        assert!(ids.iter().all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())), "{ids:?}");
+        assert_eq!(ids[0], ids[1], "a call's attempts share its ID");
+        assert_eq!(ids[2], ids[3]);
+        assert_ne!(ids[0], ids[2], "calls do not");
     }
 }

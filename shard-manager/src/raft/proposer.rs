@@ -62,7 +62,7 @@ fn stopped() -> ProposeError {
 
 /// How much of an entry's size a command accounts for: its specs.
 fn weight(command: &Command) -> usize {
-    match command {
+    match command.inner() {
         Command::PutFunction { record, .. } => record.spec_json.len(),
         Command::PutFunctions(functions) => functions.iter().map(|(record, _)| record.spec_json.len()).sum(),
         _ => 0,
@@ -84,7 +84,7 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Queued>) {
             },
         };
         // A bulk registration is an entry of its own.
-        let alone = matches!(first.0, Command::PutFunctions(_));
+        let alone = matches!(first.0.inner(), Command::PutFunctions(_));
         let mut bytes = weight(&first.0);
         let mut batch = vec![first];
         while !alone
@@ -92,7 +92,7 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::UnboundedReceiver<Queued>) {
             && let Ok(next) = rx.try_recv()
         {
             let size = weight(&next.0);
-            if matches!(next.0, Command::PutFunctions(_)) || bytes + size > MAX_BATCH_BYTES {
+            if matches!(next.0.inner(), Command::PutFunctions(_)) || bytes + size > MAX_BATCH_BYTES {
                 held = Some(next);
                 break;
             }

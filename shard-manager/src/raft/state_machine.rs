@@ -151,7 +151,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
-                EntryPayload::Blank => Outcome::Applied { epoch: applied.state.epoch, generation: None },
+                EntryPayload::Blank => {
+                    Outcome::Applied { epoch: applied.state.epoch, generation: None, created: false }
+                }
                 EntryPayload::Normal(command) => {
                     let (outcome, deltas) = applied.state.apply_entry(command);
                     for delta in deltas {
@@ -162,7 +164,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Outcome::Applied { epoch: applied.state.epoch, generation: None }
+                    Outcome::Applied { epoch: applied.state.epoch, generation: None, created: false }
                 }
             };
             outcomes.push(outcome);

@@ -23,7 +23,7 @@ fn new_key() -> String {
 }
 
 impl Manager {
-    pub(super) async fn put_tenant_inner(&self, r: PutTenantRequest) -> Result<Ack, Status> {
+    pub(super) async fn put_tenant_inner(&self, r: PutTenantRequest, request: Option<&str>) -> Result<Ack, Status> {
         let name = required("name", &r.name)?;
         if !is_label(name) {
             return Err(Status::invalid_argument(format!(
@@ -33,7 +33,7 @@ impl Manager {
         let default_region = required("default_region", &r.default_region)?;
         let max_functions = if r.max_functions == 0 { self.admission.max_per_tenant() } else { r.max_functions };
         let tenant = Tenant { name: name.to_string(), default_region: default_region.to_string(), max_functions };
-        let (epoch, _) = self.write(Command::PutTenant(tenant)).await?;
+        let epoch = self.write(request, Command::PutTenant(tenant)).await?.epoch;
         Ok(Ack { epoch })
     }
 
@@ -45,21 +45,30 @@ impl Manager {
         let key = new_key();
         let hash = key_hash(&key);
         let key_id = hash[..KEY_ID_LEN].to_string();
-        let (epoch, _) = self.write(Command::PutApiKey { key_hash: hash, tenant: tenant.to_string() }).await?;
+        // No request ID: a retry makes a new key (only its hash is stored), so the first
+        // attempt's outcome could not be answered with it.
+        let epoch = self.write(None, Command::PutApiKey { key_hash: hash, tenant: tenant.to_string() }).await?.epoch;
         Ok(CreateApiKeyResponse { key, key_id, epoch })
     }
 
-    pub(super) async fn revoke_api_key_inner(&self, r: RevokeApiKeyRequest) -> Result<Ack, Status> {
+    pub(super) async fn revoke_api_key_inner(
+        &self,
+        r: RevokeApiKeyRequest,
+        request: Option<&str>,
+    ) -> Result<Ack, Status> {
         let key_id = required("key_id", &r.key_id)?;
         if key_id.len() != KEY_ID_LEN || !key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Status::invalid_argument(format!("key_id: {key_id:?} must be {KEY_ID_LEN} hex digits")));
         }
         let key_id = key_id.to_ascii_lowercase();
+        if let Some(epoch) = self.done_at(request).await {
+            return Ok(Ack { epoch });
+        }
         let hash = self.sm.read(|state| state.api_keys.keys().find(|h| h.starts_with(&key_id)).cloned()).await;
         let Some(key_hash) = hash else {
             return Err(Status::not_found(format!("key_id: no key {key_id}")));
         };
-        let (epoch, _) = self.write(Command::RevokeApiKey { key_hash }).await?;
+        let epoch = self.write(request, Command::RevokeApiKey { key_hash }).await?.epoch;
         Ok(Ack { epoch })
     }
 }

@@ -64,22 +64,32 @@ fn info(state: &FederationState, id: &str) -> Option<FunctionInfo> {
 }
 
 impl Manager {
-    pub(super) async fn put_function_inner(&self, r: PutFunctionRequest) -> Result<PutFunctionResponse, Status> {
+    pub(super) async fn put_function_inner(
+        &self,
+        r: PutFunctionRequest,
+        request: Option<&str>,
+    ) -> Result<PutFunctionResponse, Status> {
         check_put(&r, &self.admission)?;
         self.caught_up(r.min_epoch).await?;
         let planned = self.sm.read(|state| self.plan_put(state, r)).await?;
         let command = Command::PutFunction { record: planned.record, cell: planned.cell.clone() };
-        let (epoch, generation) = self.write(command).await?;
+        let written = self.write(request, command).await?;
         Ok(PutFunctionResponse {
             cell: planned.cell.0,
-            generation: generation.unwrap_or_default(),
-            epoch,
-            created: planned.created,
+            generation: written.generation.unwrap_or_default(),
+            epoch: written.epoch,
+            // Decided when applied: of two concurrent registrations of a new function, one
+            // created it.
+            created: written.created,
         })
     }
 
     /// Registers a batch in one command: all or none.
-    pub(super) async fn put_functions_inner(&self, r: PutFunctionsRequest) -> Result<PutFunctionsResponse, Status> {
+    pub(super) async fn put_functions_inner(
+        &self,
+        r: PutFunctionsRequest,
+        request: Option<&str>,
+    ) -> Result<PutFunctionsResponse, Status> {
         if r.functions.is_empty() || r.functions.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!("functions: 1 to {MAX_BATCH} per batch")));
         }
@@ -106,7 +116,7 @@ impl Manager {
             })
             .await?;
         let command = Command::PutFunctions(planned.iter().map(|p| (p.record.clone(), p.cell.clone())).collect());
-        let (epoch, _) = self.write(command).await?;
+        let epoch = self.write(request, command).await?.epoch;
         let functions = planned
             .into_iter()
             .map(|p| PutFunctionResponse { cell: p.cell.0, generation: p.generation, epoch, created: p.created })
@@ -176,13 +186,16 @@ impl Manager {
         Ok(listed)
     }
 
-    pub(super) async fn delete_function_inner(&self, r: FunctionRef) -> Result<Ack, Status> {
+    pub(super) async fn delete_function_inner(&self, r: FunctionRef, request: Option<&str>) -> Result<Ack, Status> {
         let id = function_id(required("tenant", &r.tenant)?, required("name", &r.name)?);
         self.caught_up(r.min_epoch).await?;
+        if let Some(epoch) = self.done_at(request).await {
+            return Ok(Ack { epoch });
+        }
         if !self.sm.read(|state| state.functions.contains_key(&id)).await {
             return Err(Status::not_found(format!("function {id} does not exist")));
         }
-        let (epoch, _) = self.write(Command::DeleteFunction { id }).await?;
+        let epoch = self.write(request, Command::DeleteFunction { id }).await?.epoch;
         Ok(Ack { epoch })
     }
 
@@ -234,18 +247,17 @@ impl Manager {
         // the sandboxes then stay or go by the autoscaler's windows, like any others.
         let running = self.loads.lock().expect("not poisoned").get(id).copied().unwrap_or(0.0);
         self.prepare(control, &record.tenant, &record.name, &record.spec_json, running as u32).await?;
-        let (epoch, generation) =
-            self.write(Command::Assign { function: id.to_string(), cell: target.clone() }).await?;
+        let written = self.write(None, Command::Assign { function: id.to_string(), cell: target.clone() }).await?;
         crate::metrics::moved();
-        Ok((epoch, generation.unwrap_or_default()))
+        Ok((written.epoch, written.generation.unwrap_or_default()))
     }
 
-    pub(super) async fn pin_function_inner(&self, r: PinFunctionRequest) -> Result<Ack, Status> {
+    pub(super) async fn pin_function_inner(&self, r: PinFunctionRequest, request: Option<&str>) -> Result<Ack, Status> {
         let id = function_id(required("tenant", &r.tenant)?, required("name", &r.name)?);
         if !self.sm.read(|state| state.functions.contains_key(&id)).await {
             return Err(Status::not_found(format!("function {id} does not exist")));
         }
-        let (epoch, _) = self.write(Command::Pin { function: id, pinned: r.pinned }).await?;
+        let epoch = self.write(request, Command::Pin { function: id, pinned: r.pinned }).await?.epoch;
         Ok(Ack { epoch })
     }
 

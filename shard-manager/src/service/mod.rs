@@ -83,6 +83,29 @@ fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
     if value.trim().is_empty() { Err(Status::invalid_argument(format!("{field}: is required"))) } else { Ok(value) }
 }
 
+/// The caller's request ID ([`baton_proto::REQUEST_ID_METADATA`]), if it sent one.
+fn request_id<T>(request: &Request<T>) -> Result<Option<String>, Status> {
+    let Some(value) = request.metadata().get(baton_proto::REQUEST_ID_METADATA) else { return Ok(None) };
+    let id = value.to_str().ok().filter(|id| {
+        (1..=baton_proto::MAX_REQUEST_ID_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+    });
+    match id {
+        Some(id) => Ok(Some(id.to_string())),
+        None => Err(Status::invalid_argument(format!(
+            "{}: must be 1 to {} printable ASCII characters",
+            baton_proto::REQUEST_ID_METADATA,
+            baton_proto::MAX_REQUEST_ID_LEN
+        ))),
+    }
+}
+
+/// What a committed write did.
+struct Written {
+    epoch: u64,
+    generation: Option<u64>,
+    created: bool,
+}
+
 fn write_status(e: WriteError) -> Status {
     match e {
         WriteError::NoLeader | WriteError::Forward { .. } => Status::unavailable(e.to_string()),
@@ -117,12 +140,28 @@ impl Manager {
         self
     }
 
-    async fn write(&self, command: Command) -> Result<(u64, Option<u64>), Status> {
+    /// Commits `command`; with the caller's `request` ID, at most once (see [`Command::Once`]).
+    async fn write(&self, request: Option<&str>, command: Command) -> Result<Written, Status> {
+        let command = match request {
+            Some(id) => Command::Once { request: id.to_string(), command: Box::new(command) },
+            None => command,
+        };
         match self.network.write(&self.proposer, command).await.map_err(write_status)? {
-            Outcome::Applied { epoch, generation } => Ok((epoch, generation)),
+            Outcome::Applied { epoch, generation, created } => Ok(Written { epoch, generation, created }),
             Outcome::Rejected(reason) => Err(Status::failed_precondition(reason)),
             // Only a batch command is answered with a batch; the service sends none.
             Outcome::Batch(_) => Err(Status::internal("a single write was answered as a batch")),
+        }
+    }
+
+    /// The epoch a write with this request ID reached, if it was applied already: a retry
+    /// whose first attempt worked is answered before the checks it would now fail (a
+    /// delete of what it deleted).
+    async fn done_at(&self, request: Option<&str>) -> Option<u64> {
+        let request = request?;
+        match self.sm.read(|state| state.request(request).cloned()).await? {
+            Outcome::Applied { epoch, .. } => Some(epoch),
+            _ => None,
         }
     }
 
@@ -226,6 +265,7 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<ShardMapEvent, Status>> + Se
 #[tonic::async_trait]
 impl ShardManager for Manager {
     async fn register_cell(&self, request: Request<RegisterCellRequest>) -> Result<Response<Ack>, Status> {
+        let id = request_id(&request)?;
         let r = request.into_inner();
         let cell = Cell {
             id: CellId(required("id", &r.id)?.to_string()),
@@ -236,7 +276,7 @@ impl ShardManager for Manager {
             state: CellState::Active,
         };
         self.heard.lock().expect("not poisoned").insert(cell.id.clone(), Instant::now());
-        let (epoch, _) = self.write(Command::PutCell(cell)).await?;
+        let epoch = self.write(id.as_deref(), Command::PutCell(cell)).await?.epoch;
         Ok(Response::new(Ack { epoch }))
     }
 
@@ -263,21 +303,24 @@ impl ShardManager for Manager {
     }
 
     async fn put_tenant(&self, request: Request<PutTenantRequest>) -> Result<Response<Ack>, Status> {
-        self.put_tenant_inner(request.into_inner()).await.map(Response::new)
+        let id = request_id(&request)?;
+        self.put_tenant_inner(request.into_inner(), id.as_deref()).await.map(Response::new)
     }
 
     async fn put_function(
         &self,
         request: Request<PutFunctionRequest>,
     ) -> Result<Response<PutFunctionResponse>, Status> {
-        self.put_function_inner(request.into_inner()).await.map(Response::new)
+        let id = request_id(&request)?;
+        self.put_function_inner(request.into_inner(), id.as_deref()).await.map(Response::new)
     }
 
     async fn put_functions(
         &self,
         request: Request<PutFunctionsRequest>,
     ) -> Result<Response<PutFunctionsResponse>, Status> {
-        self.put_functions_inner(request.into_inner()).await.map(Response::new)
+        let id = request_id(&request)?;
+        self.put_functions_inner(request.into_inner(), id.as_deref()).await.map(Response::new)
     }
 
     async fn get_function(&self, request: Request<FunctionRef>) -> Result<Response<FunctionInfo>, Status> {
@@ -292,7 +335,8 @@ impl ShardManager for Manager {
     }
 
     async fn delete_function(&self, request: Request<FunctionRef>) -> Result<Response<Ack>, Status> {
-        self.delete_function_inner(request.into_inner()).await.map(Response::new)
+        let id = request_id(&request)?;
+        self.delete_function_inner(request.into_inner(), id.as_deref()).await.map(Response::new)
     }
 
     async fn move_function(
@@ -310,10 +354,12 @@ impl ShardManager for Manager {
     }
 
     async fn revoke_api_key(&self, request: Request<RevokeApiKeyRequest>) -> Result<Response<Ack>, Status> {
-        self.revoke_api_key_inner(request.into_inner()).await.map(Response::new)
+        let id = request_id(&request)?;
+        self.revoke_api_key_inner(request.into_inner(), id.as_deref()).await.map(Response::new)
     }
 
     async fn set_cell_state(&self, request: Request<SetCellStateRequest>) -> Result<Response<Ack>, Status> {
+        let id = request_id(&request)?;
         let r = request.into_inner();
         let cell = CellId(required("cell", &r.cell)?.to_string());
         let state = match r.state.as_str() {
@@ -330,12 +376,13 @@ impl ShardManager for Manager {
             }
             Some(_) => {}
         }
-        let (epoch, _) = self.write(Command::SetCellState { cell, state }).await?;
+        let epoch = self.write(id.as_deref(), Command::SetCellState { cell, state }).await?.epoch;
         Ok(Response::new(Ack { epoch }))
     }
 
     async fn pin_function(&self, request: Request<PinFunctionRequest>) -> Result<Response<Ack>, Status> {
-        self.pin_function_inner(request.into_inner()).await.map(Response::new)
+        let id = request_id(&request)?;
+        self.pin_function_inner(request.into_inner(), id.as_deref()).await.map(Response::new)
     }
 
     async fn list_cells(&self, _request: Request<ListCellsRequest>) -> Result<Response<ListCellsResponse>, Status> {
