@@ -3,8 +3,12 @@
 //! a JSON array registers up to 1,000 functions in one commit, all or none. Specs are
 //! the cell's function spec (see `docs/cell.md`) plus an optional `home_region`; the shard
 //! manager validates them, so every refusal names the field. Another tenant's function is
-//! never visible: IDs are namespaced by the caller's tenant.
+//! never visible: IDs are namespaced by the caller's tenant. Writes may carry an
+//! `Idempotency-Key` (see [`crate::idempotency`]).
 
+use std::future::Future;
+
+use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{FunctionInfo, FunctionRef, ListFunctionsRequest, PutFunctionRequest, PutFunctionsRequest};
 use baton_service::http::{Body, error_response, full};
 use bytes::Bytes;
@@ -12,8 +16,10 @@ use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::idempotency::Key;
 use crate::server::Router;
 
 /// Handles `/v1/functions[/{name}]` for `tenant`.
@@ -22,6 +28,7 @@ pub async fn functions(
     tenant: String,
     method: Method,
     name: Option<&str>,
+    key: Option<Key>,
     body: Incoming,
 ) -> Response<Body> {
     let manager = &router.manager;
@@ -35,8 +42,8 @@ pub async fn functions(
                 json_response(StatusCode::OK, &json!({ "functions": functions }))
             })
         }
-        (Method::POST, None) => return put(router, tenant, None, body).await,
-        (Method::PUT, Some(name)) => return put(router, tenant, Some(name.to_string()), body).await,
+        (Method::POST, None) => return put(router, tenant, None, key, body).await,
+        (Method::PUT, Some(name)) => return put(router, tenant, Some(name.to_string()), key, body).await,
         (Method::GET, Some(name)) => {
             let request = FunctionRef { tenant, name: name.into(), min_epoch: router.read_epoch() };
             manager.call(request, |mut c, r| async move { c.get_function(r).await }).await.map(|f| {
@@ -45,9 +52,9 @@ pub async fn functions(
             })
         }
         (Method::DELETE, Some(name)) => {
+            let id = key.map(|k| k.request_id(&tenant, &Method::DELETE, &format!("/v1/functions/{name}"), &[]));
             let request = FunctionRef { tenant, name: name.into(), min_epoch: router.read_epoch() };
-            manager
-                .call(request, |mut c, r| async move { c.delete_function(r).await })
+            write(router, id, request, |mut c, r| async move { c.delete_function(r).await })
                 .await
                 .map(|ack| router.saw(ack.epoch))
                 .map(|()| Response::builder().status(StatusCode::NO_CONTENT).body(full(Bytes::new())).expect("valid"))
@@ -58,7 +65,27 @@ pub async fn functions(
     answer.unwrap_or_else(|status| status_response(&status))
 }
 
-async fn put(router: &Router, tenant: String, path_name: Option<String>, body: Incoming) -> Response<Body> {
+/// Sends a write to the shard manager: with the request ID made from the tenant's
+/// idempotency key when it gave one, else a fresh one (the router's own retries).
+async fn write<R, T, F, Fut>(router: &Router, id: Option<String>, request: R, call: F) -> Result<T, Status>
+where
+    R: Clone,
+    F: Fn(ShardManagerClient<Channel>, tonic::Request<R>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    match id {
+        Some(id) => router.manager.call_as(&id, request, call).await,
+        None => router.manager.call(request, call).await,
+    }
+}
+
+async fn put(
+    router: &Router,
+    tenant: String,
+    path_name: Option<String>,
+    key: Option<Key>,
+    body: Incoming,
+) -> Response<Body> {
     // A POST may carry a batch (a JSON array), so it may be larger than one spec.
     let max = if path_name.is_none() { router.config.max_batch_bytes } else { router.config.max_spec_bytes };
     let bytes = match Limited::new(body, max).collect().await {
@@ -69,6 +96,10 @@ async fn put(router: &Router, tenant: String, path_name: Option<String>, body: I
         }
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "bad_body", &format!("reading the body: {e}")),
     };
+    let id = key.map(|k| match &path_name {
+        None => k.request_id(&tenant, &Method::POST, "/v1/functions", &bytes),
+        Some(name) => k.request_id(&tenant, &Method::PUT, &format!("/v1/functions/{name}"), &bytes),
+    });
     let bad = |message: &str| error_response(StatusCode::BAD_REQUEST, "invalid_spec", message);
     let request = match serde_json::from_slice(&bytes) {
         Ok(Value::Array(specs)) if path_name.is_none() => {
@@ -79,7 +110,7 @@ async fn put(router: &Router, tenant: String, path_name: Option<String>, body: I
                     Err(message) => return bad(&format!("functions[{i}].{message}")),
                 }
             }
-            return put_batch(router, functions).await;
+            return put_batch(router, functions, id).await;
         }
         Ok(spec @ Value::Object(_)) => match registration(&tenant, path_name, spec) {
             Ok(request) => request,
@@ -91,7 +122,7 @@ async fn put(router: &Router, tenant: String, path_name: Option<String>, body: I
     };
     let name = request.name.clone();
     let request = PutFunctionRequest { min_epoch: router.read_epoch(), ..request };
-    let answer = router.manager.call(request, |mut c, r| async move { c.put_function(r).await }).await;
+    let answer = write(router, id, request, |mut c, r| async move { c.put_function(r).await }).await;
     match answer {
         Ok(put) => {
             router.saw(put.epoch);
@@ -120,10 +151,10 @@ fn registration(tenant: &str, path_name: Option<String>, mut spec: Value) -> Res
     Ok(PutFunctionRequest { tenant: tenant.to_string(), name, spec_json: spec.to_string(), home_region, min_epoch: 0 })
 }
 
-async fn put_batch(router: &Router, functions: Vec<PutFunctionRequest>) -> Response<Body> {
+async fn put_batch(router: &Router, functions: Vec<PutFunctionRequest>, id: Option<String>) -> Response<Body> {
     let names: Vec<String> = functions.iter().map(|f| f.name.clone()).collect();
     let request = PutFunctionsRequest { functions, min_epoch: router.read_epoch() };
-    let answer = router.manager.call(request, |mut c, r| async move { c.put_functions(r).await }).await;
+    let answer = write(router, id, request, |mut c, r| async move { c.put_functions(r).await }).await;
     match answer {
         Ok(put) => {
             router.saw(put.functions.iter().map(|p| p.epoch).max().unwrap_or(0));

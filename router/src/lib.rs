@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod daemon;
+pub mod idempotency;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -79,7 +79,11 @@ impl Router {
             return (route, error_response(StatusCode::NOT_FOUND, "no_route", "no such resource"));
         }
         let (parts, body) = req.into_parts();
-        (route, crate::api::functions(self, tenant, parts.method, name, body).await)
+        let key = match crate::idempotency::key(&parts.headers) {
+            Ok(key) => key,
+            Err(bad) => return (route, bad.response()),
+        };
+        (route, crate::api::functions(self, tenant, parts.method, name, key, body).await)
     }
 }
 

@@ -1,6 +1,7 @@
 //! End to end on real processes: a shard manager, two cells with a worker each, routers.
 //! The tenant API and invocations through the router, auth and tenant isolation, bad
-//! input, revocation, a stale router corrected by 421, and a graceful move under load.
+//! input, revocation, idempotency keys, a stale router corrected by 421, and a graceful
+//! move under load.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -242,6 +243,54 @@ impl Forwarder {
         });
         Self { port, frozen }
     }
+}
+
+/// A tenant's write retried with its `Idempotency-Key` (same request) is applied once and
+/// answered as the first attempt was: a registration still says 201, a delete still 204.
+/// Without a key, or with the same key on another body, it is a new request; a malformed
+/// key is refused and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_retried_with_an_idempotency_key_are_applied_once() {
+    let mut federation = Federation::start(1, 27000, "3s").await;
+    let acme = federation.tenant("acme").await;
+    let r = federation.start_router(None, &acme).await;
+    let client = http();
+    let functions = federation.routers[r].url("/v1/functions");
+    let post = |spec: &Value, key: Option<&str>| {
+        let request = client.post(&functions).bearer_auth(&acme).json(spec);
+        status_and_json(match key {
+            Some(key) => request.header("Idempotency-Key", key),
+            None => request,
+        })
+    };
+    let spec = echo_spec("echo", json!({}));
+    let (status, first) = post(&spec, Some("create-echo")).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = post(&spec, Some("create-echo")).await;
+    assert_eq!((status, &again), (201, &first), "the retry is answered as the first attempt");
+    let epoch = first["epoch"].as_u64().unwrap();
+    let (status, update) = post(&spec, None).await;
+    assert_eq!((status, update["epoch"].as_u64()), (200, Some(epoch + 1)), "no key: a new write");
+    let changed = echo_spec("echo", json!({"timeout": "5s"}));
+    let (status, other) = post(&changed, Some("create-echo")).await;
+    assert_eq!((status, other["epoch"].as_u64()), (200, Some(epoch + 2)), "another body: another request");
+
+    let delete = |key: Option<&str>| {
+        let request = client.delete(format!("{functions}/echo")).bearer_auth(&acme);
+        let request = match key {
+            Some(key) => request.header("Idempotency-Key", key),
+            None => request,
+        };
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(delete(Some("delete-echo")).await, 204);
+    assert_eq!(delete(Some("delete-echo")).await, 204, "a retried delete is not told the function is gone");
+    assert_eq!(delete(None).await, 404);
+
+    let (status, refused) = post(&spec, Some("has space")).await;
+    assert_eq!((status, &refused["error"]["code"]), (400, &json!("invalid_idempotency_key")), "{refused}");
+    let (status, listed) = status_and_json(client.get(&functions).bearer_auth(&acme)).await;
+    assert_eq!((status, &listed["functions"]), (200, &json!([])), "the refusal stored nothing");
 }
 
 async fn pump(
