@@ -16,6 +16,13 @@ use tokio::sync::Semaphore;
 
 const SPEC: &str = r#"{"executable":"/usr/bin/true"}"#;
 
+/// `message` with a request ID, as routers and cells send every write.
+fn identified<T>(message: T, id: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(baton_proto::REQUEST_ID_METADATA, id.parse().expect("ASCII"));
+    request
+}
+
 fn put(name: String) -> PutFunctionRequest {
     PutFunctionRequest {
         tenant: "bench".into(),
@@ -80,7 +87,7 @@ async fn main() {
     let (mut latency, mut propagation) = (Vec::new(), Vec::new());
     for i in 0..1000 {
         let sent = Instant::now();
-        client.put_function(put(format!("seq-{i}"))).await.unwrap();
+        client.put_function(identified(put(format!("seq-{i}")), &format!("seq-{i}"))).await.unwrap();
         let committed = sent.elapsed();
         stream.message().await.unwrap().unwrap();
         latency.push(committed);
@@ -108,7 +115,7 @@ async fn main() {
         let permit = limit.clone().acquire_owned().await.unwrap();
         let mut client = client.clone();
         tasks.push(tokio::spawn(async move {
-            client.put_function(put(format!("bulk-{i}"))).await.unwrap();
+            client.put_function(identified(put(format!("bulk-{i}")), &format!("bulk-{i}"))).await.unwrap();
             drop(permit);
         }));
     }
@@ -125,7 +132,8 @@ async fn main() {
         let mut client = client.clone();
         let functions = (0..500).map(|i| put(format!("batch-{b}-{i}"))).collect();
         tasks.push(tokio::spawn(async move {
-            client.put_functions(PutFunctionsRequest { functions, min_epoch: 0 }).await.unwrap();
+            let batch = PutFunctionsRequest { functions, min_epoch: 0 };
+            client.put_functions(identified(batch, &format!("batch-{b}"))).await.unwrap();
         }));
         if tasks.len() == 4 {
             tasks.remove(0).await.unwrap();
