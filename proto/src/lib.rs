@@ -54,7 +54,8 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// gRPC metadata naming a write to the shard manager: the same ID sent again (a retry
 /// after a lost answer, to any replica) is answered as the first attempt was and applied
-/// once. Printable ASCII, 1 to [`MAX_REQUEST_ID_LEN`] characters.
+/// once. 1 to [`MAX_REQUEST_ID_LEN`] printable ASCII characters, no spaces. An ID names
+/// one write: sent on another write, it is refused.
 pub const REQUEST_ID_METADATA: &str = "x-baton-request-id";
 
 /// Longest request ID taken.

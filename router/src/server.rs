@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use baton_service::http::{Body, error_response};
 use baton_shardmap::MapView;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::auth::{self, AuthError};
@@ -79,8 +79,11 @@ impl Router {
             return (route, error_response(StatusCode::NOT_FOUND, "no_route", "no such resource"));
         }
         let (parts, body) = req.into_parts();
+        // Only writes take a key; a read or another method ignores it.
+        let writes = matches!(parts.method, Method::POST | Method::PUT | Method::DELETE);
         let key = match crate::idempotency::key(&parts.headers) {
-            Ok(key) => key,
+            Ok(key) => key.filter(|_| writes),
+            Err(_) if !writes => None,
             Err(bad) => return (route, bad.response()),
         };
         (route, crate::api::functions(self, tenant, parts.method, name, key, body).await)

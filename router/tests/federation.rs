@@ -289,6 +289,9 @@ async fn writes_retried_with_an_idempotency_key_are_applied_once() {
 
     let (status, refused) = post(&spec, Some("has space")).await;
     assert_eq!((status, &refused["error"]["code"]), (400, &json!("invalid_idempotency_key")), "{refused}");
+    // A read takes no key: a malformed one is ignored.
+    let read = client.get(&functions).bearer_auth(&acme).header("Idempotency-Key", "has space");
+    assert_eq!(read.send().await.unwrap().status(), 200);
     let (status, listed) = status_and_json(client.get(&functions).bearer_auth(&acme)).await;
     assert_eq!((status, &listed["functions"]), (200, &json!([])), "the refusal stored nothing");
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 mod requests;
 
-pub use requests::{REQUESTS_KEPT, RequestLog};
+pub use requests::{REQUESTS_KEPT, Remembered, RequestLog};
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +121,32 @@ impl Command {
             other => other,
         }
     }
+
+    /// What the write is about (its kind and target, not the choices a leader makes for
+    /// it, such as a new function's cell), hashed: kept with its request ID, so a retry
+    /// matches and the same ID on another write does not.
+    pub fn subject(&self) -> u64 {
+        let text = match self.inner() {
+            Command::PutTenant(tenant) => format!("put-tenant {}", tenant.name),
+            Command::PutApiKey { key_hash, .. } => format!("put-api-key {key_hash}"),
+            // By the key's ID (its hash's first 16 digits), which is what callers name.
+            Command::RevokeApiKey { key_hash } => format!("revoke-api-key {}", &key_hash[..key_hash.len().min(16)]),
+            Command::PutCell(cell) => format!("put-cell {}", cell.id),
+            Command::SetCellState { cell, state } => format!("set-cell-state {cell} {state:?}"),
+            Command::PutFunction { record, .. } => {
+                format!("put-function {}", function_id(&record.tenant, &record.name))
+            }
+            Command::PutFunctions(functions) => {
+                let ids = functions.iter().map(|(r, _)| function_id(&r.tenant, &r.name));
+                format!("put-functions {}", ids.collect::<Vec<_>>().join(" "))
+            }
+            Command::DeleteFunction { id } => format!("delete-function {id}"),
+            Command::Pin { function, pinned } => format!("pin {function} {pinned}"),
+            Command::Assign { function, cell } => format!("assign {function} {cell}"),
+            Command::Batch(_) | Command::Once { .. } => "batch".to_string(),
+        };
+        xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+    }
 }
 
 /// What applying a command did.
@@ -181,13 +207,17 @@ impl FederationState {
     /// commands: followers still need it to keep their epoch without a gap).
     pub fn apply(&mut self, command: Command) -> (Outcome, Option<Delta>) {
         if let Command::Once { request, command } = command {
+            let subject = command.subject();
             if let Some(first) = self.requests.get(&request) {
-                return (first.clone(), None);
+                if first.subject != subject {
+                    return (Outcome::Rejected(format!("request ID {request} was used for another write")), None);
+                }
+                return (first.outcome.clone(), None);
             }
             let (outcome, delta) = self.apply(*command);
             // A refusal changed nothing: trying it again is harmless.
             if matches!(outcome, Outcome::Applied { .. }) {
-                self.requests.record(request, outcome.clone());
+                self.requests.record(&request, Remembered { subject, outcome: outcome.clone() });
             }
             return (outcome, delta);
         }
@@ -205,9 +235,9 @@ impl FederationState {
         (Outcome::Applied { epoch: self.epoch, generation, created }, Some(Delta { epoch: self.epoch, changes }))
     }
 
-    /// What the write with request ID `request` did, if it was applied recently (see
+    /// The write with request ID `request`, if it was applied recently (see
     /// [`REQUESTS_KEPT`]).
-    pub fn request(&self, request: &str) -> Option<&Outcome> {
+    pub fn request(&self, request: &str) -> Option<&Remembered> {
         self.requests.get(request)
     }
 
@@ -431,7 +461,9 @@ mod tests {
 
     /// A write sent with a request ID is applied once: the same ID again is answered with
     /// the first outcome, changes nothing and makes no delta, also after the state is read
-    /// back from a snapshot; a refused write is not remembered (trying again is harmless).
+    /// back from a snapshot (a leader's choice, such as the cell, may differ on a retry);
+    /// the same ID on another write is refused; a refused write is not remembered (trying
+    /// again is harmless).
     #[test]
     fn a_write_with_a_request_id_is_applied_once() {
         let once =
@@ -443,7 +475,8 @@ mod tests {
         let (first, delta) = s.apply(once("r1", put.clone()));
         assert_eq!(first, Outcome::Applied { epoch: 3, generation: Some(1), created: true });
         assert!(delta.is_some());
-        let (again, delta) = s.apply(once("r1", put.clone()));
+        let retry = Command::PutFunction { record: function("dev", "echo"), cell: CellId("c2".into()) };
+        let (again, delta) = s.apply(once("r1", retry));
         assert_eq!((again, delta, s.epoch), (first.clone(), None, 3), "the retry is the first answer");
         // Another ID is another write: an update now.
         assert_eq!(s.apply(once("r2", put)).0, Outcome::Applied { epoch: 4, generation: Some(1), created: false });
@@ -453,16 +486,18 @@ mod tests {
         let mut read_back: FederationState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         read_back.recount();
         assert_eq!(read_back.apply(delete()), (deleted, None), "remembered through a snapshot");
-        assert_eq!(read_back.request("r1"), Some(&first));
+        assert_eq!(read_back.request("r1").map(|r| &r.outcome), Some(&first));
 
         let refused = || once("r4", Command::SetCellState { cell: CellId("nope".into()), state: CellState::Draining });
         assert!(matches!(s.apply(refused()).0, Outcome::Rejected(_)));
         assert_eq!(s.request("r4"), None, "a refusal is not remembered");
-        assert_eq!(
-            s.apply_entry(Command::Batch(vec![once("r1", Command::PutCell(cell("c9")))])).0,
-            Outcome::Batch(vec![first])
-        );
-        assert!(!s.cells.contains_key(&CellId("c9".into())), "a batch's repeated write is not applied either");
+        let repeated = once("r1", Command::PutFunction { record: function("dev", "echo"), cell: CellId("c1".into()) });
+        let reused = once("r1", Command::PutCell(cell("c9")));
+        let (outcomes, deltas) = s.apply_entry(Command::Batch(vec![repeated, reused]));
+        let Outcome::Batch(outcomes) = outcomes else { panic!("a batch's outcomes") };
+        assert_eq!((&outcomes[0], deltas.len()), (&first, 0), "a batch's repeated write is not applied either");
+        assert_eq!(outcomes[1], Outcome::Rejected("request ID r1 was used for another write".into()));
+        assert!(!s.cells.contains_key(&CellId("c9".into())));
     }
 
     #[test]

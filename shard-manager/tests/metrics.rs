@@ -55,16 +55,17 @@ async fn metrics_follow_raft_the_state_writes_failover_and_followers() {
         .unwrap();
     api.register_cell(cell("c1")).await.unwrap();
     api.register_cell(cell("c2")).await.unwrap();
-    // c2 heartbeats; c1 never does.
-    let beats = tokio::spawn({
+    // Both cells heartbeat until the checks before the failover are done.
+    let beat = |id: &'static str| {
         let mut api = api.clone();
-        async move {
+        tokio::spawn(async move {
             loop {
-                let _ = api.cell_heartbeat(CellHeartbeatRequest { id: "c2".into(), loads: vec![] }).await;
+                let _ = api.cell_heartbeat(CellHeartbeatRequest { id: id.into(), loads: vec![] }).await;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-        }
-    });
+        })
+    };
+    let (c1_beats, c2_beats) = (beat("c1"), beat("c2"));
     let put = |name: &str| PutFunctionRequest {
         tenant: "dev".into(),
         name: name.into(),
@@ -85,6 +86,7 @@ async fn metrics_follow_raft_the_state_writes_failover_and_followers() {
     until(admin, r#"baton_shard_manager_writes_total{outcome="rejected"}"#, 1.0).await;
     assert!(metric_at(admin, "baton_shard_manager_write_seconds_count").await >= 5.0);
     assert!(metric_at(admin, "baton_shard_manager_entry_commands_count").await >= 5.0);
+    assert!(metric_at(admin, r#"baton_shard_manager_entry_commands_bucket{le="1"}"#).await >= 1.0, "a histogram");
 
     // Shard-map streams are counted while open.
     let stream = api.clone().watch_shard_map(WatchShardMapRequest {}).await.unwrap().into_inner();
@@ -92,11 +94,12 @@ async fn metrics_follow_raft_the_state_writes_failover_and_followers() {
     drop(stream);
     until(admin, "baton_shard_manager_map_followers", 0.0).await;
 
-    // c1 is failed over once silent past the timeout; f1 moves if it was there.
+    // c1 goes silent: it is failed over once past the timeout; f1 moves if it was there.
+    c1_beats.abort();
     until(admin, r#"baton_shard_manager_cells{state="down"}"#, 1.0).await;
     until(admin, r#"baton_shard_manager_cells{state="active"}"#, 1.0).await;
     until(admin, "baton_shard_manager_cell_failovers_total", 1.0).await;
     let moved = if placed.cell == "c1" { 1.0 } else { 0.0 };
     until(admin, "baton_shard_manager_failover_reassignments_total", moved).await;
-    beats.abort();
+    c2_beats.abort();
 }

@@ -376,6 +376,12 @@ async fn a_retried_write_is_answered_as_the_first_and_applied_once() {
     let again = api.delete_function(with_id(f(), "delete-1")).await.unwrap().into_inner();
     assert_eq!(again, deleted, "a retried delete is not told the function is gone");
     assert_eq!(api.delete_function(f()).await.unwrap_err().code(), tonic::Code::NotFound);
+    // An ID names one write: sent on another, it is refused and nothing changes.
+    let reused = api.put_function(with_id(put("dev", "g", ""), "delete-1")).await.unwrap_err();
+    assert_eq!(reused.code(), tonic::Code::FailedPrecondition, "{reused:?}");
+    assert!(reused.message().contains("was used for another write"), "{reused:?}");
+    let reused = api.delete_function(with_id(f(), "put-1")).await.unwrap_err();
+    assert_eq!(reused.code(), tonic::Code::FailedPrecondition, "{reused:?}");
 
     for bad in ["has space", &"x".repeat(baton_proto::MAX_REQUEST_ID_LEN + 1)] {
         let err = api.put_function(with_id(put("dev", "g", ""), bad)).await.unwrap_err();

@@ -64,8 +64,8 @@ impl Replicas {
     }
 
     /// As [`Replicas::call`], with the caller's request ID (a tenant's idempotency key, so
-    /// that the tenant's own retries are applied once too): printable ASCII, at most
-    /// [`baton_proto::MAX_REQUEST_ID_LEN`] characters.
+    /// that the tenant's own retries are applied once too): printable ASCII without spaces,
+    /// at most [`baton_proto::MAX_REQUEST_ID_LEN`] characters.
     pub async fn call_as<R, T, F, Fut>(&self, request_id: &str, request: R, call: F) -> Result<T, Status>
     where
         R: Clone,

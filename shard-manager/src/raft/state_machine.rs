@@ -71,6 +71,7 @@ impl StateMachine {
             let mut applied: Applied =
                 serde_json::from_slice(&stored.data).map_err(|e| format!("reading the snapshot: {e}"))?;
             applied.state.recount();
+            crate::metrics::state(&applied.state);
             sm.epoch.send_replace(applied.state.epoch);
             *sm.applied.try_write().expect("not shared yet") = applied;
         }

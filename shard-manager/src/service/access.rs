@@ -61,8 +61,9 @@ impl Manager {
             return Err(Status::invalid_argument(format!("key_id: {key_id:?} must be {KEY_ID_LEN} hex digits")));
         }
         let key_id = key_id.to_ascii_lowercase();
-        if let Some(epoch) = self.done_at(request).await {
-            return Ok(Ack { epoch });
+        // The key's ID stands for its hash in the write's subject.
+        if let Some(first) = self.remembered(request, &Command::RevokeApiKey { key_hash: key_id.clone() }).await? {
+            return Ok(Ack { epoch: first.epoch });
         }
         let hash = self.sm.read(|state| state.api_keys.keys().find(|h| h.starts_with(&key_id)).cloned()).await;
         let Some(key_hash) = hash else {

@@ -49,6 +49,23 @@ fn check_put(r: &PutFunctionRequest, admission: &Admission) -> Result<(), Status
     admission.check(&spec).map_err(Status::invalid_argument)
 }
 
+/// A registration of a function (`PutFunction`) or of several (`PutFunctions`), for its
+/// subject only: the spec and cell do not count (see [`Command::subject`]).
+fn put_subject<'a>(batch: bool, functions: impl IntoIterator<Item = (&'a String, &'a String)>) -> Command {
+    let record = |(tenant, name): (&String, &String)| FunctionRecord {
+        tenant: tenant.clone(),
+        name: name.clone(),
+        home_region: String::new(),
+        spec_json: String::new(),
+    };
+    let mut records: Vec<(FunctionRecord, CellId)> =
+        functions.into_iter().map(|f| (record(f), CellId(String::new()))).collect();
+    match records.pop() {
+        Some((record, cell)) if !batch => Command::PutFunction { record, cell },
+        last => Command::PutFunctions(records.into_iter().chain(last).collect()),
+    }
+}
+
 fn info(state: &FederationState, id: &str) -> Option<FunctionInfo> {
     let record = state.functions.get(id)?;
     let assignment = state.assignments.get(id);
@@ -71,6 +88,16 @@ impl Manager {
     ) -> Result<PutFunctionResponse, Status> {
         check_put(&r, &self.admission)?;
         self.caught_up(r.min_epoch).await?;
+        if let Some(first) = self.remembered(request, &put_subject(false, [(&r.tenant, &r.name)])).await? {
+            let id = function_id(&r.tenant, &r.name);
+            let cell = self.sm.read(|state| state.assignments.get(&id).map(|a| a.cell.0.clone())).await;
+            return Ok(PutFunctionResponse {
+                cell: cell.unwrap_or_default(),
+                generation: first.generation.unwrap_or_default(),
+                epoch: first.epoch,
+                created: first.created,
+            });
+        }
         let planned = self.sm.read(|state| self.plan_put(state, r)).await?;
         let command = Command::PutFunction { record: planned.record, cell: planned.cell.clone() };
         let written = self.write(request, command).await?;
@@ -102,6 +129,26 @@ impl Manager {
             }
         }
         self.caught_up(r.min_epoch).await?;
+        let names = r.functions.iter().map(|f| (&f.tenant, &f.name));
+        if let Some(first) = self.remembered(request, &put_subject(true, names)).await? {
+            // Answered from the state now: which cell owns each, at which generation.
+            let functions = self
+                .sm
+                .read(|state| {
+                    let owner = |f: &PutFunctionRequest| state.assignments.get(&function_id(&f.tenant, &f.name));
+                    r.functions
+                        .iter()
+                        .map(|f| PutFunctionResponse {
+                            cell: owner(f).map(|a| a.cell.0.clone()).unwrap_or_default(),
+                            generation: owner(f).map_or(0, |a| a.generation),
+                            epoch: first.epoch,
+                            created: false,
+                        })
+                        .collect()
+                })
+                .await;
+            return Ok(PutFunctionsResponse { functions });
+        }
         let planned = self
             .sm
             .read(|state| {
@@ -189,8 +236,8 @@ impl Manager {
     pub(super) async fn delete_function_inner(&self, r: FunctionRef, request: Option<&str>) -> Result<Ack, Status> {
         let id = function_id(required("tenant", &r.tenant)?, required("name", &r.name)?);
         self.caught_up(r.min_epoch).await?;
-        if let Some(epoch) = self.done_at(request).await {
-            return Ok(Ack { epoch });
+        if let Some(first) = self.remembered(request, &Command::DeleteFunction { id: id.clone() }).await? {
+            return Ok(Ack { epoch: first.epoch });
         }
         if !self.sm.read(|state| state.functions.contains_key(&id)).await {
             return Err(Status::not_found(format!("function {id} does not exist")));
@@ -254,6 +301,9 @@ impl Manager {
 
     pub(super) async fn pin_function_inner(&self, r: PinFunctionRequest, request: Option<&str>) -> Result<Ack, Status> {
         let id = function_id(required("tenant", &r.tenant)?, required("name", &r.name)?);
+        if let Some(first) = self.remembered(request, &Command::Pin { function: id.clone(), pinned: r.pinned }).await? {
+            return Ok(Ack { epoch: first.epoch });
+        }
         if !self.sm.read(|state| state.functions.contains_key(&id)).await {
             return Err(Status::not_found(format!("function {id} does not exist")));
         }

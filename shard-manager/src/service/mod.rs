@@ -92,7 +92,7 @@ fn request_id<T>(request: &Request<T>) -> Result<Option<String>, Status> {
     match id {
         Some(id) => Ok(Some(id.to_string())),
         None => Err(Status::invalid_argument(format!(
-            "{}: must be 1 to {} printable ASCII characters",
+            "{}: must be 1 to {} printable ASCII characters without spaces",
             baton_proto::REQUEST_ID_METADATA,
             baton_proto::MAX_REQUEST_ID_LEN
         ))),
@@ -154,14 +154,21 @@ impl Manager {
         }
     }
 
-    /// The epoch a write with this request ID reached, if it was applied already: a retry
-    /// whose first attempt worked is answered before the checks it would now fail (a
-    /// delete of what it deleted).
-    async fn done_at(&self, request: Option<&str>) -> Option<u64> {
-        let request = request?;
-        match self.sm.read(|state| state.request(request).cloned()).await? {
-            Outcome::Applied { epoch, .. } => Some(epoch),
-            _ => None,
+    /// What the write `request` names did, if it was applied already: a retry whose first
+    /// attempt worked is answered from it, before the checks it could fail now (a delete
+    /// of what it deleted, a pin of a function deleted since). `write` is the write the
+    /// retry would make (only its subject counts); an ID that named another write is
+    /// refused.
+    async fn remembered(&self, request: Option<&str>, write: &Command) -> Result<Option<Written>, Status> {
+        let Some(request) = request else { return Ok(None) };
+        let Some(first) = self.sm.read(|state| state.request(request).cloned()).await else { return Ok(None) };
+        match first.outcome {
+            _ if first.subject != write.subject() => {
+                Err(Status::failed_precondition(format!("request ID {request} was used for another write")))
+            }
+            Outcome::Applied { epoch, generation, created } => Ok(Some(Written { epoch, generation, created })),
+            // Only applied writes are remembered.
+            _ => Ok(None),
         }
     }
 
@@ -369,6 +376,10 @@ impl ShardManager for Manager {
                 return Err(Status::invalid_argument(format!("state: {other:?} must be \"active\" or \"draining\"")));
             }
         };
+        let write = Command::SetCellState { cell: cell.clone(), state };
+        if let Some(first) = self.remembered(id.as_deref(), &write).await? {
+            return Ok(Response::new(Ack { epoch: first.epoch }));
+        }
         match self.sm.read(|s| s.cells.get(&cell).map(|c| c.state)).await {
             None => return Err(Status::not_found(format!("cell: {cell} is not registered"))),
             Some(CellState::Down) => {
@@ -376,7 +387,7 @@ impl ShardManager for Manager {
             }
             Some(_) => {}
         }
-        let epoch = self.write(id.as_deref(), Command::SetCellState { cell, state }).await?.epoch;
+        let epoch = self.write(id.as_deref(), write).await?.epoch;
         Ok(Response::new(Ack { epoch }))
     }
 
