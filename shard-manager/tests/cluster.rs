@@ -102,7 +102,13 @@ async fn sigkill_the_leader(replicas: usize) {
         .put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
         .await
         .unwrap();
-    let committed = follower.clone().register_cell(cell("c1")).await.unwrap().into_inner().epoch;
+    // With a request ID, as routers and cells send writes.
+    let register_c1 = || {
+        let mut request = tonic::Request::new(cell("c1"));
+        request.metadata_mut().insert(baton_proto::REQUEST_ID_METADATA, "register-c1".parse().unwrap());
+        request
+    };
+    let committed = follower.clone().register_cell(register_c1()).await.unwrap().into_inner().epoch;
     assert_eq!(committed, 2);
 
     procs.get_mut(&leader).unwrap().sigkill();
@@ -116,8 +122,14 @@ async fn sigkill_the_leader(replicas: usize) {
         assert_eq!(map.epoch, committed, "nothing committed is lost");
         assert_eq!(map.cells.iter().map(|c| c.id.0.as_str()).collect::<Vec<_>>(), ["c1"]);
     }
-    // Registration resumes, through either survivor.
+    // The write sent again with its ID (as after an answer lost with the leader) to a
+    // survivor under the new leader: answered as the first time, applied once.
     let survivor = clients.values().next().unwrap().clone();
+    let again = survivor.clone().register_cell(register_c1()).await.unwrap().into_inner().epoch;
+    assert_eq!(again, committed, "the new leader remembers the write");
+    assert_eq!(snapshot(&survivor).await.epoch, committed, "and does not apply it again");
+
+    // Registration resumes, through either survivor.
     let epoch = survivor.clone().register_cell(cell("c2")).await.unwrap().into_inner().epoch;
     let map = snapshot_at(&survivor, epoch).await;
     assert_eq!(map.cells.iter().map(|c| c.id.0.as_str()).collect::<Vec<_>>(), ["c1", "c2"]);
