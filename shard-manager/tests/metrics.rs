@@ -4,13 +4,12 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
-use baton_proto::shard::{CellHeartbeatRequest, PutFunctionRequest, PutTenantRequest, WatchShardMapRequest};
-use baton_testkit::{Proc, bin, free_port, metric_at, wait_port};
-use support::cell;
+use baton_proto::shard::{PutFunctionRequest, PutTenantRequest, WatchShardMapRequest};
+use baton_testkit::{free_port, metric_at, start_shard_manager_with_admin};
+use support::{cell, heartbeats};
 
 /// Waits until the series `name` reads `want`.
 async fn until(admin: u16, name: &str, want: f64) {
@@ -29,22 +28,8 @@ async fn until(admin: u16, name: &str, want: f64) {
 async fn metrics_follow_raft_the_state_writes_failover_and_followers() {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
-    let _replica = Proc(
-        Command::new(bin("baton-shard-manager"))
-            .args(["--id", "1", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}"), "--data-dir"])
-            .arg(dir.path())
-            .env("BATON_CELLS__HEARTBEAT_TIMEOUT", "2s")
-            .env("BATON_CELLS__FAILOVER_INTERVAL", "50ms")
-            .env("BATON_CELLS__MOVE_BUDGET", "0")
-            .env("BATON_LOG__FILTER", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(port).await;
-    wait_port(admin).await;
+    let env = [("BATON_CELLS__HEARTBEAT_TIMEOUT", "2s"), ("BATON_CELLS__MOVE_BUDGET", "0")];
+    let _replica = start_shard_manager_with_admin(port, admin, dir.path(), &env).await;
     until(admin, "baton_shard_manager_is_leader", 1.0).await;
     assert!(metric_at(admin, "baton_shard_manager_raft_term").await >= 1.0);
     assert!(metric_at(admin, "baton_shard_manager_raft_applied_index").await >= 1.0);
@@ -56,16 +41,7 @@ async fn metrics_follow_raft_the_state_writes_failover_and_followers() {
     api.register_cell(cell("c1")).await.unwrap();
     api.register_cell(cell("c2")).await.unwrap();
     // Both cells heartbeat until the checks before the failover are done.
-    let beat = |id: &'static str| {
-        let mut api = api.clone();
-        tokio::spawn(async move {
-            loop {
-                let _ = api.cell_heartbeat(CellHeartbeatRequest { id: id.into(), loads: vec![] }).await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
-    let (c1_beats, c2_beats) = (beat("c1"), beat("c2"));
+    let (c1_beats, c2_beats) = (heartbeats(api.clone(), "c1"), heartbeats(api.clone(), "c2"));
     let put = |name: &str| PutFunctionRequest {
         tenant: "dev".into(),
         name: name.into(),

@@ -21,7 +21,7 @@ use baton_shard_manager::raft::{self};
 use baton_shard_manager::service::{Manager, grpc_services};
 use baton_shardmap::{Delta, MapSnapshot, ShardMap};
 use openraft::{BasicNode, Raft};
-use support::cell;
+use support::{cell, heartbeats};
 use tonic::transport::Channel;
 
 /// Long enough that a live cell (heartbeats every 50 ms) is never failed over when a
@@ -74,16 +74,7 @@ async fn cells_functions_the_map_stream_and_failover() {
     let (mut api, node, _dir) = start().await;
     api.register_cell(cell("c1")).await.unwrap();
     api.register_cell(cell("c2")).await.unwrap();
-    let beat = |id: &'static str| {
-        let mut api = api.clone();
-        tokio::spawn(async move {
-            loop {
-                api.cell_heartbeat(CellHeartbeatRequest { id: id.into(), loads: vec![] }).await.unwrap();
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
-    let (c1_beating, c2_beating) = (beat("c1"), beat("c2"));
+    let (c1_beating, c2_beating) = (heartbeats(api.clone(), "c1"), heartbeats(api.clone(), "c2"));
     api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
         .await
         .unwrap();

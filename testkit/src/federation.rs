@@ -35,21 +35,36 @@ impl RouterProc {
 /// Starts a one-replica `baton-shard-manager` on `port` with its data in `data_dir`,
 /// checking cells every 50 ms, with `env` (`BATON_…` settings) on top; waits for its port.
 pub async fn start_shard_manager(port: u16, data_dir: &std::path::Path, env: &[(&str, &str)]) -> Proc {
-    start_replica(1, port, &[], data_dir, env).await
+    start_replica(1, port, &[], data_dir, env, 0).await
+}
+
+/// As [`start_shard_manager`], with `/metrics`, `/healthz` and `/readyz` on `admin_port`;
+/// waits for both ports.
+pub async fn start_shard_manager_with_admin(
+    port: u16,
+    admin_port: u16,
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Proc {
+    let replica = start_replica(1, port, &[], data_dir, env, admin_port).await;
+    wait_port(admin_port).await;
+    replica
 }
 
 /// Starts replica `id` of a shard manager whose initial members are `members`
-/// (`"ID=HOST:PORT"`, none for a single replica).
+/// (`"ID=HOST:PORT"`, none for a single replica), its admin server on `admin_port` (0: any).
 async fn start_replica(
     id: u64,
     port: u16,
     members: &[String],
     data_dir: &std::path::Path,
     env: &[(&str, &str)],
+    admin_port: u16,
 ) -> Proc {
     let mut command = Command::new(bin("baton-shard-manager"));
     command
-        .args(["--id", &id.to_string(), "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
+        .args(["--id", &id.to_string(), "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
         .arg("--data-dir")
         .arg(data_dir)
         .env("BATON_CELLS__FAILOVER_INTERVAL", "50ms")
@@ -104,7 +119,7 @@ impl Federation {
         for (i, port) in ports.iter().enumerate() {
             let id = i as u64 + 1;
             let data = dir.path().join(format!("shard-manager-{id}"));
-            started.push((id, *port, start_replica(id, *port, &members, &data, env).await));
+            started.push((id, *port, start_replica(id, *port, &members, &data, env, 0).await));
         }
         let mut federation =
             Self { dir, manager_port: ports[0], replicas: started, cells: Vec::new(), routers: Vec::new() };

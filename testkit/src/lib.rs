@@ -12,7 +12,7 @@ use baton_proto::cell::cell_control_client::CellControlClient;
 use tonic::transport::Channel;
 
 mod federation;
-pub use federation::{Federation, RouterProc, start_shard_manager};
+pub use federation::{Federation, RouterProc, start_shard_manager, start_shard_manager_with_admin};
 
 /// Path of a workspace binary (built by `cargo build --workspace --bins`): tests run from
 /// `target/<profile>/deps/`, the binaries sit in `target/<profile>/`.
