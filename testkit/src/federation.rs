@@ -168,7 +168,10 @@ impl Federation {
         cell.id = id.clone();
         cell.cell_env.push(("BATON_LOG__FILTER".into(), "warn".into()));
         cell.start_cell().await;
-        cell.start_worker(&format!("{id}-w1"), 40, port_base).await;
+        // Room for a whole federation's functions on one worker (a drain or failover puts
+        // them on the others), each with a sandbox or two, so no test runs out of sandboxes
+        // while it checks something else.
+        cell.start_worker(&format!("{id}-w1"), 100, port_base).await;
         self.cells.push(cell);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
