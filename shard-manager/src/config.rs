@@ -112,9 +112,20 @@ pub struct CellsSection {
     /// A cell is rebalanced when above its region's mean load by more than this
     /// fraction. Default: 0.05.
     pub rebalance_threshold: f64,
+    /// After a rebalancing move its source must still be more loaded than its target by
+    /// this fraction of the region's mean, so that no move merely swaps which cell is the
+    /// heavier (a function larger than the imbalance stays) and load that wobbles by less
+    /// cannot undo a move. Default: 0.03.
+    pub rebalance_hysteresis: f64,
     /// A function moved less than this long ago is not moved again. Default: `"30s"`.
     #[serde(with = "humantime_serde")]
     pub move_cooldown: Duration,
+    /// The rebalancer sees a function's load (its sandboxes, as heartbeats report them)
+    /// as a peak that rises at once and halves over this time, so a busy function that
+    /// scales down between bursts still looks busy. `"0s"`: the last report. Default:
+    /// `"60s"`.
+    #[serde(with = "humantime_serde")]
+    pub load_half_life: Duration,
 }
 
 impl Default for CellsSection {
@@ -125,7 +136,9 @@ impl Default for CellsSection {
             rebalance_interval: Duration::from_secs(1),
             move_budget: 8,
             rebalance_threshold: 0.05,
+            rebalance_hysteresis: 0.03,
             move_cooldown: Duration::from_secs(30),
+            load_half_life: crate::service::DEFAULT_LOAD_HALF_LIFE,
         }
     }
 }

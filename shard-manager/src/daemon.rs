@@ -49,13 +49,16 @@ pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
     let network = Network::default();
     let raft = Raft::new(node.id, raft_config, network.clone(), log, sm.clone()).await.context("starting raft")?;
 
-    let manager = Manager::new(raft.clone(), sm, network).with_admission(admission);
+    let manager = Manager::new(raft.clone(), sm, network)
+        .with_admission(admission)
+        .with_load_half_life(config.cells.load_half_life);
     tokio::spawn(manager.clone().detect_failures(config.cells.heartbeat_timeout, config.cells.failover_interval));
     let c = &config.cells;
     tokio::spawn(manager.clone().rebalance(crate::service::RebalanceSettings {
         interval: c.rebalance_interval,
         budget: c.move_budget,
         threshold: c.rebalance_threshold,
+        hysteresis: c.rebalance_hysteresis,
         cooldown: c.move_cooldown,
     }));
     let (transport, api) = grpc_services(raft.clone(), manager);

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod config;
 pub mod daemon;
 pub mod failover;
+pub mod loads;
 pub mod metrics;
 pub mod planner;
 pub mod raft;

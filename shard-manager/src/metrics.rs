@@ -37,7 +37,9 @@ pub const RAFT_APPLIED_INDEX: &str = "baton_shard_manager_raft_applied_index";
 pub const CELL_FAILOVERS: &str = "baton_shard_manager_cell_failovers_total";
 /// Counter: functions given a new owner by failover.
 pub const FAILOVER_REASSIGNMENTS: &str = "baton_shard_manager_failover_reassignments_total";
-/// Counter: graceful moves committed (admin moves, drains, fills, rebalancing).
+/// Counter: graceful moves committed, by reason (`admin`: a MoveFunction call; `drain`:
+/// off a draining cell; `balance`: from a cell above its region's mean, after a fill or a
+/// new cell too).
 pub const MOVES: &str = "baton_shard_manager_moves_total";
 /// Gauge: open shard-map streams (routers and cell processes following this replica).
 pub const MAP_FOLLOWERS: &str = "baton_shard_manager_map_followers";
@@ -88,9 +90,9 @@ pub fn failover_reassignment() {
     metrics::counter!(FAILOVER_REASSIGNMENTS).increment(1);
 }
 
-/// Records one committed graceful move.
-pub fn moved() {
-    metrics::counter!(MOVES).increment(1);
+/// Records one committed graceful move, for `reason` (`admin`, `drain`, `balance`).
+pub fn moved(reason: &'static str) {
+    metrics::counter!(MOVES, "reason" => reason).increment(1);
 }
 
 /// An open shard-map stream, counted until dropped.

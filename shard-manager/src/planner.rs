@@ -2,8 +2,12 @@
 //! as a number). It empties draining cells first, then, within each region, moves load
 //! from cells above the region's mean by more than a threshold to the least-loaded cell,
 //! one function at a time, under a move budget and a per-function cooldown. A move is made
-//! only if the source stays at least as loaded as the target after it, so every move
-//! strictly lowers `Σ load² / weight` and repeated planning converges.
+//! only if the source stays more loaded than the target after it by a margin (the
+//! hysteresis, a fraction of the region's mean), so every move strictly lowers
+//! `Σ load² / weight`, repeated planning converges, and no move merely swaps which of two
+//! cells is the heavier: a function whose load alone is larger than the imbalance (the
+//! dominant function of a skewed workload) stays where it is, and load that wobbles by less
+//! than the margin cannot undo a move.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +54,9 @@ pub struct Problem {
     pub budget: usize,
     /// A cell is overloaded above `mean × (1 + threshold)` of its region.
     pub threshold: f64,
+    /// After a balancing move its source must still be above its target by more than
+    /// `hysteresis × mean` (normalised loads, the region's mean), at least 0.
+    pub hysteresis: f64,
     /// A function that moved less than this long ago stays.
     pub cooldown: u64,
     /// Now, on the clock of `last_moved`.
@@ -57,7 +64,7 @@ pub struct Problem {
 }
 
 /// One planned move.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Move {
     /// The function.
     pub function: String,
@@ -65,6 +72,36 @@ pub struct Move {
     pub from: CellId,
     /// Its new owner.
     pub to: CellId,
+    /// Why it moves.
+    pub reason: MoveReason,
+}
+
+/// Why the planner moves a function.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MoveReason {
+    /// Its cell is draining.
+    Drain,
+    /// Its cell is above its region's mean by more than the threshold. The normalised
+    /// loads of both cells before the move, and the region's mean: the imbalance the move
+    /// reduces.
+    Balance {
+        /// The source's load before the move.
+        source: f64,
+        /// The target's load before the move.
+        target: f64,
+        /// The region's mean.
+        mean: f64,
+    },
+}
+
+impl MoveReason {
+    /// The metric label of the reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MoveReason::Drain => "drain",
+            MoveReason::Balance { .. } => "balance",
+        }
+    }
 }
 
 struct Cells<'a> {
@@ -127,7 +164,7 @@ pub fn plan(problem: &Problem) -> Vec<Move> {
             continue;
         };
         cells.shift(&f.cell, to, f.load.max(0.0));
-        moves.push(Move { function: f.id.clone(), from: f.cell.clone(), to: to.clone() });
+        moves.push(Move { function: f.id.clone(), from: f.cell.clone(), to: to.clone(), reason: MoveReason::Drain });
         moved[i] = true;
     }
 
@@ -155,8 +192,9 @@ pub fn plan(problem: &Problem) -> Vec<Move> {
                 let (ws, wt) =
                     (f64::from(cells.info[source].weight.max(1)), f64::from(cells.info[target].weight.max(1)));
                 let (s, t) = (cells.load[source], cells.load[target]);
+                let margin = problem.hysteresis.max(0.0) * mean;
                 // The heaviest movable function whose move leaves the source more loaded
-                // than the target.
+                // than the target by the margin.
                 let candidate = (0..problem.functions.len())
                     .filter(|&i| {
                         let f = &problem.functions[i];
@@ -165,7 +203,7 @@ pub fn plan(problem: &Problem) -> Vec<Move> {
                             && f.region == region
                             && f.load > 0.0
                             && movable(f)
-                            && (s - f.load) / ws > (t + f.load) / wt
+                            && (s - f.load) / ws - (t + f.load) / wt > margin
                     })
                     .max_by(|&a, &b| {
                         let (fa, fb) = (&problem.functions[a], &problem.functions[b]);
@@ -173,8 +211,9 @@ pub fn plan(problem: &Problem) -> Vec<Move> {
                     });
                 if let Some(i) = candidate {
                     let f = &problem.functions[i];
+                    let reason = MoveReason::Balance { source: s / ws, target: t / wt, mean };
                     cells.shift(source, target, f.load);
-                    moves.push(Move { function: f.id.clone(), from: source.clone(), to: target.clone() });
+                    moves.push(Move { function: f.id.clone(), from: source.clone(), to: target.clone(), reason });
                     moved[i] = true;
                     continue 'plan;
                 }

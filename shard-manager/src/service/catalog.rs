@@ -275,27 +275,29 @@ impl Manager {
         if let Some((generation, epoch)) = already {
             return Ok(PutFunctionResponse { cell: target.0, generation, epoch, created: false });
         }
-        let (epoch, generation) = self.migrate(&id, &record, &control, &target).await?;
+        let (epoch, generation) = self.migrate(&id, &record, &control, &target, "admin").await?;
         Ok(PutFunctionResponse { cell: target.0, generation, epoch, created: false })
     }
 
     /// A graceful move of function `id` to `target` (control plane at `control`): the
-    /// spec first, then the new owner. Returns the epoch and the new generation.
+    /// spec first, then the new owner, counted under `reason` (`admin`, `drain`,
+    /// `balance`). Returns the epoch and the new generation.
     pub(crate) async fn migrate(
         &self,
         id: &str,
         record: &FunctionRecord,
         control: &str,
         target: &CellId,
+        reason: &'static str,
     ) -> Result<(u64, u64), Status> {
         // Pre-warm: the target starts as many sandboxes as the source runs now (its last
         // heartbeat's report), so the switch finds them starting or ready. The target's
         // reconciler puts the function's own spec back as soon as it sees the new owner;
         // the sandboxes then stay or go by the autoscaler's windows, like any others.
-        let running = self.loads.lock().expect("not poisoned").get(id).copied().unwrap_or(0.0);
+        let running = self.loads.lock().expect("not poisoned").last(id);
         self.prepare(control, &record.tenant, &record.name, &record.spec_json, running as u32).await?;
         let written = self.write(None, Command::Assign { function: id.to_string(), cell: target.clone() }).await?;
-        crate::metrics::moved();
+        crate::metrics::moved(reason);
         Ok((written.epoch, written.generation.unwrap_or_default()))
     }
 

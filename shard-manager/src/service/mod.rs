@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status};
 
 use crate::admission::Admission;
 use crate::failover::failover;
+use crate::loads::LoadTracker;
 use crate::raft::network::{Network, TransportService, WriteError};
 use crate::raft::{Proposer, StateMachine, TypeConfig};
 use crate::state::{Command, Outcome};
@@ -53,8 +54,10 @@ pub struct Manager {
     network: Network,
     /// When each cell was last heard from, by this replica.
     heard: Arc<Mutex<BTreeMap<CellId, Instant>>>,
-    /// Each function's load as its cell last reported it.
-    loads: Arc<Mutex<BTreeMap<String, f64>>>,
+    /// Each function's load as its cell reported it: the last report and a decaying peak.
+    loads: Arc<Mutex<LoadTracker>>,
+    /// The origin of the clock the load tracker and the rebalancer's cooldowns read.
+    origin: Instant,
     /// The placement ring and the cells it was built from.
     ring: Arc<Mutex<Option<PlacementRing>>>,
     /// What tenants may register.
@@ -75,6 +78,9 @@ pub fn grpc_services(
     let api = ShardManagerServer::new(manager).max_decoding_message_size(max).max_encoding_message_size(max);
     (transport, api)
 }
+
+/// How long a function's peak load takes to halve unless configured (`cells.load_half_life`).
+pub const DEFAULT_LOAD_HALF_LIFE: Duration = Duration::from_secs(60);
 
 /// Longest a read waits for this replica to apply the epoch its caller asks for.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(1);
@@ -122,7 +128,8 @@ impl Manager {
             sm,
             network,
             heard: Arc::default(),
-            loads: Arc::default(),
+            loads: Arc::new(Mutex::new(LoadTracker::new(DEFAULT_LOAD_HALF_LIFE))),
+            origin: Instant::now(),
             ring: Arc::default(),
             admission: Arc::default(),
         }
@@ -138,6 +145,18 @@ impl Manager {
     pub fn with_admission(mut self, admission: Admission) -> Self {
         self.admission = Arc::new(admission);
         self
+    }
+
+    /// The same service, whose rebalancer sees each function's load as a peak that halves
+    /// every `half_life` (see [`crate::loads`]).
+    pub fn with_load_half_life(mut self, half_life: Duration) -> Self {
+        self.loads = Arc::new(Mutex::new(LoadTracker::new(half_life)));
+        self
+    }
+
+    /// Milliseconds on this replica's clock (the load tracker's and the cooldowns').
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
     }
 
     /// Commits `command`; with the caller's `request` ID, at most once (see [`Command::Once`]).
@@ -258,7 +277,7 @@ impl Manager {
             })
             .await;
         // As many sandboxes as the dead cell last reported.
-        let running = self.loads.lock().expect("not poisoned").get(&function).copied().unwrap_or(0.0) as u32;
+        let running = self.loads.lock().expect("not poisoned").last(&function) as u32;
         if let Some((control, record)) = found
             && let Err(e) = self.prepare(&control, &record.tenant, &record.name, &record.spec_json, running).await
         {

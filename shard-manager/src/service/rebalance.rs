@@ -2,16 +2,17 @@
 //! at most `move_budget` moves — functions off draining cells first, then from cells
 //! above their region's mean onto the least loaded (a new or refilled cell) — and carries
 //! them out one after another as graceful migrations. A function's load is 1 (it occupies
-//! its cell) plus the calls per second its cell reported in the last heartbeat, so with no
-//! traffic the rebalancer evens out function counts.
+//! its cell) plus the sandboxes its cell reports for it, as a decaying peak
+//! ([`crate::loads`]), so with no traffic the rebalancer evens out function counts. Each
+//! move is logged with the imbalance it reduces and counted by reason
+//! (`baton_shard_manager_moves_total{reason}`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::Manager;
-use crate::planner::{CellLoad, FunctionLoad, Problem, plan};
+use crate::loads::LoadTracker;
+use crate::planner::{CellLoad, FunctionLoad, MoveReason, Problem, plan};
 use crate::state::FederationState;
 
 /// How the rebalancer runs.
@@ -23,13 +24,16 @@ pub struct RebalanceSettings {
     pub budget: usize,
     /// Overload threshold (fraction above the region's mean).
     pub threshold: f64,
+    /// Margin a move must leave between its source and target (fraction of the region's
+    /// mean); see [`Problem::hysteresis`].
+    pub hysteresis: f64,
     /// Least time between two moves of a function.
     pub cooldown: Duration,
 }
 
 fn problem(
     state: &FederationState,
-    loads: &BTreeMap<String, f64>,
+    loads: &LoadTracker,
     moved: &BTreeMap<String, u64>,
     settings: &RebalanceSettings,
     now: u64,
@@ -48,7 +52,7 @@ fn problem(
                 id: id.clone(),
                 cell: a.cell.clone(),
                 region: record.home_region.clone(),
-                load: 1.0 + loads.get(id).copied().unwrap_or(0.0),
+                load: 1.0 + loads.smoothed(id, now),
                 last_moved: moved.get(id).copied(),
                 pinned: state.pinned.contains(id),
             })
@@ -59,6 +63,7 @@ fn problem(
         functions,
         budget: settings.budget,
         threshold: settings.threshold,
+        hysteresis: settings.hysteresis,
         cooldown: settings.cooldown.as_millis() as u64,
         now,
     }
@@ -70,7 +75,6 @@ impl Manager {
         if settings.budget == 0 {
             return;
         }
-        let origin = Instant::now();
         let mut moved: BTreeMap<String, u64> = BTreeMap::new();
         loop {
             tokio::time::sleep(settings.interval).await;
@@ -80,11 +84,16 @@ impl Manager {
             if !self.is_leader() {
                 continue;
             }
-            let now = origin.elapsed().as_millis() as u64;
-            let loads = self.loads.lock().expect("not poisoned").clone();
+            let now = self.now_ms();
             let moves = self
                 .sm
                 .read(|state| {
+                    // Lock order: the state machine's read, then the loads (never the other
+                    // way round; nothing awaits while holding them).
+                    let mut loads = self.loads.lock().expect("not poisoned");
+                    if loads.len() > state.functions.len() {
+                        loads.retain(|f| state.functions.contains_key(f));
+                    }
                     let moves = plan(&problem(state, &loads, &moved, &settings, now));
                     moves
                         .into_iter()
@@ -97,9 +106,22 @@ impl Manager {
                 })
                 .await;
             for (m, record, control) in moves {
-                match self.migrate(&m.function, &record, &control, &m.to).await {
+                match self.migrate(&m.function, &record, &control, &m.to, m.reason.label()).await {
                     Ok((_, generation)) => {
-                        tracing::info!(function = m.function, from = %m.from, to = %m.to, generation, "moved");
+                        match m.reason {
+                            MoveReason::Drain => {
+                                tracing::info!(function = m.function, from = %m.from, to = %m.to, generation, "moved off a draining cell");
+                            }
+                            MoveReason::Balance { source, target, mean } => tracing::info!(
+                                function = m.function,
+                                from = %m.from,
+                                to = %m.to,
+                                generation,
+                                "moved to even the load: {} had {source:.1} and {} {target:.1} against the region's mean of {mean:.1}",
+                                m.from,
+                                m.to,
+                            ),
+                        }
                         moved.insert(m.function, now);
                     }
                     Err(e) => {
@@ -113,9 +135,10 @@ impl Manager {
 
     /// Records a cell's reported loads (by function ID).
     pub(crate) fn record_loads(&self, loads: impl IntoIterator<Item = (String, f64)>) {
+        let now = self.now_ms();
         let mut all = self.loads.lock().expect("not poisoned");
         for (function, load) in loads {
-            all.insert(function, load.max(0.0));
+            all.record(&function, load, now);
         }
     }
 }
