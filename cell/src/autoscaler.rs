@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 
 use tokio::time::Instant;
 
-use crate::function::Scaling;
+use baton_model::function::Scaling;
 
 /// One decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

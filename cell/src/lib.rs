@@ -1,5 +1,4 @@
-//! A Dirigent-style cell: the function registry's spec type, the per-function autoscaler
-//! (Knative KPA semantics), the placer, and the persistence of the few records a cell keeps
+//! A Dirigent-style cell: the per-function autoscaler (Knative KPA semantics), the placer, and the persistence of the few records a cell keeps
 //! (functions, worker nodes, data planes). The control-plane service, the data plane and the
 //! `baton-cell` binary build on these.
 #![deny(unsafe_code)]
@@ -10,7 +9,6 @@ pub mod control_plane;
 pub mod daemon;
 pub mod data_plane;
 pub mod federation;
-pub mod function;
 pub mod metrics;
 pub mod placer;
 pub mod routing;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_cell::function::FunctionSpec;
 use baton_cell::store::{CellStore, DataPlaneRecord, EmbeddedStore, Kind, RedisStore, Store, WorkerRecord};
+use baton_model::FunctionSpec;
 
 fn redis_url() -> String {
     std::env::var("BATON_TEST_REDIS_URL")

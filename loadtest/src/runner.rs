@@ -159,8 +159,8 @@ impl Runner {
                     _ => Outcome::OtherStatus,
                 };
                 record.actual_us = header("x-execution-time-us").and_then(|v| v.parse().ok());
-                record.cold = header("x-baton-cold-start").map(|v| v == "true");
-                record.cell = header("x-baton-cell").map(str::to_string);
+                record.cold = header(baton_model::headers::COLD_START).map(|v| v == "true");
+                record.cell = header(baton_model::headers::CELL).map(str::to_string);
             }
         }
         record

@@ -51,12 +51,3 @@ pub use ids::{IdError, NodeId, SandboxId};
 /// raft snapshot chunk travels as JSON. Every server and client of the shard-map,
 /// catalog, raft and cell-routing streams sets this limit.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
-
-/// gRPC metadata naming a write to the shard manager: the same ID sent again (a retry
-/// after a lost answer, to any replica) is answered as the first attempt was and applied
-/// once. 1 to [`MAX_REQUEST_ID_LEN`] printable ASCII characters, no spaces. An ID names
-/// one write: sent on another write, it is refused.
-pub const REQUEST_ID_METADATA: &str = "x-baton-request-id";
-
-/// Longest request ID taken.
-pub const MAX_REQUEST_ID_LEN: usize = 128;

@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::context::Router;
 use crate::idempotency::Key;
-use crate::server::Router;
 
 /// Handles `/v1/functions[/{name}]` for `tenant`.
 pub async fn functions(

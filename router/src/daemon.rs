@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::RouterConfig;
-use crate::server::Router;
+use crate::context::Router;
 
 /// Why a router could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ pub async fn start(config: RouterConfig) -> Result<RunningRouter, StartError> {
     let router = Router {
         view,
         manager: Arc::new(manager),
-        upstream: crate::proxy::upstream(),
+        upstream: crate::context::upstream(),
         config: Arc::new(section),
         seen: Arc::default(),
     };

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod context;
 pub mod daemon;
 pub mod idempotency;
 pub mod metrics;

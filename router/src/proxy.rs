@@ -6,31 +6,15 @@
 //! A cell that refuses the connection (it is down) makes the call wait, up to
 //! `router.owner_wait`, for the map to name a new owner (failover), and go there.
 
-use std::time::Duration;
-
+use baton_model::{FunctionId, headers};
 use baton_service::http::{Body, copy_end_to_end, error_response};
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::server::Router;
-
-/// Header carrying the generation a call was routed by.
-const GENERATION: &str = "x-baton-generation";
-
-/// The pooled client to the cells' data planes.
-pub type Upstream = Client<HttpConnector, Full<Bytes>>;
-
-/// A client with keep-alive connections and TCP_NODELAY.
-pub fn upstream() -> Upstream {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(hyper_util::rt::TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
-}
+use crate::context::Router;
 
 /// Where one attempt goes.
 struct Target {
@@ -40,23 +24,20 @@ struct Target {
 
 /// Proxies one invocation of `tenant`'s function `name`.
 pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: Request<Incoming>) -> Response<Body> {
-    let id = format!("{tenant}/{name}");
+    let not_found =
+        || error_response(StatusCode::NOT_FOUND, "function_not_found", &format!("function {name:?} does not exist"));
+    // A malformed name cannot name a function: no lookup, no upstream path built from it.
+    let Ok(id) = FunctionId::new(tenant, name) else { return not_found() };
     let target = {
         let map = router.view.read();
-        map.assigned_owner(&id).and_then(|owner| {
+        map.assigned_owner(&id.key()).and_then(|owner| {
             Some(Target { data_plane: owner.data_plane?.to_string(), generation: owner.generation.unwrap_or(0) })
         })
     };
-    let Some(mut target) = target else {
-        return error_response(
-            StatusCode::NOT_FOUND,
-            "function_not_found",
-            &format!("function {name:?} does not exist"),
-        );
-    };
+    let Some(mut target) = target else { return not_found() };
     let path = match req.uri().query() {
-        Some(q) => format!("/function/{tenant}.{name}{rest}?{q}"),
-        None => format!("/function/{tenant}.{name}{rest}"),
+        Some(q) => format!("/function/{}{rest}?{q}", id.cell_name()),
+        None => format!("/function/{}{rest}", id.cell_name()),
     };
     let max = router.config.max_body_bytes;
     let (parts, body) = req.into_parts();
@@ -79,7 +60,7 @@ pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: 
                 // The owner is down (nothing reached it, so resending is safe): wait for the
                 // map to name a new owner (failover) and send the call there.
                 waited = true;
-                if let Some(next) = new_owner(router, &id, &target).await {
+                if let Some(next) = new_owner(router, &id.key(), &target).await {
                     crate::metrics::failover_retry();
                     tracing::debug!(function = %id, from = target.data_plane, to = next.data_plane, "owner unreachable: retrying at the new owner");
                     target = next;
@@ -156,7 +137,7 @@ async fn send(
     })?;
     let mut out = Request::builder().method(method.clone()).uri(uri).body(Full::new(body)).expect("parts are valid");
     *out.headers_mut() = headers.clone();
-    out.headers_mut().insert(GENERATION, HeaderValue::from(target.generation));
+    out.headers_mut().insert(headers::GENERATION, HeaderValue::from(target.generation));
     match tokio::time::timeout(router.config.call_timeout, router.upstream.request(out)).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(Failure {
@@ -177,11 +158,11 @@ async fn send(
 /// The owner a 421 names: its data plane if given, else the cell's from our map.
 fn redirect(router: &Router, headers: &HeaderMap) -> Option<Target> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let generation = text(GENERATION).and_then(|g| g.parse().ok()).unwrap_or(0);
-    if let Some(data_plane) = text("x-baton-owner-data-plane") {
+    let generation = text(headers::GENERATION).and_then(|g| g.parse().ok()).unwrap_or(0);
+    if let Some(data_plane) = text(headers::OWNER_DATA_PLANE) {
         return Some(Target { data_plane, generation });
     }
-    let cell = baton_shardmap::CellId(text("x-baton-owner")?);
+    let cell = baton_shardmap::CellId(text(headers::OWNER)?);
     let map = router.view.read();
     let data_plane = map.cell(&cell)?.data_planes.first()?.clone();
     Some(Target { data_plane, generation })

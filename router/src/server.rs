@@ -1,48 +1,17 @@
 //! The router's HTTP server: HTTP/1.1 and h2c on one port, requests dispatched by path to
 //! the tenant API or the invocation proxy after authentication, graceful shutdown.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use baton_service::http::{Body, error_response};
-use baton_shardmap::MapView;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::auth::{self, AuthError};
-use crate::config::RouterSection;
-use crate::proxy::{self, Upstream};
-
-/// Everything a request needs, shared by every connection.
-#[derive(Clone)]
-pub struct Router {
-    /// The followed shard map.
-    pub view: MapView,
-    /// The shard manager, for the tenant API.
-    pub manager: Arc<baton_shardmap::Replicas>,
-    /// The data-plane client.
-    pub upstream: Upstream,
-    /// Settings.
-    pub config: Arc<RouterSection>,
-    /// The newest epoch a shard-manager answer through this router carried (a committed
-    /// write, or the state a read was served from): reads and writes ask for a state at
-    /// least this new (and as new as the followed map), so a tenant reads its own writes
-    /// and never an older state than it has seen, whichever replica answers.
-    pub seen: Arc<AtomicU64>,
-}
+use crate::context::Router;
+use crate::proxy;
 
 impl Router {
-    /// The epoch requests through this router must see.
-    pub fn read_epoch(&self) -> u64 {
-        self.seen.load(Ordering::Relaxed).max(self.view.epoch())
-    }
-
-    /// Notes the epoch a shard-manager answer carried.
-    pub fn saw(&self, epoch: u64) {
-        self.seen.fetch_max(epoch, Ordering::Relaxed);
-    }
-
     /// Handles one request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();

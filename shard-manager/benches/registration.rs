@@ -19,7 +19,7 @@ const SPEC: &str = r#"{"executable":"/usr/bin/true"}"#;
 /// `message` with a request ID, as routers and cells send every write.
 fn identified<T>(message: T, id: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(baton_proto::REQUEST_ID_METADATA, id.parse().expect("ASCII"));
+    request.metadata_mut().insert(baton_model::headers::REQUEST_ID, id.parse().expect("ASCII"));
     request
 }
 

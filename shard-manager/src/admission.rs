@@ -6,7 +6,7 @@
 //! one when the registration commits). An empty executable list admits any absolute path,
 //! for development.
 
-use baton_cell::function::{FunctionSpec, Runtime};
+use baton_model::{FunctionSpec, Runtime};
 
 use crate::config::FunctionsSection;
 
@@ -94,7 +94,7 @@ mod tests {
     use super::*;
 
     fn spec(json: &str) -> FunctionSpec {
-        baton_cell::function::federated_spec("dev", "f", json).unwrap()
+        baton_model::function::federated_spec(&baton_model::FunctionId::new("dev", "f").unwrap(), json).unwrap()
     }
 
     fn executables(list: &[&str]) -> Admission {

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use baton_model::FunctionId;
 use baton_shardmap::{Assignment, Cell, CellId, CellState, Change, Delta, MapSnapshot, ShardMap};
 use serde::{Deserialize, Serialize};
 
@@ -134,10 +135,10 @@ impl Command {
             Command::PutCell(cell) => format!("put-cell {}", cell.id),
             Command::SetCellState { cell, state } => format!("set-cell-state {cell} {state:?}"),
             Command::PutFunction { record, .. } => {
-                format!("put-function {}", function_id(&record.tenant, &record.name))
+                format!("put-function {}", FunctionId::key_of(&record.tenant, &record.name))
             }
             Command::PutFunctions(functions) => {
-                let ids = functions.iter().map(|(r, _)| function_id(&r.tenant, &r.name));
+                let ids = functions.iter().map(|(r, _)| FunctionId::key_of(&r.tenant, &r.name));
                 format!("put-functions {}", ids.collect::<Vec<_>>().join(" "))
             }
             Command::DeleteFunction { id } => format!("delete-function {id}"),
@@ -196,11 +197,6 @@ pub struct FederationState {
     requests: RequestLog,
 }
 
-/// A function's ID: `tenant/name`.
-pub fn function_id(tenant: &str, name: &str) -> String {
-    format!("{tenant}/{name}")
-}
-
 impl FederationState {
     /// Applies `command`; a rejected command changes nothing. An applied one bumps the
     /// epoch and returns the shard-map delta for the new epoch (empty for tenant and key
@@ -226,7 +222,7 @@ impl FederationState {
         }
         let created = match &command {
             Command::PutFunction { record, .. } => {
-                !self.functions.contains_key(&function_id(&record.tenant, &record.name))
+                !self.functions.contains_key(&FunctionId::key_of(&record.tenant, &record.name))
             }
             _ => false,
         };
@@ -320,7 +316,7 @@ impl FederationState {
         if !self.tenants.contains_key(&record.tenant) {
             return Err(format!("tenant {} does not exist", record.tenant));
         }
-        if self.functions.contains_key(&function_id(&record.tenant, &record.name)) {
+        if self.functions.contains_key(&FunctionId::key_of(&record.tenant, &record.name)) {
             return Ok(false);
         }
         if !self.cells.contains_key(cell) {
@@ -369,7 +365,7 @@ impl FederationState {
                 }
             }
             Command::PutFunction { record, cell } => {
-                let id = function_id(&record.tenant, &record.name);
+                let id = FunctionId::key_of(&record.tenant, &record.name);
                 let tenant = record.tenant.clone();
                 if self.functions.insert(id.clone(), record).is_none() {
                     *self.function_counts.entry(tenant).or_default() += 1;

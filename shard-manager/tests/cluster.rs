@@ -105,7 +105,7 @@ async fn sigkill_the_leader(replicas: usize) {
     // With a request ID, as routers and cells send writes.
     let register_c1 = || {
         let mut request = tonic::Request::new(cell("c1"));
-        request.metadata_mut().insert(baton_proto::REQUEST_ID_METADATA, "register-c1".parse().unwrap());
+        request.metadata_mut().insert(baton_model::headers::REQUEST_ID, "register-c1".parse().unwrap());
         request
     };
     let committed = follower.clone().register_cell(register_c1()).await.unwrap().into_inner().epoch;

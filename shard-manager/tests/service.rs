@@ -334,7 +334,7 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
 /// `message` sent with request ID `id`.
 fn with_id<T>(message: T, id: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(baton_proto::REQUEST_ID_METADATA, id.parse().unwrap());
+    request.metadata_mut().insert(baton_model::headers::REQUEST_ID, id.parse().unwrap());
     request
 }
 
@@ -374,10 +374,10 @@ async fn a_retried_write_is_answered_as_the_first_and_applied_once() {
     let reused = api.delete_function(with_id(f(), "put-1")).await.unwrap_err();
     assert_eq!(reused.code(), tonic::Code::FailedPrecondition, "{reused:?}");
 
-    for bad in ["has space", &"x".repeat(baton_proto::MAX_REQUEST_ID_LEN + 1)] {
+    for bad in ["has space", &"x".repeat(baton_model::headers::MAX_REQUEST_ID_LEN + 1)] {
         let err = api.put_function(with_id(put("dev", "g", ""), bad)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}");
-        assert!(err.message().starts_with(baton_proto::REQUEST_ID_METADATA), "{err:?}");
+        assert!(err.message().starts_with(baton_model::headers::REQUEST_ID), "{err:?}");
     }
     assert_eq!(epoch(api.clone()).await, deleted.epoch, "refusals store nothing");
 }

@@ -9,9 +9,10 @@ mod map;
 mod replicas;
 mod ring;
 
+pub use baton_model::CellId;
 pub use follow::{MapEvent, MapView, follow};
 pub use hash::function_hash;
 pub use keys::key_hash;
-pub use map::{Assignment, Cell, CellId, CellState, Change, Delta, MapError, MapSnapshot, Owner, ShardMap};
+pub use map::{Assignment, Cell, CellState, Change, Delta, MapError, MapSnapshot, Owner, ShardMap};
 pub use replicas::Replicas;
 pub use ring::{CellRing, VNODES_PER_WEIGHT};

@@ -9,20 +9,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use baton_model::CellId;
 use serde::{Deserialize, Serialize};
 
 use crate::hash::function_hash;
 use crate::ring::CellRing;
-
-/// A cell's ID.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct CellId(pub String);
-
-impl std::fmt::Display for CellId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Whether a cell takes functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 //! Used by routers (the tenant API) and cells (registration, heartbeats, specs).
 //!
 //! Every attempt of one call carries the same request ID
-//! ([`baton_proto::REQUEST_ID_METADATA`]): a write whose answer was lost (its leader died
+//! ([`baton_model::headers::REQUEST_ID`]): a write whose answer was lost (its leader died
 //! after the commit) and that is then sent to the next replica is applied once, and
 //! answered as the first attempt was.
 
@@ -65,7 +65,7 @@ impl Replicas {
 
     /// As [`Replicas::call`], with the caller's request ID (a tenant's idempotency key, so
     /// that the tenant's own retries are applied once too): printable ASCII without spaces,
-    /// at most [`baton_proto::MAX_REQUEST_ID_LEN`] characters.
+    /// at most [`baton_model::headers::MAX_REQUEST_ID_LEN`] characters.
     pub async fn call_as<R, T, F, Fut>(&self, request_id: &str, request: R, call: F) -> Result<T, Status>
     where
         R: Clone,
@@ -87,7 +87,7 @@ impl Replicas {
         for i in 0..self.clients.len() {
             let index = (start + i) % self.clients.len();
             let mut attempt = tonic::Request::new(request.clone());
-            attempt.metadata_mut().insert(baton_proto::REQUEST_ID_METADATA, id.clone());
+            attempt.metadata_mut().insert(baton_model::headers::REQUEST_ID, id.clone());
             match call(self.clients[index].clone(), attempt).await {
                 Ok(response) => {
                     self.current.store(index, Ordering::Relaxed);
@@ -112,7 +112,7 @@ mod tests {
         let replicas = Replicas::new(&["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()]).unwrap();
         let seen = std::sync::Mutex::new(Vec::new());
         let attempt = |_client, request: tonic::Request<()>| {
-            let id = request.metadata().get(baton_proto::REQUEST_ID_METADATA).map(|v| v.to_str().unwrap().to_string());
+            let id = request.metadata().get(baton_model::headers::REQUEST_ID).map(|v| v.to_str().unwrap().to_string());
             seen.lock().unwrap().push(id);
             async { Err::<tonic::Response<()>, _>(Status::unavailable("down")) }
         };

@@ -7,7 +7,7 @@
 
 use consistent_hash_ring::{Ring, RingBuilder};
 
-use crate::map::CellId;
+use baton_model::CellId;
 
 /// Virtual nodes per unit of cell weight: enough that three equal cells each get a third
 /// of the functions within a few percent.

@@ -170,7 +170,7 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
             Some(channel) => {
                 let (report, reports) = mpsc::unbounded_channel();
                 node.pump_exits(exits, Some(report));
-                tasks.push(tokio::spawn(crate::control_plane::run_link(
+                tasks.push(tokio::spawn(crate::cell_link::run_link(
                     node.clone(),
                     channel.clone(),
                     advertise.clone(),

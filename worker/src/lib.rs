@@ -3,8 +3,8 @@
 //! and the link that registers the node and reports sandbox exits.
 #![deny(unsafe_code)]
 
+pub mod cell_link;
 pub mod config;
-pub mod control_plane;
 pub mod daemon;
 pub mod demo;
 pub mod emulated;

@@ -2,11 +2,13 @@
 //! and placement, routing distribution to data planes, and recovery after a restart. The
 //! decisions live in [`state`] (no I/O); this module carries out its commands.
 
+mod functions;
 mod runtime;
 mod sandboxes;
 mod service;
 pub mod state;
 
+pub use functions::FunctionError;
 pub use runtime::{ControlPlane, ControlPlaneSettings};
 
-pub use state::{CellState, Command, ListedSandbox, Scale, StateConfig};
+pub use state::{Command, ControlPlaneState, ListedSandbox, Scale, StateConfig};

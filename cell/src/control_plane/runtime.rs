@@ -1,4 +1,4 @@
-//! Carries out the [`CellState`]'s commands: calls workers, publishes routing changes to
+//! Carries out the [`ControlPlaneState`]'s commands: calls workers, publishes routing changes to
 //! data planes, and runs the autoscaling and worker-health loops.
 //!
 //! Lock order: only the state lock exists here; routing changes are broadcast while it is
@@ -16,10 +16,10 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
-use super::state::{CellState, Command, ListedSandbox, StateConfig};
-use crate::function::FunctionSpec;
+use super::state::{Command, ControlPlaneState, ListedSandbox, StateConfig};
 use crate::routing::{RoutingSnapshot, RoutingUpdate};
 use crate::store::{CellStore, StoreError};
+use baton_model::function::FunctionSpec;
 
 /// Runtime settings of the control plane.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub struct ControlPlaneSettings {
 }
 
 pub(crate) struct Inner {
-    pub(crate) state: Mutex<CellState>,
+    pub(crate) state: Mutex<ControlPlaneState>,
     pub(crate) store: CellStore,
     pub(crate) routing: broadcast::Sender<RoutingUpdate>,
     urgent: mpsc::UnboundedSender<String>,
@@ -66,7 +66,7 @@ impl ControlPlane {
         tracing::info!(functions = functions.len(), workers = workers.len(), "control plane recovering from its store");
         let plane = Self {
             inner: Arc::new(Inner {
-                state: Mutex::new(CellState::new(settings.state.clone())),
+                state: Mutex::new(ControlPlaneState::new(settings.state.clone())),
                 store,
                 routing,
                 urgent,
@@ -82,7 +82,7 @@ impl ControlPlane {
 
     /// Runs `f` on the state, broadcasts its routing changes under the lock, and carries out
     /// the other commands in the background.
-    pub(crate) fn apply<T>(&self, f: impl FnOnce(&mut CellState) -> T) -> T
+    pub(crate) fn apply<T>(&self, f: impl FnOnce(&mut ControlPlaneState) -> T) -> T
     where
         T: Commands,
     {
@@ -117,7 +117,7 @@ impl ControlPlane {
     }
 
     /// Changes the state where no command can result.
-    pub(crate) fn read_mut<T>(&self, f: impl FnOnce(&mut CellState) -> T) -> T {
+    pub(crate) fn read_mut<T>(&self, f: impl FnOnce(&mut ControlPlaneState) -> T) -> T {
         f(&mut self.inner.state.lock().expect("state lock"))
     }
 
@@ -127,7 +127,7 @@ impl ControlPlane {
     }
 
     /// Reads the state.
-    pub fn read<T>(&self, f: impl FnOnce(&CellState) -> T) -> T {
+    pub fn read<T>(&self, f: impl FnOnce(&ControlPlaneState) -> T) -> T {
         f(&self.inner.state.lock().expect("state lock"))
     }
 
@@ -250,12 +250,12 @@ impl ControlPlane {
             tokio::select! {
                 _ = tick.tick() => {
                     let started = std::time::Instant::now();
-                    let names = self.read(CellState::function_names);
+                    let names = self.read(ControlPlaneState::function_names);
                     for name in names {
                         self.apply(|st| st.evaluate(&name, Instant::now()));
                     }
                     crate::metrics::decision(started.elapsed());
-                    crate::metrics::totals(self.read(CellState::totals));
+                    crate::metrics::totals(self.read(ControlPlaneState::totals));
                 }
                 Some(name) = urgent.recv() => {
                     let started = std::time::Instant::now();

@@ -18,9 +18,9 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::runtime::ControlPlane;
-use crate::function::FunctionSpec;
 use crate::routing::wire;
 use crate::store::{DataPlaneRecord, StoreError, WorkerRecord};
+use baton_model::function::FunctionSpec;
 
 fn unavailable(e: StoreError) -> Status {
     Status::unavailable(format!("the cell's store failed; retry: {e}"))
@@ -102,30 +102,20 @@ impl CellControl for ControlPlane {
     ) -> Result<Response<PutFunctionResponse>, Status> {
         let spec = FunctionSpec::from_json(request.into_inner().spec_json.as_bytes())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        self.inner.store.put_function(&spec).await.map_err(unavailable)?;
-        let name = spec.name.clone();
-        let (created, _) = self.apply(|st| st.put_function(spec));
-        self.urge(name);
+        let created = self.put_function_spec(spec).await?;
         Ok(Response::new(PutFunctionResponse { created }))
     }
 
     async fn get_function(&self, request: Request<GetFunctionRequest>) -> Result<Response<FunctionInfo>, Status> {
-        let name = request.into_inner().name;
-        self.read(|st| st.function(&name))
-            .map(|(spec, scale)| Response::new(info(&spec, scale)))
-            .ok_or_else(|| Status::not_found(format!("function {name:?} does not exist")))
+        let (spec, scale) = self.function_spec(&request.into_inner().name)?;
+        Ok(Response::new(info(&spec, scale)))
     }
 
     async fn delete_function(
         &self,
         request: Request<DeleteFunctionRequest>,
     ) -> Result<Response<DeleteFunctionResponse>, Status> {
-        let name = request.into_inner().name;
-        if self.read(|st| st.function(&name).is_none()) {
-            return Err(Status::not_found(format!("function {name:?} does not exist")));
-        }
-        self.inner.store.delete_function(&name).await.map_err(unavailable)?;
-        self.apply(|st| st.delete_function(&name));
+        self.delete_function_spec(&request.into_inner().name).await?;
         Ok(Response::new(DeleteFunctionResponse {}))
     }
 
@@ -133,9 +123,7 @@ impl CellControl for ControlPlane {
         &self,
         _: Request<ListFunctionsRequest>,
     ) -> Result<Response<ListFunctionsResponse>, Status> {
-        let functions = self.read(|st| {
-            st.function_names().iter().filter_map(|n| st.function(n)).map(|(spec, scale)| info(&spec, scale)).collect()
-        });
+        let functions = self.function_specs().into_iter().map(|(spec, scale)| info(&spec, scale)).collect();
         Ok(Response::new(ListFunctionsResponse { functions }))
     }
 

@@ -13,10 +13,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::autoscaler::Autoscaler;
-use crate::function::{FunctionSpec, Runtime};
 use crate::placer::{Need, NodeLoad, PlacementPolicy, Placer, placer};
 use crate::routing::{Endpoint, Routing, RoutingLog, RoutingSnapshot, RoutingUpdate};
 use crate::store::WorkerRecord;
+use baton_model::function::{FunctionSpec, Runtime};
 
 use super::sandboxes::{Phase, SandboxEntry, SandboxTable};
 
@@ -42,7 +42,7 @@ pub struct StateConfig {
 /// Something the glue must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Create a sandbox on a worker, then report back with [`CellState::created`].
+    /// Create a sandbox on a worker, then report back with [`ControlPlaneState::created`].
     Create {
         /// New sandbox ID.
         sandbox_id: String,
@@ -64,7 +64,7 @@ pub enum Command {
         /// Wait this long first (draining).
         after: Duration,
     },
-    /// Ask a worker for its sandboxes, then report back with [`CellState::worker_listing`].
+    /// Ask a worker for its sandboxes, then report back with [`ControlPlaneState::worker_listing`].
     List {
         /// Worker node.
         node_id: String,
@@ -114,7 +114,7 @@ pub struct Scale {
 }
 
 /// The control plane's state.
-pub struct CellState {
+pub struct ControlPlaneState {
     config: StateConfig,
     functions: BTreeMap<String, FunctionEntry>,
     workers: BTreeMap<String, WorkerEntry>,
@@ -127,7 +127,7 @@ pub struct CellState {
     unlisted: BTreeSet<String>,
 }
 
-impl CellState {
+impl ControlPlaneState {
     /// An empty state.
     pub fn new(config: StateConfig) -> Self {
         let placer = placer(config.placement, 0x5eed);
@@ -262,7 +262,7 @@ impl CellState {
     }
 
     /// Marks a sandbox deleting and returns the delete command (none while it is still
-    /// being created: [`CellState::created`] deletes it when the creation returns).
+    /// being created: [`ControlPlaneState::created`] deletes it when the creation returns).
     fn retire(&mut self, id: &str, after: Duration) -> Option<Command> {
         let s = self.sandboxes.get_mut(id)?;
         if s.phase == Phase::Creating {

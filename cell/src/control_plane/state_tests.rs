@@ -1,11 +1,11 @@
-//! Decision tests for [`CellState`]: events in, commands out.
+//! Decision tests for [`ControlPlaneState`]: events in, commands out.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::*;
-use crate::function::FunctionSpec;
+use baton_model::function::FunctionSpec;
 
 fn config() -> StateConfig {
     StateConfig {
@@ -46,9 +46,9 @@ fn creates(commands: &[Command]) -> Vec<(String, String)> {
 }
 
 /// A state with listed workers and one function.
-fn ready_state(workers: &[(&str, u32)], function: FunctionSpec) -> (CellState, Instant) {
+fn ready_state(workers: &[(&str, u32)], function: FunctionSpec) -> (ControlPlaneState, Instant) {
     let now = Instant::now();
-    let mut st = CellState::new(config());
+    let mut st = ControlPlaneState::new(config());
     for (id, max) in workers {
         st.register_worker(worker(id, *max), now);
         st.worker_listing(id, vec![]);
@@ -109,7 +109,7 @@ fn a_silent_worker_is_down_and_its_sandboxes_leave_the_routing() {
 #[test]
 fn after_a_restart_nothing_scales_until_known_workers_are_listed_and_their_sandboxes_are_adopted() {
     let now = Instant::now();
-    let mut st = CellState::new(config());
+    let mut st = ControlPlaneState::new(config());
     let commands = st.recover(vec![spec("f", 5)], vec![worker("1", 10)], now);
     assert!(commands.iter().any(|c| matches!(c, Command::List { node_id, .. } if node_id == "1")));
     st.report_load("dp", &[("f".into(), 3, 0)], now);
@@ -191,7 +191,7 @@ fn scale_down_retires_the_newest_and_deleting_a_function_retires_everything() {
 #[test]
 fn a_worker_that_cannot_be_listed_does_not_hold_up_scaling() {
     let now = Instant::now();
-    let mut st = CellState::new(config());
+    let mut st = ControlPlaneState::new(config());
     st.recover(vec![spec("f", 5)], vec![worker("1", 10), worker("2", 10)], now);
     st.worker_listing("2", vec![]);
     st.report_load("dp", &[("f".into(), 0, 1)], now);

@@ -11,10 +11,8 @@
 //! the function to arrive. Data planes trust that header: only routers should reach
 //! them (keep data planes on the cells' private network).
 
+use baton_model::FunctionId;
 use baton_shardmap::{CellId, MapView};
-
-/// Header carrying the generation a router routed by.
-pub const GENERATION_HEADER: &str = "x-baton-generation";
 
 /// What the fence says about a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,11 +58,10 @@ impl Fence {
 
     /// Checks a call for local function `name` routed at `generation`.
     pub fn check(&self, name: &str, generation: Option<u64>) -> Verdict {
-        let Some((tenant, function)) = name.split_once('.') else {
+        let Some(id) = FunctionId::key_of_cell_name(name) else {
             // Not a tenant's function: registered on this cell directly.
             return Verdict::Serve;
         };
-        let id = format!("{tenant}/{function}");
         let map = self.view.read();
         let Some(owner) = map.assigned_owner(&id) else {
             return Verdict::Serve;

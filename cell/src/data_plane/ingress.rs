@@ -20,8 +20,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::dispatch::{DispatchError, Dispatcher};
-use super::fence::{Fence, GENERATION_HEADER, Verdict};
+use super::fence::{Fence, Verdict};
 
+use baton_model::headers;
 use baton_service::http::copy_end_to_end;
 pub use baton_service::http::{Body, error_response};
 
@@ -81,7 +82,7 @@ impl Ingress {
     }
 
     fn call_id(&self, headers: &HeaderMap) -> HeaderValue {
-        if let Some(given) = headers.get("x-call-id").filter(|v| !v.is_empty() && v.len() <= 128) {
+        if let Some(given) = headers.get(headers::CALL_ID).filter(|v| !v.is_empty() && v.len() <= 128) {
             return given.clone();
         }
         let n = self.call_ids.next.fetch_add(1, Ordering::Relaxed);
@@ -95,7 +96,7 @@ impl Ingress {
         let mut response = self.route(req).await.unwrap_or_else(|e| e.response());
         let outcome = outcome_label(response.status());
         crate::metrics::invocation(outcome, started.elapsed());
-        response.headers_mut().insert("x-call-id", call_id);
+        response.headers_mut().insert(headers::CALL_ID, call_id);
         response
     }
 
@@ -103,7 +104,7 @@ impl Ingress {
         let (name, rest) = baton_service::http::function_path(req.uri().path()).ok_or(Refusal::NoRoute)?;
         let mut owned = false;
         if let Some(fence) = &self.fence {
-            let generation = req.headers().get(GENERATION_HEADER).and_then(|v| v.to_str().ok()?.parse().ok());
+            let generation = req.headers().get(headers::GENERATION).and_then(|v| v.to_str().ok()?.parse().ok());
             match fence.check(name, generation) {
                 Verdict::Serve => {}
                 Verdict::Owned => owned = true,
@@ -140,7 +141,7 @@ impl Ingress {
         let mut out = Request::builder().method(parts.method).uri(uri).body(Full::new(body)).expect("parts are valid");
         copy_end_to_end(&parts.headers, out.headers_mut());
         // The routing generation is between router and cell: the function never sees it.
-        out.headers_mut().remove(GENERATION_HEADER);
+        out.headers_mut().remove(headers::GENERATION);
         let proxy_started = Instant::now();
         let answer = tokio::time::timeout(slot.timeout, self.client.request(out)).await;
         let response = match answer {
@@ -154,7 +155,8 @@ impl Ingress {
         copy_end_to_end(&head.headers, &mut headers);
         // `X-Baton-*` answers are the data plane's own: a function cannot forge a 421's
         // owner (which a router would resend the call to) or any other.
-        let forged: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with("x-baton-")).cloned().collect();
+        let forged: Vec<HeaderName> =
+            headers.keys().filter(|n| n.as_str().starts_with(headers::PREFIX)).cloned().collect();
         for name in forged {
             headers.remove(name);
         }
@@ -163,7 +165,7 @@ impl Ingress {
         if cold {
             crate::metrics::cold_start();
         }
-        head.headers.insert("x-baton-cold-start", HeaderValue::from_static(if cold { "true" } else { "false" }));
+        head.headers.insert(headers::COLD_START, HeaderValue::from_static(if cold { "true" } else { "false" }));
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let mut timing = format!("queue;dur={:.3}", ms(queued.unwrap_or_default()));
         let creation = lease.target().creation;
@@ -175,7 +177,7 @@ impl Ingress {
         head.headers.insert("server-timing", HeaderValue::from_str(&timing).expect("ASCII"));
         if let Some(cell) = self.fence.as_ref().and_then(|f| HeaderValue::from_str(f.cell()).ok()) {
             // Which cell served a federated call (operators, and the tests of routing).
-            head.headers.insert("x-baton-cell", cell);
+            head.headers.insert(headers::CELL, cell);
         }
         // The lease is held until the sandbox's body has been streamed out.
         let body = LeaseBody { inner: body, _lease: lease };
@@ -261,9 +263,9 @@ impl Refusal {
                 let mut response = error_response(StatusCode::MISDIRECTED_REQUEST, "misdirected", &message);
                 let headers = response.headers_mut();
                 for (name, value) in [
-                    ("x-baton-owner", Some(cell)),
-                    (GENERATION_HEADER, Some(generation.to_string())),
-                    ("x-baton-owner-data-plane", data_plane),
+                    (headers::OWNER, Some(cell)),
+                    (headers::GENERATION, Some(generation.to_string())),
+                    (headers::OWNER_DATA_PLANE, data_plane),
                 ] {
                     if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
                         headers.insert(name, value);

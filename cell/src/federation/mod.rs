@@ -28,11 +28,11 @@ fn loads(plane: &crate::control_plane::ControlPlane) -> Vec<FunctionLoad> {
     plane.read(|st| {
         st.function_names()
             .into_iter()
-            .filter(|name| name.contains('.'))
             .filter_map(|name| {
+                let function = baton_model::FunctionId::key_of_cell_name(&name)?;
                 let (_, scale) = st.function(&name)?;
                 let load = f64::from(scale.ready + scale.creating);
-                Some(FunctionLoad { function: name.replacen('.', "/", 1), load })
+                Some(FunctionLoad { function, load })
             })
             .collect()
     })

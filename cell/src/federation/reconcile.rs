@@ -11,15 +11,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use baton_proto::cell::cell_control_server::CellControl;
-use baton_proto::cell::{DeleteFunctionRequest, PutFunctionRequest};
+use baton_model::FunctionId;
+use baton_model::function::{FunctionSpec, federated_spec};
 use baton_proto::shard::{FunctionRef, ListFunctionsRequest};
 use baton_shardmap::{CellId, Change, MapEvent, MapView};
 use tokio::sync::{mpsc, watch};
-use tonic::Request;
 
-use crate::control_plane::ControlPlane;
-use crate::function::{FunctionSpec, federated_name, federated_spec};
+use crate::control_plane::{ControlPlane, FunctionError};
 
 /// Extra time after a function's timeout before a function that left is removed.
 const REMOVAL_MARGIN: Duration = Duration::from_secs(1);
@@ -41,9 +39,9 @@ pub struct Reconciler {
 struct Pending {
     /// Full resynchronisation wanted (after a snapshot).
     resync: bool,
-    /// Function IDs to fetch and put, each with the epoch of the map that assigned (or
+    /// Functions to fetch and put, each with the epoch of the map that assigned (or
     /// updated) it: the spec must be read from a state at least that new.
-    fetch: BTreeMap<String, u64>,
+    fetch: BTreeMap<FunctionId, u64>,
 }
 
 impl Reconciler {
@@ -73,15 +71,20 @@ impl Reconciler {
     }
 
     fn note(&self, change: Change, epoch: u64, pending: &mut Pending) {
-        match change {
-            Change::Assign { function, assignment } if assignment.cell == self.me => {
-                pending.fetch.insert(function, epoch);
-            }
-            Change::Assign { function, .. } | Change::Forget { function } => {
-                pending.fetch.remove(&function);
-                self.leave(&function);
-            }
-            _ => {}
+        let (function, mine) = match change {
+            Change::Assign { function, assignment } => (function, assignment.cell == self.me),
+            Change::Forget { function } => (function, false),
+            _ => return,
+        };
+        let Ok(id) = FunctionId::from_key(&function) else {
+            tracing::warn!(function, "the shard map names a function that is not tenant/name; ignored");
+            return;
+        };
+        if mine {
+            pending.fetch.insert(id, epoch);
+        } else {
+            pending.fetch.remove(&id);
+            self.leave(&id);
         }
     }
 
@@ -112,40 +115,45 @@ impl Reconciler {
         // The map may have moved on since the list was read: the map we follow decides.
         let mut wanted = BTreeMap::new();
         for f in listed.functions {
-            if self.owns(&format!("{}/{}", f.tenant, f.name)) {
-                wanted.insert(federated_name(&f.tenant, &f.name), f);
+            match FunctionId::new(&f.tenant, &f.name) {
+                Ok(id) if self.owns(&id) => {
+                    wanted.insert(id, f.spec_json);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(tenant = f.tenant, name = f.name, error = %e, "the shard manager listed a malformed function; ignored")
+                }
             }
         }
         // One refused spec does not hold the others (or the removals) back.
         let mut failed = None;
-        for f in wanted.values() {
-            if let Err(e) = self.put(&f.tenant, &f.name, &f.spec_json).await {
-                tracing::warn!(function = %federated_name(&f.tenant, &f.name), error = %e, "putting an assigned function failed");
+        for (id, spec_json) in &wanted {
+            if let Err(e) = self.put(id, spec_json).await {
+                tracing::warn!(function = %id, error = %e, "putting an assigned function failed");
                 failed = Some(e);
             }
         }
         let local: Vec<String> = self.plane.read(|st| st.function_names());
-        for name in local.into_iter().filter(|n| n.contains('.') && !wanted.contains_key(n)) {
-            self.leave(&name.replacen('.', "/", 1));
+        for id in local.iter().filter_map(|name| FunctionId::from_cell_name(name)) {
+            if !wanted.contains_key(&id) {
+                self.leave(&id);
+            }
         }
         failed.map_or(Ok(()), Err)
     }
 
     /// Whether the followed map gives function `id` to this cell.
-    fn owns(&self, id: &str) -> bool {
-        self.view.read().assignment(id).is_some_and(|a| a.cell == self.me)
+    fn owns(&self, id: &FunctionId) -> bool {
+        self.view.read().assignment(&id.key()).is_some_and(|a| a.cell == self.me)
     }
 
-    async fn fetch(&self, id: &str, min_epoch: u64) -> Result<(), String> {
-        let Some((tenant, name)) = id.split_once('/') else {
-            return Err(format!("{id:?} is not tenant/name"));
-        };
-        let request = FunctionRef { tenant: tenant.into(), name: name.into(), min_epoch };
+    async fn fetch(&self, id: &FunctionId, min_epoch: u64) -> Result<(), String> {
+        let request = FunctionRef { tenant: id.tenant().into(), name: id.name().into(), min_epoch };
         let answer = self.shard_manager.call(request, |mut c, r| async move { c.get_function(r).await }).await;
         match answer {
             // Moved on since the assignment was noted: nothing to put.
             Ok(_) if !self.owns(id) => Ok(()),
-            Ok(info) => self.put(tenant, name, &info.spec_json).await,
+            Ok(info) => self.put(id, &info.spec_json).await,
             // Deleted since: the Forget delta follows.
             Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
             Err(status) => Err(status.message().to_string()),
@@ -153,33 +161,32 @@ impl Reconciler {
     }
 
     /// Puts the spec locally unless the control plane already has exactly it.
-    async fn put(&self, tenant: &str, name: &str, spec_json: &str) -> Result<(), String> {
-        let spec = federated_spec(tenant, name, spec_json).map_err(|e| e.to_string())?;
-        if self.plane.read(|st| st.function(&spec.name)).is_some_and(|(have, _)| have == spec) {
+    async fn put(&self, id: &FunctionId, spec_json: &str) -> Result<(), String> {
+        let spec = federated_spec(id, spec_json).map_err(|e| e.to_string())?;
+        if self.plane.function_spec(&spec.name).is_ok_and(|(have, _)| have == spec) {
             return Ok(());
         }
-        let spec_json = serde_json::to_string(&spec).map_err(|e| e.to_string())?;
-        self.plane.put_function(Request::new(PutFunctionRequest { spec_json })).await.map_err(|s| s.to_string())?;
-        tracing::info!(function = spec.name, "function assigned to this cell");
+        let name = spec.name.clone();
+        self.plane.put_function_spec(spec).await.map_err(|e| e.to_string())?;
+        tracing::info!(function = name, "function assigned to this cell");
         Ok(())
     }
 
     /// A function left this cell: remove it after its calls have had time to finish,
     /// unless it came back meanwhile.
-    fn leave(&self, id: &str) {
-        let Some((tenant, name)) = id.split_once('/') else { return };
-        let local = federated_name(tenant, name);
-        let Some(spec) = self.plane.read(|st| st.function(&local)).map(|(spec, _)| spec) else { return };
-        let (plane, view, me, id) = (self.plane.clone(), self.view.clone(), self.me.clone(), id.to_string());
+    fn leave(&self, id: &FunctionId) {
+        let local = id.cell_name();
+        let Ok((spec, _)) = self.plane.function_spec(&local) else { return };
+        let (plane, view, me, key) = (self.plane.clone(), self.view.clone(), self.me.clone(), id.key());
         tokio::spawn(async move {
             tokio::time::sleep(grace(&spec)).await;
-            if view.read().assignment(&id).is_some_and(|a| a.cell == me) {
+            if view.read().assignment(&key).is_some_and(|a| a.cell == me) {
                 return;
             }
-            match plane.delete_function(Request::new(DeleteFunctionRequest { name: local.clone() })).await {
-                Ok(_) => tracing::info!(function = local, "function left this cell; removed"),
-                Err(status) if status.code() == tonic::Code::NotFound => {}
-                Err(status) => tracing::warn!(function = local, %status, "removing a function that left failed"),
+            match plane.delete_function_spec(&local).await {
+                Ok(()) => tracing::info!(function = local, "function left this cell; removed"),
+                Err(FunctionError::NotFound(_)) => {}
+                Err(e) => tracing::warn!(function = local, error = %e, "removing a function that left failed"),
             }
         });
     }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use self::embedded::EmbeddedStore;
 pub use self::records::{DataPlaneRecord, WorkerRecord};
 pub use self::redis_store::RedisStore;
-use crate::function::FunctionSpec;
+use baton_model::function::FunctionSpec;
 
 /// The kinds of record a cell keeps; each is its own keyspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -2,7 +2,7 @@
 //! once and only its SHA-256 is replicated (and sent to routers in the shard map). Its ID,
 //! for revocation, is the first 16 hex digits of that hash.
 
-use baton_cell::function::is_label;
+use baton_model::function::is_label;
 use baton_proto::shard::{Ack, CreateApiKeyRequest, CreateApiKeyResponse, PutTenantRequest, RevokeApiKeyRequest};
 use baton_shardmap::key_hash;
 use tonic::Status;

@@ -1,6 +1,7 @@
 //! The function catalog's RPCs: register, read, list, delete and move functions.
 
-use baton_cell::function::{federated_name, federated_spec};
+use baton_model::function::federated_spec;
+use baton_model::{FunctionId, FunctionSpec, SpecError};
 use baton_proto::cell::PutFunctionRequest as CellPutFunction;
 use baton_proto::cell::cell_control_client::CellControlClient;
 use baton_proto::shard::{
@@ -12,7 +13,7 @@ use tonic::Status;
 
 use super::{Manager, required};
 use crate::admission::Admission;
-use crate::state::{Command, FederationState, FunctionRecord, function_id};
+use crate::state::{Command, FederationState, FunctionRecord};
 
 /// Longest a target cell may take to accept a function's spec.
 const PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -30,13 +31,8 @@ struct PlannedPut {
 
 /// The spec a cell runs for a function, with its minimum scale raised to `sandboxes`
 /// (never above its maximum, never lowered).
-fn prewarmed(
-    tenant: &str,
-    name: &str,
-    spec_json: &str,
-    sandboxes: u32,
-) -> Result<baton_cell::function::FunctionSpec, baton_cell::function::SpecError> {
-    let mut spec = federated_spec(tenant, name, spec_json)?;
+fn prewarmed(tenant: &str, name: &str, spec_json: &str, sandboxes: u32) -> Result<FunctionSpec, SpecError> {
+    let mut spec = federated_spec(&FunctionId::new(tenant, name)?, spec_json)?;
     spec.scaling.min_scale = spec.scaling.min_scale.max(sandboxes.min(spec.scaling.max_scale));
     Ok(spec)
 }
@@ -45,7 +41,9 @@ fn prewarmed(
 fn check_put(r: &PutFunctionRequest, admission: &Admission) -> Result<(), Status> {
     let (tenant, name) = (required("tenant", &r.tenant)?, required("name", &r.name)?);
     // Refused here with the field named, so nothing invalid is stored or pushed.
-    let spec = federated_spec(tenant, name, &r.spec_json).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let spec = FunctionId::new(tenant, name)
+        .and_then(|id| federated_spec(&id, &r.spec_json))
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     admission.check(&spec).map_err(Status::invalid_argument)
 }
 
@@ -89,7 +87,7 @@ impl Manager {
         check_put(&r, &self.admission)?;
         self.caught_up(r.min_epoch).await?;
         if let Some(first) = self.remembered(request, &put_subject(false, [(&r.tenant, &r.name)])).await? {
-            let id = function_id(&r.tenant, &r.name);
+            let id = FunctionId::key_of(&r.tenant, &r.name);
             let cell = self.sm.read(|state| state.assignments.get(&id).map(|a| a.cell.0.clone())).await;
             return Ok(PutFunctionResponse {
                 cell: cell.unwrap_or_default(),
@@ -135,7 +133,7 @@ impl Manager {
             let functions = self
                 .sm
                 .read(|state| {
-                    let owner = |f: &PutFunctionRequest| state.assignments.get(&function_id(&f.tenant, &f.name));
+                    let owner = |f: &PutFunctionRequest| state.assignments.get(&FunctionId::key_of(&f.tenant, &f.name));
                     r.functions
                         .iter()
                         .map(|f| PutFunctionResponse {
@@ -178,7 +176,7 @@ impl Manager {
             return Err(Status::not_found(format!("tenant: {} does not exist", r.tenant)));
         };
         let region = if r.home_region.is_empty() { owner.default_region.clone() } else { r.home_region.clone() };
-        let id = function_id(&r.tenant, &r.name);
+        let id = FunctionId::key_of(&r.tenant, &r.name);
         let (cell, generation) = match state.assignments.get(&id) {
             Some(existing) => (existing.cell.clone(), existing.generation),
             None => {
@@ -205,7 +203,7 @@ impl Manager {
     }
 
     pub(super) async fn get_function_inner(&self, r: FunctionRef) -> Result<FunctionInfo, Status> {
-        let id = function_id(required("tenant", &r.tenant)?, required("name", &r.name)?);
+        let id = FunctionId::key_of(required("tenant", &r.tenant)?, required("name", &r.name)?);
         self.caught_up(r.min_epoch).await?;
         self.sm
             .read(|state| info(state, &id))
@@ -234,7 +232,7 @@ impl Manager {
     }
 
     pub(super) async fn delete_function_inner(&self, r: FunctionRef, request: Option<&str>) -> Result<Ack, Status> {
-        let id = function_id(required("tenant", &r.tenant)?, required("name", &r.name)?);
+        let id = FunctionId::key_of(required("tenant", &r.tenant)?, required("name", &r.name)?);
         self.caught_up(r.min_epoch).await?;
         if let Some(first) = self.remembered(request, &Command::DeleteFunction { id: id.clone() }).await? {
             return Ok(Ack { epoch: first.epoch });
@@ -253,7 +251,7 @@ impl Manager {
     pub(super) async fn move_function_inner(&self, r: MoveFunctionRequest) -> Result<PutFunctionResponse, Status> {
         let (tenant, name) = (required("tenant", &r.tenant)?, required("name", &r.name)?);
         let target = CellId(required("cell", &r.cell)?.to_string());
-        let id = function_id(tenant, name);
+        let id = FunctionId::key_of(tenant, name);
         let plan = self
             .sm
             .read(|state| {
@@ -302,7 +300,7 @@ impl Manager {
     }
 
     pub(super) async fn pin_function_inner(&self, r: PinFunctionRequest, request: Option<&str>) -> Result<Ack, Status> {
-        let id = function_id(required("tenant", &r.tenant)?, required("name", &r.name)?);
+        let id = FunctionId::key_of(required("tenant", &r.tenant)?, required("name", &r.name)?);
         if let Some(first) = self.remembered(request, &Command::Pin { function: id.clone(), pinned: r.pinned }).await? {
             return Ok(Ack { epoch: first.epoch });
         }
@@ -329,7 +327,7 @@ impl Manager {
         let mut request = tonic::Request::new(CellPutFunction { spec_json });
         request.set_timeout(PREPARE_TIMEOUT);
         CellControlClient::new(channel).put_function(request).await.map_err(|s| {
-            Status::unavailable(format!("preparing {} on {control}: {}", federated_name(tenant, name), s.message()))
+            Status::unavailable(format!("preparing {} on {control}: {}", FunctionId::key_of(tenant, name), s.message()))
         })?;
         Ok(())
     }

@@ -89,18 +89,18 @@ fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
     if value.trim().is_empty() { Err(Status::invalid_argument(format!("{field}: is required"))) } else { Ok(value) }
 }
 
-/// The caller's request ID ([`baton_proto::REQUEST_ID_METADATA`]), if it sent one.
+/// The caller's request ID ([`baton_model::headers::REQUEST_ID`]), if it sent one.
 fn request_id<T>(request: &Request<T>) -> Result<Option<String>, Status> {
-    let Some(value) = request.metadata().get(baton_proto::REQUEST_ID_METADATA) else { return Ok(None) };
+    let Some(value) = request.metadata().get(baton_model::headers::REQUEST_ID) else { return Ok(None) };
     let id = value.to_str().ok().filter(|id| {
-        (1..=baton_proto::MAX_REQUEST_ID_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+        (1..=baton_model::headers::MAX_REQUEST_ID_LEN).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
     });
     match id {
         Some(id) => Ok(Some(id.to_string())),
         None => Err(Status::invalid_argument(format!(
             "{}: must be 1 to {} printable ASCII characters without spaces",
-            baton_proto::REQUEST_ID_METADATA,
-            baton_proto::MAX_REQUEST_ID_LEN
+            baton_model::headers::REQUEST_ID,
+            baton_model::headers::MAX_REQUEST_ID_LEN
         ))),
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::FunctionId;
+
 /// Longest function name, in bytes.
 pub const MAX_NAME_LEN: usize = 63;
 
@@ -130,7 +132,7 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    fn new(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: &str, message: impl Into<String>) -> Self {
         Self { field: field.into(), message: message.into() }
     }
 }
@@ -203,33 +205,21 @@ impl FunctionSpec {
     }
 }
 
-/// A tenant's function as a federated cell names it: `tenant.name`.
-pub fn federated_name(tenant: &str, name: &str) -> String {
-    format!("{tenant}.{name}")
-}
-
-/// A tenant's spec as a federated cell runs it: validated, and named `tenant.name`. The
-/// spec's own `name` may be left out; when given it must be `name`.
-pub fn federated_spec(tenant: &str, name: &str, spec_json: &str) -> Result<FunctionSpec, SpecError> {
+/// A tenant's spec as a federated cell runs it: validated, and named `tenant.name`
+/// ([`FunctionId::cell_name`]). The spec's own `name` may be left out; when given it must
+/// be the function's name.
+pub fn federated_spec(id: &FunctionId, spec_json: &str) -> Result<FunctionSpec, SpecError> {
     let mut value: serde_json::Value =
         serde_json::from_str(spec_json).map_err(|e| SpecError::new("body", format!("not JSON: {e}")))?;
     let object = value.as_object_mut().ok_or_else(|| SpecError::new("body", "must be a JSON object"))?;
     match object.get("name") {
         None => {}
-        Some(serde_json::Value::String(given)) if given == name => {}
+        Some(serde_json::Value::String(given)) if given == id.name() => {}
         Some(other) => {
-            return Err(SpecError::new("name", format!("{other} does not match the function's name {name:?}")));
+            return Err(SpecError::new("name", format!("{other} does not match the function's name {:?}", id.name())));
         }
     }
-    if !is_label(tenant) || !is_label(name) {
-        return Err(SpecError::new(
-            "name",
-            format!(
-                "tenant {tenant:?} and function {name:?} must each be 1-{MAX_NAME_LEN} lowercase letters, digits and '-', starting with a letter and not ending with '-'"
-            ),
-        ));
-    }
-    object.insert("name".into(), federated_name(tenant, name).into());
+    object.insert("name".into(), id.cell_name().into());
     FunctionSpec::from_json(value.to_string().as_bytes())
 }
 
@@ -293,17 +283,19 @@ mod tests {
             assert_eq!(field_of(&format!(r#"{{"name":"{bad}","executable":"/x"}}"#)), "name", "{bad}");
         }
         assert!(FunctionSpec::from_json(br#"{"name":"acme.echo","executable":"/x"}"#).is_ok());
-        let spec = federated_spec("acme", "echo", r#"{"executable":"/x"}"#).unwrap();
+        let acme_echo = FunctionId::new("acme", "echo").unwrap();
+        let spec = federated_spec(&acme_echo, r#"{"executable":"/x"}"#).unwrap();
         assert_eq!(spec.name, "acme.echo");
-        assert_eq!(federated_spec("acme", "echo", r#"{"name":"echo","executable":"/x"}"#).unwrap().name, "acme.echo");
-        for (tenant, name, json, field) in [
-            ("acme", "echo", r#"{"name":"other","executable":"/x"}"#, "name"),
-            ("acme", "Echo", r#"{"executable":"/x"}"#, "name"),
-            ("ac.me", "echo", r#"{"executable":"/x"}"#, "name"),
-            ("acme", "echo", r#"[1]"#, "body"),
-            ("acme", "echo", r#"{"executable":"rel"}"#, "executable"),
+        assert_eq!(federated_spec(&acme_echo, r#"{"name":"echo","executable":"/x"}"#).unwrap().name, "acme.echo");
+        for (json, field) in [
+            (r#"{"name":"other","executable":"/x"}"#, "name"),
+            (r#"[1]"#, "body"),
+            (r#"{"executable":"rel"}"#, "executable"),
         ] {
-            assert_eq!(federated_spec(tenant, name, json).unwrap_err().field, field, "{json}");
+            assert_eq!(federated_spec(&acme_echo, json).unwrap_err().field, field, "{json}");
+        }
+        for (tenant, name) in [("acme", "Echo"), ("ac.me", "echo")] {
+            assert_eq!(FunctionId::new(tenant, name).unwrap_err().field, "name", "{tenant}/{name}");
         }
         assert_eq!(field_of(r#"{"name":"echo","executable":"/x","scaling":{"min_scale":-1}}"#), "scaling.min_scale");
         assert_eq!(

@@ -1,0 +1,31 @@
+//! Cells and the numbers that order the federation's changes.
+
+use serde::{Deserialize, Serialize};
+
+/// A cell's ID, as it registers with the shard manager.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CellId(pub String);
+
+impl CellId {
+    /// The ID as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CellId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A function's ownership generation: bumped (through raft) on every change of its owning
+/// cell, before any cell is told; a cell serves a function only at the generation it was
+/// given (fencing). Sent between processes as a plain integer.
+pub type Generation = u64;
+
+/// The federation state's epoch: bumped on every committed change of the shard map, so a
+/// follower applies deltas in order and a read can ask for "at least this epoch". Sent
+/// between processes as a plain integer.
+pub type Epoch = u64;

@@ -1,0 +1,35 @@
+//! The HTTP headers and gRPC metadata baton itself sets, in one place. Every `x-baton-*`
+//! header a client sends to a data plane is dropped there: only baton's own processes set
+//! them.
+
+/// Prefix of every header baton sets; a client's own headers with it are dropped.
+pub const PREFIX: &str = "x-baton-";
+
+/// Router to data plane: the function's ownership generation the router's map holds; the
+/// data plane refuses a call at another one (`421`).
+pub const GENERATION: &str = "x-baton-generation";
+
+/// Data plane's answer: `true` when the call waited for a sandbox created for it.
+pub const COLD_START: &str = "x-baton-cold-start";
+
+/// Data plane's answer: the cell that served the call.
+pub const CELL: &str = "x-baton-cell";
+
+/// A `421` answer: the cell the refusing data plane believes owns the function.
+pub const OWNER: &str = "x-baton-owner";
+
+/// A `421` answer: that owner's data plane for the function, when known.
+pub const OWNER_DATA_PLANE: &str = "x-baton-owner-data-plane";
+
+/// An invocation's ID: taken from the request when the client sends one (1 to 128 bytes),
+/// else made by the data plane; every answer carries it.
+pub const CALL_ID: &str = "x-call-id";
+
+/// gRPC metadata naming a write to the shard manager: the same ID sent again (a retry
+/// after a lost answer, to any replica) is answered as the first attempt was and applied
+/// once. 1 to [`MAX_REQUEST_ID_LEN`] printable ASCII characters, no spaces. An ID names
+/// one write: sent on another write, it is refused.
+pub const REQUEST_ID: &str = "x-baton-request-id";
+
+/// Longest request ID taken.
+pub const MAX_REQUEST_ID_LEN: usize = 128;

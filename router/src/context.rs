@@ -1,0 +1,56 @@
+//! What every request handler shares: the followed shard map, the shard manager, the
+//! data-plane client, the settings and the newest epoch seen. It has a module of its own
+//! so that the server, the tenant API and the invocation proxy each depend on it and none
+//! of them on another.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use baton_shardmap::MapView;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::config::RouterSection;
+
+/// The pooled client to the cells' data planes.
+pub type Upstream = Client<HttpConnector, Full<Bytes>>;
+
+/// A client with keep-alive connections and TCP_NODELAY.
+pub fn upstream() -> Upstream {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(hyper_util::rt::TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+}
+
+/// Everything a request needs, shared by every connection.
+#[derive(Clone)]
+pub struct Router {
+    /// The followed shard map.
+    pub view: MapView,
+    /// The shard manager, for the tenant API.
+    pub manager: Arc<baton_shardmap::Replicas>,
+    /// The data-plane client.
+    pub upstream: Upstream,
+    /// Settings.
+    pub config: Arc<RouterSection>,
+    /// The newest epoch a shard-manager answer through this router carried (a committed
+    /// write, or the state a read was served from): reads and writes ask for a state at
+    /// least this new (and as new as the followed map), so a tenant reads its own writes
+    /// and never an older state than it has seen, whichever replica answers.
+    pub seen: Arc<AtomicU64>,
+}
+
+impl Router {
+    /// The epoch requests through this router must see.
+    pub fn read_epoch(&self) -> u64 {
+        self.seen.load(Ordering::Relaxed).max(self.view.epoch())
+    }
+
+    /// Notes the epoch a shard-manager answer carried.
+    pub fn saw(&self, epoch: u64) {
+        self.seen.fetch_max(epoch, Ordering::Relaxed);
+    }
+}
