@@ -161,6 +161,38 @@ async fn warm() {
     }
 }
 
+/// The isolation the worker applied to the sandboxes it runs now, from its own records
+/// (`<state_dir>/sandboxes/*/sandbox.json`): each distinct level with what it consists of,
+/// e.g. `partial (namespaces, cgroup v1, as the worker's user)`.
+fn isolation(cell: &Cell) -> String {
+    let mut seen = std::collections::BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir(cell.dir.path().join("worker/sandboxes")) else { return "no sandbox".into() };
+    for entry in entries.flatten() {
+        let Ok(bytes) = std::fs::read(entry.path().join("sandbox.json")) else { continue };
+        let record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let i = &record["isolation"];
+        let (namespaces, cgroup, unprivileged) =
+            (i["namespaces"] == true, i["cgroup"].as_str().map(str::to_string), i["unprivileged_user"] == true);
+        let level = match (namespaces, cgroup.is_some(), unprivileged) {
+            (true, true, true) => "full",
+            (false, false, false) => "none",
+            _ => "partial",
+        };
+        let mut parts = vec![];
+        if namespaces {
+            parts.push("namespaces".to_string());
+        }
+        if let Some(v) = cgroup {
+            parts.push(format!("cgroup {v}"));
+        }
+        parts.push(if unprivileged { "unprivileged user" } else { "as the worker's user" }.into());
+        seen.insert(format!("{level} ({})", parts.join(", ")));
+    }
+    if seen.is_empty() { "no sandbox".into() } else { seen.into_iter().collect::<Vec<_>>().join(" / ") }
+}
+
+/// Cold calls to `n` new functions; the row is labelled `label` and, for process
+/// sandboxes, the isolation the worker reports it applied.
 async fn cold_runs(label: &str, cell: &Cell, spec: impl Fn(usize) -> serde_json::Value, n: usize) {
     for i in 0..n {
         cell.deploy(spec(i)).await;
@@ -185,6 +217,8 @@ async fn cold_runs(label: &str, cell: &Cell, spec: impl Fn(usize) -> serde_json:
     for v in [&mut total, &mut queue, &mut proxy] {
         v.sort();
     }
+    let label =
+        if label.starts_with("process") { format!("{label}, isolation {}", isolation(cell)) } else { label.into() };
     println!(
         "| {label} | {n} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
         pct(&total, 0.5),
@@ -203,7 +237,7 @@ async fn cold() {
     let cell = Cell::start(None).await;
     let echo = bin("baton-fn-echo").display().to_string();
     cold_runs(
-        "process (baton-fn-echo, full isolation)",
+        "process (baton-fn-echo)",
         &cell,
         |i| serde_json::json!({"name": format!("f{i}"), "executable": echo, "resources": {"cpu_millis": 100, "memory_mib": 32}}),
         100,
