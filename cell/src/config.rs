@@ -83,7 +83,8 @@ pub struct ControlPlaneSection {
     pub load_expiry: Duration,
     /// How long a scaled-down sandbox is out of the routing before it is deleted; while its
     /// function has calls in flight, the function's timeout if that is longer (so no call
-    /// is cut off). Default: `"2s"`.
+    /// is cut off). Either way it stays while a data plane reports a call on it, up to the
+    /// function's timeout. Default: `"2s"`.
     #[serde(with = "humantime_serde")]
     pub scale_down_drain: Duration,
     /// Wait after a failed creation before a function tries again. Default: `"1s"`.

@@ -12,7 +12,9 @@ use baton_cell::routing::{RoutingSnapshot, RoutingUpdate, wire};
 use baton_cell::store::{CellStore, EmbeddedStore};
 use baton_proto::cell::cell_control_client::CellControlClient;
 use baton_proto::cell::cell_control_server::CellControlServer;
-use baton_proto::cell::{FunctionLoad, GetFunctionRequest, PutFunctionRequest, ReportLoadRequest, WatchRoutingRequest};
+use baton_proto::cell::{
+    DeleteFunctionRequest, FunctionLoad, GetFunctionRequest, PutFunctionRequest, ReportLoadRequest, WatchRoutingRequest,
+};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -133,7 +135,7 @@ async fn report(addr: SocketAddr, function: &str, in_flight: u32, queued: u32) {
         .await
         .report_load(ReportLoadRequest {
             data_plane_id: "dp1".into(),
-            functions: vec![FunctionLoad { function: function.into(), in_flight, queued }],
+            functions: vec![FunctionLoad { function: function.into(), in_flight, queued, busy_sandboxes: vec![] }],
         })
         .await
         .unwrap();
@@ -210,4 +212,59 @@ async fn scales_from_zero_on_a_queued_request_and_recovers_after_a_restart() {
     worker.shutdown().await;
     next_with(&mut updates, |u| u.routing.as_ref().is_some_and(|r| r.endpoints.is_empty())).await;
     let _ = cp2.stop.send(true);
+}
+
+/// Reports, as data plane `dp1`, that `busy` of `function`'s sandboxes have calls in flight.
+async fn report_busy(addr: SocketAddr, function: &str, busy: Vec<String>) {
+    let in_flight = busy.len() as u32;
+    client(addr)
+        .await
+        .report_load(ReportLoadRequest {
+            data_plane_id: "dp1".into(),
+            functions: vec![FunctionLoad { function: function.into(), in_flight, queued: 0, busy_sandboxes: busy }],
+        })
+        .await
+        .unwrap();
+}
+
+/// The race behind a call cut off at about two seconds: the control plane retires a
+/// sandbox on a load report that showed no call, and a data plane sends it a call before
+/// the routing change reaches it. The sandbox must stay until no data plane reports a call
+/// on it, not go after the short idle drain.
+#[tokio::test]
+async fn a_retired_sandbox_that_a_data_plane_reports_busy_is_kept_until_its_call_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CellStore::new(Arc::new(EmbeddedStore::open(&dir.path().join("cell.redb")).unwrap()));
+    let (cp, addr) = start_cp("127.0.0.1:0".parse().unwrap(), store).await;
+    let worker = start_worker(addr, dir.path()).await;
+    let mut api = client(addr).await;
+    let (_, mut updates) = watch(addr).await;
+    let spec = r#"{"name":"busy","runtime":"emulated","timeout":"20s","scaling":{"min_scale":1,"max_scale":1}}"#;
+    api.put_function(PutFunctionRequest { spec_json: spec.into() }).await.unwrap();
+    let update = next_with(&mut updates, |u| u.routing.as_ref().is_some_and(|r| r.endpoints.len() == 1)).await;
+    let sandbox = update.routing.unwrap().endpoints[0].sandbox_id.clone();
+    let on_worker = |worker: &baton_worker::RunningWorker| {
+        let node = worker.nodes[0].clone();
+        async move { node.list().await.len() }
+    };
+    assert_eq!(on_worker(&worker).await, 1);
+
+    // Deleted while the control plane knows of no call (drain: 100 ms); a call is already
+    // on its way to the sandbox, and the data plane says so.
+    api.delete_function(DeleteFunctionRequest { name: "busy".into() }).await.unwrap();
+    report_busy(addr, "busy", vec![sandbox.clone()]).await;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        report_busy(addr, "busy", vec![sandbox.clone()]).await;
+    }
+    assert_eq!(on_worker(&worker).await, 1, "a sandbox with a call in flight was deleted under it");
+
+    // The call ends: the data plane reports the function quiet, and the sandbox goes.
+    report_busy(addr, "busy", vec![]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while on_worker(&worker).await != 0 {
+        assert!(std::time::Instant::now() < deadline, "the drained sandbox was never deleted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = cp.stop.send(true);
 }

@@ -2,6 +2,7 @@
 //! and placement, routing distribution to data planes, and recovery after a restart. The
 //! decisions live in [`state`] (no I/O); this module carries out its commands.
 
+mod calls;
 mod functions;
 mod runtime;
 mod sandboxes;

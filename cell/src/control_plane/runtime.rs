@@ -167,8 +167,15 @@ impl ControlPlane {
                 crate::metrics::creation(result.is_ok());
                 self.apply(|st| st.created(&sandbox_id, result, Instant::now()));
             }
-            Command::Delete { sandbox_id, node_id, address, after } => {
+            Command::Delete { sandbox_id, node_id, address, after, at_most } => {
+                let retired = Instant::now();
                 tokio::time::sleep(after).await;
+                // A call a data plane sent just before the routing change may still run
+                // there: wait while one reports it, within the function's timeout.
+                let recheck = self.inner.settings.load_report_interval.max(Duration::from_millis(10));
+                while retired.elapsed() < at_most && self.read(|st| st.holds_calls(&sandbox_id, Instant::now())) {
+                    tokio::time::sleep(recheck).await;
+                }
                 let mut request = tonic::Request::new(DeleteSandboxRequest {
                     node_id,
                     sandbox_id: sandbox_id.clone(),

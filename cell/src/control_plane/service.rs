@@ -176,9 +176,15 @@ impl CellControl for ControlPlane {
 
     async fn report_load(&self, request: Request<ReportLoadRequest>) -> Result<Response<ReportLoadResponse>, Status> {
         let req = request.into_inner();
-        let loads: Vec<(String, u32, u32)> =
-            req.functions.into_iter().map(|f| (f.function, f.in_flight, f.queued)).collect();
-        let urgent = self.read_mut(|st| st.report_load(&req.data_plane_id, &loads, Instant::now()));
+        let now = Instant::now();
+        let mut loads: Vec<(String, u32, u32)> = Vec::with_capacity(req.functions.len());
+        let urgent = self.read_mut(|st| {
+            for f in req.functions {
+                st.report_busy(&req.data_plane_id, &f.function, f.busy_sandboxes, now);
+                loads.push((f.function, f.in_flight, f.queued));
+            }
+            st.report_load(&req.data_plane_id, &loads, now)
+        });
         for name in urgent {
             self.urge(name);
         }

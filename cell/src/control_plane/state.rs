@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::calls::BusySandboxes;
 use crate::autoscaler::Autoscaler;
 use crate::placer::{Need, NodeLoad, PlacementPolicy, Placer, placer};
 use crate::routing::{Endpoint, Routing, RoutingLog, RoutingSnapshot, RoutingUpdate};
@@ -63,6 +64,9 @@ pub enum Command {
         address: String,
         /// Wait this long first (draining).
         after: Duration,
+        /// Then, while a data plane reports a call in flight on it, wait up to this long
+        /// in all (its function's timeout) before deleting it anyway.
+        at_most: Duration,
     },
     /// Ask a worker for its sandboxes, then report back with [`ControlPlaneState::worker_listing`].
     List {
@@ -125,6 +129,8 @@ pub struct ControlPlaneState {
     /// Workers not yet listed since start: no function scales until they are (or are down),
     /// so recovered sandboxes are found before new ones are made.
     unlisted: BTreeSet<String>,
+    /// Sandboxes with calls in flight, as data planes report them.
+    busy: BusySandboxes,
 }
 
 impl ControlPlaneState {
@@ -140,6 +146,7 @@ impl ControlPlaneState {
             placer,
             next_seq: 0,
             unlisted: BTreeSet::new(),
+            busy: BusySandboxes::default(),
         }
     }
 
@@ -248,7 +255,7 @@ impl ControlPlaneState {
         let mut commands = vec![Command::Publish(self.routing.set(name, None))];
         let ids: Vec<String> = self.sandboxes.of_function(name).map(|(id, _)| id.clone()).collect();
         for id in ids {
-            commands.extend(self.retire(&id, drain));
+            commands.extend(self.retire(&id, drain, f.spec.timeout));
         }
         Some(commands)
     }
@@ -263,7 +270,7 @@ impl ControlPlaneState {
 
     /// Marks a sandbox deleting and returns the delete command (none while it is still
     /// being created: [`ControlPlaneState::created`] deletes it when the creation returns).
-    fn retire(&mut self, id: &str, after: Duration) -> Option<Command> {
+    fn retire(&mut self, id: &str, after: Duration, at_most: Duration) -> Option<Command> {
         let s = self.sandboxes.get_mut(id)?;
         if s.phase == Phase::Creating {
             s.phase = Phase::Deleting;
@@ -272,7 +279,7 @@ impl ControlPlaneState {
         s.phase = Phase::Deleting;
         let node_id = s.node_id.clone();
         let address = self.workers.get(&node_id).map(|w| w.record.address.clone())?;
-        Some(Command::Delete { sandbox_id: id.to_string(), node_id, address, after })
+        Some(Command::Delete { sandbox_id: id.to_string(), node_id, address, after, at_most: at_most.max(after) })
     }
 
     /// A worker registered (new, restarted, or after this control plane restarted).
@@ -333,6 +340,7 @@ impl ControlPlaneState {
                     node_id: node_id.to_string(),
                     address: address.clone(),
                     after: Duration::ZERO,
+                    at_most: Duration::ZERO,
                 });
             }
         }
@@ -375,6 +383,7 @@ impl ControlPlaneState {
                 node_id: node_id.to_string(),
                 address: w.record.address.clone(),
                 after: Duration::ZERO,
+                at_most: Duration::ZERO,
             });
         }
         if matches!(s.phase, Phase::Ready { .. }) && self.functions.contains_key(&s.function) {
@@ -396,6 +405,17 @@ impl ControlPlaneState {
             }
         }
         urgent
+    }
+
+    /// Takes a data plane's list of `function`'s sandboxes with calls in flight on it.
+    pub fn report_busy(&mut self, data_plane: &str, function: &str, sandboxes: Vec<String>, now: Instant) {
+        self.busy.report(data_plane, function, sandboxes, now, self.config.load_expiry);
+    }
+
+    /// Whether a data plane reported a call in flight on sandbox `id` within the load
+    /// expiry: a retired sandbox is not deleted while it does.
+    pub fn holds_calls(&self, id: &str, now: Instant) -> bool {
+        self.sandboxes.get(id).is_some_and(|s| self.busy.holds_calls(&s.function, id, now, self.config.load_expiry))
     }
 
     /// Marks workers silent past the timeout as down and drops their sandboxes.
@@ -449,6 +469,7 @@ impl ControlPlaneState {
                         node_id: node_id.clone(),
                         address: w.record.address.clone(),
                         after: Duration::ZERO,
+                        at_most: Duration::ZERO,
                     })
                     .into_iter()
                     .collect()
@@ -519,7 +540,7 @@ impl ControlPlaneState {
             ready.sort_unstable_by(|a, b| b.cmp(a));
             let drain = self.drain(spec.timeout, concurrency > 0);
             for (_, id) in ready.into_iter().take((scale.ready - desired) as usize) {
-                commands.extend(self.retire(&id, drain));
+                commands.extend(self.retire(&id, drain, spec.timeout));
             }
             commands.push(self.publish(name));
         }

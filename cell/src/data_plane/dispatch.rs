@@ -62,6 +62,9 @@ struct Waiter {
 
 struct State {
     sandboxes: Vec<Slot>,
+    /// Sandboxes taken out of the routing while calls were in flight on them; each stays
+    /// here, taking no new call, until its last lease ends.
+    draining: Vec<Slot>,
     waiters: VecDeque<Waiter>,
     next_waiter: u64,
     balancer: Balancer,
@@ -97,6 +100,11 @@ impl Drop for Lease {
         let mut state = self.shared.state.lock().expect("dispatch lock");
         if let Some(slot) = state.sandboxes.iter_mut().find(|s| s.target.id == self.target.id) {
             slot.in_flight = slot.in_flight.saturating_sub(1);
+        } else if let Some(i) = state.draining.iter().position(|s| s.target.id == self.target.id) {
+            state.draining[i].in_flight = state.draining[i].in_flight.saturating_sub(1);
+            if state.draining[i].in_flight == 0 {
+                state.draining.swap_remove(i);
+            }
         }
         hand_over(&self.shared.config, &mut state);
     }
@@ -113,6 +121,7 @@ impl Dispatcher {
     pub fn new(config: DispatchConfig, seed: u64, on_queued: impl Fn() + Send + Sync + 'static) -> Self {
         let state = State {
             sandboxes: Vec::new(),
+            draining: Vec::new(),
             waiters: VecDeque::new(),
             next_waiter: 0,
             balancer: Balancer::new(config.policy, seed),
@@ -158,10 +167,13 @@ impl Dispatcher {
     }
 
     /// Replaces the set of sandboxes. Sandboxes that stay keep their in-flight counts; leases
-    /// on removed ones finish where they are; waiting requests go to new free slots at once.
+    /// on removed ones finish where they are (the sandbox is listed as draining until they
+    /// do); waiting requests go to new free slots at once.
     pub fn set_sandboxes(&self, targets: Vec<Target>) {
         let mut state = self.shared.state.lock().expect("dispatch lock");
         let mut old = std::mem::take(&mut state.sandboxes);
+        // A draining sandbox routed to again takes calls again.
+        old.append(&mut state.draining);
         state.sandboxes = targets
             .into_iter()
             .map(|target| {
@@ -170,12 +182,20 @@ impl Dispatcher {
                 Slot { target, in_flight }
             })
             .collect();
+        state.draining = old.into_iter().filter(|s| s.in_flight > 0).collect();
         hand_over(&self.shared.config, &mut state);
     }
 
-    /// Requests holding a lease now.
+    /// Requests holding a lease now, on routed and draining sandboxes.
     pub fn in_flight(&self) -> u32 {
-        self.shared.state.lock().expect("dispatch lock").sandboxes.iter().map(|s| s.in_flight).sum()
+        let state = self.shared.state.lock().expect("dispatch lock");
+        state.sandboxes.iter().chain(&state.draining).map(|s| s.in_flight).sum()
+    }
+
+    /// The sandboxes with a request in flight, routed or draining.
+    pub fn busy_sandboxes(&self) -> Vec<String> {
+        let state = self.shared.state.lock().expect("dispatch lock");
+        state.sandboxes.iter().chain(&state.draining).filter(|s| s.in_flight > 0).map(|s| s.target.id.clone()).collect()
     }
 
     /// Requests waiting now.
@@ -321,17 +341,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_removed_sandbox_takes_no_new_requests_and_its_leases_finish() {
         let (d, _) = counting(0);
-        d.set_sandboxes(vec![target(1)]);
+        d.set_sandboxes(vec![target(1), target(3)]);
         let old = d.acquire().await.unwrap();
+        assert_eq!(old.target(), &target(1));
         d.set_sandboxes(vec![target(2)]);
+        // The call on the removed sandbox still counts, and the sandbox is listed busy (its
+        // control plane must not delete it yet); the idle removed one is not.
+        assert_eq!((d.in_flight(), d.busy_sandboxes()), (1, vec!["sb-1".to_string()]));
         let new = d.acquire().await.unwrap();
         assert_eq!(new.target(), &target(2));
+        assert_eq!(d.in_flight(), 2);
+        let mut busy = d.busy_sandboxes();
+        busy.sort();
+        assert_eq!(busy, ["sb-1", "sb-2"]);
         drop(old);
-        assert_eq!(d.in_flight(), 1);
+        assert_eq!((d.in_flight(), d.busy_sandboxes()), (1, vec!["sb-2".to_string()]), "sb-1 drained");
         // Unlimited concurrency: many leases on one sandbox.
         let more: Vec<_> = acquire_many(&d, 10).await;
         assert_eq!(more.len(), 10);
         assert_eq!(d.in_flight(), 11);
+        // Routed again while draining, a sandbox takes calls again with its count kept.
+        let draining = d.acquire().await.unwrap();
+        d.set_sandboxes(vec![]);
+        assert_eq!(d.in_flight(), 12);
+        d.set_sandboxes(vec![target(2)]);
+        assert_eq!(d.in_flight(), 12);
+        drop((more, new, draining));
+        assert_eq!((d.in_flight(), d.busy_sandboxes()), (0, vec![]));
     }
 
     async fn acquire_many(d: &Dispatcher, n: usize) -> Vec<Lease> {

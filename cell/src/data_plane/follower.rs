@@ -137,7 +137,17 @@ fn sync_one(
 ) {
     let mut map = functions.write().expect("functions lock");
     let Some(routing) = routing else {
-        map.remove(name);
+        // Calls still in flight keep the function reported (with their sandboxes) until
+        // they end, so the control plane does not delete a sandbox under one.
+        match map.get_mut(name) {
+            Some(slot) if slot.dispatcher.in_flight() > 0 => {
+                slot.removed = true;
+                slot.dispatcher.set_sandboxes(Vec::new());
+            }
+            _ => {
+                map.remove(name);
+            }
+        }
         return;
     };
     let targets: Vec<Target> = routing
@@ -147,6 +157,7 @@ fn sync_one(
         .collect();
     match map.get_mut(name) {
         Some(slot) if slot.container_concurrency == routing.container_concurrency => {
+            slot.removed = false;
             slot.timeout = routing.timeout;
             slot.dispatcher.set_sandboxes(targets);
         }
@@ -169,6 +180,7 @@ fn sync_one(
                     dispatcher,
                     timeout: routing.timeout,
                     container_concurrency: routing.container_concurrency,
+                    removed: false,
                 },
             );
         }
@@ -187,8 +199,18 @@ fn loads(functions: &Functions, only: Option<&str>) -> Vec<FunctionLoad> {
             function: name.clone(),
             in_flight: slot.dispatcher.in_flight(),
             queued: slot.dispatcher.queued() as u32,
+            busy_sandboxes: slot.dispatcher.busy_sandboxes(),
         })
         .collect()
+}
+
+/// Drops the functions that left the routing once their last call ended (after the report
+/// that says they went quiet was made).
+fn forget_drained(functions: &Functions) {
+    let drained = |slot: &FunctionSlot| slot.removed && slot.dispatcher.in_flight() == 0;
+    if functions.read().expect("functions lock").values().any(drained) {
+        functions.write().expect("functions lock").retain(|_, slot| !drained(slot));
+    }
 }
 
 async fn report_load(
@@ -213,6 +235,7 @@ async fn report_load(
                 let (busy, quiet): (Vec<_>, Vec<_>) = all.into_iter().partition(|l| l.in_flight + l.queued > 0);
                 let went_quiet: Vec<FunctionLoad> = quiet.into_iter().filter(|l| was_busy.contains(&l.function)).collect();
                 was_busy = busy.iter().map(|l| l.function.clone()).collect();
+                forget_drained(&functions);
                 busy.into_iter().chain(went_quiet).collect()
             }
             Some(name) = urgent.recv() => {

@@ -35,6 +35,9 @@ pub struct FunctionSlot {
     pub timeout: Duration,
     /// Requests per sandbox (0: unlimited), to notice when the dispatcher must change.
     pub container_concurrency: u32,
+    /// Gone from the routing while calls were still in flight: it takes no new call and
+    /// stays (reporting its busy sandboxes) until they end.
+    pub removed: bool,
 }
 
 /// The functions this data plane routes, shared with the routing follower.
@@ -191,7 +194,7 @@ impl Ingress {
     async fn slot(&self, name: &str, owned: bool) -> Option<FunctionSlot> {
         let deadline = Instant::now() + if owned { ARRIVAL_WAIT } else { Duration::ZERO };
         loop {
-            if let Some(slot) = self.functions.read().expect("functions lock").get(name) {
+            if let Some(slot) = self.functions.read().expect("functions lock").get(name).filter(|s| !s.removed) {
                 return Some(slot.clone());
             }
             if Instant::now() >= deadline {
