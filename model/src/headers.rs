@@ -9,6 +9,11 @@ pub const PREFIX: &str = "x-baton-";
 /// data plane refuses a call at another one (`421`).
 pub const GENERATION: &str = "x-baton-generation";
 
+/// Router to data plane: milliseconds the call already spent in baton before this attempt
+/// (held while its owner failed over, an earlier attempt refused with `421`). The data
+/// plane takes it off the function's timeout, so the whole call stays within it.
+pub const SPENT_MS: &str = "x-baton-spent-ms";
+
 /// Data plane's answer: `true` when the call waited for a sandbox created for it.
 pub const COLD_START: &str = "x-baton-cold-start";
 

@@ -27,6 +27,7 @@ pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: 
     let not_found =
         || error_response(StatusCode::NOT_FOUND, "function_not_found", &format!("function {name:?} does not exist"));
     // A malformed name cannot name a function: no lookup, no upstream path built from it.
+    let arrived = std::time::Instant::now();
     let Ok(id) = FunctionId::new(tenant, name) else { return not_found() };
     let target = {
         let map = router.view.read();
@@ -54,7 +55,9 @@ pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: 
     headers.remove(http::header::AUTHORIZATION);
     let (mut redirected, mut waited) = (false, false);
     loop {
-        let response = match send(router, &parts.method, &headers, &target, &path, body.clone()).await {
+        let response = match send(router, &parts.method, &headers, &target, &path, body.clone(), arrived.elapsed())
+            .await
+        {
             Ok(response) => response,
             Err(Failure { unreachable: true, .. }) if !waited && !router.config.owner_wait.is_zero() => {
                 // The owner is down (nothing reached it, so resending is safe): wait for the
@@ -126,6 +129,7 @@ async fn send(
     target: &Target,
     path: &str,
     body: Bytes,
+    spent: std::time::Duration,
 ) -> Result<Response<Incoming>, Failure> {
     let uri: Uri = format!("{}{path}", target.data_plane.trim_end_matches('/')).parse().map_err(|_| Failure {
         response: error_response(
@@ -138,6 +142,9 @@ async fn send(
     let mut out = Request::builder().method(method.clone()).uri(uri).body(Full::new(body)).expect("parts are valid");
     *out.headers_mut() = headers.clone();
     out.headers_mut().insert(headers::GENERATION, HeaderValue::from(target.generation));
+    // Always set (a client's own value is replaced): the cell takes it off the function's
+    // timeout.
+    out.headers_mut().insert(headers::SPENT_MS, HeaderValue::from(spent.as_millis() as u64));
     match tokio::time::timeout(router.config.call_timeout, router.upstream.request(out)).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(Failure {

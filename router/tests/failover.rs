@@ -4,6 +4,8 @@
 //! see no failure. The measured unavailability is printed: until the later of the last
 //! failed call's answer and the first successful answer to a call sent after the kill
 //! (the router holds calls while the owner is down and answers them once it is known).
+//! The time a call is held counts against its function's timeout: a function with a
+//! timeout shorter than the hold is answered `504 call_timeout` by the new owner.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use baton_proto::shard::MoveFunctionRequest;
 use baton_testkit::{Federation, echo_spec};
 use serde_json::json;
 
@@ -63,6 +66,24 @@ async fn a_killed_cell_is_failed_over_under_load() {
         }
     }
 
+    // A function with a timeout shorter than any hold, on the cell that will die.
+    let brief = echo_spec("brief", json!({"timeout": "300ms", "resources": {"cpu_millis": 20, "memory_mib": 32}}));
+    let answer =
+        client.post(federation.routers[r].url("/v1/functions")).bearer_auth(&key).json(&brief).send().await.unwrap();
+    assert_eq!(answer.status(), 201);
+    let to_victim = MoveFunctionRequest { tenant: "acme".into(), name: "brief".into(), cell: victim.clone() };
+    federation.client().await.move_function(to_victim).await.unwrap();
+    let brief_url = federation.routers[r].url("/function/brief");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = client.post(&brief_url).bearer_auth(&key).send().await.unwrap();
+        if answer.status() == 200 && answer.headers()["x-baton-cell"] == victim.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "brief never answered on {victim}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
     // Steady load: two callers per function, each calling every 100 ms (about 400 calls/s).
     let stop = Arc::new(AtomicBool::new(false));
     let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
@@ -111,6 +132,16 @@ async fn a_killed_cell_is_failed_over_under_load() {
     cell.cell.as_mut().unwrap().sigkill();
     cell.workers.clear();
     *dead_at.lock().unwrap() = Some(Instant::now());
+    let held = tokio::spawn({
+        let (client, url, key) = (client.clone(), brief_url.clone(), key.clone());
+        async move {
+            let sent = Instant::now();
+            let answer = client.post(&url).bearer_auth(&key).send().await.unwrap();
+            let status = answer.status().as_u16();
+            let body: serde_json::Value = answer.json().await.unwrap_or_default();
+            (status, body["error"]["code"].as_str().unwrap_or("").to_string(), sent.elapsed())
+        }
+    });
     tokio::time::sleep(HEARTBEAT_TIMEOUT + Duration::from_secs(4)).await;
     stop.store(true, Ordering::SeqCst);
     for task in load {
@@ -136,6 +167,11 @@ async fn a_killed_cell_is_failed_over_under_load() {
         moved.len()
     );
     assert!(worst <= HEARTBEAT_TIMEOUT + Duration::from_secs(1), "unavailable for {worst:?}");
+    // Held for about the heartbeat timeout, longer than brief's 300 ms: the new owner
+    // counts the hold and answers 504 at once rather than running the call.
+    let (status, code, took) = held.await.unwrap();
+    eprintln!("a call to a 300 ms function held through the failover: {status} {code} after {took:?}");
+    assert_eq!((status, code.as_str()), (504, "call_timeout"), "held {took:?}");
     // Every function is now owned by the survivor and answers.
     for f in owners.keys() {
         let url = federation.routers[r].url(&format!("/function/{f}"));

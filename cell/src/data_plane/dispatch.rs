@@ -131,7 +131,14 @@ impl Dispatcher {
 
     /// A lease on a free sandbox slot, waiting in the queue if none is free.
     pub async fn acquire(&self) -> Result<Lease, DispatchError> {
+        self.acquire_within(self.shared.config.queue_timeout).await
+    }
+
+    /// As [`Dispatcher::acquire`], waiting in the queue at most `limit` (or the queue
+    /// timeout, if shorter): what is left of the call's own time.
+    pub async fn acquire_within(&self, limit: Duration) -> Result<Lease, DispatchError> {
         let config = self.shared.config;
+        let wait = config.queue_timeout.min(limit);
         let (id, rx) = {
             let mut state = self.shared.state.lock().expect("dispatch lock");
             if let Some(target) = take_slot(&config, &mut state) {
@@ -149,7 +156,7 @@ impl Dispatcher {
         (self.shared.on_queued)();
         let queued_at = Instant::now();
         let mut rx = rx;
-        let granted = match tokio::time::timeout(config.queue_timeout, &mut rx).await {
+        let granted = match tokio::time::timeout(wait, &mut rx).await {
             Ok(Ok(target)) => Some(target),
             Ok(Err(_)) => None,
             Err(_) => {
@@ -162,7 +169,7 @@ impl Dispatcher {
         };
         match granted {
             Some(target) => Ok(Lease { shared: self.shared.clone(), target, waited: Some(queued_at.elapsed()) }),
-            None => Err(DispatchError::Timeout(config.queue_timeout)),
+            None => Err(DispatchError::Timeout(wait)),
         }
     }
 

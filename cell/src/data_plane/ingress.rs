@@ -104,6 +104,7 @@ impl Ingress {
     }
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+        let arrived = Instant::now();
         let (name, rest) = baton_service::http::function_path(req.uri().path()).ok_or(Refusal::NoRoute)?;
         let mut owned = false;
         if let Some(fence) = &self.fence {
@@ -117,6 +118,12 @@ impl Ingress {
             }
         }
         let slot = self.slot(name, owned).await.ok_or_else(|| Refusal::UnknownFunction(name.to_string()))?;
+        // The function's timeout bounds the whole call in baton: what a router already
+        // spent on it (holding it through a failover, a 421), the queue, a cold start and
+        // the sandbox's answer. The deadline counts from the call's arrival here.
+        let spent = req.headers().get(headers::SPENT_MS).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let deadline = arrived + slot.timeout.saturating_sub(Duration::from_millis(spent.unwrap_or(0)));
+        let left = || deadline.saturating_duration_since(Instant::now());
         let path_and_query = match req.uri().query() {
             Some(q) => format!("{rest}?{q}"),
             None => rest.to_string(),
@@ -137,16 +144,22 @@ impl Ingress {
         })?;
         let body = body.to_bytes();
 
-        let lease = slot.dispatcher.acquire().await.map_err(Refusal::Dispatch)?;
+        let lease = match slot.dispatcher.acquire_within(left()).await {
+            Ok(lease) => lease,
+            // The call's own time ran out first (not the queue timeout).
+            Err(DispatchError::Timeout(_)) if left().is_zero() => return Err(Refusal::CallTimeout(slot.timeout)),
+            Err(e) => return Err(Refusal::Dispatch(e)),
+        };
         let queued = lease.waited();
         let uri: Uri =
             format!("http://{}{path_and_query}", lease.target().endpoint).parse().map_err(|_| Refusal::NoRoute)?;
         let mut out = Request::builder().method(parts.method).uri(uri).body(Full::new(body)).expect("parts are valid");
         copy_end_to_end(&parts.headers, out.headers_mut());
-        // The routing generation is between router and cell: the function never sees it.
+        // The routing headers are between router and cell: the function never sees them.
         out.headers_mut().remove(headers::GENERATION);
+        out.headers_mut().remove(headers::SPENT_MS);
         let proxy_started = Instant::now();
-        let answer = tokio::time::timeout(slot.timeout, self.client.request(out)).await;
+        let answer = tokio::time::timeout(left(), self.client.request(out)).await;
         let response = match answer {
             Err(_) => return Err(Refusal::CallTimeout(slot.timeout)),
             Ok(Err(e)) => return Err(Refusal::Sandbox(e.to_string())),
@@ -301,7 +314,10 @@ impl Refusal {
             Refusal::CallTimeout(t) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "call_timeout",
-                format!("the function did not answer within {} ms", t.as_millis()),
+                format!(
+                    "the call did not complete within the function's timeout of {} ms (queue, sandbox start and the function's answer together)",
+                    t.as_millis()
+                ),
             ),
             Refusal::Sandbox(e) => {
                 (StatusCode::BAD_GATEWAY, "sandbox_error", format!("the sandbox failed during the call: {e}"))
