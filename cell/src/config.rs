@@ -192,6 +192,11 @@ pub struct FederationSection {
     /// Heartbeat period. Default: `"1s"`.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// A function that has wanted a sandbox this long without one being created (no
+    /// worker with room, creations failing) is reported unservable in the heartbeat, and
+    /// the shard manager moves it to a cell that can serve it. Default: `"3s"`.
+    #[serde(with = "humantime_serde")]
+    pub unservable_after: Duration,
 }
 
 impl Default for FederationSection {
@@ -203,6 +208,7 @@ impl Default for FederationSection {
             data_planes: Vec::new(),
             weight: 1,
             heartbeat_interval: Duration::from_secs(1),
+            unservable_after: Duration::from_secs(3),
         }
     }
 }

@@ -217,6 +217,7 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
             shard_managers: shard_manager.clone(),
             registration,
             heartbeat_interval: f.heartbeat_interval,
+            unservable_after: f.unservable_after,
             plane: plane.clone(),
         };
         tasks.push(tokio::spawn(crate::federation::run(membership, stopped.clone())));

@@ -7,7 +7,9 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod shutdown;
+pub mod throttle;
 
 pub use admin::{AdminServer, Readiness};
 pub use config::{ConfigError, load_config};
 pub use logging::{LogFormat, LoggingConfig};
+pub use throttle::Throttle;

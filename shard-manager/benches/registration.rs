@@ -70,7 +70,11 @@ async fn main() {
         loop {
             for id in ["c1", "c2"] {
                 let _ = beating
-                    .cell_heartbeat(baton_proto::shard::CellHeartbeatRequest { id: id.into(), loads: vec![] })
+                    .cell_heartbeat(baton_proto::shard::CellHeartbeatRequest {
+                        id: id.into(),
+                        loads: vec![],
+                        health: None,
+                    })
                     .await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -51,6 +51,51 @@ pub fn failover(state: &FederationState, last_seen: &BTreeMap<CellId, u64>, now:
     commands
 }
 
+/// What a live cell last said it can serve (its heartbeat).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CellHealth {
+    /// Its workers that heartbeat.
+    pub healthy_workers: u32,
+    /// Its functions (IDs) that have wanted a sandbox without getting one.
+    pub unservable: BTreeSet<String>,
+}
+
+impl CellHealth {
+    /// Whether it can take functions: it has a worker.
+    pub fn can_serve(&self) -> bool {
+        self.healthy_workers > 0
+    }
+}
+
+/// The commands that move the functions live cells report they cannot serve (no worker,
+/// no room, creations failing) to a cell that can: the ring's choice among the other
+/// active cells of the home region, else any region, leaving out cells without a worker
+/// and cells that report the same function unservable. A function stays where it is when
+/// no such cell exists, and only the cell that owns a function can have it moved.
+/// Idempotent: once applied, the same inputs give no commands (the functions are no longer
+/// on the reporting cells).
+pub fn relieve(state: &FederationState, health: &BTreeMap<CellId, CellHealth>) -> Vec<Command> {
+    let mut commands = Vec::new();
+    for (sick, report) in health.iter().filter(|(_, h)| !h.unservable.is_empty()) {
+        let able = state.cells.values().filter(|c| {
+            c.state == CellState::Active && &c.id != sick && health.get(&c.id).is_none_or(CellHealth::can_serve)
+        });
+        let ring = ShardMap::from_snapshot(state.epoch, able.cloned(), []);
+        for function in &report.unservable {
+            if state.assignments.get(function).is_none_or(|a| &a.cell != sick) {
+                continue;
+            }
+            let region = state.functions.get(function).map(|f| f.home_region.as_str());
+            let Some(target) = ring.ring_owner(function, region) else { continue };
+            if health.get(&target.id).is_some_and(|h| h.unservable.contains(function)) {
+                continue;
+            }
+            commands.push(Command::Assign { function: function.clone(), cell: target.id.clone() });
+        }
+    }
+    commands
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -139,6 +184,61 @@ mod tests {
         apply(&mut s, commands);
         let commands = failover(&s, &seen(&["us-1"], 0), 10, 5);
         assert_eq!(commands, vec![Command::SetCellState { cell: CellId("us-1".into()), state: CellState::Down }]);
+    }
+
+    fn health(workers: u32, unservable: &[&str]) -> CellHealth {
+        CellHealth { healthy_workers: workers, unservable: unservable.iter().map(|f| f.to_string()).collect() }
+    }
+
+    #[test]
+    fn functions_a_live_cell_cannot_serve_move_to_a_cell_that_can() {
+        let cells = [
+            cell("eu-1", "eu", CellState::Active),
+            cell("eu-2", "eu", CellState::Active),
+            cell("eu-3", "eu", CellState::Active),
+            cell("us-1", "us", CellState::Active),
+        ];
+        let functions: Vec<(String, String, String)> =
+            (0..12).map(|i| (format!("f{i}"), "eu".to_string(), "eu-1".to_string())).collect();
+        let mut s = federation(&cells, &functions);
+        // eu-1 lost its worker: it reports what wants sandboxes. eu-2 has no worker either.
+        let reports = BTreeMap::from([
+            (CellId("eu-1".into()), health(0, &["t/f0", "t/f1", "t/f2", "t/f3"])),
+            (CellId("eu-2".into()), health(0, &[])),
+        ]);
+        let commands = relieve(&s, &reports);
+        assert_eq!(commands.len(), 4);
+        for c in &commands {
+            assert!(
+                matches!(c, Command::Assign { cell, .. } if cell.0 == "eu-3"),
+                "the one cell of the home region that can serve: {c:?}"
+            );
+        }
+        let before = s.clone();
+        apply(&mut s, commands);
+        assert_eq!(s.assignments["t/f0"].generation, before.assignments["t/f0"].generation + 1);
+        assert_eq!(s.assignments["t/f4"], before.assignments["t/f4"], "what it did not report stays");
+        assert!(relieve(&s, &reports).is_empty(), "applied: nothing more to do");
+        // A cell only speaks for what it owns; a function nobody else can serve stays.
+        let others = BTreeMap::from([(CellId("eu-3".into()), health(1, &["t/f5"]))]);
+        assert!(relieve(&s, &others).is_empty(), "f5 is on eu-1, not eu-3");
+        let everyone_sick = BTreeMap::from([
+            (CellId("eu-1".into()), health(0, &["t/f5"])),
+            (CellId("eu-2".into()), health(0, &[])),
+            (CellId("eu-3".into()), health(0, &[])),
+            (CellId("us-1".into()), health(0, &[])),
+        ]);
+        assert!(relieve(&s, &everyone_sick).is_empty());
+        let also_sick_there = BTreeMap::from([
+            (CellId("eu-1".into()), health(1, &["t/f5"])),
+            (CellId("eu-2".into()), health(0, &[])),
+            (CellId("eu-3".into()), health(1, &["t/f5"])),
+        ]);
+        let moves = relieve(&s, &also_sick_there);
+        assert!(
+            moves.iter().all(|c| !matches!(c, Command::Assign { cell, .. } if cell.0 == "eu-3")),
+            "not to a cell that cannot serve it either: {moves:?}"
+        );
     }
 
     proptest! {

@@ -37,6 +37,9 @@ pub const RAFT_APPLIED_INDEX: &str = "baton_shard_manager_raft_applied_index";
 pub const CELL_FAILOVERS: &str = "baton_shard_manager_cell_failovers_total";
 /// Counter: functions given a new owner by failover.
 pub const FAILOVER_REASSIGNMENTS: &str = "baton_shard_manager_failover_reassignments_total";
+/// Counter: functions given a new owner because their live cell reported it could not
+/// serve them (no worker, no room, creations failing).
+pub const UNSERVABLE_REASSIGNMENTS: &str = "baton_shard_manager_unservable_reassignments_total";
 /// Counter: graceful moves committed, by reason (`admin`: a MoveFunction call; `drain`:
 /// off a draining cell; `balance`: from a cell above its region's mean, after a fill or a
 /// new cell too).
@@ -88,6 +91,11 @@ pub fn cell_failover() {
 /// Records one function reassigned by failover.
 pub fn failover_reassignment() {
     metrics::counter!(FAILOVER_REASSIGNMENTS).increment(1);
+}
+
+/// Records one function moved off a cell that could not serve it.
+pub fn unservable_reassignment() {
+    metrics::counter!(UNSERVABLE_REASSIGNMENTS).increment(1);
 }
 
 /// Records one committed graceful move, for `reason` (`admin`, `drain`, `balance`).

@@ -131,7 +131,8 @@ async fn cells_functions_the_map_stream_and_failover() {
         assert_eq!(owner.generation, Some(if c == "c1" { 2 } else { 1 }), "{f}: moved functions get a new generation");
     }
     // The failed-over cell is told to register again rather than carry on.
-    let refused = api.cell_heartbeat(CellHeartbeatRequest { id: "c1".into(), loads: vec![] }).await.unwrap_err();
+    let refused =
+        api.cell_heartbeat(CellHeartbeatRequest { id: "c1".into(), loads: vec![], health: None }).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
 
     // Bad input names the field; nothing is stored.
@@ -197,7 +198,8 @@ async fn placement_and_failover_prefer_the_home_region() {
         loop {
             let ids = alive.lock().unwrap().clone();
             for id in ids {
-                let _ = beat_api.cell_heartbeat(CellHeartbeatRequest { id: id.into(), loads: vec![] }).await;
+                let _ =
+                    beat_api.cell_heartbeat(CellHeartbeatRequest { id: id.into(), loads: vec![], health: None }).await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -321,7 +323,11 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
     check(err(a.pin_function(pin).await), NotFound, "dev/nope");
     check(err(a.register_cell(RegisterCellRequest { id: String::new(), ..cell("c3") }).await), InvalidArgument, "id");
     check(
-        a.cell_heartbeat(CellHeartbeatRequest { id: "c9".into(), loads: vec![] }).await.map(|_| ()).err().ok_or(()),
+        a.cell_heartbeat(CellHeartbeatRequest { id: "c9".into(), loads: vec![], health: None })
+            .await
+            .map(|_| ())
+            .err()
+            .ok_or(()),
         NotFound,
         "c9",
     );

@@ -98,6 +98,9 @@ struct FunctionEntry {
     loads: BTreeMap<String, (u32, u32, Instant)>,
     desired: u32,
     retry_after: Option<Instant>,
+    /// Since when it has wanted more sandboxes than it has ready with none created since
+    /// (no worker with room, creations failing).
+    starved_since: Option<Instant>,
 }
 
 struct WorkerEntry {
@@ -131,7 +134,12 @@ pub struct ControlPlaneState {
     unlisted: BTreeSet<String>,
     /// Sandboxes with calls in flight, as data planes report them.
     busy: BusySandboxes,
+    /// Repeated warnings (a function finding no room every round) once per interval.
+    warnings: baton_service::Throttle,
 }
+
+/// At most one line per warning cause this often.
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 impl ControlPlaneState {
     /// An empty state.
@@ -147,6 +155,7 @@ impl ControlPlaneState {
             next_seq: 0,
             unlisted: BTreeSet::new(),
             busy: BusySandboxes::default(),
+            warnings: baton_service::Throttle::new(WARNING_INTERVAL),
         }
     }
 
@@ -161,7 +170,14 @@ impl ControlPlaneState {
             let name = spec.name.clone();
             self.functions.insert(
                 name.clone(),
-                FunctionEntry { spec, autoscaler, loads: BTreeMap::new(), desired: 0, retry_after: None },
+                FunctionEntry {
+                    spec,
+                    autoscaler,
+                    loads: BTreeMap::new(),
+                    desired: 0,
+                    retry_after: None,
+                    starved_since: None,
+                },
             );
             commands.push(self.publish(&name));
         }
@@ -239,7 +255,14 @@ impl ControlPlaneState {
                 let autoscaler = Autoscaler::new(spec.scaling.clone());
                 self.functions.insert(
                     name.clone(),
-                    FunctionEntry { spec, autoscaler, loads: BTreeMap::new(), desired: 0, retry_after: None },
+                    FunctionEntry {
+                        spec,
+                        autoscaler,
+                        loads: BTreeMap::new(),
+                        desired: 0,
+                        retry_after: None,
+                        starved_since: None,
+                    },
                 );
                 true
             }
@@ -457,6 +480,9 @@ impl ControlPlaneState {
             (Ok((endpoint, creation)), Phase::Creating) => {
                 s.phase = Phase::Ready { endpoint, creation };
                 let function = s.function.clone();
+                if let Some(f) = self.functions.get_mut(&function) {
+                    f.starved_since = None;
+                }
                 vec![self.publish(&function)]
             }
             (Ok(_), _) => {
@@ -477,13 +503,33 @@ impl ControlPlaneState {
             (Err(error), _) => {
                 let function = s.function.clone();
                 self.sandboxes.remove(sandbox_id);
-                tracing::warn!(%function, sandbox = sandbox_id, %error, "sandbox creation failed");
+                if let Some(held_back) = self.warnings.check(&format!("create {function}"), now.into_std()) {
+                    tracing::warn!(%function, sandbox = sandbox_id, %error, held_back, "sandbox creation failed");
+                }
                 if let Some(f) = self.functions.get_mut(&function) {
                     f.retry_after = Some(now + self.config.create_retry);
                 }
                 Vec::new()
             }
         }
+    }
+
+    /// The functions that have wanted a sandbox for longer than `after` without one being
+    /// created (no worker with room, creations failing), or at all while no worker is
+    /// healthy: this cell cannot serve them.
+    pub fn unservable(&self, now: Instant, after: Duration) -> Vec<String> {
+        // Without any worker nothing can be created: no need to wait.
+        let no_worker = self.healthy_workers() == 0;
+        self.functions
+            .iter()
+            .filter(|(_, f)| f.starved_since.is_some_and(|t| no_worker || now.duration_since(t) > after))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Workers that heartbeat.
+    pub fn healthy_workers(&self) -> u32 {
+        self.workers.values().filter(|w| w.healthy).count() as u32
     }
 
     /// Whether every worker known at start has been listed, so scaling may begin.
@@ -510,12 +556,18 @@ impl ControlPlaneState {
             && f.autoscaler.is_idle(now)
         {
             f.desired = 0;
+            f.starved_since = None;
             return Vec::new();
         }
         f.autoscaler.record(now, f64::from(concurrency));
         let decision = f.autoscaler.decide(now, scale.ready);
         f.desired = decision.desired;
         let desired = decision.desired;
+        if desired > scale.ready {
+            f.starved_since.get_or_insert(now);
+        } else {
+            f.starved_since = None;
+        }
         let retry_blocked = f.retry_after.is_some_and(|t| now < t);
         let spec = f.spec.clone();
         let mut commands = Vec::new();
@@ -524,7 +576,9 @@ impl ControlPlaneState {
                 match self.place(&spec) {
                     Some(command) => commands.push(command),
                     None => {
-                        tracing::warn!(function = name, "no worker has room for another sandbox");
+                        if let Some(held_back) = self.warnings.check(&format!("room {name}"), now.into_std()) {
+                            tracing::warn!(function = name, held_back, "no worker has room for another sandbox");
+                        }
                         break;
                     }
                 }

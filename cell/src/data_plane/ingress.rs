@@ -43,6 +43,9 @@ pub struct FunctionSlot {
 /// The functions this data plane routes, shared with the routing follower.
 pub type Functions = Arc<RwLock<HashMap<String, FunctionSlot>>>;
 
+/// How often a queued call checks whether its function moved to another cell.
+const MOVE_CHECK: Duration = Duration::from_millis(50);
+
 /// The ingress.
 #[derive(Clone)]
 pub struct Ingress {
@@ -105,10 +108,11 @@ impl Ingress {
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
         let arrived = Instant::now();
-        let (name, rest) = baton_service::http::function_path(req.uri().path()).ok_or(Refusal::NoRoute)?;
+        let (parts, body) = req.into_parts();
+        let (name, rest) = baton_service::http::function_path(parts.uri.path()).ok_or(Refusal::NoRoute)?;
         let mut owned = false;
+        let generation = parts.headers.get(headers::GENERATION).and_then(|v| v.to_str().ok()?.parse().ok());
         if let Some(fence) = &self.fence {
-            let generation = req.headers().get(headers::GENERATION).and_then(|v| v.to_str().ok()?.parse().ok());
             match fence.check(name, generation) {
                 Verdict::Serve => {}
                 Verdict::Owned => owned = true,
@@ -121,20 +125,19 @@ impl Ingress {
         // The function's timeout bounds the whole call in baton: what a router already
         // spent on it (holding it through a failover, a 421), the queue, a cold start and
         // the sandbox's answer. The deadline counts from the call's arrival here.
-        let spent = req.headers().get(headers::SPENT_MS).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let spent = parts.headers.get(headers::SPENT_MS).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let deadline = arrived + slot.timeout.saturating_sub(Duration::from_millis(spent.unwrap_or(0)));
         let left = || deadline.saturating_duration_since(Instant::now());
-        let path_and_query = match req.uri().query() {
+        let path_and_query = match parts.uri.query() {
             Some(q) => format!("{rest}?{q}"),
             None => rest.to_string(),
         };
         if let Some(len) =
-            req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            parts.headers.get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
             && len > self.max_body_bytes
         {
             return Err(Refusal::TooLarge(self.max_body_bytes));
         }
-        let (parts, body) = req.into_parts();
         let body = Limited::new(body, self.max_body_bytes).collect().await.map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 Refusal::TooLarge(self.max_body_bytes)
@@ -144,7 +147,7 @@ impl Ingress {
         })?;
         let body = body.to_bytes();
 
-        let lease = match slot.dispatcher.acquire_within(left()).await {
+        let lease = match self.acquire(&slot, name, generation, left()).await? {
             Ok(lease) => lease,
             // The call's own time ran out first (not the queue timeout).
             Err(DispatchError::Timeout(_)) if left().is_zero() => return Err(Refusal::CallTimeout(slot.timeout)),
@@ -202,6 +205,32 @@ impl Ingress {
 }
 
 impl Ingress {
+    /// A slot on one of the function's sandboxes, waiting at most `limit`. While the call
+    /// waits, the function may move to another cell (this one could not create a sandbox
+    /// for it): the call is then refused with 421 naming the owner, and the router sends
+    /// it there, as it holds calls for a dead cell.
+    async fn acquire(
+        &self,
+        slot: &FunctionSlot,
+        name: &str,
+        generation: Option<u64>,
+        limit: Duration,
+    ) -> Result<Result<super::dispatch::Lease, DispatchError>, Refusal> {
+        let acquire = slot.dispatcher.acquire_within(limit);
+        let Some(fence) = &self.fence else { return Ok(acquire.await) };
+        tokio::pin!(acquire);
+        loop {
+            tokio::select! {
+                lease = &mut acquire => return Ok(lease),
+                _ = tokio::time::sleep(MOVE_CHECK) => {
+                    if let Verdict::Elsewhere { cell, generation, data_plane } = fence.check(name, generation) {
+                        return Err(Refusal::Misdirected { cell, generation, data_plane });
+                    }
+                }
+            }
+        }
+    }
+
     /// The function's slot; for a function this cell owns by the map, waits a little for
     /// it to arrive in the routing table.
     async fn slot(&self, name: &str, owned: bool) -> Option<FunctionSlot> {

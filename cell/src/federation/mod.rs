@@ -7,7 +7,7 @@ use std::time::Duration;
 
 pub mod reconcile;
 
-use baton_proto::shard::{CellHeartbeatRequest, FunctionLoad, RegisterCellRequest};
+use baton_proto::shard::{CellHealth, CellHeartbeatRequest, FunctionLoad, RegisterCellRequest};
 use tokio::sync::watch;
 
 /// What the cell announces.
@@ -19,6 +19,8 @@ pub struct Membership {
     pub registration: RegisterCellRequest,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
+    /// A function wanting a sandbox this long without one is reported unservable.
+    pub unservable_after: Duration,
     /// The cell's control plane, whose sandboxes per function are reported as load.
     pub plane: crate::control_plane::ControlPlane,
 }
@@ -38,15 +40,37 @@ fn loads(plane: &crate::control_plane::ControlPlane) -> Vec<FunctionLoad> {
     })
 }
 
+/// What the cell can serve: its healthy workers, and the federated functions it has not
+/// been able to create a sandbox for within `after`.
+fn health(plane: &crate::control_plane::ControlPlane, after: Duration) -> CellHealth {
+    let now = tokio::time::Instant::now();
+    plane.read(|st| CellHealth {
+        healthy_workers: st.healthy_workers(),
+        unservable: st
+            .unservable(now, after)
+            .iter()
+            .filter_map(|name| baton_model::FunctionId::key_of_cell_name(name))
+            .collect(),
+    })
+}
+
 /// Registers and heartbeats until `stopped` turns true.
 pub async fn run(membership: Membership, mut stopped: watch::Receiver<bool>) {
     let replicas = &membership.shard_managers;
     let id = membership.registration.id.clone();
     let mut registered = false;
     let mut backoff = Duration::from_millis(100);
+    // What the last heartbeat said the cell cannot serve: a change is sent at once rather
+    // than at the next period, so those functions move sooner.
+    let mut told: Vec<String> = Vec::new();
     loop {
         let wait = if registered {
-            let beat = CellHeartbeatRequest { id: id.clone(), loads: loads(&membership.plane) };
+            let health = health(&membership.plane, membership.unservable_after);
+            if !health.unservable.is_empty() && health.unservable != told {
+                tracing::warn!(functions = ?health.unservable, healthy_workers = health.healthy_workers, "functions this cell cannot serve; asking the shard manager to move them");
+            }
+            told = health.unservable.clone();
+            let beat = CellHeartbeatRequest { id: id.clone(), loads: loads(&membership.plane), health: Some(health) };
             let beat = replicas.call(beat, |mut c, r| async move { c.cell_heartbeat(r).await }).await;
             match beat {
                 Ok(_) => membership.heartbeat_interval,
@@ -75,9 +99,22 @@ pub async fn run(membership: Membership, mut stopped: watch::Receiver<bool>) {
                 }
             }
         };
-        tokio::select! {
-            _ = stopped.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(wait) => {}
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let step = until.saturating_duration_since(tokio::time::Instant::now()).min(HEALTH_CHECK);
+            tokio::select! {
+                _ = stopped.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(step) => {}
+            }
+            if tokio::time::Instant::now() >= until {
+                break;
+            }
+            if registered && health(&membership.plane, membership.unservable_after).unservable != told {
+                break;
+            }
         }
     }
 }
+
+/// How often, between heartbeats, the cell checks whether what it cannot serve changed.
+const HEALTH_CHECK: Duration = Duration::from_millis(100);

@@ -8,7 +8,7 @@ use baton_proto::shard::{
     Ack, FunctionInfo, FunctionRef, ListFunctionsRequest, ListFunctionsResponse, MoveFunctionRequest,
     PinFunctionRequest, PutFunctionRequest, PutFunctionResponse, PutFunctionsRequest, PutFunctionsResponse,
 };
-use baton_shardmap::{CellId, CellState, ShardMap};
+use baton_shardmap::{Cell, CellId, CellState, ShardMap};
 use tonic::Status;
 
 use super::{Manager, required};
@@ -191,11 +191,20 @@ impl Manager {
 
     /// Runs `f` on the ring over the current cells, rebuilt only when the cells changed
     /// (building it costs far more than a registration's other work).
+    /// A cell that said it cannot serve (no worker) is left off the ring meanwhile.
     fn placement<T>(&self, state: &FederationState, f: impl FnOnce(&ShardMap) -> T) -> T {
+        let unable = self.unable_cells();
+        let cell = |c: &Cell| {
+            let mut c = c.clone();
+            if unable.contains(&c.id) && c.state == CellState::Active {
+                c.state = CellState::Draining;
+            }
+            c
+        };
         let mut cached = self.ring.lock().expect("not poisoned");
-        let fresh = cached.as_ref().is_some_and(|(cells, _)| cells.iter().eq(state.cells.values()));
+        let fresh = cached.as_ref().is_some_and(|(cells, _)| cells.iter().cloned().eq(state.cells.values().map(cell)));
         if !fresh {
-            let cells: Vec<_> = state.cells.values().cloned().collect();
+            let cells: Vec<_> = state.cells.values().map(cell).collect();
             let ring = ShardMap::from_snapshot(state.epoch, cells.iter().cloned(), []);
             *cached = Some((cells, ring));
         }

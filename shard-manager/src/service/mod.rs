@@ -28,7 +28,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::admission::Admission;
-use crate::failover::failover;
+use crate::failover::{CellHealth, failover, relieve};
 use crate::loads::LoadTracker;
 use crate::raft::network::{Network, TransportService, WriteError};
 use crate::raft::{Proposer, StateMachine, TypeConfig};
@@ -58,6 +58,8 @@ pub struct Manager {
     loads: Arc<Mutex<LoadTracker>>,
     /// The origin of the clock the load tracker and the rebalancer's cooldowns read.
     origin: Instant,
+    /// What each cell last said it can serve (its heartbeats), by cell.
+    health: Arc<Mutex<BTreeMap<CellId, CellHealth>>>,
     /// The placement ring and the cells it was built from.
     ring: Arc<Mutex<Option<PlacementRing>>>,
     /// What tenants may register.
@@ -130,6 +132,7 @@ impl Manager {
             heard: Arc::default(),
             loads: Arc::new(Mutex::new(LoadTracker::new(DEFAULT_LOAD_HALF_LIFE))),
             origin: Instant::now(),
+            health: Arc::default(),
             ring: Arc::default(),
             admission: Arc::default(),
         }
@@ -152,6 +155,18 @@ impl Manager {
     pub fn with_load_half_life(mut self, half_life: Duration) -> Self {
         self.loads = Arc::new(Mutex::new(LoadTracker::new(half_life)));
         self
+    }
+
+    /// The cells that said in their last heartbeat that they cannot serve (no worker):
+    /// placement and rebalancing give them nothing until they can.
+    fn unable_cells(&self) -> std::collections::BTreeSet<CellId> {
+        self.health
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .filter(|(_, h)| !h.can_serve())
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Milliseconds on this replica's clock (the load tracker's and the cooldowns').
@@ -239,7 +254,20 @@ impl Manager {
             let last_seen: BTreeMap<CellId, u64> =
                 self.heard.lock().expect("not poisoned").iter().map(|(id, t)| (id.clone(), ms(*t))).collect();
             let now = ms(Instant::now());
-            let commands = self.sm.read(|state| failover(state, &last_seen, now, timeout.as_millis() as u64)).await;
+            let health = self.health.lock().expect("not poisoned").clone();
+            let (commands, relief) = self
+                .sm
+                .read(|state| {
+                    let commands = failover(state, &last_seen, now, timeout.as_millis() as u64);
+                    if commands.is_empty() {
+                        // Then the functions live cells cannot serve (a cell whose only
+                        // worker died, or with no room): they move like a dead cell's.
+                        (relieve(state, &health), true)
+                    } else {
+                        (commands, false)
+                    }
+                })
+                .await;
             for command in commands {
                 let assigned = match &command {
                     Command::Assign { function, cell } => Some((function.clone(), cell.clone())),
@@ -252,6 +280,12 @@ impl Manager {
                         break;
                     }
                     Ok(Outcome::Applied { .. }) if marks_down => crate::metrics::cell_failover(),
+                    Ok(Outcome::Applied { .. }) if relief => {
+                        if let Some((function, cell)) = &assigned {
+                            tracing::info!(%function, to = %cell, "moved a function its cell could not serve");
+                        }
+                        crate::metrics::unservable_reassignment()
+                    }
                     Ok(Outcome::Applied { .. }) if assigned.is_some() => crate::metrics::failover_reassignment(),
                     Ok(_) => {}
                 }
@@ -321,6 +355,11 @@ impl ShardManager for Manager {
         }
         self.heard.lock().expect("not poisoned").insert(id.clone(), Instant::now());
         self.record_loads(request.loads.iter().map(|l| (l.function.clone(), l.load)));
+        if let Some(h) = &request.health {
+            let report =
+                CellHealth { healthy_workers: h.healthy_workers, unservable: h.unservable.iter().cloned().collect() };
+            self.health.lock().expect("not poisoned").insert(id.clone(), report);
+        }
         // The leader's failure detector and rebalancer are the ones that count: pass it on.
         if let Ok(Some(mut leader)) = self.leader_client() {
             leader.cell_heartbeat(request).await?;

@@ -7,8 +7,10 @@
 //! move is logged with the imbalance it reduces and counted by reason
 //! (`baton_shard_manager_moves_total{reason}`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+
+use baton_shardmap::{CellId, CellState};
 
 use super::Manager;
 use crate::loads::LoadTracker;
@@ -35,13 +37,18 @@ fn problem(
     state: &FederationState,
     loads: &LoadTracker,
     moved: &BTreeMap<String, u64>,
+    unable: &BTreeSet<CellId>,
     settings: &RebalanceSettings,
     now: u64,
 ) -> Problem {
+    // A cell that cannot serve (no worker) takes nothing meanwhile: as if it were down.
     let cells = state
         .cells
         .values()
-        .map(|c| CellLoad { id: c.id.clone(), region: c.region.clone(), state: c.state, weight: c.weight })
+        .map(|c| {
+            let cell_state = if unable.contains(&c.id) { CellState::Down } else { c.state };
+            CellLoad { id: c.id.clone(), region: c.region.clone(), state: cell_state, weight: c.weight }
+        })
         .collect();
     let functions = state
         .assignments
@@ -85,6 +92,7 @@ impl Manager {
                 continue;
             }
             let now = self.now_ms();
+            let unable = self.unable_cells();
             let moves = self
                 .sm
                 .read(|state| {
@@ -94,7 +102,7 @@ impl Manager {
                     if loads.len() > state.functions.len() {
                         loads.retain(|f| state.functions.contains_key(f));
                     }
-                    let moves = plan(&problem(state, &loads, &moved, &settings, now));
+                    let moves = plan(&problem(state, &loads, &moved, &unable, &settings, now));
                     moves
                         .into_iter()
                         .filter_map(|m| {

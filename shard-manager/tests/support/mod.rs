@@ -22,7 +22,7 @@ pub fn cell(id: &str) -> RegisterCellRequest {
 pub fn heartbeats(mut api: ShardManagerClient<Channel>, id: &'static str) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let _ = api.cell_heartbeat(CellHeartbeatRequest { id: id.into(), loads: vec![] }).await;
+            let _ = api.cell_heartbeat(CellHeartbeatRequest { id: id.into(), loads: vec![], health: None }).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
