@@ -10,16 +10,17 @@ use std::future::Future;
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{FunctionInfo, FunctionRef, ListFunctionsRequest, PutFunctionRequest, PutFunctionsRequest};
-use baton_service::http::{Body, error_response, full};
+use baton_service::http::{Body, full};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
 
 use crate::context::Router;
+use crate::error::ApiError;
 use crate::idempotency::Key;
 
 /// Handles `/v1/functions[/{name}]` for `tenant`.
@@ -62,7 +63,7 @@ pub async fn functions(
         (_, None) => return not_allowed("GET, POST"),
         (_, Some(_)) => return not_allowed("GET, PUT, DELETE"),
     };
-    answer.unwrap_or_else(|status| status_response(&status))
+    answer.unwrap_or_else(|status| ApiError::from(status).response())
 }
 
 /// Sends a write to the shard manager: with the request ID made from the tenant's
@@ -91,16 +92,15 @@ async fn put(
     let bytes = match Limited::new(body, max).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            let message = format!("the spec is over the limit of {max} bytes");
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message);
+            return ApiError::TooLarge { what: "spec", max }.response();
         }
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, "bad_body", &format!("reading the body: {e}")),
+        Err(e) => return ApiError::BadBody(e.to_string()).response(),
     };
     let id = key.map(|k| match &path_name {
         None => k.request_id(&tenant, &Method::POST, "/v1/functions", &bytes),
         Some(name) => k.request_id(&tenant, &Method::PUT, &format!("/v1/functions/{name}"), &bytes),
     });
-    let bad = |message: &str| error_response(StatusCode::BAD_REQUEST, "invalid_spec", message);
+    let bad = |message: &str| ApiError::InvalidSpec(message.to_string()).response();
     let request = match serde_json::from_slice(&bytes) {
         Ok(Value::Array(specs)) if path_name.is_none() => {
             let mut functions = Vec::with_capacity(specs.len());
@@ -130,7 +130,7 @@ async fn put(
             let body = json!({ "name": name, "cell": put.cell, "generation": put.generation, "epoch": put.epoch });
             json_response(status, &body)
         }
-        Err(status) => status_response(&status),
+        Err(status) => ApiError::from(status).response(),
     }
 }
 
@@ -167,7 +167,7 @@ async fn put_batch(router: &Router, functions: Vec<PutFunctionRequest>, id: Opti
                 .collect();
             json_response(StatusCode::OK, &json!({ "functions": functions }))
         }
-        Err(status) => status_response(&status),
+        Err(status) => ApiError::from(status).response(),
     }
 }
 
@@ -192,20 +192,5 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
 }
 
 fn not_allowed(allow: &'static str) -> Response<Body> {
-    let mut response =
-        error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &format!("this resource allows {allow}"));
-    response.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
-    response
-}
-
-/// The shard manager's answer as an HTTP error.
-fn status_response(status: &Status) -> Response<Body> {
-    let (code, name) = match status.code() {
-        Code::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_spec"),
-        Code::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-        Code::FailedPrecondition => (StatusCode::CONFLICT, "conflict"),
-        Code::Unavailable | Code::DeadlineExceeded => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-    };
-    error_response(code, name, status.message())
+    ApiError::MethodNotAllowed(allow).response()
 }

@@ -5,8 +5,7 @@
 //! manager's request ID, scoped to the tenant and hashed with the request, so one tenant's
 //! keys can never meet another's.
 
-use baton_service::http::{Body, error_response};
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::{HeaderMap, Method};
 use sha2::{Digest, Sha256};
 
 /// The header.
@@ -22,13 +21,6 @@ pub struct Key(String);
 #[derive(Debug, thiserror::Error)]
 #[error("Idempotency-Key: must be 1 to {MAX_KEY_LEN} printable ASCII characters without spaces")]
 pub struct BadKey;
-
-impl BadKey {
-    /// The refusal: 400, naming the header.
-    pub fn response(&self) -> Response<Body> {
-        error_response(StatusCode::BAD_REQUEST, "invalid_idempotency_key", &self.to_string())
-    }
-}
 
 /// The request's key, if it sent one.
 pub fn key(headers: &HeaderMap) -> Result<Option<Key>, BadKey> {
@@ -89,7 +81,8 @@ mod tests {
     fn malformed_keys_are_refused() {
         assert!(key(&HeaderMap::new()).unwrap().is_none());
         for bad in ["has space", &"k".repeat(MAX_KEY_LEN + 1)] {
-            assert_eq!(key(&headers(bad)).err().unwrap().response().status(), StatusCode::BAD_REQUEST, "{bad:?}");
+            let refused = crate::error::ApiError::from(key(&headers(bad)).err().unwrap()).response();
+            assert_eq!(refused.status(), http::StatusCode::BAD_REQUEST, "{bad:?}");
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod context;
 pub mod daemon;
+pub mod error;
 pub mod idempotency;
 pub mod metrics;
 pub mod proxy;

@@ -7,7 +7,7 @@
 //! `router.owner_wait`, for the map to name a new owner (failover), and go there.
 
 use baton_model::{FunctionId, headers};
-use baton_service::http::{Body, copy_end_to_end, error_response};
+use baton_service::http::{Body, copy_end_to_end};
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::context::Router;
+use crate::error::ApiError;
 
 /// Where one attempt goes.
 struct Target {
@@ -24,8 +25,7 @@ struct Target {
 
 /// Proxies one invocation of `tenant`'s function `name`.
 pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: Request<Incoming>) -> Response<Body> {
-    let not_found =
-        || error_response(StatusCode::NOT_FOUND, "function_not_found", &format!("function {name:?} does not exist"));
+    let not_found = || ApiError::FunctionNotFound(name.to_string()).response();
     // A malformed name cannot name a function: no lookup, no upstream path built from it.
     let arrived = std::time::Instant::now();
     let Ok(id) = FunctionId::new(tenant, name) else { return not_found() };
@@ -45,10 +45,9 @@ pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: 
     let body = match Limited::new(body, max).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            let message = format!("the request body is over the limit of {max} bytes");
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message);
+            return ApiError::TooLarge { what: "request body", max }.response();
         }
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, "bad_body", &format!("reading the body: {e}")),
+        Err(e) => return ApiError::BadBody(e.to_string()).response(),
     };
     let mut headers = HeaderMap::new();
     copy_end_to_end(&parts.headers, &mut headers);
@@ -69,14 +68,11 @@ pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: 
                     target = next;
                     continue;
                 }
-                return error_response(
-                    StatusCode::BAD_GATEWAY,
-                    "cell_unreachable",
-                    &format!(
-                        "the owning cell cannot be reached and no new owner came within {:?}",
-                        router.config.owner_wait
-                    ),
-                );
+                return ApiError::CellUnreachable(format!(
+                    "the owning cell cannot be reached and no new owner came within {:?}",
+                    router.config.owner_wait
+                ))
+                .response();
             }
             Err(failure) => return failure.response,
         };
@@ -132,11 +128,7 @@ async fn send(
     spent: std::time::Duration,
 ) -> Result<Response<Incoming>, Failure> {
     let uri: Uri = format!("{}{path}", target.data_plane.trim_end_matches('/')).parse().map_err(|_| Failure {
-        response: error_response(
-            StatusCode::BAD_GATEWAY,
-            "bad_owner",
-            &format!("the owner's address {:?} is invalid", target.data_plane),
-        ),
+        response: ApiError::BadOwner(target.data_plane.clone()).response(),
         unreachable: false,
     })?;
     let mut out = Request::builder().method(method.clone()).uri(uri).body(Full::new(body)).expect("parts are valid");
@@ -149,16 +141,11 @@ async fn send(
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(Failure {
             unreachable: e.is_connect(),
-            response: error_response(StatusCode::BAD_GATEWAY, "cell_unreachable", &format!("the owning cell: {e}")),
+            response: ApiError::CellUnreachable(format!("the owning cell: {e}")).response(),
         }),
-        Err(_) => Err(Failure {
-            response: error_response(
-                StatusCode::GATEWAY_TIMEOUT,
-                "call_timeout",
-                &format!("no answer within {} s", router.config.call_timeout.as_secs()),
-            ),
-            unreachable: false,
-        }),
+        Err(_) => {
+            Err(Failure { response: ApiError::CallTimeout(router.config.call_timeout).response(), unreachable: false })
+        }
     }
 }
 

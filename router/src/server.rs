@@ -3,12 +3,13 @@
 
 use std::time::Instant;
 
-use baton_service::http::{Body, error_response};
-use http::{Method, Request, Response, StatusCode};
+use baton_service::http::Body;
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use crate::auth::{self, AuthError};
+use crate::auth;
 use crate::context::Router;
+use crate::error::ApiError;
 use crate::proxy;
 
 impl Router {
@@ -28,24 +29,21 @@ impl Router {
             "functions"
         } else {
             let message = "the router serves /v1/functions[/{name}] and /function/{name}[/path]";
-            return ("other", error_response(StatusCode::NOT_FOUND, "no_route", message));
+            return ("other", ApiError::NoRoute(message).response());
         };
         let tenant = match auth::tenant(req.headers(), &self.view) {
             Ok(tenant) => tenant,
-            Err(e) => return (route, unauthorized(&e)),
+            Err(e) => return (route, ApiError::from(e).response()),
         };
         if route == "invoke" {
             let Some((name, rest)) = baton_service::http::function_path(path) else {
-                return (
-                    route,
-                    error_response(StatusCode::NOT_FOUND, "no_route", "invocations go to /function/{name}"),
-                );
+                return (route, ApiError::NoRoute("invocations go to /function/{name}").response());
             };
             return (route, proxy::invoke(self, &tenant, name, rest, req).await);
         }
         let name = path.strip_prefix("/v1/functions/").filter(|n| !n.is_empty());
         if name.is_some_and(|n| n.contains('/')) {
-            return (route, error_response(StatusCode::NOT_FOUND, "no_route", "no such resource"));
+            return (route, ApiError::NoRoute("no such resource").response());
         }
         let (parts, body) = req.into_parts();
         // Only writes take a key; a read or another method ignores it.
@@ -53,14 +51,8 @@ impl Router {
         let key = match crate::idempotency::key(&parts.headers) {
             Ok(key) => key.filter(|_| writes),
             Err(_) if !writes => None,
-            Err(bad) => return (route, bad.response()),
+            Err(bad) => return (route, ApiError::from(bad).response()),
         };
         (route, crate::api::functions(self, tenant, parts.method, name, key, body).await)
     }
-}
-
-fn unauthorized(e: &AuthError) -> Response<Body> {
-    let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
-    response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
-    response
 }

@@ -68,14 +68,18 @@ pub struct AdminServer {
 impl AdminServer {
     /// Binds `addr` (port 0 picks a free port).
     pub async fn bind(addr: SocketAddr, readiness: Readiness) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        Ok(Self::on(tokio::net::TcpListener::bind(addr).await?, readiness))
+    }
+
+    /// Serves on an already-bound `listener` (a test binds port 0 and keeps the address).
+    pub fn on(listener: tokio::net::TcpListener, readiness: Readiness) -> Self {
         let handle = metrics_handle();
         let router = Router::new()
             .route("/metrics", get(move || std::future::ready(handle.render())))
             .route("/healthz", get(|| std::future::ready("ok\n")))
             .route("/readyz", get(ready))
             .with_state(readiness);
-        Ok(Self { listener, router })
+        Self { listener, router }
     }
 
     /// The address actually bound.

@@ -1,43 +1,127 @@
 //! Runs one shard-manager replica: opens its raft store, serves the ShardManager API and
 //! the raft transport on one gRPC port and `/metrics` `/healthz` `/readyz` on the admin
-//! port, forms the initial cluster if told to, runs the failure detector, and stops on
+//! port, forms the initial cluster if told to, and runs the failure detector and the
+//! rebalancer. [`start`] takes listeners already bound (a test binds port 0 and keeps the
+//! addresses) and returns a handle; [`run`] binds from the configuration and stops on
 //! SIGTERM or Ctrl-C.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
 use baton_service::admin::{AdminServer, Readiness};
 use openraft::{BasicNode, Raft};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::admission::Admission;
-use crate::config::{ShardManagerConfig, parse_members};
+use crate::config::{NodeSection, ShardManagerConfig, parse_members};
+use crate::raft::TypeConfig;
 use crate::raft::network::Network;
 use crate::service::{Manager, grpc_services};
 
+/// Why a replica did not start, or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is inconsistent; the message names the field.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A listener could not bind.
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener (the config field).
+        what: &'static str,
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The raft store under `node.data_dir` could not be opened.
+    #[error("node.data_dir: opening the raft store: {0}")]
+    Storage(String),
+    /// Raft refused to start, form the cluster or stop.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// The replica's two listeners.
+pub struct Listeners {
+    /// The ShardManager API and the raft transport (gRPC).
+    pub grpc: TcpListener,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `node.listen` and `node.admin_listen`.
+    pub async fn bind(node: &NodeSection) -> Result<Self, StartError> {
+        let bind = |what, addr| move |source| StartError::Bind { what, addr, source };
+        let grpc = TcpListener::bind(node.listen).await.map_err(bind("node.listen", node.listen))?;
+        let admin = TcpListener::bind(node.admin_listen).await.map_err(bind("node.admin_listen", node.admin_listen))?;
+        Ok(Self { grpc, admin })
+    }
+}
+
+/// A started replica.
+pub struct RunningShardManager {
+    /// Where its gRPC API and raft transport are served.
+    pub addr: SocketAddr,
+    /// Where `/metrics`, `/healthz`, `/readyz` are served.
+    pub admin_addr: SocketAddr,
+    raft: Raft<TypeConfig>,
+    readiness: Readiness,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningShardManager {
+    /// Stops serving, then stops raft.
+    pub async fn shutdown(self) -> Result<(), StartError> {
+        tracing::info!("stopping");
+        self.readiness.set(false);
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.raft.shutdown().await.map_err(|e| StartError::Raft(format!("stopping: {e}")))
+    }
+}
+
 /// Runs until SIGTERM or Ctrl-C.
-pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
+pub async fn run(config: ShardManagerConfig) -> Result<(), StartError> {
+    let listeners = Listeners::bind(&config.node).await?;
+    let running = start(config, listeners).await?;
+    baton_service::shutdown::shutdown_signal().await;
+    running.shutdown().await
+}
+
+/// Starts a replica on `listeners`.
+pub async fn start(config: ShardManagerConfig, listeners: Listeners) -> Result<RunningShardManager, StartError> {
     let node = &config.node;
-    anyhow::ensure!(node.id > 0, "node.id: must be at least 1");
-    let members = parse_members(&node.initial_members).map_err(anyhow::Error::msg)?;
-    let admission = Admission::new(&config.functions).map_err(anyhow::Error::msg)?;
+    if node.id == 0 {
+        return Err(StartError::Config("node.id: must be at least 1".into()));
+    }
+    let members = parse_members(&node.initial_members).map_err(StartError::Config)?;
+    let admission = Admission::new(&config.functions).map_err(StartError::Config)?;
     if config.functions.executables.is_empty() {
         tracing::warn!(
             "functions.executables is empty: tenants' functions may run any program on the workers \
              (fine for development; list what they may run before opening the federation to tenants)"
         );
     }
-    let listener = tokio::net::TcpListener::bind(node.listen)
-        .await
-        .with_context(|| format!("node.listen: binding {}", node.listen))?;
-    let bound = listener.local_addr()?;
+    let bound = listeners.grpc.local_addr().map_err(|source| StartError::Bind {
+        what: "node.listen",
+        addr: node.listen,
+        source,
+    })?;
     let advertise = if node.advertise.is_empty() { bound.to_string() } else { node.advertise.clone() };
     let readiness = Readiness::default();
-    let admin = AdminServer::bind(node.admin_listen, readiness.clone())
-        .await
-        .with_context(|| format!("node.admin_listen: binding {}", node.admin_listen))?;
+    let admin = AdminServer::on(listeners.admin, readiness.clone());
+    let admin_addr = admin.local_addr();
 
-    let (log, sm) = crate::raft::open(&node.data_dir.join("raft.redb")).context("node.data_dir")?;
+    let (log, sm) =
+        crate::raft::open(&node.data_dir.join("raft.redb")).map_err(|e| StartError::Storage(e.to_string()))?;
     let raft_config = openraft::Config {
         cluster_name: "baton".into(),
         heartbeat_interval: config.raft.heartbeat_interval.as_millis() as u64,
@@ -45,9 +129,11 @@ pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
         election_timeout_max: config.raft.election_timeout_max.as_millis() as u64,
         ..Default::default()
     };
-    let raft_config = Arc::new(raft_config.validate().context("raft")?);
+    let raft_config = Arc::new(raft_config.validate().map_err(|e| StartError::Config(format!("raft: {e}")))?);
     let network = Network::default();
-    let raft = Raft::new(node.id, raft_config, network.clone(), log, sm.clone()).await.context("starting raft")?;
+    let raft = Raft::new(node.id, raft_config, network.clone(), log, sm.clone())
+        .await
+        .map_err(|e| StartError::Raft(format!("starting: {e}")))?;
 
     let manager = Manager::new(raft.clone(), sm, network)
         .with_admission(admission)
@@ -62,36 +148,41 @@ pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
         cooldown: c.move_cooldown,
     }));
     let (transport, api) = grpc_services(raft.clone(), manager);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
+    let (stop, stopped) = watch::channel(false);
+    let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    let mut server_stop = stopped.clone();
+    let server = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(transport)
             .add_service(api)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = server_stop.wait_for(|s| *s).await;
-            }),
-    );
-    let admin = admin.spawn(stop_rx.clone());
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the gRPC server failed");
+        }
+    });
+    let mut tasks = vec![server, admin.spawn(stopped.clone())];
 
     if node.join {
         tracing::info!("joining: waiting to be added to a cluster (AddReplica)");
-    } else if !raft.is_initialized().await? {
+    } else if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
         let members: BTreeMap<u64, BasicNode> = if members.is_empty() {
             BTreeMap::from([(node.id, BasicNode::new(&advertise))])
         } else {
             members.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect()
         };
-        anyhow::ensure!(
-            members.contains_key(&node.id),
-            "node.initial_members: this replica ({}) is not among them",
-            node.id
-        );
+        if !members.contains_key(&node.id) {
+            return Err(StartError::Config(format!(
+                "node.initial_members: this replica ({}) is not among them",
+                node.id
+            )));
+        }
         if members.keys().next() == Some(&node.id) {
             tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "forming the cluster");
-            raft.initialize(members).await.context("forming the cluster")?;
+            raft.initialize(members).await.map_err(|e| StartError::Raft(format!("forming the cluster: {e}")))?;
         }
     }
     tracing::info!(id = node.id, listen = %bound, advertise, "shard manager replica up");
@@ -99,22 +190,16 @@ pub async fn run(config: ShardManagerConfig) -> anyhow::Result<()> {
     // Ready once a leader is known (reads are served by any replica; writes need one).
     let mut metrics = raft.metrics();
     let ready = readiness.clone();
-    tokio::spawn(async move {
+    let mut ready_stop = stopped;
+    tasks.push(tokio::spawn(async move {
         loop {
             ready.set(metrics.borrow().current_leader.is_some());
             crate::metrics::raft(&metrics.borrow());
-            if metrics.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                _ = ready_stop.wait_for(|s| *s) => return,
             }
         }
-    });
-
-    baton_service::shutdown::shutdown_signal().await;
-    tracing::info!("stopping");
-    readiness.set(false);
-    let _ = stop_tx.send(true);
-    let _ = server.await;
-    let _ = admin.await;
-    raft.shutdown().await.context("stopping raft")?;
-    Ok(())
+    }));
+    Ok(RunningShardManager { addr: bound, admin_addr, raft, readiness, stop, tasks })
 }

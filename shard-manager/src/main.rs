@@ -73,5 +73,6 @@ async fn main() -> anyhow::Result<()> {
         baton_service::load_config(cli.config.as_deref(), &cli.overrides()).context("loading the configuration")?;
     baton_service::logging::init_logging(&config.log);
     let _metrics = baton_service::admin::metrics_handle();
-    baton_shard_manager::daemon::run(config).await
+    baton_shard_manager::daemon::run(config).await?;
+    Ok(())
 }

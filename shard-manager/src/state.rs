@@ -17,8 +17,10 @@ use baton_model::FunctionId;
 use baton_shardmap::{Assignment, Cell, CellId, CellState, Change, Delta, MapSnapshot, ShardMap};
 use serde::{Deserialize, Serialize};
 
+mod rejection;
 mod requests;
 
+pub use rejection::{Rejection, RejectionClass};
 pub use requests::{REQUESTS_KEPT, Remembered, RequestLog};
 
 /// A tenant.
@@ -165,7 +167,7 @@ pub enum Outcome {
         created: bool,
     },
     /// Refused, with the reason; nothing changed.
-    Rejected(String),
+    Rejected(Rejection),
     /// A batch's outcomes, one per command, in order.
     Batch(Vec<Outcome>),
 }
@@ -206,7 +208,7 @@ impl FederationState {
             let subject = command.subject();
             if let Some(first) = self.requests.get(&request) {
                 if first.subject != subject {
-                    return (Outcome::Rejected(format!("request ID {request} was used for another write")), None);
+                    return (Outcome::Rejected(Rejection::RequestIdReused(request)), None);
                 }
                 return (first.outcome.clone(), None);
             }
@@ -264,13 +266,13 @@ impl FederationState {
         (Outcome::Batch(outcomes), deltas)
     }
 
-    fn check(&self, command: &Command) -> Result<(), String> {
+    fn check(&self, command: &Command) -> Result<(), Rejection> {
         let cell_known = |id: &CellId| {
-            if self.cells.contains_key(id) { Ok(()) } else { Err(format!("cell {id} is not registered")) }
+            if self.cells.contains_key(id) { Ok(()) } else { Err(Rejection::UnknownCell(id.clone())) }
         };
         match command {
             Command::PutApiKey { tenant, .. } if !self.tenants.contains_key(tenant) => {
-                Err(format!("tenant {tenant} does not exist"))
+                Err(Rejection::UnknownTenant(tenant.clone()))
             }
             Command::SetCellState { cell, .. } => cell_known(cell),
             Command::PutFunction { record, cell } => {
@@ -292,48 +294,48 @@ impl FederationState {
             }
             Command::Assign { function, cell } => {
                 if !self.functions.contains_key(function) {
-                    return Err(format!("function {function} does not exist"));
+                    return Err(Rejection::UnknownFunction(function.clone()));
                 }
                 cell_known(cell)?;
                 // Planned from an earlier state (a move prepares the target first): the
                 // target may have been drained or failed over meanwhile.
                 if self.cells[cell].state != CellState::Active {
-                    return Err(format!("cell {cell} is not active"));
+                    return Err(Rejection::CellNotActive(cell.clone()));
                 }
                 Ok(())
             }
             Command::Pin { function, .. } if !self.functions.contains_key(function) => {
-                Err(format!("function {function} does not exist"))
+                Err(Rejection::UnknownFunction(function.clone()))
             }
             // Batches are entries, taken apart by `apply_entry`; they do not nest.
-            Command::Batch(_) => Err("a batch inside a batch".into()),
+            Command::Batch(_) => Err(Rejection::NestedBatch),
             _ => Ok(()),
         }
     }
 
     /// Checks a registration but for the tenant's limit; whether it adds a function.
-    fn put_is_new(&self, record: &FunctionRecord, cell: &CellId) -> Result<bool, String> {
+    fn put_is_new(&self, record: &FunctionRecord, cell: &CellId) -> Result<bool, Rejection> {
         if !self.tenants.contains_key(&record.tenant) {
-            return Err(format!("tenant {} does not exist", record.tenant));
+            return Err(Rejection::UnknownTenant(record.tenant.clone()));
         }
         if self.functions.contains_key(&FunctionId::key_of(&record.tenant, &record.name)) {
             return Ok(false);
         }
         if !self.cells.contains_key(cell) {
-            return Err(format!("cell {cell} is not registered"));
+            return Err(Rejection::UnknownCell(cell.clone()));
         }
         Ok(true)
     }
 
     /// Whether `tenant` may have `more` functions than it has.
-    fn within_limit(&self, tenant: &str, more: usize) -> Result<(), String> {
+    fn within_limit(&self, tenant: &str, more: usize) -> Result<(), Rejection> {
         let limit = self.tenants.get(tenant).map_or(0, |t| t.max_functions) as usize;
         if limit == 0 {
             return Ok(());
         }
         let have = self.function_counts.get(tenant).copied().unwrap_or(0);
         if have + more > limit {
-            return Err(format!("tenant {tenant} would have {} functions, over its limit of {limit}", have + more));
+            return Err(Rejection::OverLimit { tenant: tenant.to_string(), would_have: have + more, limit });
         }
         Ok(())
     }
@@ -492,7 +494,7 @@ mod tests {
         let (outcomes, deltas) = s.apply_entry(Command::Batch(vec![repeated, reused]));
         let Outcome::Batch(outcomes) = outcomes else { panic!("a batch's outcomes") };
         assert_eq!((&outcomes[0], deltas.len()), (&first, 0), "a batch's repeated write is not applied either");
-        assert_eq!(outcomes[1], Outcome::Rejected("request ID r1 was used for another write".into()));
+        assert_eq!(outcomes[1], Outcome::Rejected(Rejection::RequestIdReused("r1".into())));
         assert!(!s.cells.contains_key(&CellId("c9".into())));
     }
 
@@ -591,7 +593,7 @@ mod tests {
         assert_eq!(s, before);
         s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 0 }));
         let unknown_cell = s.apply(Command::PutFunction { record: function("dev", "f"), cell: CellId("c1".into()) }).0;
-        assert_eq!(unknown_cell, Outcome::Rejected("cell c1 is not registered".into()));
+        assert_eq!(unknown_cell, Outcome::Rejected(Rejection::UnknownCell(CellId("c1".into()))));
     }
 
     /// A tenant's function limit holds for single and batch registrations (a batch over it
@@ -615,12 +617,12 @@ mod tests {
         }
         let batch = |names: &[&str]| Command::PutFunctions(names.iter().map(|n| (function("dev", n), c1())).collect());
         let refused = s.apply(batch(&["a", "c", "d"])).0;
-        assert_eq!(refused, Outcome::Rejected("tenant dev would have 4 functions, over its limit of 3".into()));
+        assert_eq!(refused, Outcome::Rejected(Rejection::OverLimit { tenant: "dev".into(), would_have: 4, limit: 3 }));
         assert!(!s.functions.contains_key("dev/c"), "a refused batch stores nothing");
         assert!(matches!(s.apply(batch(&["a", "b", "c"])).0, Outcome::Applied { .. }), "updates do not count");
         assert_eq!(
             s.apply(put("dev", "d")).0,
-            Outcome::Rejected("tenant dev would have 4 functions, over its limit of 3".into())
+            Outcome::Rejected(Rejection::OverLimit { tenant: "dev".into(), would_have: 4, limit: 3 })
         );
         assert!(matches!(s.apply(put("dev", "a")).0, Outcome::Applied { .. }), "an update at the limit");
         s.apply(Command::DeleteFunction { id: "dev/a".into() });
@@ -642,9 +644,9 @@ mod tests {
         ]));
         let Outcome::Batch(outcomes) = outcome else { panic!("{outcome:?}") };
         assert_eq!(outcomes[0], Outcome::Applied { epoch: 1, generation: None, created: false });
-        assert_eq!(outcomes[1], Outcome::Rejected("tenant nobody does not exist".into()));
+        assert_eq!(outcomes[1], Outcome::Rejected(Rejection::UnknownTenant("nobody".into())));
         assert_eq!(outcomes[2], Outcome::Applied { epoch: 2, generation: None, created: false });
-        assert_eq!(outcomes[3], Outcome::Rejected("a batch inside a batch".into()));
+        assert_eq!(outcomes[3], Outcome::Rejected(Rejection::NestedBatch));
         assert_eq!(deltas.iter().map(|d| d.epoch).collect::<Vec<_>>(), [1, 2]);
         assert_eq!((s.epoch, s.tenants.len(), s.api_keys.len()), (2, 1, 1));
     }

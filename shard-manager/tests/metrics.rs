@@ -52,7 +52,7 @@ async fn metrics_follow_raft_the_state_writes_failover_and_followers() {
     let placed = api.put_function(put("f1")).await.unwrap().into_inner();
     // Over the tenant's limit of one: refused by the state machine, nothing changes.
     let refused = api.put_function(put("f2")).await.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
 
     until(admin, "baton_shard_manager_epoch", placed.epoch as f64).await;
     until(admin, "baton_shard_manager_tenants", 1.0).await;

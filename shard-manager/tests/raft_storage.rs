@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_shard_manager::raft::{self, LogStore, StateMachine, TypeConfig};
-use baton_shard_manager::state::{Command, Outcome, Tenant};
+use baton_shard_manager::state::{Command, Outcome, Rejection, Tenant};
 use baton_shardmap::Change;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -155,7 +155,9 @@ async fn concurrent_writes_are_batched_and_each_answered() {
         for (i, write) in writes.into_iter().enumerate() {
             match write.await.unwrap() {
                 Outcome::Applied { epoch, .. } => assert!(answered.insert(epoch, format!("h{i}")).is_none()),
-                Outcome::Rejected(reason) => assert!(i % 10 == 9 && reason.contains("nobody"), "{i}: {reason}"),
+                Outcome::Rejected(reason) => {
+                    assert!(i % 10 == 9 && reason.to_string().contains("nobody"), "{i}: {reason}")
+                }
                 Outcome::Batch(_) => panic!("{i}: a batch outcome for one command"),
             }
         }
@@ -228,6 +230,6 @@ async fn function_limits_hold_after_a_restart_from_a_snapshot() {
     let (node, _) = start(&path).await;
     node.wait(Some(Duration::from_secs(5))).current_leader(1, "leader again").await.unwrap();
     let refused = node.client_write(put("b")).await.unwrap().data;
-    assert_eq!(refused, Outcome::Rejected("tenant dev would have 2 functions, over its limit of 1".into()));
+    assert_eq!(refused, Outcome::Rejected(Rejection::OverLimit { tenant: "dev".into(), would_have: 2, limit: 1 }));
     node.shutdown().await.unwrap();
 }

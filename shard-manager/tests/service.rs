@@ -375,10 +375,10 @@ async fn a_retried_write_is_answered_as_the_first_and_applied_once() {
     assert_eq!(api.delete_function(f()).await.unwrap_err().code(), tonic::Code::NotFound);
     // An ID names one write: sent on another, it is refused and nothing changes.
     let reused = api.put_function(with_id(put("dev", "g", ""), "delete-1")).await.unwrap_err();
-    assert_eq!(reused.code(), tonic::Code::FailedPrecondition, "{reused:?}");
+    assert_eq!(reused.code(), tonic::Code::AlreadyExists, "{reused:?}");
     assert!(reused.message().contains("was used for another write"), "{reused:?}");
     let reused = api.delete_function(with_id(f(), "put-1")).await.unwrap_err();
-    assert_eq!(reused.code(), tonic::Code::FailedPrecondition, "{reused:?}");
+    assert_eq!(reused.code(), tonic::Code::AlreadyExists, "{reused:?}");
 
     for bad in ["has space", &"x".repeat(baton_model::headers::MAX_REQUEST_ID_LEN + 1)] {
         let err = api.put_function(with_id(put("dev", "g", ""), bad)).await.unwrap_err();
@@ -490,7 +490,7 @@ async fn only_allowed_executables_are_registered() {
 
 /// A tenant created without a limit of its own gets the federation's `max_per_tenant`,
 /// stored with it; one created with a limit keeps its own. Past it a registration is
-/// refused (FAILED_PRECONDITION, `409` through the router).
+/// refused (RESOURCE_EXHAUSTED, `409 limit_exceeded` through the router).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_have_at_most_their_limit_of_functions() {
     let section = FunctionsSection { max_per_tenant: 2, ..Default::default() };
@@ -507,7 +507,7 @@ async fn tenants_have_at_most_their_limit_of_functions() {
         api.put_function(put("big", name, "")).await.unwrap();
     }
     let refused = api.put_function(put("dev", "c", "")).await.unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
     assert!(refused.message().contains("over its limit of 2"), "{}", refused.message());
     api.put_function(put("big", "c", "")).await.expect("its own limit is 3");
     assert!(api.put_function(put("big", "d", "")).await.is_err());

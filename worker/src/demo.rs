@@ -9,7 +9,7 @@ use baton_proto::worker::worker_client::WorkerClient;
 use baton_proto::worker::{CreateSandboxRequest, DeleteSandboxRequest, Resources, SandboxSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::{RuntimeChoice, WorkerConfig};
+use baton_worker::config::{RuntimeChoice, WorkerConfig};
 
 /// Runs the demo.
 pub async fn run(mut config: WorkerConfig, function: PathBuf) -> anyhow::Result<()> {
@@ -26,9 +26,9 @@ pub async fn run(mut config: WorkerConfig, function: PathBuf) -> anyhow::Result<
     // A copy in a folder everyone may enter: the checkout (under /root, say) may be out of
     // the sandbox user's reach, and the demo shows the full isolation.
     let copies = std::env::temp_dir().join("baton-worker-demo-fn");
-    let reachable = crate::process::reachable_copy(&function, &copies)
+    let reachable = baton_worker::process::reachable_copy(&function, &copies)
         .with_context(|| format!("copying {} to {}", function.display(), copies.display()))?;
-    let worker = crate::start(config).await?;
+    let worker = baton_worker::start(config).await?;
     let mut client = WorkerClient::connect(format!("http://{}", worker.grpc_addr)).await?;
     let created = client
         .create_sandbox(CreateSandboxRequest {

@@ -6,7 +6,6 @@
 pub mod cell_link;
 pub mod config;
 pub mod daemon;
-pub mod demo;
 pub mod emulated;
 pub mod error;
 pub mod metrics;

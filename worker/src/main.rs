@@ -1,6 +1,8 @@
 //! `baton-worker`: the worker-node daemon. `baton-worker demo` creates a real sandbox for
 //! `baton-fn-echo`, calls it, and keeps it serving until Ctrl-C.
 
+mod demo;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -103,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(f) => f,
                 None => std::env::current_exe()?.with_file_name("baton-fn-echo"),
             };
-            baton_worker::demo::run(config, function).await
+            demo::run(config, function).await
         }
         None => {
             if config.worker.runtime == RuntimeChoice::Process && cli.state_dir.is_none() {

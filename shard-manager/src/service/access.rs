@@ -8,7 +8,7 @@ use baton_shardmap::key_hash;
 use tonic::Status;
 
 use super::{Manager, required};
-use crate::state::{Command, Tenant};
+use crate::state::{Command, Rejection, Tenant};
 
 /// Hex digits of a key's hash that name it.
 const KEY_ID_LEN: usize = 16;
@@ -40,7 +40,7 @@ impl Manager {
     pub(super) async fn create_api_key_inner(&self, r: CreateApiKeyRequest) -> Result<CreateApiKeyResponse, Status> {
         let tenant = required("tenant", &r.tenant)?;
         if !self.sm.read(|state| state.tenants.contains_key(tenant)).await {
-            return Err(Status::not_found(format!("tenant: {tenant} does not exist")));
+            return Err(super::rejected(&Rejection::UnknownTenant(tenant.to_string())));
         }
         let key = new_key();
         let hash = key_hash(&key);
@@ -67,7 +67,7 @@ impl Manager {
         }
         let hash = self.sm.read(|state| state.api_keys.keys().find(|h| h.starts_with(&key_id)).cloned()).await;
         let Some(key_hash) = hash else {
-            return Err(Status::not_found(format!("key_id: no key {key_id}")));
+            return Err(super::rejected(&Rejection::UnknownKey(key_id.to_string())));
         };
         let epoch = self.write(request, Command::RevokeApiKey { key_hash }).await?.epoch;
         Ok(Ack { epoch })

@@ -11,9 +11,9 @@ use baton_proto::shard::{
 use baton_shardmap::{Cell, CellId, CellState, ShardMap};
 use tonic::Status;
 
-use super::{Manager, required};
+use super::{Manager, rejected, required};
 use crate::admission::Admission;
-use crate::state::{Command, FederationState, FunctionRecord};
+use crate::state::{Command, FederationState, FunctionRecord, Rejection};
 
 /// Longest a target cell may take to accept a function's spec.
 const PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -173,7 +173,7 @@ impl Manager {
     /// choice in its home region for a new function) and its generation after the put.
     fn plan_put(&self, state: &FederationState, r: PutFunctionRequest) -> Result<PlannedPut, Status> {
         let Some(owner) = state.tenants.get(&r.tenant) else {
-            return Err(Status::not_found(format!("tenant: {} does not exist", r.tenant)));
+            return Err(rejected(&Rejection::UnknownTenant(r.tenant.clone())));
         };
         let region = if r.home_region.is_empty() { owner.default_region.clone() } else { r.home_region.clone() };
         let id = FunctionId::key_of(&r.tenant, &r.name);
@@ -181,7 +181,7 @@ impl Manager {
             Some(existing) => (existing.cell.clone(), existing.generation),
             None => {
                 let cell = self.placement(state, |ring| ring.ring_owner(&id, Some(&region)).map(|c| c.id.clone()));
-                (cell.ok_or_else(|| Status::failed_precondition("no active cell can take the function"))?, 1)
+                (cell.ok_or_else(|| rejected(&Rejection::NoActiveCell))?, 1)
             }
         };
         let created = !state.assignments.contains_key(&id);
@@ -214,10 +214,7 @@ impl Manager {
     pub(super) async fn get_function_inner(&self, r: FunctionRef) -> Result<FunctionInfo, Status> {
         let id = FunctionId::key_of(required("tenant", &r.tenant)?, required("name", &r.name)?);
         self.caught_up(r.min_epoch).await?;
-        self.sm
-            .read(|state| info(state, &id))
-            .await
-            .ok_or_else(|| Status::not_found(format!("function {id} does not exist")))
+        self.sm.read(|state| info(state, &id)).await.ok_or_else(|| rejected(&Rejection::UnknownFunction(id.clone())))
     }
 
     pub(super) async fn list_functions_inner(&self, r: ListFunctionsRequest) -> Result<ListFunctionsResponse, Status> {
@@ -247,7 +244,7 @@ impl Manager {
             return Ok(Ack { epoch: first.epoch });
         }
         if !self.sm.read(|state| state.functions.contains_key(&id)).await {
-            return Err(Status::not_found(format!("function {id} does not exist")));
+            return Err(rejected(&Rejection::UnknownFunction(id.clone())));
         }
         let epoch = self.write(request, Command::DeleteFunction { id }).await?.epoch;
         Ok(Ack { epoch })
@@ -265,13 +262,13 @@ impl Manager {
             .sm
             .read(|state| {
                 let Some(record) = state.functions.get(&id) else {
-                    return Err(Status::not_found(format!("function {id} does not exist")));
+                    return Err(rejected(&Rejection::UnknownFunction(id.clone())));
                 };
                 let Some(cell) = state.cells.get(&target) else {
-                    return Err(Status::not_found(format!("cell: {target} is not registered")));
+                    return Err(rejected(&Rejection::UnknownCell(target.clone())));
                 };
                 if cell.state != CellState::Active {
-                    return Err(Status::failed_precondition(format!("cell: {target} is not active")));
+                    return Err(rejected(&Rejection::CellNotActive(target.clone())));
                 }
                 let already =
                     state.assignments.get(&id).filter(|a| a.cell == target).map(|a| (a.generation, state.epoch));
@@ -314,7 +311,7 @@ impl Manager {
             return Ok(Ack { epoch: first.epoch });
         }
         if !self.sm.read(|state| state.functions.contains_key(&id)).await {
-            return Err(Status::not_found(format!("function {id} does not exist")));
+            return Err(rejected(&Rejection::UnknownFunction(id.clone())));
         }
         let epoch = self.write(request, Command::Pin { function: id, pinned: r.pinned }).await?.epoch;
         Ok(Ack { epoch })

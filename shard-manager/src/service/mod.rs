@@ -32,7 +32,7 @@ use crate::failover::{CellHealth, failover, relieve};
 use crate::loads::LoadTracker;
 use crate::raft::network::{Network, TransportService, WriteError};
 use crate::raft::{Proposer, StateMachine, TypeConfig};
-use crate::state::{Command, Outcome};
+use crate::state::{Command, Outcome, Rejection, RejectionClass};
 
 mod access;
 mod catalog;
@@ -114,6 +114,18 @@ struct Written {
     created: bool,
 }
 
+/// The gRPC answer to a refusal of the state: the one place its classes meet gRPC codes.
+pub fn rejected(rejection: &Rejection) -> Status {
+    let code = match rejection.class() {
+        RejectionClass::NotFound => tonic::Code::NotFound,
+        RejectionClass::AlreadyExists => tonic::Code::AlreadyExists,
+        RejectionClass::OverLimit => tonic::Code::ResourceExhausted,
+        RejectionClass::FailedPrecondition => tonic::Code::FailedPrecondition,
+        RejectionClass::Invalid => tonic::Code::InvalidArgument,
+    };
+    Status::new(code, rejection.to_string())
+}
+
 fn write_status(e: WriteError) -> Status {
     match e {
         WriteError::NoLeader | WriteError::Forward { .. } => Status::unavailable(e.to_string()),
@@ -182,7 +194,7 @@ impl Manager {
         };
         match self.network.write(&self.proposer, command).await.map_err(write_status)? {
             Outcome::Applied { epoch, generation, created } => Ok(Written { epoch, generation, created }),
-            Outcome::Rejected(reason) => Err(Status::failed_precondition(reason)),
+            Outcome::Rejected(rejection) => Err(rejected(&rejection)),
             // Only a batch command is answered with a batch; the service sends none.
             Outcome::Batch(_) => Err(Status::internal("a single write was answered as a batch")),
         }
@@ -197,9 +209,7 @@ impl Manager {
         let Some(request) = request else { return Ok(None) };
         let Some(first) = self.sm.read(|state| state.request(request).cloned()).await else { return Ok(None) };
         match first.outcome {
-            _ if first.subject != write.subject() => {
-                Err(Status::failed_precondition(format!("request ID {request} was used for another write")))
-            }
+            _ if first.subject != write.subject() => Err(rejected(&Rejection::RequestIdReused(request.to_string()))),
             Outcome::Applied { epoch, generation, created } => Ok(Some(Written { epoch, generation, created })),
             // Only applied writes are remembered.
             _ => Ok(None),
@@ -347,11 +357,11 @@ impl ShardManager for Manager {
         let request = request.into_inner();
         let id = CellId(required("id", &request.id)?.to_string());
         let Some(cell_state) = self.sm.read(|state| state.cells.get(&id).map(|c| c.state)).await else {
-            return Err(Status::not_found(format!("id: cell {id} is not registered")));
+            return Err(rejected(&Rejection::UnknownCell(id)));
         };
         if cell_state == CellState::Down {
             // Its functions went elsewhere: it must register again to take new ones.
-            return Err(Status::failed_precondition(format!("cell {id} was failed over; register again")));
+            return Err(rejected(&Rejection::CellFailedOver(id)));
         }
         self.heard.lock().expect("not poisoned").insert(id.clone(), Instant::now());
         self.record_loads(request.loads.iter().map(|l| (l.function.clone(), l.load)));
@@ -439,9 +449,9 @@ impl ShardManager for Manager {
             return Ok(Response::new(Ack { epoch: first.epoch }));
         }
         match self.sm.read(|s| s.cells.get(&cell).map(|c| c.state)).await {
-            None => return Err(Status::not_found(format!("cell: {cell} is not registered"))),
+            None => return Err(rejected(&Rejection::UnknownCell(cell))),
             Some(CellState::Down) => {
-                return Err(Status::failed_precondition(format!("cell: {cell} is down; it must register again")));
+                return Err(rejected(&Rejection::CellFailedOver(cell)));
             }
             Some(_) => {}
         }
