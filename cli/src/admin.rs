@@ -4,11 +4,15 @@
 use anyhow::Context;
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{
-    AddReplicaRequest, ChangeVotersRequest, CreateApiKeyRequest, GetStatusRequest, ListCellsRequest,
-    MoveFunctionRequest, PutTenantRequest, RevokeApiKeyRequest, SetCellStateRequest, StatusResponse,
+    AddReplicaRequest, ChangeVotersRequest, CreateApiKeyRequest, GetStatusRequest, ListApiKeysRequest,
+    ListCellsRequest, ListTenantsRequest, MoveFunctionRequest, PutTenantRequest, RevokeApiKeyRequest,
+    SetCellStateRequest, StatusResponse,
 };
 use clap::{Args, Subcommand};
+use serde_json::json;
 use tonic::transport::Channel;
+
+use crate::output::{OutputArgs, Table, cell};
 
 /// Which shard manager.
 #[derive(Args)]
@@ -47,6 +51,13 @@ pub enum TenantsCommand {
         #[command(flatten)]
         manager: ManagerArgs,
     },
+    /// The tenants, their limits and how many functions each has.
+    List {
+        #[command(flatten)]
+        manager: ManagerArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 /// `baton keys …`
@@ -66,6 +77,16 @@ pub enum KeysCommand {
         #[command(flatten)]
         manager: ManagerArgs,
     },
+    /// The keys by ID and tenant (the keys themselves are stored nowhere).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        manager: ManagerArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 /// `baton cells …`
@@ -75,6 +96,8 @@ pub enum CellsCommand {
     List {
         #[command(flatten)]
         manager: ManagerArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Drain a cell: it takes nothing new and its functions move away gracefully.
     Drain {
@@ -154,10 +177,41 @@ pub struct MoveArgs {
 
 /// Runs a `baton tenants` command.
 pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
-    let TenantsCommand::Create { name, region, max_functions, manager } = command;
-    let request = PutTenantRequest { name: name.clone(), default_region: region, max_functions };
-    manager.connect().await?.put_tenant(request).await.map_err(refused)?;
-    println!("tenant {name} ready");
+    match command {
+        TenantsCommand::Create { name, region, max_functions, manager } => {
+            let request = PutTenantRequest { name: name.clone(), default_region: region, max_functions };
+            manager.connect().await?.put_tenant(request).await.map_err(refused)?;
+            println!("tenant {name} ready");
+        }
+        TenantsCommand::List { manager, output } => {
+            let listed =
+                manager.connect().await?.list_tenants(ListTenantsRequest { min_epoch: 0 }).await.map_err(refused)?;
+            let tenants: Vec<serde_json::Value> = listed
+                .into_inner()
+                .tenants
+                .into_iter()
+                .map(|t| {
+                    json!({
+                        "name": t.name,
+                        "default_region": t.default_region,
+                        "max_functions": t.max_functions,
+                        "functions": t.functions,
+                    })
+                })
+                .collect();
+            crate::output::print(output.output, &json!({ "tenants": tenants }), |_| {
+                let mut table = Table::new(&["TENANT", "REGION", "FUNCTIONS", "LIMIT"]);
+                for t in &tenants {
+                    let limit = match t["max_functions"].as_u64() {
+                        Some(0) | None => "federation default".to_string(),
+                        Some(n) => n.to_string(),
+                    };
+                    table.row(vec![cell(&t["name"]), cell(&t["default_region"]), cell(&t["functions"]), limit]);
+                }
+                table
+            });
+        }
+    }
     Ok(())
 }
 
@@ -174,34 +228,70 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             manager.connect().await?.revoke_api_key(request).await.map_err(refused)?;
             println!("key {key_id} revoked");
         }
+        KeysCommand::List { tenant, manager, output } => {
+            let request = ListApiKeysRequest { tenant: tenant.unwrap_or_default(), min_epoch: 0 };
+            let listed = manager.connect().await?.list_api_keys(request).await.map_err(refused)?;
+            let keys: Vec<serde_json::Value> = listed
+                .into_inner()
+                .keys
+                .into_iter()
+                .map(|k| json!({ "key_id": k.key_id, "tenant": k.tenant }))
+                .collect();
+            crate::output::print(output.output, &json!({ "keys": keys }), |_| {
+                let mut table = Table::new(&["KEY ID", "TENANT"]);
+                for k in &keys {
+                    table.row(vec![cell(&k["key_id"]), cell(&k["tenant"])]);
+                }
+                table
+            });
+        }
     }
     Ok(())
 }
 
 /// Runs a `baton cells` command.
 pub async fn cells(command: CellsCommand) -> anyhow::Result<()> {
-    let (manager, cell, state) = match command {
-        CellsCommand::List { manager } => {
-            let cells = manager.connect().await?.list_cells(ListCellsRequest {}).await.map_err(refused)?;
-            println!("{:<16} {:<10} {:<9} {:>9}  data planes", "CELL", "REGION", "STATE", "FUNCTIONS");
-            for c in cells.into_inner().cells {
-                println!(
-                    "{:<16} {:<10} {:<9} {:>9}  {}",
-                    c.id,
-                    c.region,
-                    c.state,
-                    c.functions,
-                    c.data_planes.join(",")
-                );
-            }
+    let (manager, cell_id, state) = match command {
+        CellsCommand::List { manager, output } => {
+            let listed = manager.connect().await?.list_cells(ListCellsRequest {}).await.map_err(refused)?;
+            let cells: Vec<serde_json::Value> = listed
+                .into_inner()
+                .cells
+                .into_iter()
+                .map(|c| {
+                    json!({
+                        "id": c.id,
+                        "region": c.region,
+                        "state": c.state,
+                        "functions": c.functions,
+                        "weight": c.weight,
+                        "control": c.control,
+                        "data_planes": c.data_planes,
+                    })
+                })
+                .collect();
+            crate::output::print(output.output, &json!({ "cells": cells }), |_| {
+                let mut table = Table::new(&["CELL", "REGION", "STATE", "FUNCTIONS", "DATA PLANES"]);
+                for c in &cells {
+                    let planes: Vec<String> = c["data_planes"].as_array().into_iter().flatten().map(cell).collect();
+                    table.row(vec![
+                        cell(&c["id"]),
+                        cell(&c["region"]),
+                        cell(&c["state"]),
+                        cell(&c["functions"]),
+                        planes.join(","),
+                    ]);
+                }
+                table
+            });
             return Ok(());
         }
         CellsCommand::Drain { cell, manager } => (manager, cell, "draining"),
         CellsCommand::Fill { cell, manager } => (manager, cell, "active"),
     };
-    let request = SetCellStateRequest { cell: cell.clone(), state: state.into() };
+    let request = SetCellStateRequest { cell: cell_id.clone(), state: state.into() };
     manager.connect().await?.set_cell_state(request).await.map_err(refused)?;
-    println!("cell {cell} is {state}");
+    println!("cell {cell_id} is {state}");
     Ok(())
 }
 

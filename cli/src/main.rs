@@ -3,6 +3,7 @@
 //! manager: `BATON_SHARD_MANAGER`).
 
 mod admin;
+mod output;
 mod tenant;
 mod up;
 

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
+use crate::output::{OutputArgs, Table, cell};
+
 /// `baton functions …`
 #[derive(Subcommand)]
 pub enum FunctionsCommand {
@@ -24,13 +26,17 @@ pub enum FunctionsCommand {
     List {
         #[command(flatten)]
         router: RouterArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
-    /// Show one function.
+    /// Show one function (`-o json` for its whole spec).
     Get {
         /// Its name.
         name: String,
         #[command(flatten)]
         router: RouterArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Delete a function.
     Delete {
@@ -99,6 +105,23 @@ fn pretty(body: &str) -> String {
         .unwrap_or_else(|| body.to_string())
 }
 
+/// The table of `functions` as the router describes them.
+fn function_table(functions: &[serde_json::Value]) -> Table {
+    let mut table = Table::new(&["NAME", "CELL", "GENERATION", "REGION", "RUNTIME", "EXECUTABLE"]);
+    for f in functions {
+        let runtime = f["spec"]["runtime"].as_str().unwrap_or("process");
+        table.row(vec![
+            cell(&f["name"]),
+            cell(&f["cell"]),
+            cell(&f["generation"]),
+            cell(&f["home_region"]),
+            runtime.to_string(),
+            cell(&f["spec"]["executable"]),
+        ]);
+    }
+    table
+}
+
 /// Runs a `baton functions` command.
 pub async fn functions(command: FunctionsCommand) -> anyhow::Result<()> {
     use reqwest::Method;
@@ -129,9 +152,19 @@ pub async fn functions(command: FunctionsCommand) -> anyhow::Result<()> {
             let request = router.request(Method::PUT, &format!("/v1/functions/{name}"))?.json(&spec);
             send(request, "deploying").await?
         }
-        FunctionsCommand::List { router } => send(router.request(Method::GET, "/v1/functions")?, "listing").await?,
-        FunctionsCommand::Get { name, router } => {
-            send(router.request(Method::GET, &format!("/v1/functions/{name}"))?, "reading").await?
+        FunctionsCommand::List { router, output } => {
+            let body = send(router.request(Method::GET, "/v1/functions")?, "listing").await?;
+            let listed: serde_json::Value = serde_json::from_str(&body).context("the router's answer is not JSON")?;
+            crate::output::print(output.output, &listed, |v| {
+                function_table(v["functions"].as_array().map(Vec::as_slice).unwrap_or_default())
+            });
+            return Ok(());
+        }
+        FunctionsCommand::Get { name, router, output } => {
+            let body = send(router.request(Method::GET, &format!("/v1/functions/{name}"))?, "reading").await?;
+            let function: serde_json::Value = serde_json::from_str(&body).context("the router's answer is not JSON")?;
+            crate::output::print(output.output, &function, |v| function_table(std::slice::from_ref(v)));
+            return Ok(());
         }
         FunctionsCommand::Delete { name, router } => {
             send(router.request(Method::DELETE, &format!("/v1/functions/{name}"))?, "deleting").await?;

@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use baton_testkit::bin;
+use baton_testkit::{bin, cgroup_dirs};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
@@ -110,12 +110,19 @@ fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
     assert!(invoked.status.success(), "{}", String::from_utf8_lossy(&invoked.stderr));
     let echoed: serde_json::Value = serde_json::from_slice(&invoked.stdout).unwrap();
     assert_eq!(echoed["body"], "hello");
-    let script = format!("source {} && {} functions list", env.display(), bin("baton").display());
+    let script = format!("source {} && {} functions list -o json", env.display(), bin("baton").display());
     let listed = Command::new("bash").args(["-c", &script]).output().unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     let names: Vec<&str> =
         listed["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["echo", "spin"]);
+    // The sandboxes that served echo live in the workers' cgroups.
+    let cgroups: Vec<std::path::PathBuf> =
+        ["cell-1", "cell-2"].iter().flat_map(|id| cgroup_dirs(&format!("baton-up-{}-{id}", up.0.id()))).collect();
+    let sandbox_cgroups = |dirs: &[std::path::PathBuf]| -> usize {
+        dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()).flatten().flatten().filter(|e| e.path().is_dir()).count()
+    };
+    assert!(sandbox_cgroups(&cgroups) > 0, "no sandbox cgroup under {cgroups:?} while echo runs");
 
     // Ctrl-C: everything stops, nothing is left running, the data folder is gone.
     kill(up.pid(), Signal::SIGINT).unwrap();
@@ -131,6 +138,9 @@ fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
     let home_path = home.path().display().to_string();
     assert_eq!(processes_mentioning(&home_path), Vec::<String>::new(), "processes left behind");
     assert!(!home.path().join("run").exists(), "the data folder is removed");
+    // No sandbox is left: its cgroup would hold it, and the workers' cgroups are gone.
+    let left: Vec<&std::path::PathBuf> = cgroups.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
 }
 
 #[test]

@@ -239,6 +239,11 @@ impl FederationState {
         self.requests.get(request)
     }
 
+    /// How many functions `tenant` has.
+    pub fn function_count(&self, tenant: &str) -> usize {
+        self.function_counts.get(tenant).copied().unwrap_or(0)
+    }
+
     /// Rebuilds what is derived from the replicated fields (after deserializing).
     pub fn recount(&mut self) {
         self.function_counts.clear();

@@ -302,7 +302,10 @@ impl Drop for Cluster {
     }
 }
 
-fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+/// The folders a worker's sandboxes get under `cgroup_parent = parent` (one per cgroup v1
+/// controller: memory, cpu, pids), in this process's own cgroups, as a worker this process
+/// starts uses them.
+pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     ["memory", "cpu", "pids"]
         .iter()

@@ -3,7 +3,10 @@
 //! for revocation, is the first 16 hex digits of that hash.
 
 use baton_model::function::is_label;
-use baton_proto::shard::{Ack, CreateApiKeyRequest, CreateApiKeyResponse, PutTenantRequest, RevokeApiKeyRequest};
+use baton_proto::shard::{
+    Ack, ApiKeyInfo, CreateApiKeyRequest, CreateApiKeyResponse, ListApiKeysRequest, ListApiKeysResponse,
+    ListTenantsRequest, ListTenantsResponse, PutTenantRequest, RevokeApiKeyRequest, TenantInfo,
+};
 use baton_shardmap::key_hash;
 use tonic::Status;
 
@@ -71,5 +74,45 @@ impl Manager {
         };
         let epoch = self.write(request, Command::RevokeApiKey { key_hash }).await?.epoch;
         Ok(Ack { epoch })
+    }
+
+    pub(super) async fn list_tenants_inner(&self, r: ListTenantsRequest) -> Result<ListTenantsResponse, Status> {
+        self.caught_up(r.min_epoch).await?;
+        Ok(self
+            .sm
+            .read(|state| ListTenantsResponse {
+                tenants: state
+                    .tenants
+                    .values()
+                    .map(|t| TenantInfo {
+                        name: t.name.clone(),
+                        default_region: t.default_region.clone(),
+                        max_functions: t.max_functions,
+                        functions: state.function_count(&t.name) as u64,
+                    })
+                    .collect(),
+                epoch: state.epoch,
+            })
+            .await)
+    }
+
+    pub(super) async fn list_api_keys_inner(&self, r: ListApiKeysRequest) -> Result<ListApiKeysResponse, Status> {
+        self.caught_up(r.min_epoch).await?;
+        let listed = self
+            .sm
+            .read(|state| {
+                if !r.tenant.is_empty() && !state.tenants.contains_key(&r.tenant) {
+                    return Err(Rejection::UnknownTenant(r.tenant.clone()));
+                }
+                let keys = state
+                    .api_keys
+                    .iter()
+                    .filter(|(_, tenant)| r.tenant.is_empty() || **tenant == r.tenant)
+                    .map(|(hash, tenant)| ApiKeyInfo { key_id: hash[..KEY_ID_LEN].to_string(), tenant: tenant.clone() })
+                    .collect();
+                Ok(ListApiKeysResponse { keys, epoch: state.epoch })
+            })
+            .await;
+        listed.map_err(|rejection| super::rejected(&rejection))
     }
 }

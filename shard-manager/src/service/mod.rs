@@ -14,11 +14,11 @@ use baton_proto::raft::raft_transport_server::RaftTransportServer;
 use baton_proto::shard::shard_manager_server::{ShardManager, ShardManagerServer};
 use baton_proto::shard::{
     Ack, AddReplicaRequest, CellHeartbeatRequest, CellHeartbeatResponse, CellInfo, ChangeVotersRequest,
-    CreateApiKeyRequest, CreateApiKeyResponse, FunctionInfo, FunctionRef, GetStatusRequest, ListCellsRequest,
-    ListCellsResponse, ListFunctionsRequest, ListFunctionsResponse, MoveFunctionRequest, PinFunctionRequest,
-    PutFunctionRequest, PutFunctionResponse, PutFunctionsRequest, PutFunctionsResponse, PutTenantRequest,
-    RegisterCellRequest, RevokeApiKeyRequest, SetCellStateRequest, ShardMapEvent, StatusResponse, WatchShardMapRequest,
-    shard_map_event,
+    CreateApiKeyRequest, CreateApiKeyResponse, FunctionInfo, FunctionRef, GetStatusRequest, ListApiKeysRequest,
+    ListApiKeysResponse, ListCellsRequest, ListCellsResponse, ListFunctionsRequest, ListFunctionsResponse,
+    ListTenantsRequest, ListTenantsResponse, MoveFunctionRequest, PinFunctionRequest, PutFunctionRequest,
+    PutFunctionResponse, PutFunctionsRequest, PutFunctionsResponse, PutTenantRequest, RegisterCellRequest,
+    RevokeApiKeyRequest, SetCellStateRequest, ShardMapEvent, StatusResponse, WatchShardMapRequest, shard_map_event,
 };
 use baton_shardmap::{Cell, CellId, CellState};
 use futures::Stream;
@@ -431,6 +431,20 @@ impl ShardManager for Manager {
     async fn revoke_api_key(&self, request: Request<RevokeApiKeyRequest>) -> Result<Response<Ack>, Status> {
         let id = request_id(&request)?;
         self.revoke_api_key_inner(request.into_inner(), id.as_deref()).await.map(Response::new)
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<ListTenantsRequest>,
+    ) -> Result<Response<ListTenantsResponse>, Status> {
+        self.list_tenants_inner(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<ListApiKeysRequest>,
+    ) -> Result<Response<ListApiKeysResponse>, Status> {
+        self.list_api_keys_inner(request.into_inner()).await.map(Response::new)
     }
 
     async fn set_cell_state(&self, request: Request<SetCellStateRequest>) -> Result<Response<Ack>, Status> {
