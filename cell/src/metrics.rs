@@ -40,8 +40,11 @@ pub fn decision(took: Duration) {
 pub const INVOCATIONS: &str = "baton_cell_invocations_total";
 /// Histogram: invocation latency through the data plane.
 pub const INVOCATION_SECONDS: &str = "baton_cell_invocation_seconds";
-/// Counter: requests that waited in a queue for a sandbox.
+/// Counter: requests that waited for a sandbox created after they arrived (cold starts).
 pub const COLD_STARTS: &str = "baton_cell_cold_starts_total";
+/// Counter: requests that waited in a queue at all (cold starts, and calls queued behind
+/// busy sandboxes).
+pub const QUEUED: &str = "baton_cell_queued_calls_total";
 /// Gauge: requests queued in the data plane, over all functions.
 pub const QUEUE_DEPTH: &str = "baton_cell_queue_depth";
 /// Gauge: requests in flight in the data plane, over all functions.
@@ -56,4 +59,9 @@ pub fn invocation(outcome: &'static str, took: Duration) {
 /// Records one cold start.
 pub fn cold_start() {
     metrics::counter!(COLD_STARTS).increment(1);
+}
+
+/// Records one call that queued.
+pub fn queued() {
+    metrics::counter!(QUEUED).increment(1);
 }

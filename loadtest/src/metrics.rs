@@ -95,8 +95,12 @@ pub struct PhaseSummary {
     pub scheduling_ms: Spread,
     /// Each function's average scheduling latency, spread across functions, milliseconds.
     pub scheduling_per_function_ms: Spread,
-    /// Fraction of successful calls the target marked cold (when it says).
+    /// Fraction of successful calls the target marked cold (when it says): they waited
+    /// for a sandbox created for them.
     pub cold_start_fraction: Option<f64>,
+    /// Fraction of successful calls that waited in the cell's queue at all (cold starts
+    /// and calls queued behind busy sandboxes), when the target says.
+    pub queued_fraction: Option<f64>,
     /// How late the generator sent calls against the plan, milliseconds (p99): a check on
     /// the generator, not on the target.
     pub send_lag_ms_p99: Option<f64>,
@@ -151,6 +155,7 @@ pub fn summarize(phase: &str, offered_rate: Option<f64>, records: &[&CallRecord]
         }
     }
     let marked: Vec<bool> = ok.iter().filter_map(|r| r.cold).collect();
+    let queued: Vec<bool> = ok.iter().filter_map(|r| r.queued).collect();
     PhaseSummary {
         phase: phase.to_string(),
         offered_rate,
@@ -165,6 +170,8 @@ pub fn summarize(phase: &str, offered_rate: Option<f64>, records: &[&CallRecord]
         scheduling_per_function_ms: Spread::of(per_function.values().map(|(sum, n)| sum / f64::from(*n)).collect()),
         cold_start_fraction: (!marked.is_empty())
             .then(|| marked.iter().filter(|&&c| c).count() as f64 / marked.len() as f64),
+        queued_fraction: (!queued.is_empty())
+            .then(|| queued.iter().filter(|&&q| q).count() as f64 / queued.len() as f64),
         send_lag_ms_p99: percentile(&sorted(records.iter().map(|r| ms(r.lag)).collect()), 0.99),
     }
 }
@@ -212,6 +219,7 @@ mod tests {
             status: Some(200),
             outcome,
             cold: Some(false),
+            queued: Some(false),
             cell: None,
         }
     }

@@ -51,14 +51,17 @@ pub struct CallRecord {
     pub status: Option<u16>,
     /// How it ended.
     pub outcome: Outcome,
-    /// `X-Baton-Cold-Start`, when given.
+    /// `X-Baton-Cold-Start`, when given: it waited for a sandbox created for it.
     pub cold: Option<bool>,
+    /// Whether it waited in the cell's queue at all (`Server-Timing`'s `queue` entry above
+    /// zero), when given: cold starts, and calls queued behind busy sandboxes.
+    pub queued: Option<bool>,
     /// `X-Baton-Cell`, when given.
     pub cell: Option<String>,
 }
 
 /// The CSV columns, in [`Row`]'s order.
-const COLUMNS: [&str; 14] = [
+const COLUMNS: [&str; 15] = [
     "phase",
     "instance",
     "invocationID",
@@ -72,6 +75,7 @@ const COLUMNS: [&str; 14] = [
     "outcome",
     "cell",
     "coldStart",
+    "queued",
     "scheduleLag",
 ];
 
@@ -93,6 +97,7 @@ struct Row<'a> {
     outcome: Outcome,
     cell: Option<&'a str>,
     cold_start: Option<bool>,
+    queued: Option<bool>,
     schedule_lag: u64,
 }
 
@@ -119,6 +124,7 @@ pub fn write_csv(path: &Path, records: &[CallRecord], names: &[String]) -> Resul
                 outcome: r.outcome,
                 cell: r.cell.as_deref(),
                 cold_start: r.cold,
+                queued: r.queued,
                 schedule_lag: r.lag.as_micros() as u64,
             })
             .map_err(|e| Error::file(path, e.to_string()))?;

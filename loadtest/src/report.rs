@@ -178,6 +178,7 @@ pub fn table(summary: &Summary) -> String {
         "sched/fn p50/p99 ms",
         "slowdown p50/p99",
         "cold %",
+        "queued %",
     ]);
     for p in &summary.phases {
         let f = &p.failures;
@@ -193,6 +194,7 @@ pub fn table(summary: &Summary) -> String {
             format!("{} / {}", num(p.scheduling_per_function_ms.p50, 2), num(p.scheduling_per_function_ms.p99, 2)),
             format!("{} / {}", num(p.slowdown.p50, 2), num(p.slowdown.p99, 2)),
             num(p.cold_start_fraction.map(|c| c * 100.0), 1),
+            num(p.queued_fraction.map(|q| q * 100.0), 1),
         ]);
     }
     let mut out = table.to_string();

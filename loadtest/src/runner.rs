@@ -144,6 +144,7 @@ impl Runner {
             status: None,
             outcome: Outcome::Timeout,
             cold: None,
+            queued: None,
             cell: None,
         };
         match result {
@@ -160,6 +161,7 @@ impl Runner {
                 };
                 record.actual_us = header("x-execution-time-us").and_then(|v| v.parse().ok());
                 record.cold = header(baton_model::headers::COLD_START).map(|v| v == "true");
+                record.queued = header("server-timing").and_then(queued);
                 record.cell = header(baton_model::headers::CELL).map(str::to_string);
             }
         }
@@ -179,5 +181,26 @@ impl From<hyper_util::client::legacy::Error> for CallError {
 impl From<()> for CallError {
     fn from(_: ()) -> Self {
         CallError
+    }
+}
+
+/// Whether a `Server-Timing` value says the call queued (`queue;dur=` above zero); `None`
+/// when it has no `queue` entry.
+fn queued(timing: &str) -> Option<bool> {
+    let entry = timing.split(',').map(str::trim).find(|e| e.starts_with("queue;"))?;
+    let dur: f64 = entry.split_once("dur=")?.1.trim().parse().ok()?;
+    Some(dur > 0.0)
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::queued;
+
+    #[test]
+    fn the_queue_entry_of_server_timing_says_whether_a_call_queued() {
+        assert_eq!(queued("queue;dur=0.000, proxy;dur=0.412"), Some(false));
+        assert_eq!(queued("queue;dur=3.125, create;dur=2.900, proxy;dur=0.5"), Some(true));
+        assert_eq!(queued("proxy;dur=1"), None);
+        assert_eq!(queued("queue;dur=x"), None);
     }
 }

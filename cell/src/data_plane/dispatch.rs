@@ -53,11 +53,16 @@ pub struct Target {
 struct Slot {
     target: Target,
     in_flight: u32,
+    /// When it joined, on the state's event counter.
+    added: u64,
 }
 
 struct Waiter {
     id: u64,
-    tx: oneshot::Sender<Target>,
+    /// When it queued, on the state's event counter: a slot of a sandbox added after that
+    /// is a cold start for it.
+    since: u64,
+    tx: oneshot::Sender<(Target, bool)>,
 }
 
 struct State {
@@ -67,6 +72,8 @@ struct State {
     draining: Vec<Slot>,
     waiters: VecDeque<Waiter>,
     next_waiter: u64,
+    /// Counts sandbox arrivals and queueings, to order them.
+    events: u64,
     balancer: Balancer,
 }
 
@@ -81,6 +88,7 @@ pub struct Lease {
     shared: Arc<Shared>,
     target: Target,
     waited: Option<Duration>,
+    cold: bool,
 }
 
 impl Lease {
@@ -92,6 +100,12 @@ impl Lease {
     /// How long the request queued, if it had to.
     pub fn waited(&self) -> Option<Duration> {
         self.waited
+    }
+
+    /// Whether the request waited for a sandbox that was created after it queued (a cold
+    /// start), rather than for a busy one to free a slot (queueing).
+    pub fn cold(&self) -> bool {
+        self.cold
     }
 }
 
@@ -124,6 +138,7 @@ impl Dispatcher {
             draining: Vec::new(),
             waiters: VecDeque::new(),
             next_waiter: 0,
+            events: 0,
             balancer: Balancer::new(config.policy, seed),
         };
         Self { shared: Arc::new(Shared { config, state: Mutex::new(state), on_queued: Box::new(on_queued) }) }
@@ -141,8 +156,8 @@ impl Dispatcher {
         let wait = config.queue_timeout.min(limit);
         let (id, rx) = {
             let mut state = self.shared.state.lock().expect("dispatch lock");
-            if let Some(target) = take_slot(&config, &mut state) {
-                return Ok(Lease { shared: self.shared.clone(), target, waited: None });
+            if let Some((target, _)) = take_slot(&config, &mut state) {
+                return Ok(Lease { shared: self.shared.clone(), target, waited: None, cold: false });
             }
             if state.waiters.len() >= config.queue_capacity {
                 return Err(DispatchError::QueueFull(state.waiters.len()));
@@ -150,7 +165,9 @@ impl Dispatcher {
             let (tx, rx) = oneshot::channel();
             let id = state.next_waiter;
             state.next_waiter += 1;
-            state.waiters.push_back(Waiter { id, tx });
+            state.events += 1;
+            let since = state.events;
+            state.waiters.push_back(Waiter { id, since, tx });
             (id, rx)
         };
         (self.shared.on_queued)();
@@ -168,7 +185,9 @@ impl Dispatcher {
             }
         };
         match granted {
-            Some(target) => Ok(Lease { shared: self.shared.clone(), target, waited: Some(queued_at.elapsed()) }),
+            Some((target, cold)) => {
+                Ok(Lease { shared: self.shared.clone(), target, waited: Some(queued_at.elapsed()), cold })
+            }
             None => Err(DispatchError::Timeout(wait)),
         }
     }
@@ -181,12 +200,13 @@ impl Dispatcher {
         let mut old = std::mem::take(&mut state.sandboxes);
         // A draining sandbox routed to again takes calls again.
         old.append(&mut state.draining);
+        state.events += 1;
+        let now = state.events;
         state.sandboxes = targets
             .into_iter()
-            .map(|target| {
-                let in_flight =
-                    old.iter().position(|s| s.target == target).map(|i| old.swap_remove(i).in_flight).unwrap_or(0);
-                Slot { target, in_flight }
+            .map(|target| match old.iter().position(|s| s.target == target) {
+                Some(i) => old.swap_remove(i),
+                None => Slot { target, in_flight: 0, added: now },
             })
             .collect();
         state.draining = old.into_iter().filter(|s| s.in_flight > 0).collect();
@@ -220,26 +240,28 @@ fn has_room(config: &DispatchConfig, slot: &Slot) -> bool {
     config.container_concurrency == 0 || slot.in_flight < config.container_concurrency
 }
 
-fn take_slot(config: &DispatchConfig, state: &mut State) -> Option<Target> {
+/// A free slot, and when its sandbox joined.
+fn take_slot(config: &DispatchConfig, state: &mut State) -> Option<(Target, u64)> {
     let in_flight: Vec<u32> = state.sandboxes.iter().map(|s| s.in_flight).collect();
     let sandboxes = &state.sandboxes;
     let chosen = state.balancer.pick(&in_flight, |i| has_room(config, &sandboxes[i]))?;
     let slot = &mut state.sandboxes[chosen];
     slot.in_flight += 1;
-    Some(slot.target.clone())
+    Some((slot.target.clone(), slot.added))
 }
 
 /// Gives free slots to waiting requests, oldest first; skips waiters that gave up.
 fn hand_over(config: &DispatchConfig, state: &mut State) {
     while !state.waiters.is_empty() {
-        let Some(target) = take_slot(config, state) else {
+        let Some((target, added)) = take_slot(config, state) else {
             return;
         };
         let mut target = Some(target);
         while let Some(waiter) = state.waiters.pop_front() {
-            match waiter.tx.send(target.take().expect("a target to give")) {
+            let cold = added > waiter.since;
+            match waiter.tx.send((target.take().expect("a target to give"), cold)) {
                 Ok(()) => break,
-                Err(back) => target = Some(back),
+                Err((back, _)) => target = Some(back),
             }
         }
         if let Some(unused) = target {
@@ -343,6 +365,38 @@ mod tests {
         drop(lease);
         let (third, _lease) = waiting.remove(0).await.unwrap();
         assert_eq!(third, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_wait_for_a_sandbox_that_arrived_later_is_a_cold_start() {
+        let (d, _) = counting(1);
+        let wait = |d: &Dispatcher| {
+            let d = d.clone();
+            tokio::spawn(async move { d.acquire().await.unwrap() })
+        };
+        // No sandbox yet: the call waits for the first one, a cold start.
+        let first = wait(&d);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        d.set_sandboxes(vec![target(1)]);
+        let first = first.await.unwrap();
+        assert!(first.cold() && first.waited().is_some());
+        // Queued behind the busy sandbox, then given its slot: queued, not cold.
+        let behind = wait(&d);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(first);
+        let behind = behind.await.unwrap();
+        assert!(!behind.cold() && behind.waited().is_some(), "queueing is not a cold start");
+        // Queued while sb-1 is busy; sb-2 arrives and takes it: cold.
+        let next = wait(&d);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        d.set_sandboxes(vec![target(1), target(2)]);
+        let next = next.await.unwrap();
+        assert_eq!(next.target(), &target(2));
+        assert!(next.cold());
+        // A free slot at once: neither.
+        drop((behind, next));
+        let warm = d.acquire().await.unwrap();
+        assert!(!warm.cold() && warm.waited().is_none());
     }
 
     #[tokio::test(start_paused = true)]

@@ -180,7 +180,12 @@ impl Ingress {
             headers.remove(name);
         }
         head.headers = headers;
-        let cold = queued.is_some();
+        // Cold: it waited for a sandbox that arrived after it queued. A call that queued
+        // behind busy sandboxes only queued (Server-Timing's `queue` says how long).
+        let cold = lease.cold();
+        if queued.is_some() {
+            crate::metrics::queued();
+        }
         if cold {
             crate::metrics::cold_start();
         }
@@ -206,9 +211,10 @@ impl Ingress {
 
 impl Ingress {
     /// A slot on one of the function's sandboxes, waiting at most `limit`. While the call
-    /// waits, the function may move to another cell (this one could not create a sandbox
-    /// for it): the call is then refused with 421 naming the owner, and the router sends
-    /// it there, as it holds calls for a dead cell.
+    /// waits with no sandbox here to wait for, the function may move to another cell (this
+    /// one could not create a sandbox for it): the call is then refused with 421 naming the
+    /// owner, and the router sends it there, as it holds calls for a dead cell. A call
+    /// queued behind sandboxes this cell still has (a graceful move) is served here.
     async fn acquire(
         &self,
         slot: &FunctionSlot,
@@ -223,6 +229,9 @@ impl Ingress {
             tokio::select! {
                 lease = &mut acquire => return Ok(lease),
                 _ = tokio::time::sleep(MOVE_CHECK) => {
+                    if slot.dispatcher.sandboxes() > 0 {
+                        continue;
+                    }
                     if let Verdict::Elsewhere { cell, generation, data_plane } = fence.check(name, generation) {
                         return Err(Refusal::Misdirected { cell, generation, data_plane });
                     }

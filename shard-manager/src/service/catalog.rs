@@ -191,9 +191,14 @@ impl Manager {
 
     /// Runs `f` on the ring over the current cells, rebuilt only when the cells changed
     /// (building it costs far more than a registration's other work).
-    /// A cell that said it cannot serve (no worker) is left off the ring meanwhile.
+    /// A cell that said it cannot serve (no worker) is left off the ring meanwhile, unless
+    /// no active cell can serve (a federation starting, its workers not registered yet):
+    /// then all active cells are.
     fn placement<T>(&self, state: &FederationState, f: impl FnOnce(&ShardMap) -> T) -> T {
-        let unable = self.unable_cells();
+        let mut unable = self.unable_cells();
+        if !state.cells.values().any(|c| c.state == CellState::Active && !unable.contains(&c.id)) {
+            unable.clear();
+        }
         let cell = |c: &Cell| {
             let mut c = c.clone();
             if unable.contains(&c.id) && c.state == CellState::Active {
