@@ -20,8 +20,10 @@ lt="$root/target/release/baton-loadtest"
 out="${OUT:-loadtest-results/warm-vs-haproxy-$(date +%s)}"
 haproxy_port="${HAPROXY_PORT:-8090}"
 command -v haproxy >/dev/null || apt-get install -y -q haproxy >/dev/null
+# Every pass has the same unmeasured warm-up, and each sandbox may use a whole core (a
+# small CFS quota throttles the sandboxes and sets both sides' p99 alike).
 common=(warm-sweep --rates "$rates" --step "$step" --functions 4 --execution sleep --runtime-ms 1
-    --name-prefix hw --quiet)
+    --name-prefix hw --cpu-millis 1000 --warmup 5s --quiet)
 
 # shellcheck source=scripts/proxy-cpu.sh
 source "$root/scripts/proxy-cpu.sh"
@@ -44,7 +46,7 @@ trap 'kill $haproxy_pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$haproxy_port") 2>/dev/null && break; sleep 0.1; done
 kill -0 "$haproxy_pid" 2>/dev/null || { echo "haproxy did not start:" >&2; cat "$out/haproxy.log" >&2; exit 1; }
 
-pass "$haproxy_pid" haproxy --target http --url "http://127.0.0.1:$haproxy_port/" --warmup 2s
-pass "$BATON_CELL_PID" baton-again --target http --url "$BATON_CELL_URL/function/{function}" --warmup 2s
+pass "$haproxy_pid" haproxy --target http --url "http://127.0.0.1:$haproxy_port/"
+pass "$BATON_CELL_PID" baton-again --target http --url "$BATON_CELL_URL/function/{function}"
 
 python3 "$root/scripts/sweep-table.py" "$out" baton haproxy baton-again

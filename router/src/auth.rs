@@ -51,6 +51,7 @@ mod tests {
         map.apply(Delta {
             epoch: 2,
             changes: vec![Change::PutApiKey { key_hash: key_hash("bk_b"), tenant: "b".into() }],
+            applied_unix_micros: 0,
         })
         .unwrap();
         let view = MapView::fixed(map);

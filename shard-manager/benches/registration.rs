@@ -1,7 +1,10 @@
 //! Registration and propagation against a real `baton-shard-manager` process (one
 //! replica, redb with fsync per commit): the latency of one `PutFunction` one at a time,
 //! 10,000 functions in bulk (64 in flight), and how long a committed registration takes
-//! to reach a follower of the shard-map stream. Run with
+//! to reach a follower of the shard-map stream: from the replica's commit (the stamp on
+//! each delta) to the delta applied to a map by the router's own follower code
+//! (`baton_shardmap::follow`) in this process, per epoch, and as a real `baton-router`
+//! process reports it (`baton_shard_map_propagation_seconds`). Run with
 //! `cargo build --release --bins && cargo bench -p baton-shard-manager --bench registration`.
 
 use std::sync::Arc;
@@ -11,7 +14,8 @@ use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{
     PutFunctionRequest, PutFunctionsRequest, PutTenantRequest, RegisterCellRequest, WatchShardMapRequest,
 };
-use baton_testkit::{free_port, start_shard_manager};
+use baton_shardmap::MapEvent;
+use baton_testkit::{bin, free_port, start_shard_manager};
 use tokio::sync::Semaphore;
 
 const SPEC: &str = r#"{"executable":"/usr/bin/true"}"#;
@@ -85,6 +89,36 @@ async fn main() {
         .await
         .unwrap();
 
+    // A real router following the map, and the router's follower code in this process.
+    let (router_port, router_admin) = (free_port(), free_port());
+    let mut router = std::process::Command::new(bin("baton-router"))
+        .args(["--listen", &format!("127.0.0.1:{router_port}"), "--admin-listen", &format!("127.0.0.1:{router_admin}")])
+        .args(["--shard-managers", &url])
+        .env("BATON_LOG__FILTER", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let (_stop_follower, stopped) = tokio::sync::watch::channel(false);
+    let view = baton_shardmap::follow(vec![url.clone()], Some(events_tx), stopped);
+    while !view.synced() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let probe = tokio::spawn(async move {
+        let mut lags = Vec::new();
+        while let Some(event) = events.recv().await {
+            if let MapEvent::Delta(delta) = event {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+                let lag = (now.as_micros() as u64).saturating_sub(delta.applied_unix_micros);
+                lags.push(Duration::from_micros(lag));
+                if lags.len() == 1000 {
+                    return lags;
+                }
+            }
+        }
+        lags
+    });
+
     // One at a time, with a follower of the map timing each delta's arrival.
     let mut stream = client.watch_shard_map(WatchShardMapRequest {}).await.unwrap().into_inner();
     stream.message().await.unwrap().unwrap();
@@ -110,6 +144,32 @@ async fn main() {
         percentile(&propagation, 0.99)
     );
     drop(stream);
+    let mut lags = probe.await.unwrap();
+    lags.sort();
+    println!(
+        "commit to a follower's map (baton_shardmap::follow, per epoch, {}): p50 {:?} p99 {:?} max {:?}",
+        lags.len(),
+        percentile(&lags, 0.5),
+        percentile(&lags, 0.99),
+        lags[lags.len() - 1]
+    );
+    let scrape = |name: &str| {
+        let name = name.to_string();
+        async move { baton_testkit::metric_at(router_admin, &name).await }
+    };
+    let count = scrape("baton_shard_map_propagation_seconds_count").await;
+    let sum = scrape("baton_shard_map_propagation_seconds_sum").await;
+    let mut buckets = String::new();
+    for le in ["0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.01", "0.1"] {
+        let n = scrape(&format!("baton_shard_map_propagation_seconds_bucket{{le=\"{le}\"}}")).await;
+        buckets.push_str(&format!(" <={le}s: {n}"));
+    }
+    println!(
+        "commit to the baton-router process's map: {count} deltas, mean {:?};{buckets}",
+        Duration::from_secs_f64(if count > 0.0 { sum / count } else { 0.0 })
+    );
+    let _ = router.kill();
+    let _ = router.wait();
 
     // 10,000 in bulk, 64 in flight.
     let limit = Arc::new(Semaphore::new(64));

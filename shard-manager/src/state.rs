@@ -230,7 +230,10 @@ impl FederationState {
         };
         let (generation, changes) = self.change(command);
         self.epoch += 1;
-        (Outcome::Applied { epoch: self.epoch, generation, created }, Some(Delta { epoch: self.epoch, changes }))
+        (
+            Outcome::Applied { epoch: self.epoch, generation, created },
+            Some(Delta { epoch: self.epoch, changes, applied_unix_micros: 0 }),
+        )
     }
 
     /// The write with request ID `request`, if it was applied recently (see

@@ -14,6 +14,15 @@ use tonic::transport::Endpoint;
 
 use crate::map::{Delta, MapSnapshot, ShardMap};
 
+/// Histogram: seconds from a shard-manager replica's commit of a delta (its stamp) to this
+/// process's map having applied it. Each router and cell exports its own.
+pub const PROPAGATION: &str = "baton_shard_map_propagation_seconds";
+
+/// Now, in microseconds since the Unix epoch (0 if the clock is before it).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
 /// What changed, for followers that act on changes (a cell reconciling its functions).
 #[derive(Debug, Clone)]
 pub enum MapEvent {
@@ -162,6 +171,12 @@ async fn subscribe(
                 }
                 // A gap means a delta was lost: resubscribe for a fresh snapshot.
                 map.write().expect("shard map lock").apply(delta.clone()).map_err(|e| e.to_string())?;
+                if delta.applied_unix_micros > 0 {
+                    // From the replica's commit to this map having it (clocks of one
+                    // machine, or synchronised ones).
+                    let lag_us = unix_micros().saturating_sub(delta.applied_unix_micros);
+                    metrics::histogram!(PROPAGATION).record(lag_us as f64 / 1e6);
+                }
                 (at, MapEvent::Delta(delta))
             }
             _ => return Err("a delta came before the snapshot".into()),

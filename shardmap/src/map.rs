@@ -102,6 +102,16 @@ pub struct Delta {
     pub epoch: u64,
     /// The changes, applied in order.
     pub changes: Vec<Change>,
+    /// When the shard-manager replica that sent it applied it (committed it): its clock,
+    /// microseconds since the Unix epoch; 0 when unknown. Not part of the replicated
+    /// state: stamped as the delta leaves the replica, so a follower can tell how long it
+    /// took to arrive (`baton_shard_map_propagation_seconds`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub applied_unix_micros: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A whole map, as sent to a follower before the deltas.
@@ -378,16 +388,22 @@ mod tests {
         let ring_cell = map.owner("acme/echo", Some("eu")).unwrap().cell.id.clone();
         let other = if ring_cell.0 == "eu-1" { "eu-2" } else { "eu-1" };
         assert_eq!(map.owner("acme/echo", Some("eu")).unwrap().generation, None);
-        map.apply(Delta { epoch: 2, changes: vec![assign("acme/echo", other, 3)] }).unwrap();
+        map.apply(Delta { epoch: 2, changes: vec![assign("acme/echo", other, 3)], applied_unix_micros: 0 }).unwrap();
         let owner = map.owner("acme/echo", Some("eu")).unwrap();
         assert_eq!((owner.cell.id.0.as_str(), owner.generation), (other, Some(3)));
         assert!(owner.data_plane.unwrap().starts_with(&format!("http://{other}-dp")));
         assert_eq!(map.assignment("acme/echo"), Some(Assignment { cell: CellId(other.into()), generation: 3 }));
         // An assignment to a cell the map does not know is dropped.
-        map.apply(Delta { epoch: 3, changes: vec![assign("acme/other", "nowhere", 1)] }).unwrap();
+        map.apply(Delta { epoch: 3, changes: vec![assign("acme/other", "nowhere", 1)], applied_unix_micros: 0 })
+            .unwrap();
         assert_eq!((map.assignment("acme/other"), map.assigned()), (None, 1));
 
-        map.apply(Delta { epoch: 4, changes: vec![Change::Forget { function: "acme/echo".into() }] }).unwrap();
+        map.apply(Delta {
+            epoch: 4,
+            changes: vec![Change::Forget { function: "acme/echo".into() }],
+            applied_unix_micros: 0,
+        })
+        .unwrap();
         assert_eq!(map.owner("acme/echo", Some("eu")).unwrap().cell.id, ring_cell);
     }
 
@@ -416,14 +432,20 @@ mod tests {
     #[test]
     fn deltas_must_follow_the_epoch_and_cell_changes_rebuild_the_ring() {
         let mut map = ShardMap::from_snapshot(5, [cell("a", "r", CellState::Active)], []);
-        let err = map.apply(Delta { epoch: 7, changes: vec![] }).unwrap_err();
+        let err = map.apply(Delta { epoch: 7, changes: vec![], applied_unix_micros: 0 }).unwrap_err();
         assert_eq!(err, MapError::Gap { have: 5, got: 7 });
         assert_eq!(map.epoch(), 5);
-        map.apply(Delta { epoch: 6, changes: vec![Change::PutCell(cell("b", "r", CellState::Active))] }).unwrap();
+        map.apply(Delta {
+            epoch: 6,
+            changes: vec![Change::PutCell(cell("b", "r", CellState::Active))],
+            applied_unix_micros: 0,
+        })
+        .unwrap();
         let owners: std::collections::BTreeSet<String> =
             (0..200).map(|i| map.owner(&format!("t/{i}"), Some("r")).unwrap().cell.id.0.clone()).collect();
         assert_eq!(owners.len(), 2, "both cells take functions");
-        map.apply(Delta { epoch: 7, changes: vec![Change::RemoveCell(CellId("a".into()))] }).unwrap();
+        map.apply(Delta { epoch: 7, changes: vec![Change::RemoveCell(CellId("a".into()))], applied_unix_micros: 0 })
+            .unwrap();
         assert!((0..200).all(|i| map.owner(&format!("t/{i}"), Some("r")).unwrap().cell.id.0 == "b"));
         let empty = ShardMap::default();
         assert!(empty.owner("t/x", None).is_none());

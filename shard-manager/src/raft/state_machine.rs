@@ -44,6 +44,11 @@ struct StoredSnapshot {
 /// Deltas a follower may fall behind by before it must take a fresh snapshot.
 const FEED_CAPACITY: usize = 4096;
 
+/// Now, in microseconds since the Unix epoch (0 if the clock is before it).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
 /// The state machine. Clones share the state; [`StateMachine::state`] reads it and
 /// [`StateMachine::follow`] follows its shard map.
 #[derive(Clone)]
@@ -157,7 +162,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(command) => {
                     let (outcome, deltas) = applied.state.apply_entry(command);
-                    for delta in deltas {
+                    let applied_at = unix_micros();
+                    for mut delta in deltas {
+                        // Stamped on the way out, for followers to measure propagation;
+                        // the replicated state never sees the clock.
+                        delta.applied_unix_micros = applied_at;
                         // No follower is fine.
                         let _ = self.feed.send(delta);
                     }
