@@ -102,6 +102,41 @@ async fn embedded_store_conforms() {
     conformance(Arc::new(EmbeddedStore::open(&dir.path().join("cell.redb")).unwrap())).await;
 }
 
+/// The records are in the Redis server itself (no embedded file is configured): read back
+/// with a plain client, one hash per kind under the cell's namespace.
+#[tokio::test]
+async fn redis_records_are_in_the_redis_server() {
+    let namespace = format!("baton-test:{}:raw", std::process::id());
+    let store = RedisStore::connect(&redis_url(), &namespace).await.unwrap();
+    store.clear().await.unwrap();
+    let cell = CellStore::new(Arc::new(store.clone()));
+    cell.put_function(&spec("echo", 3)).await.unwrap();
+    let worker = WorkerRecord {
+        node_id: "w1".into(),
+        address: "http://127.0.0.1:7300".into(),
+        runtime: "process".into(),
+        cpu_millis: 2000,
+        memory_mib: 4096,
+        max_sandboxes: 50,
+    };
+    cell.put_worker(&worker).await.unwrap();
+
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let functions: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg(format!("{namespace}:functions")).query_async(&mut raw).await.unwrap();
+    let stored: FunctionSpec = serde_json::from_str(&functions["echo"]).unwrap();
+    assert_eq!(stored, spec("echo", 3));
+    let workers: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg(format!("{namespace}:workers")).query_async(&mut raw).await.unwrap();
+    assert_eq!(serde_json::from_str::<WorkerRecord>(&workers["w1"]).unwrap(), worker);
+    cell.delete_function("echo").await.unwrap();
+    let exists: bool =
+        redis::cmd("HEXISTS").arg(format!("{namespace}:functions")).arg("echo").query_async(&mut raw).await.unwrap();
+    assert!(!exists, "a deleted function is gone from Redis");
+    store.clear().await.unwrap();
+}
+
 #[tokio::test]
 async fn redis_keys_of_two_cells_never_mix() {
     let a = redis("cell-a").await;

@@ -116,6 +116,18 @@ fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
     let names: Vec<&str> =
         listed["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["echo", "spin"]);
+    // With --redis the cells' records are in that Redis server: each cell's functions hash.
+    if let Some(url) = extra.iter().position(|a| *a == "--redis").map(|i| extra[i + 1]) {
+        let mut redis = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let mut stored: Vec<String> = Vec::new();
+        for cell in ["cell-1", "cell-2"] {
+            let names: Vec<String> =
+                redis::cmd("HKEYS").arg(format!("baton:cell:{cell}:functions")).query(&mut redis).unwrap();
+            stored.extend(names);
+        }
+        stored.sort();
+        assert_eq!(stored, ["dev.echo", "dev.spin"], "the functions' records in Redis");
+    }
     // The sandboxes that served echo live in the workers' cgroups.
     let cgroups: Vec<std::path::PathBuf> =
         ["cell-1", "cell-2"].iter().flat_map(|id| cgroup_dirs(&format!("baton-up-{}-{id}", up.0.id()))).collect();
