@@ -75,7 +75,12 @@ fn id(s: &str) -> SandboxId {
 }
 
 fn ns_of(pid: u32) -> String {
-    std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap().display().to_string()
+    namespace(pid, "pid")
+}
+
+/// The namespace `kind` (`pid`, `mnt`, `ipc`, `uts`) process `pid` is in.
+fn namespace(pid: u32, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap().display().to_string()
 }
 
 #[tokio::test]
@@ -106,15 +111,33 @@ async fn echo_sandbox_is_isolated_limited_and_leaves_nothing_when_deleted() {
     assert_eq!(reply["headers"]["x-test"], "yes");
     assert_eq!(reply["body"], "payload");
 
-    // Its own pid namespace, and the memory limit of the spec in its cgroup.
+    // Its own pid, mount, ipc and uts namespaces, and the spec's memory, CPU and pids
+    // limits in its cgroup.
     let pid = created.pid;
-    assert_ne!(ns_of(pid), ns_of(std::process::id()));
+    for kind in ["pid", "mnt", "ipc", "uts"] {
+        assert_ne!(namespace(pid, kind), namespace(std::process::id(), kind), "{kind} namespace");
+    }
     let cgroup_line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert!(cgroup_line.contains("echo-1"), "{cgroup_line}");
-    let memory_dir = cgroup_parent_dirs(&h.parent)[0].join("echo-1");
-    let limit_file = if memory_dir.join("memory.max").exists() { "memory.max" } else { "memory.limit_in_bytes" };
-    let limit: u64 = std::fs::read_to_string(memory_dir.join(limit_file)).unwrap().trim().parse().unwrap();
-    assert_eq!(limit, 96 << 20);
+    let dirs: Vec<std::path::PathBuf> = cgroup_parent_dirs(&h.parent).iter().map(|d| d.join("echo-1")).collect();
+    let read = |dir: &std::path::Path, file: &str| std::fs::read_to_string(dir.join(file)).unwrap().trim().to_string();
+    let memory_dir = dirs[0].clone();
+    if memory_dir.join("memory.max").exists() {
+        // cgroup v2: one folder.
+        assert_eq!(read(&memory_dir, "memory.max"), (96u64 << 20).to_string());
+        assert_eq!(read(&memory_dir, "cpu.max"), "50000 100000", "0.5 core: 50 ms of every 100 ms");
+        assert_eq!(read(&memory_dir, "pids.max"), "64");
+    } else {
+        // cgroup v1: memory, cpu and pids folders.
+        assert_eq!(read(&dirs[0], "memory.limit_in_bytes"), (96u64 << 20).to_string());
+        assert_eq!(read(&dirs[1], "cpu.cfs_quota_us"), "50000", "0.5 core");
+        assert_eq!(read(&dirs[1], "cpu.cfs_period_us"), "100000");
+        assert_eq!(read(&dirs[2], "pids.max"), "64");
+        for dir in &dirs {
+            let procs = read(dir, "cgroup.procs");
+            assert!(procs.lines().any(|p| p == pid.to_string()), "{} holds the sandbox: {procs}", dir.display());
+        }
+    }
     // It runs as the unprivileged user.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
