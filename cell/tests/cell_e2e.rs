@@ -69,13 +69,15 @@ async fn first_call_is_cold_the_next_warm_and_requests_round_trip() {
 async fn thirty_concurrent_calls_scale_to_max_ten_and_never_past_it() {
     let mut cluster = Cluster::new("");
     cluster.start_cell().await;
-    cluster.start_worker("w1", 50, 23200).await;
+    let w1 = cluster.start_worker("w1", 50, 23200).await;
     cluster
         .deploy(spin_spec(
             "spin",
             serde_json::json!({"scaling": {"max_scale": 10, "container_concurrency": 1, "target_concurrency": 1.0}}),
         ))
         .await;
+    let mut worker =
+        baton_proto::worker::worker_client::WorkerClient::connect(format!("http://127.0.0.1:{w1}")).await.unwrap();
     let client = reqwest::Client::new();
     let mut calls = Vec::new();
     for _ in 0..30 {
@@ -84,12 +86,20 @@ async fn thirty_concurrent_calls_scale_to_max_ten_and_never_past_it() {
         calls.push(tokio::spawn(async move { client.get(url).send().await.unwrap().status() }));
     }
     let mut api = cluster.api().await;
-    let mut max_seen = 0;
+    let (mut max_seen, mut max_on_worker) = (0, 0);
     let mut done = 0;
     while done < calls.len() {
         let info =
             api.get_function(baton_proto::cell::GetFunctionRequest { name: "spin".into() }).await.unwrap().into_inner();
         max_seen = max_seen.max(info.ready + info.creating);
+        // What the worker really runs, not only the control plane's count.
+        let listed = worker
+            .list_sandboxes(baton_proto::worker::ListSandboxesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .sandboxes;
+        max_on_worker = max_on_worker.max(listed.len());
         done = calls.iter().filter(|c| c.is_finished()).count();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -97,6 +107,7 @@ async fn thirty_concurrent_calls_scale_to_max_ten_and_never_past_it() {
         assert_eq!(call.await.unwrap(), 200);
     }
     assert_eq!(max_seen, 10, "the scale reaches max_scale and never passes it");
+    assert_eq!(max_on_worker, 10, "the worker ran max_scale sandboxes at most, and reached it");
 }
 
 #[tokio::test]
