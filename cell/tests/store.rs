@@ -60,7 +60,7 @@ async fn conformance(backend: Arc<dyn Store>) {
     let worker = WorkerRecord {
         node_id: "w1".into(),
         address: "127.0.0.1:7300".into(),
-        runtime: "process".into(),
+        runtime: baton_model::Runtime::Process,
         cpu_millis: 2000,
         memory_mib: 4096,
         max_sandboxes: 100,
@@ -114,7 +114,7 @@ async fn redis_records_are_in_the_redis_server() {
     let worker = WorkerRecord {
         node_id: "w1".into(),
         address: "http://127.0.0.1:7300".into(),
-        runtime: "process".into(),
+        runtime: baton_model::Runtime::Process,
         cpu_millis: 2000,
         memory_mib: 4096,
         max_sandboxes: 50,

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use super::runtime::ControlPlane;
 use crate::routing::wire;
 use crate::store::{DataPlaneRecord, StoreError, WorkerRecord};
-use baton_model::function::FunctionSpec;
+use baton_model::function::{FunctionSpec, Runtime};
 
 fn unavailable(e: StoreError) -> Status {
     Status::unavailable(format!("the cell's store failed; retry: {e}"))
@@ -47,8 +47,8 @@ impl CellControl for ControlPlane {
             return Err(Status::invalid_argument("address: the worker's gRPC address is required"));
         }
         let runtime = match RuntimeKind::try_from(req.runtime) {
-            Ok(RuntimeKind::Process) => "process",
-            Ok(RuntimeKind::Emulated) => "emulated",
+            Ok(RuntimeKind::Process) => Runtime::Process,
+            Ok(RuntimeKind::Emulated) => Runtime::Emulated,
             _ => {
                 return Err(Status::invalid_argument("runtime: must be PROCESS or EMULATED"));
             }
@@ -57,7 +57,7 @@ impl CellControl for ControlPlane {
         let record = WorkerRecord {
             node_id: req.node_id,
             address: req.address,
-            runtime: runtime.into(),
+            runtime,
             cpu_millis: capacity.cpu_millis,
             memory_mib: capacity.memory_mib,
             max_sandboxes: capacity.sandboxes,

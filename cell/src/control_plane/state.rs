@@ -17,7 +17,7 @@ use crate::autoscaler::Autoscaler;
 use crate::placer::{Need, NodeLoad, PlacementPolicy, Placer, placer};
 use crate::routing::{Endpoint, Routing, RoutingLog, RoutingSnapshot, RoutingUpdate};
 use crate::store::WorkerRecord;
-use baton_model::function::{FunctionSpec, Runtime};
+use baton_model::function::FunctionSpec;
 
 use super::sandboxes::{Phase, SandboxEntry, SandboxTable};
 
@@ -602,10 +602,7 @@ impl ControlPlaneState {
     }
 
     fn place(&mut self, spec: &FunctionSpec) -> Option<Command> {
-        let runtime = match spec.runtime {
-            Runtime::Process => "process",
-            Runtime::Emulated => "emulated",
-        };
+        let runtime = spec.runtime;
         let nodes: Vec<NodeLoad> = self
             .workers
             .values()

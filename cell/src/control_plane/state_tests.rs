@@ -28,7 +28,7 @@ fn worker(id: &str, max: u32) -> WorkerRecord {
     WorkerRecord {
         node_id: id.into(),
         address: format!("127.0.0.1:7{id}"),
-        runtime: "emulated".into(),
+        runtime: baton_model::Runtime::Emulated,
         cpu_millis: 100_000,
         memory_mib: 100_000,
         max_sandboxes: max,

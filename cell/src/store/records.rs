@@ -1,5 +1,6 @@
 //! The membership records a cell persists besides function specs.
 
+use baton_model::Runtime;
 use serde::{Deserialize, Serialize};
 
 /// A worker node as registered.
@@ -9,8 +10,8 @@ pub struct WorkerRecord {
     pub node_id: String,
     /// gRPC address of its Worker service.
     pub address: String,
-    /// `process` or `emulated`.
-    pub runtime: String,
+    /// The runtime of its sandboxes (stored as `process` or `emulated`).
+    pub runtime: Runtime,
     /// CPU offered, thousandths of a core.
     pub cpu_millis: u32,
     /// Memory offered, MiB.
