@@ -23,15 +23,8 @@ pub enum StartError {
     #[error("opening the cell's store: {0}")]
     Store(#[from] StoreError),
     /// A listener could not bind.
-    #[error("binding {what} on {addr}: {source}")]
-    Bind {
-        /// Which listener.
-        what: &'static str,
-        /// Where.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] baton_service::BindError),
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -122,13 +115,7 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
             worker_call_timeout: c.worker_call_timeout,
             load_report_interval: c.load_report_interval,
         };
-        let listener = tokio::net::TcpListener::bind(c.listen).await.map_err(|source| StartError::Bind {
-            what: "CellControl",
-            addr: c.listen,
-            source,
-        })?;
-        let addr =
-            listener.local_addr().map_err(|source| StartError::Bind { what: "CellControl", addr: c.listen, source })?;
+        let (listener, addr) = baton_service::bind("control_plane.listen", c.listen).await?;
         let plane = ControlPlane::start(settings, cell_store.clone(), stopped.clone()).await?;
         let service = CellControlServer::new(plane.clone())
             .max_decoding_message_size(baton_proto::MAX_MESSAGE_BYTES)
@@ -182,13 +169,13 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
         };
         let running = crate::data_plane::server::start(settings, stopped.clone())
             .await
-            .map_err(|source| StartError::Bind { what: "the data plane ingress", addr: d.listen, source })?;
+            .map_err(|source| baton_service::BindError { what: "data_plane.listen", addr: d.listen, source })?;
         data_plane = Some(running);
     }
 
-    let admin = AdminServer::bind(config.cell.admin_listen, readiness.clone())
-        .await
-        .map_err(|source| StartError::Bind { what: "the admin endpoints", addr: config.cell.admin_listen, source })?;
+    let admin = AdminServer::bind(config.cell.admin_listen, readiness.clone()).await.map_err(|source| {
+        baton_service::BindError { what: "cell.admin_listen", addr: config.cell.admin_listen, source }
+    })?;
     let admin_addr = admin.local_addr();
     tasks.push(admin.spawn(stopped.clone()));
     let http_addr = data_plane.as_ref().map(|d| d.http_addr);

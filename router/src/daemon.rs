@@ -19,15 +19,8 @@ pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A listener could not bind.
-    #[error("binding {what} on {addr}: {source}")]
-    Bind {
-        /// Which listener.
-        what: &'static str,
-        /// Where.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] baton_service::BindError),
 }
 
 /// A started router.
@@ -58,13 +51,10 @@ pub async fn start(config: RouterConfig) -> Result<RunningRouter, StartError> {
         .map_err(|e| StartError::Config(format!("router.shard_managers: {e}")))?;
     let (stop, stopped) = watch::channel(false);
     let view = baton_shardmap::follow(section.shard_managers.clone(), None, stopped.clone());
-    let bind = |what, addr| move |source| StartError::Bind { what, addr, source };
-    let listener = tokio::net::TcpListener::bind(section.listen).await.map_err(bind("the router", section.listen))?;
-    let addr = listener.local_addr().map_err(bind("the router", section.listen))?;
+    let (listener, addr) = baton_service::bind("router.listen", section.listen).await?;
     let readiness = Readiness::default();
-    let admin = AdminServer::bind(section.admin_listen, readiness.clone())
-        .await
-        .map_err(bind("the admin endpoints", section.admin_listen))?;
+    let (admin, _) = baton_service::bind("router.admin_listen", section.admin_listen).await?;
+    let admin = AdminServer::on(admin, readiness.clone());
     let admin_addr = admin.local_addr();
     let mut tasks = Vec::new();
     tasks.push(admin.spawn(stopped.clone()));

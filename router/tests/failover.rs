@@ -38,33 +38,17 @@ async fn a_killed_cell_is_failed_over_under_load() {
     let key = federation.tenant("acme").await;
     let r = federation.start_router(None, &key).await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    let mut owners = BTreeMap::new();
-    for i in 0..FUNCTIONS {
-        // Small sandboxes, so the surviving cell's one worker has room for all 20.
-        let extra = json!({
-            "timeout": "5s",
-            "resources": {"cpu_millis": 20, "memory_mib": 32},
-            "scaling": {"min_scale": 1, "max_scale": 2},
-        });
-        let spec = echo_spec(&format!("f{i}"), extra);
-        let answer =
-            client.post(federation.routers[r].url("/v1/functions")).bearer_auth(&key).json(&spec).send().await.unwrap();
-        assert_eq!(answer.status(), 201);
-        let body: serde_json::Value = answer.json().await.unwrap();
-        owners.insert(format!("f{i}"), body["cell"].as_str().unwrap().to_string());
-    }
+    // Small sandboxes, so the surviving cell's one worker has room for all 20; every
+    // function answers before the load starts.
+    let extra = json!({
+        "timeout": "5s",
+        "resources": {"cpu_millis": 20, "memory_mib": 32},
+        "scaling": {"min_scale": 1, "max_scale": 2},
+    });
+    let owners = federation.deploy_echoes(r, &key, FUNCTIONS, extra).await;
     let victim = owners["f0"].clone();
     let moved: Vec<String> = owners.iter().filter(|(_, c)| **c == victim).map(|(f, _)| f.clone()).collect();
     assert!(moved.len() < FUNCTIONS, "both cells own functions: {owners:?}");
-    // Every function answers before the load starts.
-    for f in owners.keys() {
-        let url = federation.routers[r].url(&format!("/function/{f}"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client.post(&url).bearer_auth(&key).send().await.unwrap().status() != 200 {
-            assert!(Instant::now() < deadline, "{f} never answered");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 
     // A function with a timeout shorter than any hold, on the cell that will die.
     let brief = echo_spec("brief", json!({"timeout": "300ms", "resources": {"cpu_millis": 20, "memory_mib": 32}}));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use baton_proto::cell::ListFunctionsRequest as CellListFunctions;
 use baton_proto::shard::{ListCellsRequest, SetCellStateRequest};
-use baton_testkit::{Federation, echo_spec};
+use baton_testkit::Federation;
 use serde_json::json;
 
 const FUNCTIONS: usize = 60;
@@ -59,21 +59,12 @@ async fn a_new_cell_a_drain_and_a_fill_move_functions_without_failed_calls() {
     let key = federation.tenant("acme").await;
     let r = federation.start_router(None, &key).await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    for i in 0..FUNCTIONS {
-        let extra = json!({
-            "timeout": "2s",
-            "resources": {"cpu_millis": 10, "memory_mib": 16},
-            "scaling": {"max_scale": 2},
-        });
-        let answer = client
-            .post(federation.routers[r].url("/v1/functions"))
-            .bearer_auth(&key)
-            .json(&echo_spec(&format!("f{i}"), extra))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 201);
-    }
+    let extra = json!({
+        "timeout": "2s",
+        "resources": {"cpu_millis": 10, "memory_mib": 16},
+        "scaling": {"max_scale": 2},
+    });
+    federation.deploy_echoes(r, &key, FUNCTIONS, extra).await;
 
     // Every function called every 300 ms: 200 calls/s in all.
     let stop = Arc::new(AtomicBool::new(false));

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use baton_testkit::{Federation, echo_spec};
+use baton_testkit::Federation;
 use serde_json::json;
 
 const FUNCTIONS: usize = 20;
@@ -24,34 +24,14 @@ async fn a_cell_whose_worker_dies_gives_its_functions_to_cells_that_can_serve() 
     let key = federation.tenant("acme").await;
     let r = federation.start_router(None, &key).await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    let mut owners = BTreeMap::new();
-    for i in 0..FUNCTIONS {
-        let extra = json!({
-            "timeout": "10s",
-            "resources": {"cpu_millis": 20, "memory_mib": 32},
-            "scaling": {"min_scale": 1, "max_scale": 2},
-        });
-        let answer = client
-            .post(federation.routers[r].url("/v1/functions"))
-            .bearer_auth(&key)
-            .json(&echo_spec(&format!("f{i}"), extra))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 201);
-        let body: serde_json::Value = answer.json().await.unwrap();
-        owners.insert(format!("f{i}"), body["cell"].as_str().unwrap().to_string());
-    }
+    let extra = json!({
+        "timeout": "10s",
+        "resources": {"cpu_millis": 20, "memory_mib": 32},
+        "scaling": {"min_scale": 1, "max_scale": 2},
+    });
+    let owners = federation.deploy_echoes(r, &key, FUNCTIONS, extra).await;
     let victim = owners["f0"].clone();
     let affected: Vec<String> = owners.iter().filter(|(_, c)| **c == victim).map(|(f, _)| f.clone()).collect();
-    for f in owners.keys() {
-        let url = federation.routers[r].url(&format!("/function/{f}"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client.post(&url).bearer_auth(&key).send().await.unwrap().status() != 200 {
-            assert!(Instant::now() < deadline, "{f} never answered");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 
     // Steady load: one caller per function, a call every 50 ms (about 300 calls/s).
     let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();

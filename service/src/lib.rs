@@ -5,11 +5,13 @@
 pub mod admin;
 pub mod config;
 pub mod http;
+pub mod listen;
 pub mod logging;
 pub mod shutdown;
 pub mod throttle;
 
 pub use admin::{AdminServer, Readiness};
 pub use config::{ConfigError, load_config};
+pub use listen::{BindError, bind};
 pub use logging::{LogFormat, LoggingConfig};
 pub use throttle::Throttle;

@@ -28,15 +28,8 @@ pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A listener could not bind.
-    #[error("binding {what} on {addr}: {source}")]
-    Bind {
-        /// Which listener (the config field).
-        what: &'static str,
-        /// Where.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] baton_service::BindError),
     /// The raft store under `node.data_dir` could not be opened.
     #[error("node.data_dir: opening the raft store: {0}")]
     Storage(String),
@@ -56,9 +49,8 @@ pub struct Listeners {
 impl Listeners {
     /// Binds `node.listen` and `node.admin_listen`.
     pub async fn bind(node: &NodeSection) -> Result<Self, StartError> {
-        let bind = |what, addr| move |source| StartError::Bind { what, addr, source };
-        let grpc = TcpListener::bind(node.listen).await.map_err(bind("node.listen", node.listen))?;
-        let admin = TcpListener::bind(node.admin_listen).await.map_err(bind("node.admin_listen", node.admin_listen))?;
+        let (grpc, _) = baton_service::bind("node.listen", node.listen).await?;
+        let (admin, _) = baton_service::bind("node.admin_listen", node.admin_listen).await?;
         Ok(Self { grpc, admin })
     }
 }
@@ -110,7 +102,7 @@ pub async fn start(config: ShardManagerConfig, listeners: Listeners) -> Result<R
              (fine for development; list what they may run before opening the federation to tenants)"
         );
     }
-    let bound = listeners.grpc.local_addr().map_err(|source| StartError::Bind {
+    let bound = listeners.grpc.local_addr().map_err(|source| baton_service::BindError {
         what: "node.listen",
         addr: node.listen,
         source,

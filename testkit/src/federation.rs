@@ -200,6 +200,42 @@ impl Federation {
         client.create_api_key(CreateApiKeyRequest { tenant: name.into() }).await.unwrap().into_inner().key
     }
 
+    /// Registers `count` echo functions `f0`, `f1`, … with `extra` merged into each spec,
+    /// through router `router` as the tenant of `key`, and waits until each answers a call
+    /// (20 s at most). Returns each function's owning cell.
+    pub async fn deploy_echoes(
+        &self,
+        router: usize,
+        key: &str,
+        count: usize,
+        extra: serde_json::Value,
+    ) -> std::collections::BTreeMap<String, String> {
+        let client = reqwest::Client::new();
+        let mut owners = std::collections::BTreeMap::new();
+        for i in 0..count {
+            let name = format!("f{i}");
+            let answer = client
+                .post(self.routers[router].url("/v1/functions"))
+                .bearer_auth(key)
+                .json(&crate::echo_spec(&name, extra.clone()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 201, "registering {name}");
+            let body: serde_json::Value = answer.json().await.unwrap();
+            owners.insert(name, body["cell"].as_str().unwrap().to_string());
+        }
+        for f in owners.keys() {
+            let url = self.routers[router].url(&format!("/function/{f}"));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while client.post(&url).bearer_auth(key).send().await.unwrap().status() != 200 {
+                assert!(Instant::now() < deadline, "{f} never answered");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        owners
+    }
+
     /// Starts a router following `shard_manager` (default: this federation's); waits until
     /// it has the map with `key` in it.
     pub async fn start_router(&mut self, shard_manager: Option<String>, key: &str) -> usize {

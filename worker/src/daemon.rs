@@ -35,15 +35,8 @@ pub enum StartError {
     #[error("starting the sandbox runtime: {0}")]
     Runtime(#[from] RuntimeError),
     /// A listener could not bind.
-    #[error("binding {what} on {addr}: {source}")]
-    Bind {
-        /// Which listener.
-        what: &'static str,
-        /// Where.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] baton_service::BindError),
     /// The control-plane address is not a URL.
     #[error("control_plane.address {0:?} is not a valid URL such as http://127.0.0.1:7100")]
     ControlPlaneAddress(String),
@@ -115,8 +108,8 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
         }
         RuntimeChoice::Emulated => {
             let listen = config.emulated.function_listen;
-            let server = FunctionServer::start(listen).await.map_err(|source| StartError::Bind {
-                what: "the emulated function server",
+            let server = FunctionServer::start(listen).await.map_err(|source| baton_service::BindError {
+                what: "emulated.function_listen",
                 addr: listen,
                 source,
             })?;
@@ -131,22 +124,13 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
     }
     let needs_executable = config.worker.runtime == RuntimeChoice::Process;
 
-    let listener = tokio::net::TcpListener::bind(config.worker.listen).await.map_err(|source| StartError::Bind {
-        what: "the Worker gRPC service",
-        addr: config.worker.listen,
-        source,
-    })?;
-    let grpc_addr = listener.local_addr().map_err(|source| StartError::Bind {
-        what: "the Worker gRPC service",
-        addr: config.worker.listen,
-        source,
-    })?;
+    let (listener, grpc_addr) = baton_service::bind("worker.listen", config.worker.listen).await?;
     let advertise =
         if config.worker.advertise.is_empty() { grpc_addr.to_string() } else { config.worker.advertise.clone() };
     let readiness = Readiness::default();
-    let admin = AdminServer::bind(config.worker.admin_listen, readiness.clone())
-        .await
-        .map_err(|source| StartError::Bind { what: "the admin endpoints", addr: config.worker.admin_listen, source })?;
+    let admin = AdminServer::bind(config.worker.admin_listen, readiness.clone()).await.map_err(|source| {
+        baton_service::BindError { what: "worker.admin_listen", addr: config.worker.admin_listen, source }
+    })?;
     let admin_addr = admin.local_addr();
 
     let channel = if config.control_plane.address.is_empty() {

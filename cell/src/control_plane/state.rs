@@ -109,6 +109,14 @@ struct WorkerEntry {
     healthy: bool,
 }
 
+impl FunctionEntry {
+    /// A function just registered or recovered: no load, no sandbox wanted yet.
+    fn new(spec: FunctionSpec) -> Self {
+        let autoscaler = Autoscaler::new(spec.scaling.clone());
+        Self { spec, autoscaler, loads: BTreeMap::new(), desired: 0, retry_after: None, starved_since: None }
+    }
+}
+
 /// Counts of a function's sandboxes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Scale {
@@ -165,20 +173,11 @@ impl ControlPlaneState {
     pub fn recover(&mut self, functions: Vec<FunctionSpec>, workers: Vec<WorkerRecord>, now: Instant) -> Vec<Command> {
         let mut commands = Vec::new();
         for spec in functions {
-            let mut autoscaler = Autoscaler::new(spec.scaling.clone());
-            autoscaler.hold_until(now + spec.scaling.stable_window);
+            let hold = now + spec.scaling.stable_window;
             let name = spec.name.clone();
-            self.functions.insert(
-                name.clone(),
-                FunctionEntry {
-                    spec,
-                    autoscaler,
-                    loads: BTreeMap::new(),
-                    desired: 0,
-                    retry_after: None,
-                    starved_since: None,
-                },
-            );
+            let mut entry = FunctionEntry::new(spec);
+            entry.autoscaler.hold_until(hold);
+            self.functions.insert(name.clone(), entry);
             commands.push(self.publish(&name));
         }
         for record in workers {
@@ -252,18 +251,7 @@ impl ControlPlaneState {
                 false
             }
             None => {
-                let autoscaler = Autoscaler::new(spec.scaling.clone());
-                self.functions.insert(
-                    name.clone(),
-                    FunctionEntry {
-                        spec,
-                        autoscaler,
-                        loads: BTreeMap::new(),
-                        desired: 0,
-                        retry_after: None,
-                        starved_since: None,
-                    },
-                );
+                self.functions.insert(name.clone(), FunctionEntry::new(spec));
                 true
             }
         };
