@@ -5,17 +5,17 @@
 #   cargo build --release --bins && scripts/bench-router-vs-haproxy.sh RATES [STEP]
 #
 # 1. `baton up --cells 1` (release binaries, its own BATON_HOME, free ports);
-# 2. baton-loadtest warm-sweep through the router registers 4 functions with 8 warm
+# 2. baton-loadtest warm-sweep through the router registers 4 functions with 2 warm
 #    sandboxes each and keeps them; 3. HAProxy (installed with apt-get when missing) in
 #    front of the cell's data plane, calling the same functions by their cell names
 #    (`dev.NAME`); 4. the same sweep through HAProxy; 5. through the router again (so drift
 #    over the run shows). Prints one table, then the CPU the router and HAProxy spent per
 #    call (the router's does not include the data plane's); results in $OUT.
 #
-# Every pass has the same unmeasured warm-up (5 s at the first rate), and each sandbox may
-# use a whole core (a CFS quota far below what a call needs would throttle the sandboxes
-# and set the p99 of both sides alike, hiding any difference between the proxies); the
-# worker is told the machine has room for all 32.
+# Every pass has the same unmeasured warm-up (5 s at the first rate), and each of the 8
+# sandboxes gets a quarter core, all the worker of `baton up` offers (2 cores): far more
+# than a call needs, so no CFS quota throttles them (0.01 core did, and set the p99 of
+# both sides alike, hiding any difference between the proxies).
 set -euo pipefail
 rates="${1:?usage: bench-router-vs-haproxy.sh RATES [STEP], e.g. 1000,2000,4000 10s}"
 step="${2:-10s}"
@@ -27,7 +27,7 @@ haproxy_port="${HAPROXY_PORT:-8091}"
 command -v haproxy >/dev/null || apt-get install -y -q haproxy >/dev/null
 mkdir -p "$out"
 export BATON_HOME="$out/baton-home"
-BATON_WORKER__CPU_MILLIS=100000000 "$bin/baton" up --cells 1 --port 0 --shard-manager-port 0 --sandbox-ports 41000 >"$out/up.log" 2>&1 &
+"$bin/baton" up --cells 1 --port 0 --shard-manager-port 0 --sandbox-ports 41000 >"$out/up.log" 2>&1 &
 up_pid=$!
 haproxy_pid=
 cleanup() {
@@ -47,8 +47,8 @@ router_pid=$(pgrep -P "$up_pid" -x baton-router) || { echo "no baton-router unde
 source "$root/scripts/proxy-cpu.sh"
 
 common=(warm-sweep --rates "$rates" --step "$step" --functions 4 --execution sleep --runtime-ms 1
-    --name-prefix rh --cpu-millis 1000 --warmup 5s --quiet)
-pass "$router_pid" router --target router --url "$BATON_URL" --sandboxes 8 --keep-functions
+    --name-prefix rh --cpu-millis 250 --warmup 5s --quiet)
+pass "$router_pid" router --target router --url "$BATON_URL" --sandboxes 2 --keep-functions
 
 cfg="$out/haproxy.cfg"
 {
@@ -63,6 +63,6 @@ for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$haproxy_port") 2>/dev/null 
 kill -0 "$haproxy_pid" 2>/dev/null || { echo "haproxy did not start:" >&2; cat "$out/haproxy.log" >&2; exit 1; }
 
 pass "$haproxy_pid" haproxy --target http --url "http://127.0.0.1:$haproxy_port/function/dev.{function}"
-pass "$router_pid" router-again --target router --url "$BATON_URL" --sandboxes 8
+pass "$router_pid" router-again --target router --url "$BATON_URL" --sandboxes 2
 
 python3 "$root/scripts/sweep-table.py" "$out" router haproxy router-again
