@@ -131,12 +131,14 @@ async fn next_with(
 }
 
 async fn report(addr: SocketAddr, function: &str, in_flight: u32, queued: u32) {
+    send_load(addr, FunctionLoad { function: function.into(), in_flight, queued, busy_sandboxes: vec![] }).await;
+}
+
+/// Sends one load report as data plane `dp1`.
+async fn send_load(addr: SocketAddr, load: FunctionLoad) {
     client(addr)
         .await
-        .report_load(ReportLoadRequest {
-            data_plane_id: "dp1".into(),
-            functions: vec![FunctionLoad { function: function.into(), in_flight, queued, busy_sandboxes: vec![] }],
-        })
+        .report_load(ReportLoadRequest { data_plane_id: "dp1".into(), functions: vec![load] })
         .await
         .unwrap();
 }
@@ -217,14 +219,7 @@ async fn scales_from_zero_on_a_queued_request_and_recovers_after_a_restart() {
 /// Reports, as data plane `dp1`, that `busy` of `function`'s sandboxes have calls in flight.
 async fn report_busy(addr: SocketAddr, function: &str, busy: Vec<String>) {
     let in_flight = busy.len() as u32;
-    client(addr)
-        .await
-        .report_load(ReportLoadRequest {
-            data_plane_id: "dp1".into(),
-            functions: vec![FunctionLoad { function: function.into(), in_flight, queued: 0, busy_sandboxes: busy }],
-        })
-        .await
-        .unwrap();
+    send_load(addr, FunctionLoad { function: function.into(), in_flight, queued: 0, busy_sandboxes: busy }).await;
 }
 
 /// The race behind a call cut off at about two seconds: the control plane retires a
