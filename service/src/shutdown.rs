@@ -32,3 +32,17 @@ impl ShutdownSignal {
 pub async fn shutdown_signal() {
     ShutdownSignal::install().wait().await
 }
+
+/// Spawns `task`, dropped (cancelled at its next await) once `stop` turns true: for the
+/// loops a daemon runs until it is shut down.
+pub fn spawn_until<F>(mut stop: tokio::sync::watch::Receiver<bool>, task: F) -> tokio::task::JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        tokio::select! {
+            () = task => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    })
+}

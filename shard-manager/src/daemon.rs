@@ -130,33 +130,24 @@ pub async fn start(config: ShardManagerConfig, listeners: Listeners) -> Result<R
     let manager = Manager::new(raft.clone(), sm, network)
         .with_admission(admission)
         .with_load_half_life(config.cells.load_half_life);
-    tokio::spawn(manager.clone().detect_failures(config.cells.heartbeat_timeout, config.cells.failover_interval));
+    let (stop, stopped) = watch::channel(false);
     let c = &config.cells;
-    tokio::spawn(manager.clone().rebalance(crate::service::RebalanceSettings {
+    let detector = manager.clone().detect_failures(c.heartbeat_timeout, c.failover_interval);
+    let rebalancer = manager.clone().rebalance(crate::service::RebalanceSettings {
         interval: c.rebalance_interval,
         budget: c.move_budget,
         threshold: c.rebalance_threshold,
         hysteresis: c.rebalance_hysteresis,
         cooldown: c.move_cooldown,
-    }));
-    let (transport, api) = grpc_services(raft.clone(), manager);
-    let (stop, stopped) = watch::channel(false);
-    let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let mut server_stop = stopped.clone();
-    let server = tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(transport)
-            .add_service(api)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "the gRPC server failed");
-        }
     });
-    let mut tasks = vec![server, admin.spawn(stopped.clone())];
+    let (transport, api) = grpc_services(raft.clone(), manager);
+    let routes = tonic::service::Routes::new(transport).add_service(api);
+    let mut tasks = vec![
+        baton_service::shutdown::spawn_until(stopped.clone(), detector),
+        baton_service::shutdown::spawn_until(stopped.clone(), rebalancer),
+        baton_service::grpc::spawn("ShardManager", listeners.grpc, routes, stopped.clone()),
+        admin.spawn(stopped.clone()),
+    ];
 
     if node.join {
         tracing::info!("joining: waiting to be added to a cluster (AddReplica)");
