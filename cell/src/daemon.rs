@@ -1,19 +1,21 @@
 //! Assembles a cell process from its config: the store, the control plane and its gRPC
-//! service, the data plane, and the admin endpoints, as the role asks. `main` and the tests
-//! start cells through [`start`].
+//! service, the data plane, and the admin endpoints, as the role asks. [`start`] takes
+//! listeners already bound (a test binds port 0 and keeps the addresses) and returns a
+//! handle; `main` binds them from the configuration with [`Listeners::bind`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use baton_proto::cell::cell_control_server::CellControlServer;
 use baton_service::{AdminServer, Readiness};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{CellConfig, Role};
 use crate::control_plane::{ControlPlane, ControlPlaneSettings, StateConfig};
 use crate::data_plane::follower::FollowerSettings;
-use crate::data_plane::server::{DataPlaneSettings, RunningDataPlane};
+use crate::data_plane::server::{DataPlaneError, DataPlaneSettings, RunningDataPlane};
 use crate::store::{CellStore, EmbeddedStore, RedisStore, Store, StoreError};
 
 /// Why a cell could not start.
@@ -28,6 +30,39 @@ pub enum StartError {
     /// The configuration is inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The data plane could not start.
+    #[error(transparent)]
+    DataPlane(#[from] DataPlaneError),
+}
+
+/// A cell process's listeners: the ones its role needs.
+pub struct Listeners {
+    /// CellControl gRPC (roles `control` and `all`).
+    pub control: Option<TcpListener>,
+    /// The invocation ingress (roles `data` and `all`).
+    pub http: Option<TcpListener>,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds what `config`'s role needs: `control_plane.listen`, `data_plane.listen` and
+    /// `cell.admin_listen`.
+    pub async fn bind(config: &CellConfig) -> Result<Self, StartError> {
+        let role = config.cell.role;
+        let control = match role {
+            Role::Control | Role::All => {
+                Some(baton_service::bind("control_plane.listen", config.control_plane.listen).await?.0)
+            }
+            Role::Data => None,
+        };
+        let http = match role {
+            Role::Data | Role::All => Some(baton_service::bind("data_plane.listen", config.data_plane.listen).await?.0),
+            Role::Control => None,
+        };
+        let admin = baton_service::bind("cell.admin_listen", config.cell.admin_listen).await?.0;
+        Ok(Self { control, http, admin })
+    }
 }
 
 /// A started cell process.
@@ -70,15 +105,21 @@ async fn open_store(config: &CellConfig) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
-/// Starts a cell process from `config`.
-pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
+/// Starts a cell process from `config` on `listeners`.
+pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCell, StartError> {
     // The recorder comes first, so nothing counted during start-up is lost.
     baton_service::admin::metrics_handle();
     let (stop, stopped) = watch::channel(false);
     let readiness = Readiness::default();
     let mut tasks = Vec::new();
-    let runs_control = matches!(config.cell.role, Role::Control | Role::All);
-    let runs_data = matches!(config.cell.role, Role::Data | Role::All);
+    let (control_listener, http_listener) = match (config.cell.role, listeners.control, listeners.http) {
+        (Role::All, Some(control), Some(http)) => (Some(control), Some(http)),
+        (Role::Control, Some(control), _) => (Some(control), None),
+        (Role::Data, _, Some(http)) => (None, Some(http)),
+        (role, _, _) => {
+            return Err(StartError::Config(format!("cell.role {role:?}: a listener it needs was not given")));
+        }
+    };
     // In a federation every process of the cell follows the shard map: the control plane
     // to run what the map gives the cell, the data plane to fence calls.
     let replicas: Vec<String> = config
@@ -92,13 +133,13 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
     let federated = !replicas.is_empty();
     let (map_events, map_events_rx) = tokio::sync::mpsc::unbounded_channel();
     let map = federated.then(|| {
-        let events = runs_control.then_some(map_events);
+        let events = control_listener.is_some().then_some(map_events);
         baton_shardmap::follow(replicas.clone(), events, stopped.clone())
     });
     let me = baton_shardmap::CellId(config.cell.id.clone());
 
     let (mut control_addr, mut control_plane, mut store) = (None, None, None);
-    if runs_control {
+    if let Some(listener) = control_listener {
         let cell_store = CellStore::new(open_store(&config).await?);
         let c = &config.control_plane;
         let settings = ControlPlaneSettings {
@@ -115,35 +156,24 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
             worker_call_timeout: c.worker_call_timeout,
             load_report_interval: c.load_report_interval,
         };
-        let (listener, addr) = baton_service::bind("control_plane.listen", c.listen).await?;
+        let addr = listener.local_addr().map_err(|source| baton_service::BindError {
+            what: "control_plane.listen",
+            addr: c.listen,
+            source,
+        })?;
         let plane = ControlPlane::start(settings, cell_store.clone(), stopped.clone()).await?;
         let service = CellControlServer::new(plane.clone())
             .max_decoding_message_size(baton_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(baton_proto::MAX_MESSAGE_BYTES);
-        let mut server_stop = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            // Accepted sockets get TCP_NODELAY: with a custom listener tonic does not set it, and
-            // Nagle plus delayed ACKs hold small gRPC frames (routing updates, creation
-            // answers) for up to 40 ms.
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let result = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = server_stop.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "the CellControl server failed");
-            }
-        }));
+        let routes = tonic::service::Routes::new(service);
+        tasks.push(baton_service::grpc::spawn("CellControl", listener, routes, stopped.clone()));
         control_addr = Some(addr);
         control_plane = Some(plane);
         store = Some(cell_store);
     }
 
     let mut data_plane = None;
-    if runs_data {
+    if let Some(listener) = http_listener {
         let d = &config.data_plane;
         let target = match (&control_addr, d.control_plane.is_empty()) {
             (_, false) => d.control_plane.clone(),
@@ -161,21 +191,15 @@ pub async fn start(config: CellConfig) -> Result<RunningCell, StartError> {
                 queue_timeout: d.queue_timeout,
                 policy: d.balance,
             },
-            listen: d.listen,
             control_plane: target,
             max_body_bytes: d.max_body_bytes,
             drain_timeout: d.drain_timeout,
             fence: map.clone().map(|view| crate::data_plane::fence::Fence::new(view, me.clone())),
         };
-        let running = crate::data_plane::server::start(settings, stopped.clone())
-            .await
-            .map_err(|source| baton_service::BindError { what: "data_plane.listen", addr: d.listen, source })?;
-        data_plane = Some(running);
+        data_plane = Some(crate::data_plane::server::start(settings, listener, stopped.clone()).await?);
     }
 
-    let admin = AdminServer::bind(config.cell.admin_listen, readiness.clone()).await.map_err(|source| {
-        baton_service::BindError { what: "cell.admin_listen", addr: config.cell.admin_listen, source }
-    })?;
+    let admin = AdminServer::on(listeners.admin, readiness.clone());
     let admin_addr = admin.local_addr();
     tasks.push(admin.spawn(stopped.clone()));
     let http_addr = data_plane.as_ref().map(|d| d.http_addr);

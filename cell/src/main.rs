@@ -138,14 +138,16 @@ async fn main() -> anyhow::Result<()> {
     let config: CellConfig = baton_service::load_config(cli.config.as_deref(), &cli.overrides())
         .context("loading the cell configuration")?;
     baton_service::logging::init_logging(&config.log);
-    let cell = baton_cell::daemon::start(config).await?;
+    let signal = baton_service::shutdown::ShutdownSignal::install();
+    let listeners = baton_cell::daemon::Listeners::bind(&config).await?;
+    let cell = baton_cell::daemon::start(config, listeners).await?;
     println!(
         "baton-cell serving control={} http={} admin={}",
         cell.control_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
         cell.http_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
         cell.admin_addr
     );
-    baton_service::shutdown::shutdown_signal().await;
+    signal.wait().await;
     cell.shutdown().await;
     Ok(())
 }

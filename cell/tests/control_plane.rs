@@ -85,7 +85,7 @@ async fn start_worker(cp: SocketAddr, state: &std::path::Path) -> baton_worker::
     config.control_plane.heartbeat_interval = Duration::from_millis(100);
     config.control_plane.retry_initial = Duration::from_millis(50);
     config.control_plane.retry_max = Duration::from_millis(200);
-    baton_worker::start(config).await.unwrap()
+    baton_worker::bind_and_start(config).await.unwrap()
 }
 
 async fn client(addr: SocketAddr) -> CellControlClient<Channel> {

@@ -1,11 +1,14 @@
 //! Starts a router from its config: follows the shard map, serves the tenant API and
-//! invocations, and the admin endpoints (ready once the first map has arrived).
+//! invocations, and the admin endpoints (ready once the first map has arrived). [`start`]
+//! takes listeners already bound (a test binds port 0 and keeps the addresses); `main`
+//! binds them from the configuration with [`Listeners::bind`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use baton_service::{AdminServer, Readiness};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -21,6 +24,23 @@ pub enum StartError {
     /// A listener could not bind.
     #[error(transparent)]
     Bind(#[from] baton_service::BindError),
+}
+
+/// The router's two listeners.
+pub struct Listeners {
+    /// The tenant API and invocations.
+    pub http: TcpListener,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `router.listen` and `router.admin_listen`.
+    pub async fn bind(config: &RouterConfig) -> Result<Self, StartError> {
+        let (http, _) = baton_service::bind("router.listen", config.router.listen).await?;
+        let (admin, _) = baton_service::bind("router.admin_listen", config.router.admin_listen).await?;
+        Ok(Self { http, admin })
+    }
 }
 
 /// A started router.
@@ -43,18 +63,21 @@ impl RunningRouter {
     }
 }
 
-/// Starts a router from `config`.
-pub async fn start(config: RouterConfig) -> Result<RunningRouter, StartError> {
+/// Starts a router from `config` on `listeners`.
+pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<RunningRouter, StartError> {
     baton_service::admin::metrics_handle();
     let section = config.router;
     let manager = baton_shardmap::Replicas::new(&section.shard_managers)
         .map_err(|e| StartError::Config(format!("router.shard_managers: {e}")))?;
     let (stop, stopped) = watch::channel(false);
     let view = baton_shardmap::follow(section.shard_managers.clone(), None, stopped.clone());
-    let (listener, addr) = baton_service::bind("router.listen", section.listen).await?;
+    let addr = listeners.http.local_addr().map_err(|source| baton_service::BindError {
+        what: "router.listen",
+        addr: section.listen,
+        source,
+    })?;
     let readiness = Readiness::default();
-    let (admin, _) = baton_service::bind("router.admin_listen", section.admin_listen).await?;
-    let admin = AdminServer::on(admin, readiness.clone());
+    let admin = AdminServer::on(listeners.admin, readiness.clone());
     let admin_addr = admin.local_addr();
     let mut tasks = Vec::new();
     tasks.push(admin.spawn(stopped.clone()));
@@ -85,7 +108,7 @@ pub async fn start(config: RouterConfig) -> Result<RunningRouter, StartError> {
         let router = router.clone();
         async move { router.handle(req).await }
     };
-    tasks.push(tokio::spawn(baton_service::http::serve(listener, handler, stopped, drain)));
+    tasks.push(tokio::spawn(baton_service::http::serve(listeners.http, handler, stopped, drain)));
     tracing::info!(%addr, %admin_addr, "router started");
     Ok(RunningRouter { addr, admin_addr, stop, tasks })
 }

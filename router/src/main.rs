@@ -47,7 +47,8 @@ async fn main() -> anyhow::Result<()> {
         baton_service::load_config(cli.config.as_deref(), &cli.overrides()).context("loading the configuration")?;
     baton_service::logging::init_logging(&config.log);
     let signal = baton_service::shutdown::ShutdownSignal::install();
-    let router = baton_router::daemon::start(config).await.context("starting the router")?;
+    let listeners = baton_router::daemon::Listeners::bind(&config).await?;
+    let router = baton_router::daemon::start(config, listeners).await.context("starting the router")?;
     println!("baton-router listening on http://{} (admin http://{})", router.addr, router.admin_addr);
     signal.wait().await;
     tracing::info!("shutting down");

@@ -135,7 +135,7 @@ async fn emulated_run(n: usize, concurrency: usize) {
     config.worker.max_sandboxes = n as u32 + 10;
     config.worker.cpu_millis = u32::MAX / 2;
     config.worker.memory_mib = u64::MAX / 4;
-    let worker = baton_worker::start(config).await.unwrap();
+    let worker = baton_worker::bind_and_start(config).await.unwrap();
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", worker.grpc_addr))
         .unwrap()
         .connect()

@@ -1,6 +1,7 @@
 //! Assembles a whole worker process from its config: runtime(s), nodes, the gRPC Worker
 //! service, the admin endpoints and the control-plane links. `main` and the tests both
-//! start workers through [`start`].
+//! start workers through [`start`], on listeners already bound ([`Listeners::bind`] binds
+//! them from the configuration; a test binds port 0 and keeps the addresses).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use baton_proto::NodeId;
 use baton_proto::worker::worker_server::WorkerServer;
 use baton_service::{AdminServer, Readiness};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::Endpoint;
@@ -42,6 +44,32 @@ pub enum StartError {
     ControlPlaneAddress(String),
 }
 
+/// A worker process's listeners.
+pub struct Listeners {
+    /// The Worker gRPC service.
+    pub grpc: TcpListener,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub admin: TcpListener,
+    /// The emulated runtime's function server (runtime `emulated` only).
+    pub function: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `worker.listen`, `worker.admin_listen` and, for the emulated runtime,
+    /// `emulated.function_listen`.
+    pub async fn bind(config: &WorkerConfig) -> Result<Self, StartError> {
+        let (grpc, _) = baton_service::bind("worker.listen", config.worker.listen).await?;
+        let (admin, _) = baton_service::bind("worker.admin_listen", config.worker.admin_listen).await?;
+        let function = match config.worker.runtime {
+            RuntimeChoice::Emulated => {
+                Some(baton_service::bind("emulated.function_listen", config.emulated.function_listen).await?.0)
+            }
+            RuntimeChoice::Process => None,
+        };
+        Ok(Self { grpc, admin, function })
+    }
+}
+
 /// A started worker process.
 pub struct RunningWorker {
     /// Where the Worker gRPC service listens.
@@ -73,8 +101,14 @@ impl RunningWorker {
     }
 }
 
-/// Starts a worker from `config`.
-pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
+/// Binds the listeners `config` names and starts a worker on them.
+pub async fn bind_and_start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
+    let listeners = Listeners::bind(&config).await?;
+    start(config, listeners).await
+}
+
+/// Starts a worker from `config` on `listeners`.
+pub async fn start(config: WorkerConfig, listeners: Listeners) -> Result<RunningWorker, StartError> {
     config.validate()?;
     // The recorder comes first, so nothing counted during start-up is lost.
     baton_service::admin::metrics_handle();
@@ -108,7 +142,11 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
         }
         RuntimeChoice::Emulated => {
             let listen = config.emulated.function_listen;
-            let server = FunctionServer::start(listen).await.map_err(|source| baton_service::BindError {
+            let listener = listeners.function.ok_or_else(|| crate::config::ConfigProblem::Field {
+                field: "emulated.function_listen",
+                message: "the emulated runtime needs a listener for its function server".into(),
+            })?;
+            let server = FunctionServer::on(listener).map_err(|source| baton_service::BindError {
                 what: "emulated.function_listen",
                 addr: listen,
                 source,
@@ -124,13 +162,16 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
     }
     let needs_executable = config.worker.runtime == RuntimeChoice::Process;
 
-    let (listener, grpc_addr) = baton_service::bind("worker.listen", config.worker.listen).await?;
+    let listener = listeners.grpc;
+    let grpc_addr = listener.local_addr().map_err(|source| baton_service::BindError {
+        what: "worker.listen",
+        addr: config.worker.listen,
+        source,
+    })?;
     let advertise =
         if config.worker.advertise.is_empty() { grpc_addr.to_string() } else { config.worker.advertise.clone() };
     let readiness = Readiness::default();
-    let admin = AdminServer::bind(config.worker.admin_listen, readiness.clone()).await.map_err(|source| {
-        baton_service::BindError { what: "worker.admin_listen", addr: config.worker.admin_listen, source }
-    })?;
+    let admin = AdminServer::on(listeners.admin, readiness.clone());
     let admin_addr = admin.local_addr();
 
     let channel = if config.control_plane.address.is_empty() {
@@ -168,25 +209,8 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker, StartError> {
         nodes.push(node);
     }
 
-    let service = WorkerService::new(nodes.clone());
-    let mut grpc_stop = stopped.clone();
-    tasks.push(tokio::spawn(async move {
-        // Accepted sockets get TCP_NODELAY: with a custom listener tonic does not set it, and
-        // Nagle plus delayed ACKs hold small gRPC frames (routing updates, creation
-        // answers) for up to 40 ms.
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let shutdown = async move {
-            let _ = grpc_stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(WorkerServer::new(service))
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "the Worker gRPC server failed");
-        }
-    }));
+    let routes = tonic::service::Routes::new(WorkerServer::new(WorkerService::new(nodes.clone())));
+    tasks.push(baton_service::grpc::spawn("Worker", listener, routes, stopped.clone()));
     tasks.push(admin.spawn(stopped.clone()));
     readiness.set(true);
     tracing::info!(%grpc_addr, %admin_addr, nodes = nodes.len(), runtime = ?config.worker.runtime, "worker started");

@@ -28,7 +28,7 @@ pub async fn run(mut config: WorkerConfig, function: PathBuf) -> anyhow::Result<
     let copies = std::env::temp_dir().join("baton-worker-demo-fn");
     let reachable = baton_worker::process::reachable_copy(&function, &copies)
         .with_context(|| format!("copying {} to {}", function.display(), copies.display()))?;
-    let worker = baton_worker::start(config).await?;
+    let worker = baton_worker::bind_and_start(config).await?;
     let mut client = WorkerClient::connect(format!("http://{}", worker.grpc_addr)).await?;
     let created = client
         .create_sandbox(CreateSandboxRequest {

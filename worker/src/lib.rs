@@ -17,6 +17,6 @@ pub mod validate;
 
 pub use baton_service::shutdown::shutdown_signal;
 pub use config::WorkerConfig;
-pub use daemon::{RunningWorker, StartError, start};
+pub use daemon::{Listeners, RunningWorker, StartError, bind_and_start, start};
 pub use error::RuntimeError;
 pub use runtime::SandboxRuntime;

@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
             if config.worker.runtime == RuntimeChoice::Process && cli.state_dir.is_none() {
                 config.worker.state_dir = usable_state_dir(config.worker.state_dir);
             }
-            let worker = baton_worker::start(config).await?;
+            let worker = baton_worker::bind_and_start(config).await?;
             println!("baton-worker serving gRPC on {} and /metrics on {}", worker.grpc_addr, worker.admin_addr);
             baton_service::shutdown::shutdown_signal().await;
             worker.shutdown().await;

@@ -276,7 +276,7 @@ async fn emulated_creation_takes_the_default_forty_milliseconds() {
     config.worker.listen = "127.0.0.1:0".parse().unwrap();
     config.worker.admin_listen = "127.0.0.1:0".parse().unwrap();
     config.worker.state_dir = dir.path().to_path_buf();
-    let worker = baton_worker::start(config).await.unwrap();
+    let worker = baton_worker::bind_and_start(config).await.unwrap();
     let mut client = connect(worker.grpc_addr.port()).await;
     // Never less than the delay; the median within 20 % of it (one late wake-up on a
     // loaded machine is not the delay).
@@ -302,7 +302,7 @@ async fn bad_input_is_refused_naming_the_field_and_creates_nothing() {
     config.worker.memory_mib = 4096;
     config.process = process_config("bad-input", 22200, 10);
     let parent = CgroupParent(config.process.cgroup_parent.clone());
-    let worker = baton_worker::start(config).await.unwrap();
+    let worker = baton_worker::bind_and_start(config).await.unwrap();
     let mut client = connect(worker.grpc_addr.port()).await;
     let echo = bin("baton-fn-echo");
 

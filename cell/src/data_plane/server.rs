@@ -16,8 +16,6 @@ use super::ingress::{Functions, Ingress};
 pub struct DataPlaneSettings {
     /// Follower settings (ID, queue, balancing).
     pub follower: FollowerSettings,
-    /// HTTP listen address.
-    pub listen: SocketAddr,
     /// gRPC URL of the control plane.
     pub control_plane: String,
     /// Largest request body accepted.
@@ -44,23 +42,30 @@ impl RunningDataPlane {
     }
 }
 
-/// Binds the ingress and starts following the control plane; runs until `stop`.
-pub async fn start(mut settings: DataPlaneSettings, stop: watch::Receiver<bool>) -> std::io::Result<RunningDataPlane> {
-    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
-    let http_addr = listener.local_addr()?;
+/// Why a data plane did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    /// `data_plane.control_plane` is not a URL.
+    #[error("data_plane.control_plane {0:?} is not a URL such as http://127.0.0.1:7100")]
+    ControlPlaneUrl(String),
+    /// The listener's address could not be read.
+    #[error("data_plane.listen: reading the bound address: {0}")]
+    Listener(std::io::Error),
+}
+
+/// Serves the ingress on `listener` and starts following the control plane; runs until
+/// `stop`.
+pub async fn start(
+    mut settings: DataPlaneSettings,
+    listener: tokio::net::TcpListener,
+    stop: watch::Receiver<bool>,
+) -> Result<RunningDataPlane, DataPlaneError> {
+    let http_addr = listener.local_addr().map_err(DataPlaneError::Listener)?;
     if settings.follower.http_address.is_empty() {
         settings.follower.http_address = http_addr.to_string();
     }
     let channel = Endpoint::from_shared(settings.control_plane.clone())
-        .map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "data_plane.control_plane {:?} is not a URL such as http://127.0.0.1:7100",
-                    settings.control_plane
-                ),
-            )
-        })?
+        .map_err(|_| DataPlaneError::ControlPlaneUrl(settings.control_plane.clone()))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(1))
         .connect_lazy();

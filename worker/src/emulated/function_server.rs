@@ -12,9 +12,8 @@ pub struct FunctionServer {
 }
 
 impl FunctionServer {
-    /// Binds `listen` and serves until dropped.
-    pub async fn start(listen: SocketAddr) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
+    /// Serves on `listener` until dropped.
+    pub fn on(listener: tokio::net::TcpListener) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(baton_functions::serve(listener, baton_functions::spin::handle, async move {
