@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use baton_testkit::{Federation, bin, echo_spec};
+use baton_testkit::{Federation, FederationApi, bin, echo_spec};
 use serde_json::{Value, json};
 
 /// What one run of `baton` printed, and whether it succeeded.

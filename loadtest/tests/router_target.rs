@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use baton_testkit::{Federation, bin};
+use baton_testkit::{Federation, FederationApi, bin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_through_a_router_register_call_and_clean_up() {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use baton_proto::shard::GetStatusRequest;
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
-use baton_testkit::{Federation, echo_spec};
+use baton_testkit::{Federation, FederationApi, echo_spec};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! Every error the router answers has one status, one code and the same JSON body, through
-//! a real federation: the table in docs/router.md, row by row.
+//! a federation (in the test's process): the table in docs/router.md, row by row.
 
 use baton_proto::shard::PutTenantRequest;
-use baton_testkit::{Federation, echo_spec};
+use baton_testkit::{FederationApi, echo_spec, inproc};
 use serde_json::{Value, json};
 
 /// Status, error code and message of an answer; the body must be exactly
@@ -19,14 +19,14 @@ async fn refusal(request: reqwest::RequestBuilder) -> (u16, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_refusal_has_its_status_and_code_and_one_body() {
-    let mut federation = Federation::start(1, 27200, "3s").await;
+    let mut federation = inproc::Builder::new(27200).start().await;
     // A tenant allowed one function.
     let mut sm = federation.client().await;
     sm.put_tenant(PutTenantRequest { name: "small".into(), default_region: "local".into(), max_functions: 1 })
         .await
         .unwrap();
     let key = federation.key("small").await;
-    let r = federation.start_router(None, &key).await;
+    let r = federation.start_router(&key).await;
     let router = &federation.routers[r];
     let client = reqwest::Client::new();
     let functions = router.url("/v1/functions");
@@ -63,9 +63,8 @@ async fn each_refusal_has_its_status_and_code_and_one_body() {
     assert!(message.contains("over its limit of 1"), "{message}");
 
     // No shard manager to ask: 503.
-    for (_, _, replica) in federation.replicas.iter_mut() {
-        replica.sigkill();
-    }
+    federation.stop_replica(0).await;
     let (status, code, _) = refusal(client.get(&functions).bearer_auth(&key)).await;
     assert_eq!((status, code.as_str()), (503, "unavailable"));
+    federation.shutdown().await;
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use baton_proto::shard::MoveFunctionRequest;
-use baton_testkit::{Federation, echo_spec};
+use baton_testkit::{Federation, FederationApi, echo_spec};
 use serde_json::json;
 
 const FUNCTIONS: usize = 20;

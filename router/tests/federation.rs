@@ -1,7 +1,7 @@
-//! End to end on real processes: a shard manager, two cells with a worker each, routers.
-//! The tenant API and invocations through the router, auth and tenant isolation, bad
-//! input, revocation, idempotency keys, a stale router corrected by 421, and a graceful
-//! move under load.
+//! End to end: a shard manager, two cells with a worker each, routers. The tenant API and
+//! invocations through the router, auth and tenant isolation, bad input, revocation and
+//! idempotency keys on a federation in the test's process; a stale router corrected by 421
+//! and a graceful move under load on real processes (they read each process's metrics).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use baton_proto::cell::ListFunctionsRequest as CellListFunctions;
 use baton_proto::shard::{FunctionRef, MoveFunctionRequest, RevokeApiKeyRequest};
-use baton_testkit::{Federation, echo_spec};
+use baton_testkit::{Federation, FederationApi, echo_spec, inproc};
 use serde_json::{Value, json};
 
 fn http() -> reqwest::Client {
@@ -38,16 +38,16 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_deploy_invoke_and_are_isolated_and_bad_input_stores_nothing() {
-    let mut federation = Federation::start(2, 29000, "3s").await;
+    let mut federation = inproc::Builder::new(29000).cells(2).start().await;
     let acme = federation.tenant("acme").await;
     let other = federation.tenant("other").await;
-    let r = federation.start_router(None, &acme).await;
-    let second_router = federation.start_router(None, &acme).await;
+    let r = federation.start_router(&acme).await;
+    let second_router = federation.start_router(&acme).await;
     let router = &federation.routers[r];
     let client = http();
     // Ready once it has a map (it is checked every 100 ms).
     for probe in ["/healthz", "/readyz", "/metrics"] {
-        let url = format!("http://127.0.0.1:{}{probe}", router.admin_port);
+        let url = format!("http://{}{probe}", router.admin_addr);
         within(Duration::from_secs(1), probe, || async { client.get(&url).send().await.unwrap().status() == 200 })
             .await;
     }
@@ -219,6 +219,7 @@ async fn tenants_deploy_invoke_and_are_isolated_and_bad_input_stores_nothing() {
     })
     .await;
     let _ = api.list_functions(CellListFunctions {}).await.unwrap();
+    federation.shutdown().await;
 }
 
 /// A TCP forwarder the test can freeze: while frozen it passes no bytes, so a router
@@ -253,9 +254,9 @@ impl Forwarder {
 /// key is refused and stores nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_retried_with_an_idempotency_key_are_applied_once() {
-    let mut federation = Federation::start(1, 27000, "3s").await;
+    let mut federation = inproc::Builder::new(27000).start().await;
     let acme = federation.tenant("acme").await;
-    let r = federation.start_router(None, &acme).await;
+    let r = federation.start_router(&acme).await;
     let client = http();
     let functions = federation.routers[r].url("/v1/functions");
     let post = |spec: &Value, key: Option<&str>| {
@@ -296,6 +297,7 @@ async fn writes_retried_with_an_idempotency_key_are_applied_once() {
     assert_eq!(read.send().await.unwrap().status(), 200);
     let (status, listed) = status_and_json(client.get(&functions).bearer_auth(&acme)).await;
     assert_eq!((status, &listed["functions"]), (200, &json!([])), "the refusal stored nothing");
+    federation.shutdown().await;
 }
 
 async fn pump(

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use baton_proto::shard::MoveFunctionRequest;
-use baton_testkit::{Federation, send_when_known, spin_spec};
+use baton_testkit::{Federation, FederationApi, send_when_known, spin_spec};
 use serde_json::json;
 
 /// What a call got: its status, the cell that served it, how long it took.

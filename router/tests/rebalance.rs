@@ -1,6 +1,7 @@
-//! Rebalancing under load, on real processes: a third cell joins and takes about a third
-//! of the functions; a drained cell ends empty; filled again, it takes functions back.
-//! Every move is a graceful migration, and not one call fails throughout.
+//! Rebalancing under load, on a federation in the test's process (emulated sandboxes):
+//! a third cell joins and takes about a third of the functions; a drained cell ends
+//! empty; filled again, it takes functions back. Every move is a graceful migration,
+//! and not one call fails throughout.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use baton_proto::cell::ListFunctionsRequest as CellListFunctions;
 use baton_proto::shard::{ListCellsRequest, SetCellStateRequest};
-use baton_testkit::Federation;
+use baton_testkit::{FederationApi, inproc};
 use serde_json::json;
 
 const FUNCTIONS: usize = 60;
 
 /// Functions owned by each cell.
-async fn counts(federation: &Federation) -> BTreeMap<String, u64> {
+async fn counts(federation: &impl FederationApi) -> BTreeMap<String, u64> {
     let cells = federation.client().await.list_cells(ListCellsRequest {}).await.unwrap().into_inner().cells;
     cells.into_iter().map(|c| (c.id, c.functions)).collect()
 }
@@ -24,7 +25,7 @@ async fn counts(federation: &Federation) -> BTreeMap<String, u64> {
 /// (a move runs as long as its target takes to start sandboxes: a pause between moves is
 /// not the end of the rebalancing); returns them.
 async fn settled(
-    federation: &Federation,
+    federation: &impl FederationApi,
     limit: Duration,
     what: &str,
     done: impl Fn(&BTreeMap<String, u64>) -> bool,
@@ -46,20 +47,21 @@ async fn settled(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_cell_a_drain_and_a_fill_move_functions_without_failed_calls() {
-    let env = [
-        ("BATON_CELLS__HEARTBEAT_TIMEOUT", "3s"),
-        ("BATON_CELLS__MOVE_BUDGET", "4"),
-        ("BATON_CELLS__REBALANCE_INTERVAL", "200ms"),
-        ("BATON_CELLS__MOVE_COOLDOWN", "0s"),
+    let manager = json!({"cells": {
+        "move_budget": 4,
+        "rebalance_interval": "200ms",
+        "move_cooldown": "0s",
         // Balance down to the planner's own stopping rule (a move must leave the source at
         // least as loaded as the target), not the default 5 % dead band.
-        ("BATON_CELLS__REBALANCE_THRESHOLD", "0.01"),
-    ];
-    let mut federation = Federation::start_with(2, 24000, &env).await;
+        "rebalance_threshold": 0.01,
+    }});
+    // Emulated sandboxes: the moves are the point here, not 120 sandbox processes.
+    let mut federation = inproc::Builder::new(24000).cells(2).manager(manager).emulated("40ms").start().await;
     let key = federation.tenant("acme").await;
-    let r = federation.start_router(None, &key).await;
+    let r = federation.start_router(&key).await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     let extra = json!({
+        "runtime": "emulated",
         "timeout": "2s",
         "resources": {"cpu_millis": 10, "memory_mib": 16},
         "scaling": {"max_scale": 2},
@@ -99,7 +101,7 @@ async fn a_new_cell_a_drain_and_a_fill_move_functions_without_failed_calls() {
 
     // A third cell joins: about a third of the functions move to it.
     let started = Instant::now();
-    federation.add_cell(24400).await;
+    federation.add_cell().await;
     let share = FUNCTIONS as f64 / 3.0;
     let fair = |n: Option<&u64>| n.is_some_and(|&n| (n as f64 - share).abs() <= share * 0.1);
     let after = settled(&federation, Duration::from_secs(60), "a third to the new cell (±10 %)", |c| {
@@ -143,4 +145,5 @@ async fn a_new_cell_a_drain_and_a_fill_move_functions_without_failed_calls() {
     eprintln!("{ok} calls succeeded, {failed} failed");
     assert_eq!(failed, 0, "graceful migrations fail no call");
     assert!(ok > 1000);
+    federation.shutdown().await;
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use baton_testkit::Federation;
+use baton_testkit::{Federation, FederationApi};
 use serde_json::json;
 
 const FUNCTIONS: usize = 20;

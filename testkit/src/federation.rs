@@ -2,13 +2,8 @@
 //! with one process-runtime `baton-worker`) registered with it, and `baton-router`s.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use baton_proto::shard::shard_manager_client::ShardManagerClient;
-use baton_proto::shard::{CreateApiKeyRequest, GetStatusRequest, ListCellsRequest, PutTenantRequest};
-use tonic::transport::Channel;
-
-use crate::{Cluster, Proc, bin, free_port, wait_port};
+use crate::{Cluster, FederationApi, Proc, bin, free_port, wait_port};
 
 /// A router process.
 pub struct RouterProc {
@@ -129,35 +124,6 @@ impl Federation {
         federation
     }
 
-    /// Every replica's gRPC URL, comma-separated (as cells and routers take them).
-    pub fn manager_url(&self) -> String {
-        let urls: Vec<String> = self.replicas.iter().map(|(_, port, _)| format!("http://127.0.0.1:{port}")).collect();
-        urls.join(",")
-    }
-
-    /// A client of a live replica that knows a leader (writes given to it reach the
-    /// leader), waiting up to 10 s for one.
-    pub async fn client(&self) -> ShardManagerClient<Channel> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            for (_, port, _) in &self.replicas {
-                let Ok(mut client) = ShardManagerClient::connect(format!("http://127.0.0.1:{port}")).await else {
-                    continue;
-                };
-                if client.get_status(GetStatusRequest {}).await.is_ok_and(|s| s.into_inner().leader_id != 0) {
-                    return client;
-                }
-            }
-            assert!(Instant::now() < deadline, "no shard-manager replica with a leader");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The raft leader's ID, as a live replica reports it.
-    pub async fn leader(&self) -> u64 {
-        self.client().await.get_status(GetStatusRequest {}).await.unwrap().into_inner().leader_id
-    }
-
     /// Starts cell `cell-N` with one worker taking sandbox ports from `port_base`; waits
     /// until it is registered and active.
     pub async fn add_cell(&mut self, port_base: u16) {
@@ -173,67 +139,7 @@ impl Federation {
         // while it checks something else.
         cell.start_worker(&format!("{id}-w1"), 100, port_base).await;
         self.cells.push(cell);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let cells = self.client().await.list_cells(ListCellsRequest {}).await.unwrap().into_inner().cells;
-            if cells.iter().any(|c| c.id == id && c.state == "active") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{id} did not register: {cells:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Creates tenant `name` (region `local`) and returns a new API key for it.
-    pub async fn tenant(&self, name: &str) -> String {
-        let mut client = self.client().await;
-        client
-            .put_tenant(PutTenantRequest { name: name.into(), default_region: "local".into(), max_functions: 0 })
-            .await
-            .unwrap();
-        self.key(name).await
-    }
-
-    /// A new API key for tenant `name`.
-    pub async fn key(&self, name: &str) -> String {
-        let mut client = self.client().await;
-        client.create_api_key(CreateApiKeyRequest { tenant: name.into() }).await.unwrap().into_inner().key
-    }
-
-    /// Registers `count` echo functions `f0`, `f1`, … with `extra` merged into each spec,
-    /// through router `router` as the tenant of `key`, and waits until each answers a call
-    /// (20 s at most). Returns each function's owning cell.
-    pub async fn deploy_echoes(
-        &self,
-        router: usize,
-        key: &str,
-        count: usize,
-        extra: serde_json::Value,
-    ) -> std::collections::BTreeMap<String, String> {
-        let client = reqwest::Client::new();
-        let mut owners = std::collections::BTreeMap::new();
-        for i in 0..count {
-            let name = format!("f{i}");
-            let answer = client
-                .post(self.routers[router].url("/v1/functions"))
-                .bearer_auth(key)
-                .json(&crate::echo_spec(&name, extra.clone()))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(answer.status(), 201, "registering {name}");
-            let body: serde_json::Value = answer.json().await.unwrap();
-            owners.insert(name, body["cell"].as_str().unwrap().to_string());
-        }
-        for f in owners.keys() {
-            let url = self.routers[router].url(&format!("/function/{f}"));
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while client.post(&url).bearer_auth(key).send().await.unwrap().status() != 200 {
-                assert!(Instant::now() < deadline, "{f} never answered");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        owners
+        self.wait_cell_active(&id).await;
     }
 
     /// Starts a router following `shard_manager` (default: this federation's); waits until
@@ -251,18 +157,18 @@ impl Federation {
                 .unwrap(),
         );
         wait_port(port).await;
-        let router = RouterProc { port, admin_port, proc };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let answer = client.get(router.url("/v1/functions")).bearer_auth(key).send().await.unwrap();
-            if answer.status() == 200 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the router never accepted the key: {}", answer.status());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.routers.push(router);
+        self.routers.push(RouterProc { port, admin_port, proc });
+        self.wait_router_accepts(self.routers.len() - 1, key).await;
         self.routers.len() - 1
+    }
+}
+
+impl FederationApi for Federation {
+    fn manager_urls(&self) -> Vec<String> {
+        self.replicas.iter().map(|(_, port, _)| format!("http://127.0.0.1:{port}")).collect()
+    }
+
+    fn router_url(&self, router: usize, path: &str) -> String {
+        self.routers[router].url(path)
     }
 }

@@ -11,7 +11,10 @@ use baton_proto::cell::PutFunctionRequest;
 use baton_proto::cell::cell_control_client::CellControlClient;
 use tonic::transport::Channel;
 
+mod api;
 mod federation;
+pub mod inproc;
+pub use api::FederationApi;
 pub use federation::{Federation, RouterProc, start_shard_manager, start_shard_manager_with_admin};
 
 /// Path of a workspace binary (built by `cargo build --workspace --bins`): tests run from
@@ -278,27 +281,30 @@ impl Drop for Cluster {
         // Workers first (SIGKILL leaves sandboxes: kill what is in their cgroups).
         self.workers.clear();
         for parent in &self.cgroup_parents {
-            for dir in cgroup_dirs(parent) {
-                let sandboxes = std::fs::read_dir(&dir).into_iter().flatten().filter_map(Result::ok);
-                for entry in sandboxes.filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
-                    if let Ok(procs) = std::fs::read_to_string(entry.path().join("cgroup.procs")) {
-                        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(pid),
-                                nix::sys::signal::Signal::SIGKILL,
-                            );
-                        }
-                    }
-                    for _ in 0..50 {
-                        if std::fs::remove_dir(entry.path()).is_ok() {
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
+            kill_sandboxes(parent);
+        }
+    }
+}
+
+/// Kills every process in the sandbox cgroups under `cgroup_parent = parent` and removes
+/// the cgroups: what a worker killed with SIGKILL (or a test that failed) leaves behind.
+pub fn kill_sandboxes(parent: &str) {
+    for dir in cgroup_dirs(parent) {
+        let sandboxes = std::fs::read_dir(&dir).into_iter().flatten().filter_map(Result::ok);
+        for entry in sandboxes.filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+            if let Ok(procs) = std::fs::read_to_string(entry.path().join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
                 }
-                let _ = std::fs::remove_dir(&dir);
+            }
+            for _ in 0..50 {
+                if std::fs::remove_dir(entry.path()).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
+        let _ = std::fs::remove_dir(&dir);
     }
 }
 
@@ -341,7 +347,7 @@ fn sample_spec(name: &str, binary: &str, extra: serde_json::Value) -> serde_json
     spec
 }
 
-fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+pub(crate) fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
     if let (Some(a), serde_json::Value::Object(b)) = (into.as_object_mut(), from) {
         for (k, v) in b {
             match (a.get_mut(&k), v) {
