@@ -4,7 +4,9 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     unsafe_env_set(&protoc);
-    tonic_prost_build::configure().compile_protos(
+    // One file nesting the generated modules as the packages are (`baton::worker::v1`, …),
+    // so cross-package references resolve.
+    tonic_prost_build::configure().include_file("packages.rs").compile_protos(
         &["proto/worker.proto", "proto/cell_control.proto", "proto/raft.proto", "proto/shard_manager.proto"],
         &["proto"],
     )?;

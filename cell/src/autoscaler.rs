@@ -149,17 +149,10 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// The defaults (60 s stable window, 6 s panic window at 2×, 30 s grace before zero),
+    /// at most 10 sandboxes.
     fn scaling() -> Scaling {
-        Scaling {
-            min_scale: 0,
-            max_scale: 10,
-            target_concurrency: 1.0,
-            container_concurrency: 1,
-            stable_window: Duration::from_secs(60),
-            panic_window: Duration::from_secs(6),
-            panic_threshold: 2.0,
-            scale_to_zero_grace: Duration::from_secs(30),
-        }
+        Scaling { max_scale: 10, ..Scaling::default() }
     }
 
     /// Feeds `concurrency` once a second for `secs` seconds, starting at `*now`.

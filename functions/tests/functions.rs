@@ -30,7 +30,7 @@ async fn start(exe: &str) -> Function {
 #[tokio::test]
 async fn echo_returns_the_request() {
     let f = start(env!("CARGO_BIN_EXE_baton-fn-echo")).await;
-    let reply: serde_json::Value = reqwest::Client::new()
+    let answer = reqwest::Client::new()
         .put(format!("{}/some/path?a=1&b=two", f.base))
         .header("x-call-id", "c-1")
         .header("authorization", "secret")
@@ -38,10 +38,9 @@ async fn echo_returns_the_request() {
         .body("hello")
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(answer.status(), 200);
+    let reply: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(reply["method"], "PUT");
     assert_eq!(reply["path"], "/some/path");
     assert_eq!(reply["query"], "a=1&b=two");

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
@@ -50,33 +51,12 @@ pub fn cdf(path: &Path, title: &str, x_label: &str, series: &[(String, Vec<f64>)
         return Ok(());
     }
     let (lo, hi) = (lo * 0.9, if hi > lo { hi * 1.1 } else { lo * 2.0 });
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(55)
-        .build_cartesian_2d((lo..hi).log_scale(), 0f64..1.0)
-        .map_err(|e| plot_error(path, e))?;
-    chart.configure_mesh().x_desc(x_label).y_desc("fraction").draw().map_err(|e| plot_error(path, e))?;
+    let mut chart = canvas(path, title, ((lo..hi).log_scale(), x_label), (0f64..1.0, "fraction"))?;
     for (i, (label, values)) in series.iter().enumerate() {
         let points: Vec<(f64, f64)> = cdf_points(values).into_iter().map(|(x, y)| (x.max(lo), y)).collect();
-        let c = colour(i);
-        chart
-            .draw_series(LineSeries::new(points, c.stroke_width(2)))
-            .map_err(|e| plot_error(path, e))?
-            .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        line(&mut chart, points, i, label, path)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| plot_error(path, e))?;
-    root.present().map_err(|e| plot_error(path, e))
+    finish(chart, SeriesLabelPosition::LowerRight, path)
 }
 
 /// p50 and p99 latency against the offered rate, one point per sweep step.
@@ -91,6 +71,35 @@ pub fn sweep(path: &Path, title: &str, phases: &[PhaseSummary]) -> Result<()> {
     let x_hi = points.iter().map(|p| p.0).fold(0.0, f64::max) * 1.05;
     let y_lo = points.iter().map(|p| p.1).fold(f64::MAX, f64::min) * 0.8;
     let y_hi = points.iter().map(|p| p.2).fold(0.0, f64::max) * 1.25;
+    let x = (0f64..x_hi, "offered rate (calls/s)");
+    let mut chart = canvas(path, title, x, ((y_lo..y_hi).log_scale(), "latency (ms)"))?;
+    for (i, (label, pick)) in [("p50", 1usize), ("p99", 2)].into_iter().enumerate() {
+        let points: Vec<(f64, f64)> = points.iter().map(|p| (p.0, if pick == 1 { p.1 } else { p.2 })).collect();
+        line(&mut chart, points.clone(), i, label, path)?;
+        let c = colour(i);
+        chart
+            .draw_series(points.into_iter().map(|p| Circle::new(p, 4, c.filled())))
+            .map_err(|e| plot_error(path, e))?;
+    }
+    finish(chart, SeriesLabelPosition::UpperLeft, path)
+}
+
+/// A chart drawn into an SVG file.
+type Chart<'a, X, Y> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>;
+
+/// A white canvas in `path` with a title and axes, each given as its range and label.
+fn canvas<'a, X, Y>(
+    path: &'a Path,
+    title: &str,
+    (x, x_label): (X, &str),
+    (y, y_label): (Y, &str),
+) -> Result<Chart<'a, X::CoordDescType, Y::CoordDescType>>
+where
+    X: AsRangedCoord,
+    Y: AsRangedCoord,
+    X::CoordDescType: ValueFormatter<X::Value>,
+    Y::CoordDescType: ValueFormatter<Y::Value>,
+{
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
     let mut chart = ChartBuilder::on(&root)
@@ -98,32 +107,46 @@ pub fn sweep(path: &Path, title: &str, phases: &[PhaseSummary]) -> Result<()> {
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(55)
-        .build_cartesian_2d(0f64..x_hi, (y_lo..y_hi).log_scale())
+        .build_cartesian_2d(x, y)
         .map_err(|e| plot_error(path, e))?;
+    chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| plot_error(path, e))?;
+    Ok(chart)
+}
+
+/// Draws series `i` as a line with its legend entry.
+fn line<'a, CT>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    points: Vec<(f64, f64)>,
+    i: usize,
+    label: &str,
+    path: &Path,
+) -> Result<()>
+where
+    CT: CoordTranslate<From = (f64, f64)>,
+{
+    let c = colour(i);
     chart
-        .configure_mesh()
-        .x_desc("offered rate (calls/s)")
-        .y_desc("latency (ms)")
-        .draw()
-        .map_err(|e| plot_error(path, e))?;
-    for (i, (label, pick)) in [("p50", 1usize), ("p99", 2)].into_iter().enumerate() {
-        let c = colour(i);
-        let line: Vec<(f64, f64)> = points.iter().map(|p| (p.0, if pick == 1 { p.1 } else { p.2 })).collect();
-        chart
-            .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))
-            .map_err(|e| plot_error(path, e))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-        chart.draw_series(line.into_iter().map(|p| Circle::new(p, 4, c.filled()))).map_err(|e| plot_error(path, e))?;
-    }
+        .draw_series(LineSeries::new(points, c.stroke_width(2)))
+        .map_err(|e| plot_error(path, e))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    Ok(())
+}
+
+/// Draws the legend at `position` and writes the file.
+fn finish<'a, CT: CoordTranslate>(
+    mut chart: ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+    path: &Path,
+) -> Result<()> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(position)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
         .map_err(|e| plot_error(path, e))?;
-    root.present().map_err(|e| plot_error(path, e))
+    chart.plotting_area().present().map_err(|e| plot_error(path, e))
 }
 
 #[cfg(test)]

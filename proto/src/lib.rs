@@ -3,31 +3,10 @@
 
 pub mod ids;
 
-/// Generated code, nested as the `.proto` packages are so cross-package references resolve.
+/// Generated code, nested as the `.proto` packages are (see `build.rs`).
 #[allow(missing_docs, clippy::all)]
 mod generated {
-    pub mod baton {
-        pub mod worker {
-            pub mod v1 {
-                tonic::include_proto!("baton.worker.v1");
-            }
-        }
-        pub mod cell {
-            pub mod v1 {
-                tonic::include_proto!("baton.cell.v1");
-            }
-        }
-        pub mod raft {
-            pub mod v1 {
-                tonic::include_proto!("baton.raft.v1");
-            }
-        }
-        pub mod shard {
-            pub mod v1 {
-                tonic::include_proto!("baton.shard.v1");
-            }
-        }
-    }
+    include!(concat!(env!("OUT_DIR"), "/packages.rs"));
 }
 
 /// The Worker service and the sandbox types it speaks in (`baton.worker.v1`).

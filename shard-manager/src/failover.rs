@@ -104,14 +104,7 @@ mod tests {
     use crate::state::{FunctionRecord, Tenant};
 
     fn cell(id: &str, region: &str, state: CellState) -> Cell {
-        Cell {
-            id: CellId(id.into()),
-            region: region.into(),
-            control: String::new(),
-            data_planes: vec![],
-            weight: 1,
-            state,
-        }
+        Cell { state, ..Cell::active(id, region) }
     }
 
     /// A federation of `cells`, with `functions` (name, home region, cell) assigned.

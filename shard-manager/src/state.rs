@@ -451,14 +451,7 @@ mod tests {
     use super::*;
 
     fn cell(id: &str) -> Cell {
-        Cell {
-            id: CellId(id.into()),
-            region: "local".into(),
-            control: String::new(),
-            data_planes: vec![],
-            weight: 1,
-            state: CellState::Active,
-        }
+        Cell::active(id, "local")
     }
 
     fn function(tenant: &str, name: &str) -> FunctionRecord {

@@ -45,6 +45,18 @@ pub struct Cell {
 }
 
 impl Cell {
+    /// An active cell of weight 1 in `region`, with no addresses yet.
+    pub fn active(id: &str, region: &str) -> Self {
+        Self {
+            id: CellId(id.into()),
+            region: region.into(),
+            control: String::new(),
+            data_planes: Vec::new(),
+            weight: 1,
+            state: CellState::Active,
+        }
+    }
+
     /// The data plane serving the function with hash `hash`; `None` when it has none.
     pub fn data_plane(&self, hash: u64) -> Option<&str> {
         let n = self.data_planes.len() as u64;
@@ -365,12 +377,10 @@ mod tests {
 
     pub(crate) fn cell(id: &str, region: &str, state: CellState) -> Cell {
         Cell {
-            id: CellId(id.into()),
-            region: region.into(),
             control: format!("http://{id}:7100"),
             data_planes: vec![format!("http://{id}-dp0:8080"), format!("http://{id}-dp1:8080")],
-            weight: 1,
             state,
+            ..Cell::active(id, region)
         }
     }
 

@@ -95,16 +95,15 @@ async fn echo_sandbox_is_isolated_limited_and_leaves_nothing_when_deleted() {
 
     // The endpoint answers, passing method, path, query, headers and body through.
     let client = reqwest::Client::new();
-    let reply: serde_json::Value = client
+    let answer = client
         .post(format!("http://{}/a/b?x=1", created.endpoint))
         .header("x-test", "yes")
         .body("payload")
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(answer.status(), 200);
+    let reply: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(reply["method"], "POST");
     assert_eq!(reply["path"], "/a/b");
     assert_eq!(reply["query"], "x=1");

@@ -84,18 +84,15 @@ impl Fence {
 
 #[cfg(test)]
 mod tests {
-    use baton_shardmap::{Assignment, Cell, CellState, ShardMap};
+    use baton_shardmap::{Assignment, Cell, ShardMap};
 
     use super::*;
 
     fn cell(id: &str) -> Cell {
         Cell {
-            id: CellId(id.into()),
-            region: "local".into(),
             control: format!("http://{id}:7100"),
             data_planes: vec![format!("http://{id}:8080")],
-            weight: 1,
-            state: CellState::Active,
+            ..Cell::active(id, "local")
         }
     }
 
