@@ -3,6 +3,7 @@
 //! listeners already bound (a test binds port 0 and keeps the addresses) and returns a
 //! handle; `main` binds them from the configuration with [`Listeners::bind`].
 
+use baton_service::ConfigError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -27,9 +28,9 @@ pub enum StartError {
     /// A listener could not bind.
     #[error(transparent)]
     Bind(#[from] baton_service::BindError),
-    /// The configuration is inconsistent.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] baton_service::ConfigError),
     /// The data plane could not start.
     #[error(transparent)]
     DataPlane(#[from] DataPlaneError),
@@ -117,7 +118,7 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
         (Role::Control, Some(control), _) => (Some(control), None),
         (Role::Data, _, Some(http)) => (None, Some(http)),
         (role, _, _) => {
-            return Err(StartError::Config(format!("cell.role {role:?}: a listener it needs was not given")));
+            return Err(ConfigError::field("cell.role", format!("{role:?}: a listener it needs was not given")).into());
         }
     };
     // In a federation every process of the cell follows the shard map: the control plane
@@ -179,7 +180,7 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
             (_, false) => d.control_plane.clone(),
             (Some(addr), true) => format!("http://{addr}"),
             (None, true) => {
-                return Err(StartError::Config("data_plane.control_plane is required for role \"data\"".into()));
+                return Err(ConfigError::field("data_plane.control_plane", "is required for role \"data\"").into());
             }
         };
         let id = if d.id.is_empty() { format!("{}-dp", config.cell.id) } else { d.id.clone() };
@@ -208,7 +209,7 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
     if let (Some(view), Some(control), Some(plane)) = (map, control_addr, control_plane.clone()) {
         let data_planes = match (&f.data_planes[..], http_addr) {
             ([], Some(addr)) => vec![format!("http://{addr}")],
-            ([], None) => return Err(StartError::Config("federation.data_planes: none given and none here".into())),
+            ([], None) => return Err(ConfigError::field("federation.data_planes", "none given and none here").into()),
             (given, _) => given.to_vec(),
         };
         let registration = baton_proto::shard::RegisterCellRequest {
@@ -223,7 +224,7 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
             weight: f.weight.max(1),
         };
         let shard_manager = baton_shardmap::Replicas::new(&replicas)
-            .map_err(|e| StartError::Config(format!("federation.shard_manager: {e}")))?;
+            .map_err(|e| ConfigError::field("federation.shard_manager", e.to_string()))?;
         let membership = crate::federation::Membership {
             shard_managers: shard_manager.clone(),
             registration,

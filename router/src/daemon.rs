@@ -3,6 +3,7 @@
 //! takes listeners already bound (a test binds port 0 and keeps the addresses); `main`
 //! binds them from the configuration with [`Listeners::bind`].
 
+use baton_service::ConfigError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +19,9 @@ use crate::context::Router;
 /// Why a router could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The configuration is inconsistent.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] baton_service::ConfigError),
     /// A listener could not bind.
     #[error(transparent)]
     Bind(#[from] baton_service::BindError),
@@ -68,7 +69,7 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
     baton_service::admin::metrics_handle();
     let section = config.router;
     let manager = baton_shardmap::Replicas::new(&section.shard_managers)
-        .map_err(|e| StartError::Config(format!("router.shard_managers: {e}")))?;
+        .map_err(|e| ConfigError::field("router.shard_managers", e.to_string()))?;
     let (stop, stopped) = watch::channel(false);
     let view = baton_shardmap::follow(section.shard_managers.clone(), None, stopped.clone());
     let addr = listeners.http.local_addr().map_err(|source| baton_service::BindError {

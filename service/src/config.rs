@@ -20,6 +20,23 @@ pub enum ConfigError {
     /// A layer held a value of the wrong type, an unknown key or bad TOML.
     #[error("invalid configuration: {0}")]
     Invalid(#[from] Box<figment::Error>),
+    /// A field's value is well-formed but unusable (out of bounds, inconsistent with
+    /// another, or needing something that is not there).
+    #[error("invalid configuration: {field}: {message}")]
+    Field {
+        /// Dotted path of the field, with an index where it is a list
+        /// (`functions.executables[1]`).
+        field: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// A [`ConfigError::Field`].
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Field { field: field.into(), message: message.into() }
+    }
 }
 
 /// Loads a `C` from its defaults, the optional TOML `file`, the environment and `flags`.

@@ -7,6 +7,7 @@
 //! for development.
 
 use baton_model::{FunctionSpec, Runtime};
+use baton_service::ConfigError;
 
 use crate::config::FunctionsSection;
 
@@ -22,11 +23,12 @@ impl Default for Admission {
 
 impl Admission {
     /// The policy `[functions]` describes; every executable entry must be an absolute path.
-    pub fn new(section: &FunctionsSection) -> Result<Self, String> {
+    pub fn new(section: &FunctionsSection) -> Result<Self, ConfigError> {
         for (i, entry) in section.executables.iter().enumerate() {
             if !entry.starts_with('/') || !plain(entry) {
-                return Err(format!(
-                    "functions.executables[{i}]: {entry:?} must be an absolute path without . or .. parts"
+                return Err(ConfigError::field(
+                    format!("functions.executables[{i}]"),
+                    format!("{entry:?} must be an absolute path without . or .. parts"),
                 ));
             }
         }
@@ -148,8 +150,8 @@ mod tests {
             executables: list.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         };
-        assert!(Admission::new(&section(&["opt/fns/"])).unwrap_err().contains("executables[0]"));
-        assert!(Admission::new(&section(&["/ok", "/opt/../bin/"])).unwrap_err().contains("executables[1]"));
+        assert!(Admission::new(&section(&["opt/fns/"])).unwrap_err().to_string().contains("executables[0]"));
+        assert!(Admission::new(&section(&["/ok", "/opt/../bin/"])).unwrap_err().to_string().contains("executables[1]"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Layers: compiled defaults, then `--config FILE`, then `BATON_<SECTION>__<KEY>`
 //! environment variables, then flags.
 
+use baton_service::ConfigError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -184,20 +185,20 @@ impl Default for FunctionsSection {
 }
 
 /// Parses `initial_members` entries (`"ID=HOST:PORT"`).
-pub fn parse_members(entries: &[String]) -> Result<Vec<(u64, String)>, String> {
+pub fn parse_members(entries: &[String]) -> Result<Vec<(u64, String)>, ConfigError> {
+    let bad = |entry: &str, why: &str| ConfigError::field("node.initial_members", format!("{entry:?} {why}"));
     entries
         .iter()
         .map(|entry| {
-            let (id, addr) =
-                entry.split_once('=').ok_or_else(|| format!("node.initial_members: {entry:?} is not ID=HOST:PORT"))?;
+            let (id, addr) = entry.split_once('=').ok_or_else(|| bad(entry, "is not ID=HOST:PORT"))?;
             let id: u64 = id
                 .trim()
                 .parse()
                 .ok()
                 .filter(|&id| id > 0)
-                .ok_or_else(|| format!("node.initial_members: {entry:?} needs a numeric ID of at least 1"))?;
+                .ok_or_else(|| bad(entry, "needs a numeric ID of at least 1"))?;
             if addr.trim().is_empty() {
-                return Err(format!("node.initial_members: {entry:?} has no address"));
+                return Err(bad(entry, "has no address"));
             }
             Ok((id, addr.trim().to_string()))
         })
@@ -221,7 +222,8 @@ mod tests {
             vec![(1, "127.0.0.1:7500".into()), (2, "h:1".into())]
         );
         for bad in ["1", "x=h:1", "0=h:1", "3="] {
-            assert!(parse_members(&[bad.into()]).unwrap_err().starts_with("node.initial_members"), "{bad}");
+            let error = parse_members(&[bad.into()]).unwrap_err().to_string();
+            assert!(error.starts_with("invalid configuration: node.initial_members"), "{bad}: {error}");
         }
     }
 }

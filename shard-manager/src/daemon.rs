@@ -5,6 +5,7 @@
 //! addresses) and returns a handle; [`run`] binds from the configuration and stops on
 //! SIGTERM or Ctrl-C.
 
+use baton_service::ConfigError;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,9 +25,9 @@ use crate::service::{Manager, grpc_services};
 /// Why a replica did not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The configuration is inconsistent; the message names the field.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] baton_service::ConfigError),
     /// A listener could not bind.
     #[error(transparent)]
     Bind(#[from] baton_service::BindError),
@@ -92,10 +93,10 @@ pub async fn run(config: ShardManagerConfig) -> Result<(), StartError> {
 pub async fn start(config: ShardManagerConfig, listeners: Listeners) -> Result<RunningShardManager, StartError> {
     let node = &config.node;
     if node.id == 0 {
-        return Err(StartError::Config("node.id: must be at least 1".into()));
+        return Err(ConfigError::field("node.id", "must be at least 1").into());
     }
-    let members = parse_members(&node.initial_members).map_err(StartError::Config)?;
-    let admission = Admission::new(&config.functions).map_err(StartError::Config)?;
+    let members = parse_members(&node.initial_members)?;
+    let admission = Admission::new(&config.functions)?;
     if config.functions.executables.is_empty() {
         tracing::warn!(
             "functions.executables is empty: tenants' functions may run any program on the workers \
@@ -121,7 +122,7 @@ pub async fn start(config: ShardManagerConfig, listeners: Listeners) -> Result<R
         election_timeout_max: config.raft.election_timeout_max.as_millis() as u64,
         ..Default::default()
     };
-    let raft_config = Arc::new(raft_config.validate().map_err(|e| StartError::Config(format!("raft: {e}")))?);
+    let raft_config = Arc::new(raft_config.validate().map_err(|e| ConfigError::field("raft", e.to_string()))?);
     let network = Network::default();
     let raft = Raft::new(node.id, raft_config, network.clone(), log, sm.clone())
         .await
@@ -158,10 +159,11 @@ pub async fn start(config: ShardManagerConfig, listeners: Listeners) -> Result<R
             members.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect()
         };
         if !members.contains_key(&node.id) {
-            return Err(StartError::Config(format!(
-                "node.initial_members: this replica ({}) is not among them",
-                node.id
-            )));
+            return Err(ConfigError::field(
+                "node.initial_members",
+                format!("this replica ({}) is not among them", node.id),
+            )
+            .into());
         }
         if members.keys().next() == Some(&node.id) {
             tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "forming the cluster");

@@ -4,6 +4,7 @@
 //! Layers: compiled defaults, then `--config FILE`, then `BATON_<SECTION>__<KEY>` environment
 //! variables (`BATON_PROCESS__PORT_RANGE_START=30000`), then flags.
 
+use baton_service::ConfigError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -231,26 +232,13 @@ impl Default for ControlPlaneSection {
     }
 }
 
-/// Why a configuration is unusable, found before anything starts.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigProblem {
-    /// A field's value is out of bounds.
-    #[error("{field}: {message}")]
-    Field {
-        /// Dotted path of the field.
-        field: &'static str,
-        /// What is wrong and what to do.
-        message: String,
-    },
-}
-
 impl WorkerConfig {
     /// Checks the values the types cannot.
-    pub fn validate(&self) -> Result<(), ConfigProblem> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let p = &self.process;
         if p.port_range_start == 0 || p.port_range_start > p.port_range_end {
-            return Err(ConfigProblem::Field {
-                field: "process.port_range_start",
+            return Err(ConfigError::Field {
+                field: "process.port_range_start".into(),
                 message: format!(
                     "port range {}-{} is empty or starts at 0; give 1 <= start <= end",
                     p.port_range_start, p.port_range_end
@@ -258,16 +246,19 @@ impl WorkerConfig {
             });
         }
         if baton_proto::SandboxId::new(p.cgroup_parent.as_str()).is_err() {
-            return Err(ConfigProblem::Field {
-                field: "process.cgroup_parent",
+            return Err(ConfigError::Field {
+                field: "process.cgroup_parent".into(),
                 message: format!("{:?} must be a plain folder name ([A-Za-z0-9._-])", p.cgroup_parent),
             });
         }
         if self.emulated.nodes == 0 {
-            return Err(ConfigProblem::Field { field: "emulated.nodes", message: "must be at least 1".into() });
+            return Err(ConfigError::Field { field: "emulated.nodes".into(), message: "must be at least 1".into() });
         }
         if self.worker.max_sandboxes == 0 {
-            return Err(ConfigProblem::Field { field: "worker.max_sandboxes", message: "must be at least 1".into() });
+            return Err(ConfigError::Field {
+                field: "worker.max_sandboxes".into(),
+                message: "must be at least 1".into(),
+            });
         }
         Ok(())
     }
@@ -288,9 +279,13 @@ mod tests {
         let mut c = WorkerConfig::default();
         c.process.port_range_start = 3000;
         c.process.port_range_end = 2000;
-        assert!(c.validate().unwrap_err().to_string().starts_with("process.port_range_start"));
+        let field = |c: &WorkerConfig| match c.validate() {
+            Err(ConfigError::Field { field, .. }) => field,
+            other => panic!("not a field error: {other:?}"),
+        };
+        assert_eq!(field(&c), "process.port_range_start");
         let mut c = WorkerConfig::default();
         c.process.cgroup_parent = "../etc".into();
-        assert!(c.validate().unwrap_err().to_string().starts_with("process.cgroup_parent"));
+        assert_eq!(field(&c), "process.cgroup_parent");
     }
 }

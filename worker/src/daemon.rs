@@ -3,6 +3,7 @@
 //! start workers through [`start`], on listeners already bound ([`Listeners::bind`] binds
 //! them from the configuration; a test binds port 0 and keeps the addresses).
 
+use baton_service::ConfigError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,8 +29,8 @@ use crate::validate::Limits;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The configuration is unusable.
-    #[error("invalid configuration: {0}")]
-    Config(#[from] crate::config::ConfigProblem),
+    #[error(transparent)]
+    Config(#[from] baton_service::ConfigError),
     /// The node ID (configured or the host name) is not a valid ID.
     #[error("worker.node_id: {0}")]
     NodeId(#[from] baton_proto::IdError),
@@ -142,9 +143,11 @@ pub async fn start(config: WorkerConfig, listeners: Listeners) -> Result<Running
         }
         RuntimeChoice::Emulated => {
             let listen = config.emulated.function_listen;
-            let listener = listeners.function.ok_or_else(|| crate::config::ConfigProblem::Field {
-                field: "emulated.function_listen",
-                message: "the emulated runtime needs a listener for its function server".into(),
+            let listener = listeners.function.ok_or_else(|| {
+                ConfigError::field(
+                    "emulated.function_listen",
+                    "the emulated runtime needs a listener for its function server",
+                )
             })?;
             let server = FunctionServer::on(listener).map_err(|source| baton_service::BindError {
                 what: "emulated.function_listen",
