@@ -4,13 +4,12 @@
 
 use std::process::Command;
 
-use baton_testkit::{Federation, FederationApi, bin};
+use baton_testkit::{Federation, bin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bursts_through_a_router_register_call_and_clean_up() {
     let mut federation = Federation::start(1, 31400, "3s").await;
-    let key = federation.tenant("lt").await;
-    let r = federation.start_router(None, &key).await;
+    let (key, r) = federation.open_to("lt").await;
     let router_url = federation.routers[r].url("");
     let out = tempfile::tempdir().unwrap();
     let output = Command::new(bin("baton-loadtest"))
@@ -32,15 +31,10 @@ async fn bursts_through_a_router_register_call_and_clean_up() {
         assert_eq!(&row.unwrap()[cell_column], "cell-1");
     }
     // Removed after the run.
-    let listed: serde_json::Value = reqwest::Client::new()
-        .get(federation.routers[r].url("/v1/functions"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = reqwest::Client::new().get(federation.routers[r].url("/v1/functions")).bearer_auth(&key).send();
+    let listed = listed.await.unwrap();
+    assert_eq!(listed.status(), 200);
+    let listed: serde_json::Value = listed.json().await.unwrap();
     assert_eq!(listed["functions"], serde_json::json!([]));
 
     let refused = Command::new(bin("baton-loadtest"))

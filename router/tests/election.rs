@@ -16,8 +16,7 @@ use serde_json::json;
 async fn routers_serve_through_a_shard_manager_election() {
     let env = [("BATON_CELLS__HEARTBEAT_TIMEOUT", "3s"), ("BATON_CELLS__MOVE_BUDGET", "0")];
     let mut federation = Federation::start_replicated(3, 2, 30800, &env).await;
-    let key = federation.tenant("acme").await;
-    let r = federation.start_router(None, &key).await;
+    let (key, r) = federation.open_to("acme").await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     let functions = federation.routers[r].url("/v1/functions");
     for i in 0..5 {

@@ -13,7 +13,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use baton_proto::shard::MoveFunctionRequest;
 use baton_testkit::{Federation, FederationApi, echo_spec};
 use serde_json::json;
 
@@ -35,8 +34,7 @@ struct Record {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_cell_is_failed_over_under_load() {
     let mut federation = Federation::start(2, 29800, "1s").await;
-    let key = federation.tenant("acme").await;
-    let r = federation.start_router(None, &key).await;
+    let (key, r) = federation.open_to("acme").await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     // Small sandboxes, so the surviving cell's one worker has room for all 20; every
     // function answers before the load starts.
@@ -55,8 +53,7 @@ async fn a_killed_cell_is_failed_over_under_load() {
     let answer =
         client.post(federation.routers[r].url("/v1/functions")).bearer_auth(&key).json(&brief).send().await.unwrap();
     assert_eq!(answer.status(), 201);
-    let to_victim = MoveFunctionRequest { tenant: "acme".into(), name: "brief".into(), cell: victim.clone() };
-    federation.client().await.move_function(to_victim).await.unwrap();
+    federation.move_function("acme", "brief", &victim).await;
     let brief_url = federation.routers[r].url("/function/brief");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use baton_proto::cell::ListFunctionsRequest as CellListFunctions;
-use baton_proto::shard::{FunctionRef, MoveFunctionRequest, RevokeApiKeyRequest};
+use baton_proto::shard::{FunctionRef, RevokeApiKeyRequest};
 use baton_testkit::{Federation, FederationApi, echo_spec, inproc};
 use serde_json::{Value, json};
 
@@ -373,12 +373,7 @@ async fn a_stale_router_is_corrected_by_421_and_a_graceful_move_under_load_fails
     tokio::time::sleep(Duration::from_secs(1)).await;
     forwarder.frozen.store(true, Ordering::SeqCst);
     let (started, before_move) = (Instant::now(), ok.load(Ordering::Relaxed));
-    let mut sm = federation.client().await;
-    let moved = sm
-        .move_function(MoveFunctionRequest { tenant: "acme".into(), name: "echo".into(), cell: target.into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let moved = federation.move_function("acme", "echo", target).await;
     assert_eq!((moved.cell.as_str(), moved.generation), (target, 2));
     eprintln!("move committed in {:?}", started.elapsed());
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -414,7 +409,9 @@ async fn a_stale_router_is_corrected_by_421_and_a_graceful_move_under_load_fails
         async move { api.list_functions(CellListFunctions {}).await.unwrap().into_inner().functions.is_empty() }
     })
     .await;
-    let info = sm
+    let info = federation
+        .client()
+        .await
         .get_function(FunctionRef { tenant: "acme".into(), name: "echo".into(), min_epoch: 0 })
         .await
         .unwrap()

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use baton_proto::shard::MoveFunctionRequest;
 use baton_testkit::{Federation, FederationApi, send_when_known, spin_spec};
 use serde_json::json;
 
@@ -21,8 +20,7 @@ async fn call(client: reqwest::Client, url: String, key: String) -> Answer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_running_on_the_source_when_a_function_moves_finish_there() {
     let mut federation = Federation::start(2, 26600, "3s").await;
-    let acme = federation.tenant("acme").await;
-    let router = federation.start_router(None, &acme).await;
+    let (acme, router) = federation.open_to("acme").await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(16).build().unwrap();
     // One call per sandbox, so each long call holds a sandbox of its own.
     let spec = spin_spec("slow", json!({"timeout": "20s", "scaling": {"max_scale": 10, "container_concurrency": 1}}));
@@ -41,12 +39,7 @@ async fn calls_running_on_the_source_when_a_function_moves_finish_there() {
     source_cell.wait_metric("baton_cell_in_flight", |v| v >= 4.0).await;
 
     let started = Instant::now();
-    let mut sm = federation.client().await;
-    let moved = sm
-        .move_function(MoveFunctionRequest { tenant: "acme".into(), name: "slow".into(), cell: target.into() })
-        .await
-        .unwrap()
-        .into_inner();
+    let moved = federation.move_function("acme", "slow", target).await;
     let move_took = started.elapsed();
     assert_eq!(moved.cell, target);
 

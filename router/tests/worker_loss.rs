@@ -21,8 +21,7 @@ type Call = (f64, u16);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cell_whose_worker_dies_gives_its_functions_to_cells_that_can_serve() {
     let mut federation = Federation::start(3, 32000, "3s").await;
-    let key = federation.tenant("acme").await;
-    let r = federation.start_router(None, &key).await;
+    let (key, r) = federation.open_to("acme").await;
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
     let extra = json!({
         "timeout": "10s",

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
-use baton_proto::shard::{CreateApiKeyRequest, GetStatusRequest, ListCellsRequest, PutTenantRequest};
+use baton_proto::shard::{
+    CreateApiKeyRequest, GetStatusRequest, ListCellsRequest, MoveFunctionRequest, PutFunctionResponse, PutTenantRequest,
+};
 use tonic::transport::Channel;
 
 /// A running federation, seen from a test.
@@ -58,6 +60,13 @@ pub trait FederationApi {
     async fn key(&self, name: &str) -> String {
         let mut client = self.client().await;
         client.create_api_key(CreateApiKeyRequest { tenant: name.into() }).await.unwrap().into_inner().key
+    }
+
+    /// Moves `tenant`'s function `name` to `cell` (a graceful migration); returns once the
+    /// shard manager has committed it.
+    async fn move_function(&self, tenant: &str, name: &str, cell: &str) -> PutFunctionResponse {
+        let request = MoveFunctionRequest { tenant: tenant.into(), name: name.into(), cell: cell.into() };
+        self.client().await.move_function(request).await.unwrap().into_inner()
     }
 
     /// Waits (10 s at most) until cell `id` is registered and active.

@@ -124,6 +124,14 @@ impl Federation {
         federation
     }
 
+    /// Creates tenant `name` and starts a router that knows its new key; returns the key and
+    /// the router's index.
+    pub async fn open_to(&mut self, name: &str) -> (String, usize) {
+        let key = self.tenant(name).await;
+        let router = self.start_router(None, &key).await;
+        (key, router)
+    }
+
     /// Starts cell `cell-N` with one worker taking sandbox ports from `port_base`; waits
     /// until it is registered and active.
     pub async fn add_cell(&mut self, port_base: u16) {
