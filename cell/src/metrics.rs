@@ -17,6 +17,14 @@ pub const WORKERS: &str = "baton_cell_workers";
 /// Never incremented on the invocation path.
 pub const STORE_WRITES: &str = "baton_cell_store_writes_total";
 
+/// Gauge: the version of the control plane's routing table (one step per change of any
+/// function's routing).
+pub const ROUTING_VERSION: &str = "baton_cell_routing_version";
+/// Gauge: the routing version this data plane has applied; behind
+/// [`ROUTING_VERSION`] while changes are on their way, or while the control plane is
+/// unreachable.
+pub const DATA_PLANE_ROUTING_VERSION: &str = "baton_cell_data_plane_routing_version";
+
 /// Records a creation's outcome.
 pub fn creation(ok: bool) {
     metrics::counter!(CREATIONS, "outcome" => if ok { "ok" } else { "error" }).increment(1);

@@ -244,7 +244,7 @@ async fn two_data_planes_serve_and_a_restarted_one_resyncs() {
         assert_eq!(send_when_known(reqwest::Client::new().get(url)).await.0.status(), 200);
     }
 
-    cluster.data_planes[0].1.sigkill();
+    cluster.data_planes[0].proc.sigkill();
     cluster.data_planes.remove(0);
     cluster.start_data_plane("dp1", p1).await;
     // It resyncs from a snapshot: the function is known (not 404) and served.

@@ -47,6 +47,16 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A data-plane process of a [`Cluster`] split by role.
+pub struct DataPlaneProc {
+    /// Its invocation ingress.
+    pub http_port: u16,
+    /// Its `/metrics`.
+    pub admin_port: u16,
+    /// The process.
+    pub proc: Proc,
+}
+
 /// A child process killed (SIGKILL) and reaped on drop.
 pub struct Proc(pub Child);
 
@@ -84,7 +94,7 @@ pub struct Cluster {
     pub http_port: u16,
     pub admin_port: u16,
     pub cell: Option<Proc>,
-    pub data_planes: Vec<(u16, Proc)>,
+    pub data_planes: Vec<DataPlaneProc>,
     pub workers: Vec<Proc>,
     pub cell_env: Vec<(String, String)>,
     pub cgroup_parents: Vec<String>,
@@ -163,19 +173,20 @@ path = "{store}"
 
     /// Starts a data plane process following the control plane on `http_port`.
     pub async fn start_data_plane(&mut self, id: &str, http_port: u16) {
+        let admin_port = free_port();
         let args = [
             "--role".to_string(),
             "data".into(),
             "--http-listen".into(),
             format!("127.0.0.1:{http_port}"),
             "--admin-listen".into(),
-            "127.0.0.1:0".into(),
+            format!("127.0.0.1:{admin_port}"),
             "--control-plane".into(),
             format!("http://127.0.0.1:{}", self.control_port),
         ];
         let mut cmd = self.cell_command(&args);
         cmd.env("BATON_DATA_PLANE__ID", id);
-        self.data_planes.push((http_port, Proc(cmd.spawn().unwrap())));
+        self.data_planes.push(DataPlaneProc { http_port, admin_port, proc: Proc(cmd.spawn().unwrap()) });
         wait_port(http_port).await;
     }
 
@@ -233,8 +244,28 @@ retry_max = "200ms"
 
     pub async fn deploy(&self, spec: serde_json::Value) {
         self.api().await.put_function(PutFunctionRequest { spec_json: spec.to_string() }).await.unwrap();
-        // The data plane learns of it through its routing stream, within milliseconds.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Data planes learn of it through their routing streams: wait until each has applied
+        // every routing change the control plane has made (the put's included).
+        let data_plane_admins: Vec<u16> = match self.data_planes.len() {
+            0 => vec![self.admin_port],
+            _ => self.data_planes.iter().map(|d| d.admin_port).collect(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let control = self.metric("baton_cell_routing_version").await;
+            let mut data = f64::MAX;
+            for port in &data_plane_admins {
+                data = data.min(metric_at(*port, "baton_cell_data_plane_routing_version").await);
+            }
+            if data >= control && control > 0.0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the data plane applied routing {data}, the control plane is at {control}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

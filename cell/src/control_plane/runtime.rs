@@ -92,6 +92,7 @@ impl ControlPlane {
         for command in result.commands() {
             match command {
                 Command::Publish(update) => {
+                    metrics::gauge!(crate::metrics::ROUTING_VERSION).set(update.version as f64);
                     let _ = self.inner.routing.send(update.clone());
                 }
                 other => rest.push(other.clone()),

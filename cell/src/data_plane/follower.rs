@@ -89,6 +89,7 @@ pub async fn follow(
                     },
                     None => {}
                 }
+                metrics::gauge!(crate::metrics::DATA_PLANE_ROUTING_VERSION).set(view.version() as f64);
             }
             Ok::<(), tonic::Status>(())
         };
