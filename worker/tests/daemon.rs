@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use baton_proto::cell::ExitReason;
 use baton_proto::worker::worker_client::WorkerClient;
 use baton_proto::worker::{
-    CreateSandboxRequest, DeleteSandboxRequest, ListSandboxesRequest, PortPolicy, Resources, SandboxSpec, SandboxState,
-    port_policy,
+    CreateSandboxRequest, CreateSandboxResponse, DeleteSandboxRequest, ListSandboxesRequest, PortPolicy, Resources,
+    SandboxSpec, SandboxState, port_policy,
 };
 use support::fake_control_plane::FakeControlPlane;
 use support::*;
@@ -82,6 +82,42 @@ user_fallback = "worker"
 
 struct CgroupParent(String);
 
+/// A process-runtime worker's files and ports, private to one test.
+struct Setup {
+    dir: tempfile::TempDir,
+    state: std::path::PathBuf,
+    parent: CgroupParent,
+    grpc: u16,
+    config: std::path::PathBuf,
+}
+
+/// A worker config for test `name` taking sandbox ports from `ports`, with `extra` TOML
+/// lines in its `[worker]` section and `tail` after everything else.
+fn setup(name: &str, ports: (u16, u16), extra: &str, tail: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let parent = CgroupParent(format!("baton-test-{name}-{}", std::process::id()));
+    let (grpc, admin) = (free_port(), free_port());
+    let toml = process_toml(&state, grpc, admin, ports, &parent.0, extra) + tail;
+    let config = write_config(dir.path(), &toml);
+    Setup { dir, state, parent, grpc, config }
+}
+
+impl Setup {
+    /// Starts the worker and creates an echo sandbox `id` on it.
+    async fn worker_with(&self, id: &str) -> (KillOnDrop, CreateSandboxResponse) {
+        let worker = spawn_worker(&self.config, &[], &[]);
+        let mut client = connect(self.grpc).await;
+        let created = client.create_sandbox(create(id, &bin("baton-fn-echo"))).await.unwrap().into_inner();
+        (worker, created)
+    }
+}
+
+/// Sends `signal` to process `pid` (a worker or a sandbox).
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
 impl Drop for CgroupParent {
     fn drop(&mut self) {
         remove_cgroup_parent(&self.0);
@@ -90,86 +126,89 @@ impl Drop for CgroupParent {
 
 #[tokio::test]
 async fn a_sigkilled_worker_readopts_its_running_sandboxes_on_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let parent = CgroupParent(format!("baton-test-readopt-{}", std::process::id()));
-    let (grpc, admin) = (free_port(), free_port());
-    let config = write_config(dir.path(), &process_toml(&state, grpc, admin, (22000, 22049), &parent.0, ""));
-
-    let mut worker = spawn_worker(&config, &[], &[]);
-    let mut client = connect(grpc).await;
-    let created = client.create_sandbox(create("keep-me", &bin("baton-fn-echo"))).await.unwrap().into_inner();
+    let w = setup("readopt", (22000, 22049), "", "");
+    let (mut worker, created) = w.worker_with("keep-me").await;
     let endpoint = created.endpoint.clone();
     assert!(reqwest::get(format!("http://{endpoint}/")).await.unwrap().status().is_success());
 
     // SIGKILL: no chance to clean up. The sandbox keeps running.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker.0.id() as i32), nix::sys::signal::Signal::SIGKILL)
-        .unwrap();
+    signal(worker.0.id(), nix::sys::signal::Signal::SIGKILL);
     let _ = worker.0.wait();
     assert!(alive(created.pid));
     assert!(reqwest::get(format!("http://{endpoint}/")).await.unwrap().status().is_success());
 
-    // A new worker process re-adopts it: same endpoint, same pid, still serving.
-    let _worker = spawn_worker(&config, &[], &[]);
-    let mut client = connect(grpc).await;
+    adopts_and_cleans_up(&w, &created).await;
+}
+
+/// Starts a new worker process and checks that it adopts sandbox `keep-me` (`created`,
+/// left running by its predecessor): same endpoint, same pid, still serving, its port still
+/// reserved; and that deleting it and a new one leaves nothing behind.
+async fn adopts_and_cleans_up(w: &Setup, created: &CreateSandboxResponse) {
+    let _worker = spawn_worker(&w.config, &[], &[]);
+    let mut client = connect(w.grpc).await;
     let listed = client.list_sandboxes(ListSandboxesRequest::default()).await.unwrap().into_inner();
     assert_eq!(listed.sandboxes.len(), 1, "{listed:?}");
     let s = &listed.sandboxes[0];
     assert_eq!(
         (s.sandbox_id.as_str(), s.endpoint.as_str(), s.pid, s.adopted),
-        ("keep-me", endpoint.as_str(), created.pid, true)
+        ("keep-me", created.endpoint.as_str(), created.pid, true)
     );
     assert_eq!(s.state, SandboxState::Running as i32);
-    assert!(reqwest::get(format!("http://{endpoint}/")).await.unwrap().status().is_success());
+    assert!(reqwest::get(format!("http://{}/", created.endpoint)).await.unwrap().status().is_success());
 
     // Its port stays reserved: a new sandbox gets another one.
     let other = client.create_sandbox(create("new-one", &bin("baton-fn-echo"))).await.unwrap().into_inner();
-    assert_ne!(other.endpoint, endpoint);
+    assert_ne!(other.endpoint, created.endpoint);
 
     // And the new worker can delete it, leaving nothing behind.
     for id in ["keep-me", "new-one"] {
         client.delete_sandbox(DeleteSandboxRequest { sandbox_id: id.into(), ..Default::default() }).await.unwrap();
     }
     assert!(!alive(created.pid) && !alive(other.pid));
-    assert!(leftover_cgroups(&parent.0).is_empty());
-    assert!(files_in(&state.join("sandboxes")).is_empty());
+    assert!(leftover_cgroups(&w.parent.0).is_empty());
+    assert!(files_in(&w.state.join("sandboxes")).is_empty());
+}
+
+#[tokio::test]
+async fn a_worker_stopped_with_on_shutdown_keep_leaves_its_sandboxes_to_its_successor() {
+    let w = setup("keep", (22150, 22199), "on_shutdown = \"keep\"", "");
+    let (mut worker, created) = w.worker_with("keep-me").await;
+
+    // A graceful stop (SIGTERM, as systemd sends) that keeps the sandbox running, serving
+    // its callers while the worker is upgraded.
+    signal(worker.0.id(), nix::sys::signal::Signal::SIGTERM);
+    let status = worker.0.wait().unwrap();
+    assert!(status.success(), "a clean exit: {status}");
+    assert!(alive(created.pid));
+    assert!(reqwest::get(format!("http://{}/", created.endpoint)).await.unwrap().status().is_success());
+
+    adopts_and_cleans_up(&w, &created).await;
 }
 
 #[tokio::test]
 async fn a_restarted_worker_cleans_up_sandboxes_whose_process_died_meanwhile() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let parent = CgroupParent(format!("baton-test-cleanup-{}", std::process::id()));
-    let (grpc, admin) = (free_port(), free_port());
-    let config = write_config(dir.path(), &process_toml(&state, grpc, admin, (22050, 22099), &parent.0, ""));
-    let mut worker = spawn_worker(&config, &[], &[]);
-    let mut client = connect(grpc).await;
-    let created = client.create_sandbox(create("doomed", &bin("baton-fn-echo"))).await.unwrap().into_inner();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker.0.id() as i32), nix::sys::signal::Signal::SIGKILL)
-        .unwrap();
+    let w = setup("cleanup", (22050, 22099), "", "");
+    let (mut worker, created) = w.worker_with("doomed").await;
+    signal(worker.0.id(), nix::sys::signal::Signal::SIGKILL);
     let _ = worker.0.wait();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(created.pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    signal(created.pid, nix::sys::signal::Signal::SIGKILL);
     assert!(eventually(Duration::from_secs(2), || !alive(created.pid)).await);
 
-    let _worker = spawn_worker(&config, &[], &[]);
-    let mut client = connect(grpc).await;
+    let _worker = spawn_worker(&w.config, &[], &[]);
+    let mut client = connect(w.grpc).await;
     let listed = client.list_sandboxes(ListSandboxesRequest::default()).await.unwrap().into_inner();
     assert!(listed.sandboxes.is_empty(), "{listed:?}");
-    assert!(leftover_cgroups(&parent.0).is_empty());
-    assert!(files_in(&state.join("sandboxes")).is_empty());
+    assert!(leftover_cgroups(&w.parent.0).is_empty());
+    assert!(files_in(&w.state.join("sandboxes")).is_empty());
 }
 
 #[tokio::test]
 async fn registers_once_the_control_plane_appears_heartbeats_and_reports_exits() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let parent = CgroupParent(format!("baton-test-cp-{}", std::process::id()));
-    let (grpc, admin, cp_port) = (free_port(), free_port(), free_port());
-    let toml = process_toml(&state, grpc, admin, (22100, 22149), &parent.0, "")
-        + &format!(
-            "[control_plane]\naddress = \"http://127.0.0.1:{cp_port}\"\nheartbeat_interval = \"100ms\"\nretry_initial = \"50ms\"\nretry_max = \"200ms\"\n"
-        );
-    let config = write_config(dir.path(), &toml);
+    let cp_port = free_port();
+    let control_plane = format!(
+        "[control_plane]\naddress = \"http://127.0.0.1:{cp_port}\"\nheartbeat_interval = \"100ms\"\nretry_initial = \"50ms\"\nretry_max = \"200ms\"\n"
+    );
+    let Setup { dir: _dir, state: _, parent: _parent, grpc, config } = setup("cp", (22100, 22149), "", &control_plane);
     // The environment overrides the file's node ID.
     let _worker = spawn_worker(&config, &[], &[("BATON_WORKER__NODE_ID", "from-env")]);
     let mut client = connect(grpc).await;
@@ -429,4 +468,52 @@ async fn the_readme_demo_creates_calls_and_cleans_up_a_real_sandbox() {
     assert!(rest.iter().any(|l| l.contains("nothing left behind")), "{rest:?}");
     assert!(demo.0.wait().unwrap().success());
     assert!(!alive(pid as u32));
+}
+
+#[tokio::test]
+async fn a_worker_without_root_runs_sandboxes_says_why_once_and_reports_isolation_none() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    // Everything the unprivileged worker touches lives in a folder `nobody` may use.
+    let (_worker_dir, worker_bin) = world_reachable_copy(&bin("baton-worker"));
+    let (_echo_dir, echo) = world_reachable_copy(&bin("baton-fn-echo"));
+    let dir = tempfile::Builder::new().prefix("baton-noroot-").tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let state = dir.path().join("state");
+    let (grpc, admin) = (free_port(), free_port());
+    let toml = process_toml(&state, grpc, admin, (22400, 22409), "baton-test-noroot", "");
+    let config = write_config(dir.path(), &toml);
+    let log = std::fs::File::create(dir.path().join("worker.log")).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
+    let _worker = KillOnDrop(
+        Command::new(&worker_bin)
+            .arg("--config")
+            .arg(&config)
+            .uid(nobody.uid.as_raw())
+            .gid(nobody.gid.as_raw())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+
+    let mut client = connect(grpc).await;
+    let created = client.create_sandbox(create("plain", &echo)).await.unwrap().into_inner();
+    let isolation = created.isolation.clone().unwrap();
+    assert_eq!(isolation.level, "none", "{isolation:?}");
+    assert_eq!(isolation.cgroup, "", "no cgroup without root");
+    let uid = std::fs::read_to_string(format!("/proc/{}/status", created.pid)).unwrap();
+    let uid = uid.lines().find(|l| l.starts_with("Uid:")).unwrap().split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(uid, nobody.uid.to_string(), "the sandbox runs as the worker's own user");
+    assert!(reqwest::get(format!("http://{}/", created.endpoint)).await.unwrap().status().is_success());
+
+    client.delete_sandbox(DeleteSandboxRequest { sandbox_id: "plain".into(), ..Default::default() }).await.unwrap();
+    assert!(!alive(created.pid));
+    assert!(files_in(&state.join("sandboxes")).is_empty());
+    let logged = std::fs::read_to_string(dir.path().join("worker.log")).unwrap();
+    let warnings: Vec<&str> = logged.lines().filter(|l| l.contains("reduced isolation")).collect();
+    assert_eq!(warnings.len(), 1, "one warning at start: {logged}");
+    assert!(warnings[0].contains("cgroup"), "it names what is missing: {}", warnings[0]);
 }
