@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeLoad {
     /// Node ID.
-    pub id: String,
+    pub id: baton_proto::NodeId,
     /// CPU offered, thousandths of a core.
     pub cpu_capacity: u32,
     /// Memory offered, MiB.
@@ -141,7 +141,7 @@ mod tests {
 
     fn node(id: &str, cpu: (u32, u32), mem: (u64, u64)) -> NodeLoad {
         NodeLoad {
-            id: id.into(),
+            id: baton_proto::NodeId::new(id).unwrap(),
             cpu_capacity: cpu.0,
             cpu_allocated: cpu.1,
             memory_capacity: mem.0,
@@ -194,7 +194,7 @@ mod tests {
     fn arb_node() -> impl Strategy<Value = NodeLoad> {
         (1u32..4000, 0u32..4000, 1u64..8192, 0u64..8192, 0u32..4, 0u32..4).prop_map(|(cc, ca, mc, ma, max, n)| {
             NodeLoad {
-                id: format!("n{cc}-{ca}"),
+                id: baton_proto::NodeId::new(format!("n{cc}-{ca}")).unwrap(),
                 cpu_capacity: cc,
                 cpu_allocated: ca.min(cc),
                 memory_capacity: mc,

@@ -8,6 +8,18 @@ use std::time::Duration;
 use baton_cell::store::{CellStore, DataPlaneRecord, EmbeddedStore, Kind, RedisStore, Store, WorkerRecord};
 use baton_model::FunctionSpec;
 
+/// Worker `w1` at `address`: 2 cores, 4 GiB, 100 sandboxes.
+fn worker(address: &str) -> WorkerRecord {
+    WorkerRecord {
+        node_id: baton_proto::NodeId::new("w1").unwrap(),
+        address: address.into(),
+        runtime: baton_model::Runtime::Process,
+        cpu_millis: 2000,
+        memory_mib: 4096,
+        max_sandboxes: 100,
+    }
+}
+
 fn redis_url() -> String {
     std::env::var("BATON_TEST_REDIS_URL")
         .expect("BATON_TEST_REDIS_URL is not set: run the suite through scripts/test.sh, which starts Redis")
@@ -57,14 +69,7 @@ async fn conformance(backend: Arc<dyn Store>) {
     cell.put_function(&spec("echo", 3)).await.unwrap();
     cell.put_function(&spec("spin", 5)).await.unwrap();
     cell.put_function(&spec("echo", 7)).await.unwrap();
-    let worker = WorkerRecord {
-        node_id: "w1".into(),
-        address: "127.0.0.1:7300".into(),
-        runtime: baton_model::Runtime::Process,
-        cpu_millis: 2000,
-        memory_mib: 4096,
-        max_sandboxes: 100,
-    };
+    let worker = worker("127.0.0.1:7300");
     cell.put_worker(&worker).await.unwrap();
     let dp = DataPlaneRecord {
         id: "dp1".into(),
@@ -111,14 +116,7 @@ async fn redis_records_are_in_the_redis_server() {
     store.clear().await.unwrap();
     let cell = CellStore::new(Arc::new(store.clone()));
     cell.put_function(&spec("echo", 3)).await.unwrap();
-    let worker = WorkerRecord {
-        node_id: "w1".into(),
-        address: "http://127.0.0.1:7300".into(),
-        runtime: baton_model::Runtime::Process,
-        cpu_millis: 2000,
-        memory_mib: 4096,
-        max_sandboxes: 50,
-    };
+    let worker = worker("http://127.0.0.1:7300");
     cell.put_worker(&worker).await.unwrap();
 
     let client = redis::Client::open(redis_url()).unwrap();

@@ -22,7 +22,7 @@ pub use generated::baton::raft::v1 as raft;
 /// (`baton.shard.v1`).
 pub use generated::baton::shard::v1 as shard;
 
-pub use ids::{IdError, NodeId, SandboxId};
+pub use ids::{IdError, MAX_ID_LEN, NodeId, SandboxId};
 
 /// Largest gRPC message baton's services take and its clients accept. tonic's default of
 /// 4 MiB is far below what a large federation sends: a shard-map snapshot of 100,000

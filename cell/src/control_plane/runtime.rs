@@ -16,6 +16,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+use baton_proto::SandboxId;
+
 use super::state::{Command, ControlPlaneState, ListedSandbox, StateConfig};
 use crate::routing::{RoutingSnapshot, RoutingUpdate};
 use crate::store::{CellStore, StoreError};
@@ -149,8 +151,8 @@ impl ControlPlane {
         match command {
             Command::Create { sandbox_id, node_id, address, spec } => {
                 let request = CreateSandboxRequest {
-                    node_id,
-                    sandbox_id: sandbox_id.clone(),
+                    node_id: node_id.to_string(),
+                    sandbox_id: sandbox_id.to_string(),
                     spec: Some(self.sandbox_spec(&spec)),
                 };
                 let mut request = tonic::Request::new(request);
@@ -174,12 +176,13 @@ impl ControlPlane {
                 // A call a data plane sent just before the routing change may still run
                 // there: wait while one reports it, within the function's timeout.
                 let recheck = self.inner.settings.load_report_interval.max(Duration::from_millis(10));
-                while retired.elapsed() < at_most && self.read(|st| st.holds_calls(&sandbox_id, Instant::now())) {
+                while retired.elapsed() < at_most && self.read(|st| st.holds_calls(sandbox_id.as_str(), Instant::now()))
+                {
                     tokio::time::sleep(recheck).await;
                 }
                 let mut request = tonic::Request::new(DeleteSandboxRequest {
-                    node_id,
-                    sandbox_id: sandbox_id.clone(),
+                    node_id: node_id.to_string(),
+                    sandbox_id: sandbox_id.to_string(),
                     grace_period_ms: 0,
                 });
                 request.set_timeout(timeout);
@@ -191,14 +194,14 @@ impl ControlPlane {
                     }
                 }
                 self.apply(|st| {
-                    st.deleted(&sandbox_id);
+                    st.deleted(sandbox_id.as_str());
                     Vec::new()
                 });
             }
             Command::List { node_id, address } => {
                 let mut delay = Duration::from_millis(100);
                 for _ in 0..10 {
-                    let mut request = tonic::Request::new(ListSandboxesRequest { node_id: node_id.clone() });
+                    let mut request = tonic::Request::new(ListSandboxesRequest { node_id: node_id.to_string() });
                     request.set_timeout(timeout);
                     match self.client(&address).list_sandboxes(request).await {
                         Ok(response) => {
@@ -206,11 +209,19 @@ impl ControlPlane {
                                 .into_inner()
                                 .sandboxes
                                 .into_iter()
-                                .map(|s| ListedSandbox {
-                                    running: s.state == SandboxState::Running as i32,
-                                    sandbox_id: s.sandbox_id,
-                                    function: s.function_id,
-                                    endpoint: s.endpoint,
+                                .filter_map(|s| {
+                                    // A worker only lists IDs it accepted, so this is a
+                                    // worker of another version or not ours.
+                                    let Ok(sandbox_id) = SandboxId::new(s.sandbox_id.as_str()) else {
+                                        tracing::warn!(node = %node_id, sandbox = ?s.sandbox_id, "ignoring a listed sandbox with an invalid ID");
+                                        return None;
+                                    };
+                                    Some(ListedSandbox {
+                                        running: s.state == SandboxState::Running as i32,
+                                        sandbox_id,
+                                        function: s.function_id,
+                                        endpoint: s.endpoint,
+                                    })
                                 })
                                 .collect();
                             self.apply(|st| st.worker_listing(&node_id, listed));
@@ -228,7 +239,7 @@ impl ControlPlane {
                     "could not list the worker's sandboxes; scaling goes on without its listing \
                      (sandboxes it may hold are adopted or deleted when it next registers)"
                 );
-                self.read_mut(|st| st.listing_failed(&node_id));
+                self.read_mut(|st| st.listing_failed(node_id.as_str()));
             }
             Command::Publish(_) => unreachable!("published under the state lock"),
         }

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use baton_proto::{NodeId, SandboxId};
+
 /// Where a sandbox is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -16,7 +18,7 @@ pub(super) enum Phase {
 #[derive(Debug, Clone)]
 pub(super) struct SandboxEntry {
     pub function: String,
-    pub node_id: String,
+    pub node_id: NodeId,
     pub phase: Phase,
     pub seq: u64,
     /// What it takes of its node (the spec's resources when it was placed).
@@ -34,14 +36,14 @@ pub(super) struct NodeAllocation {
 
 #[derive(Default)]
 pub(super) struct SandboxTable {
-    all: HashMap<String, SandboxEntry>,
-    by_function: HashMap<String, BTreeSet<String>>,
-    by_node: HashMap<String, BTreeSet<String>>,
-    allocation: HashMap<String, NodeAllocation>,
+    all: HashMap<SandboxId, SandboxEntry>,
+    by_function: HashMap<String, BTreeSet<SandboxId>>,
+    by_node: HashMap<NodeId, BTreeSet<SandboxId>>,
+    allocation: HashMap<NodeId, NodeAllocation>,
 }
 
 impl SandboxTable {
-    pub fn insert(&mut self, id: String, entry: SandboxEntry) {
+    pub fn insert(&mut self, id: SandboxId, entry: SandboxEntry) {
         if let Some(old) = self.remove(&id) {
             debug_assert!(false, "sandbox {id} inserted twice ({old:?})");
         }
@@ -54,7 +56,8 @@ impl SandboxTable {
         self.all.insert(id, entry);
     }
 
-    pub fn remove(&mut self, id: &str) -> Option<SandboxEntry> {
+    pub fn remove(&mut self, id: &(impl AsRef<str> + ?Sized)) -> Option<SandboxEntry> {
+        let id = id.as_ref();
         let entry = self.all.remove(id)?;
         if let Some(ids) = self.by_function.get_mut(&entry.function) {
             ids.remove(id);
@@ -76,29 +79,29 @@ impl SandboxTable {
         Some(entry)
     }
 
-    pub fn get(&self, id: &str) -> Option<&SandboxEntry> {
-        self.all.get(id)
+    pub fn get(&self, id: &(impl AsRef<str> + ?Sized)) -> Option<&SandboxEntry> {
+        self.all.get(id.as_ref())
     }
 
     /// For phase changes only: the indexed fields (function, node, resources) stay.
-    pub fn get_mut(&mut self, id: &str) -> Option<&mut SandboxEntry> {
-        self.all.get_mut(id)
+    pub fn get_mut(&mut self, id: &(impl AsRef<str> + ?Sized)) -> Option<&mut SandboxEntry> {
+        self.all.get_mut(id.as_ref())
     }
 
-    pub fn contains(&self, id: &str) -> bool {
-        self.all.contains_key(id)
+    pub fn contains(&self, id: &(impl AsRef<str> + ?Sized)) -> bool {
+        self.all.contains_key(id.as_ref())
     }
 
-    pub fn of_function<'a>(&'a self, function: &str) -> impl Iterator<Item = (&'a String, &'a SandboxEntry)> + 'a {
+    pub fn of_function<'a>(&'a self, function: &str) -> impl Iterator<Item = (&'a SandboxId, &'a SandboxEntry)> + 'a {
         self.by_function.get(function).into_iter().flatten().map(move |id| (id, &self.all[id]))
     }
 
-    pub fn on_node(&self, node: &str) -> Vec<String> {
-        self.by_node.get(node).map(|ids| ids.iter().cloned().collect()).unwrap_or_default()
+    pub fn on_node(&self, node: &(impl AsRef<str> + ?Sized)) -> Vec<SandboxId> {
+        self.by_node.get(node.as_ref()).map(|ids| ids.iter().cloned().collect()).unwrap_or_default()
     }
 
-    pub fn allocation(&self, node: &str) -> NodeAllocation {
-        self.allocation.get(node).copied().unwrap_or_default()
+    pub fn allocation(&self, node: &(impl AsRef<str> + ?Sized)) -> NodeAllocation {
+        self.allocation.get(node.as_ref()).copied().unwrap_or_default()
     }
 
     pub fn ready(&self) -> usize {
@@ -113,7 +116,7 @@ mod tests {
     fn entry(function: &str, node: &str) -> SandboxEntry {
         SandboxEntry {
             function: function.into(),
-            node_id: node.into(),
+            node_id: NodeId::new(node).unwrap(),
             phase: Phase::Creating,
             seq: 0,
             cpu_millis: 100,
@@ -124,11 +127,12 @@ mod tests {
     #[test]
     fn indexes_follow_inserts_and_removals() {
         let mut t = SandboxTable::default();
-        t.insert("a".into(), entry("f", "n1"));
-        t.insert("b".into(), entry("f", "n2"));
-        t.insert("c".into(), entry("g", "n1"));
+        let id = |s: &str| SandboxId::new(s).unwrap();
+        t.insert(id("a"), entry("f", "n1"));
+        t.insert(id("b"), entry("f", "n2"));
+        t.insert(id("c"), entry("g", "n1"));
         assert_eq!(t.of_function("f").count(), 2);
-        assert_eq!(t.on_node("n1"), vec!["a".to_string(), "c".to_string()]);
+        assert_eq!(t.on_node("n1"), vec![id("a"), id("c")]);
         assert_eq!(t.allocation("n1"), NodeAllocation { cpu_millis: 200, memory_mib: 128, sandboxes: 2 });
         t.remove("a");
         assert_eq!(t.of_function("f").map(|(id, _)| id.as_str()).collect::<Vec<_>>(), vec!["b"]);

@@ -42,7 +42,7 @@ impl CellControl for ControlPlane {
         request: Request<RegisterWorkerRequest>,
     ) -> Result<Response<RegisterWorkerResponse>, Status> {
         let req = request.into_inner();
-        NodeId::new(req.node_id.as_str()).map_err(|e| Status::invalid_argument(format!("node_id: {e}")))?;
+        let node_id = NodeId::new(req.node_id).map_err(|e| Status::invalid_argument(format!("node_id: {e}")))?;
         if req.address.is_empty() {
             return Err(Status::invalid_argument("address: the worker's gRPC address is required"));
         }
@@ -55,7 +55,7 @@ impl CellControl for ControlPlane {
         };
         let capacity = req.capacity.ok_or_else(|| Status::invalid_argument("capacity: is required"))?;
         let record = WorkerRecord {
-            node_id: req.node_id,
+            node_id,
             address: req.address,
             runtime,
             cpu_millis: capacity.cpu_millis,
@@ -63,7 +63,7 @@ impl CellControl for ControlPlane {
             max_sandboxes: capacity.sandboxes,
         };
         // Membership is persisted; only a new or changed record is written.
-        if self.read(|st| st.worker_record(&record.node_id) != Some(&record)) {
+        if self.read(|st| st.worker_record(record.node_id.as_str()) != Some(&record)) {
             self.inner.store.put_worker(&record).await.map_err(unavailable)?;
         }
         tracing::info!(node = %record.node_id, address = %record.address, "worker registered");
@@ -88,10 +88,10 @@ impl CellControl for ControlPlane {
     ) -> Result<Response<ReportSandboxEventsResponse>, Status> {
         let req = request.into_inner();
         for event in req.events {
-            SandboxId::new(event.sandbox_id.as_str())
+            let sandbox_id = SandboxId::new(event.sandbox_id.as_str())
                 .map_err(|e| Status::invalid_argument(format!("events.sandbox_id: {e}")))?;
             tracing::info!(node = %req.node_id, sandbox = %event.sandbox_id, reason = event.reason, "sandbox exited");
-            self.apply(|st| st.sandbox_exited(&req.node_id, &event.sandbox_id));
+            self.apply(|st| st.sandbox_exited(&req.node_id, &sandbox_id));
         }
         Ok(Response::new(ReportSandboxEventsResponse {}))
     }

@@ -18,6 +18,7 @@ use crate::placer::{Need, NodeLoad, PlacementPolicy, Placer, placer};
 use crate::routing::{Endpoint, Routing, RoutingLog, RoutingSnapshot, RoutingUpdate};
 use crate::store::WorkerRecord;
 use baton_model::function::FunctionSpec;
+use baton_proto::{MAX_ID_LEN, NodeId, SandboxId};
 
 use super::sandboxes::{Phase, SandboxEntry, SandboxTable};
 
@@ -46,9 +47,9 @@ pub enum Command {
     /// Create a sandbox on a worker, then report back with [`ControlPlaneState::created`].
     Create {
         /// New sandbox ID.
-        sandbox_id: String,
+        sandbox_id: SandboxId,
         /// Worker node.
-        node_id: String,
+        node_id: NodeId,
         /// Its Worker service address.
         address: String,
         /// The function's spec.
@@ -57,9 +58,9 @@ pub enum Command {
     /// Delete a sandbox on a worker after `after`.
     Delete {
         /// Sandbox ID.
-        sandbox_id: String,
+        sandbox_id: SandboxId,
         /// Worker node.
-        node_id: String,
+        node_id: NodeId,
         /// Its Worker service address.
         address: String,
         /// Wait this long first (draining).
@@ -71,7 +72,7 @@ pub enum Command {
     /// Ask a worker for its sandboxes, then report back with [`ControlPlaneState::worker_listing`].
     List {
         /// Worker node.
-        node_id: String,
+        node_id: NodeId,
         /// Its Worker service address.
         address: String,
     },
@@ -83,7 +84,7 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedSandbox {
     /// Sandbox ID.
-    pub sandbox_id: String,
+    pub sandbox_id: SandboxId,
     /// Function it serves.
     pub function: String,
     /// host:port.
@@ -132,14 +133,14 @@ pub struct Scale {
 pub struct ControlPlaneState {
     config: StateConfig,
     functions: BTreeMap<String, FunctionEntry>,
-    workers: BTreeMap<String, WorkerEntry>,
+    workers: BTreeMap<NodeId, WorkerEntry>,
     sandboxes: SandboxTable,
     routing: RoutingLog,
     placer: Box<dyn Placer>,
     next_seq: u64,
     /// Workers not yet listed since start: no function scales until they are (or are down),
     /// so recovered sandboxes are found before new ones are made.
-    unlisted: BTreeSet<String>,
+    unlisted: BTreeSet<NodeId>,
     /// Sandboxes with calls in flight, as data planes report them.
     busy: BusySandboxes,
     /// Repeated warnings (a function finding no room every round) once per interval.
@@ -195,7 +196,7 @@ impl ControlPlaneState {
             .of_function(name)
             .filter_map(|(id, s)| match &s.phase {
                 Phase::Ready { endpoint, creation } => {
-                    Some(Endpoint { sandbox_id: id.clone(), address: endpoint.clone(), creation: *creation })
+                    Some(Endpoint { sandbox_id: id.to_string(), address: endpoint.clone(), creation: *creation })
                 }
                 _ => None,
             })
@@ -264,7 +265,7 @@ impl ControlPlaneState {
         let busy = f.loads.values().any(|(in_flight, queued, _)| in_flight + queued > 0);
         let drain = self.drain(f.spec.timeout, busy);
         let mut commands = vec![Command::Publish(self.routing.set(name, None))];
-        let ids: Vec<String> = self.sandboxes.of_function(name).map(|(id, _)| id.clone()).collect();
+        let ids: Vec<SandboxId> = self.sandboxes.of_function(name).map(|(id, _)| id.clone()).collect();
         for id in ids {
             commands.extend(self.retire(&id, drain, f.spec.timeout));
         }
@@ -281,7 +282,7 @@ impl ControlPlaneState {
 
     /// Marks a sandbox deleting and returns the delete command (none while it is still
     /// being created: [`ControlPlaneState::created`] deletes it when the creation returns).
-    fn retire(&mut self, id: &str, after: Duration, at_most: Duration) -> Option<Command> {
+    fn retire(&mut self, id: &SandboxId, after: Duration, at_most: Duration) -> Option<Command> {
         let s = self.sandboxes.get_mut(id)?;
         if s.phase == Phase::Creating {
             s.phase = Phase::Deleting;
@@ -290,7 +291,7 @@ impl ControlPlaneState {
         s.phase = Phase::Deleting;
         let node_id = s.node_id.clone();
         let address = self.workers.get(&node_id).map(|w| w.record.address.clone())?;
-        Some(Command::Delete { sandbox_id: id.to_string(), node_id, address, after, at_most: at_most.max(after) })
+        Some(Command::Delete { sandbox_id: id.clone(), node_id, address, after, at_most: at_most.max(after) })
     }
 
     /// A worker registered (new, restarted, or after this control plane restarted).
@@ -303,15 +304,17 @@ impl ControlPlaneState {
 
     /// A worker's heartbeat; `None` when the worker is unknown (it should register).
     pub fn heartbeat(&mut self, node_id: &str, now: Instant) -> Option<Vec<Command>> {
-        let w = self.workers.get_mut(node_id)?;
+        let node_id = self.workers.get_key_value(node_id)?.0.clone();
+        let w = self.workers.get_mut(&node_id)?;
         w.last_seen = now;
         if w.healthy {
             return Some(Vec::new());
         }
         // Back from the dead: its old sandboxes were replaced; list it to clean them up.
         w.healthy = true;
-        self.unlisted.insert(node_id.to_string());
-        Some(vec![Command::List { node_id: node_id.to_string(), address: w.record.address.clone() }])
+        let command = Command::List { node_id: node_id.clone(), address: w.record.address.clone() };
+        self.unlisted.insert(node_id);
+        Some(vec![command])
     }
 
     /// Whether a worker is known (for the store: only new or changed records are written).
@@ -321,14 +324,14 @@ impl ControlPlaneState {
 
     /// Merges a worker's listing: sandboxes of known functions are adopted, the rest
     /// deleted; tracked sandboxes the worker no longer has are dropped.
-    pub fn worker_listing(&mut self, node_id: &str, listed: Vec<ListedSandbox>) -> Vec<Command> {
+    pub fn worker_listing(&mut self, node_id: &NodeId, listed: Vec<ListedSandbox>) -> Vec<Command> {
         self.unlisted.remove(node_id);
         let Some(address) = self.workers.get(node_id).map(|w| w.record.address.clone()) else {
             return Vec::new();
         };
         let mut commands = Vec::new();
         let mut touched = BTreeSet::new();
-        let listed_ids: BTreeSet<String> = listed.iter().map(|s| s.sandbox_id.clone()).collect();
+        let listed_ids: BTreeSet<SandboxId> = listed.iter().map(|s| s.sandbox_id.clone()).collect();
         for s in listed {
             if self.sandboxes.contains(&s.sandbox_id) {
                 continue;
@@ -340,7 +343,7 @@ impl ControlPlaneState {
                     cpu_millis: f.spec.resources.cpu_millis,
                     memory_mib: f.spec.resources.memory_mib,
                     function: s.function,
-                    node_id: node_id.to_string(),
+                    node_id: node_id.clone(),
                     phase: Phase::Ready { endpoint: s.endpoint, creation: Duration::ZERO },
                     seq: self.next_seq,
                 };
@@ -348,14 +351,14 @@ impl ControlPlaneState {
             } else {
                 commands.push(Command::Delete {
                     sandbox_id: s.sandbox_id,
-                    node_id: node_id.to_string(),
+                    node_id: node_id.clone(),
                     address: address.clone(),
                     after: Duration::ZERO,
                     at_most: Duration::ZERO,
                 });
             }
         }
-        let gone: Vec<String> = self
+        let gone: Vec<SandboxId> = self
             .sandboxes
             .on_node(node_id)
             .into_iter()
@@ -383,15 +386,15 @@ impl ControlPlaneState {
     }
 
     /// A sandbox ended on its own: drop it, reroute, and clean up its record on the worker.
-    pub fn sandbox_exited(&mut self, node_id: &str, sandbox_id: &str) -> Vec<Command> {
+    pub fn sandbox_exited(&mut self, node_id: &str, sandbox_id: &SandboxId) -> Vec<Command> {
         let Some(s) = self.sandboxes.remove(sandbox_id) else {
             return Vec::new();
         };
         let mut commands = Vec::new();
-        if let Some(w) = self.workers.get(node_id) {
+        if let Some((node_id, w)) = self.workers.get_key_value(node_id) {
             commands.push(Command::Delete {
-                sandbox_id: sandbox_id.to_string(),
-                node_id: node_id.to_string(),
+                sandbox_id: sandbox_id.clone(),
+                node_id: node_id.clone(),
                 address: w.record.address.clone(),
                 after: Duration::ZERO,
                 at_most: Duration::ZERO,
@@ -457,7 +460,7 @@ impl ControlPlaneState {
     /// routes to it.
     pub fn created(
         &mut self,
-        sandbox_id: &str,
+        sandbox_id: &SandboxId,
         result: Result<(String, Duration), String>,
         now: Instant,
     ) -> Vec<Command> {
@@ -479,7 +482,7 @@ impl ControlPlaneState {
                 self.workers
                     .get(&node_id)
                     .map(|w| Command::Delete {
-                        sandbox_id: sandbox_id.to_string(),
+                        sandbox_id: sandbox_id.clone(),
                         node_id: node_id.clone(),
                         address: w.record.address.clone(),
                         after: Duration::ZERO,
@@ -492,7 +495,7 @@ impl ControlPlaneState {
                 let function = s.function.clone();
                 self.sandboxes.remove(sandbox_id);
                 if let Some(held_back) = self.warnings.check(&format!("create {function}"), now.into_std()) {
-                    tracing::warn!(%function, sandbox = sandbox_id, %error, held_back, "sandbox creation failed");
+                    tracing::warn!(%function, sandbox = %sandbox_id, %error, held_back, "sandbox creation failed");
                 }
                 if let Some(f) = self.functions.get_mut(&function) {
                     f.retry_after = Some(now + self.config.create_retry);
@@ -573,7 +576,7 @@ impl ControlPlaneState {
             }
         } else if desired < scale.ready {
             // Newest first: the oldest sandboxes are the warmest.
-            let mut ready: Vec<(u64, String)> = self
+            let mut ready: Vec<(u64, SandboxId)> = self
                 .sandboxes
                 .of_function(name)
                 .filter(|(_, s)| matches!(s.phase, Phase::Ready { .. }))
@@ -611,7 +614,7 @@ impl ControlPlaneState {
         let need = Need { cpu_millis: spec.resources.cpu_millis, memory_mib: spec.resources.memory_mib };
         let chosen = nodes.get(self.placer.place(&nodes, need)?)?.id.clone();
         self.next_seq += 1;
-        let sandbox_id = format!("{}-{}-{}", spec.name, self.config.id_prefix, self.next_seq);
+        let sandbox_id = sandbox_id(&spec.name, &self.config.id_prefix, self.next_seq);
         self.sandboxes.insert(
             sandbox_id.clone(),
             SandboxEntry {
@@ -646,6 +649,19 @@ impl ControlPlaneState {
     pub fn sandboxes_on(&self, node_id: &str) -> usize {
         self.sandboxes.on_node(node_id).len()
     }
+}
+
+/// A new sandbox's ID: its function's name (cut short where the whole would not fit) for
+/// people reading listings and logs, then this control plane's prefix and a sequence
+/// number, which alone make it unique.
+fn sandbox_id(function: &str, prefix: &str, seq: u64) -> SandboxId {
+    let suffix = format!("-{prefix}-{seq}");
+    let room = MAX_ID_LEN.saturating_sub(suffix.len());
+    // Function names are ASCII letters, digits, '-' and '.', as IDs are.
+    let name = function.get(..function.len().min(room)).unwrap_or("sandbox");
+    SandboxId::new(format!("{name}{suffix}"))
+        .or_else(|_| SandboxId::new(format!("sandbox{suffix}")))
+        .expect("a prefix of hex digits and a number make a valid ID")
 }
 
 #[cfg(test)]

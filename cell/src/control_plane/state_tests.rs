@@ -26,7 +26,7 @@ fn spec(name: &str, max_scale: u32) -> FunctionSpec {
 
 fn worker(id: &str, max: u32) -> WorkerRecord {
     WorkerRecord {
-        node_id: id.into(),
+        node_id: node(id),
         address: format!("127.0.0.1:7{id}"),
         runtime: baton_model::Runtime::Emulated,
         cpu_millis: 100_000,
@@ -35,7 +35,11 @@ fn worker(id: &str, max: u32) -> WorkerRecord {
     }
 }
 
-fn creates(commands: &[Command]) -> Vec<(String, String)> {
+fn node(id: &str) -> NodeId {
+    NodeId::new(id).unwrap()
+}
+
+fn creates(commands: &[Command]) -> Vec<(SandboxId, NodeId)> {
     commands
         .iter()
         .filter_map(|c| match c {
@@ -51,7 +55,7 @@ fn ready_state(workers: &[(&str, u32)], function: FunctionSpec) -> (ControlPlane
     let mut st = ControlPlaneState::new(config());
     for (id, max) in workers {
         st.register_worker(worker(id, *max), now);
-        st.worker_listing(id, vec![]);
+        st.worker_listing(&node(id), vec![]);
     }
     st.put_function(function);
     (st, now)
@@ -72,6 +76,21 @@ fn queued_load_scales_from_zero_within_max_scale_and_capacity() {
     // A ready sandbox enters the routing table.
     let commands = st.created(&planned[0].0, Ok(("127.0.0.1:9".into(), Duration::ZERO)), now);
     assert!(matches!(&commands[0], Command::Publish(u) if u.routing.as_ref().unwrap().endpoints.len() == 1));
+}
+
+#[test]
+fn the_longest_federated_name_still_gets_valid_unique_sandbox_ids() {
+    // A federated cell names functions `tenant.name`: up to 63 + 1 + 63 bytes.
+    let name = format!("{}.{}", "t".repeat(63), "f".repeat(63));
+    let (mut st, now) = ready_state(&[("1", 4)], spec(&name, 3));
+    st.report_load("dp", &[(name.clone(), 0, 3)], now);
+    let planned = creates(&st.evaluate(&name, now));
+    assert_eq!(planned.len(), 3);
+    let ids: std::collections::BTreeSet<&str> = planned.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "unique: {ids:?}");
+    for id in ids {
+        assert!(id.len() <= baton_proto::MAX_ID_LEN && id.starts_with("ttt"), "{id}");
+    }
 }
 
 #[test]
@@ -115,13 +134,15 @@ fn after_a_restart_nothing_scales_until_known_workers_are_listed_and_their_sandb
     st.report_load("dp", &[("f".into(), 3, 0)], now);
     assert!(creates(&st.evaluate("f", now)).is_empty(), "worker 1 not listed yet");
     let listed = |id: &str, function: &str| ListedSandbox {
-        sandbox_id: id.into(),
+        sandbox_id: SandboxId::new(id).unwrap(),
         function: function.into(),
         endpoint: format!("ep-{id}"),
         running: true,
     };
-    let commands =
-        st.worker_listing("1", vec![listed("f-old-1", "f"), listed("f-old-2", "f"), listed("gone-1", "deleted-fn")]);
+    let commands = st.worker_listing(
+        &node("1"),
+        vec![listed("f-old-1", "f"), listed("f-old-2", "f"), listed("gone-1", "deleted-fn")],
+    );
     assert!(commands.iter().any(|c| matches!(c, Command::Delete { sandbox_id, .. } if sandbox_id == "gone-1")));
     assert_eq!(st.scale("f").ready, 2);
     // Three wanted, two recovered: exactly one more is created.
@@ -193,7 +214,7 @@ fn a_worker_that_cannot_be_listed_does_not_hold_up_scaling() {
     let now = Instant::now();
     let mut st = ControlPlaneState::new(config());
     st.recover(vec![spec("f", 5)], vec![worker("1", 10), worker("2", 10)], now);
-    st.worker_listing("2", vec![]);
+    st.worker_listing(&node("2"), vec![]);
     st.report_load("dp", &[("f".into(), 0, 1)], now);
     assert!(creates(&st.evaluate("f", now)).is_empty(), "waiting for worker 1's listing");
     st.listing_failed("1");

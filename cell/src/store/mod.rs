@@ -153,7 +153,7 @@ impl CellStore {
 
     /// Stores a worker node.
     pub async fn put_worker(&self, worker: &WorkerRecord) -> Result<(), StoreError> {
-        self.put_json(Kind::Workers, &worker.node_id, worker).await
+        self.put_json(Kind::Workers, worker.node_id.as_str(), worker).await
     }
 
     /// Removes a worker node.

@@ -1,13 +1,14 @@
 //! The membership records a cell persists besides function specs.
 
 use baton_model::Runtime;
+use baton_proto::NodeId;
 use serde::{Deserialize, Serialize};
 
 /// A worker node as registered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerRecord {
     /// Node ID.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// gRPC address of its Worker service.
     pub address: String,
     /// The runtime of its sandboxes (stored as `process` or `emulated`).
