@@ -37,38 +37,57 @@ pub struct UpArgs {
     redis: Option<String>,
 }
 
+/// Lines of a failed process's log shown with the error.
+const LOG_TAIL: usize = 5;
+
+/// What says why a process stopped: the error its `main` returned (`Error: …` and its
+/// causes, without a backtrace), or else the last lines it logged.
+fn log_excerpt(text: &str) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    match lines.iter().rposition(|l| l.starts_with("Error: ")) {
+        Some(start) => {
+            lines[start..].iter().copied().take_while(|l| !l.starts_with("Stack backtrace:")).take(LOG_TAIL).collect()
+        }
+        None => lines[lines.len().saturating_sub(LOG_TAIL)..].to_vec(),
+    }
+}
+
 /// The processes started, stopped (SIGTERM, then SIGKILL after 10 s) in reverse order
 /// however `baton up` ends.
 struct Processes {
-    children: Vec<(String, Child)>,
+    /// Name, process, log file.
+    children: Vec<(String, Child, PathBuf)>,
     run_dir: PathBuf,
 }
 
 impl Processes {
     fn spawn(&mut self, name: &str, command: &mut Command, logs: &Path) -> anyhow::Result<()> {
-        let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+        let path = logs.join(format!("{name}.log"));
+        let log = std::fs::File::create(&path)?;
         let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {name}"))?;
-        self.children.push((name.to_string(), child));
+        self.children.push((name.to_string(), child, path));
         Ok(())
     }
 
-    /// The first process that has exited, if any.
+    /// The first process that has exited, if any: which, how, and the end of its log.
     fn exited(&mut self) -> Option<String> {
-        self.children
-            .iter_mut()
-            .find_map(|(name, child)| child.try_wait().ok().flatten().map(|status| format!("{name} exited ({status})")))
+        self.children.iter_mut().find_map(|(name, child, log)| {
+            let status = child.try_wait().ok().flatten()?;
+            let excerpt = log_excerpt(&std::fs::read_to_string(&*log).unwrap_or_default()).join("\n  ");
+            Some(format!("{name} exited ({status}); from {}:\n  {excerpt}", log.display()))
+        })
     }
 }
 
 impl Drop for Processes {
     fn drop(&mut self) {
         // Newest first: the router stops taking calls before the cells and workers go.
-        while let Some((name, mut child)) = self.children.pop() {
+        while let Some((name, mut child, _)) = self.children.pop() {
             // An exited child is reaped already: its PID may belong to someone else now.
             if child.try_wait().ok().flatten().is_some() {
                 continue;
@@ -101,7 +120,7 @@ async fn wait_port(port: u16, what: &str, processes: &mut Processes) -> anyhow::
     let deadline = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         if let Some(exited) = processes.exited() {
-            bail!("{exited} before {what} listened on port {port}; see its log");
+            bail!("{what} did not start: {exited}");
         }
         if Instant::now() > deadline {
             bail!("{what} did not listen on port {port} within 30 s");
@@ -129,7 +148,7 @@ pub async fn run(args: UpArgs, home: PathBuf) -> anyhow::Result<()> {
         println!("Logs: {}. Ctrl-C stops everything.", logs.display());
         tokio::select! {
             _ = &mut stop => println!("stopping…"),
-            exited = watch(&mut processes) => eprintln!("{exited}; stopping everything"),
+            exited = watch(&mut processes) => eprintln!("{exited}\nstopping everything"),
         }
     }
     drop(processes);
@@ -275,7 +294,7 @@ async fn wait_cells(
             return Ok(());
         }
         if let Some(exited) = processes.exited() {
-            bail!("{exited} before every cell registered; see its log");
+            bail!("the cells did not all register: {exited}");
         }
         if Instant::now() > deadline {
             bail!("the cells did not register with the shard manager within 30 s");
@@ -318,11 +337,24 @@ async fn deploy_samples(
             return Ok(());
         }
         if let Some(exited) = processes.exited() {
-            bail!("{exited} before echo answered; see its log");
+            bail!("echo did not answer: {exited}");
         }
         if Instant::now() > deadline {
             bail!("echo did not answer through the router within 30 s");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_excerpt_is_the_error_and_its_causes_without_the_backtrace() {
+        let log = "INFO starting\nError: opening the store: refused\n\nCaused by:\n    0: refused\n\nStack backtrace:\n   0: main\n";
+        assert_eq!(log_excerpt(log), ["Error: opening the store: refused", "Caused by:", "    0: refused"]);
+        let log: String = (1..=8).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(log_excerpt(&log), ["line 4", "line 5", "line 6", "line 7", "line 8"], "no error: the last lines");
     }
 }

@@ -164,3 +164,27 @@ fn baton_up_refuses_bad_options_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("BATON_API_KEY"));
 }
+
+#[test]
+fn baton_up_names_the_process_that_failed_and_why_and_leaves_nothing_running() {
+    let home = tempfile::tempdir().unwrap();
+    // A port nothing listens on: the cell cannot open its store and exits.
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redis = format!("redis://127.0.0.1:{}", refused.local_addr().unwrap().port());
+    drop(refused);
+    let up = Command::new(bin("baton"))
+        .args(["up", "--port", "0", "--shard-manager-port", "0", "--sandbox-ports", "14000", "--cells", "1"])
+        .args(["--redis", &redis])
+        .env("BATON_HOME", home.path())
+        .process_group(0)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(up.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    assert!(stderr.contains("cell-1 exited"), "which process: {stderr}");
+    assert!(stderr.contains("Error: opening the cell's store") && stderr.contains(&redis), "why: {stderr}");
+    assert!(!stderr.contains("backtrace"), "the error, not a backtrace: {stderr}");
+    let home_path = home.path().display().to_string();
+    assert_eq!(processes_mentioning(&home_path), Vec::<String>::new(), "processes left behind");
+}
