@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -47,21 +47,31 @@ async fn first_call_is_cold_the_next_warm_and_requests_round_trip() {
     let body: serde_json::Value = missing.json().await.unwrap();
     assert_eq!(body["error"]["code"], "function_not_found");
 
-    // The metrics say the same, with bounded labels.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let metrics =
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", cluster.admin_port)).await.unwrap().text().await.unwrap();
-    for needle in [
+    // The metrics say the same, with bounded labels: the cold call queued, the warm one
+    // did not. Gauges refresh with the next autoscaling round: wait for them.
+    let not_found = format!(r#"baton_cell_invocations_total{{outcome="not_found"}} {}"#, 1 + not_yet);
+    let needles = [
         r#"baton_cell_invocations_total{outcome="ok"} 2"#,
-        &format!(r#"baton_cell_invocations_total{{outcome="not_found"}} {}"#, 1 + not_yet),
+        &not_found,
         "baton_cell_cold_starts_total 1",
+        "baton_cell_queued_calls_total 1",
         "baton_cell_invocation_seconds_bucket",
         "baton_cell_control_decision_seconds_bucket",
         "baton_cell_sandboxes_ready 1",
         r#"baton_cell_workers{state="healthy"} 1"#,
         r#"baton_cell_sandbox_creations_total{outcome="ok"} 1"#,
-    ] {
-        assert!(metrics.contains(needle), "{needle} missing from:\n{metrics}");
+    ];
+    let url = format!("http://127.0.0.1:{}/metrics", cluster.admin_port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        let present = |n: &str| metrics.lines().any(|l| l == n || (n.ends_with("_bucket") && l.starts_with(n)));
+        let missing: Vec<&&str> = needles.iter().filter(|n| !present(n)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{missing:?} missing from:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
