@@ -73,7 +73,10 @@ async fn every_subcommand_against_a_running_federation() {
     let (key, key_id) = (field("key:"), field("key_id:"));
     let keys = json_of(baton(f, None, &["keys", "list", "--tenant", "acme", "-o", "json"]), "keys list");
     assert_eq!(keys["keys"], json!([{"key_id": key_id, "tenant": "acme"}]));
-    assert!(ok(baton(f, None, &["keys", "list"]), "keys list").contains(&key_id));
+    let table = ok(baton(f, None, &["keys", "list"]), "keys list");
+    let rows: Vec<Vec<&str>> =
+        table.lines().map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect()).collect();
+    assert_eq!(rows, [vec!["KEY ID", "TENANT"], vec![key_id.as_str(), "acme"]], "{table}");
     let unknown = baton(f, None, &["keys", "list", "--tenant", "nobody"]);
     assert!(!unknown.ok && unknown.stderr.contains("tenant nobody does not exist"), "{}", unknown.stderr);
 
@@ -97,6 +100,11 @@ async fn every_subcommand_against_a_running_federation() {
     let owner = deployed["cell"].as_str().unwrap().to_string();
     let table = ok(baton(f, router, &["functions", "list"]), "functions list");
     assert!(table.starts_with("NAME") && table.lines().nth(1).unwrap().starts_with("echo"), "{table}");
+    let table = ok(baton(f, router, &["functions", "get", "echo"]), "functions get");
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "CELL", "GENERATION", "REGION", "RUNTIME", "EXECUTABLE"], "{table}");
+    assert_eq!(rows[1][..5], ["echo", owner.as_str(), "1", "local", "process"], "{table}");
+    assert!(rows[1][5].ends_with("baton-fn-echo") && rows.len() == 2, "{table}");
     let got = json_of(baton(f, router, &["functions", "get", "echo", "-o", "json"]), "functions get");
     assert_eq!((got["name"].as_str(), got["cell"].as_str()), (Some("echo"), Some(owner.as_str())));
     assert!(got["spec"]["executable"].as_str().unwrap().ends_with("baton-fn-echo"));

@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 
 mod api;
 mod federation;
+#[cfg(feature = "inproc")]
 pub mod inproc;
 pub use api::FederationApi;
 pub use federation::{Federation, RouterProc, start_shard_manager, start_shard_manager_with_admin};
