@@ -263,17 +263,38 @@ impl InProcess {
     /// Starts a router following every live replica; waits until it has a map that knows
     /// `key`. Returns its index.
     pub async fn start_router(&mut self, key: &str) -> usize {
-        let settings = serde_json::json!({"router": {
+        self.start_router_with(key, serde_json::json!({})).await
+    }
+
+    /// [`InProcess::start_router`] with `settings` (its `[router]` section, in JSON) on
+    /// top of the defaults.
+    pub async fn start_router_with(&mut self, key: &str, settings: serde_json::Value) -> usize {
+        let mut router = serde_json::json!({
             "listen": "127.0.0.1:0",
             "admin_listen": "127.0.0.1:0",
             "shard_managers": self.manager_urls(),
-        }});
+        });
+        crate::merge(&mut router, settings);
+        let settings = serde_json::json!({ "router": router });
         let listeners = baton_router::daemon::Listeners { http: any_port().await, admin: any_port().await };
         let running = baton_router::daemon::start(config(settings), listeners).await.unwrap();
         self.routers.push(InProcessRouter { addr: running.addr, admin_addr: running.admin_addr, running });
         let index = self.routers.len() - 1;
         self.wait_router_accepts(index, key).await;
         index
+    }
+
+    /// Stops cell `index` and its workers, deleting their sandboxes (its ports then refuse
+    /// connections); the shard manager still lists it until its heartbeats time out.
+    pub async fn stop_cell(&mut self, index: usize) {
+        let cell = self.cells.remove(index);
+        for worker in cell.workers {
+            worker.shutdown().await;
+        }
+        cell.cell.shutdown().await;
+        for parent in &cell.cgroup_parents {
+            crate::kill_sandboxes(parent);
+        }
     }
 
     /// Stops replica `index` (its port then refuses connections).
@@ -288,14 +309,8 @@ impl InProcess {
         for router in std::mem::take(&mut self.routers) {
             router.running.shutdown().await;
         }
-        for cell in std::mem::take(&mut self.cells) {
-            for worker in cell.workers {
-                worker.shutdown().await;
-            }
-            cell.cell.shutdown().await;
-            for parent in &cell.cgroup_parents {
-                crate::kill_sandboxes(parent);
-            }
+        while !self.cells.is_empty() {
+            self.stop_cell(0).await;
         }
         for index in 0..self.replicas.len() {
             self.stop_replica(index).await;
