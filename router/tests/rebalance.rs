@@ -99,6 +99,13 @@ async fn a_new_cell_a_drain_and_a_fill_move_functions_without_failed_calls() {
     let before = settled(&federation, Duration::from_secs(30), "registration", all).await;
     eprintln!("two cells, settled: {before:?}");
 
+    // Moves are counted by reason on the shard manager's /metrics.
+    let admin = federation.replicas[0].as_ref().unwrap().admin_addr.port();
+    let moves = |reason: &'static str| async move {
+        baton_testkit::metric_at(admin, &format!(r#"baton_shard_manager_moves_total{{reason="{reason}"}}"#)).await
+    };
+    let balanced_before = moves("balance").await;
+
     // A third cell joins: about a third of the functions move to it.
     let started = Instant::now();
     federation.add_cell().await;
@@ -109,6 +116,8 @@ async fn a_new_cell_a_drain_and_a_fill_move_functions_without_failed_calls() {
     })
     .await;
     eprintln!("three cells, settled {:?} after the join: {after:?}", started.elapsed());
+    let balanced = moves("balance").await - balanced_before;
+    assert!(balanced >= after["cell-3"] as f64, "{balanced} balance moves for {} on cell-3", after["cell-3"]);
 
     // Drain cell-1 under load: it ends owning nothing, and after its functions' timeout
     // its control plane has forgotten them all.
@@ -118,6 +127,7 @@ async fn a_new_cell_a_drain_and_a_fill_move_functions_without_failed_calls() {
     let drained =
         settled(&federation, Duration::from_secs(60), "cell-1 empty", |c| all(c) && c.get("cell-1") == Some(&0)).await;
     eprintln!("cell-1 drained: {drained:?}");
+    assert_eq!(moves("drain").await, after["cell-1"] as f64, "one drain move per function cell-1 held");
     let api = federation.cells[0].api().await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
