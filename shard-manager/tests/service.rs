@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{
-    CellHeartbeatRequest, PutFunctionRequest, PutTenantRequest, RegisterCellRequest, WatchShardMapRequest,
+    CellHealth, CellHeartbeatRequest, PutFunctionRequest, PutTenantRequest, RegisterCellRequest, WatchShardMapRequest,
     shard_map_event,
 };
 use baton_shard_manager::admission::Admission;
@@ -69,6 +69,17 @@ async fn start_with(
     (client, node, dir, url)
 }
 
+/// Tenant `dev`'s function `f{i}`, running `/bin/true`, in its default region.
+fn function(i: u32) -> PutFunctionRequest {
+    PutFunctionRequest {
+        tenant: "dev".into(),
+        name: format!("f{i}"),
+        spec_json: format!(r#"{{"name":"f{i}","executable":"/bin/true"}}"#),
+        home_region: String::new(),
+        min_epoch: 0,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cells_functions_the_map_stream_and_failover() {
     let (mut api, node, _dir) = start().await;
@@ -89,14 +100,7 @@ async fn cells_functions_the_map_stream_and_failover() {
 
     let mut placed = BTreeMap::new();
     for i in 0..20 {
-        let request = PutFunctionRequest {
-            tenant: "dev".into(),
-            name: format!("f{i}"),
-            spec_json: format!(r#"{{"name":"f{i}","executable":"/bin/true"}}"#),
-            home_region: String::new(),
-            min_epoch: 0,
-        };
-        let response = api.put_function(request).await.unwrap().into_inner();
+        let response = api.put_function(function(i)).await.unwrap().into_inner();
         assert_eq!(response.generation, 1);
         placed.insert(format!("dev/f{i}"), response.cell);
     }
@@ -549,4 +553,34 @@ async fn a_large_map_and_catalog_reach_their_readers() {
     };
     let batch = PutFunctionsRequest { functions: (0..1000).map(padded).collect(), min_epoch: 0 };
     api.put_functions(batch).await.expect("a 6 MB batch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_without_workers_is_given_no_function_until_it_has_one_again() {
+    let (mut api, _node, _dir) = start_admitting(Admission::default()).await;
+    api.register_cell(cell("c1")).await.unwrap();
+    api.register_cell(cell("c2")).await.unwrap();
+    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
+        .await
+        .unwrap();
+    let beat = |workers: u32| CellHeartbeatRequest {
+        id: "c1".into(),
+        loads: vec![],
+        health: Some(CellHealth { healthy_workers: workers, unservable: vec![] }),
+    };
+    let place = async |api: &mut ShardManagerClient<Channel>, names: std::ops::Range<u32>| {
+        let mut cells = BTreeMap::<String, u32>::new();
+        for i in names {
+            *cells.entry(api.put_function(function(i)).await.unwrap().into_inner().cell).or_default() += 1;
+        }
+        cells
+    };
+
+    // c1 says it has no worker: every new function goes to c2.
+    api.cell_heartbeat(beat(0)).await.unwrap();
+    assert_eq!(place(&mut api, 0..20).await, BTreeMap::from([("c2".to_string(), 20)]));
+    // A worker again: c1 takes its share of new functions.
+    api.cell_heartbeat(beat(1)).await.unwrap();
+    let placed = place(&mut api, 20..40).await;
+    assert!(placed.get("c1").is_some_and(|&n| n > 0), "c1 is placeable again: {placed:?}");
 }
