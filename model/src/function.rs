@@ -132,7 +132,8 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    pub(crate) fn new(field: &str, message: impl Into<String>) -> Self {
+    /// A refusal of `field` (its dotted path) saying `message`.
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
         Self { field: field.into(), message: message.into() }
     }
 }

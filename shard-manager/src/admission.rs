@@ -6,6 +6,7 @@
 //! one when the registration commits). An empty executable list admits any absolute path,
 //! for development.
 
+use baton_model::function::SpecError;
 use baton_model::{FunctionSpec, Runtime};
 use baton_service::ConfigError;
 
@@ -35,23 +36,27 @@ impl Admission {
         Ok(Self(section.clone()))
     }
 
-    /// Checks a (valid) spec against the policy; the error is `field: why`.
-    pub fn check(&self, spec: &FunctionSpec) -> Result<(), String> {
+    /// Checks a (valid) spec against the policy; the error names the field it refuses.
+    pub fn check(&self, spec: &FunctionSpec) -> Result<(), SpecError> {
         if spec.runtime == Runtime::Process && !self.admits(&spec.executable) {
-            return Err(format!(
-                "executable: {:?} is not one this federation runs (allowed: {})",
-                spec.executable,
-                self.0.executables.join(", ")
+            return Err(SpecError::new(
+                "executable",
+                format!(
+                    "{:?} is not one this federation runs (allowed: {})",
+                    spec.executable,
+                    self.0.executables.join(", ")
+                ),
             ));
         }
         // The dynamic loader's variables would let an allowed program load any other code.
         if !self.0.executables.is_empty()
             && let Some(name) = spec.env.keys().find(|name| name.starts_with("LD_"))
         {
-            return Err(format!("env.{name}: the dynamic loader's variables are not allowed on this federation"));
+            let field = format!("env.{name}");
+            return Err(SpecError::new(&field, "the dynamic loader's variables are not allowed on this federation"));
         }
         let over = |field: &str, limit: &dyn std::fmt::Display| {
-            Err(format!("{field}: is over this federation's limit of {limit}"))
+            Err(SpecError::new(field, format!("is over this federation's limit of {limit}")))
         };
         if spec.scaling.max_scale > self.0.max_scale {
             return over("scaling.max_scale", &self.0.max_scale);
@@ -126,7 +131,7 @@ mod tests {
         assert!(!runs(&policy, "/bin/sh"));
         assert!(!runs(&policy, "/opt/fns/../../bin/sh"), "no way out of the folder");
         assert!(!runs(&policy, "/opt/fns/./x"));
-        let refusal = policy.check(&spec(r#"{"executable":"/bin/sh"}"#)).unwrap_err();
+        let refusal = policy.check(&spec(r#"{"executable":"/bin/sh"}"#)).unwrap_err().to_string();
         assert!(refusal.starts_with("executable: \"/bin/sh\""), "{refusal}");
     }
 
@@ -134,7 +139,7 @@ mod tests {
     fn with_a_list_the_loader_cannot_be_pointed_elsewhere() {
         let preload = r#"{"executable":"/opt/fns/f","env":{"MODE":"x","LD_PRELOAD":"/tmp/evil.so"}}"#;
         let refusal = executables(&["/opt/fns/"]).check(&spec(preload)).unwrap_err();
-        assert!(refusal.starts_with("env.LD_PRELOAD: "), "{refusal}");
+        assert_eq!(refusal.field, "env.LD_PRELOAD", "{refusal}");
         assert!(Admission::default().check(&spec(preload)).is_ok(), "no list, no policy");
         assert!(executables(&["/opt/fns/"]).check(&spec(r#"{"executable":"/opt/fns/f","env":{"MODE":"x"}}"#)).is_ok());
     }
@@ -173,7 +178,8 @@ mod tests {
             (r#"{"executable":"/f","timeout":"61s"}"#, "timeout"),
         ] {
             let refusal = policy.check(&spec(json)).unwrap_err();
-            assert!(refusal.starts_with(&format!("{field}: is over")), "{json}: {refusal}");
+            assert_eq!(refusal.field, field, "{json}: {refusal}");
+            assert!(refusal.message.starts_with("is over"), "{json}: {refusal}");
         }
     }
 }

@@ -14,5 +14,5 @@ pub use follow::{MapEvent, MapView, follow};
 pub use hash::function_hash;
 pub use keys::key_hash;
 pub use map::{Assignment, Cell, CellState, Change, Delta, MapError, MapSnapshot, Owner, ShardMap};
-pub use replicas::Replicas;
+pub use replicas::{Replicas, ReplicasError};
 pub use ring::{CellRing, VNODES_PER_WEIGHT};

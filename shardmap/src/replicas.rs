@@ -23,16 +23,33 @@ pub struct Replicas {
     current: std::sync::Arc<AtomicUsize>,
 }
 
+/// Why a list of shard-manager replicas is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicasError {
+    /// The list is empty.
+    #[error("at least one shard-manager URL is needed")]
+    None,
+    /// An entry is not a URL.
+    #[error("{url:?} is not a URL: {reason}")]
+    NotAUrl {
+        /// The entry.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
 impl Replicas {
     /// Clients of `replicas` (gRPC URLs), connected lazily.
-    pub fn new(replicas: &[String]) -> Result<Self, String> {
+    pub fn new(replicas: &[String]) -> Result<Self, ReplicasError> {
         if replicas.is_empty() {
-            return Err("at least one shard-manager URL is needed".into());
+            return Err(ReplicasError::None);
         }
         let clients = replicas
             .iter()
             .map(|url| {
-                let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+                let endpoint = Endpoint::from_shared(url.clone())
+                    .map_err(|e| ReplicasError::NotAUrl { url: url.clone(), reason: e.to_string() })?;
                 let channel = endpoint
                     .tcp_nodelay(true)
                     .connect_timeout(Duration::from_secs(1))
@@ -46,7 +63,7 @@ impl Replicas {
                     .max_decoding_message_size(baton_proto::MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(baton_proto::MAX_MESSAGE_BYTES))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, ReplicasError>>()?;
         Ok(Self { clients, current: std::sync::Arc::new(AtomicUsize::new(0)) })
     }
 

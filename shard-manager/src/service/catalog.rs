@@ -44,7 +44,7 @@ fn check_put(r: &PutFunctionRequest, admission: &Admission) -> Result<(), Status
     let spec = FunctionId::new(tenant, name)
         .and_then(|id| federated_spec(&id, &r.spec_json))
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    admission.check(&spec).map_err(Status::invalid_argument)
+    admission.check(&spec).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// A registration of a function (`PutFunction`) or of several (`PutFunctions`), for its
