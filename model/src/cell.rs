@@ -22,10 +22,47 @@ impl std::fmt::Display for CellId {
 
 /// A function's ownership generation: bumped (through raft) on every change of its owning
 /// cell, before any cell is told; a cell serves a function only at the generation it was
-/// given (fencing). Sent between processes as a plain integer.
-pub type Generation = u64;
+/// given (fencing). Sent between processes as a plain integer (`X-Baton-Generation`, the
+/// gRPC messages, the map's JSON).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Generation(pub u64);
 
 /// The federation state's epoch: bumped on every committed change of the shard map, so a
 /// follower applies deltas in order and a read can ask for "at least this epoch". Sent
 /// between processes as a plain integer.
-pub type Epoch = u64;
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Epoch(pub u64);
+
+macro_rules! counter {
+    ($name:ident) => {
+        impl $name {
+            /// The one after this.
+            pub fn next(self) -> Self {
+                Self(self.0 + 1)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl From<u64> for $name {
+            fn from(n: u64) -> Self {
+                Self(n)
+            }
+        }
+
+        impl From<$name> for u64 {
+            fn from(n: $name) -> u64 {
+                n.0
+            }
+        }
+    };
+}
+
+counter!(Generation);
+counter!(Epoch);

@@ -43,13 +43,13 @@ mod tests {
     #[test]
     fn keys_map_to_their_tenant_and_everything_else_is_refused() {
         let mut map = ShardMap::from(MapSnapshot {
-            epoch: 1,
+            epoch: baton_model::Epoch(1),
             cells: vec![],
             assignments: vec![],
             api_keys: vec![(key_hash("bk_a"), "acme".into())],
         });
         map.apply(Delta {
-            epoch: 2,
+            epoch: baton_model::Epoch(2),
             changes: vec![Change::PutApiKey { key_hash: key_hash("bk_b"), tenant: "b".into() }],
             applied_unix_micros: 0,
         })

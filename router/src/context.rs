@@ -46,7 +46,7 @@ pub struct Router {
 impl Router {
     /// The epoch requests through this router must see.
     pub fn read_epoch(&self) -> u64 {
-        self.seen.load(Ordering::Relaxed).max(self.view.epoch())
+        self.seen.load(Ordering::Relaxed).max(self.view.epoch().0)
     }
 
     /// Notes the epoch a shard-manager answer carried.

@@ -87,7 +87,7 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
     tasks.push(tokio::spawn(async move {
         loop {
             readiness.set(ready_view.synced());
-            crate::metrics::map_epoch(ready_view.epoch());
+            crate::metrics::map_epoch(ready_view.epoch().0);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = ready_stop.wait_for(|s| *s) => {

@@ -6,7 +6,7 @@
 //! A cell that refuses the connection (it is down) makes the call wait, up to
 //! `router.owner_wait`, for the map to name a new owner (failover), and go there.
 
-use baton_model::{FunctionId, headers};
+use baton_model::{FunctionId, Generation, headers};
 use baton_service::http::{Body, copy_end_to_end};
 use bytes::Bytes;
 use http::header::HeaderValue;
@@ -20,7 +20,7 @@ use crate::error::ApiError;
 /// Where one attempt goes.
 struct Target {
     data_plane: String,
-    generation: u64,
+    generation: Generation,
 }
 
 /// Proxies one invocation of `tenant`'s function `name`.
@@ -32,7 +32,7 @@ pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: 
     let target = {
         let map = router.view.read();
         map.assigned_owner(&id.key()).and_then(|owner| {
-            Some(Target { data_plane: owner.data_plane?.to_string(), generation: owner.generation.unwrap_or(0) })
+            Some(Target { data_plane: owner.data_plane?.to_string(), generation: owner.generation.unwrap_or_default() })
         })
     };
     let Some(mut target) = target else { return not_found() };
@@ -99,8 +99,10 @@ async fn new_owner(router: &Router, function: &str, current: &Target) -> Option<
             let map = router.view.read();
             map.assigned_owner(function).and_then(|owner| {
                 let data_plane = owner.data_plane?;
-                (data_plane != current.data_plane)
-                    .then(|| Target { data_plane: data_plane.to_string(), generation: owner.generation.unwrap_or(0) })
+                (data_plane != current.data_plane).then(|| Target {
+                    data_plane: data_plane.to_string(),
+                    generation: owner.generation.unwrap_or_default(),
+                })
             })
         };
         if next.is_some() || tokio::time::Instant::now() >= deadline {
@@ -133,7 +135,7 @@ async fn send(
     })?;
     let mut out = Request::builder().method(method.clone()).uri(uri).body(Full::new(body)).expect("parts are valid");
     *out.headers_mut() = headers.clone();
-    out.headers_mut().insert(headers::GENERATION, HeaderValue::from(target.generation));
+    out.headers_mut().insert(headers::GENERATION, HeaderValue::from(target.generation.0));
     // Always set (a client's own value is replaced): the cell takes it off the function's
     // timeout.
     out.headers_mut().insert(headers::SPENT_MS, HeaderValue::from(spent.as_millis() as u64));
@@ -152,7 +154,7 @@ async fn send(
 /// The owner a 421 names: its data plane if given, else the cell's from our map.
 fn redirect(router: &Router, headers: &HeaderMap) -> Option<Target> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let generation = text(headers::GENERATION).and_then(|g| g.parse().ok()).unwrap_or(0);
+    let generation = Generation(text(headers::GENERATION).and_then(|g| g.parse().ok()).unwrap_or(0));
     if let Some(data_plane) = text(headers::OWNER_DATA_PLANE) {
         return Some(Target { data_plane, generation });
     }

@@ -159,7 +159,11 @@ mod tests {
         for (f, a) in &s.assignments {
             let was = &before.assignments[f];
             if was.cell.0 == "eu-1" {
-                assert_eq!((a.cell.0.as_str(), a.generation), ("eu-2", was.generation + 1), "{f}: same region first");
+                assert_eq!(
+                    (a.cell.0.as_str(), a.generation),
+                    ("eu-2", was.generation.next()),
+                    "{f}: same region first"
+                );
             } else {
                 assert_eq!(a, was, "{f} was on a live cell and must not move");
             }
@@ -209,7 +213,7 @@ mod tests {
         }
         let before = s.clone();
         apply(&mut s, commands);
-        assert_eq!(s.assignments["t/f0"].generation, before.assignments["t/f0"].generation + 1);
+        assert_eq!(s.assignments["t/f0"].generation, before.assignments["t/f0"].generation.next());
         assert_eq!(s.assignments["t/f4"], before.assignments["t/f4"], "what it did not report stays");
         assert!(relieve(&s, &reports).is_empty(), "applied: nothing more to do");
         // A cell only speaks for what it owns; a function nobody else can serve stays.
@@ -272,7 +276,7 @@ mod tests {
                     prop_assert_eq!(a, was);
                 } else if any_active {
                     prop_assert_eq!(owner.state, CellState::Active, "{} left on {}", f, owner.id);
-                    prop_assert_eq!(a.generation, was.generation + 1);
+                    prop_assert_eq!(a.generation, was.generation.next());
                 }
             }
             prop_assert!(failover(&s, &last, 100, 50).is_empty());

@@ -65,7 +65,7 @@ pub fn entry(commands: usize) {
 
 /// Publishes the state's gauges (after entries were applied or a snapshot installed).
 pub fn state(state: &FederationState) {
-    metrics::gauge!(EPOCH).set(state.epoch as f64);
+    metrics::gauge!(EPOCH).set(state.epoch.0 as f64);
     metrics::gauge!(TENANTS).set(state.tenants.len() as f64);
     metrics::gauge!(FUNCTIONS).set(state.functions.len() as f64);
     let count = |wanted: CellState| state.cells.values().filter(|c| c.state == wanted).count() as f64;

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use baton_model::FunctionId;
+use baton_model::{Epoch, FunctionId, Generation};
 use baton_shardmap::{Assignment, Cell, CellId, CellState, Change, Delta, MapSnapshot, ShardMap};
 use serde::{Deserialize, Serialize};
 
@@ -159,9 +159,9 @@ pub enum Outcome {
     /// function commands.
     Applied {
         /// Epoch after the change.
-        epoch: u64,
+        epoch: Epoch,
         /// The function's generation, for function commands.
-        generation: Option<u64>,
+        generation: Option<Generation>,
         /// For a `PutFunction`: it added the function (not an update).
         #[serde(default)]
         created: bool,
@@ -176,7 +176,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FederationState {
     /// Bumped by every applied command.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// Tenants by name.
     pub tenants: BTreeMap<String, Tenant>,
     /// API key hash -> tenant.
@@ -229,7 +229,7 @@ impl FederationState {
             _ => false,
         };
         let (generation, changes) = self.change(command);
-        self.epoch += 1;
+        self.epoch = self.epoch.next();
         (
             Outcome::Applied { epoch: self.epoch, generation, created },
             Some(Delta { epoch: self.epoch, changes, applied_unix_micros: 0 }),
@@ -350,7 +350,7 @@ impl FederationState {
 
     /// Carries out a checked command; returns the function's generation (function
     /// commands) and the shard-map changes it made, read back after the change.
-    fn change(&mut self, command: Command) -> (Option<u64>, Vec<Change>) {
+    fn change(&mut self, command: Command) -> (Option<Generation>, Vec<Change>) {
         match command {
             Command::PutTenant(tenant) => {
                 self.tenants.insert(tenant.name.clone(), tenant);
@@ -380,7 +380,8 @@ impl FederationState {
                 if self.functions.insert(id.clone(), record).is_none() {
                     *self.function_counts.entry(tenant).or_default() += 1;
                 }
-                let assignment = self.assignments.entry(id.clone()).or_insert(Assignment { cell, generation: 1 });
+                let assignment =
+                    self.assignments.entry(id.clone()).or_insert(Assignment { cell, generation: Generation(1) });
                 let generation = Some(assignment.generation);
                 // An update keeps its owner and generation; the owner sees the assignment
                 // again and fetches the new spec.
@@ -418,9 +419,9 @@ impl FederationState {
                 let assignment = self
                     .assignments
                     .entry(function.clone())
-                    .or_insert(Assignment { cell: cell.clone(), generation: 0 });
+                    .or_insert(Assignment { cell: cell.clone(), generation: Generation(0) });
                 assignment.cell = cell;
-                assignment.generation += 1;
+                assignment.generation = assignment.generation.next();
                 let (generation, assignment) = (Some(assignment.generation), assignment.clone());
                 return (generation, vec![Change::Assign { function, assignment }]);
             }
@@ -472,13 +473,16 @@ mod tests {
         s.apply(Command::PutCell(cell("c1")));
         let put = Command::PutFunction { record: function("dev", "echo"), cell: CellId("c1".into()) };
         let (first, delta) = s.apply(once("r1", put.clone()));
-        assert_eq!(first, Outcome::Applied { epoch: 3, generation: Some(1), created: true });
+        assert_eq!(first, Outcome::Applied { epoch: Epoch(3), generation: Some(Generation(1)), created: true });
         assert!(delta.is_some());
         let retry = Command::PutFunction { record: function("dev", "echo"), cell: CellId("c2".into()) };
         let (again, delta) = s.apply(once("r1", retry));
-        assert_eq!((again, delta, s.epoch), (first.clone(), None, 3), "the retry is the first answer");
+        assert_eq!((again, delta, s.epoch), (first.clone(), None, Epoch(3)), "the retry is the first answer");
         // Another ID is another write: an update now.
-        assert_eq!(s.apply(once("r2", put)).0, Outcome::Applied { epoch: 4, generation: Some(1), created: false });
+        assert_eq!(
+            s.apply(once("r2", put)).0,
+            Outcome::Applied { epoch: Epoch(4), generation: Some(Generation(1)), created: false }
+        );
 
         let delete = || once("r3", Command::DeleteFunction { id: "dev/echo".into() });
         let (deleted, _) = s.apply(delete());
@@ -506,9 +510,15 @@ mod tests {
         s.apply(Command::PutCell(cell("c1")));
         s.apply(Command::PutCell(cell("c2")));
         let put = |cell: &str| Command::PutFunction { record: function("dev", "echo"), cell: CellId(cell.into()) };
-        assert_eq!(s.apply(put("c1")).0, Outcome::Applied { epoch: 4, generation: Some(1), created: true });
+        assert_eq!(
+            s.apply(put("c1")).0,
+            Outcome::Applied { epoch: Epoch(4), generation: Some(Generation(1)), created: true }
+        );
         // Updating the spec keeps the owner, whatever the leader would pick now.
-        assert_eq!(s.apply(put("c2")).0, Outcome::Applied { epoch: 5, generation: Some(1), created: false });
+        assert_eq!(
+            s.apply(put("c2")).0,
+            Outcome::Applied { epoch: Epoch(5), generation: Some(Generation(1)), created: false }
+        );
         assert_eq!(s.assignments["dev/echo"].cell, CellId("c1".into()));
         s.apply(Command::Pin { function: "dev/echo".into(), pinned: true });
         assert!(s.pinned.contains("dev/echo"));
@@ -516,10 +526,10 @@ mod tests {
         assert!(s.pinned.is_empty());
         s.apply(Command::Pin { function: "dev/echo".into(), pinned: true });
         let moved = s.apply(Command::Assign { function: "dev/echo".into(), cell: CellId("c2".into()) }).0;
-        assert_eq!(moved, Outcome::Applied { epoch: 9, generation: Some(2), created: false });
+        assert_eq!(moved, Outcome::Applied { epoch: Epoch(9), generation: Some(Generation(2)), created: false });
         let map = s.shard_map();
         assert_eq!(map.owner("dev/echo", None).unwrap().cell.id.0, "c2");
-        assert_eq!(map.epoch(), 9);
+        assert_eq!(map.epoch(), Epoch(9));
         // A deleted function is no longer pinned.
         s.apply(Command::DeleteFunction { id: "dev/echo".into() });
         assert!(s.pinned.is_empty());
@@ -556,7 +566,7 @@ mod tests {
         for f in ["dev/a", "dev/b", "dev/c"] {
             assert_eq!(follower.assignment(f), leader.assignment(f), "{f}");
         }
-        assert_eq!(follower.assignment("dev/b").unwrap().generation, 2);
+        assert_eq!(follower.assignment("dev/b").unwrap().generation, Generation(2));
         assert_eq!(follower.tenant_of_key("h"), Some("dev"));
         assert_eq!(follower.tenant_of_key("gone"), None);
         assert_eq!(follower.cell(&CellId("c2".into())).unwrap().state, CellState::Draining);
@@ -573,7 +583,7 @@ mod tests {
         assert!(matches!(refused, (Outcome::Rejected(_), None)));
         assert_eq!(s, before);
         let (outcome, delta) = s.apply(Command::PutFunctions(vec![put("a", "dev"), put("b", "dev")]));
-        assert_eq!(outcome, Outcome::Applied { epoch: 3, generation: None, created: false });
+        assert_eq!(outcome, Outcome::Applied { epoch: Epoch(3), generation: None, created: false });
         assert_eq!(delta.unwrap().changes.len(), 2);
         assert_eq!(s.assignments.len(), 2);
     }
@@ -644,12 +654,12 @@ mod tests {
             Command::Batch(vec![Command::PutTenant(tenant("b"))]),
         ]));
         let Outcome::Batch(outcomes) = outcome else { panic!("{outcome:?}") };
-        assert_eq!(outcomes[0], Outcome::Applied { epoch: 1, generation: None, created: false });
+        assert_eq!(outcomes[0], Outcome::Applied { epoch: Epoch(1), generation: None, created: false });
         assert_eq!(outcomes[1], Outcome::Rejected(Rejection::UnknownTenant("nobody".into())));
-        assert_eq!(outcomes[2], Outcome::Applied { epoch: 2, generation: None, created: false });
+        assert_eq!(outcomes[2], Outcome::Applied { epoch: Epoch(2), generation: None, created: false });
         assert_eq!(outcomes[3], Outcome::Rejected(Rejection::NestedBatch));
-        assert_eq!(deltas.iter().map(|d| d.epoch).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!((s.epoch, s.tenants.len(), s.api_keys.len()), (2, 1, 1));
+        assert_eq!(deltas.iter().map(|d| d.epoch).collect::<Vec<_>>(), [Epoch(1), Epoch(2)]);
+        assert_eq!((s.epoch, s.tenants.len(), s.api_keys.len()), (Epoch(2), 1, 1));
     }
 
     /// The per-tenant counts the limit uses are derived: a state read back (a snapshot)

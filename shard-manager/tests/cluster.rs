@@ -5,6 +5,7 @@
 
 mod support;
 
+use baton_model::Epoch;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,7 +43,7 @@ async fn snapshot_at(client: &ShardManagerClient<Channel>, epoch: u64) -> MapSna
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let map = snapshot(client).await;
-        if map.epoch >= epoch || Instant::now() > deadline {
+        if map.epoch >= Epoch(epoch) || Instant::now() > deadline {
             return map;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -119,7 +120,7 @@ async fn sigkill_the_leader(replicas: usize) {
 
     for client in clients.values() {
         let map = snapshot_at(client, committed).await;
-        assert_eq!(map.epoch, committed, "nothing committed is lost");
+        assert_eq!(map.epoch, Epoch(committed), "nothing committed is lost");
         assert_eq!(map.cells.iter().map(|c| c.id.0.as_str()).collect::<Vec<_>>(), ["c1"]);
     }
     // The write sent again with its ID (as after an answer lost with the leader) to a
@@ -127,7 +128,7 @@ async fn sigkill_the_leader(replicas: usize) {
     let survivor = clients.values().next().unwrap().clone();
     let again = survivor.clone().register_cell(register_c1()).await.unwrap().into_inner().epoch;
     assert_eq!(again, committed, "the new leader remembers the write");
-    assert_eq!(snapshot(&survivor).await.epoch, committed, "and does not apply it again");
+    assert_eq!(snapshot(&survivor).await.epoch, Epoch(committed), "and does not apply it again");
 
     // Registration resumes, through either survivor.
     let epoch = survivor.clone().register_cell(cell("c2")).await.unwrap().into_inner().epoch;

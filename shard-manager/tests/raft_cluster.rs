@@ -2,6 +2,7 @@
 //! replica; when the leader stops, another is elected within 2 s, nothing committed is
 //! lost, and writes go on.
 
+use baton_model::Epoch;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,7 +86,7 @@ async fn three_replicas_elect_replicate_and_survive_losing_the_leader() {
     let leader = leader_of(&all, Duration::from_secs(10)).await;
     let leading = replicas.iter().find(|r| r.id == leader).unwrap();
     let written = leading.raft.client_write(tenant("acme")).await.unwrap();
-    assert_eq!(written.data, Outcome::Applied { epoch: 1, generation: None, created: false });
+    assert_eq!(written.data, Outcome::Applied { epoch: Epoch(1), generation: None, created: false });
     // Committed means on a majority; give the third replica a moment too.
     let deadline = Instant::now() + Duration::from_secs(5);
     for r in &replicas {
@@ -97,13 +98,13 @@ async fn three_replicas_elect_replicate_and_survive_losing_the_leader() {
 
     let delta = tokio::time::timeout(Duration::from_secs(5), deltas.recv()).await.unwrap().unwrap();
     map.apply(delta).unwrap();
-    assert_eq!(map.epoch(), 1, "the follower moved to the write's epoch");
+    assert_eq!(map.epoch(), Epoch(1), "the follower moved to the write's epoch");
 
     // A write sent to a follower reaches the leader and commits everywhere.
     let follower = replicas.iter().find(|r| r.id != leader).unwrap();
     let outcome =
         Network::default().write(&raft::Proposer::new(follower.raft.clone()), tenant("initech")).await.unwrap();
-    assert_eq!(outcome, Outcome::Applied { epoch: 2, generation: None, created: false });
+    assert_eq!(outcome, Outcome::Applied { epoch: Epoch(2), generation: None, created: false });
     let deadline = Instant::now() + Duration::from_secs(5);
     for r in &replicas {
         while tenants(&r.sm).await != ["acme", "initech"] {
@@ -126,7 +127,7 @@ async fn three_replicas_elect_replicate_and_survive_losing_the_leader() {
     let leading = replicas.iter().find(|r| r.id == new_leader).unwrap();
     assert_eq!(tenants(&leading.sm).await, ["acme", "initech"], "nothing committed is lost");
     let written = leading.raft.client_write(tenant("globex")).await.unwrap();
-    assert_eq!(written.data, Outcome::Applied { epoch: 3, generation: None, created: false });
+    assert_eq!(written.data, Outcome::Applied { epoch: Epoch(3), generation: None, created: false });
     for r in &replicas {
         let deadline = Instant::now() + Duration::from_secs(5);
         while tenants(&r.sm).await != ["acme", "globex", "initech"] {

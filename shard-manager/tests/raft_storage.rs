@@ -1,6 +1,7 @@
 //! openraft's storage conformance suite against the redb log store and state machine,
 //! plus a restart: what was appended and snapshotted is there after reopening the file.
 
+use baton_model::Epoch;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,7 +112,7 @@ async fn committed_state_survives_a_restart() {
             .await
             .unwrap();
         let written = node.client_write(tenant("after-snapshot")).await.unwrap();
-        assert_eq!(written.data, Outcome::Applied { epoch: 2, generation: None, created: false });
+        assert_eq!(written.data, Outcome::Applied { epoch: Epoch(2), generation: None, created: false });
         node.shutdown().await.unwrap();
     }
     let (node, sm) = start(&path).await;
@@ -119,7 +120,7 @@ async fn committed_state_survives_a_restart() {
     node.wait(Some(Duration::from_secs(5))).applied_index_at_least(Some(3), "replayed").await.unwrap();
     let state = sm.state().await;
     assert_eq!(state.tenants.keys().collect::<Vec<_>>(), ["after-snapshot", "before-snapshot"]);
-    assert_eq!(state.epoch, 2);
+    assert_eq!(state.epoch, Epoch(2));
     node.shutdown().await.unwrap();
 }
 
@@ -154,7 +155,7 @@ async fn concurrent_writes_are_batched_and_each_answered() {
         let mut answered = BTreeMap::new();
         for (i, write) in writes.into_iter().enumerate() {
             match write.await.unwrap() {
-                Outcome::Applied { epoch, .. } => assert!(answered.insert(epoch, format!("h{i}")).is_none()),
+                Outcome::Applied { epoch, .. } => assert!(answered.insert(epoch.0, format!("h{i}")).is_none()),
                 Outcome::Rejected(reason) => {
                     assert!(i % 10 == 9 && reason.to_string().contains("nobody"), "{i}: {reason}")
                 }
@@ -165,7 +166,7 @@ async fn concurrent_writes_are_batched_and_each_answered() {
         for _ in 0..applied {
             let delta = feed.recv().await.unwrap();
             let [Change::PutApiKey { key_hash, .. }] = &delta.changes[..] else { panic!("{delta:?}") };
-            assert_eq!(&answered[&delta.epoch], key_hash, "epoch {} answered to another write", delta.epoch);
+            assert_eq!(&answered[&delta.epoch.0], key_hash, "epoch {} answered to another write", delta.epoch);
         }
         let entries = node.metrics().borrow().last_log_index.unwrap() - before;
         assert!(entries < WRITES as u64 / 2, "{WRITES} concurrent writes took {entries} raft entries");
@@ -174,7 +175,7 @@ async fn concurrent_writes_are_batched_and_each_answered() {
     let (node, sm) = start(&path).await;
     node.wait(Some(Duration::from_secs(5))).current_leader(1, "leader again").await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while sm.state().await.epoch < applied + 1 {
+    while sm.state().await.epoch < Epoch(applied + 1) {
         assert!(std::time::Instant::now() < deadline, "the batches were not replayed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

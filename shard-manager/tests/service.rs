@@ -132,7 +132,11 @@ async fn cells_functions_the_map_stream_and_failover() {
     for (f, c) in &placed {
         let owner = map.owner(f, Some("local")).unwrap();
         assert_eq!(owner.cell.id.0, "c2", "{f}");
-        assert_eq!(owner.generation, Some(if c == "c1" { 2 } else { 1 }), "{f}: moved functions get a new generation");
+        assert_eq!(
+            owner.generation,
+            Some(baton_model::Generation(if c == "c1" { 2 } else { 1 })),
+            "{f}: moved functions get a new generation"
+        );
     }
     // The failed-over cell is told to register again rather than carry on.
     let refused =

@@ -10,7 +10,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use baton_shardmap::{Assignment, Cell, CellId, CellState, ShardMap};
+use baton_shardmap::{Assignment, Cell, CellId, CellState, Epoch, Generation, ShardMap};
 use criterion::Criterion;
 
 const FUNCTIONS: usize = 1_000_000;
@@ -28,10 +28,10 @@ fn map() -> ShardMap {
         })
         .collect();
     let assignments = (0..FUNCTIONS).map(|i| {
-        let assignment = Assignment { cell: CellId(format!("cell-{}", i % CELLS)), generation: 1 };
+        let assignment = Assignment { cell: CellId(format!("cell-{}", i % CELLS)), generation: Generation(1) };
         (assigned(i), assignment)
     });
-    ShardMap::from_snapshot(1, cells, assignments)
+    ShardMap::from_snapshot(Epoch(1), cells, assignments)
 }
 
 /// The ID of the `i`-th assigned function: its tenant follows from its number, so any

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
 
 use crate::map::{Delta, MapSnapshot, ShardMap};
+use baton_model::Epoch;
 
 /// Histogram: seconds from a shard-manager replica's commit of a delta (its stamp) to this
 /// process's map having applied it. Each router and cell exports its own.
@@ -37,7 +38,7 @@ pub enum MapEvent {
 pub struct MapView {
     map: Arc<RwLock<ShardMap>>,
     /// `None` until the first snapshot.
-    epoch: watch::Receiver<Option<u64>>,
+    epoch: watch::Receiver<Option<Epoch>>,
 }
 
 impl MapView {
@@ -54,8 +55,8 @@ impl MapView {
     }
 
     /// The epoch applied; 0 before the first snapshot.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.borrow().unwrap_or(0)
+    pub fn epoch(&self) -> Epoch {
+        self.epoch.borrow().unwrap_or_default()
     }
 
     /// Whether a snapshot has arrived since start.
@@ -64,7 +65,7 @@ impl MapView {
     }
 
     /// Waits until the map has reached `epoch`; false if `timeout` passed first.
-    pub async fn wait_for_epoch(&self, epoch: u64, timeout: Duration) -> bool {
+    pub async fn wait_for_epoch(&self, epoch: Epoch, timeout: Duration) -> bool {
         let mut rx = self.epoch.clone();
         tokio::time::timeout(timeout, rx.wait_for(|e| e.is_some_and(|e| e >= epoch))).await.is_ok_and(|r| r.is_ok())
     }
@@ -86,7 +87,7 @@ pub fn follow(
 async fn run(
     replicas: Vec<String>,
     map: Arc<RwLock<ShardMap>>,
-    epoch: watch::Sender<Option<u64>>,
+    epoch: watch::Sender<Option<Epoch>>,
     events: Option<mpsc::UnboundedSender<MapEvent>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -116,7 +117,7 @@ async fn run(
 async fn subscribe(
     replica: &str,
     map: &RwLock<ShardMap>,
-    epoch: &watch::Sender<Option<u64>>,
+    epoch: &watch::Sender<Option<Epoch>>,
     events: Option<&mpsc::UnboundedSender<MapEvent>>,
 ) -> Result<(), String> {
     let channel = Endpoint::from_shared(replica.to_string())
@@ -157,7 +158,7 @@ async fn subscribe(
                 if *epoch.borrow() >= Some(at) {
                     // A replica behind the map we have: keep ours, skip its deltas until
                     // they pass our epoch.
-                    tracing::info!(replica, at, have = current.epoch(), "a replica behind our map; keeping ours");
+                    tracing::info!(replica, %at, have = %current.epoch(), "a replica behind our map; keeping ours");
                     continue;
                 }
                 *current = fresh;

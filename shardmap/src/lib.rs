@@ -9,7 +9,7 @@ mod map;
 mod replicas;
 mod ring;
 
-pub use baton_model::CellId;
+pub use baton_model::{CellId, Epoch, Generation};
 pub use follow::{MapEvent, MapView, follow};
 pub use hash::function_hash;
 pub use keys::key_hash;

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use baton_model::CellId;
+use baton_model::{CellId, Epoch, Generation};
 use serde::{Deserialize, Serialize};
 
 use crate::hash::function_hash;
@@ -71,7 +71,7 @@ pub struct Assignment {
     pub cell: CellId,
     /// Bumped on every ownership change; a cell serves a function only at the generation
     /// it was given (fencing).
-    pub generation: u64,
+    pub generation: Generation,
 }
 
 /// One change to the map.
@@ -111,7 +111,7 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delta {
     /// The epoch after the changes.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The changes, applied in order.
     pub changes: Vec<Change>,
     /// When the shard-manager replica that sent it applied it (committed it): its clock,
@@ -130,7 +130,7 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapSnapshot {
     /// Its epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// Every cell.
     pub cells: Vec<Cell>,
     /// Every assignment, by function ID.
@@ -155,9 +155,9 @@ pub enum MapError {
     #[error("delta for epoch {got} does not follow epoch {have}")]
     Gap {
         /// The map's epoch.
-        have: u64,
+        have: Epoch,
         /// The delta's epoch.
-        got: u64,
+        got: Epoch,
     },
 }
 
@@ -167,7 +167,7 @@ pub struct Owner<'a> {
     /// The owning cell.
     pub cell: &'a Cell,
     /// The generation, when the function is assigned (not when found on the ring).
-    pub generation: Option<u64>,
+    pub generation: Option<Generation>,
     /// The data plane within the cell, by function hash.
     pub data_plane: Option<&'a str>,
 }
@@ -176,7 +176,7 @@ pub struct Owner<'a> {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     cell: u32,
-    generation: u64,
+    generation: Generation,
 }
 
 /// The key of a function in the assignment table: XXH3-128 of its ID. Two IDs share a
@@ -213,7 +213,7 @@ type Assignments = HashMap<u128, Slot, std::hash::BuildHasherDefault<Folded>>;
 /// The shard map.
 #[derive(Debug, Clone, Default)]
 pub struct ShardMap {
-    epoch: u64,
+    epoch: Epoch,
     /// Cells by index; a removed cell leaves `None` (its index is reused if it returns).
     cells: Vec<Option<Cell>>,
     index: BTreeMap<CellId, u32>,
@@ -229,7 +229,7 @@ impl ShardMap {
     /// A map at `epoch` with these cells and assignments (a snapshot). Assignments to
     /// cells not among `cells` are dropped.
     pub fn from_snapshot(
-        epoch: u64,
+        epoch: Epoch,
         cells: impl IntoIterator<Item = Cell>,
         assignments: impl IntoIterator<Item = (String, Assignment)>,
     ) -> Self {
@@ -261,7 +261,7 @@ impl ShardMap {
     }
 
     /// The map's epoch.
-    pub fn epoch(&self) -> u64 {
+    pub fn epoch(&self) -> Epoch {
         self.epoch
     }
 
@@ -322,7 +322,7 @@ impl ShardMap {
 
     /// Applies `delta`, which must be for the next epoch.
     pub fn apply(&mut self, delta: Delta) -> Result<(), MapError> {
-        if delta.epoch != self.epoch + 1 {
+        if delta.epoch != self.epoch.next() {
             return Err(MapError::Gap { have: self.epoch, got: delta.epoch });
         }
         let mut cells_changed = false;
@@ -385,31 +385,38 @@ mod tests {
     }
 
     fn assign(function: &str, cell: &str, generation: u64) -> Change {
-        Change::Assign { function: function.into(), assignment: Assignment { cell: CellId(cell.into()), generation } }
+        Change::Assign {
+            function: function.into(),
+            assignment: Assignment { cell: CellId(cell.into()), generation: Generation(generation) },
+        }
     }
 
     #[test]
     fn assignments_override_the_ring_and_carry_their_generation() {
         let mut map = ShardMap::from_snapshot(
-            1,
+            Epoch(1),
             [cell("eu-1", "eu", CellState::Active), cell("eu-2", "eu", CellState::Active)],
             [],
         );
         let ring_cell = map.owner("acme/echo", Some("eu")).unwrap().cell.id.clone();
         let other = if ring_cell.0 == "eu-1" { "eu-2" } else { "eu-1" };
         assert_eq!(map.owner("acme/echo", Some("eu")).unwrap().generation, None);
-        map.apply(Delta { epoch: 2, changes: vec![assign("acme/echo", other, 3)], applied_unix_micros: 0 }).unwrap();
+        map.apply(Delta { epoch: Epoch(2), changes: vec![assign("acme/echo", other, 3)], applied_unix_micros: 0 })
+            .unwrap();
         let owner = map.owner("acme/echo", Some("eu")).unwrap();
-        assert_eq!((owner.cell.id.0.as_str(), owner.generation), (other, Some(3)));
+        assert_eq!((owner.cell.id.0.as_str(), owner.generation), (other, Some(Generation(3))));
         assert!(owner.data_plane.unwrap().starts_with(&format!("http://{other}-dp")));
-        assert_eq!(map.assignment("acme/echo"), Some(Assignment { cell: CellId(other.into()), generation: 3 }));
+        assert_eq!(
+            map.assignment("acme/echo"),
+            Some(Assignment { cell: CellId(other.into()), generation: Generation(3) })
+        );
         // An assignment to a cell the map does not know is dropped.
-        map.apply(Delta { epoch: 3, changes: vec![assign("acme/other", "nowhere", 1)], applied_unix_micros: 0 })
+        map.apply(Delta { epoch: Epoch(3), changes: vec![assign("acme/other", "nowhere", 1)], applied_unix_micros: 0 })
             .unwrap();
         assert_eq!((map.assignment("acme/other"), map.assigned()), (None, 1));
 
         map.apply(Delta {
-            epoch: 4,
+            epoch: Epoch(4),
             changes: vec![Change::Forget { function: "acme/echo".into() }],
             applied_unix_micros: 0,
         })
@@ -420,7 +427,7 @@ mod tests {
     #[test]
     fn the_ring_prefers_the_home_region_and_skips_cells_that_are_not_active() {
         let map = ShardMap::from_snapshot(
-            1,
+            Epoch(1),
             [
                 cell("eu-1", "eu", CellState::Active),
                 cell("eu-2", "eu", CellState::Draining),
@@ -441,12 +448,12 @@ mod tests {
 
     #[test]
     fn deltas_must_follow_the_epoch_and_cell_changes_rebuild_the_ring() {
-        let mut map = ShardMap::from_snapshot(5, [cell("a", "r", CellState::Active)], []);
-        let err = map.apply(Delta { epoch: 7, changes: vec![], applied_unix_micros: 0 }).unwrap_err();
-        assert_eq!(err, MapError::Gap { have: 5, got: 7 });
-        assert_eq!(map.epoch(), 5);
+        let mut map = ShardMap::from_snapshot(Epoch(5), [cell("a", "r", CellState::Active)], []);
+        let err = map.apply(Delta { epoch: Epoch(7), changes: vec![], applied_unix_micros: 0 }).unwrap_err();
+        assert_eq!(err, MapError::Gap { have: Epoch(5), got: Epoch(7) });
+        assert_eq!(map.epoch(), Epoch(5));
         map.apply(Delta {
-            epoch: 6,
+            epoch: Epoch(6),
             changes: vec![Change::PutCell(cell("b", "r", CellState::Active))],
             applied_unix_micros: 0,
         })
@@ -454,8 +461,12 @@ mod tests {
         let owners: std::collections::BTreeSet<String> =
             (0..200).map(|i| map.owner(&format!("t/{i}"), Some("r")).unwrap().cell.id.0.clone()).collect();
         assert_eq!(owners.len(), 2, "both cells take functions");
-        map.apply(Delta { epoch: 7, changes: vec![Change::RemoveCell(CellId("a".into()))], applied_unix_micros: 0 })
-            .unwrap();
+        map.apply(Delta {
+            epoch: Epoch(7),
+            changes: vec![Change::RemoveCell(CellId("a".into()))],
+            applied_unix_micros: 0,
+        })
+        .unwrap();
         assert!((0..200).all(|i| map.owner(&format!("t/{i}"), Some("r")).unwrap().cell.id.0 == "b"));
         let empty = ShardMap::default();
         assert!(empty.owner("t/x", None).is_none());
@@ -467,7 +478,7 @@ mod tests {
     #[test]
     fn ring_placement_never_changes() {
         let map = ShardMap::from_snapshot(
-            1,
+            Epoch(1),
             [
                 cell("cell-1", "local", CellState::Active),
                 cell("cell-2", "local", CellState::Active),

@@ -11,7 +11,7 @@
 //! the function to arrive. Data planes trust that header: only routers should reach
 //! them (keep data planes on the cells' private network).
 
-use baton_model::FunctionId;
+use baton_model::{FunctionId, Generation};
 use baton_shardmap::{CellId, MapView};
 
 /// What the fence says about a call.
@@ -26,7 +26,7 @@ pub enum Verdict {
         /// The owner.
         cell: String,
         /// The owner's generation.
-        generation: u64,
+        generation: Generation,
         /// The owner's data plane for the function, when known.
         data_plane: Option<String>,
     },
@@ -57,7 +57,7 @@ impl Fence {
     }
 
     /// Checks a call for local function `name` routed at `generation`.
-    pub fn check(&self, name: &str, generation: Option<u64>) -> Verdict {
+    pub fn check(&self, name: &str, generation: Option<Generation>) -> Verdict {
         let Some(id) = FunctionId::key_of_cell_name(name) else {
             // Not a tenant's function: registered on this cell directly.
             return Verdict::Serve;
@@ -66,7 +66,7 @@ impl Fence {
         let Some(owner) = map.assigned_owner(&id) else {
             return Verdict::Serve;
         };
-        let known = owner.generation.unwrap_or(0);
+        let known = owner.generation.unwrap_or_default();
         if owner.cell.id == self.me {
             return Verdict::Owned;
         }
@@ -97,21 +97,29 @@ mod tests {
     }
 
     fn fence(owner: &str, generation: u64) -> Fence {
-        let assignment = Assignment { cell: CellId(owner.into()), generation };
-        let map = ShardMap::from_snapshot(9, [cell("a"), cell("b")], [("acme/echo".to_string(), assignment)]);
+        let assignment = Assignment { cell: CellId(owner.into()), generation: Generation(generation) };
+        let map = ShardMap::from_snapshot(
+            baton_model::Epoch(9),
+            [cell("a"), cell("b")],
+            [("acme/echo".to_string(), assignment)],
+        );
         Fence::new(MapView::fixed(map), CellId("a".into()))
     }
 
     #[test]
     fn a_cell_serves_what_it_owns_and_refuses_what_moved() {
-        assert_eq!(fence("a", 3).check("acme.echo", Some(3)), Verdict::Owned);
+        assert_eq!(fence("a", 3).check("acme.echo", Some(Generation(3))), Verdict::Owned);
         assert_eq!(fence("a", 3).check("acme.echo", None), Verdict::Owned);
-        let moved = Verdict::Elsewhere { cell: "b".into(), generation: 4, data_plane: Some("http://b:8080".into()) };
-        assert_eq!(fence("b", 4).check("acme.echo", Some(3)), moved);
-        assert_eq!(fence("b", 4).check("acme.echo", Some(4)), moved);
+        let moved = Verdict::Elsewhere {
+            cell: "b".into(),
+            generation: Generation(4),
+            data_plane: Some("http://b:8080".into()),
+        };
+        assert_eq!(fence("b", 4).check("acme.echo", Some(Generation(3))), moved);
+        assert_eq!(fence("b", 4).check("acme.echo", Some(Generation(4))), moved);
         assert_eq!(fence("b", 4).check("acme.echo", None), moved);
         // The router has seen a later assignment than this cell's map: it is ours again.
-        assert_eq!(fence("b", 4).check("acme.echo", Some(5)), Verdict::Owned);
+        assert_eq!(fence("b", 4).check("acme.echo", Some(Generation(5))), Verdict::Owned);
         // Functions the map does not know, and the cell's own, are served.
         assert_eq!(fence("b", 4).check("acme.other", None), Verdict::Serve);
         assert_eq!(fence("b", 4).check("local-fn", None), Verdict::Serve);

@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use super::dispatch::{DispatchError, Dispatcher};
 use super::fence::{Fence, Verdict};
 
-use baton_model::headers;
+use baton_model::{Generation, headers};
 use baton_service::http::copy_end_to_end;
 pub use baton_service::http::{Body, error_response};
 
@@ -111,7 +111,8 @@ impl Ingress {
         let (parts, body) = req.into_parts();
         let (name, rest) = baton_service::http::function_path(parts.uri.path()).ok_or(Refusal::NoRoute)?;
         let mut owned = false;
-        let generation = parts.headers.get(headers::GENERATION).and_then(|v| v.to_str().ok()?.parse().ok());
+        let generation =
+            parts.headers.get(headers::GENERATION).and_then(|v| v.to_str().ok()?.parse().ok().map(Generation));
         if let Some(fence) = &self.fence {
             match fence.check(name, generation) {
                 Verdict::Serve => {}
@@ -219,7 +220,7 @@ impl Ingress {
         &self,
         slot: &FunctionSlot,
         name: &str,
-        generation: Option<u64>,
+        generation: Option<Generation>,
         limit: Duration,
     ) -> Result<Result<super::dispatch::Lease, DispatchError>, Refusal> {
         let acquire = slot.dispatcher.acquire_within(limit);
@@ -306,7 +307,7 @@ enum Refusal {
     Dispatch(DispatchError),
     CallTimeout(Duration),
     Sandbox(String),
-    Misdirected { cell: String, generation: u64, data_plane: Option<String> },
+    Misdirected { cell: String, generation: Generation, data_plane: Option<String> },
 }
 
 impl Refusal {

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use baton_model::FunctionId;
 use baton_model::function::{FunctionSpec, federated_spec};
+use baton_model::{Epoch, FunctionId};
 use baton_proto::shard::{FunctionRef, ListFunctionsRequest};
 use baton_shardmap::{CellId, Change, MapEvent, MapView};
 use tokio::sync::{mpsc, watch};
@@ -41,7 +41,7 @@ struct Pending {
     resync: bool,
     /// Functions to fetch and put, each with the epoch of the map that assigned (or
     /// updated) it: the spec must be read from a state at least that new.
-    fetch: BTreeMap<FunctionId, u64>,
+    fetch: BTreeMap<FunctionId, Epoch>,
 }
 
 impl Reconciler {
@@ -70,7 +70,7 @@ impl Reconciler {
         }
     }
 
-    fn note(&self, change: Change, epoch: u64, pending: &mut Pending) {
+    fn note(&self, change: Change, epoch: Epoch, pending: &mut Pending) {
         let (function, mine) = match change {
             Change::Assign { function, assignment } => (function, assignment.cell == self.me),
             Change::Forget { function } => (function, false),
@@ -106,7 +106,7 @@ impl Reconciler {
     /// Puts every function the map gives this cell; schedules the removal of the others.
     async fn resync(&self) -> Result<(), String> {
         let min_epoch = self.view.epoch();
-        let request = ListFunctionsRequest { tenant: String::new(), cell: self.me.0.clone(), min_epoch };
+        let request = ListFunctionsRequest { tenant: String::new(), cell: self.me.0.clone(), min_epoch: min_epoch.0 };
         let listed = self
             .shard_manager
             .call(request, |mut c, r| async move { c.list_functions(r).await })
@@ -147,8 +147,8 @@ impl Reconciler {
         self.view.read().assignment(&id.key()).is_some_and(|a| a.cell == self.me)
     }
 
-    async fn fetch(&self, id: &FunctionId, min_epoch: u64) -> Result<(), String> {
-        let request = FunctionRef { tenant: id.tenant().into(), name: id.name().into(), min_epoch };
+    async fn fetch(&self, id: &FunctionId, min_epoch: Epoch) -> Result<(), String> {
+        let request = FunctionRef { tenant: id.tenant().into(), name: id.name().into(), min_epoch: min_epoch.0 };
         let answer = self.shard_manager.call(request, |mut c, r| async move { c.get_function(r).await }).await;
         match answer {
             // Moved on since the assignment was noted: nothing to put.

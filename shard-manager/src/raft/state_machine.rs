@@ -2,6 +2,7 @@
 //! restart it starts from the last snapshot and openraft re-applies the committed log
 //! after it (the log store keeps the committed index).
 
+use baton_model::Epoch;
 use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +59,7 @@ pub struct StateMachine {
     /// Every applied command's shard-map delta, in epoch order.
     feed: broadcast::Sender<Delta>,
     /// The applied epoch, for readers that need a state at least so new.
-    epoch: Arc<watch::Sender<u64>>,
+    epoch: Arc<watch::Sender<Epoch>>,
 }
 
 impl StateMachine {
@@ -70,7 +71,7 @@ impl StateMachine {
             db,
             applied: Arc::default(),
             feed: broadcast::channel(FEED_CAPACITY).0,
-            epoch: Arc::new(watch::channel(0).0),
+            epoch: Arc::new(watch::channel(Epoch(0)).0),
         };
         if let Some(stored) = sm.load_snapshot().map_err(|e| format!("reading the snapshot: {e}"))? {
             let mut applied: Applied =
@@ -94,7 +95,7 @@ impl StateMachine {
     }
 
     /// Waits until the state has reached `epoch`, for at most `within`; whether it has.
-    pub async fn wait_for_epoch(&self, epoch: u64, within: Duration) -> bool {
+    pub async fn wait_for_epoch(&self, epoch: Epoch, within: Duration) -> bool {
         let mut applied = self.epoch.subscribe();
         tokio::time::timeout(within, applied.wait_for(|e| *e >= epoch)).await.is_ok_and(|r| r.is_ok())
     }

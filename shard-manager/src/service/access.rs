@@ -37,7 +37,7 @@ impl Manager {
         let max_functions = if r.max_functions == 0 { self.admission.max_per_tenant() } else { r.max_functions };
         let tenant = Tenant { name: name.to_string(), default_region: default_region.to_string(), max_functions };
         let epoch = self.write(request, Command::PutTenant(tenant)).await?.epoch;
-        Ok(Ack { epoch })
+        Ok(Ack { epoch: epoch.0 })
     }
 
     pub(super) async fn create_api_key_inner(&self, r: CreateApiKeyRequest) -> Result<CreateApiKeyResponse, Status> {
@@ -51,7 +51,7 @@ impl Manager {
         // No request ID: a retry makes a new key (only its hash is stored), so the first
         // attempt's outcome could not be answered with it.
         let epoch = self.write(None, Command::PutApiKey { key_hash: hash, tenant: tenant.to_string() }).await?.epoch;
-        Ok(CreateApiKeyResponse { key, key_id, epoch })
+        Ok(CreateApiKeyResponse { key, key_id, epoch: epoch.0 })
     }
 
     pub(super) async fn revoke_api_key_inner(
@@ -66,14 +66,14 @@ impl Manager {
         let key_id = key_id.to_ascii_lowercase();
         // The key's ID stands for its hash in the write's subject.
         if let Some(first) = self.remembered(request, &Command::RevokeApiKey { key_hash: key_id.clone() }).await? {
-            return Ok(Ack { epoch: first.epoch });
+            return Ok(Ack { epoch: first.epoch.0 });
         }
         let hash = self.sm.read(|state| state.api_keys.keys().find(|h| h.starts_with(&key_id)).cloned()).await;
         let Some(key_hash) = hash else {
             return Err(super::rejected(&Rejection::UnknownKey(key_id.to_string())));
         };
         let epoch = self.write(request, Command::RevokeApiKey { key_hash }).await?.epoch;
-        Ok(Ack { epoch })
+        Ok(Ack { epoch: epoch.0 })
     }
 
     pub(super) async fn list_tenants_inner(&self, r: ListTenantsRequest) -> Result<ListTenantsResponse, Status> {
@@ -91,7 +91,7 @@ impl Manager {
                         functions: state.function_count(&t.name) as u64,
                     })
                     .collect(),
-                epoch: state.epoch,
+                epoch: state.epoch.0,
             })
             .await)
     }
@@ -110,7 +110,7 @@ impl Manager {
                     .filter(|(_, tenant)| r.tenant.is_empty() || **tenant == r.tenant)
                     .map(|(hash, tenant)| ApiKeyInfo { key_id: hash[..KEY_ID_LEN].to_string(), tenant: tenant.clone() })
                     .collect();
-                Ok(ListApiKeysResponse { keys, epoch: state.epoch })
+                Ok(ListApiKeysResponse { keys, epoch: state.epoch.0 })
             })
             .await;
         listed.map_err(|rejection| super::rejected(&rejection))

@@ -1,7 +1,7 @@
 //! The function catalog's RPCs: register, read, list, delete and move functions.
 
 use baton_model::function::federated_spec;
-use baton_model::{FunctionId, FunctionSpec, SpecError};
+use baton_model::{Epoch, FunctionId, FunctionSpec, Generation, SpecError};
 use baton_proto::cell::PutFunctionRequest as CellPutFunction;
 use baton_proto::cell::cell_control_client::CellControlClient;
 use baton_proto::shard::{
@@ -25,7 +25,7 @@ const MAX_BATCH: usize = 1000;
 struct PlannedPut {
     record: FunctionRecord,
     cell: CellId,
-    generation: u64,
+    generation: Generation,
     created: bool,
 }
 
@@ -73,8 +73,8 @@ fn info(state: &FederationState, id: &str) -> Option<FunctionInfo> {
         home_region: record.home_region.clone(),
         spec_json: record.spec_json.clone(),
         cell: assignment.map(|a| a.cell.0.clone()).unwrap_or_default(),
-        generation: assignment.map(|a| a.generation).unwrap_or_default(),
-        epoch: state.epoch,
+        generation: assignment.map(|a| a.generation).unwrap_or_default().0,
+        epoch: state.epoch.0,
     })
 }
 
@@ -91,8 +91,8 @@ impl Manager {
             let cell = self.sm.read(|state| state.assignments.get(&id).map(|a| a.cell.0.clone())).await;
             return Ok(PutFunctionResponse {
                 cell: cell.unwrap_or_default(),
-                generation: first.generation.unwrap_or_default(),
-                epoch: first.epoch,
+                generation: first.generation.unwrap_or_default().0,
+                epoch: first.epoch.0,
                 created: first.created,
             });
         }
@@ -101,8 +101,8 @@ impl Manager {
         let written = self.write(request, command).await?;
         Ok(PutFunctionResponse {
             cell: planned.cell.0,
-            generation: written.generation.unwrap_or_default(),
-            epoch: written.epoch,
+            generation: written.generation.unwrap_or_default().0,
+            epoch: written.epoch.0,
             // Decided when applied: of two concurrent registrations of a new function, one
             // created it.
             created: written.created,
@@ -138,8 +138,8 @@ impl Manager {
                         .iter()
                         .map(|f| PutFunctionResponse {
                             cell: owner(f).map(|a| a.cell.0.clone()).unwrap_or_default(),
-                            generation: owner(f).map_or(0, |a| a.generation),
-                            epoch: first.epoch,
+                            generation: owner(f).map_or(0, |a| a.generation.0),
+                            epoch: first.epoch.0,
                             created: false,
                         })
                         .collect()
@@ -164,7 +164,12 @@ impl Manager {
         let epoch = self.write(request, command).await?.epoch;
         let functions = planned
             .into_iter()
-            .map(|p| PutFunctionResponse { cell: p.cell.0, generation: p.generation, epoch, created: p.created })
+            .map(|p| PutFunctionResponse {
+                cell: p.cell.0,
+                generation: p.generation.0,
+                epoch: epoch.0,
+                created: p.created,
+            })
             .collect();
         Ok(PutFunctionsResponse { functions })
     }
@@ -181,7 +186,7 @@ impl Manager {
             Some(existing) => (existing.cell.clone(), existing.generation),
             None => {
                 let cell = self.placement(state, |ring| ring.ring_owner(&id, Some(&region)).map(|c| c.id.clone()));
-                (cell.ok_or_else(|| rejected(&Rejection::NoActiveCell))?, 1)
+                (cell.ok_or_else(|| rejected(&Rejection::NoActiveCell))?, Generation(1))
             }
         };
         let created = !state.assignments.contains_key(&id);
@@ -236,7 +241,7 @@ impl Manager {
                     })
                     .filter_map(|(id, _)| info(state, id))
                     .collect();
-                ListFunctionsResponse { functions, epoch: state.epoch }
+                ListFunctionsResponse { functions, epoch: state.epoch.0 }
             })
             .await;
         Ok(listed)
@@ -246,13 +251,13 @@ impl Manager {
         let id = FunctionId::key_of(required("tenant", &r.tenant)?, required("name", &r.name)?);
         self.caught_up(r.min_epoch).await?;
         if let Some(first) = self.remembered(request, &Command::DeleteFunction { id: id.clone() }).await? {
-            return Ok(Ack { epoch: first.epoch });
+            return Ok(Ack { epoch: first.epoch.0 });
         }
         if !self.sm.read(|state| state.functions.contains_key(&id)).await {
             return Err(rejected(&Rejection::UnknownFunction(id.clone())));
         }
         let epoch = self.write(request, Command::DeleteFunction { id }).await?.epoch;
-        Ok(Ack { epoch })
+        Ok(Ack { epoch: epoch.0 })
     }
 
     /// Graceful migration: the target gets the spec (so its data planes know the function
@@ -282,10 +287,15 @@ impl Manager {
             .await?;
         let (record, control, already) = plan;
         if let Some((generation, epoch)) = already {
-            return Ok(PutFunctionResponse { cell: target.0, generation, epoch, created: false });
+            return Ok(PutFunctionResponse {
+                cell: target.0,
+                generation: generation.0,
+                epoch: epoch.0,
+                created: false,
+            });
         }
         let (epoch, generation) = self.migrate(&id, &record, &control, &target, "admin").await?;
-        Ok(PutFunctionResponse { cell: target.0, generation, epoch, created: false })
+        Ok(PutFunctionResponse { cell: target.0, generation: generation.0, epoch: epoch.0, created: false })
     }
 
     /// A graceful move of function `id` to `target` (control plane at `control`): the
@@ -298,7 +308,7 @@ impl Manager {
         control: &str,
         target: &CellId,
         reason: &'static str,
-    ) -> Result<(u64, u64), Status> {
+    ) -> Result<(Epoch, Generation), Status> {
         // Pre-warm: the target starts as many sandboxes as the source runs now (its last
         // heartbeat's report), so the switch finds them starting or ready. The target's
         // reconciler puts the function's own spec back as soon as it sees the new owner;
@@ -313,13 +323,13 @@ impl Manager {
     pub(super) async fn pin_function_inner(&self, r: PinFunctionRequest, request: Option<&str>) -> Result<Ack, Status> {
         let id = FunctionId::key_of(required("tenant", &r.tenant)?, required("name", &r.name)?);
         if let Some(first) = self.remembered(request, &Command::Pin { function: id.clone(), pinned: r.pinned }).await? {
-            return Ok(Ack { epoch: first.epoch });
+            return Ok(Ack { epoch: first.epoch.0 });
         }
         if !self.sm.read(|state| state.functions.contains_key(&id)).await {
             return Err(rejected(&Rejection::UnknownFunction(id.clone())));
         }
         let epoch = self.write(request, Command::Pin { function: id, pinned: r.pinned }).await?.epoch;
-        Ok(Ack { epoch })
+        Ok(Ack { epoch: epoch.0 })
     }
 
     /// Gives a cell a function's spec before it owns it, with at least `sandboxes`

@@ -43,7 +43,7 @@ impl Manager {
         StatusResponse {
             node_id: metrics.id,
             leader_id: metrics.current_leader.unwrap_or(0),
-            epoch: self.sm.read(|state| state.epoch).await,
+            epoch: self.sm.read(|state| state.epoch).await.0,
             voters: voter_list,
             learners,
         }

@@ -5,6 +5,7 @@
 //! leader's record is the one that counts, and a new leader starts every cell's clock
 //! afresh.
 
+use baton_model::{Epoch, Generation};
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -109,8 +110,8 @@ fn request_id<T>(request: &Request<T>) -> Result<Option<String>, Status> {
 
 /// What a committed write did.
 struct Written {
-    epoch: u64,
-    generation: Option<u64>,
+    epoch: Epoch,
+    generation: Option<Generation>,
     created: bool,
 }
 
@@ -219,7 +220,7 @@ impl Manager {
     /// Waits until this replica has applied `min_epoch` (0: no wait); UNAVAILABLE when it
     /// has not within [`CATCH_UP_WAIT`], so the caller asks another replica.
     async fn caught_up(&self, min_epoch: u64) -> Result<(), Status> {
-        if min_epoch == 0 || self.sm.wait_for_epoch(min_epoch, CATCH_UP_WAIT).await {
+        if min_epoch == 0 || self.sm.wait_for_epoch(Epoch(min_epoch), CATCH_UP_WAIT).await {
             return Ok(());
         }
         let epoch = self.sm.read(|state| state.epoch).await;
@@ -347,7 +348,7 @@ impl ShardManager for Manager {
         };
         self.heard.lock().expect("not poisoned").insert(cell.id.clone(), Instant::now());
         let epoch = self.write(id.as_deref(), Command::PutCell(cell)).await?.epoch;
-        Ok(Response::new(Ack { epoch }))
+        Ok(Response::new(Ack { epoch: epoch.0 }))
     }
 
     async fn cell_heartbeat(
@@ -460,7 +461,7 @@ impl ShardManager for Manager {
         };
         let write = Command::SetCellState { cell: cell.clone(), state };
         if let Some(first) = self.remembered(id.as_deref(), &write).await? {
-            return Ok(Response::new(Ack { epoch: first.epoch }));
+            return Ok(Response::new(Ack { epoch: first.epoch.0 }));
         }
         match self.sm.read(|s| s.cells.get(&cell).map(|c| c.state)).await {
             None => return Err(rejected(&Rejection::UnknownCell(cell))),
@@ -470,7 +471,7 @@ impl ShardManager for Manager {
             Some(_) => {}
         }
         let epoch = self.write(id.as_deref(), write).await?.epoch;
-        Ok(Response::new(Ack { epoch }))
+        Ok(Response::new(Ack { epoch: epoch.0 }))
     }
 
     async fn pin_function(&self, request: Request<PinFunctionRequest>) -> Result<Response<Ack>, Status> {

@@ -118,13 +118,13 @@ impl Manager {
                     Ok((_, generation)) => {
                         match m.reason {
                             MoveReason::Drain => {
-                                tracing::info!(function = m.function, from = %m.from, to = %m.to, generation, "moved off a draining cell");
+                                tracing::info!(function = m.function, from = %m.from, to = %m.to, %generation, "moved off a draining cell");
                             }
                             MoveReason::Balance { source, target, mean } => tracing::info!(
                                 function = m.function,
                                 from = %m.from,
                                 to = %m.to,
-                                generation,
+                                %generation,
                                 "moved to even the load: {} had {source:.1} and {} {target:.1} against the region's mean of {mean:.1}",
                                 m.from,
                                 m.to,

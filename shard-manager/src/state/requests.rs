@@ -84,7 +84,10 @@ mod tests {
     use super::*;
 
     fn applied(epoch: u64) -> Remembered {
-        Remembered { subject: epoch, outcome: Outcome::Applied { epoch, generation: None, created: false } }
+        Remembered {
+            subject: epoch,
+            outcome: Outcome::Applied { epoch: baton_model::Epoch(epoch), generation: None, created: false },
+        }
     }
 
     #[test]
