@@ -81,8 +81,9 @@ mod tests {
     fn malformed_keys_are_refused() {
         assert!(key(&HeaderMap::new()).unwrap().is_none());
         for bad in ["has space", &"k".repeat(MAX_KEY_LEN + 1)] {
-            let refused = crate::error::ApiError::from(key(&headers(bad)).err().unwrap()).response();
-            assert_eq!(refused.status(), http::StatusCode::BAD_REQUEST, "{bad:?}");
+            // (The router answers it 400 `invalid_idempotency_key`: `error.rs`, and
+            // `tests/errors.rs` end to end.)
+            assert!(key(&headers(bad)).is_err(), "{bad:?}");
         }
     }
 }
