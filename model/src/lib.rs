@@ -7,6 +7,7 @@ pub mod cell;
 pub mod function;
 pub mod headers;
 pub mod id;
+pub mod sandbox;
 
 pub use cell::{CellId, Epoch, Generation};
 pub use function::{FunctionResources, FunctionSpec, Runtime, Scaling, SpecError};

@@ -101,11 +101,15 @@ async fn put(
         Some(name) => k.request_id(&tenant, &Method::PUT, &format!("/v1/functions/{name}"), &bytes),
     });
     let bad = |message: &str| ApiError::InvalidSpec(message.to_string()).response();
+    // Every spec, alone or in a batch, is held to the one spec limit.
+    let max_spec = router.config.max_spec_bytes;
+    let too_large = || ApiError::TooLarge { what: "spec", max: max_spec }.response();
     let request = match serde_json::from_slice(&bytes) {
         Ok(Value::Array(specs)) if path_name.is_none() => {
             let mut functions = Vec::with_capacity(specs.len());
             for (i, spec) in specs.into_iter().enumerate() {
                 match registration(&tenant, None, spec) {
+                    Ok(request) if request.spec_json.len() > max_spec => return too_large(),
                     Ok(request) => functions.push(request),
                     Err(message) => return bad(&format!("functions[{i}].{message}")),
                 }
@@ -113,6 +117,7 @@ async fn put(
             return put_batch(router, functions, id).await;
         }
         Ok(spec @ Value::Object(_)) => match registration(&tenant, path_name, spec) {
+            Ok(request) if request.spec_json.len() > max_spec => return too_large(),
             Ok(request) => request,
             Err(message) => return bad(&message),
         },

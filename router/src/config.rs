@@ -34,7 +34,8 @@ pub struct RouterSection {
     pub shard_managers: Vec<String>,
     /// Largest invocation body accepted (bytes). Default: 6291456 (6 MiB).
     pub max_body_bytes: usize,
-    /// Largest function spec accepted by the tenant API (bytes). Default: 65536.
+    /// Largest function spec accepted by the tenant API (bytes), alone or each of a batch;
+    /// at most 65536, the most a spec may be anywhere. Default: 65536.
     pub max_spec_bytes: usize,
     /// Largest batch of specs (a JSON array posted to `/v1/functions`, up to 1,000
     /// functions) accepted (bytes). Default: 8388608 (8 MiB).

@@ -68,6 +68,11 @@ impl RunningRouter {
 pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<RunningRouter, StartError> {
     baton_service::admin::metrics_handle();
     let section = config.router;
+    if section.max_spec_bytes > baton_model::function::MAX_SPEC_BYTES {
+        // The shard manager refuses larger specs whatever the router lets through.
+        let most = baton_model::function::MAX_SPEC_BYTES;
+        return Err(ConfigError::field("router.max_spec_bytes", format!("is more than a spec may be ({most})")).into());
+    }
     let manager = baton_shardmap::Replicas::new(&section.shard_managers)
         .map_err(|e| ConfigError::field("router.shard_managers", e.to_string()))?;
     let (stop, stopped) = watch::channel(false);

@@ -151,9 +151,8 @@ impl Default for CellsSection {
 #[serde(default, deny_unknown_fields)]
 pub struct FunctionsSection {
     /// Executables functions may run on the workers: absolute paths, or folders ending in
-    /// `/` (any program under them; symlinks are followed). With a list, `LD_*` variables
-    /// in a spec's `env` are refused too. Empty: any absolute path, for development only.
-    /// Every replica must have the same section. Default: `[]`.
+    /// `/` (any program under them; symlinks are followed). Empty: any absolute path, for
+    /// development only. Every replica must have the same section. Default: `[]`.
     pub executables: Vec<String>,
     /// Most sandboxes one function may ask for (`scaling.max_scale`). Default: 1000.
     pub max_scale: u32,

@@ -6,6 +6,8 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use baton_model::function::SpecError;
+use baton_model::sandbox;
 use baton_proto::SandboxId;
 use baton_proto::worker::{CreateSandboxRequest, port_policy};
 
@@ -16,10 +18,6 @@ use crate::runtime::{PortRequest, Resources, SandboxSpec};
 pub const MAX_PIDS: u32 = 32_768;
 /// Least memory a sandbox may ask for, in MiB: below it no process starts reliably.
 pub const MIN_MEMORY_MIB: u64 = 4;
-/// Most arguments and environment entries.
-const MAX_LIST: usize = 1024;
-/// Variables the worker sets itself.
-const RESERVED_ENV: &[&str] = &["PORT", "HOST"];
 
 /// What a request is checked against.
 #[derive(Debug, Clone)]
@@ -45,26 +43,18 @@ pub fn create_request(req: CreateSandboxRequest, limits: &Limits) -> Result<(San
     if spec.function_id.len() > 256 {
         return Err(RuntimeError::invalid("spec.function_id", "is longer than 256 bytes"));
     }
+    // The same checks as a spec's at registration (baton_model::sandbox): a request that
+    // did not come through a registration is held to them too.
     let executable = PathBuf::from(&spec.executable);
     if limits.needs_executable {
         if spec.executable.is_empty() {
             return Err(RuntimeError::invalid("spec.executable", "must not be empty"));
         }
-        if !executable.is_absolute() {
-            return Err(RuntimeError::invalid(
-                "spec.executable",
-                format!("{:?} must be an absolute path", spec.executable),
-            ));
-        }
+        sandbox::check_executable(&spec.executable).map_err(refused)?;
     }
-    check_no_nul("spec.executable", &spec.executable)?;
-    if spec.args.len() > MAX_LIST {
-        return Err(RuntimeError::invalid("spec.args", format!("has {} entries; at most {MAX_LIST}", spec.args.len())));
-    }
-    for arg in &spec.args {
-        check_no_nul("spec.args", arg)?;
-    }
-    let env = environment(spec.env)?;
+    sandbox::check_args(spec.args.iter().map(String::as_str)).map_err(refused)?;
+    sandbox::check_env(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(refused)?;
+    let env: BTreeMap<String, String> = spec.env.into_iter().collect();
     let port = port(spec.port, limits)?;
     let resources = resources(spec.resources, limits)?;
     let readiness_timeout = match spec.readiness_timeout_ms {
@@ -107,30 +97,9 @@ pub fn create_request(req: CreateSandboxRequest, limits: &Limits) -> Result<(San
     ))
 }
 
-fn check_no_nul(field: &str, value: &str) -> Result<(), RuntimeError> {
-    if value.contains('\0') {
-        return Err(RuntimeError::invalid(field, "must not contain NUL bytes"));
-    }
-    Ok(())
-}
-
-fn environment(env: std::collections::HashMap<String, String>) -> Result<BTreeMap<String, String>, RuntimeError> {
-    if env.len() > MAX_LIST {
-        return Err(RuntimeError::invalid("spec.env", format!("has {} entries; at most {MAX_LIST}", env.len())));
-    }
-    for (key, value) in &env {
-        if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(RuntimeError::invalid(
-                "spec.env",
-                format!("variable name {key:?} must be non-empty without '=' or NUL"),
-            ));
-        }
-        if RESERVED_ENV.contains(&key.as_str()) {
-            return Err(RuntimeError::invalid("spec.env", format!("{key} is set by the worker and cannot be given")));
-        }
-        check_no_nul("spec.env", value)?;
-    }
-    Ok(env.into_iter().collect())
+/// A refusal of the shared checks, as the worker's error for field `spec.FIELD`.
+fn refused(e: SpecError) -> RuntimeError {
+    RuntimeError::invalid(format!("spec.{}", e.field), e.message)
 }
 
 fn port(policy: Option<baton_proto::worker::PortPolicy>, limits: &Limits) -> Result<PortRequest, RuntimeError> {
@@ -226,50 +195,54 @@ mod tests {
 
     #[test]
     fn names_the_bad_field() {
-        let with = |f: fn(&mut CreateSandboxRequest)| {
+        let with = |f: &dyn Fn(&mut CreateSandboxRequest)| {
             let mut r = good();
             f(&mut r);
             field_of(r)
         };
-        assert_eq!(with(|r| r.sandbox_id.clear()), "sandbox_id");
-        assert_eq!(with(|r| r.spec = None), "spec");
-        assert_eq!(with(|r| r.spec.as_mut().unwrap().executable.clear()), "spec.executable");
-        assert_eq!(with(|r| r.spec.as_mut().unwrap().executable = "bin/x".into()), "spec.executable");
-        assert_eq!(with(|r| r.spec.as_mut().unwrap().resources = None), "spec.resources");
+        assert_eq!(with(&|r| r.sandbox_id.clear()), "sandbox_id");
+        assert_eq!(with(&|r| r.spec = None), "spec");
+        assert_eq!(with(&|r| r.spec.as_mut().unwrap().executable.clear()), "spec.executable");
+        assert_eq!(with(&|r| r.spec.as_mut().unwrap().executable = "bin/x".into()), "spec.executable");
+        assert_eq!(with(&|r| r.spec.as_mut().unwrap().resources = None), "spec.resources");
         assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().cpu_millis = 0),
+            with(&|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().cpu_millis = 0),
             "spec.resources.cpu_millis"
         );
         assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().cpu_millis = u32::MAX),
+            with(&|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().cpu_millis = u32::MAX),
             "spec.resources.cpu_millis"
         );
         assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().memory_mib = 0),
+            with(&|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().memory_mib = 0),
             "spec.resources.memory_mib"
         );
         assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().memory_mib = 1 << 40),
+            with(&|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().memory_mib = 1 << 40),
             "spec.resources.memory_mib"
         );
-        assert_eq!(with(|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().pids = 0), "spec.resources.pids");
+        assert_eq!(with(&|r| r.spec.as_mut().unwrap().resources.as_mut().unwrap().pids = 0), "spec.resources.pids");
         assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().port = Some(PortPolicy { policy: Some(port_policy::Policy::Fixed(80)) })),
+            with(&|r| r.spec.as_mut().unwrap().port = Some(PortPolicy { policy: Some(port_policy::Policy::Fixed(80)) })),
             "spec.port.fixed"
         );
         assert_eq!(
-            with(|r| r.spec.as_mut().unwrap().port =
+            with(&|r| r.spec.as_mut().unwrap().port =
                 Some(PortPolicy { policy: Some(port_policy::Policy::Fixed(70000)) })),
             "spec.port.fixed"
         );
-        assert_eq!(
-            with(|r| {
-                r.spec.as_mut().unwrap().env.insert("PORT".into(), "1".into());
-            }),
-            "spec.env"
-        );
-        assert_eq!(with(|r| r.spec.as_mut().unwrap().readiness_timeout_ms = u32::MAX), "spec.readiness_timeout_ms");
-        assert_eq!(with(|r| r.spec.as_mut().unwrap().readiness_path = "no-slash".into()), "spec.readiness_path");
+        for name in ["PORT", "LD_PRELOAD", "BATON_API_KEY"] {
+            assert_eq!(
+                with(&|r| {
+                    r.spec.as_mut().unwrap().env.insert(name.into(), "1".into());
+                }),
+                format!("spec.env.{name}")
+            );
+        }
+        assert_eq!(with(&|r| r.spec.as_mut().unwrap().executable = "/opt/../bin/sh".into()), "spec.executable");
+        assert_eq!(with(&|r| r.spec.as_mut().unwrap().args.push("a\0b".into())), "spec.args[0]");
+        assert_eq!(with(&|r| r.spec.as_mut().unwrap().readiness_timeout_ms = u32::MAX), "spec.readiness_timeout_ms");
+        assert_eq!(with(&|r| r.spec.as_mut().unwrap().readiness_path = "no-slash".into()), "spec.readiness_path");
     }
 
     #[test]

@@ -180,6 +180,11 @@ impl Manager {
         let Some(owner) = state.tenants.get(&r.tenant) else {
             return Err(rejected(&Rejection::UnknownTenant(r.tenant.clone())));
         };
+        // A region named outright must have a cell (registered, in any state); a tenant's
+        // default region may still be waiting for its first.
+        if !r.home_region.is_empty() && !state.cells.values().any(|c| c.region == r.home_region) {
+            return Err(rejected(&Rejection::UnknownRegion(r.home_region)));
+        }
         let region = if r.home_region.is_empty() { owner.default_region.clone() } else { r.home_region.clone() };
         let id = FunctionId::key_of(&r.tenant, &r.name);
         let (cell, generation) = match state.assignments.get(&id) {

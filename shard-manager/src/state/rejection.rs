@@ -47,6 +47,9 @@ pub enum Rejection {
     /// The cell was failed over: it must register again before it takes anything.
     #[error("cell {0} was failed over; register again")]
     CellFailedOver(CellId),
+    /// A home region no cell of the federation is in.
+    #[error("home_region: no cell of this federation is in region {0:?}")]
+    UnknownRegion(String),
 }
 
 /// How a refusal is answered, independent of the transport: the service maps each to a
@@ -78,7 +81,7 @@ impl Rejection {
             Rejection::CellNotActive(_) | Rejection::NoActiveCell | Rejection::CellFailedOver(_) => {
                 RejectionClass::FailedPrecondition
             }
-            Rejection::NestedBatch => RejectionClass::Invalid,
+            Rejection::NestedBatch | Rejection::UnknownRegion(_) => RejectionClass::Invalid,
         }
     }
 }
