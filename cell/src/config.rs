@@ -139,6 +139,14 @@ pub struct DataPlaneSection {
     /// How long in-flight requests may take to finish at shutdown. Default: `"30s"`.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Longest a client may take to send a request's headers; also how long a keep-alive
+    /// connection may sit idle. The connection is closed after. Default: `"10s"`.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest a client may take to send a request's body once its headers arrived;
+    /// `408 body_timeout` after. Default: `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
 }
 
 impl Default for DataPlaneSection {
@@ -152,6 +160,8 @@ impl Default for DataPlaneSection {
             max_body_bytes: 6 << 20,
             balance: BalancePolicy::LeastLoaded,
             drain_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }

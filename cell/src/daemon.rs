@@ -195,6 +195,8 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
             control_plane: target,
             max_body_bytes: d.max_body_bytes,
             drain_timeout: d.drain_timeout,
+            header_read_timeout: d.header_read_timeout,
+            body_read_timeout: d.body_read_timeout,
             fence: map.clone().map(|view| crate::data_plane::fence::Fence::new(view, me.clone())),
         };
         data_plane = Some(crate::data_plane::server::start(settings, listener, stopped.clone()).await?);

@@ -1,6 +1,7 @@
 //! The HTTP headers and gRPC metadata baton itself sets, in one place. Every `x-baton-*`
-//! header a client sends to a data plane is dropped there: only baton's own processes set
-//! them.
+//! header a client sends is dropped where it enters (the router, or a data plane called
+//! directly: `baton_service::http::client_headers`): only baton's own processes set them,
+//! and no function ever sees one.
 
 /// Prefix of every header baton sets; a client's own headers with it are dropped.
 pub const PREFIX: &str = "x-baton-";
@@ -26,9 +27,12 @@ pub const OWNER: &str = "x-baton-owner";
 /// A `421` answer: that owner's data plane for the function, when known.
 pub const OWNER_DATA_PLANE: &str = "x-baton-owner-data-plane";
 
-/// An invocation's ID: taken from the request when the client sends one (1 to 128 bytes),
-/// else made by the data plane; every answer carries it.
+/// An invocation's ID, made by the data plane; every answer carries it. A client's own
+/// `X-Call-Id` is never taken for it: the function receives it as [`CLIENT_CALL_ID`].
 pub const CALL_ID: &str = "x-call-id";
+
+/// A client's `X-Call-Id`, as the function receives it.
+pub const CLIENT_CALL_ID: &str = "x-client-call-id";
 
 /// gRPC metadata naming a write to the shard manager: the same ID sent again (a retry
 /// after a lost answer, to any replica) is answered as the first attempt was and applied

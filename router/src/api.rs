@@ -10,10 +10,9 @@ use std::future::Future;
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{FunctionInfo, FunctionRef, ListFunctionsRequest, PutFunctionRequest, PutFunctionsRequest};
-use baton_service::http::{Body, full};
+use baton_service::http::{Body, full, read_body};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tonic::Status;
@@ -89,12 +88,9 @@ async fn put(
 ) -> Response<Body> {
     // A POST may carry a batch (a JSON array), so it may be larger than one spec.
     let max = if path_name.is_none() { router.config.max_batch_bytes } else { router.config.max_spec_bytes };
-    let bytes = match Limited::new(body, max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return ApiError::TooLarge { what: "spec", max }.response();
-        }
-        Err(e) => return ApiError::BadBody(e.to_string()).response(),
+    let bytes = match read_body(body, max, router.config.body_read_timeout).await {
+        Ok(bytes) => bytes,
+        Err(e) => return ApiError::body(e, "spec").response(),
     };
     let id = key.map(|k| match &path_name {
         None => k.request_id(&tenant, &Method::POST, "/v1/functions", &bytes),

@@ -102,7 +102,7 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
             }
         }
     }));
-    let drain = section.drain_timeout;
+    let (drain, header_read) = (section.drain_timeout, section.header_read_timeout);
     let router = Router {
         view,
         manager: Arc::new(manager),
@@ -114,7 +114,7 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
         let router = router.clone();
         async move { router.handle(req).await }
     };
-    tasks.push(tokio::spawn(baton_service::http::serve(listeners.http, handler, stopped, drain)));
+    tasks.push(tokio::spawn(baton_service::http::serve(listeners.http, handler, stopped, drain, header_read)));
     tracing::info!(%addr, %admin_addr, "router started");
     Ok(RunningRouter { addr, admin_addr, stop, tasks })
 }

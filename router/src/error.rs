@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use baton_service::http::{Body, error_response};
+use baton_service::http::{Body, BodyError, error_response};
 use http::{HeaderValue, Response, StatusCode};
 use tonic::Code;
 
@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The body could not be read.
     #[error("reading the body: {0}")]
     BadBody(String),
+    /// The body did not all arrive within `router.body_read_timeout`.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
     /// The spec (or a field of the request) is invalid; the message names the field.
     #[error("{0}")]
     InvalidSpec(String),
@@ -65,6 +68,15 @@ impl From<tonic::Status> for ApiError {
 }
 
 impl ApiError {
+    /// A request body that could not be read, `what` being the request body or the spec.
+    pub fn body(e: BodyError, what: &'static str) -> Self {
+        match e {
+            BodyError::TooLarge(max) => ApiError::TooLarge { what, max },
+            BodyError::Timeout(within) => ApiError::BodyTimeout(within),
+            BodyError::Broken(why) => ApiError::BadBody(why),
+        }
+    }
+
     /// Its HTTP status and code.
     pub fn classify(&self) -> (StatusCode, &'static str) {
         match self {
@@ -73,6 +85,7 @@ impl ApiError {
             ApiError::FunctionNotFound(_) => (StatusCode::NOT_FOUND, "function_not_found"),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            ApiError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::InvalidSpec(_) => (StatusCode::BAD_REQUEST, "invalid_spec"),
             ApiError::BadIdempotencyKey(_) => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),

@@ -7,11 +7,11 @@
 //! `router.owner_wait`, for the map to name a new owner (failover), and go there.
 
 use baton_model::{FunctionId, Generation, headers};
-use baton_service::http::{Body, copy_end_to_end};
+use baton_service::http::{Body, client_headers, copy_end_to_end, read_body};
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use crate::context::Router;
@@ -42,15 +42,13 @@ pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: 
     };
     let max = router.config.max_body_bytes;
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return ApiError::TooLarge { what: "request body", max }.response();
-        }
-        Err(e) => return ApiError::BadBody(e.to_string()).response(),
+    let body = match read_body(body, max, router.config.body_read_timeout).await {
+        Ok(body) => body,
+        Err(e) => return ApiError::body(e, "request body").response(),
     };
+    // The function sees no client's `X-Baton-*` header and no client's call ID as its own.
     let mut headers = HeaderMap::new();
-    copy_end_to_end(&parts.headers, &mut headers);
+    client_headers(&parts.headers, &mut headers);
     headers.remove(http::header::AUTHORIZATION);
     let (mut redirected, mut waited) = (false, false);
     loop {

@@ -39,6 +39,48 @@ pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
+/// A client's headers as a function may see them: [`copy_end_to_end`], then without any
+/// `x-baton-*` header (only baton's own processes set those, after this), and with a
+/// client's `X-Call-Id` passed on as `X-Client-Call-Id` (the call ID is baton's own).
+pub fn client_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    copy_end_to_end(from, to);
+    let baton: Vec<HeaderName> = to.keys().filter(|n| n.as_str().starts_with("x-baton-")).cloned().collect();
+    for name in baton {
+        to.remove(name);
+    }
+    if let Some(given) = to.remove("x-call-id") {
+        to.insert(HeaderName::from_static("x-client-call-id"), given);
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Longer than the limit.
+    #[error("the request body is over the limit of {0} bytes")]
+    TooLarge(usize),
+    /// Not all of it arrived in time.
+    #[error("the request body did not arrive within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The connection broke or the framing was wrong.
+    #[error("reading the request body: {0}")]
+    Broken(String),
+}
+
+/// Reads a whole request body of at most `max` bytes, all of it within `within`.
+pub async fn read_body(
+    body: hyper::body::Incoming,
+    max: usize,
+    within: std::time::Duration,
+) -> Result<Bytes, BodyError> {
+    match tokio::time::timeout(within, http_body_util::Limited::new(body, max).collect()).await {
+        Err(_) => Err(BodyError::Timeout(within)),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BodyError::TooLarge(max)),
+        Ok(Err(e)) => Err(BodyError::Broken(e.to_string())),
+    }
+}
+
 /// A body of bytes we wrote.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
@@ -65,19 +107,24 @@ pub fn function_path(path: &str) -> Option<(&str, &str)> {
 }
 
 /// Serves HTTP/1.1 and h2c on `listener` with `handler` until `stop` turns true, then
-/// gives in-flight requests up to `drain` to finish. Accepted sockets get TCP_NODELAY.
+/// gives in-flight requests up to `drain` to finish. Accepted sockets get TCP_NODELAY. A
+/// connection whose request headers do not all arrive within `header_read` is closed,
+/// and so is a keep-alive connection idle that long (hyper's header-read timer starts
+/// again after each answer).
 pub async fn serve<H, F>(
     listener: tokio::net::TcpListener,
     handler: H,
     mut stop: tokio::sync::watch::Receiver<bool>,
     drain: std::time::Duration,
+    header_read: std::time::Duration,
 ) where
     H: Fn(http::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_read);
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {

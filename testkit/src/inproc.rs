@@ -26,6 +26,7 @@ pub struct Builder {
     workers_per_cell: usize,
     port_base: u16,
     manager: serde_json::Value,
+    cell: serde_json::Value,
     emulated: Option<String>,
 }
 
@@ -42,8 +43,15 @@ impl Builder {
             manager: serde_json::json!({
                 "cells": {"heartbeat_timeout": "3s", "failover_interval": "50ms", "move_budget": 0},
             }),
+            cell: serde_json::json!({}),
             emulated: None,
         }
+    }
+
+    /// Cell settings merged over the builder's (as its TOML, in JSON), for every cell.
+    pub fn cell(mut self, settings: serde_json::Value) -> Self {
+        crate::merge(&mut self.cell, settings);
+        self
     }
 
     /// Workers with the emulated runtime: no processes, every sandbox served by the
@@ -89,6 +97,7 @@ impl Builder {
             routers: Vec::new(),
             workers_per_cell: self.workers_per_cell,
             next_port_base: self.port_base,
+            cell_settings: self.cell,
             emulated: self.emulated,
         };
         let mut bound = Vec::new();
@@ -175,6 +184,7 @@ pub struct InProcess {
     pub routers: Vec<InProcessRouter>,
     workers_per_cell: usize,
     next_port_base: u16,
+    cell_settings: serde_json::Value,
     emulated: Option<String>,
 }
 
@@ -194,7 +204,7 @@ impl InProcess {
     pub async fn add_cell(&mut self) -> &InProcessCell {
         let n = self.cells.len() + 1;
         let id = format!("cell-{n}");
-        let settings = serde_json::json!({
+        let mut settings = serde_json::json!({
             "cell": {"id": id, "admin_listen": "127.0.0.1:0"},
             "control_plane": {
                 "listen": "127.0.0.1:0",
@@ -207,6 +217,7 @@ impl InProcess {
             "store": {"path": self.dir.path().join(format!("{id}.redb"))},
             "federation": {"shard_manager": self.manager_url(), "heartbeat_interval": "100ms"},
         });
+        crate::merge(&mut settings, self.cell_settings.clone());
         let config: baton_cell::config::CellConfig = config(settings);
         let listeners = baton_cell::daemon::Listeners::bind(&config).await.unwrap();
         let cell = baton_cell::daemon::start(config, listeners).await.unwrap();

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
@@ -23,8 +23,8 @@ use super::dispatch::{DispatchError, Dispatcher};
 use super::fence::{Fence, Verdict};
 
 use baton_model::{Generation, headers};
-use baton_service::http::copy_end_to_end;
 pub use baton_service::http::{Body, error_response};
+use baton_service::http::{BodyError, client_headers, copy_end_to_end, read_body};
 
 /// What the ingress knows of one function.
 #[derive(Clone)]
@@ -52,6 +52,7 @@ pub struct Ingress {
     functions: Functions,
     client: Client<HttpConnector, Full<Bytes>>,
     max_body_bytes: usize,
+    body_read_timeout: Duration,
     call_ids: Arc<CallIds>,
     fence: Option<Fence>,
 }
@@ -66,9 +67,14 @@ struct CallIds {
 }
 
 impl Ingress {
-    /// An ingress over `functions`, refusing bodies over `max_body_bytes`; in a federation,
-    /// `fence` refuses calls for functions another cell owns.
-    pub fn new(functions: Functions, max_body_bytes: usize, fence: Option<Fence>) -> Self {
+    /// An ingress over `functions`, refusing bodies over `max_body_bytes` or slower to
+    /// arrive than `body_read_timeout`; in a federation, `fence` refuses calls for
+    /// functions another cell owns.
+    pub fn new(
+        functions: Functions,
+        (max_body_bytes, body_read_timeout): (usize, Duration),
+        fence: Option<Fence>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -82,15 +88,15 @@ impl Ingress {
             functions,
             client,
             max_body_bytes,
+            body_read_timeout,
             call_ids: Arc::new(CallIds { prefix, next: AtomicU64::new(0) }),
             fence,
         }
     }
 
-    fn call_id(&self, headers: &HeaderMap) -> HeaderValue {
-        if let Some(given) = headers.get(headers::CALL_ID).filter(|v| !v.is_empty() && v.len() <= 128) {
-            return given.clone();
-        }
+    /// A new call ID: always this data plane's own (a client's `X-Call-Id` reaches the
+    /// function as `X-Client-Call-Id`).
+    fn call_id(&self) -> HeaderValue {
         let n = self.call_ids.next.fetch_add(1, Ordering::Relaxed);
         HeaderValue::from_str(&format!("{:x}-{n:x}", self.call_ids.prefix)).expect("hex is a valid header value")
     }
@@ -98,7 +104,7 @@ impl Ingress {
     /// Handles one request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
-        let call_id = self.call_id(req.headers());
+        let call_id = self.call_id();
         let mut response = self.route(req).await.unwrap_or_else(|e| e.response());
         let outcome = outcome_label(response.status());
         crate::metrics::invocation(outcome, started.elapsed());
@@ -139,14 +145,7 @@ impl Ingress {
         {
             return Err(Refusal::TooLarge(self.max_body_bytes));
         }
-        let body = Limited::new(body, self.max_body_bytes).collect().await.map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                Refusal::TooLarge(self.max_body_bytes)
-            } else {
-                Refusal::BadBody(e.to_string())
-            }
-        })?;
-        let body = body.to_bytes();
+        let body = read_body(body, self.max_body_bytes, self.body_read_timeout).await.map_err(Refusal::Body)?;
 
         let lease = match self.acquire(&slot, name, generation, left()).await? {
             Ok(lease) => lease,
@@ -158,10 +157,9 @@ impl Ingress {
         let uri: Uri =
             format!("http://{}{path_and_query}", lease.target().endpoint).parse().map_err(|_| Refusal::NoRoute)?;
         let mut out = Request::builder().method(parts.method).uri(uri).body(Full::new(body)).expect("parts are valid");
-        copy_end_to_end(&parts.headers, out.headers_mut());
-        // The routing headers are between router and cell: the function never sees them.
-        out.headers_mut().remove(headers::GENERATION);
-        out.headers_mut().remove(headers::SPENT_MS);
+        // No `X-Baton-*` header reaches the function: the routing headers are between
+        // router and cell, and any other is a client's forgery.
+        client_headers(&parts.headers, out.headers_mut());
         let proxy_started = Instant::now();
         let answer = tokio::time::timeout(left(), self.client.request(out)).await;
         let response = match answer {
@@ -303,7 +301,7 @@ enum Refusal {
     NoRoute,
     UnknownFunction(String),
     TooLarge(usize),
-    BadBody(String),
+    Body(BodyError),
     Dispatch(DispatchError),
     CallTimeout(Duration),
     Sandbox(String),
@@ -339,7 +337,13 @@ impl Refusal {
                 "body_too_large",
                 format!("the request body is over the limit of {max} bytes"),
             ),
-            Refusal::BadBody(e) => (StatusCode::BAD_REQUEST, "bad_body", format!("reading the request body: {e}")),
+            Refusal::Body(BodyError::TooLarge(max)) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is over the limit of {max} bytes"),
+            ),
+            Refusal::Body(e @ BodyError::Timeout(_)) => (StatusCode::REQUEST_TIMEOUT, "body_timeout", e.to_string()),
+            Refusal::Body(e @ BodyError::Broken(_)) => (StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
             Refusal::Dispatch(DispatchError::QueueFull(n)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "queue_full",

@@ -22,6 +22,10 @@ pub struct DataPlaneSettings {
     pub max_body_bytes: usize,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain_timeout: Duration,
+    /// Longest a client may take to send a request's headers (and idle between requests).
+    pub header_read_timeout: Duration,
+    /// Longest a client may take to send a request's body.
+    pub body_read_timeout: Duration,
     /// In a federation: refuses calls for functions another cell owns.
     pub fence: Option<Fence>,
 }
@@ -71,16 +75,23 @@ pub async fn start(
         .connect_lazy();
     let functions: Functions = Arc::default();
     tokio::spawn(follow(channel, settings.follower.clone(), functions.clone(), stop.clone()));
-    let ingress = Ingress::new(functions.clone(), settings.max_body_bytes, settings.fence.clone());
-    let server = tokio::spawn(serve(listener, ingress, stop, settings.drain_timeout));
+    let body = (settings.max_body_bytes, settings.body_read_timeout);
+    let ingress = Ingress::new(functions.clone(), body, settings.fence.clone());
+    let server = tokio::spawn(serve(listener, ingress, stop, settings.drain_timeout, settings.header_read_timeout));
     tracing::info!(%http_addr, control_plane = %settings.control_plane, "data plane started");
     Ok(RunningDataPlane { http_addr, functions, server })
 }
 
-async fn serve(listener: tokio::net::TcpListener, ingress: Ingress, stop: watch::Receiver<bool>, drain: Duration) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    ingress: Ingress,
+    stop: watch::Receiver<bool>,
+    drain: Duration,
+    header_read: Duration,
+) {
     let handler = move |req| {
         let ingress = ingress.clone();
         async move { ingress.handle(req).await }
     };
-    baton_service::http::serve(listener, handler, stop, drain).await;
+    baton_service::http::serve(listener, handler, stop, drain, header_read).await;
 }
