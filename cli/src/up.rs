@@ -214,13 +214,23 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
 
     let env = format!("export BATON_URL={url}\nexport BATON_API_KEY={key}\nexport BATON_SHARD_MANAGER={sm_url}\n");
     let env_file = home.join("env");
-    std::fs::write(&env_file, &env).with_context(|| format!("writing {}", env_file.display()))?;
+    write_private(&env_file, &env).with_context(|| format!("writing {}", env_file.display()))?;
     println!("baton is up: {} cells, a router on {url}, tenant dev with echo and spin.\n", args.cells);
     print!("{env}");
     println!("\n(written to {}) Try:\n", env_file.display());
     println!("  source {} && {} invoke echo -d hello\n", env_file.display(), bin_dir.join("baton").display());
 
     Ok(())
+}
+
+/// Writes `text` to `path`, readable by this user only (mode 0600): it holds an API key.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // A file left by an older `baton up` keeps its mode when opened: set it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }
 
 /// Resolves when one of the processes exits.

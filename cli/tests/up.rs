@@ -87,6 +87,8 @@ fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let text = std::fs::read_to_string(&env).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&env).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the env file holds a key: this user's alone");
     for line in ["export BATON_URL=http://127.0.0.1:", "export BATON_API_KEY=bk_", "export BATON_SHARD_MANAGER="] {
         assert!(text.lines().any(|l| l.starts_with(line)), "{line} missing from:\n{text}");
     }
@@ -150,6 +152,12 @@ fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
     let home_path = home.path().display().to_string();
     assert_eq!(processes_mentioning(&home_path), Vec::<String>::new(), "processes left behind");
     assert!(!home.path().join("run").exists(), "the data folder is removed");
+    // The key was used for calls and deployments: no process logged it.
+    let key = text.lines().find_map(|l| l.strip_prefix("export BATON_API_KEY=")).unwrap();
+    for log in std::fs::read_dir(home.path().join("logs")).unwrap() {
+        let log = log.unwrap().path();
+        assert!(!std::fs::read_to_string(&log).unwrap().contains(key), "{} holds the API key", log.display());
+    }
     // No sandbox is left: its cgroup would hold it, and the workers' cgroups are gone.
     let left: Vec<&std::path::PathBuf> = cgroups.iter().filter(|d| d.exists()).collect();
     assert!(left.is_empty(), "cgroups left behind: {left:?}");

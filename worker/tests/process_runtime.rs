@@ -110,6 +110,14 @@ async fn echo_sandbox_is_isolated_limited_and_leaves_nothing_when_deleted() {
     assert_eq!(reply["headers"]["x-test"], "yes");
     assert_eq!(reply["body"], "payload");
 
+    // Its logs are the worker's alone: neither another sandbox nor any other user reads them.
+    let logs = h.state.path().join("sandboxes").join("echo-1");
+    let mode = |path: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777
+    };
+    assert_eq!(mode(&logs), 0o700, "{}", logs.display());
+    assert_eq!(mode(&logs.join("stderr.log")), 0o600);
+
     // Its own pid, mount, ipc and uts namespaces, and the spec's memory, CPU and pids
     // limits in its cgroup.
     let pid = created.pid;

@@ -11,9 +11,12 @@ use std::path::{Path, PathBuf};
 /// Names of the two log files.
 pub const STREAMS: [&str; 2] = ["stdout.log", "stderr.log"];
 
-/// Opens (creating) the two log files in `dir` for the sandbox to append to.
+/// Opens (creating) the two log files in `dir` for the sandbox to append to. They are the
+/// worker's user's alone (mode 0600; a rotated copy keeps the mode): another sandbox
+/// cannot read what a function printed.
 pub fn open(dir: &Path) -> std::io::Result<(File, File)> {
-    let open = |name: &str| OpenOptions::new().create(true).append(true).open(dir.join(name));
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |name: &str| OpenOptions::new().create(true).append(true).mode(0o600).open(dir.join(name));
     Ok((open(STREAMS[0])?, open(STREAMS[1])?))
 }
 
@@ -57,6 +60,11 @@ mod tests {
     fn rotates_past_the_cap_and_keeps_appending() {
         let dir = tempfile::tempdir().unwrap();
         let (mut out, _err) = open(dir.path()).unwrap();
+        for name in STREAMS {
+            let mode =
+                std::os::unix::fs::PermissionsExt::mode(&fs::metadata(dir.path().join(name)).unwrap().permissions());
+            assert_eq!(mode & 0o777, 0o600, "{name} is the worker's alone");
+        }
         out.write_all(&[b'a'; 100]).unwrap();
         enforce_cap(dir.path(), 200);
         assert_eq!(fs::metadata(dir.path().join("stdout.log")).unwrap().len(), 100);

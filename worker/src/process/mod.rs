@@ -202,6 +202,9 @@ impl ProcessRuntime {
         slot.port = Some(port);
         let dir = self.inner.dir.join(id.as_str());
         std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::os(format!("creating {}", dir.display()), e))?;
+        // The worker's alone: no sandbox lists or reads another's logs (it runs in `/`).
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| RuntimeError::os(format!("restricting {}", dir.display()), e))?;
         slot.dir = Some(dir.clone());
         let (stdout, stderr) =
             logs::open(&dir).map_err(|e| RuntimeError::os(format!("opening logs in {}", dir.display()), e))?;
