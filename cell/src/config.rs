@@ -87,7 +87,8 @@ pub struct ControlPlaneSection {
     /// function's timeout. Default: `"2s"`.
     #[serde(with = "humantime_serde")]
     pub scale_down_drain: Duration,
-    /// Wait after a failed creation before a function tries again. Default: `"1s"`.
+    /// Wait after a failed creation before a function tries again; it doubles with each
+    /// failure in a row, up to 60 s. Default: `"1s"`.
     #[serde(with = "humantime_serde")]
     pub create_retry: Duration,
     /// `least_allocated`, `random` or `round_robin`. Default: `least_allocated`.

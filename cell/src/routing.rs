@@ -19,6 +19,9 @@ pub struct Routing {
     pub timeout: Duration,
     /// Ready sandboxes.
     pub endpoints: Vec<Endpoint>,
+    /// Set while there is no ready sandbox and the last creation failed: why (calls then
+    /// fail at once instead of queueing for one that is not coming).
+    pub creation_error: Option<String>,
 }
 
 /// One ready sandbox.
@@ -190,6 +193,7 @@ pub mod wire {
                     creation_us: e.creation.as_micros() as u64,
                 })
                 .collect(),
+            creation_error: r.creation_error.clone().unwrap_or_default(),
         }
     }
 
@@ -206,6 +210,7 @@ pub mod wire {
                     creation: Duration::from_micros(e.creation_us),
                 })
                 .collect(),
+            creation_error: Some(r.creation_error).filter(|e| !e.is_empty()),
         };
         (r.name, routing)
     }
@@ -263,6 +268,7 @@ mod tests {
                     creation: Duration::from_micros(u64::from(*i) * 1000),
                 })
                 .collect(),
+            creation_error: eps.is_empty().then(|| "exec: no such file".to_string()),
         })
     }
 

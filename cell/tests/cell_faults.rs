@@ -308,3 +308,37 @@ async fn a_thousand_mixed_cold_and_warm_invocations_write_nothing_to_the_store()
     assert!(cold >= 10, "every function started cold: {cold}");
     assert_eq!(cluster.store_writes().await, writes, "the invocation path wrote to the store");
 }
+
+#[tokio::test]
+async fn a_function_whose_sandboxes_cannot_start_fails_fast_saying_why_and_recovers_when_fixed() {
+    let mut cluster = Cluster::new("");
+    cluster.start_cell().await;
+    cluster.start_worker("w1", 20, 25100).await;
+    // Valid, but not on the worker: every creation fails.
+    let missing = "/nonexistent/baton-fn";
+    cluster.deploy(serde_json::json!({"name": "broken", "executable": missing})).await;
+    let client = reqwest::Client::new();
+    let url = cluster.url("/function/broken");
+    for attempt in ["the first call", "a call during the back-off"] {
+        let started = Instant::now();
+        let answer = client.get(&url).send().await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(answer.status(), 502, "{attempt}");
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "sandbox_failing", "{attempt}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains(missing), "{attempt}: the worker's reason: {body}");
+        // Not the 30 s queue timeout: the failed creation itself, at most.
+        assert!(took < Duration::from_secs(3), "{attempt} took {took:?}");
+    }
+    // Deployed again with a program that exists: served at once, whatever the back-off.
+    cluster.deploy(echo_spec("broken", serde_json::json!({}))).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = client.get(&url).send().await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fixed function still answers {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -102,6 +102,11 @@ struct FunctionEntry {
     /// Since when it has wanted more sandboxes than it has ready with none created since
     /// (no worker with room, creations failing).
     starved_since: Option<Instant>,
+    /// Creations that failed in a row (the back-off grows with them).
+    failures: u32,
+    /// Why the last creation failed, published to data planes (calls fail at once) while
+    /// no sandbox is ready, until the back-off lets the next creation be tried.
+    failing: Option<String>,
 }
 
 struct WorkerEntry {
@@ -114,7 +119,16 @@ impl FunctionEntry {
     /// A function just registered or recovered: no load, no sandbox wanted yet.
     fn new(spec: FunctionSpec) -> Self {
         let autoscaler = Autoscaler::new(spec.scaling.clone());
-        Self { spec, autoscaler, loads: BTreeMap::new(), desired: 0, retry_after: None, starved_since: None }
+        Self {
+            spec,
+            autoscaler,
+            loads: BTreeMap::new(),
+            desired: 0,
+            retry_after: None,
+            starved_since: None,
+            failures: 0,
+            failing: None,
+        }
     }
 }
 
@@ -191,7 +205,7 @@ impl ControlPlaneState {
 
     fn routing_of(&self, name: &str) -> Option<Routing> {
         let f = self.functions.get(name)?;
-        let endpoints = self
+        let endpoints: Vec<Endpoint> = self
             .sandboxes
             .of_function(name)
             .filter_map(|(id, s)| match &s.phase {
@@ -201,10 +215,12 @@ impl ControlPlaneState {
                 _ => None,
             })
             .collect();
+        let creation_error = f.failing.clone().filter(|_| endpoints.is_empty());
         Some(Routing {
             container_concurrency: f.spec.scaling.container_concurrency,
             timeout: f.spec.timeout,
             endpoints,
+            creation_error,
         })
     }
 
@@ -249,6 +265,8 @@ impl ControlPlaneState {
             Some(f) => {
                 f.autoscaler.set_scaling(spec.scaling.clone());
                 f.spec = spec;
+                // A new spec may fix what made creations fail: try it at once.
+                (f.failures, f.failing, f.retry_after) = (0, None, None);
                 false
             }
             None => {
@@ -472,7 +490,7 @@ impl ControlPlaneState {
                 s.phase = Phase::Ready { endpoint, creation };
                 let function = s.function.clone();
                 if let Some(f) = self.functions.get_mut(&function) {
-                    f.starved_since = None;
+                    (f.starved_since, f.failures, f.failing) = (None, 0, None);
                 }
                 vec![self.publish(&function)]
             }
@@ -497,10 +515,12 @@ impl ControlPlaneState {
                 if let Some(held_back) = self.warnings.check(&format!("create {function}"), now.into_std()) {
                     tracing::warn!(%function, sandbox = %sandbox_id, %error, held_back, "sandbox creation failed");
                 }
-                if let Some(f) = self.functions.get_mut(&function) {
-                    f.retry_after = Some(now + self.config.create_retry);
-                }
-                Vec::new()
+                let Some(f) = self.functions.get_mut(&function) else { return Vec::new() };
+                f.failures += 1;
+                f.retry_after = Some(now + creation_backoff(self.config.create_retry, f.failures));
+                f.failing = Some(error);
+                // Data planes answer its calls at once meanwhile (if no sandbox is ready).
+                vec![self.publish(&function)]
             }
         }
     }
@@ -538,6 +558,15 @@ impl ControlPlaneState {
         let Some(f) = self.functions.get_mut(name) else {
             return Vec::new();
         };
+        let mut commands = Vec::new();
+        if f.failing.is_some() && f.retry_after.is_none_or(|t| now >= t) {
+            // The back-off is over: calls queue again, and their demand brings the next try.
+            f.failing = None;
+            commands.push(self.publish(name));
+        }
+        let Some(f) = self.functions.get_mut(name) else {
+            return commands;
+        };
         f.loads.retain(|_, (_, _, at)| now.duration_since(*at) <= expiry);
         let concurrency: u32 = f.loads.values().map(|(in_flight, queued, _)| in_flight + queued).sum();
         // Most functions are idle most of the time: skip them at no cost.
@@ -548,7 +577,7 @@ impl ControlPlaneState {
         {
             f.desired = 0;
             f.starved_since = None;
-            return Vec::new();
+            return commands;
         }
         f.autoscaler.record(now, f64::from(concurrency));
         let decision = f.autoscaler.decide(now, scale.ready);
@@ -561,7 +590,6 @@ impl ControlPlaneState {
         }
         let retry_blocked = f.retry_after.is_some_and(|t| now < t);
         let spec = f.spec.clone();
-        let mut commands = Vec::new();
         if desired > scale.ready + scale.creating && !retry_blocked {
             for _ in 0..desired - scale.ready - scale.creating {
                 match self.place(&spec) {
@@ -649,6 +677,17 @@ impl ControlPlaneState {
     pub fn sandboxes_on(&self, node_id: &str) -> usize {
         self.sandboxes.on_node(node_id).len()
     }
+}
+
+/// Longest wait between creations of a function whose creations keep failing.
+pub const MAX_CREATION_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How long a function waits after its `failures`-th creation failure in a row: `base`,
+/// doubling with each further failure, at most [`MAX_CREATION_BACKOFF`] (Kubernetes's
+/// crash-loop back-off, on a shorter scale).
+pub fn creation_backoff(base: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    base.saturating_mul(1 << doublings).min(MAX_CREATION_BACKOFF.max(base))
 }
 
 /// A new sandbox's ID: its function's name (cut short where the whole would not fit) for

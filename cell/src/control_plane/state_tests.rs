@@ -93,15 +93,63 @@ fn the_longest_federated_name_still_gets_valid_unique_sandbox_ids() {
     }
 }
 
+/// The routing a command publishes for `f`, if it is a publication.
+fn published(commands: &[Command]) -> Option<Routing> {
+    commands.iter().find_map(|c| match c {
+        Command::Publish(u) => u.routing.clone(),
+        _ => None,
+    })
+}
+
 #[test]
-fn a_failed_creation_waits_before_retrying() {
+fn failed_creations_back_off_and_tell_data_planes_why_until_the_next_try() {
+    let (mut st, now) = ready_state(&[("1", 4)], spec("f", 1));
+    let at = |ms: u64| now + Duration::from_millis(ms);
+    st.report_load("dp", &[("f".into(), 0, 1)], now);
+    let planned = creates(&st.evaluate("f", now));
+    // The failure is published: data planes answer calls at once, saying why.
+    let routing = published(&st.created(&planned[0].0, Err("exec: no such file".into()), now)).unwrap();
+    assert_eq!(routing.creation_error.as_deref(), Some("exec: no such file"));
+    assert!(creates(&st.evaluate("f", at(900))).is_empty(), "within the first back-off (1 s)");
+    // Once it is over, the error is withdrawn (calls queue again) and the next try made.
+    st.report_load("dp", &[("f".into(), 0, 1)], at(1100));
+    let commands = st.evaluate("f", at(1100));
+    assert_eq!(published(&commands).unwrap().creation_error, None);
+    let retry = creates(&commands);
+    assert_eq!(retry.len(), 1);
+    // A second failure in a row waits twice as long.
+    st.created(&retry[0].0, Err("exec: no such file".into()), at(1100));
+    st.report_load("dp", &[("f".into(), 0, 1)], at(2900));
+    assert!(creates(&st.evaluate("f", at(2900))).is_empty(), "within the second back-off (2 s)");
+    st.report_load("dp", &[("f".into(), 0, 1)], at(3200));
+    let third = creates(&st.evaluate("f", at(3200)));
+    assert_eq!(third.len(), 1);
+    // A success ends it all: the next failure starts again at 1 s.
+    let ready = published(&st.created(&third[0].0, Ok(("127.0.0.1:9".into(), Duration::ZERO)), at(3200))).unwrap();
+    assert_eq!((ready.endpoints.len(), ready.creation_error), (1, None));
+}
+
+#[test]
+fn a_new_spec_is_tried_at_once_whatever_the_back_off() {
     let (mut st, now) = ready_state(&[("1", 4)], spec("f", 1));
     st.report_load("dp", &[("f".into(), 0, 1)], now);
     let planned = creates(&st.evaluate("f", now));
-    assert!(st.created(&planned[0].0, Err("boom".into()), now).is_empty());
-    assert!(creates(&st.evaluate("f", now)).is_empty(), "within the retry delay");
-    st.report_load("dp", &[("f".into(), 0, 1)], now + Duration::from_millis(1100));
-    assert_eq!(creates(&st.evaluate("f", now + Duration::from_millis(1100))).len(), 1);
+    st.created(&planned[0].0, Err("boom".into()), now);
+    let (_, commands) = st.put_function(spec("f", 1));
+    assert_eq!(published(&commands).unwrap().creation_error, None);
+    st.report_load("dp", &[("f".into(), 0, 1)], now);
+    assert_eq!(creates(&st.evaluate("f", now)).len(), 1);
+}
+
+proptest::proptest! {
+    #[test]
+    fn the_back_off_starts_at_the_base_grows_and_stays_under_the_cap(base_ms in 1u64..5000, failures in 1u32..100) {
+        let base = Duration::from_millis(base_ms);
+        let wait = creation_backoff(base, failures);
+        proptest::prop_assert_eq!(creation_backoff(base, 1), base);
+        proptest::prop_assert!(wait >= base && wait <= MAX_CREATION_BACKOFF.max(base));
+        proptest::prop_assert!(creation_backoff(base, failures + 1) >= wait);
+    }
 }
 
 #[test]

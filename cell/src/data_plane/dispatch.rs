@@ -29,7 +29,7 @@ pub struct DispatchConfig {
 }
 
 /// Why a request got no sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DispatchError {
     /// The queue was full.
     #[error("the function's queue is full ({0} requests waiting)")]
@@ -37,6 +37,10 @@ pub enum DispatchError {
     /// No slot freed within the queue timeout.
     #[error("no sandbox became free within {} ms", .0.as_millis())]
     Timeout(Duration),
+    /// No sandbox is ready and the function's last creation failed: the control plane
+    /// says why, and waits before it tries again.
+    #[error("the function's sandboxes fail to start: {0}")]
+    Failing(String),
 }
 
 /// A sandbox the dispatcher may send requests to.
@@ -75,6 +79,8 @@ struct State {
     /// Counts sandbox arrivals and queueings, to order them.
     events: u64,
     balancer: Balancer,
+    /// Why the function's sandboxes fail to start, while none is ready.
+    failing: Option<String>,
 }
 
 struct Shared {
@@ -140,6 +146,7 @@ impl Dispatcher {
             next_waiter: 0,
             events: 0,
             balancer: Balancer::new(config.policy, seed),
+            failing: None,
         };
         Self { shared: Arc::new(Shared { config, state: Mutex::new(state), on_queued: Box::new(on_queued) }) }
     }
@@ -159,6 +166,9 @@ impl Dispatcher {
             if let Some((target, _)) = take_slot(&config, &mut state) {
                 return Ok(Lease { shared: self.shared.clone(), target, waited: None, cold: false });
             }
+            if let Some(why) = state.failing.clone().filter(|_| state.sandboxes.is_empty()) {
+                return Err(DispatchError::Failing(why));
+            }
             if state.waiters.len() >= config.queue_capacity {
                 return Err(DispatchError::QueueFull(state.waiters.len()));
             }
@@ -175,7 +185,11 @@ impl Dispatcher {
         let mut rx = rx;
         let granted = match tokio::time::timeout(wait, &mut rx).await {
             Ok(Ok(target)) => Some(target),
-            Ok(Err(_)) => None,
+            // Given up on by the dispatcher: the function's sandboxes fail to start.
+            Ok(Err(_)) => {
+                let why = self.shared.state.lock().expect("dispatch lock").failing.clone();
+                return Err(DispatchError::Failing(why.unwrap_or_else(|| "no sandbox is coming".into())));
+            }
             Err(_) => {
                 // Timed out, unless a slot was handed over in the same instant: take it then.
                 let mut state = self.shared.state.lock().expect("dispatch lock");
@@ -211,6 +225,18 @@ impl Dispatcher {
             .collect();
         state.draining = old.into_iter().filter(|s| s.in_flight > 0).collect();
         hand_over(&self.shared.config, &mut state);
+    }
+
+    /// Records why the function's sandboxes fail to start (`None`: they no longer do).
+    /// While it is set and no sandbox is ready, waiting requests are answered at once and
+    /// new ones are not queued.
+    pub fn set_failing(&self, why: Option<String>) {
+        let mut state = self.shared.state.lock().expect("dispatch lock");
+        state.failing = why;
+        if state.failing.is_some() && state.sandboxes.is_empty() {
+            // Dropping a waiter's sender wakes it with the failure.
+            state.waiters.clear();
+        }
     }
 
     /// Requests holding a lease now, on routed and draining sandboxes.
@@ -452,5 +478,29 @@ mod tests {
         d.set_sandboxes(vec![target(1)]);
         assert_eq!(d.in_flight(), 0, "the aborted waiter's slot went back");
         assert!(d.acquire().await.unwrap().waited().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_sandboxes_fail_to_start_calls_are_answered_at_once_with_why() {
+        let (d, _) = counting(1);
+        let waiting = tokio::spawn({
+            let d = d.clone();
+            async move { d.acquire().await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        d.set_failing(Some("exec: no such file".into()));
+        // The waiting call is woken with the reason, not left to the queue timeout.
+        let woken = waiting.await.unwrap().err().unwrap();
+        assert_eq!(woken, DispatchError::Failing("exec: no such file".into()));
+        assert_eq!(d.queued(), 0);
+        assert!(matches!(d.acquire().await, Err(DispatchError::Failing(_))), "a new call is not queued");
+        // The back-off over (or a sandbox ready): calls queue and are served again.
+        d.set_failing(None);
+        d.set_sandboxes(vec![target(1)]);
+        let _held = d.acquire().await.unwrap();
+        // With a sandbox ready a failure elsewhere does not refuse calls: they queue for it.
+        d.set_failing(Some("a later failure".into()));
+        let queued = d.acquire_within(Duration::from_millis(10)).await.err().unwrap();
+        assert_eq!(queued, DispatchError::Timeout(Duration::from_millis(10)));
     }
 }

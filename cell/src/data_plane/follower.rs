@@ -161,6 +161,7 @@ fn sync_one(
             slot.removed = false;
             slot.timeout = routing.timeout;
             slot.dispatcher.set_sandboxes(targets);
+            slot.dispatcher.set_failing(routing.creation_error.clone());
         }
         _ => {
             let config = DispatchConfig {
@@ -175,6 +176,7 @@ fn sync_one(
                 let _ = urgent.send(function.clone());
             });
             dispatcher.set_sandboxes(targets);
+            dispatcher.set_failing(routing.creation_error.clone());
             map.insert(
                 name.to_string(),
                 FunctionSlot {

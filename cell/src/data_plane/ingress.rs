@@ -349,6 +349,9 @@ impl Refusal {
                 "queue_full",
                 format!("the function's queue is full ({n} waiting); retry later"),
             ),
+            Refusal::Dispatch(e @ DispatchError::Failing(_)) => {
+                (StatusCode::BAD_GATEWAY, "sandbox_failing", e.to_string())
+            }
             Refusal::Dispatch(DispatchError::Timeout(t)) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "queue_timeout",
