@@ -58,6 +58,8 @@ struct Processes {
     /// Name, process, log file.
     children: Vec<(String, Child, PathBuf)>,
     run_dir: PathBuf,
+    /// The sample functions' copies, where the sandbox user can run them; removed last.
+    functions: Option<tempfile::TempDir>,
 }
 
 impl Processes {
@@ -136,7 +138,7 @@ pub async fn run(args: UpArgs, home: PathBuf) -> anyhow::Result<()> {
     let stop = signal.wait();
     tokio::pin!(stop);
     let (run_dir, logs) = (home.join("run"), home.join("logs"));
-    let mut processes = Processes { children: Vec::new(), run_dir: run_dir.clone() };
+    let mut processes = Processes { children: Vec::new(), run_dir: run_dir.clone(), functions: None };
     let interrupted = tokio::select! {
         started = start(&args, &home, &mut processes) => {
             started?;
@@ -223,6 +225,18 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
     Ok(())
 }
 
+/// Copies `binary` into `dir`, both readable and enterable by everyone (0755), so the
+/// sandbox user can run the copy. Returns its path.
+fn reachable_copy(binary: &Path, dir: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let everyone = || std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(dir, everyone())?;
+    let copy = dir.join(binary.file_name().ok_or_else(|| std::io::Error::other("no file name"))?);
+    std::fs::copy(binary, &copy)?;
+    std::fs::set_permissions(&copy, everyone())?;
+    Ok(copy)
+}
+
 /// Writes `text` to `path`, readable by this user only (mode 0600): it holds an API key.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -275,7 +289,7 @@ async fn start_cell(
         format!(
             "[worker]\nnode_id = \"{id}-w1\"\nlisten = \"127.0.0.1:{worker}\"\nadmin_listen = \"127.0.0.1:0\"\n\
              state_dir = {state:?}\non_shutdown = \"delete\"\n[process]\nport_range_start = {first}\n\
-             port_range_end = {last}\ncgroup_parent = \"baton-up-{pid}-{id}\"\nuser_fallback = \"worker\"\n\
+             port_range_end = {last}\ncgroup_parent = \"baton-up-{pid}-{id}\"\n\
              [control_plane]\n\
              address = \"http://127.0.0.1:{control}\"\n",
             state = run_dir.join(format!("{id}-worker")).display().to_string(),
@@ -320,12 +334,17 @@ async fn deploy_samples(
     bin: &impl Fn(&str) -> anyhow::Result<PathBuf>,
     processes: &mut Processes,
 ) -> anyhow::Result<()> {
+    // Sandboxes run as the unprivileged sandbox user, who may not reach the checkout (one
+    // under /root, say): the samples run from copies in a folder everyone may enter.
+    let functions =
+        tempfile::Builder::new().prefix("baton-up-functions-").tempdir().context("a folder for the samples")?;
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     for (name, binary) in [("echo", "baton-fn-echo"), ("spin", "baton-fn-spin")] {
+        let copy = reachable_copy(&bin(binary)?, functions.path()).with_context(|| format!("copying {binary}"))?;
         let spec = serde_json::json!({
             "name": name,
-            "executable": bin(binary)?.display().to_string(),
+            "executable": copy.display().to_string(),
             "resources": {"cpu_millis": 100, "memory_mib": 64},
         });
         loop {
@@ -341,6 +360,7 @@ async fn deploy_samples(
             }
         }
     }
+    processes.functions = Some(functions);
     loop {
         let answer = client.post(format!("{url}/function/echo")).bearer_auth(key).body("ready?").send().await;
         if answer.is_ok_and(|a| a.status() == 200) {

@@ -137,6 +137,30 @@ fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
         dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()).flatten().flatten().filter(|e| e.path().is_dir()).count()
     };
     assert!(sandbox_cgroups(&cgroups) > 0, "no sandbox cgroup under {cgroups:?} while echo runs");
+    // And run as the unprivileged sandbox user, never as root.
+    let sandbox_pids: Vec<String> = cgroups
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("cgroup.procs")).ok())
+        .flat_map(|procs| procs.lines().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    // (Each cgroup also holds the worker's small holder process, the pid namespace's
+    // parent: the function is the one running a sample's program.)
+    let functions: Vec<&String> = sandbox_pids
+        .iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("baton-fn-"))
+        })
+        .collect();
+    assert!(!functions.is_empty(), "no function process among {sandbox_pids:?}");
+    for pid in functions {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1));
+        assert!(uid.is_some_and(|u| u != "0"), "function {pid} runs as uid {uid:?}");
+    }
 
     // Ctrl-C: everything stops, nothing is left running, the data folder is gone.
     kill(up.pid(), Signal::SIGINT).unwrap();
