@@ -129,6 +129,13 @@ pub struct ProcessSection {
     /// Unprivileged user sandboxes run as when the worker is root; `""` keeps the worker's
     /// user. Default: `nobody`.
     pub user: String,
+    /// First of the user IDs a root worker gives its sandboxes, one each (with a group ID
+    /// of the same number), so no sandbox can read another's `/proc` files, environment
+    /// included; `0` runs every sandbox as `user`. The range must be free of other users
+    /// on the machine. Default: `2000000000`.
+    pub uid_range_start: u32,
+    /// Last of those user IDs (inclusive). Default: `2000099999`.
+    pub uid_range_end: u32,
     /// What a root worker does when `user` cannot reach a spec's executable (a folder on
     /// its path, or the file, is not executable by others): `refuse` the creation
     /// (FAILED_PRECONDITION naming the path), or run the sandbox as the worker's own user
@@ -157,6 +164,8 @@ impl Default for ProcessSection {
             namespaces: true,
             cgroups: true,
             user: "nobody".into(),
+            uid_range_start: 2_000_000_000,
+            uid_range_end: 2_000_099_999,
             user_fallback: UserFallback::Refuse,
             log_max_bytes: 10 << 20,
             log_check_interval: Duration::from_secs(5),

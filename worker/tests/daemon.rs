@@ -89,6 +89,8 @@ struct Setup {
     parent: CgroupParent,
     grpc: u16,
     config: std::path::PathBuf,
+    /// `baton-fn-echo`, copied where the sandbox users can run it.
+    echo: (tempfile::TempDir, std::path::PathBuf),
 }
 
 /// A worker config for test `name` taking sandbox ports from `ports`, with `extra` TOML
@@ -100,7 +102,7 @@ fn setup(name: &str, ports: (u16, u16), extra: &str, tail: &str) -> Setup {
     let (grpc, admin) = (free_port(), free_port());
     let toml = process_toml(&state, grpc, admin, ports, &parent.0, extra) + tail;
     let config = write_config(dir.path(), &toml);
-    Setup { dir, state, parent, grpc, config }
+    Setup { dir, state, parent, grpc, config, echo: world_reachable_copy(&bin("baton-fn-echo")) }
 }
 
 impl Setup {
@@ -108,7 +110,7 @@ impl Setup {
     async fn worker_with(&self, id: &str) -> (KillOnDrop, CreateSandboxResponse) {
         let worker = spawn_worker(&self.config, &[], &[]);
         let mut client = connect(self.grpc).await;
-        let created = client.create_sandbox(create(id, &bin("baton-fn-echo"))).await.unwrap().into_inner();
+        let created = client.create_sandbox(create(id, &self.echo.1)).await.unwrap().into_inner();
         (worker, created)
     }
 }
@@ -157,8 +159,14 @@ async fn adopts_and_cleans_up(w: &Setup, created: &CreateSandboxResponse) {
     assert!(reqwest::get(format!("http://{}/", created.endpoint)).await.unwrap().status().is_success());
 
     // Its port stays reserved: a new sandbox gets another one.
-    let other = client.create_sandbox(create("new-one", &bin("baton-fn-echo"))).await.unwrap().into_inner();
+    let other = client.create_sandbox(create("new-one", &w.echo.1)).await.unwrap().into_inner();
     assert_ne!(other.endpoint, created.endpoint);
+    // So does its uid: the new sandbox runs as another.
+    let uid = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status.lines().find(|l| l.starts_with("Uid:")).unwrap().split_whitespace().nth(1).unwrap().to_string()
+    };
+    assert_ne!(uid(other.pid), uid(created.pid));
 
     // And the new worker can delete it, leaving nothing behind.
     for id in ["keep-me", "new-one"] {
@@ -208,7 +216,8 @@ async fn registers_once_the_control_plane_appears_heartbeats_and_reports_exits()
     let control_plane = format!(
         "[control_plane]\naddress = \"http://127.0.0.1:{cp_port}\"\nheartbeat_interval = \"100ms\"\nretry_initial = \"50ms\"\nretry_max = \"200ms\"\n"
     );
-    let Setup { dir: _dir, state: _, parent: _parent, grpc, config } = setup("cp", (22100, 22149), "", &control_plane);
+    let Setup { dir: _dir, state: _, parent: _parent, grpc, config, .. } =
+        setup("cp", (22100, 22149), "", &control_plane);
     // The environment overrides the file's node ID.
     let _worker = spawn_worker(&config, &[], &[("BATON_WORKER__NODE_ID", "from-env")]);
     let mut client = connect(grpc).await;

@@ -145,10 +145,9 @@ async fn echo_sandbox_is_isolated_limited_and_leaves_nothing_when_deleted() {
             assert!(procs.lines().any(|p| p == pid.to_string()), "{} holds the sandbox: {procs}", dir.display());
         }
     }
-    // It runs as the unprivileged user.
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert!(uid_line.contains("65534"), "{uid_line}");
+    // It runs as a uid of its own, from the sandbox range, never root.
+    let uid = uid_of(pid);
+    assert!((2_000_000_000..=2_000_099_999).contains(&uid), "uid {uid}");
 
     let port: u16 = created.endpoint.rsplit(':').next().unwrap().parse().unwrap();
     let deleted = h.runtime.delete(&id("echo-1"), Duration::from_secs(2)).await.unwrap();
@@ -326,7 +325,7 @@ async fn without_namespaces_or_cgroups_isolation_is_none_and_sandboxes_still_wor
 #[tokio::test]
 async fn ports_are_never_shared_and_a_duplicate_id_is_refused() {
     let h = harness("ports", 21600).await;
-    let echo = bin("baton-fn-echo");
+    let (_copy_dir, echo) = world_reachable_copy(&bin("baton-fn-echo"));
     let mut s = spec(&echo);
     s.port = PortRequest::Fixed(21601);
     let a = h.runtime.create(id("a"), s.clone()).await.unwrap();
@@ -337,7 +336,16 @@ async fn ports_are_never_shared_and_a_duplicate_id_is_refused() {
     assert!(matches!(err, RuntimeError::AlreadyExists(_)), "{err}");
     let b = h.runtime.create(id("b"), spec(&echo)).await.unwrap();
     assert_ne!(a.endpoint, b.endpoint);
+    // Nor a uid: neither can read the other's /proc files (its environment among them).
+    assert_ne!(uid_of(a.pid), uid_of(b.pid));
     h.runtime.delete(&id("a"), Duration::from_secs(2)).await.unwrap();
     h.runtime.delete(&id("b"), Duration::from_secs(2)).await.unwrap();
     h.assert_clean().await;
+}
+
+/// The real uid process `pid` runs as.
+fn uid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }

@@ -11,6 +11,7 @@ mod record;
 mod recovery;
 mod spawn;
 mod table;
+mod uids;
 
 pub mod readiness;
 
@@ -54,6 +55,8 @@ struct Inner {
     /// `<state_dir>/sandboxes`.
     dir: PathBuf,
     ports: PortPool,
+    /// A uid per sandbox, when the worker switches users and a range is configured.
+    uids: Option<uids::UidPool>,
     cgroups: Option<Cgroups>,
     namespaces: bool,
     user: Option<(Uid, Gid)>,
@@ -105,6 +108,8 @@ impl ProcessRuntime {
         }
         let inner = Arc::new(Inner {
             ports: PortPool::new(config.port_range_start..=config.port_range_end),
+            uids: (user.is_some() && config.uid_range_start > 0)
+                .then(|| uids::UidPool::new(config.uid_range_start..=config.uid_range_end)),
             host,
             dir,
             namespaces: capabilities.namespaces,
@@ -164,7 +169,12 @@ impl ProcessRuntime {
     /// The isolation and user a sandbox of `executable` gets; refused when the sandbox user
     /// cannot reach it and `process.user_fallback` is `refuse`.
     fn isolation_for(&self, executable: &Path) -> Result<(Isolation, Option<(Uid, Gid)>), RuntimeError> {
-        let user = self.inner.user.filter(|(uid, gid)| reachable_by(executable, *uid, *gid));
+        // With a uid per sandbox, the one it gets owns no file: "others" permissions apply.
+        let candidate = match &self.inner.uids {
+            Some(pool) => self.inner.user.map(|_| (Uid::from_raw(pool.any()), Gid::from_raw(pool.any()))),
+            None => self.inner.user,
+        };
+        let user = candidate.filter(|(uid, gid)| reachable_by(executable, *uid, *gid));
         if self.inner.user.is_some() && user.is_none() {
             let why = format!(
                 "the sandbox user {:?} cannot reach it (every folder on its path, and the file, must be executable \
@@ -193,7 +203,12 @@ impl ProcessRuntime {
         let started = Instant::now();
         check_executable(&spec.executable)?;
         // Decided before anything is taken, so a refusal leaves nothing behind.
-        let (isolation, user) = self.isolation_for(&spec.executable)?;
+        let (isolation, mut user) = self.isolation_for(&spec.executable)?;
+        if let (Some(_), Some(pool)) = (user, &self.inner.uids) {
+            let uid = pool.take(id.as_str()).map_err(|e| RuntimeError::Exhausted(e.to_string()))?;
+            slot.uid_of = Some(id.clone());
+            user = Some((Uid::from_raw(uid), Gid::from_raw(uid)));
+        }
         let port = match spec.port {
             PortRequest::Any => self.inner.ports.take_any(),
             PortRequest::Fixed(p) => self.inner.ports.take(p),
@@ -285,6 +300,7 @@ impl ProcessRuntime {
             isolation: isolation.clone(),
             resources: spec.resources,
             created_at_unix_ms,
+            uid: user.filter(|_| self.inner.uids.is_some()).map(|(uid, _)| uid.as_raw()),
         };
         record::write(&dir, &record).map_err(|e| RuntimeError::os(format!("writing the record of sandbox {id}"), e))?;
         let entry = Entry {
@@ -357,6 +373,7 @@ impl ProcessRuntime {
         // A running sandbox ended on its own: free what it held, keep its logs and record
         // (state exited) until the control plane deletes it, and report the exit.
         release(&self.inner, port, cgroup).await;
+        release_uid(&self.inner, id);
         tracing::warn!(sandbox = %id, reason = ?exit.reason, code = ?exit.code, signal = ?exit.signal, "sandbox exited");
         let _ = self.inner.events.send(SandboxExit { id: id.clone(), exit, at_unix_ms: unix_ms() });
     }
@@ -365,6 +382,7 @@ impl ProcessRuntime {
         let entry = self.inner.table.lock().expect("table lock").begin_delete(id)?;
         let killed = stop(entry.main_pid, entry.group_kill, entry.cgroup.as_ref(), entry.exit.clone(), grace).await;
         release(&self.inner, entry.port, entry.cgroup.clone()).await;
+        release_uid(&self.inner, id);
         let _ = std::fs::remove_dir_all(&entry.dir);
         self.inner.table.lock().expect("table lock").remove(id);
         Ok(Deleted { killed })
@@ -376,6 +394,8 @@ impl ProcessRuntime {
 struct Slot {
     armed: bool,
     port: Option<u16>,
+    /// The sandbox, once it holds a uid of its own.
+    uid_of: Option<SandboxId>,
     dir: Option<PathBuf>,
     cgroup: Option<cgroup::SandboxCgroup>,
     pid: Option<i32>,
@@ -395,6 +415,9 @@ impl Slot {
             stop(pid, group_kill, self.cgroup.as_ref(), exit, Duration::ZERO).await;
         }
         release(inner, self.port, self.cgroup).await;
+        if let Some(id) = &self.uid_of {
+            release_uid(inner, id);
+        }
         if let Some(dir) = self.dir {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -550,6 +573,13 @@ async fn stop(
         tracing::error!(pid = main_pid, "sandbox process still there {KILL_PATIENCE:?} after SIGKILL");
     }
     true
+}
+
+/// Gives back the uid sandbox `id` ran as, if it had one of its own.
+fn release_uid(inner: &Arc<Inner>, id: &SandboxId) {
+    if let Some(pool) = &inner.uids {
+        pool.release(id.as_str());
+    }
 }
 
 /// Frees a sandbox's port and removes its cgroup.

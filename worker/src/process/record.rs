@@ -33,6 +33,9 @@ pub struct SandboxRecord {
     pub resources: Resources,
     /// Creation time, Unix milliseconds.
     pub created_at_unix_ms: u64,
+    /// The uid it runs as, when it has one of its own (`process.uid_range_*`).
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 /// Writes `record` into `dir` atomically (temporary file, then rename).
@@ -78,9 +81,15 @@ mod tests {
             isolation: Isolation::default(),
             resources: Resources { cpu_millis: 1, memory_mib: 4, pids: 1 },
             created_at_unix_ms: 1,
+            uid: Some(2_000_000_007),
         };
         write(dir.path(), &record).unwrap();
         assert_eq!(read(dir.path()).unwrap(), record);
+        // A record from before sandboxes had uids of their own reads back without one.
+        let mut old = serde_json::to_value(&record).unwrap();
+        old.as_object_mut().unwrap().remove("uid");
+        std::fs::write(dir.path().join(FILE), old.to_string()).unwrap();
+        assert_eq!(read(dir.path()).unwrap().uid, None);
         assert_eq!(start_ticks(i32::MAX), None);
     }
 }

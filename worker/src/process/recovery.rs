@@ -68,6 +68,9 @@ pub async fn recover(runtime: &ProcessRuntime) {
 fn adopt(runtime: &ProcessRuntime, id: SandboxId, rec: SandboxRecord, dir: &Path) {
     let inner = &runtime.inner;
     inner.ports.reserve(rec.port);
+    if let (Some(pool), Some(uid)) = (&inner.uids, rec.uid) {
+        pool.reserve(id.as_str(), uid);
+    }
     let cgroup = rec.isolation.cgroup.as_ref().and_then(|_| inner.cgroups.as_ref()).map(|c| c.sandbox(id.as_str()));
     let (tx, rx) = watch::channel(None);
     let endpoint = SocketAddr::new(inner.host, rec.port).to_string();
