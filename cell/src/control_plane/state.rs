@@ -555,15 +555,7 @@ impl ControlPlaneState {
         }
         let expiry = self.config.load_expiry;
         let scale = self.scale(name);
-        let Some(f) = self.functions.get_mut(name) else {
-            return Vec::new();
-        };
-        let mut commands = Vec::new();
-        if f.failing.is_some() && f.retry_after.is_none_or(|t| now >= t) {
-            // The back-off is over: calls queue again, and their demand brings the next try.
-            f.failing = None;
-            commands.push(self.publish(name));
-        }
+        let mut commands: Vec<Command> = self.end_backoff(name, now).into_iter().collect();
         let Some(f) = self.functions.get_mut(name) else {
             return commands;
         };
@@ -618,6 +610,17 @@ impl ControlPlaneState {
             commands.push(self.publish(name));
         }
         commands
+    }
+
+    /// Withdraws a function's published creation failure once its back-off is over, so
+    /// calls queue again and their demand brings the next try.
+    fn end_backoff(&mut self, name: &str, now: Instant) -> Option<Command> {
+        let f = self.functions.get_mut(name)?;
+        if f.failing.is_none() || f.retry_after.is_some_and(|t| now < t) {
+            return None;
+        }
+        f.failing = None;
+        Some(self.publish(name))
     }
 
     fn place(&mut self, spec: &FunctionSpec) -> Option<Command> {
