@@ -44,12 +44,17 @@ pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
 /// client's `X-Call-Id` passed on as `X-Client-Call-Id` (the call ID is baton's own).
 pub fn client_headers(from: &HeaderMap, to: &mut HeaderMap) {
     copy_end_to_end(from, to);
-    let baton: Vec<HeaderName> = to.keys().filter(|n| n.as_str().starts_with("x-baton-")).cloned().collect();
-    for name in baton {
-        to.remove(name);
-    }
+    remove_prefixed(to, "x-baton-");
     if let Some(given) = to.remove("x-call-id") {
         to.insert(HeaderName::from_static("x-client-call-id"), given);
+    }
+}
+
+/// Removes every header whose (lowercase) name starts with `prefix`.
+pub fn remove_prefixed(headers: &mut HeaderMap, prefix: &str) {
+    let names: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().starts_with(prefix)).cloned().collect();
+    for name in names {
+        headers.remove(name);
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -24,7 +24,7 @@ use super::fence::{Fence, Verdict};
 
 use baton_model::{Generation, headers};
 pub use baton_service::http::{Body, error_response};
-use baton_service::http::{BodyError, client_headers, copy_end_to_end, read_body};
+use baton_service::http::{BodyError, client_headers, copy_end_to_end, read_body, remove_prefixed};
 
 /// What the ingress knows of one function.
 #[derive(Clone)]
@@ -173,11 +173,7 @@ impl Ingress {
         copy_end_to_end(&head.headers, &mut headers);
         // `X-Baton-*` answers are the data plane's own: a function cannot forge a 421's
         // owner (which a router would resend the call to) or any other.
-        let forged: Vec<HeaderName> =
-            headers.keys().filter(|n| n.as_str().starts_with(headers::PREFIX)).cloned().collect();
-        for name in forged {
-            headers.remove(name);
-        }
+        remove_prefixed(&mut headers, headers::PREFIX);
         head.headers = headers;
         // Cold: it waited for a sandbox that arrived after it queued. A call that queued
         // behind busy sandboxes only queued (Server-Timing's `queue` says how long).
@@ -332,12 +328,7 @@ impl Refusal {
             Refusal::UnknownFunction(name) => {
                 (StatusCode::NOT_FOUND, "function_not_found", format!("function {name:?} does not exist"))
             }
-            Refusal::TooLarge(max) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the request body is over the limit of {max} bytes"),
-            ),
-            Refusal::Body(BodyError::TooLarge(max)) => (
+            Refusal::TooLarge(max) | Refusal::Body(BodyError::TooLarge(max)) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("the request body is over the limit of {max} bytes"),
