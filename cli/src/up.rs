@@ -225,18 +225,6 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
     Ok(())
 }
 
-/// Copies `binary` into `dir`, both readable and enterable by everyone (0755), so the
-/// sandbox user can run the copy. Returns its path.
-fn reachable_copy(binary: &Path, dir: &Path) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let everyone = || std::fs::Permissions::from_mode(0o755);
-    std::fs::set_permissions(dir, everyone())?;
-    let copy = dir.join(binary.file_name().ok_or_else(|| std::io::Error::other("no file name"))?);
-    std::fs::copy(binary, &copy)?;
-    std::fs::set_permissions(&copy, everyone())?;
-    Ok(copy)
-}
-
 /// Writes `text` to `path`, readable by this user only (mode 0600): it holds an API key.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -341,7 +329,8 @@ async fn deploy_samples(
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     for (name, binary) in [("echo", "baton-fn-echo"), ("spin", "baton-fn-spin")] {
-        let copy = reachable_copy(&bin(binary)?, functions.path()).with_context(|| format!("copying {binary}"))?;
+        let copy = baton_worker::process::reachable_copy(&bin(binary)?, functions.path())
+            .with_context(|| format!("copying {binary}"))?;
         let spec = serde_json::json!({
             "name": name,
             "executable": copy.display().to_string(),
