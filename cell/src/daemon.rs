@@ -3,12 +3,11 @@
 //! listeners already bound (a test binds port 0 and keeps the addresses) and returns a
 //! handle; `main` binds them from the configuration with [`Listeners::bind`].
 
-use baton_service::ConfigError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use baton_proto::cell::cell_control_server::CellControlServer;
-use baton_service::{AdminServer, Readiness};
+use baton_service::{AdminServer, ConfigError, Readiness};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -3,12 +3,11 @@
 //! takes listeners already bound (a test binds port 0 and keeps the addresses); `main`
 //! binds them from the configuration with [`Listeners::bind`].
 
-use baton_service::ConfigError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_service::{AdminServer, Readiness};
+use baton_service::{AdminServer, ConfigError, Readiness};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -5,12 +5,11 @@
 //! Layers: compiled defaults, then `--config FILE`, then `BATON_<SECTION>__<KEY>`
 //! environment variables, then flags.
 
-use baton_service::ConfigError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton_service::LoggingConfig;
+use baton_service::{ConfigError, LoggingConfig};
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration.

@@ -5,11 +5,11 @@
 //! addresses) and returns a handle; [`run`] binds from the configuration and stops on
 //! SIGTERM or Ctrl-C.
 
-use baton_service::ConfigError;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use baton_service::ConfigError;
 use baton_service::admin::{AdminServer, Readiness};
 use openraft::{BasicNode, Raft};
 use tokio::net::TcpListener;

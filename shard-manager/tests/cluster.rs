@@ -5,11 +5,11 @@
 
 mod support;
 
-use baton_model::Epoch;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use baton_model::Epoch;
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{
     AddReplicaRequest, ChangeVotersRequest, CreateApiKeyRequest, GetStatusRequest, PutTenantRequest,

@@ -2,11 +2,11 @@
 //! replica; when the leader stops, another is elected within 2 s, nothing committed is
 //! lost, and writes go on.
 
-use baton_model::Epoch;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use baton_model::Epoch;
 use baton_proto::raft::raft_transport_server::RaftTransportServer;
 use baton_shard_manager::raft::network::{Network, TransportService};
 use baton_shard_manager::raft::{self, StateMachine, TypeConfig};

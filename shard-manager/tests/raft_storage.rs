@@ -1,11 +1,11 @@
 //! openraft's storage conformance suite against the redb log store and state machine,
 //! plus a restart: what was appended and snapshotted is there after reopening the file.
 
-use baton_model::Epoch;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_model::Epoch;
 use baton_shard_manager::raft::{self, LogStore, StateMachine, TypeConfig};
 use baton_shard_manager::state::{Command, Outcome, Rejection, Tenant};
 use baton_shardmap::Change;

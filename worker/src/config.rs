@@ -4,12 +4,11 @@
 //! Layers: compiled defaults, then `--config FILE`, then `BATON_<SECTION>__<KEY>` environment
 //! variables (`BATON_PROCESS__PORT_RANGE_START=30000`), then flags.
 
-use baton_service::ConfigError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use baton_service::LoggingConfig;
+use baton_service::{ConfigError, LoggingConfig};
 use serde::{Deserialize, Serialize};
 
 /// Which sandbox runtime the worker's nodes use.

@@ -3,14 +3,13 @@
 //! start workers through [`start`], on listeners already bound ([`Listeners::bind`] binds
 //! them from the configuration; a test binds port 0 and keeps the addresses).
 
-use baton_service::ConfigError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use baton_proto::NodeId;
 use baton_proto::worker::worker_server::WorkerServer;
-use baton_service::{AdminServer, Readiness};
+use baton_service::{AdminServer, ConfigError, Readiness};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;

@@ -2,11 +2,11 @@
 //! restart it starts from the last snapshot and openraft re-applies the committed log
 //! after it (the log store keeps the committed index).
 
-use baton_model::Epoch;
 use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_model::Epoch;
 use baton_shardmap::{Delta, MapSnapshot};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{

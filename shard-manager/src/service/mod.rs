@@ -5,12 +5,12 @@
 //! leader's record is the one that counts, and a new leader starts every cell's clock
 //! afresh.
 
-use baton_model::{Epoch, Generation};
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use baton_model::{Epoch, Generation};
 use baton_proto::raft::raft_transport_server::RaftTransportServer;
 use baton_proto::shard::shard_manager_server::{ShardManager, ShardManagerServer};
 use baton_proto::shard::{
