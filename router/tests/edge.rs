@@ -4,26 +4,12 @@
 //! off at the configured timeouts.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use baton_testkit::{FederationApi, inproc};
+use baton_testkit::{FederationApi, inproc, raw_http as raw};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_millis(300);
-
-/// Sends `request` (raw HTTP/1.1) and reads until the server closes the connection (at
-/// most 5 s); returns what came back and when the connection closed.
-async fn raw(addr: SocketAddr, request: &str) -> (String, Duration) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let sent = Instant::now();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    assert!(read.is_ok(), "the connection stayed open 5 s: {}", String::from_utf8_lossy(&answer));
-    (String::from_utf8_lossy(&answer).into_owned(), sent.elapsed())
-}
 
 /// The edge of a server at `addr` (router or data plane) calling `path` with `key`.
 async fn cuts_off_slow_clients(addr: SocketAddr, what: &str, path: &str, key: &str) {

@@ -22,14 +22,9 @@ async fn refusal(request: reqwest::RequestBuilder) -> (u16, String, String) {
 /// Status and error code of the answer to a raw HTTP/1.1 request `head` (method line and
 /// headers, then whatever body), sent with `key` and `Connection: close`.
 async fn raw_refusal(addr: std::net::SocketAddr, key: &str, request: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (line, rest) = request.split_once("\r\n").unwrap();
     let request = format!("{line}\r\nHost: router\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n{rest}");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let (answer, _) = baton_testkit::raw_http(addr, &request).await;
     let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{answer}"));
     let body: Value =
         serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap_or_else(|e| panic!("{e}: {answer}"));

@@ -48,6 +48,20 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Sends `request` (raw bytes of HTTP/1.1, for what a client library would not send) to
+/// `addr` and reads until the server closes the connection, at most 5 s; returns what came
+/// back and when the connection closed.
+pub async fn raw_http(addr: std::net::SocketAddr, request: &str) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let sent = Instant::now();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection stayed open 5 s: {}", String::from_utf8_lossy(&answer));
+    (String::from_utf8_lossy(&answer).into_owned(), sent.elapsed())
+}
+
 /// A data-plane process of a [`Cluster`] split by role.
 pub struct DataPlaneProc {
     /// Its invocation ingress.
