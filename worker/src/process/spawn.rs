@@ -100,6 +100,15 @@ pub fn spawn(plan: SpawnPlan) -> std::io::Result<Spawned> {
                 )?;
                 nix::unistd::sethostname(&hostname)?;
                 hold_and_fork(&oom_adj_path)?;
+                // Now pid 1 of the new pid namespace: a /proc of its own, so the function
+                // sees only its own processes, not the host's.
+                nix::mount::mount(
+                    Some("proc"),
+                    "/proc",
+                    Some("proc"),
+                    nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+                    None::<&str>,
+                )?;
             }
             if let Some((uid, gid)) = user {
                 nix::unistd::setgroups(&[])?;
