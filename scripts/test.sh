@@ -30,10 +30,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 # Redis: the cell's store tests run against a real server, private to this run. curl:
-# the `baton up` test calls the router the way the README does.
+# the `baton up` test calls the router the way the README does. nft: a root worker filters
+# its sandboxes' connections with nftables.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -278,11 +278,13 @@ async fn start_cell(
             "[worker]\nnode_id = \"{id}-w1\"\nlisten = \"127.0.0.1:{worker}\"\nadmin_listen = \"127.0.0.1:0\"\n\
              state_dir = {state:?}\non_shutdown = \"delete\"\n[process]\nport_range_start = {first}\n\
              port_range_end = {last}\ncgroup_parent = \"baton-up-{pid}-{id}\"\n\
+             [process.network]\nfilter = {filter}\n\
              [control_plane]\n\
              address = \"http://127.0.0.1:{control}\"\n",
             state = run_dir.join(format!("{id}-worker")).display().to_string(),
             last = first + 999,
             pid = std::process::id(),
+            filter = network_filter(),
         ),
     )?;
     processes.spawn(
@@ -291,6 +293,22 @@ async fn start_cell(
         logs,
     )?;
     wait_port(worker, &format!("{id}'s worker"), processes).await
+}
+
+/// Whether the workers filter their sandboxes' connections: always where `nft` runs; on a
+/// machine without nftables, `baton up` still starts, saying once what that leaves open.
+fn network_filter() -> bool {
+    static FILTER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FILTER.get_or_init(|| {
+        let works = Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success());
+        if !works && nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "warning: nftables (nft) is not installed, so sandboxes can connect to this machine's ports; \
+                 install it (apt-get install nftables) for the packet filter"
+            );
+        }
+        works
+    })
 }
 
 async fn wait_cells(

@@ -15,7 +15,7 @@ use baton_proto::SandboxId;
 use baton_proto::worker::worker_client::WorkerClient;
 use baton_proto::worker::{CreateSandboxRequest, Resources as WireResources, SandboxSpec as WireSpec};
 use baton_worker::SandboxRuntime;
-use baton_worker::config::{ProcessSection, RuntimeChoice, WorkerConfig};
+use baton_worker::config::{NetworkSection, ProcessSection, RuntimeChoice, WorkerConfig};
 use baton_worker::process::ProcessRuntime;
 use baton_worker::runtime::{PortRequest, Resources, SandboxSpec};
 
@@ -45,10 +45,12 @@ struct Isolation {
     namespaces: bool,
     cgroups: bool,
     user: bool,
+    /// The packet filter on sandbox uids (only with `user`).
+    filter: bool,
 }
 
-const NONE: Isolation = Isolation { namespaces: false, cgroups: false, user: false };
-const FULL: Isolation = Isolation { namespaces: true, cgroups: true, user: true };
+const NONE: Isolation = Isolation { namespaces: false, cgroups: false, user: false, filter: false };
+const FULL: Isolation = Isolation { namespaces: true, cgroups: true, user: true, filter: true };
 
 async fn process_run(label: &str, iso: Isolation, n: usize, concurrency: usize) {
     let config = ProcessSection {
@@ -58,6 +60,7 @@ async fn process_run(label: &str, iso: Isolation, n: usize, concurrency: usize) 
         namespaces: iso.namespaces,
         cgroups: iso.cgroups,
         user: if iso.user { "nobody".into() } else { String::new() },
+        network: NetworkSection { filter: iso.filter, ..NetworkSection::default() },
         ..ProcessSection::default()
     };
     let state = std::env::temp_dir().join(format!("baton-bench-{}", std::process::id()));
@@ -191,6 +194,7 @@ async fn main() {
     process_run("process, no isolation (baseline)", NONE, n, 1).await;
     process_run("process, namespaces only", namespaces_only, n, 1).await;
     process_run("process, cgroup only", cgroups_only, n, 1).await;
+    process_run("process, full isolation but the packet filter", Isolation { filter: false, ..FULL }, n, 1).await;
     process_run("process, full isolation", FULL, n, 1).await;
     process_run("process, no isolation (baseline)", NONE, n, 8).await;
     process_run("process, full isolation", FULL, n, 8).await;

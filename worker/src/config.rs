@@ -151,6 +151,47 @@ pub struct ProcessSection {
     /// Default: `"500ms"`.
     #[serde(with = "humantime_serde")]
     pub adopted_poll_interval: Duration,
+    /// `[process.network]`: where sandboxes may open connections.
+    pub network: NetworkSection,
+}
+
+/// `[process.network]`: the packet filter a root worker puts on its sandboxes' uids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Filter the connections sandboxes open, by their uid, with nftables (needs root and the
+    /// `nft` program; the worker refuses to start when it cannot install the filter). A
+    /// sandbox then never reaches this host's own addresses: baton's ports, other sandboxes,
+    /// anything on loopback. `false` lets sandboxes reach all of them. Default: `true`.
+    pub filter: bool,
+    /// Where else sandboxes may connect: `public` (anything but loopback, private, shared,
+    /// link-local — cloud metadata —, multicast and reserved ranges), `any` (anything but
+    /// this host), or `none`. Default: `public`.
+    pub outbound: Outbound,
+    /// Networks (CIDR, e.g. `"10.2.0.0/16"`) sandboxes may reach although `outbound` forbids
+    /// them; never this host's own addresses. Default: `[]`.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Let sandboxes send DNS (TCP and UDP port 53) to any address, this host's included, so
+    /// a resolver on `127.0.0.53` or in the private network answers them. Default: `true`.
+    pub dns: bool,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        Self { filter: true, outbound: Outbound::Public, allow: Vec::new(), dns: true }
+    }
+}
+
+/// `process.network.outbound`: where sandboxes may connect besides the allowed networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outbound {
+    /// Public addresses only.
+    Public,
+    /// Anything but this host.
+    Any,
+    /// Nothing.
+    None,
 }
 
 impl Default for ProcessSection {
@@ -169,6 +210,7 @@ impl Default for ProcessSection {
             log_max_bytes: 10 << 20,
             log_check_interval: Duration::from_secs(5),
             adopted_poll_interval: Duration::from_millis(500),
+            network: NetworkSection::default(),
         }
     }
 }

@@ -60,14 +60,17 @@ pub struct Isolation {
     pub cgroup: Option<String>,
     /// Runs as an unprivileged user.
     pub unprivileged_user: bool,
+    /// Its connections go through the packet filter (`process.network`).
+    #[serde(default)]
+    pub network_filter: bool,
 }
 
 impl Isolation {
     /// `full`, `partial` or `none`.
     pub fn level(&self) -> &'static str {
-        match (self.namespaces, self.cgroup.is_some(), self.unprivileged_user) {
-            (true, true, true) => "full",
-            (false, false, false) => "none",
+        match (self.namespaces, self.cgroup.is_some(), self.unprivileged_user, self.network_filter) {
+            (true, true, true, true) => "full",
+            (false, false, false, false) => "none",
             _ => "partial",
         }
     }
@@ -82,6 +85,7 @@ impl Isolation {
             uts_namespace: self.namespaces,
             cgroup: self.cgroup.clone().unwrap_or_default(),
             unprivileged_user: self.unprivileged_user,
+            network_filter: self.network_filter,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod cgroup;
 mod logs;
+mod netfilter;
 mod ports;
 mod reaper;
 mod record;
@@ -60,6 +61,8 @@ struct Inner {
     cgroups: Option<Cgroups>,
     namespaces: bool,
     user: Option<(Uid, Gid)>,
+    /// The packet filter on the sandboxes' uids, when installed.
+    netfilter: Option<netfilter::NetFilter>,
     /// Executables already warned about running as the worker's user.
     warned: Mutex<std::collections::HashSet<PathBuf>>,
     table: Mutex<table::Table>,
@@ -76,6 +79,8 @@ pub struct Capabilities {
     pub cgroup: Option<&'static str>,
     /// The user sandboxes run as, when one is switched to.
     pub user: Option<String>,
+    /// The nftables table filtering the sandboxes' connections, when installed.
+    pub network_filter: Option<String>,
 }
 
 impl ProcessRuntime {
@@ -93,6 +98,9 @@ impl ProcessRuntime {
         let dir = state_dir.join("sandboxes");
         std::fs::create_dir_all(&dir)
             .map_err(|e| RuntimeError::os(format!("creating state folder {}", dir.display()), e))?;
+        // The worker's alone: a sandbox cannot even list which others run here.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| RuntimeError::os(format!("restricting {}", dir.display()), e))?;
         let (capabilities, cgroups, user) = detect(&config).await;
         let root = nix::unistd::geteuid().is_root();
         if root && user.is_none() && !config.user.is_empty() && config.user_fallback == UserFallback::Refuse {
@@ -106,10 +114,27 @@ impl ProcessRuntime {
                 ),
             ));
         }
+        let uid_range =
+            (user.is_some() && config.uid_range_start > 0).then_some(config.uid_range_start..=config.uid_range_end);
+        let netfilter = match (user, &uid_range) {
+            _ if !config.network.filter => None,
+            (Some(_), Some(range)) => {
+                Some(netfilter::NetFilter::install(&netfilter::SandboxUids::Range(range.clone()), &config.network)?)
+            }
+            (Some((uid, _)), None) => {
+                Some(netfilter::NetFilter::install(&netfilter::SandboxUids::Single(uid.as_raw()), &config.network)?)
+            }
+            (None, _) => {
+                tracing::warn!(
+                    "sandboxes run as the worker's user, so their connections cannot be filtered: they can reach                      this host's ports. Run the worker as root with a sandbox user for the packet filter"
+                );
+                None
+            }
+        };
         let inner = Arc::new(Inner {
             ports: PortPool::new(config.port_range_start..=config.port_range_end),
-            uids: (user.is_some() && config.uid_range_start > 0)
-                .then(|| uids::UidPool::new(config.uid_range_start..=config.uid_range_end)),
+            uids: uid_range.map(uids::UidPool::new),
+            netfilter,
             host,
             dir,
             namespaces: capabilities.namespaces,
@@ -134,6 +159,7 @@ impl ProcessRuntime {
             namespaces: self.inner.namespaces,
             cgroup: self.inner.cgroups.as_ref().map(Cgroups::version),
             user: self.inner.user.map(|(uid, _)| uid.to_string()),
+            network_filter: self.inner.netfilter.as_ref().map(|f| f.table().to_string()),
         }
     }
 
@@ -195,6 +221,7 @@ impl ProcessRuntime {
             namespaces: self.inner.namespaces,
             cgroup: self.inner.cgroups.as_ref().map(|c| c.version().to_string()),
             unprivileged_user: user.is_some(),
+            network_filter: user.is_some() && self.inner.netfilter.is_some(),
         };
         Ok((isolation, user))
     }
@@ -460,6 +487,9 @@ impl SandboxRuntime for ProcessRuntime {
             if let Some(cgroups) = &self.inner.cgroups {
                 cgroups.remove_parent();
             }
+        } else if let Some(filter) = &self.inner.netfilter {
+            // The sandboxes left running stay filtered until the next worker installs its own.
+            filter.keep();
         }
     }
 }
@@ -508,6 +538,7 @@ async fn detect(config: &ProcessSection) -> (Capabilities, Option<Cgroups>, Opti
         namespaces,
         cgroup: cgroups.as_ref().map(Cgroups::version),
         user: user.map(|_| config.user.clone()),
+        network_filter: None,
     };
     (capabilities, cgroups, user)
 }
