@@ -16,6 +16,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+pub mod hostile;
 pub mod spin;
 
 /// The path the worker probes for readiness.

@@ -27,6 +27,7 @@ pub struct Builder {
     port_base: u16,
     manager: serde_json::Value,
     cell: serde_json::Value,
+    worker: serde_json::Value,
     emulated: Option<String>,
 }
 
@@ -44,8 +45,15 @@ impl Builder {
                 "cells": {"heartbeat_timeout": "3s", "failover_interval": "50ms", "move_budget": 0},
             }),
             cell: serde_json::json!({}),
+            worker: serde_json::json!({}),
             emulated: None,
         }
+    }
+
+    /// Worker settings merged over the builder's (as its TOML, in JSON), for every worker.
+    pub fn worker(mut self, settings: serde_json::Value) -> Self {
+        crate::merge(&mut self.worker, settings);
+        self
     }
 
     /// Cell settings merged over the builder's (as its TOML, in JSON), for every cell.
@@ -98,6 +106,7 @@ impl Builder {
             workers_per_cell: self.workers_per_cell,
             next_port_base: self.port_base,
             cell_settings: self.cell,
+            worker_settings: self.worker,
             emulated: self.emulated,
         };
         let mut bound = Vec::new();
@@ -185,6 +194,7 @@ pub struct InProcess {
     workers_per_cell: usize,
     next_port_base: u16,
     cell_settings: serde_json::Value,
+    worker_settings: serde_json::Value,
     emulated: Option<String>,
 }
 
@@ -268,6 +278,7 @@ impl InProcess {
                 serde_json::json!({"worker": {"runtime": "emulated"}, "emulated": {"create_delay": delay}}),
             );
         }
+        crate::merge(&mut settings, self.worker_settings.clone());
         baton_worker::bind_and_start(config(settings)).await.unwrap()
     }
 
