@@ -212,6 +212,14 @@ path = "{store}"
 
     /// Starts a process-runtime worker with `max_sandboxes`, registered with the cell.
     pub async fn start_worker(&mut self, name: &str, max_sandboxes: u32, port_base: u16) -> u16 {
+        const HEALTHY: &str = "baton_cell_workers{state=\"healthy\"}";
+        let healthy_before = match self.cell {
+            Some(_) => {
+                wait_port(self.admin_port).await;
+                Some(self.metric(HEALTHY).await)
+            }
+            None => None,
+        };
         let grpc = free_port();
         let parent = format!("baton-e2e-{name}-{}", std::process::id());
         let path = self.dir.path().join(format!("{name}.toml"));
@@ -250,6 +258,10 @@ retry_max = "200ms"
         self.workers.push(Proc(child));
         self.cgroup_parents.push(parent);
         wait_port(grpc).await;
+        // Its port is bound before its runtime is ready: wait until the cell counts it.
+        if let Some(before) = healthy_before {
+            self.wait_metric(HEALTHY, |n| n > before).await;
+        }
         grpc
     }
 
@@ -370,6 +382,18 @@ pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
             Some(Path::new("/sys/fs/cgroup").join(c).join(path.trim_start_matches('/')).join(parent))
         })
         .collect()
+}
+
+/// A tenant in `region` with at most `max_functions` (0: the federation's default) that may
+/// run host executables (the sample functions are), other limits the federation's.
+pub fn tenant_request(name: &str, region: &str, max_functions: u32) -> baton_proto::shard::PutTenantRequest {
+    baton_proto::shard::PutTenantRequest {
+        name: name.into(),
+        default_region: region.into(),
+        max_functions,
+        executables: true,
+        ..Default::default()
+    }
 }
 
 /// A spec for `baton-fn-echo`, with `extra` merged in.
