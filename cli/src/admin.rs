@@ -48,6 +48,22 @@ pub enum TenantsCommand {
         /// (the shard manager's functions.max_per_tenant).
         #[arg(long, default_value_t = 0)]
         max_functions: u32,
+        /// Let it register functions that run a host executable (the process runtime).
+        /// Each create is whole: without this flag an update takes the permission away.
+        #[arg(long)]
+        executables: bool,
+        /// Most sandboxes its functions may ever have at once (the sum of their
+        /// scaling.max_scale); 0: the federation's default.
+        #[arg(long, default_value_t = 0)]
+        max_sandboxes: u64,
+        /// Most CPU, thousandths of a core, its functions may hold even when idle (the sum
+        /// of min_scale × cpu_millis); 0: the federation's default.
+        #[arg(long, default_value_t = 0)]
+        max_reserved_cpu: u64,
+        /// Most memory, MiB, its functions may hold even when idle (the sum of min_scale ×
+        /// memory_mib); 0: the federation's default.
+        #[arg(long, default_value_t = 0)]
+        max_reserved_memory: u64,
         #[command(flatten)]
         manager: ManagerArgs,
     },
@@ -178,8 +194,25 @@ pub struct MoveArgs {
 /// Runs a `baton tenants` command.
 pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
     match command {
-        TenantsCommand::Create { name, region, max_functions, manager } => {
-            let request = PutTenantRequest { name: name.clone(), default_region: region, max_functions };
+        TenantsCommand::Create {
+            name,
+            region,
+            max_functions,
+            executables,
+            max_sandboxes,
+            max_reserved_cpu,
+            max_reserved_memory,
+            manager,
+        } => {
+            let request = PutTenantRequest {
+                name: name.clone(),
+                default_region: region,
+                max_functions,
+                executables,
+                max_sandboxes,
+                max_reserved_cpu_millis: max_reserved_cpu,
+                max_reserved_memory_mib: max_reserved_memory,
+            };
             manager.connect().await?.put_tenant(request).await.map_err(refused)?;
             println!("tenant {name} ready");
         }
@@ -196,17 +229,48 @@ pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
                         "default_region": t.default_region,
                         "max_functions": t.max_functions,
                         "functions": t.functions,
+                        "executables": t.executables,
+                        "max_sandboxes": t.max_sandboxes,
+                        "sandboxes": t.sandboxes,
+                        "max_reserved_cpu_millis": t.max_reserved_cpu_millis,
+                        "reserved_cpu_millis": t.reserved_cpu_millis,
+                        "max_reserved_memory_mib": t.max_reserved_memory_mib,
+                        "reserved_memory_mib": t.reserved_memory_mib,
                     })
                 })
                 .collect();
             crate::output::print(output.output, &json!({ "tenants": tenants }), |_| {
-                let mut table = Table::new(&["TENANT", "REGION", "FUNCTIONS", "LIMIT"]);
+                let mut table = Table::new(&[
+                    "TENANT",
+                    "REGION",
+                    "FUNCTIONS",
+                    "LIMIT",
+                    "EXECUTABLES",
+                    "SANDBOXES",
+                    "RESERVED_CPU",
+                    "RESERVED_MIB",
+                ]);
+                // `used/limit`, or just `used` without a limit.
+                let of = |t: &serde_json::Value, used: &str, limit: &str| match t[limit].as_u64() {
+                    Some(0) | None => cell(&t[used]),
+                    Some(n) => format!("{}/{n}", cell(&t[used])),
+                };
                 for t in &tenants {
                     let limit = match t["max_functions"].as_u64() {
                         Some(0) | None => "federation default".to_string(),
                         Some(n) => n.to_string(),
                     };
-                    table.row(vec![cell(&t["name"]), cell(&t["default_region"]), cell(&t["functions"]), limit]);
+                    let executables = if t["executables"] == json!(true) { "allowed" } else { "no" };
+                    table.row(vec![
+                        cell(&t["name"]),
+                        cell(&t["default_region"]),
+                        cell(&t["functions"]),
+                        limit,
+                        executables.to_string(),
+                        of(t, "sandboxes", "max_sandboxes"),
+                        of(t, "reserved_cpu_millis", "max_reserved_cpu_millis"),
+                        of(t, "reserved_memory_mib", "max_reserved_memory_mib"),
+                    ]);
                 }
                 table
             });

@@ -193,7 +193,13 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
     }
     let mut sm = ShardManagerClient::connect(sm_url.clone()).await.context("connecting to the shard manager")?;
     wait_cells(&mut sm, args.cells.into(), processes).await?;
-    let request = PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 };
+    let request = PutTenantRequest {
+        name: "dev".into(),
+        default_region: "local".into(),
+        max_functions: 0,
+        executables: true,
+        ..Default::default()
+    };
     sm.put_tenant(request).await.map_err(|s| anyhow::anyhow!("creating tenant dev: {}", s.message()))?;
     let key = sm
         .create_api_key(CreateApiKeyRequest { tenant: "dev".into() })

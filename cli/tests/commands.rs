@@ -50,16 +50,26 @@ async fn every_subcommand_against_a_running_federation() {
 
     // Tenants and keys, through the shard manager.
     assert_eq!(
-        ok(baton(f, None, &["tenants", "create", "acme", "--max-functions", "1"]), "create"),
+        ok(
+            baton(
+                f,
+                None,
+                &["tenants", "create", "acme", "--max-functions", "1", "--executables", "--max-sandboxes", "500"]
+            ),
+            "create"
+        ),
         "tenant acme ready\n"
     );
     let table = ok(baton(f, None, &["tenants", "list"]), "tenants list");
     let mut lines = table.lines();
     assert_eq!(
         lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
-        ["TENANT", "REGION", "FUNCTIONS", "LIMIT"]
+        ["TENANT", "REGION", "FUNCTIONS", "LIMIT", "EXECUTABLES", "SANDBOXES", "RESERVED_CPU", "RESERVED_MIB"]
     );
-    assert_eq!(lines.next().unwrap().split_whitespace().collect::<Vec<_>>(), ["acme", "local", "0", "1"]);
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["acme", "local", "0", "1", "allowed", "0/500", "0/16000", "0/32768"]
+    );
     let tenants = json_of(baton(f, None, &["tenants", "list", "-o", "json"]), "tenants list -o json");
     assert_eq!(tenants["tenants"][0]["max_functions"], 1);
     let created = ok(baton(f, None, &["keys", "create", "acme"]), "keys create");

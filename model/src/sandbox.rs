@@ -51,8 +51,16 @@ pub fn check_executable(path: &str) -> Result<(), SpecError> {
     if path.split('/').any(|part| part == "." || part == "..") {
         return refuse("must not contain . or .. parts");
     }
+    if path.rsplit('/').next().is_some_and(|name| PLATFORM_PROGRAMS.contains(&name)) {
+        return refuse("is one of baton's own programs, which never run as functions");
+    }
     Ok(())
 }
+
+/// baton's own programs: refused as executables by name, wherever they are (the worker
+/// also refuses a path that resolves to one, or to its own file).
+pub const PLATFORM_PROGRAMS: &[&str] =
+    &["baton", "baton-worker", "baton-cell", "baton-router", "baton-shard-manager", "baton-loadtest"];
 
 /// Checks arguments: at most [`MAX_ENTRIES`], each without NUL and at most
 /// [`MAX_VALUE_BYTES`].
@@ -134,6 +142,16 @@ mod tests {
             assert_eq!(check_executable(bad).unwrap_err().field, "executable", "{bad:?}");
         }
         assert!(check_executable(&format!("/{}", "a".repeat(MAX_PATH_BYTES))).is_err());
+    }
+
+    #[test]
+    fn batons_own_programs_are_never_executables() {
+        for own in PLATFORM_PROGRAMS {
+            let refused = check_executable(&format!("/usr/local/bin/{own}")).unwrap_err();
+            assert!(refused.message.contains("baton's own programs"), "{own}: {refused}");
+        }
+        assert!(check_executable("/opt/fns/baton-fn-echo").is_ok());
+        assert!(check_executable("/opt/baton/fn").is_ok(), "a folder named baton is fine");
     }
 
     #[test]

@@ -94,6 +94,7 @@ impl ApiError {
                 Code::NotFound => (StatusCode::NOT_FOUND, "not_found"),
                 Code::AlreadyExists | Code::FailedPrecondition => (StatusCode::CONFLICT, "conflict"),
                 Code::ResourceExhausted => (StatusCode::CONFLICT, "limit_exceeded"),
+                Code::PermissionDenied => (StatusCode::FORBIDDEN, "forbidden"),
                 Code::Unavailable | Code::DeadlineExceeded => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
                 _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             },
@@ -132,6 +133,7 @@ mod tests {
         assert_eq!(status(Code::AlreadyExists), 409);
         assert_eq!(status(Code::FailedPrecondition), 409);
         assert_eq!(status(Code::ResourceExhausted), 409);
+        assert_eq!(status(Code::PermissionDenied), 403);
         assert_eq!(status(Code::Unavailable), 503);
         assert_eq!(status(Code::Internal), 500);
     }

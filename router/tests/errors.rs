@@ -34,11 +34,19 @@ async fn raw_refusal(addr: std::net::SocketAddr, key: &str, request: &str) -> (u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_refusal_has_its_status_and_code_and_one_body() {
     let mut federation = inproc::Builder::new(15000).cells(2).start().await;
-    // A tenant allowed one function.
+    // A tenant allowed one function, of at most 150 sandboxes and 1 reserved core.
     let mut sm = federation.client().await;
-    sm.put_tenant(PutTenantRequest { name: "small".into(), default_region: "local".into(), max_functions: 1 })
-        .await
-        .unwrap();
+    sm.put_tenant(PutTenantRequest {
+        name: "small".into(),
+        default_region: "local".into(),
+        max_functions: 1,
+        executables: true,
+        max_sandboxes: 150,
+        max_reserved_cpu_millis: 1000,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let key = federation.key("small").await;
     // A router that waits for a new owner of an unreachable cell only briefly.
     let r = federation.start_router_with(&key, json!({"owner_wait": "300ms"})).await;
@@ -86,6 +94,31 @@ async fn each_refusal_has_its_status_and_code_and_one_body() {
     for cell in ["cell-1", "cell-2"] {
         sm.set_cell_state(set(cell, "active")).await.unwrap();
     }
+
+    // Past the tenant's sandboxes and reserved capacity, and nothing stored.
+    let (status, code, message) = refusal(
+        client.post(&functions).bearer_auth(&key).json(&echo_spec("wide", json!({"scaling": {"max_scale": 151}}))),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (409, "limit_exceeded"), "{message}");
+    assert!(message.contains("151 sandboxes") && message.contains("limit of 150"), "{message}");
+    let reserved = json!({"scaling": {"min_scale": 3}, "resources": {"cpu_millis": 500, "memory_mib": 64}});
+    let (status, code, message) =
+        refusal(client.post(&functions).bearer_auth(&key).json(&echo_spec("held", reserved))).await;
+    assert_eq!((status, code.as_str()), (409, "limit_exceeded"), "{message}");
+    assert!(message.contains("1500 reserved CPU") && message.contains("limit of 1000"), "{message}");
+    // A tenant the operator did not let run host executables.
+    sm.put_tenant(PutTenantRequest { name: "imagesonly".into(), default_region: "local".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let images_only = federation.key("imagesonly").await;
+    federation.wait_router_accepts(r, &images_only).await;
+    let (status, code, message) =
+        refusal(client.post(&functions).bearer_auth(&images_only).json(&echo_spec("sh", json!({})))).await;
+    assert_eq!((status, code.as_str()), (403, "forbidden"), "{message}");
+    assert!(message.starts_with("executable:"), "{message}");
+    let listed: Value = client.get(&functions).bearer_auth(&images_only).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["functions"], json!([]), "nothing stored");
 
     // Over the tenant's limit of one function.
     let first = client.post(&functions).bearer_auth(&key).json(&echo_spec("one", json!({}))).send().await.unwrap();

@@ -85,7 +85,15 @@ async fn main() {
         }
     });
     client
-        .put_tenant(PutTenantRequest { name: "bench".into(), default_region: "local".into(), max_functions: 100_000 })
+        .put_tenant(PutTenantRequest {
+            name: "bench".into(),
+            default_region: "local".into(),
+            max_functions: 100_000,
+            executables: true,
+            // Every function at the default max_scale of 100.
+            max_sandboxes: 100 * 100_000,
+            ..Default::default()
+        })
         .await
         .unwrap();
 

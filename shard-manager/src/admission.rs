@@ -8,9 +8,11 @@
 
 use baton_model::function::SpecError;
 use baton_model::{FunctionSpec, Runtime};
+use baton_proto::shard::PutTenantRequest;
 use baton_service::ConfigError;
 
 use crate::config::FunctionsSection;
+use crate::state::TenantLimits;
 
 /// The admission policy: a checked `[functions]` section.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +71,18 @@ impl Admission {
     /// Most functions a tenant created without a limit of its own may have.
     pub fn max_per_tenant(&self) -> u32 {
         self.0.max_per_tenant
+    }
+
+    /// A new or updated tenant's limits: those asked for, the federation's defaults where
+    /// a request gives `0`.
+    pub fn tenant_limits(&self, r: &PutTenantRequest) -> TenantLimits {
+        let or = |asked: u64, default: u64| if asked == 0 { default } else { asked };
+        TenantLimits {
+            executables: r.executables,
+            max_sandboxes: or(r.max_sandboxes, self.0.max_sandboxes_per_tenant),
+            max_reserved_cpu_millis: or(r.max_reserved_cpu_millis, self.0.max_reserved_cpu_millis_per_tenant),
+            max_reserved_memory_mib: or(r.max_reserved_memory_mib, self.0.max_reserved_memory_mib_per_tenant),
+        }
     }
 
     /// Whether a function may run `executable`.

@@ -150,8 +150,9 @@ impl Default for CellsSection {
 #[serde(default, deny_unknown_fields)]
 pub struct FunctionsSection {
     /// Executables functions may run on the workers: absolute paths, or folders ending in
-    /// `/` (any program under them; symlinks are followed). Empty: any absolute path, for
-    /// development only. Every replica must have the same section. Default: `[]`.
+    /// `/` (any program under them, by path). Only tenants allowed executables (`PutTenant`'s
+    /// `executables`) register any; baton's own programs never run. Empty: any absolute
+    /// path, for development only. Every replica must have the same section. Default: `[]`.
     pub executables: Vec<String>,
     /// Most sandboxes one function may ask for (`scaling.max_scale`). Default: 1000.
     pub max_scale: u32,
@@ -167,6 +168,17 @@ pub struct FunctionsSection {
     /// (`PutTenant`'s `max_functions`); the limit is stored with the tenant when it is
     /// created or updated. Default: 10000.
     pub max_per_tenant: u32,
+    /// Most sandboxes a tenant's functions may ever have at once (the sum of their
+    /// `scaling.max_scale`), unless it was created with a limit of its own. Default: 100000.
+    pub max_sandboxes_per_tenant: u64,
+    /// Most CPU a tenant's functions may hold even when idle (the sum of `min_scale` ×
+    /// `resources.cpu_millis`), in thousandths of a core, unless it was created with a limit
+    /// of its own. Default: 16000 (16 cores).
+    pub max_reserved_cpu_millis_per_tenant: u64,
+    /// Most memory a tenant's functions may hold even when idle (the sum of `min_scale` ×
+    /// `resources.memory_mib`), MiB, unless it was created with a limit of its own.
+    /// Default: 32768.
+    pub max_reserved_memory_mib_per_tenant: u64,
 }
 
 impl Default for FunctionsSection {
@@ -178,6 +190,9 @@ impl Default for FunctionsSection {
             max_memory_mib: 16384,
             max_timeout: Duration::from_secs(15 * 60),
             max_per_tenant: 10_000,
+            max_sandboxes_per_tenant: 100_000,
+            max_reserved_cpu_millis_per_tenant: 16_000,
+            max_reserved_memory_mib_per_tenant: 32_768,
         }
     }
 }

@@ -110,7 +110,12 @@ mod tests {
     /// A federation of `cells`, with `functions` (name, home region, cell) assigned.
     fn federation(cells: &[Cell], functions: &[(String, String, String)]) -> FederationState {
         let mut s = FederationState::default();
-        s.apply(Command::PutTenant(Tenant { name: "t".into(), default_region: "eu".into(), max_functions: 0 }));
+        s.apply(Command::PutTenant(Tenant {
+            name: "t".into(),
+            default_region: "eu".into(),
+            max_functions: 0,
+            limits: Default::default(),
+        }));
         for c in cells {
             s.apply(Command::PutCell(c.clone()));
         }
@@ -120,6 +125,7 @@ mod tests {
                 name: name.clone(),
                 home_region: region.clone(),
                 spec_json: "{}".into(),
+                usage: Default::default(),
             };
             let (outcome, _) = s.apply(Command::PutFunction { record, cell: CellId(on.clone()) });
             assert!(matches!(outcome, crate::state::Outcome::Applied { .. }), "{outcome:?}");

@@ -17,9 +17,11 @@ use baton_model::{Epoch, FunctionId, Generation};
 use baton_shardmap::{Assignment, Cell, CellId, CellState, Change, Delta, MapSnapshot, ShardMap};
 use serde::{Deserialize, Serialize};
 
+mod limits;
 mod rejection;
 mod requests;
 
+pub use limits::{TenantLimits, Usage};
 pub use rejection::{Rejection, RejectionClass};
 pub use requests::{REQUESTS_KEPT, Remembered, RequestLog};
 
@@ -33,6 +35,9 @@ pub struct Tenant {
     /// Most functions it may have; 0: no limit (tenants stored before limits existed).
     #[serde(default)]
     pub max_functions: u32,
+    /// What its functions may run and hold.
+    #[serde(default)]
+    pub limits: TenantLimits,
 }
 
 /// A registered function.
@@ -46,6 +51,9 @@ pub struct FunctionRecord {
     pub home_region: String,
     /// The cell's function spec, as JSON.
     pub spec_json: String,
+    /// What it takes of its tenant's limits, worked out from the spec when registered.
+    #[serde(default)]
+    pub usage: Usage,
 }
 
 /// A change to the federation state.
@@ -190,10 +198,10 @@ pub struct FederationState {
     /// Functions the rebalancer must not move.
     #[serde(default)]
     pub pinned: std::collections::BTreeSet<String>,
-    /// Functions per tenant, derived from `functions` (kept by every change; rebuilt by
-    /// [`FederationState::recount`] after the state is read back).
+    /// Functions per tenant and what they take, derived from `functions` (kept by every
+    /// change; rebuilt by [`FederationState::recount`] after the state is read back).
     #[serde(skip)]
-    function_counts: BTreeMap<String, usize>,
+    holdings: BTreeMap<String, (usize, Usage)>,
     /// Recent writes by request ID.
     #[serde(default)]
     requests: RequestLog,
@@ -244,14 +252,21 @@ impl FederationState {
 
     /// How many functions `tenant` has.
     pub fn function_count(&self, tenant: &str) -> usize {
-        self.function_counts.get(tenant).copied().unwrap_or(0)
+        self.holdings.get(tenant).map_or(0, |(count, _)| *count)
+    }
+
+    /// What `tenant`'s functions take of its limits.
+    pub fn usage(&self, tenant: &str) -> Usage {
+        self.holdings.get(tenant).map(|(_, usage)| *usage).unwrap_or_default()
     }
 
     /// Rebuilds what is derived from the replicated fields (after deserializing).
     pub fn recount(&mut self) {
-        self.function_counts.clear();
+        self.holdings.clear();
         for record in self.functions.values() {
-            *self.function_counts.entry(record.tenant.clone()).or_default() += 1;
+            let (count, usage) = self.holdings.entry(record.tenant.clone()).or_default();
+            *count += 1;
+            *usage = usage.plus(record.usage);
         }
     }
 
@@ -285,20 +300,22 @@ impl FederationState {
             Command::SetCellState { cell, .. } => cell_known(cell),
             Command::PutFunction { record, cell } => {
                 if self.put_is_new(record, cell)? {
-                    self.within_limit(&record.tenant, 1)
-                } else {
-                    Ok(())
+                    self.within_limit(&record.tenant, 1)?;
                 }
+                self.within_holdings(&record.tenant, std::iter::once(record))
             }
             Command::PutFunctions(functions) => {
-                // The limit is counted once per tenant, not once per function.
+                // The limits are counted once per tenant, not once per function.
                 let mut new: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+                let mut by_tenant: BTreeMap<&str, Vec<&FunctionRecord>> = BTreeMap::new();
                 for (record, cell) in functions {
                     if self.put_is_new(record, cell)? {
                         new.entry(&record.tenant).or_default().insert(&record.name);
                     }
+                    by_tenant.entry(&record.tenant).or_default().push(record);
                 }
-                new.iter().try_for_each(|(tenant, names)| self.within_limit(tenant, names.len()))
+                new.iter().try_for_each(|(tenant, names)| self.within_limit(tenant, names.len()))?;
+                by_tenant.into_iter().try_for_each(|(tenant, records)| self.within_holdings(tenant, records))
             }
             Command::Assign { function, cell } => {
                 if !self.functions.contains_key(function) {
@@ -341,11 +358,33 @@ impl FederationState {
         if limit == 0 {
             return Ok(());
         }
-        let have = self.function_counts.get(tenant).copied().unwrap_or(0);
+        let have = self.function_count(tenant);
         if have + more > limit {
             return Err(Rejection::OverLimit { tenant: tenant.to_string(), would_have: have + more, limit });
         }
         Ok(())
+    }
+
+    /// Whether `tenant` may run what `records` run and hold what it would hold with them
+    /// registered (replacing its functions of the same names).
+    fn within_holdings<'a>(
+        &self,
+        tenant: &str,
+        records: impl IntoIterator<Item = &'a FunctionRecord>,
+    ) -> Result<(), Rejection> {
+        let limits = self.tenants.get(tenant).map(|t| t.limits).unwrap_or_default();
+        let now = self.usage(tenant);
+        let mut after = now;
+        for record in records {
+            if record.usage.executable && !limits.executables {
+                return Err(Rejection::ExecutablesNotAllowed(tenant.to_string()));
+            }
+            if let Some(old) = self.functions.get(&FunctionId::key_of(&record.tenant, &record.name)) {
+                after = after.minus(old.usage);
+            }
+            after = after.plus(record.usage);
+        }
+        limits::check(tenant, &limits, now, after)
     }
 
     /// Carries out a checked command; returns the function's generation (function
@@ -376,10 +415,14 @@ impl FederationState {
             }
             Command::PutFunction { record, cell } => {
                 let id = FunctionId::key_of(&record.tenant, &record.name);
-                let tenant = record.tenant.clone();
-                if self.functions.insert(id.clone(), record).is_none() {
-                    *self.function_counts.entry(tenant).or_default() += 1;
+                let (tenant, usage) = (record.tenant.clone(), record.usage);
+                let replaced = self.functions.insert(id.clone(), record);
+                let (count, held) = self.holdings.entry(tenant).or_default();
+                match replaced {
+                    Some(old) => *held = held.minus(old.usage),
+                    None => *count += 1,
                 }
+                *held = held.plus(usage);
                 let assignment =
                     self.assignments.entry(id.clone()).or_insert(Assignment { cell, generation: Generation(1) });
                 let generation = Some(assignment.generation);
@@ -403,11 +446,12 @@ impl FederationState {
             }
             Command::DeleteFunction { id } => {
                 if let Some(record) = self.functions.remove(&id)
-                    && let Some(count) = self.function_counts.get_mut(&record.tenant)
+                    && let Some((count, held)) = self.holdings.get_mut(&record.tenant)
                 {
                     *count -= 1;
+                    *held = held.minus(record.usage);
                     if *count == 0 {
-                        self.function_counts.remove(&record.tenant);
+                        self.holdings.remove(&record.tenant);
                     }
                 }
                 self.pinned.remove(&id);
@@ -456,7 +500,13 @@ mod tests {
     }
 
     fn function(tenant: &str, name: &str) -> FunctionRecord {
-        FunctionRecord { tenant: tenant.into(), name: name.into(), home_region: "local".into(), spec_json: "{}".into() }
+        FunctionRecord {
+            tenant: tenant.into(),
+            name: name.into(),
+            home_region: "local".into(),
+            spec_json: "{}".into(),
+            usage: Default::default(),
+        }
     }
 
     /// A write sent with a request ID is applied once: the same ID again is answered with
@@ -469,7 +519,12 @@ mod tests {
         let once =
             |request: &str, command: Command| Command::Once { request: request.into(), command: Box::new(command) };
         let mut s = FederationState::default();
-        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 0 }));
+        s.apply(Command::PutTenant(Tenant {
+            name: "dev".into(),
+            default_region: "local".into(),
+            max_functions: 0,
+            limits: Default::default(),
+        }));
         s.apply(Command::PutCell(cell("c1")));
         let put = Command::PutFunction { record: function("dev", "echo"), cell: CellId("c1".into()) };
         let (first, delta) = s.apply(once("r1", put.clone()));
@@ -506,7 +561,12 @@ mod tests {
     #[test]
     fn functions_keep_their_owner_on_update_and_moves_bump_the_generation() {
         let mut s = FederationState::default();
-        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 0 }));
+        s.apply(Command::PutTenant(Tenant {
+            name: "dev".into(),
+            default_region: "local".into(),
+            max_functions: 0,
+            limits: Default::default(),
+        }));
         s.apply(Command::PutCell(cell("c1")));
         s.apply(Command::PutCell(cell("c2")));
         let put = |cell: &str| Command::PutFunction { record: function("dev", "echo"), cell: CellId(cell.into()) };
@@ -543,7 +603,12 @@ mod tests {
         s.apply(Command::PutCell(cell("c1")));
         let mut follower = s.shard_map();
         let commands = vec![
-            Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 0 }),
+            Command::PutTenant(Tenant {
+                name: "dev".into(),
+                default_region: "local".into(),
+                max_functions: 0,
+                limits: Default::default(),
+            }),
             Command::PutCell(cell("c2")),
             Command::PutFunction { record: function("dev", "a"), cell: CellId("c1".into()) },
             Command::PutFunction { record: function("dev", "b"), cell: CellId("c2".into()) },
@@ -575,7 +640,12 @@ mod tests {
     #[test]
     fn a_batch_is_all_or_nothing_and_one_delta() {
         let mut s = FederationState::default();
-        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 0 }));
+        s.apply(Command::PutTenant(Tenant {
+            name: "dev".into(),
+            default_region: "local".into(),
+            max_functions: 0,
+            limits: Default::default(),
+        }));
         s.apply(Command::PutCell(cell("c1")));
         let put = |name: &str, tenant: &str| (function(tenant, name), CellId("c1".into()));
         let before = s.clone();
@@ -602,7 +672,12 @@ mod tests {
             assert!(matches!(s.apply(command), (Outcome::Rejected(_), None)));
         }
         assert_eq!(s, before);
-        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 0 }));
+        s.apply(Command::PutTenant(Tenant {
+            name: "dev".into(),
+            default_region: "local".into(),
+            max_functions: 0,
+            limits: Default::default(),
+        }));
         let unknown_cell = s.apply(Command::PutFunction { record: function("dev", "f"), cell: CellId("c1".into()) }).0;
         assert_eq!(unknown_cell, Outcome::Rejected(Rejection::UnknownCell(CellId("c1".into()))));
     }
@@ -613,8 +688,12 @@ mod tests {
     #[test]
     fn a_tenant_has_at_most_its_limit_of_functions() {
         let mut s = FederationState::default();
-        let tenant =
-            |name: &str, max_functions| Tenant { name: name.into(), default_region: "local".into(), max_functions };
+        let tenant = |name: &str, max_functions| Tenant {
+            name: name.into(),
+            default_region: "local".into(),
+            max_functions,
+            limits: Default::default(),
+        };
         s.apply(Command::PutTenant(tenant("dev", 3)));
         s.apply(Command::PutTenant(tenant("dev-2", 0)));
         s.apply(Command::PutCell(cell("c1")));
@@ -640,13 +719,59 @@ mod tests {
         assert!(matches!(s.apply(put("dev", "d")).0, Outcome::Applied { .. }), "room again after a delete");
     }
 
+    /// Sandboxes and reserved capacity are counted from what each function takes: an update
+    /// replaces its function's share, a delete frees it at once, a snapshot rebuilds it, and
+    /// a tenant without the permission registers no host executable.
+    #[test]
+    fn tenant_limits_count_each_functions_share_once() {
+        let mut s = FederationState::default();
+        let limits = TenantLimits { executables: true, max_sandboxes: 150, ..TenantLimits::default() };
+        let tenant =
+            |name: &str, limits| Tenant { name: name.into(), default_region: "l".into(), max_functions: 0, limits };
+        s.apply(Command::PutTenant(tenant("dev", limits)));
+        s.apply(Command::PutTenant(tenant("plain", TenantLimits::default())));
+        s.apply(Command::PutCell(cell("c1")));
+        let put = |t: &str, n: &str, sandboxes: u64| {
+            let usage = Usage { executable: true, sandboxes, ..Usage::default() };
+            Command::PutFunction { record: FunctionRecord { usage, ..function(t, n) }, cell: CellId("c1".into()) }
+        };
+        let over = |would_have| {
+            Outcome::Rejected(Rejection::OverTenantLimit {
+                tenant: "dev".into(),
+                what: "sandboxes (sum of scaling.max_scale)".into(),
+                would_have,
+                limit: 150,
+            })
+        };
+        assert!(matches!(s.apply(put("dev", "a", 100)).0, Outcome::Applied { .. }));
+        assert_eq!(s.apply(put("dev", "b", 100)).0, over(200));
+        assert!(matches!(s.apply(put("dev", "a", 50)).0, Outcome::Applied { .. }), "an update replaces its share");
+        assert!(matches!(s.apply(put("dev", "b", 100)).0, Outcome::Applied { .. }));
+        assert_eq!(s.usage("dev").sandboxes, 150);
+        let mut copy: FederationState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        copy.recount();
+        assert_eq!(copy.usage("dev"), s.usage("dev"), "rebuilt from a snapshot");
+        s.apply(Command::DeleteFunction { id: "dev/b".into() });
+        assert!(matches!(s.apply(put("dev", "c", 100)).0, Outcome::Applied { .. }), "freed at once by a delete");
+        assert_eq!(
+            s.apply(put("plain", "sh", 1)).0,
+            Outcome::Rejected(Rejection::ExecutablesNotAllowed("plain".into()))
+        );
+        assert!(!s.functions.contains_key("plain/sh"));
+    }
+
     /// A batch entry applies its commands one by one: a rejected one changes nothing and
     /// takes no epoch, the others each get the next epoch and their own delta; batches do
     /// not nest.
     #[test]
     fn a_batch_applies_each_command_on_its_own() {
         let mut s = FederationState::default();
-        let tenant = |name: &str| Tenant { name: name.into(), default_region: "local".into(), max_functions: 0 };
+        let tenant = |name: &str| Tenant {
+            name: name.into(),
+            default_region: "local".into(),
+            max_functions: 0,
+            limits: Default::default(),
+        };
         let (outcome, deltas) = s.apply_entry(Command::Batch(vec![
             Command::PutTenant(tenant("a")),
             Command::PutApiKey { key_hash: "h".into(), tenant: "nobody".into() },
@@ -667,7 +792,12 @@ mod tests {
     #[test]
     fn function_counts_survive_a_snapshot() {
         let mut s = FederationState::default();
-        s.apply(Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 2 }));
+        s.apply(Command::PutTenant(Tenant {
+            name: "dev".into(),
+            default_region: "local".into(),
+            max_functions: 2,
+            limits: Default::default(),
+        }));
         s.apply(Command::PutCell(cell("c1")));
         let put = |n: &str| Command::PutFunction { record: function("dev", n), cell: CellId("c1".into()) };
         s.apply(put("a"));

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use baton_model::Epoch;
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{
-    AddReplicaRequest, ChangeVotersRequest, CreateApiKeyRequest, GetStatusRequest, PutTenantRequest,
-    WatchShardMapRequest, shard_map_event,
+    AddReplicaRequest, ChangeVotersRequest, CreateApiKeyRequest, GetStatusRequest, WatchShardMapRequest,
+    shard_map_event,
 };
 use baton_shardmap::MapSnapshot;
 use baton_testkit::{Proc, bin, free_port, wait_port};
@@ -98,11 +98,7 @@ async fn sigkill_the_leader(replicas: usize) {
 
     // Writes given to a follower reach the leader.
     let follower = clients.iter().find(|(id, _)| **id != leader).map(|(_, c)| c.clone()).unwrap();
-    follower
-        .clone()
-        .put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
-        .await
-        .unwrap();
+    follower.clone().put_tenant(baton_testkit::tenant_request("dev", "local", 0)).await.unwrap();
     // With a request ID, as routers and cells send writes.
     let register_c1 = || {
         let mut request = tonic::Request::new(cell("c1"));
@@ -170,9 +166,7 @@ async fn one_replica_grows_to_three_with_add_replica_and_change_voters() {
     let first = BTreeMap::from([(1, clients[&1].clone())]);
     assert_eq!(agreed_leader(&first, 0, Duration::from_secs(10)).await, 1);
     let mut c1 = clients[&1].clone();
-    c1.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
-        .await
-        .unwrap();
+    c1.put_tenant(baton_testkit::tenant_request("dev", "local", 0)).await.unwrap();
 
     // Bad input changes nothing.
     for bad in [

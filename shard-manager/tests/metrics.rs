@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
-use baton_proto::shard::{PutFunctionRequest, PutTenantRequest, WatchShardMapRequest};
+use baton_proto::shard::{PutFunctionRequest, WatchShardMapRequest};
 use baton_testkit::{free_port, metric_at, start_shard_manager_with_admin};
 use support::{cell, heartbeats};
 
@@ -35,9 +35,7 @@ async fn metrics_follow_raft_the_state_writes_failover_and_followers() {
     assert!(metric_at(admin, "baton_shard_manager_raft_applied_index").await >= 1.0);
 
     let mut api = ShardManagerClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap();
-    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 1 })
-        .await
-        .unwrap();
+    api.put_tenant(baton_testkit::tenant_request("dev", "local", 1)).await.unwrap();
     api.register_cell(cell("c1")).await.unwrap();
     api.register_cell(cell("c2")).await.unwrap();
     // Both cells heartbeat until the checks before the failover are done.

@@ -41,7 +41,12 @@ async fn replica(id: u64, listener: tokio::net::TcpListener) -> Replica {
 }
 
 fn tenant(name: &str) -> Command {
-    Command::PutTenant(Tenant { name: name.into(), default_region: "local".into(), max_functions: 0 })
+    Command::PutTenant(Tenant {
+        name: name.into(),
+        default_region: "local".into(),
+        max_functions: 0,
+        limits: Default::default(),
+    })
 }
 
 async fn leader_of(replicas: &[&Replica], within: Duration) -> u64 {

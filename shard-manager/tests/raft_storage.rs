@@ -99,8 +99,14 @@ async fn start(path: &std::path::Path) -> (openraft::Raft<TypeConfig>, StateMach
 async fn committed_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("raft.redb");
-    let tenant =
-        |name: &str| Command::PutTenant(Tenant { name: name.into(), default_region: "local".into(), max_functions: 0 });
+    let tenant = |name: &str| {
+        Command::PutTenant(Tenant {
+            name: name.into(),
+            default_region: "local".into(),
+            max_functions: 0,
+            limits: Default::default(),
+        })
+    };
     {
         let (node, _) = start(&path).await;
         node.initialize(BTreeMap::from([(1, BasicNode::default())])).await.unwrap();
@@ -139,7 +145,8 @@ async fn concurrent_writes_are_batched_and_each_answered() {
         node.initialize(BTreeMap::from([(1, BasicNode::default())])).await.unwrap();
         node.wait(Some(Duration::from_secs(5))).current_leader(1, "leader").await.unwrap();
         let proposer = raft::Proposer::new(node.clone());
-        let tenant = Tenant { name: "t".into(), default_region: "local".into(), max_functions: 0 };
+        let tenant =
+            Tenant { name: "t".into(), default_region: "local".into(), max_functions: 0, limits: Default::default() };
         proposer.write(Command::PutTenant(tenant)).await.unwrap();
         let (_, mut feed) = sm.follow().await;
         let before = node.metrics().borrow().last_log_index.unwrap();
@@ -197,6 +204,7 @@ async fn function_limits_hold_after_a_restart_from_a_snapshot() {
             name: name.into(),
             home_region: "local".into(),
             spec_json: "{}".into(),
+            usage: Default::default(),
         },
         cell: CellId("c1".into()),
     };
@@ -214,7 +222,12 @@ async fn function_limits_hold_after_a_restart_from_a_snapshot() {
         };
         let mut last = None;
         for command in [
-            Command::PutTenant(Tenant { name: "dev".into(), default_region: "local".into(), max_functions: 1 }),
+            Command::PutTenant(Tenant {
+                name: "dev".into(),
+                default_region: "local".into(),
+                max_functions: 1,
+                limits: Default::default(),
+            }),
             Command::PutCell(cell),
             put("a"),
         ] {

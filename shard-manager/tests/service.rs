@@ -86,9 +86,7 @@ async fn cells_functions_the_map_stream_and_failover() {
     api.register_cell(cell("c1")).await.unwrap();
     api.register_cell(cell("c2")).await.unwrap();
     let (c1_beating, c2_beating) = (heartbeats(api.clone(), "c1"), heartbeats(api.clone(), "c2"));
-    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
-        .await
-        .unwrap();
+    api.put_tenant(baton_testkit::tenant_request("dev", "local", 0)).await.unwrap();
 
     // A follower of the map, from before the functions exist.
     let mut stream = api.watch_shard_map(WatchShardMapRequest {}).await.unwrap().into_inner();
@@ -212,9 +210,7 @@ async fn placement_and_failover_prefer_the_home_region() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    api.put_tenant(PutTenantRequest { name: "acme".into(), default_region: "eu".into(), max_functions: 0 })
-        .await
-        .unwrap();
+    api.put_tenant(baton_testkit::tenant_request("acme", "eu", 0)).await.unwrap();
     let mut placed = BTreeMap::new();
     for i in 0..12 {
         let r = api.put_function(put("acme", &format!("e{i}"), "")).await.unwrap().into_inner();
@@ -265,9 +261,7 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
     use tonic::Code::{FailedPrecondition, InvalidArgument, NotFound};
     let (mut api, _node, _dir) = start_admitting(Admission::default()).await;
     api.register_cell(cell("c1")).await.unwrap();
-    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
-        .await
-        .unwrap();
+    api.put_tenant(baton_testkit::tenant_request("dev", "local", 0)).await.unwrap();
     api.put_function(put("dev", "f", "")).await.unwrap();
     let epoch = || {
         let mut api = api.clone();
@@ -281,16 +275,16 @@ async fn admin_endpoints_refuse_bad_input_and_store_nothing() {
         assert!(status.message().contains(needle), "{status:?} should name {needle:?}");
     };
     let err = |r: Result<tonic::Response<baton_proto::shard::Ack>, tonic::Status>| r.map(|_| ()).err().ok_or(());
+    check(err(a.put_tenant(baton_testkit::tenant_request("Bad Name", "x", 0)).await), InvalidArgument, "name");
     check(
         err(a
-            .put_tenant(PutTenantRequest { name: "Bad Name".into(), default_region: "x".into(), max_functions: 0 })
-            .await),
-        InvalidArgument,
-        "name",
-    );
-    check(
-        err(a
-            .put_tenant(PutTenantRequest { name: "ok".into(), default_region: String::new(), max_functions: 0 })
+            .put_tenant(PutTenantRequest {
+                name: "ok".into(),
+                default_region: String::new(),
+                max_functions: 0,
+                executables: true,
+                ..Default::default()
+            })
             .await),
         InvalidArgument,
         "default_region",
@@ -361,9 +355,7 @@ async fn a_retried_write_is_answered_as_the_first_and_applied_once() {
     use baton_proto::shard::{FunctionRef, ListFunctionsRequest};
     let (mut api, _node, _dir) = start_admitting(Admission::default()).await;
     api.register_cell(cell("c1")).await.unwrap();
-    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
-        .await
-        .unwrap();
+    api.put_tenant(baton_testkit::tenant_request("dev", "local", 0)).await.unwrap();
     let epoch = |mut api: ShardManagerClient<Channel>| async move {
         api.list_functions(ListFunctionsRequest::default()).await.unwrap().into_inner().epoch
     };
@@ -405,9 +397,7 @@ async fn reads_wait_for_the_epoch_they_ask_for() {
     use baton_proto::shard::{FunctionRef, ListFunctionsRequest};
     let (mut api, _node, _dir) = start_admitting(Admission::default()).await;
     api.register_cell(cell("c1")).await.unwrap();
-    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
-        .await
-        .unwrap();
+    api.put_tenant(baton_testkit::tenant_request("dev", "local", 0)).await.unwrap();
     let first = api.put_function(put("dev", "f", "")).await.unwrap().into_inner().epoch;
     let f = |min_epoch| FunctionRef { tenant: "dev".into(), name: "f".into(), min_epoch };
 
@@ -468,9 +458,7 @@ async fn only_allowed_executables_are_registered() {
     };
     let (mut api, _node, _dir) = start_admitting(Admission::new(&section).unwrap()).await;
     api.register_cell(cell("c1")).await.unwrap();
-    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
-        .await
-        .unwrap();
+    api.put_tenant(baton_testkit::tenant_request("dev", "local", 0)).await.unwrap();
     let with = |name: &str, executable: &str| PutFunctionRequest {
         spec_json: format!(r#"{{"executable":"{executable}"}}"#),
         ..put("dev", name, "")
@@ -504,12 +492,8 @@ async fn tenants_have_at_most_their_limit_of_functions() {
     let section = FunctionsSection { max_per_tenant: 2, ..Default::default() };
     let (mut api, _node, _dir) = start_admitting(Admission::new(&section).unwrap()).await;
     api.register_cell(cell("c1")).await.unwrap();
-    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
-        .await
-        .unwrap();
-    api.put_tenant(PutTenantRequest { name: "big".into(), default_region: "local".into(), max_functions: 3 })
-        .await
-        .unwrap();
+    api.put_tenant(baton_testkit::tenant_request("dev", "local", 0)).await.unwrap();
+    api.put_tenant(baton_testkit::tenant_request("big", "local", 3)).await.unwrap();
     for name in ["a", "b"] {
         api.put_function(put("dev", name, "")).await.unwrap();
         api.put_function(put("big", name, "")).await.unwrap();
@@ -528,12 +512,14 @@ async fn tenants_have_at_most_their_limit_of_functions() {
 async fn a_large_map_and_catalog_reach_their_readers() {
     use baton_proto::shard::{ListFunctionsRequest, PutFunctionsRequest};
     const FUNCTIONS: usize = 100_000;
-    let section = FunctionsSection { max_per_tenant: FUNCTIONS as u32 + 1000, ..Default::default() };
+    let section = FunctionsSection {
+        max_per_tenant: FUNCTIONS as u32 + 1000,
+        max_sandboxes_per_tenant: 1000 * FUNCTIONS as u64,
+        ..Default::default()
+    };
     let (mut api, _node, _dir, url) = start_with(Admission::new(&section).unwrap(), Duration::from_secs(3600)).await;
     api.register_cell(cell("c1")).await.unwrap();
-    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
-        .await
-        .unwrap();
+    api.put_tenant(baton_testkit::tenant_request("dev", "local", 0)).await.unwrap();
     for chunk in (0..FUNCTIONS).collect::<Vec<_>>().chunks(1000) {
         let functions = chunk.iter().map(|i| put("dev", &format!("a-function-with-a-long-name-{i:06}"), "")).collect();
         api.put_functions(PutFunctionsRequest { functions, min_epoch: 0 }).await.unwrap();
@@ -564,9 +550,7 @@ async fn a_cell_without_workers_is_given_no_function_until_it_has_one_again() {
     let (mut api, _node, _dir) = start_admitting(Admission::default()).await;
     api.register_cell(cell("c1")).await.unwrap();
     api.register_cell(cell("c2")).await.unwrap();
-    api.put_tenant(PutTenantRequest { name: "dev".into(), default_region: "local".into(), max_functions: 0 })
-        .await
-        .unwrap();
+    api.put_tenant(baton_testkit::tenant_request("dev", "local", 0)).await.unwrap();
     let beat = |workers: u32| CellHeartbeatRequest {
         id: "c1".into(),
         loads: vec![],

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{
-    CreateApiKeyRequest, GetStatusRequest, ListCellsRequest, MoveFunctionRequest, PutFunctionResponse, PutTenantRequest,
+    CreateApiKeyRequest, GetStatusRequest, ListCellsRequest, MoveFunctionRequest, PutFunctionResponse,
 };
 use tonic::transport::Channel;
 
@@ -49,10 +49,7 @@ pub trait FederationApi {
     /// Creates tenant `name` (region `local`) and returns a new API key for it.
     async fn tenant(&self, name: &str) -> String {
         let mut client = self.client().await;
-        client
-            .put_tenant(PutTenantRequest { name: name.into(), default_region: "local".into(), max_functions: 0 })
-            .await
-            .unwrap();
+        client.put_tenant(crate::tenant_request(name, "local", 0)).await.unwrap();
         self.key(name).await
     }
 

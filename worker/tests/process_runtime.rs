@@ -269,6 +269,29 @@ async fn an_executable_the_sandbox_user_cannot_reach_is_refused_unless_told_othe
 }
 
 #[tokio::test]
+async fn a_path_that_resolves_to_batons_own_program_is_refused() {
+    // An innocent name, a symlink to a program named as one of baton's.
+    let dir = tempfile::tempdir().unwrap();
+    let disguised = dir.path().join("baton-shard-manager");
+    std::fs::copy("/bin/true", &disguised).unwrap();
+    let link = dir.path().join("innocent");
+    std::os::unix::fs::symlink(&disguised, &link).unwrap();
+    // And a hard link to the program this very process runs from.
+    let own = dir.path().join("also-innocent");
+    std::fs::hard_link(std::env::current_exe().unwrap(), &own)
+        .or_else(|_| std::os::unix::fs::symlink(std::env::current_exe().unwrap(), &own))
+        .unwrap();
+
+    let h = harness("own-programs", 21780).await;
+    for path in [&link, &own] {
+        let err = h.runtime.create(id("own"), spec(path)).await.unwrap_err();
+        assert!(matches!(err, RuntimeError::Executable { .. }), "{err}");
+        assert!(err.to_string().contains("one of baton's own programs"), "{err}");
+    }
+    h.assert_clean().await;
+}
+
+#[tokio::test]
 async fn a_hundred_creations_in_a_row_and_eight_at_a_time_leak_nothing() {
     let h = harness("churn", 21400).await;
     let echo = bin("baton-fn-echo");

@@ -35,7 +35,12 @@ impl Manager {
         }
         let default_region = required("default_region", &r.default_region)?;
         let max_functions = if r.max_functions == 0 { self.admission.max_per_tenant() } else { r.max_functions };
-        let tenant = Tenant { name: name.to_string(), default_region: default_region.to_string(), max_functions };
+        let tenant = Tenant {
+            name: name.to_string(),
+            default_region: default_region.to_string(),
+            max_functions,
+            limits: self.admission.tenant_limits(&r),
+        };
         let epoch = self.write(request, Command::PutTenant(tenant)).await?.epoch;
         Ok(Ack { epoch: epoch.0 })
     }
@@ -84,11 +89,21 @@ impl Manager {
                 tenants: state
                     .tenants
                     .values()
-                    .map(|t| TenantInfo {
-                        name: t.name.clone(),
-                        default_region: t.default_region.clone(),
-                        max_functions: t.max_functions,
-                        functions: state.function_count(&t.name) as u64,
+                    .map(|t| {
+                        let usage = state.usage(&t.name);
+                        TenantInfo {
+                            name: t.name.clone(),
+                            default_region: t.default_region.clone(),
+                            max_functions: t.max_functions,
+                            functions: state.function_count(&t.name) as u64,
+                            executables: t.limits.executables,
+                            max_sandboxes: t.limits.max_sandboxes,
+                            max_reserved_cpu_millis: t.limits.max_reserved_cpu_millis,
+                            max_reserved_memory_mib: t.limits.max_reserved_memory_mib,
+                            sandboxes: usage.sandboxes,
+                            reserved_cpu_millis: usage.reserved_cpu_millis,
+                            reserved_memory_mib: usage.reserved_memory_mib,
+                        }
                     })
                     .collect(),
                 epoch: state.epoch.0,

@@ -13,7 +13,7 @@ use tonic::Status;
 
 use super::{Manager, rejected, required};
 use crate::admission::Admission;
-use crate::state::{Command, FederationState, FunctionRecord, Rejection};
+use crate::state::{Command, FederationState, FunctionRecord, Rejection, Usage};
 
 /// Longest a target cell may take to accept a function's spec.
 const PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -37,14 +37,16 @@ fn prewarmed(tenant: &str, name: &str, spec_json: &str, sandboxes: u32) -> Resul
     Ok(spec)
 }
 
-/// Checks a registration's fields, spec and executable; refusals name the field.
-fn check_put(r: &PutFunctionRequest, admission: &Admission) -> Result<(), Status> {
+/// Checks a registration's fields, spec and executable; refusals name the field. Returns
+/// what the function takes of its tenant's limits (checked when the write commits).
+fn check_put(r: &PutFunctionRequest, admission: &Admission) -> Result<Usage, Status> {
     let (tenant, name) = (required("tenant", &r.tenant)?, required("name", &r.name)?);
     // Refused here with the field named, so nothing invalid is stored or pushed.
     let spec = FunctionId::new(tenant, name)
         .and_then(|id| federated_spec(&id, &r.spec_json))
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    admission.check(&spec).map_err(|e| Status::invalid_argument(e.to_string()))
+    admission.check(&spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(Usage::of(&spec))
 }
 
 /// A registration of a function (`PutFunction`) or of several (`PutFunctions`), for its
@@ -55,6 +57,7 @@ fn put_subject<'a>(batch: bool, functions: impl IntoIterator<Item = (&'a String,
         name: name.clone(),
         home_region: String::new(),
         spec_json: String::new(),
+        usage: Usage::default(),
     };
     let mut records: Vec<(FunctionRecord, CellId)> =
         functions.into_iter().map(|f| (record(f), CellId(String::new()))).collect();
@@ -84,7 +87,7 @@ impl Manager {
         r: PutFunctionRequest,
         request: Option<&str>,
     ) -> Result<PutFunctionResponse, Status> {
-        check_put(&r, &self.admission)?;
+        let usage = check_put(&r, &self.admission)?;
         self.caught_up(r.min_epoch).await?;
         if let Some(first) = self.remembered(request, &put_subject(false, [(&r.tenant, &r.name)])).await? {
             let id = FunctionId::key_of(&r.tenant, &r.name);
@@ -96,7 +99,7 @@ impl Manager {
                 created: first.created,
             });
         }
-        let planned = self.sm.read(|state| self.plan_put(state, r)).await?;
+        let planned = self.sm.read(|state| self.plan_put(state, r, usage)).await?;
         let command = Command::PutFunction { record: planned.record, cell: planned.cell.clone() };
         let written = self.write(request, command).await?;
         Ok(PutFunctionResponse {
@@ -119,9 +122,12 @@ impl Manager {
             return Err(Status::invalid_argument(format!("functions: 1 to {MAX_BATCH} per batch")));
         }
         let mut seen = std::collections::BTreeSet::new();
+        let mut usages = Vec::with_capacity(r.functions.len());
         for (i, f) in r.functions.iter().enumerate() {
-            check_put(f, &self.admission)
-                .map_err(|e| Status::invalid_argument(format!("functions[{i}].{}", e.message())))?;
+            usages.push(
+                check_put(f, &self.admission)
+                    .map_err(|e| Status::invalid_argument(format!("functions[{i}].{}", e.message())))?,
+            );
             if !seen.insert((f.tenant.as_str(), f.name.as_str())) {
                 return Err(Status::invalid_argument(format!("functions[{i}].name: {} appears twice", f.name)));
             }
@@ -152,9 +158,10 @@ impl Manager {
             .read(|state| {
                 r.functions
                     .into_iter()
+                    .zip(usages)
                     .enumerate()
-                    .map(|(i, f)| {
-                        self.plan_put(state, f)
+                    .map(|(i, (f, usage))| {
+                        self.plan_put(state, f, usage)
                             .map_err(|e| Status::new(e.code(), format!("functions[{i}]: {}", e.message())))
                     })
                     .collect::<Result<Vec<_>, Status>>()
@@ -176,7 +183,7 @@ impl Manager {
 
     /// Where a registration goes: its record, its cell (the current owner, or the ring's
     /// choice in its home region for a new function) and its generation after the put.
-    fn plan_put(&self, state: &FederationState, r: PutFunctionRequest) -> Result<PlannedPut, Status> {
+    fn plan_put(&self, state: &FederationState, r: PutFunctionRequest, usage: Usage) -> Result<PlannedPut, Status> {
         let Some(owner) = state.tenants.get(&r.tenant) else {
             return Err(rejected(&Rejection::UnknownTenant(r.tenant.clone())));
         };
@@ -195,7 +202,8 @@ impl Manager {
             }
         };
         let created = !state.assignments.contains_key(&id);
-        let record = FunctionRecord { tenant: r.tenant, name: r.name, home_region: region, spec_json: r.spec_json };
+        let record =
+            FunctionRecord { tenant: r.tenant, name: r.name, home_region: region, spec_json: r.spec_json, usage };
         Ok(PlannedPut { record, cell, generation, created })
     }
 

@@ -123,6 +123,7 @@ pub fn rejected(rejection: &Rejection) -> Status {
         RejectionClass::OverLimit => tonic::Code::ResourceExhausted,
         RejectionClass::FailedPrecondition => tonic::Code::FailedPrecondition,
         RejectionClass::Invalid => tonic::Code::InvalidArgument,
+        RejectionClass::Forbidden => tonic::Code::PermissionDenied,
     };
     Status::new(code, rejection.to_string())
 }

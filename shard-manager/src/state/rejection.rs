@@ -32,6 +32,24 @@ pub enum Rejection {
         /// Its limit.
         limit: usize,
     },
+    /// The tenant would hold more than one of its limits allows.
+    #[error("tenant {tenant} would hold {would_have} {what}, over its limit of {limit}")]
+    OverTenantLimit {
+        /// The tenant.
+        tenant: String,
+        /// Which limit, in words naming the spec fields it sums.
+        what: String,
+        /// How much it would hold.
+        would_have: u64,
+        /// Its limit.
+        limit: u64,
+    },
+    /// The tenant may not run host executables.
+    #[error(
+        "executable: tenant {0} may not run host executables (the process runtime); the operator allows it per \
+         tenant (`baton tenants put NAME --executables`)"
+    )]
+    ExecutablesNotAllowed(String),
     /// The request ID named another write.
     #[error("request ID {0} was used for another write")]
     RequestIdReused(String),
@@ -66,6 +84,8 @@ pub enum RejectionClass {
     FailedPrecondition,
     /// The request itself is malformed.
     Invalid,
+    /// The caller may not do this.
+    Forbidden,
 }
 
 impl Rejection {
@@ -77,7 +97,8 @@ impl Rejection {
             | Rejection::UnknownFunction(_)
             | Rejection::UnknownKey(_) => RejectionClass::NotFound,
             Rejection::RequestIdReused(_) => RejectionClass::AlreadyExists,
-            Rejection::OverLimit { .. } => RejectionClass::OverLimit,
+            Rejection::OverLimit { .. } | Rejection::OverTenantLimit { .. } => RejectionClass::OverLimit,
+            Rejection::ExecutablesNotAllowed(_) => RejectionClass::Forbidden,
             Rejection::CellNotActive(_) | Rejection::NoActiveCell | Rejection::CellFailedOver(_) => {
                 RejectionClass::FailedPrecondition
             }

@@ -654,11 +654,23 @@ fn describe_exit(exit: Option<&ExitInfo>) -> String {
     }
 }
 
-/// Fails at once, clearly, when the executable is missing or not executable.
+/// Fails at once, clearly, when the executable is missing or not executable, or is one of
+/// baton's own programs once symlinks are followed (by name, or the very file this worker
+/// runs from).
 fn check_executable(path: &Path) -> Result<(), RuntimeError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let err = |reason: &str| RuntimeError::Executable { path: path.display().to_string(), reason: reason.into() };
-    let meta = std::fs::metadata(path).map_err(|e| err(&format!("cannot be read on this node: {e}")))?;
+    let resolved = std::fs::canonicalize(path).map_err(|e| err(&format!("cannot be read on this node: {e}")))?;
+    let meta = std::fs::metadata(&resolved).map_err(|e| err(&format!("cannot be read on this node: {e}")))?;
+    let own = std::env::current_exe().and_then(std::fs::metadata).ok();
+    let is_own = own.is_some_and(|o| (o.dev(), o.ino()) == (meta.dev(), meta.ino()));
+    let named_as_ours = resolved.to_str().is_some_and(|r| baton_model::sandbox::check_executable(r).is_err());
+    if is_own || named_as_ours {
+        return Err(err(&format!(
+            "resolves to {}, one of baton's own programs, which never run as functions",
+            resolved.display()
+        )));
+    }
     if !meta.is_file() {
         return Err(err("is not a regular file"));
     }
