@@ -33,6 +33,28 @@ async fn cuts_off_slow_clients(addr: SocketAddr, what: &str, path: &str, key: &s
     assert!(took < TIMEOUT * 4, "{what}: a slow body answered after {took:?}");
 }
 
+/// A header line ended by a bare LF (two headers to hyper, one to a CRLF-only proxy) is
+/// refused before anything reads it, and the connection closed; so is a second request,
+/// after a body, that hides one.
+async fn refuses_bare_lf(addr: SocketAddr, what: &str, path: &str, key: &str) {
+    let auth = format!("Host: x\r\nAuthorization: Bearer {key}");
+    for request in [
+        format!("POST {path} HTTP/1.1\r\n{auth}\r\nX-A: 1\nX-Baton-Owner: evil\r\nContent-Length: 0\r\n\r\n"),
+        format!(
+            "POST {path} HTTP/1.1\r\n{auth}\r\nContent-Length: 2\r\n\r\nok\
+             POST {path} HTTP/1.1\r\n{auth}\nX-A: 1\r\n\r\n"
+        ),
+    ] {
+        let (answer, took) = raw(addr, &request).await;
+        assert!(answer.contains("HTTP/1.1 400") && answer.contains("bad_framing"), "{what}: {answer}");
+        assert!(took < TIMEOUT, "{what}: the connection stayed open {took:?}");
+    }
+    // The same request with CRLF is served.
+    let request = format!("POST {path} HTTP/1.1\r\n{auth}\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n");
+    let (answer, _) = raw(addr, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{what}: {answer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_headers_never_reach_a_function_and_slow_clients_are_cut_off() {
     let timeouts = json!({"header_read_timeout": "300ms", "body_read_timeout": "300ms"});
@@ -71,6 +93,8 @@ async fn forged_headers_never_reach_a_function_and_slow_clients_are_cut_off() {
     let router = federation.routers[r].addr;
     cuts_off_slow_clients(router, "router", "/function/f0", &key).await;
     cuts_off_slow_clients(data_plane, "data plane", "/function/acme.f0", &key).await;
+    refuses_bare_lf(router, "router", "/function/f0", &key).await;
+    refuses_bare_lf(data_plane, "data plane", "/function/acme.f0", &key).await;
     // A slow spec is cut off the same way.
     let request = format!(
         "PUT /v1/functions/f1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 100\r\n\r\n{{"

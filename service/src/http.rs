@@ -115,7 +115,8 @@ pub fn function_path(path: &str) -> Option<(&str, &str)> {
 /// gives in-flight requests up to `drain` to finish. Accepted sockets get TCP_NODELAY. A
 /// connection whose request headers do not all arrive within `header_read` is closed,
 /// and so is a keep-alive connection idle that long (hyper's header-read timer starts
-/// again after each answer).
+/// again after each answer). A request line ending in a bare LF is refused with `400
+/// bad_framing` and the connection closed ([`crate::framing`]).
 pub async fn serve<H, F>(
     listener: tokio::net::TcpListener,
     handler: H,
@@ -147,6 +148,7 @@ pub async fn serve<H, F>(
             let answer = handler(req);
             async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
+        let stream = crate::framing::StrictFraming::new(stream);
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let watched = graceful.watch(connection);
         tokio::spawn(async move {

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod framing;
 pub mod grpc;
 pub mod http;
 pub mod listen;
