@@ -222,6 +222,41 @@ async fn tenants_deploy_invoke_and_are_isolated_and_bad_input_stores_nothing() {
     federation.shutdown().await;
 }
 
+/// A deleted function gives its capacity back at once: its cell drops it as soon as the map
+/// says it is gone (a function that moved away waits for its calls; a deleted one's data
+/// planes already refuse new calls), and an idle sandbox goes after `scale_down_drain`,
+/// long before the function's 30 s timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_idle_function_frees_its_sandboxes_at_once() {
+    use baton_proto::worker::ListSandboxesRequest;
+    use baton_proto::worker::worker_client::WorkerClient;
+    let mut federation = inproc::Builder::new(30600).start().await;
+    let acme = federation.tenant("acme").await;
+    let r = federation.start_router(&acme).await;
+    let client = http();
+    let functions = federation.routers[r].url("/v1/functions");
+    let created = client.post(&functions).bearer_auth(&acme).json(&echo_spec("echo", json!({"timeout": "30s"})));
+    assert_eq!(created.send().await.unwrap().status(), 201);
+    let call = client.post(federation.routers[r].url("/function/echo")).bearer_auth(&acme);
+    assert_eq!(baton_testkit::send_when_known(call).await.0.status(), 200);
+    let worker = federation.cells[0].workers[0].grpc_addr;
+    let worker = WorkerClient::connect(format!("http://{worker}")).await.unwrap();
+    let listed = || {
+        let mut worker = worker.clone();
+        async move { worker.list_sandboxes(ListSandboxesRequest::default()).await.unwrap().into_inner().sandboxes.len() }
+    };
+    assert_eq!(listed().await, 1);
+    // The data plane's load reports (every 100 ms) say it is idle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert_eq!(client.delete(format!("{functions}/echo")).bearer_auth(&acme).send().await.unwrap().status(), 204);
+    let took =
+        within(Duration::from_secs(5), "the deleted function's sandbox is gone", || async { listed().await == 0 })
+            .await;
+    eprintln!("sandbox of a deleted idle function removed after {took:?}");
+    federation.shutdown().await;
+}
+
 /// A TCP forwarder the test can freeze: while frozen it passes no bytes, so a router
 /// behind it keeps its last map (as when the shard manager is unreachable).
 struct Forwarder {

@@ -1,8 +1,9 @@
 //! A federated cell runs the functions the shard map gives it, and only those. The
 //! reconciler follows the map: a function assigned to this cell is fetched from the shard
 //! manager and put into the local control plane (named `tenant.name`); a function that
-//! moved away or was deleted is removed once its calls have had time to finish (its
-//! timeout: the data planes already refuse new calls for it with 421). Work that fails
+//! moved away is removed once its calls have had time to finish (its timeout: the data
+//! planes already refuse new calls for it with 421); one deleted is removed at once, its
+//! control plane letting busy sandboxes finish their calls. Work that fails
 //! (the shard manager unreachable) is retried every second. Every read asks the shard
 //! manager for a state at least as new as the map that prompted it, so a replica that lags
 //! cannot hand back an older spec. The shard manager also pushes specs to new owners;
@@ -172,14 +173,19 @@ impl Reconciler {
         Ok(())
     }
 
-    /// A function left this cell: remove it after its calls have had time to finish,
-    /// unless it came back meanwhile.
+    /// A function left this cell. One that moved away is removed after its calls have had
+    /// time to finish here, unless it came back meanwhile; one deleted (no assignment left)
+    /// is removed at once, freeing its capacity: its control plane still lets a busy
+    /// sandbox's calls finish and removes idle ones after `scale_down_drain`.
     fn leave(&self, id: &FunctionId) {
         let local = id.cell_name();
         let Ok((spec, _)) = self.plane.function_spec(&local) else { return };
         let (plane, view, me, key) = (self.plane.clone(), self.view.clone(), self.me.clone(), id.key());
+        let deleted = view.read().assignment(&key).is_none();
         tokio::spawn(async move {
-            tokio::time::sleep(grace(&spec)).await;
+            if !deleted {
+                tokio::time::sleep(grace(&spec)).await;
+            }
             if view.read().assignment(&key).is_some_and(|a| a.cell == me) {
                 return;
             }
