@@ -188,8 +188,11 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
     )?;
     wait_port(sm_port, "the shard manager", processes).await?;
 
+    // Chosen now: the workers let sandboxes call functions through it.
+    let router_port = port_or_free(args.port)?;
     for i in 1..=args.cells {
-        start_cell(i, args, &sm_url, &run_dir, &logs, &bin, processes).await?;
+        let peers = Peers { sm_url: &sm_url, router_port };
+        start_cell(i, args, &peers, &run_dir, &logs, &bin, processes).await?;
     }
     let mut sm = ShardManagerClient::connect(sm_url.clone()).await.context("connecting to the shard manager")?;
     wait_cells(&mut sm, args.cells.into(), processes).await?;
@@ -208,7 +211,6 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
         .into_inner()
         .key;
 
-    let router_port = port_or_free(args.port)?;
     processes.spawn(
         "router",
         Command::new(bin("baton-router")?)
@@ -251,10 +253,18 @@ async fn watch(processes: &mut Processes) -> String {
     }
 }
 
+/// Where a cell and its worker find the rest of the federation.
+struct Peers<'a> {
+    /// The shard manager's URL.
+    sm_url: &'a str,
+    /// The router's port (sandboxes may call functions through it).
+    router_port: u16,
+}
+
 async fn start_cell(
     i: u16,
     args: &UpArgs,
-    sm_url: &str,
+    peers: &Peers<'_>,
     run_dir: &Path,
     logs: &Path,
     bin: &impl Fn(&str) -> anyhow::Result<PathBuf>,
@@ -271,7 +281,8 @@ async fn start_cell(
         &cell_toml,
         format!(
             "[cell]\nid = \"{id}\"\nadmin_listen = \"127.0.0.1:0\"\n[control_plane]\nlisten = \"127.0.0.1:{control}\"\n\
-             [data_plane]\nlisten = \"127.0.0.1:{http}\"\n[store]\n{store}\n[federation]\nshard_manager = \"{sm_url}\"\n"
+             [data_plane]\nlisten = \"127.0.0.1:{http}\"\n[store]\n{store}\n[federation]\nshard_manager = \"{sm_url}\"\n",
+            sm_url = peers.sm_url
         ),
     )?;
     processes.spawn(&id, Command::new(bin("baton-cell")?).arg("--config").arg(&cell_toml), logs)?;
@@ -284,13 +295,14 @@ async fn start_cell(
             "[worker]\nnode_id = \"{id}-w1\"\nlisten = \"127.0.0.1:{worker}\"\nadmin_listen = \"127.0.0.1:0\"\n\
              state_dir = {state:?}\non_shutdown = \"delete\"\n[process]\nport_range_start = {first}\n\
              port_range_end = {last}\ncgroup_parent = \"baton-up-{pid}-{id}\"\n\
-             [process.network]\nfilter = {filter}\n\
+             [process.network]\nfilter = {filter}\nlocal_ports = [{router_port}]\n\
              [control_plane]\n\
              address = \"http://127.0.0.1:{control}\"\n",
             state = run_dir.join(format!("{id}-worker")).display().to_string(),
             last = first + 999,
             pid = std::process::id(),
             filter = network_filter(),
+            router_port = peers.router_port,
         ),
     )?;
     processes.spawn(

@@ -16,9 +16,14 @@ const FILTERED: &str = "No route to host";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_function_cannot_reach_the_platform_other_sandboxes_or_their_secrets() {
-    // Sandboxes run as uids of this test's own, and only as sandbox users (never as root).
+    // Sandboxes run as uids of this test's own, and only as sandbox users (never as root);
+    // one port of this host is opened to them (as an operator opens a router's), which
+    // shows that what the filter refuses below, it refuses by rule.
+    let opened = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let opened_port = opened.local_addr().unwrap().port();
     let worker = json!({"process": {
         "uid_range_start": 2_000_600_000u32, "uid_range_end": 2_000_600_099u32, "user_fallback": "refuse",
+        "network": {"local_ports": [opened_port]},
     }});
     let mut federation = inproc::Builder::new(16200).worker(worker).start().await;
     // Only baton's own modes protect its files: open the test's folder as /var/lib is.
@@ -85,6 +90,7 @@ async fn a_hostile_function_cannot_reach_the_platform_other_sandboxes_or_their_s
     // A private network (the other hosts of a federation) and cloud metadata.
     let mut targets = ports.clone();
     targets.extend(["10.255.255.1:80".to_string(), "169.254.169.254:80".to_string()]);
+    let allowed = format!("127.0.0.1:{opened_port}");
     let state = federation.dir.path().join("cell-1-w1");
     let vault_dir = state.join("sandboxes").join(&vault.sandbox_id);
     let reads = [
@@ -95,7 +101,7 @@ async fn a_hostile_function_cannot_reach_the_platform_other_sandboxes_or_their_s
         format!("/proc/{}/environ", vault.pid).into(),
     ];
     let plan = json!({
-        "connect": targets,
+        "connect": targets.iter().chain([&allowed]).collect::<Vec<_>>(),
         "read": reads,
         "environ": true,
         "fork": 100_000,
@@ -110,6 +116,7 @@ async fn a_hostile_function_cannot_reach_the_platform_other_sandboxes_or_their_s
         let got = report["connect"][target.as_str()].as_str().unwrap_or_default();
         assert!(got.contains(FILTERED), "connecting to {target} was not stopped by the filter: {got:?}");
     }
+    assert_eq!(report["connect"][&allowed], json!("connected"), "the opened port is reachable: {report}");
     for path in &reads {
         let got = report["read"][path.to_str().unwrap()].as_str().unwrap_or_default();
         assert!(got.starts_with("error:"), "{} was readable from the sandbox: {got:?}", path.display());

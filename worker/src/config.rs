@@ -174,11 +174,15 @@ pub struct NetworkSection {
     /// Let sandboxes send DNS (TCP and UDP port 53) to any address, this host's included, so
     /// a resolver on `127.0.0.53` or in the private network answers them. Default: `true`.
     pub dns: bool,
+    /// TCP ports on this host's addresses sandboxes may connect to: a router's tenant port,
+    /// so functions can call functions through it (with an API key, as any client). Never
+    /// list an internal port (shard manager, cell, worker, data plane, admin). Default: `[]`.
+    pub local_ports: Vec<u16>,
 }
 
 impl Default for NetworkSection {
     fn default() -> Self {
-        Self { filter: true, outbound: Outbound::Public, allow: Vec::new(), dns: true }
+        Self { filter: true, outbound: Outbound::Public, allow: Vec::new(), dns: true, local_ports: Vec::new() }
     }
 }
 
@@ -299,6 +303,12 @@ impl WorkerConfig {
             return Err(ConfigError::Field {
                 field: "process.cgroup_parent".into(),
                 message: format!("{:?} must be a plain folder name ([A-Za-z0-9._-])", p.cgroup_parent),
+            });
+        }
+        if p.network.local_ports.contains(&0) {
+            return Err(ConfigError::Field {
+                field: "process.network.local_ports".into(),
+                message: "0 is not a port".into(),
             });
         }
         if self.emulated.nodes == 0 {

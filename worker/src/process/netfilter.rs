@@ -66,6 +66,10 @@ pub fn ruleset(table: &str, uids: &SandboxUids, policy: &NetworkSection) -> Stri
     if policy.dns {
         let _ = writeln!(s, "    meta l4proto {{ tcp, udp }} th dport 53 accept");
     }
+    if !policy.local_ports.is_empty() {
+        let ports: Vec<String> = policy.local_ports.iter().map(ToString::to_string).collect();
+        let _ = writeln!(s, "    fib daddr type local tcp dport {{ {} }} accept", ports.join(", "));
+    }
     // This host's own addresses, whatever the policy: baton's ports and other sandboxes.
     let _ = writeln!(s, "    fib daddr type local reject with icmpx admin-prohibited");
     if !allow4.is_empty() {
@@ -189,7 +193,17 @@ mod tests {
     use super::*;
 
     fn policy(outbound: Outbound, allow: &[&str], dns: bool) -> NetworkSection {
-        NetworkSection { filter: true, outbound, allow: allow.iter().map(|a| a.parse().unwrap()).collect(), dns }
+        NetworkSection {
+            filter: true,
+            outbound,
+            allow: allow.iter().map(|a| a.parse().unwrap()).collect(),
+            dns,
+            local_ports: Vec::new(),
+        }
+    }
+
+    fn at_in(text: &str, needle: &str) -> usize {
+        text.find(needle).unwrap_or_else(|| panic!("{needle} missing: {text}"))
     }
 
     #[test]
@@ -211,6 +225,12 @@ mod tests {
         assert!(at("th dport 53") < at("fib daddr type local"));
         assert!(at("fib daddr type local") < at("ip daddr { 10.1.0.0/16 } accept"));
         assert!(at("ip6 daddr { fd00::/8 } accept") < at("169.254.0.0/16"));
+        let ports = NetworkSection { local_ports: vec![8000, 8443], ..policy(Outbound::Public, &[], false) };
+        let text = ruleset("t", &SandboxUids::Single(1), &ports);
+        assert!(
+            at_in(&text, "tcp dport { 8000, 8443 } accept") < at_in(&text, "fib daddr type local reject"),
+            "{text}"
+        );
         let none = ruleset("t", &SandboxUids::Single(1), &policy(Outbound::None, &[], false));
         assert!(none.trim_end().ends_with("reject with icmpx admin-prohibited\n  }\n}"), "{none}");
     }
