@@ -3,6 +3,7 @@
 //! manager: `BATON_SHARD_MANAGER`).
 
 mod admin;
+mod certs;
 mod output;
 mod tenant;
 mod up;
@@ -43,6 +44,9 @@ enum Command {
     /// Shard-manager replicas: status, add, change voters.
     #[command(subcommand)]
     Replicas(admin::ReplicasCommand),
+    /// A federation's certificate authority and its processes' certificates (mutual TLS).
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 /// Where `baton up` keeps its files: `$BATON_HOME`, else `~/.baton`.
@@ -65,6 +69,7 @@ async fn main() {
         Command::Cells(command) => admin::cells(command).await,
         Command::Move(args) => admin::move_function(args).await,
         Command::Replicas(command) => admin::replicas(command).await,
+        Command::Certs(command) => certs::certs(command),
     };
     if let Err(e) = result {
         eprintln!("baton: {e:#}");

@@ -11,6 +11,7 @@ pub mod listen;
 pub mod logging;
 pub mod shutdown;
 pub mod throttle;
+pub mod tls;
 
 pub use admin::{AdminServer, Readiness};
 pub use config::{ConfigError, load_config};
