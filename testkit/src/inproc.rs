@@ -344,10 +344,20 @@ impl Drop for InProcess {
     fn drop(&mut self) {
         // A test that ends early (a failed assertion) leaves sandbox processes: kill what is
         // in the workers' cgroups.
+        // The cells and workers still run on the test's runtime and would replace what is
+        // killed: stop the workers creating first, then kill until nothing is left.
         for cell in &self.cells {
-            for parent in &cell.cgroup_parents {
-                crate::kill_sandboxes(parent);
+            for worker in &cell.workers {
+                worker.halt();
             }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut quiet = 0;
+        while quiet < 3 && std::time::Instant::now() < deadline {
+            let killed: usize =
+                self.cells.iter().flat_map(|c| c.cgroup_parents.iter()).map(|p| crate::kill_sandboxes(p)).sum();
+            quiet = if killed == 0 { quiet + 1 } else { 0 };
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 }

@@ -346,13 +346,16 @@ impl Drop for Cluster {
 
 /// Kills every process in the sandbox cgroups under `cgroup_parent = parent` and removes
 /// the cgroups: what a worker killed with SIGKILL (or a test that failed) leaves behind.
-pub fn kill_sandboxes(parent: &str) {
+/// Returns how many processes it signalled.
+pub fn kill_sandboxes(parent: &str) -> usize {
+    let mut killed = 0;
     for dir in cgroup_dirs(parent) {
         let sandboxes = std::fs::read_dir(&dir).into_iter().flatten().filter_map(Result::ok);
         for entry in sandboxes.filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
             if let Ok(procs) = std::fs::read_to_string(entry.path().join("cgroup.procs")) {
                 for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    killed += 1;
                 }
             }
             for _ in 0..50 {
@@ -364,6 +367,7 @@ pub fn kill_sandboxes(parent: &str) {
         }
         let _ = std::fs::remove_dir(&dir);
     }
+    killed
 }
 
 /// The folders a worker's sandboxes get under `cgroup_parent = parent` (one per cgroup v1

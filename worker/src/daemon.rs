@@ -88,6 +88,17 @@ pub struct RunningWorker {
 }
 
 impl RunningWorker {
+    /// Stops at once, without waiting: not ready, no new sandbox, links and services told
+    /// to stop. What runs is left as it is (for [`RunningWorker::shutdown`], or for a test
+    /// that failed to kill).
+    pub fn halt(&self) {
+        self.readiness.set(false);
+        let _ = self.stop.send(true);
+        for node in &self.nodes {
+            node.close();
+        }
+    }
+
     /// Graceful shutdown: not ready, stop taking calls, stop the links, then delete or keep
     /// sandboxes as `worker.on_shutdown` says.
     pub async fn shutdown(self) {

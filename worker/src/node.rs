@@ -44,6 +44,8 @@ pub struct WorkerNode {
     limits: Limits,
     delete_grace: Duration,
     allocated: Mutex<HashMap<SandboxId, Resources>>,
+    /// Set when the worker stops: no creation starts after it.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl WorkerNode {
@@ -56,7 +58,24 @@ impl WorkerNode {
         limits: Limits,
         delete_grace: Duration,
     ) -> Arc<Self> {
-        Arc::new(Self { id, runtime, capacity, limits, delete_grace, allocated: Mutex::default() })
+        Arc::new(Self {
+            id,
+            runtime,
+            capacity,
+            limits,
+            delete_grace,
+            allocated: Mutex::default(),
+            closed: false.into(),
+        })
+    }
+
+    /// Refuses every creation from now on (the worker is stopping).
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Forwards the runtime's exits, after accounting for them, to `report`.
@@ -124,6 +143,9 @@ impl WorkerNode {
         let label = self.runtime_label();
         let result = async {
             let (id, spec) = validate::create_request(req, &self.limits)?;
+            if self.is_closed() {
+                return Err(RuntimeError::Exhausted("the worker is stopping; it creates no sandbox".into()));
+            }
             self.reserve(&id, spec.resources)?;
             let node = self.clone();
             let task_id = id.clone();
@@ -212,10 +234,53 @@ impl WorkerNode {
 
     /// Stops the runtime, deleting every sandbox if `delete_all`.
     pub async fn shutdown(&self, delete_all: bool) {
+        self.close();
         self.runtime.shutdown(delete_all, self.delete_grace).await;
         if delete_all {
             self.allocated.lock().expect("allocation lock").clear();
         }
         self.publish_gauge();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use baton_proto::worker::{Resources as WireResources, SandboxSpec as WireSpec};
+
+    use super::*;
+
+    fn request(id: &str) -> CreateSandboxRequest {
+        CreateSandboxRequest {
+            node_id: String::new(),
+            sandbox_id: id.into(),
+            spec: Some(WireSpec {
+                function_id: "f".into(),
+                resources: Some(WireResources { cpu_millis: 100, memory_mib: 64, pids: 16 }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// A stopping worker starts no sandbox: a creation the control plane sends during a
+    /// shutdown would otherwise outlive the shutdown's delete of every sandbox.
+    #[tokio::test]
+    async fn a_closed_node_creates_nothing() {
+        let runtime = Arc::new(crate::emulated::EmulatedRuntime::new(Duration::ZERO, "127.0.0.1:9".parse().unwrap()));
+        let limits = Limits {
+            ports: 20000..=20010,
+            cpu_millis: 1000,
+            memory_mib: 1024,
+            default_readiness_timeout: Duration::from_secs(1),
+            max_readiness_timeout: Duration::from_secs(1),
+            needs_executable: false,
+        };
+        let capacity = Capacity { cpu_millis: 1000, memory_mib: 1024, sandboxes: 10 };
+        let node = WorkerNode::new(NodeId::new("n").unwrap(), runtime, capacity, limits, Duration::ZERO);
+        node.create(request("before")).await.unwrap();
+        node.close();
+        let refused = node.create(request("after")).await.unwrap_err();
+        assert!(refused.to_string().contains("stopping"), "{refused}");
+        let listed: Vec<String> = node.list().await.into_iter().map(|s| s.id.to_string()).collect();
+        assert_eq!(listed, vec!["before".to_string()]);
     }
 }
