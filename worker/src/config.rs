@@ -141,6 +141,11 @@ pub struct ProcessSection {
     /// (`worker`: no user isolation; for development checkouts under `/root`).
     /// Default: `refuse`.
     pub user_fallback: UserFallback,
+    /// Programs sandboxes may run, checked after symlinks are followed: absolute paths, or
+    /// folders ending in `/` (any program under them). Give the shard manager's
+    /// `functions.executables` here too, so a symlink in an allowed folder cannot lead out
+    /// of it. Empty: any program (but baton's own). Default: `[]`.
+    pub executables: Vec<String>,
     /// Size at which a sandbox's stdout or stderr log is rotated (one old file is kept).
     /// Default: `10485760` (10 MiB).
     pub log_max_bytes: u64,
@@ -211,6 +216,7 @@ impl Default for ProcessSection {
             uid_range_start: 2_000_000_000,
             uid_range_end: 2_000_099_999,
             user_fallback: UserFallback::Refuse,
+            executables: Vec::new(),
             log_max_bytes: 10 << 20,
             log_check_interval: Duration::from_secs(5),
             adopted_poll_interval: Duration::from_millis(500),
@@ -305,6 +311,17 @@ impl WorkerConfig {
                 message: format!("{:?} must be a plain folder name ([A-Za-z0-9._-])", p.cgroup_parent),
             });
         }
+        if let Some((i, bad)) = p
+            .executables
+            .iter()
+            .enumerate()
+            .find(|(_, e)| !e.starts_with('/') || e.contains("/../") || e.ends_with("/.."))
+        {
+            return Err(ConfigError::Field {
+                field: format!("process.executables[{i}]"),
+                message: format!("{bad:?} must be an absolute path without .. parts"),
+            });
+        }
         if p.network.local_ports.contains(&0) {
             return Err(ConfigError::Field {
                 field: "process.network.local_ports".into(),
@@ -347,5 +364,10 @@ mod tests {
         let mut c = WorkerConfig::default();
         c.process.cgroup_parent = "../etc".into();
         assert_eq!(field(&c), "process.cgroup_parent");
+        let mut c = WorkerConfig::default();
+        c.process.executables = vec!["/opt/fns/".into(), "fns/".into()];
+        assert_eq!(field(&c), "process.executables[1]");
+        c.process.executables = vec!["/opt/fns/../../bin/".into()];
+        assert_eq!(field(&c), "process.executables[0]");
     }
 }

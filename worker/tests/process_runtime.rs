@@ -292,6 +292,25 @@ async fn a_path_that_resolves_to_batons_own_program_is_refused() {
 }
 
 #[tokio::test]
+async fn a_symlink_out_of_the_allowed_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().join("fns");
+    std::fs::create_dir(&allowed).unwrap();
+    std::fs::copy(bin("baton-fn-echo"), allowed.join("echo")).unwrap();
+    std::os::unix::fs::symlink("/bin/sh", allowed.join("escape")).unwrap();
+    let config = ProcessSection {
+        executables: vec![format!("{}/", allowed.display())],
+        ..process_config("allowed-folder", 21790, 5)
+    };
+    let h = harness_with(config).await;
+    let err = h.runtime.create(id("escape"), spec(&allowed.join("escape"))).await.unwrap_err();
+    assert!(err.to_string().contains("outside process.executables"), "{err}");
+    h.runtime.create(id("inside"), spec(&allowed.join("echo"))).await.unwrap();
+    h.runtime.delete(&id("inside"), Duration::from_secs(2)).await.unwrap();
+    h.assert_clean().await;
+}
+
+#[tokio::test]
 async fn a_hundred_creations_in_a_row_and_eight_at_a_time_leak_nothing() {
     let h = harness("churn", 21400).await;
     let echo = bin("baton-fn-echo");

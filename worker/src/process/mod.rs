@@ -228,7 +228,7 @@ impl ProcessRuntime {
 
     async fn create_inner(&self, id: &SandboxId, spec: &SandboxSpec, slot: &mut Slot) -> Result<Created, RuntimeError> {
         let started = Instant::now();
-        check_executable(&spec.executable)?;
+        check_executable(&spec.executable, &self.inner.config.executables)?;
         // Decided before anything is taken, so a refusal leaves nothing behind.
         let (isolation, mut user) = self.isolation_for(&spec.executable)?;
         if let (Some(_), Some(pool)) = (user, &self.inner.uids) {
@@ -654,10 +654,10 @@ fn describe_exit(exit: Option<&ExitInfo>) -> String {
     }
 }
 
-/// Fails at once, clearly, when the executable is missing or not executable, or is one of
-/// baton's own programs once symlinks are followed (by name, or the very file this worker
-/// runs from).
-fn check_executable(path: &Path) -> Result<(), RuntimeError> {
+/// Fails at once, clearly, when the executable is missing or not executable, or, once
+/// symlinks are followed, is one of baton's own programs (by name, or the very file this
+/// worker runs from) or outside the operator's `allowed` programs and folders.
+fn check_executable(path: &Path, allowed: &[String]) -> Result<(), RuntimeError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let err = |reason: &str| RuntimeError::Executable { path: path.display().to_string(), reason: reason.into() };
     let resolved = std::fs::canonicalize(path).map_err(|e| err(&format!("cannot be read on this node: {e}")))?;
@@ -671,6 +671,13 @@ fn check_executable(path: &Path) -> Result<(), RuntimeError> {
             resolved.display()
         )));
     }
+    if !allowed.is_empty() && !allowed.iter().any(|entry| admits(entry, &resolved)) {
+        return Err(err(&format!(
+            "resolves to {}, outside process.executables ({})",
+            resolved.display(),
+            allowed.join(", ")
+        )));
+    }
     if !meta.is_file() {
         return Err(err("is not a regular file"));
     }
@@ -678,6 +685,13 @@ fn check_executable(path: &Path) -> Result<(), RuntimeError> {
         return Err(err("is not executable (no x permission bit)"));
     }
     Ok(())
+}
+
+/// Whether `entry` of `process.executables` (a program, or a folder ending in `/`, each
+/// compared with symlinks followed) admits the resolved program `resolved`.
+fn admits(entry: &str, resolved: &Path) -> bool {
+    let Ok(target) = std::fs::canonicalize(entry) else { return false };
+    if entry.ends_with('/') { resolved.starts_with(&target) && resolved != target } else { resolved == target }
 }
 
 /// Copies `function` into `dir` (created if needed), both readable and enterable by
