@@ -51,10 +51,16 @@ pub fn check_executable(path: &str) -> Result<(), SpecError> {
     if path.split('/').any(|part| part == "." || part == "..") {
         return refuse("must not contain . or .. parts");
     }
-    if path.rsplit('/').next().is_some_and(|name| PLATFORM_PROGRAMS.contains(&name)) {
+    if is_platform_program(path) {
         return refuse("is one of baton's own programs, which never run as functions");
     }
     Ok(())
+}
+
+/// Whether `path` names one of baton's own programs ([`PLATFORM_PROGRAMS`]), by its file
+/// name.
+pub fn is_platform_program(path: &str) -> bool {
+    path.rsplit('/').next().is_some_and(|name| PLATFORM_PROGRAMS.contains(&name))
 }
 
 /// baton's own programs: refused as executables by name, wherever they are (the worker

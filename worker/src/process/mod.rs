@@ -664,7 +664,7 @@ fn check_executable(path: &Path, allowed: &[String]) -> Result<(), RuntimeError>
     let meta = std::fs::metadata(&resolved).map_err(|e| err(&format!("cannot be read on this node: {e}")))?;
     let own = std::env::current_exe().and_then(std::fs::metadata).ok();
     let is_own = own.is_some_and(|o| (o.dev(), o.ino()) == (meta.dev(), meta.ino()));
-    let named_as_ours = resolved.to_str().is_some_and(|r| baton_model::sandbox::check_executable(r).is_err());
+    let named_as_ours = resolved.to_str().is_some_and(baton_model::sandbox::is_platform_program);
     if is_own || named_as_ours {
         return Err(err(&format!(
             "resolves to {}, one of baton's own programs, which never run as functions",
