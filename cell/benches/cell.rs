@@ -69,7 +69,7 @@ impl Cell {
     async fn start(emulated_nodes: Option<u32>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (control, http) = (free_port(), free_port());
-        let cell = Command::new(bin("baton-cell"))
+        let cell = baton_testkit::daemon("baton-cell")
             .args(["--listen", &format!("127.0.0.1:{control}"), "--http-listen", &format!("127.0.0.1:{http}")])
             .args(["--admin-listen", "127.0.0.1:0", "--store-path"])
             .arg(dir.path().join("cell.redb"))
@@ -80,7 +80,7 @@ impl Cell {
             .unwrap();
         wait_port(control).await;
         wait_port(http).await;
-        let mut worker = Command::new(bin("baton-worker"));
+        let mut worker = baton_testkit::daemon("baton-worker");
         worker
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--node-id", "bench"])
             .arg("--state-dir")

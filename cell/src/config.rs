@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use baton_service::LoggingConfig;
+use baton_service::tls::TlsConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::data_plane::balancer::BalancePolicy;
@@ -41,6 +42,9 @@ pub struct CellConfig {
     pub store: StoreSection,
     /// Membership in a federation (a shard manager).
     pub federation: FederationSection,
+    /// Mutual TLS with workers, data planes, the shard managers and routers (a
+    /// certificate of role `cell`).
+    pub tls: TlsConfig,
     /// Logging.
     pub log: LoggingConfig,
 }

@@ -131,10 +131,11 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
         .map(str::to_string)
         .collect();
     let federated = !replicas.is_empty();
+    let tls = baton_service::tls::Tls::load(&config.tls, baton_service::tls::Role::Cell)?;
     let (map_events, map_events_rx) = tokio::sync::mpsc::unbounded_channel();
     let map = federated.then(|| {
         let events = control_listener.is_some().then_some(map_events);
-        baton_shardmap::follow(replicas.clone(), events, stopped.clone())
+        baton_shardmap::follow(replicas.clone(), tls.clone(), events, stopped.clone())
     });
     let me = baton_shardmap::CellId(config.cell.id.clone());
 
@@ -155,6 +156,7 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
             sandbox_pids: c.sandbox_pids,
             worker_call_timeout: c.worker_call_timeout,
             load_report_interval: c.load_report_interval,
+            tls: tls.clone(),
         };
         let addr = listener.local_addr().map_err(|source| baton_service::BindError {
             what: "control_plane.listen",
@@ -166,7 +168,8 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
             .max_decoding_message_size(baton_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(baton_proto::MAX_MESSAGE_BYTES);
         let routes = tonic::service::Routes::new(service);
-        tasks.push(baton_service::grpc::spawn("CellControl", listener, routes, stopped.clone()));
+        let (tls, policy) = (tls.clone(), crate::access::policy);
+        tasks.push(baton_service::grpc::spawn("CellControl", listener, routes, stopped.clone(), tls, policy));
         control_addr = Some(addr);
         control_plane = Some(plane);
         store = Some(cell_store);
@@ -197,6 +200,7 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
             header_read_timeout: d.header_read_timeout,
             body_read_timeout: d.body_read_timeout,
             fence: map.clone().map(|view| crate::data_plane::fence::Fence::new(view, me.clone())),
+            tls: tls.clone(),
         };
         data_plane = Some(crate::data_plane::server::start(settings, listener, stopped.clone()).await?);
     }
@@ -209,7 +213,7 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
     // The process with the control plane registers the cell and runs what it is given.
     if let (Some(view), Some(control), Some(plane)) = (map, control_addr, control_plane.clone()) {
         let data_planes = match (&f.data_planes[..], http_addr) {
-            ([], Some(addr)) => vec![format!("http://{addr}")],
+            ([], Some(addr)) => vec![format!("{}://{addr}", tls.scheme())],
             ([], None) => return Err(ConfigError::field("federation.data_planes", "none given and none here").into()),
             (given, _) => given.to_vec(),
         };
@@ -224,7 +228,7 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
             data_planes,
             weight: f.weight.max(1),
         };
-        let shard_manager = baton_shardmap::Replicas::new(&replicas)
+        let shard_manager = baton_shardmap::Replicas::new(&replicas, &tls)
             .map_err(|e| ConfigError::field("federation.shard_manager", e.to_string()))?;
         let membership = crate::federation::Membership {
             shard_managers: shard_manager.clone(),

@@ -3,6 +3,7 @@
 //! `baton-cell` binary build on these.
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod autoscaler;
 pub mod config;
 pub mod control_plane;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use baton_cell::config::CellConfig;
 use baton_proto::cell::cell_control_client::CellControlClient;
 use baton_proto::cell::{DeleteFunctionRequest, GetFunctionRequest, ListFunctionsRequest, PutFunctionRequest};
+use baton_service::tls::{Tls, ToolCredentials};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -50,6 +51,8 @@ enum Cmd {
         /// gRPC URL of the cell's control plane.
         #[arg(long, default_value = "http://127.0.0.1:7100")]
         control_plane: String,
+        #[command(flatten)]
+        credentials: ToolCredentials,
         #[command(subcommand)]
         action: FunctionAction,
     },
@@ -67,10 +70,9 @@ enum FunctionAction {
     Delete { name: String },
 }
 
-async fn functions(control_plane: String, action: FunctionAction) -> anyhow::Result<()> {
-    let mut api = CellControlClient::connect(control_plane.clone())
-        .await
-        .with_context(|| format!("connecting to the control plane at {control_plane}"))?;
+async fn functions(control_plane: String, tls: Tls, action: FunctionAction) -> anyhow::Result<()> {
+    let channel = tls.connect_url(&control_plane).await.map_err(|e| anyhow::anyhow!("the control plane: {e}"))?;
+    let mut api = CellControlClient::new(channel);
     let show = |info: baton_proto::cell::FunctionInfo| {
         println!("{}  ready={} creating={} desired={}", info.spec_json, info.ready, info.creating, info.desired);
     };
@@ -132,8 +134,8 @@ impl Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Cmd::Functions { control_plane, action }) = cli.command {
-        return functions(control_plane, action).await;
+    if let Some(Cmd::Functions { control_plane, credentials, action }) = cli.command {
+        return functions(control_plane, credentials.tls()?, action).await;
     }
     let config: CellConfig = baton_service::load_config(cli.config.as_deref(), &cli.overrides())
         .context("loading the cell configuration")?;

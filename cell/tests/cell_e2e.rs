@@ -129,7 +129,7 @@ async fn the_readme_cli_registers_lists_and_deletes_functions() {
     cluster.start_cell().await;
     let cp = format!("http://127.0.0.1:{}", cluster.control_port);
     let run = |args: &[&str], stdin: Option<String>| {
-        let mut cmd = std::process::Command::new(bin("baton-cell"));
+        let mut cmd = baton_testkit::daemon("baton-cell");
         cmd.arg("functions").arg("--control-plane").arg(&cp).args(args);
         cmd.stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

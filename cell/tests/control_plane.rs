@@ -32,6 +32,7 @@ fn settings() -> ControlPlaneSettings {
         sandbox_pids: 64,
         worker_call_timeout: Duration::from_secs(5),
         load_report_interval: Duration::from_millis(100),
+        tls: baton_service::tls::Tls::Plaintext,
     }
 }
 
@@ -75,6 +76,7 @@ async fn bind_retrying(addr: SocketAddr) -> tokio::net::TcpListener {
 
 async fn start_worker(cp: SocketAddr, state: &std::path::Path) -> baton_worker::RunningWorker {
     let mut config = baton_worker::WorkerConfig::default();
+    config.tls.plaintext = true;
     config.worker.node_id = "emu".into();
     config.worker.runtime = baton_worker::config::RuntimeChoice::Emulated;
     config.worker.listen = "127.0.0.1:0".parse().unwrap();

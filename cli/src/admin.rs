@@ -1,37 +1,49 @@
 //! Operator commands, through the shard manager's gRPC API (`BATON_SHARD_MANAGER`; any
 //! replica: writes reach the leader).
 
-use anyhow::Context;
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{
     AddReplicaRequest, ChangeVotersRequest, CreateApiKeyRequest, GetStatusRequest, ListApiKeysRequest,
     ListCellsRequest, ListTenantsRequest, MoveFunctionRequest, PutTenantRequest, RevokeApiKeyRequest,
     SetCellStateRequest, StatusResponse,
 };
+use baton_service::tls::ToolCredentials;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use tonic::transport::Channel;
 
 use crate::output::{OutputArgs, Table, cell};
 
-/// Which shard manager.
+/// Which shard manager, and the operator's credentials for it.
 #[derive(Args)]
 pub struct ManagerArgs {
     /// gRPC URL of a shard-manager replica.
     #[arg(long, env = "BATON_SHARD_MANAGER", default_value = "http://127.0.0.1:7500")]
     shard_manager: String,
+    #[command(flatten)]
+    credentials: ToolCredentials,
 }
 
 impl ManagerArgs {
     async fn connect(&self) -> anyhow::Result<ShardManagerClient<Channel>> {
-        ShardManagerClient::connect(self.shard_manager.clone())
-            .await
-            .with_context(|| format!("connecting to the shard manager at {}", self.shard_manager))
+        let channel = self.credentials.tls()?.connect_url(&self.shard_manager).await.map_err(|e| anyhow::anyhow!(e))?;
+        Ok(ShardManagerClient::new(channel).max_decoding_message_size(baton_proto::MAX_MESSAGE_BYTES))
     }
 }
 
+/// A refusal in words: the server's message, and what the connection said where it
+/// broke (a server that requires mutual TLS says so in its GOAWAY).
 fn refused(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", status.message())
+    let mut message = status.message().to_string();
+    let mut source = std::error::Error::source(&status);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !message.contains(&cause_text) {
+            message.push_str(&format!(": {cause_text}"));
+        }
+        source = cause.source();
+    }
+    anyhow::anyhow!(message)
 }
 
 /// `baton tenants …`

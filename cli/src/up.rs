@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{CreateApiKeyRequest, ListCellsRequest, PutTenantRequest};
+use baton_service::tls::{Authority, Role, Tls};
 use clap::Args;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -177,13 +178,17 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     std::fs::create_dir_all(&logs)?;
 
+    let pki = Pki::create(&run_dir.join("tls"))?;
     let sm_port = port_or_free(args.shard_manager_port)?;
     let sm_url = format!("http://127.0.0.1:{sm_port}");
     processes.spawn(
         "shard-manager",
-        Command::new(bin("baton-shard-manager")?)
-            .args(["--listen", &format!("127.0.0.1:{sm_port}"), "--admin-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(run_dir.join("shard-manager")),
+        pki.give(
+            Command::new(bin("baton-shard-manager")?)
+                .args(["--listen", &format!("127.0.0.1:{sm_port}"), "--admin-listen", "127.0.0.1:0", "--data-dir"])
+                .arg(run_dir.join("shard-manager")),
+            Role::ShardManager,
+        ),
         &logs,
     )?;
     wait_port(sm_port, "the shard manager", processes).await?;
@@ -191,10 +196,12 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
     // Chosen now: the workers let sandboxes call functions through it.
     let router_port = port_or_free(args.port)?;
     for i in 1..=args.cells {
-        let peers = Peers { sm_url: &sm_url, router_port };
+        let peers = Peers { sm_url: &sm_url, router_port, pki: &pki };
         start_cell(i, args, &peers, &run_dir, &logs, &bin, processes).await?;
     }
-    let mut sm = ShardManagerClient::connect(sm_url.clone()).await.context("connecting to the shard manager")?;
+    let operator = pki.tls(Role::Operator)?;
+    let channel = operator.connect_url(&sm_url).await.map_err(|e| anyhow::anyhow!("the shard manager: {e}"))?;
+    let mut sm = ShardManagerClient::new(channel);
     wait_cells(&mut sm, args.cells.into(), processes).await?;
     let request = PutTenantRequest {
         name: "dev".into(),
@@ -213,16 +220,26 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
 
     processes.spawn(
         "router",
-        Command::new(bin("baton-router")?)
-            .args(["--listen", &format!("127.0.0.1:{router_port}"), "--admin-listen", "127.0.0.1:0"])
-            .args(["--shard-managers", &sm_url]),
+        pki.give(
+            Command::new(bin("baton-router")?)
+                .args(["--listen", &format!("127.0.0.1:{router_port}"), "--admin-listen", "127.0.0.1:0"])
+                .args(["--shard-managers", &sm_url]),
+            Role::Router,
+        ),
         &logs,
     )?;
     wait_port(router_port, "the router", processes).await?;
     let url = format!("http://127.0.0.1:{router_port}");
     deploy_samples(&url, &key, &bin, processes).await?;
 
-    let env = format!("export BATON_URL={url}\nexport BATON_API_KEY={key}\nexport BATON_SHARD_MANAGER={sm_url}\n");
+    let (cert, key_file) = pki.files(Role::Operator);
+    let env = format!(
+        "export BATON_URL={url}\nexport BATON_API_KEY={key}\nexport BATON_SHARD_MANAGER={sm_url}\n\
+         export BATON_CA={}\nexport BATON_CERT={}\nexport BATON_KEY={}\n",
+        pki.ca().display(),
+        cert.display(),
+        key_file.display()
+    );
     let env_file = home.join("env");
     write_private(&env_file, &env).with_context(|| format!("writing {}", env_file.display()))?;
     println!("baton is up: {} cells, a router on {url}, tenant dev with echo and spin.\n", args.cells);
@@ -259,6 +276,8 @@ struct Peers<'a> {
     sm_url: &'a str,
     /// The router's port (sandboxes may call functions through it).
     router_port: u16,
+    /// The certificates.
+    pki: &'a Pki,
 }
 
 async fn start_cell(
@@ -285,7 +304,8 @@ async fn start_cell(
             sm_url = peers.sm_url
         ),
     )?;
-    processes.spawn(&id, Command::new(bin("baton-cell")?).arg("--config").arg(&cell_toml), logs)?;
+    let mut cell = Command::new(bin("baton-cell")?);
+    processes.spawn(&id, peers.pki.give(cell.arg("--config").arg(&cell_toml), Role::Cell), logs)?;
     wait_port(control, &id, processes).await?;
     let first = args.sandbox_ports + 1000 * (i - 1);
     let worker_toml = run_dir.join(format!("{id}-worker.toml"));
@@ -307,10 +327,56 @@ async fn start_cell(
     )?;
     processes.spawn(
         &format!("{id}-worker"),
-        Command::new(bin("baton-worker")?).arg("--config").arg(&worker_toml),
+        peers.pki.give(Command::new(bin("baton-worker")?).arg("--config").arg(&worker_toml), Role::Worker),
         logs,
     )?;
     wait_port(worker, &format!("{id}'s worker"), processes).await
+}
+
+/// The private authority of one `baton up` and a certificate per role, under
+/// `$BATON_HOME/run/tls/` (removed with the run folder): every connection between its
+/// processes is mutual TLS, and the CLI gets the operator's through `$BATON_HOME/env`.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn create(dir: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let authority = Authority::generate("baton up")?;
+        std::fs::write(dir.join("ca.pem"), authority.cert_pem())?;
+        for role in [Role::ShardManager, Role::Cell, Role::Worker, Role::Router, Role::Operator] {
+            let issued = authority.issue(role, &["127.0.0.1", "localhost"])?;
+            std::fs::write(dir.join(format!("{}.pem", role.as_str())), issued.cert_pem)?;
+            write_private(&dir.join(format!("{}.key", role.as_str())), &issued.key_pem)?;
+        }
+        // The authority's key is not kept: nothing issues certificates after start.
+        Ok(Self { dir: dir.to_path_buf() })
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn files(&self, role: Role) -> (PathBuf, PathBuf) {
+        (self.dir.join(format!("{}.pem", role.as_str())), self.dir.join(format!("{}.key", role.as_str())))
+    }
+
+    /// `command` with the `[tls]` of `role` in its environment.
+    fn give<'c>(&self, command: &'c mut Command, role: Role) -> &'c mut Command {
+        let (cert, key) = self.files(role);
+        command
+            .env("BATON_TLS__CA", self.ca())
+            .env("BATON_TLS__CERT", cert)
+            .env("BATON_TLS__KEY", key)
+            .env_remove("BATON_TLS__PLAINTEXT")
+    }
+
+    fn tls(&self, role: Role) -> anyhow::Result<Tls> {
+        let (cert, key) = self.files(role);
+        Ok(Tls::for_tool(Some(&self.ca()), Some(&cert), Some(&key), role)?)
+    }
 }
 
 /// Whether the workers filter their sandboxes' connections: always where `nft` runs; on a

@@ -30,3 +30,53 @@ pub use ids::{IdError, MAX_ID_LEN, NodeId, SandboxId};
 /// raft snapshot chunk travels as JSON. Every server and client of the shard-map,
 /// catalog, raft and cell-routing streams sets this limit.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// The `.proto` sources, as compiled: (package, text).
+const PROTOS: [(&str, &str); 4] = [
+    ("baton.worker.v1", include_str!("../proto/worker.proto")),
+    ("baton.cell.v1", include_str!("../proto/cell_control.proto")),
+    ("baton.raft.v1", include_str!("../proto/raft.proto")),
+    ("baton.shard.v1", include_str!("../proto/shard_manager.proto")),
+];
+
+/// The gRPC paths (`/package.Service/Method`) of every method of `service` (a full name
+/// such as `baton.worker.v1.Worker`), read from the `.proto` files: what a server's access
+/// policy must cover.
+pub fn methods(service: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    for (package, text) in PROTOS {
+        let mut current = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("service ") {
+                current = rest.split_whitespace().next().map(|name| format!("{package}.{name}"));
+            } else if let Some(rest) = line.strip_prefix("rpc ")
+                && current.as_deref() == Some(service)
+            {
+                let name = rest.split('(').next().unwrap_or_default().trim();
+                paths.push(format!("/{service}/{name}"));
+            }
+        }
+    }
+    paths
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn methods_are_read_from_the_protos() {
+        let worker = super::methods("baton.worker.v1.Worker");
+        assert_eq!(
+            worker,
+            [
+                "/baton.worker.v1.Worker/CreateSandbox",
+                "/baton.worker.v1.Worker/DeleteSandbox",
+                "/baton.worker.v1.Worker/ListSandboxes"
+            ]
+        );
+        assert_eq!(super::methods("baton.shard.v1.ShardManager").len(), 20);
+        assert!(
+            super::methods("baton.raft.v1.RaftTransport").contains(&"/baton.raft.v1.RaftTransport/Vote".to_string())
+        );
+        assert!(super::methods("nope").is_empty());
+    }
+}

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use baton_service::LoggingConfig;
+use baton_service::tls::TlsConfig;
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration.
@@ -17,6 +18,9 @@ use serde::{Deserialize, Serialize};
 pub struct RouterConfig {
     /// The router itself.
     pub router: RouterSection,
+    /// Mutual TLS to the shard managers and the cells' data planes (a certificate of role
+    /// `router`). The tenant API itself is plain HTTP: put a TLS terminator in front.
+    pub tls: TlsConfig,
     /// Logging.
     pub log: LoggingConfig,
 }

@@ -7,22 +7,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use baton_service::tls::Tls;
 use baton_shardmap::MapView;
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::config::RouterSection;
 
 /// The pooled client to the cells' data planes.
-pub type Upstream = Client<HttpConnector, Full<Bytes>>;
+pub type Upstream = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// A client with keep-alive connections and TCP_NODELAY.
-pub fn upstream() -> Upstream {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(hyper_util::rt::TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+/// A client with keep-alive connections and TCP_NODELAY; with mutual TLS it calls only
+/// `https` data planes and presents the router's certificate, which is what lets a data
+/// plane trust the `X-Baton-*` headers the router sets.
+pub fn upstream(tls: &Tls) -> Upstream {
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(tls.http_connector())
 }
 
 /// Everything a request needs, shared by every connection.

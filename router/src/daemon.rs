@@ -72,10 +72,11 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
         let most = baton_model::function::MAX_SPEC_BYTES;
         return Err(ConfigError::field("router.max_spec_bytes", format!("is more than a spec may be ({most})")).into());
     }
-    let manager = baton_shardmap::Replicas::new(&section.shard_managers)
+    let tls = baton_service::tls::Tls::load(&config.tls, baton_service::tls::Role::Router)?;
+    let manager = baton_shardmap::Replicas::new(&section.shard_managers, &tls)
         .map_err(|e| ConfigError::field("router.shard_managers", e.to_string()))?;
     let (stop, stopped) = watch::channel(false);
-    let view = baton_shardmap::follow(section.shard_managers.clone(), None, stopped.clone());
+    let view = baton_shardmap::follow(section.shard_managers.clone(), tls.clone(), None, stopped.clone());
     let addr = listeners.http.local_addr().map_err(|source| baton_service::BindError {
         what: "router.listen",
         addr: section.listen,
@@ -105,7 +106,7 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
     let router = Router {
         view,
         manager: Arc::new(manager),
-        upstream: crate::context::upstream(),
+        upstream: crate::context::upstream(&tls),
         config: Arc::new(section),
         seen: Arc::default(),
     };
@@ -113,7 +114,8 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
         let router = router.clone();
         async move { router.handle(req).await }
     };
-    tasks.push(tokio::spawn(baton_service::http::serve(listeners.http, handler, stopped, drain, header_read)));
+    let public = baton_service::http::Access::public("router");
+    tasks.push(tokio::spawn(baton_service::http::serve(listeners.http, public, handler, stopped, drain, header_read)));
     tracing::info!(%addr, %admin_addr, "router started");
     Ok(RunningRouter { addr, admin_addr, stop, tasks })
 }

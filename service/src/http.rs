@@ -7,6 +7,8 @@ use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
+use crate::tls::{Role, Tls};
+
 /// A response body: an upstream's streamed through, or one of ours.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -111,14 +113,37 @@ pub fn function_path(path: &str) -> Option<(&str, &str)> {
     (!name.is_empty()).then_some((name, rest))
 }
 
-/// Serves HTTP/1.1 and h2c on `listener` with `handler` until `stop` turns true, then
-/// gives in-flight requests up to `drain` to finish. Accepted sockets get TCP_NODELAY. A
-/// connection whose request headers do not all arrive within `header_read` is closed,
-/// and so is a keep-alive connection idle that long (hyper's header-read timer starts
-/// again after each answer). A request line ending in a bare LF is refused with `400
-/// bad_framing` and the connection closed ([`crate::framing`]).
+/// Who may use an HTTP server and how connections are accepted.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The server's name, in metrics and logs.
+    pub what: &'static str,
+    /// Mutual TLS, or plaintext.
+    pub tls: Tls,
+    /// The roles whose certificates it serves (with mutual TLS); everyone else's requests
+    /// are answered `403 forbidden_caller`.
+    pub allowed: &'static [Role],
+}
+
+impl Access {
+    /// A server open to anyone who reaches it, plaintext (the router's tenant API, which
+    /// checks API keys itself).
+    pub fn public(what: &'static str) -> Self {
+        Self { what, tls: Tls::Plaintext, allowed: &[] }
+    }
+}
+
+/// Serves HTTP/1.1 and h2c (h2 over TLS) on `listener` with `handler` until `stop` turns
+/// true, then gives in-flight requests up to `drain` to finish. Connections are accepted
+/// as `access` says ([`crate::tls::incoming`]): with mutual TLS, a caller whose role is not
+/// allowed gets `403 forbidden_caller` for every request and the handler never sees them.
+/// Accepted sockets get TCP_NODELAY. A connection whose request headers do not all arrive
+/// within `header_read` is closed, and so is a keep-alive connection idle that long
+/// (hyper's header-read timer starts again after each answer). A request line ending in a
+/// bare LF is refused with `400 bad_framing` and the connection closed ([`crate::framing`]).
 pub async fn serve<H, F>(
     listener: tokio::net::TcpListener,
+    access: Access,
     handler: H,
     mut stop: tokio::sync::watch::Receiver<bool>,
     drain: std::time::Duration,
@@ -128,37 +153,54 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_stream::StreamExt;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_read);
+    let (what, allowed) = (access.what, access.allowed);
+    let mut incoming = crate::tls::incoming(listener, access.tls, what);
     loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
+        let accepted = tokio::select! {
+            accepted = incoming.next() => match accepted {
+                Some(Ok(accepted)) => accepted,
+                Some(Err(_)) => continue,
+                None => break,
             },
             _ = stop.wait_for(|s| *s) => break,
         };
-        let _ = stream.set_nodelay(true);
+        let peer = accepted.peer;
         let handler = handler.clone();
+        let admitted = peer.caller.may(allowed);
+        if !admitted && let Some(remote) = peer.remote {
+            crate::tls::refused(what, "role", remote, "http");
+        }
         let service = hyper::service::service_fn(move |req| {
-            let answer = handler(req);
-            async move { Ok::<_, std::convert::Infallible>(answer.await) }
+            let answer = admitted.then(|| handler(req));
+            async move {
+                Ok::<_, std::convert::Infallible>(match answer {
+                    Some(answer) => answer.await,
+                    None => forbidden(what, allowed, peer.caller),
+                })
+            }
         });
-        let stream = crate::framing::StrictFraming::new(stream);
+        let stream = crate::framing::StrictFraming::new(accepted);
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let watched = graceful.watch(connection);
         tokio::spawn(async move {
             let _ = watched.await;
         });
     }
-    drop(listener);
+    drop(incoming);
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("in-flight requests did not finish within {drain:?}; closing them");
     }
+}
+
+fn forbidden(what: &str, allowed: &[Role], caller: crate::tls::Caller) -> Response<Body> {
+    let roles: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+    let message =
+        format!("the {what} serves only callers of role {}; this caller is {}", roles.join(" or "), caller.describe());
+    error_response(StatusCode::FORBIDDEN, "forbidden_caller", &message)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use baton_proto::shard::{
     PutFunctionRequest, PutFunctionsRequest, PutTenantRequest, RegisterCellRequest, WatchShardMapRequest,
 };
 use baton_shardmap::MapEvent;
-use baton_testkit::{bin, free_port, start_shard_manager};
+use baton_testkit::{free_port, start_shard_manager};
 use tokio::sync::Semaphore;
 
 const SPEC: &str = r#"{"executable":"/usr/bin/true"}"#;
@@ -99,7 +99,7 @@ async fn main() {
 
     // A real router following the map, and the router's follower code in this process.
     let (router_port, router_admin) = (free_port(), free_port());
-    let mut router = std::process::Command::new(bin("baton-router"))
+    let mut router = baton_testkit::daemon("baton-router")
         .args(["--listen", &format!("127.0.0.1:{router_port}"), "--admin-listen", &format!("127.0.0.1:{router_admin}")])
         .args(["--shard-managers", &url])
         .env("BATON_LOG__FILTER", "warn")
@@ -108,7 +108,7 @@ async fn main() {
         .unwrap();
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let (_stop_follower, stopped) = tokio::sync::watch::channel(false);
-    let view = baton_shardmap::follow(vec![url.clone()], Some(events_tx), stopped);
+    let view = baton_shardmap::follow(vec![url.clone()], baton_service::tls::Tls::Plaintext, Some(events_tx), stopped);
     while !view.synced() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

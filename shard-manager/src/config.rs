@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use baton_service::tls::TlsConfig;
 use baton_service::{ConfigError, LoggingConfig};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,8 @@ pub struct ShardManagerConfig {
     pub cells: CellsSection,
     /// What tenants' functions may run.
     pub functions: FunctionsSection,
+    /// Mutual TLS with every caller and peer (a certificate of role `shard-manager`).
+    pub tls: TlsConfig,
     /// Logging.
     pub log: LoggingConfig,
 }

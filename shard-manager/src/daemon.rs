@@ -123,7 +123,8 @@ pub async fn start(config: ShardManagerConfig, listeners: Listeners) -> Result<R
         ..Default::default()
     };
     let raft_config = Arc::new(raft_config.validate().map_err(|e| ConfigError::field("raft", e.to_string()))?);
-    let network = Network::default();
+    let tls = baton_service::tls::Tls::load(&config.tls, baton_service::tls::Role::ShardManager)?;
+    let network = Network::new(tls.clone());
     let raft = Raft::new(node.id, raft_config, network.clone(), log, sm.clone())
         .await
         .map_err(|e| StartError::Raft(format!("starting: {e}")))?;
@@ -146,7 +147,7 @@ pub async fn start(config: ShardManagerConfig, listeners: Listeners) -> Result<R
     let mut tasks = vec![
         baton_service::shutdown::spawn_until(stopped.clone(), detector),
         baton_service::shutdown::spawn_until(stopped.clone(), rebalancer),
-        baton_service::grpc::spawn("ShardManager", listeners.grpc, routes, stopped.clone()),
+        baton_service::grpc::spawn("ShardManager", listeners.grpc, routes, stopped.clone(), tls, crate::access::policy),
         admin.spawn(stopped.clone()),
     ];
 

@@ -2,6 +2,7 @@
 //! membership, failover and rebalancing over a raft-replicated federation state, served
 //! over gRPC (the ShardManager API and the shard-map stream) by `baton-shard-manager`.
 
+pub mod access;
 pub mod admission;
 pub mod config;
 pub mod daemon;

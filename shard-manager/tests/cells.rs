@@ -3,13 +3,13 @@
 //! down once silent past the heartbeat timeout; restarted, it registers again and is
 //! active.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{WatchShardMapRequest, shard_map_event};
 use baton_shardmap::{CellState, MapSnapshot};
-use baton_testkit::{Proc, bin, free_port, start_shard_manager};
+use baton_testkit::{Proc, free_port, start_shard_manager};
 use tonic::transport::Channel;
 
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -51,7 +51,7 @@ struct CellProcess {
 
 fn start_cell(dir: &std::path::Path, id: &str, shard_manager: u16) -> CellProcess {
     let (control, http) = (free_port(), free_port());
-    let child = Command::new(bin("baton-cell"))
+    let child = baton_testkit::daemon("baton-cell")
         .args(["--id", id, "--listen", &format!("127.0.0.1:{control}"), "--http-listen", &format!("127.0.0.1:{http}")])
         .args(["--admin-listen", "127.0.0.1:0", "--store-path"])
         .arg(dir.join(format!("{id}.redb")))

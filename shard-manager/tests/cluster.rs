@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use baton_model::Epoch;
@@ -16,7 +16,7 @@ use baton_proto::shard::{
     shard_map_event,
 };
 use baton_shardmap::MapSnapshot;
-use baton_testkit::{Proc, bin, free_port, wait_port};
+use baton_testkit::{Proc, free_port, wait_port};
 use support::cell;
 use tonic::transport::Channel;
 
@@ -75,7 +75,7 @@ async fn sigkill_the_leader(replicas: usize) {
     let mut procs = BTreeMap::new();
     for (i, port) in ports.iter().enumerate() {
         let id = i as u64 + 1;
-        let child = Command::new(bin("baton-shard-manager"))
+        let child = baton_testkit::daemon("baton-shard-manager")
             .args(["--id", &id.to_string(), "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path().join(format!("node-{id}")))
@@ -133,7 +133,7 @@ async fn sigkill_the_leader(replicas: usize) {
 }
 
 fn replica(dir: &std::path::Path, id: u64, port: u16, join: bool) -> Proc {
-    let mut command = Command::new(bin("baton-shard-manager"));
+    let mut command = baton_testkit::daemon("baton-shard-manager");
     command
         .args(["--id", &id.to_string(), "--listen", &format!("127.0.0.1:{port}"), "--admin-listen", "127.0.0.1:0"])
         .arg("--data-dir")

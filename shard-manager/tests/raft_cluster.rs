@@ -31,7 +31,15 @@ async fn replica(id: u64, listener: tokio::net::TcpListener) -> Replica {
         election_timeout_max: 300,
         ..Default::default()
     };
-    let raft = Raft::new(id, Arc::new(config.validate().unwrap()), Network::default(), log, sm.clone()).await.unwrap();
+    let raft = Raft::new(
+        id,
+        Arc::new(config.validate().unwrap()),
+        Network::new(baton_service::tls::Tls::Plaintext),
+        log,
+        sm.clone(),
+    )
+    .await
+    .unwrap();
     let service = RaftTransportServer::new(TransportService::new(raft.clone(), raft::Proposer::new(raft.clone())));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let server = tokio::spawn(async move {
@@ -107,8 +115,10 @@ async fn three_replicas_elect_replicate_and_survive_losing_the_leader() {
 
     // A write sent to a follower reaches the leader and commits everywhere.
     let follower = replicas.iter().find(|r| r.id != leader).unwrap();
-    let outcome =
-        Network::default().write(&raft::Proposer::new(follower.raft.clone()), tenant("initech")).await.unwrap();
+    let outcome = Network::new(baton_service::tls::Tls::Plaintext)
+        .write(&raft::Proposer::new(follower.raft.clone()), tenant("initech"))
+        .await
+        .unwrap();
     assert_eq!(outcome, Outcome::Applied { epoch: Epoch(2), generation: None, created: false });
     let deadline = Instant::now() + Duration::from_secs(5);
     for r in &replicas {

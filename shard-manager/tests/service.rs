@@ -53,7 +53,7 @@ async fn start_with(
     let addr = listener.local_addr().unwrap();
     let (log, sm) = raft::open(&dir.path().join("raft.redb")).unwrap();
     let config = Arc::new(openraft::Config::default().validate().unwrap());
-    let network = Network::default();
+    let network = Network::new(baton_service::tls::Tls::Plaintext);
     let node = Raft::new(1, config, network.clone(), log, sm.clone()).await.unwrap();
     node.initialize(BTreeMap::from([(1, BasicNode::new(addr.to_string()))])).await.unwrap();
     node.wait(Some(Duration::from_secs(5))).current_leader(1, "leader").await.unwrap();
@@ -525,14 +525,14 @@ async fn a_large_map_and_catalog_reach_their_readers() {
         api.put_functions(PutFunctionsRequest { functions, min_epoch: 0 }).await.unwrap();
     }
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-    let view = baton_shardmap::follow(vec![url.clone()], None, stop);
+    let view = baton_shardmap::follow(vec![url.clone()], baton_service::tls::Tls::Plaintext, None, stop);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !view.synced() {
         assert!(Instant::now() < deadline, "no snapshot of the large map arrived");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(view.read().assigned(), FUNCTIONS);
-    let replicas = baton_shardmap::Replicas::new(&[url]).unwrap();
+    let replicas = baton_shardmap::Replicas::new(&[url], &baton_service::tls::Tls::Plaintext).unwrap();
     let request = ListFunctionsRequest { tenant: String::new(), cell: "c1".into(), min_epoch: 0 };
     let listed = replicas.call(request, |mut c, r| async move { c.list_functions(r).await }).await.unwrap();
     assert_eq!(listed.functions.len(), FUNCTIONS);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{WatchShardMapRequest, shard_map_event};
+use baton_service::tls::Tls;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
 
@@ -71,21 +72,24 @@ impl MapView {
     }
 }
 
-/// Starts following the map served by `replicas` (gRPC URLs, tried in turn) until `stop`
-/// turns true. `events`, when given, receives every snapshot and delta after it is applied.
+/// Starts following the map served by `replicas` (gRPC URLs, tried in turn, connected
+/// with `tls`) until `stop` turns true. `events`, when given, receives every snapshot and
+/// delta after it is applied.
 pub fn follow(
     replicas: Vec<String>,
+    tls: Tls,
     events: Option<mpsc::UnboundedSender<MapEvent>>,
     stop: watch::Receiver<bool>,
 ) -> MapView {
     let (tx, epoch) = watch::channel(None);
     let view = MapView { map: Arc::default(), epoch };
-    tokio::spawn(run(replicas, view.map.clone(), tx, events, stop));
+    tokio::spawn(run(replicas, tls, view.map.clone(), tx, events, stop));
     view
 }
 
 async fn run(
     replicas: Vec<String>,
+    tls: Tls,
     map: Arc<RwLock<ShardMap>>,
     epoch: watch::Sender<Option<Epoch>>,
     events: Option<mpsc::UnboundedSender<MapEvent>>,
@@ -93,7 +97,7 @@ async fn run(
 ) {
     let mut backoff = Duration::from_millis(50);
     for replica in replicas.iter().cycle() {
-        let subscription = subscribe(replica, &map, &epoch, events.as_ref());
+        let subscription = subscribe(replica, &tls, &map, &epoch, events.as_ref());
         let ended = tokio::select! {
             ended = subscription => ended,
             _ = stop.wait_for(|s| *s) => return,
@@ -116,21 +120,23 @@ async fn run(
 /// Follows one replica until its stream ends or breaks. `Ok` if a snapshot was applied.
 async fn subscribe(
     replica: &str,
+    tls: &Tls,
     map: &RwLock<ShardMap>,
     epoch: &watch::Sender<Option<Epoch>>,
     events: Option<&mpsc::UnboundedSender<MapEvent>>,
 ) -> Result<(), String> {
-    let channel = Endpoint::from_shared(replica.to_string())
+    let endpoint = Endpoint::from_shared(replica.to_string())
         .map_err(|e| format!("{replica:?} is not a URL: {e}"))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(1))
         // A replica that hangs without closing the connection is noticed and left.
         .http2_keep_alive_interval(Duration::from_secs(2))
         .keep_alive_timeout(Duration::from_secs(3))
-        .keep_alive_while_idle(true)
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+        .keep_alive_while_idle(true);
+    let channel = tls.connect(&endpoint).await.map_err(|e| match std::error::Error::source(&e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    })?;
     let mut stream = ShardManagerClient::new(channel)
         .max_decoding_message_size(baton_proto::MAX_MESSAGE_BYTES)
         .watch_shard_map(WatchShardMapRequest {})

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
+use baton_service::tls::Tls;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -40,8 +41,8 @@ pub enum ReplicasError {
 }
 
 impl Replicas {
-    /// Clients of `replicas` (gRPC URLs), connected lazily.
-    pub fn new(replicas: &[String]) -> Result<Self, ReplicasError> {
+    /// Clients of `replicas` (gRPC URLs), connected lazily with `tls`.
+    pub fn new(replicas: &[String], tls: &Tls) -> Result<Self, ReplicasError> {
         if replicas.is_empty() {
             return Err(ReplicasError::None);
         }
@@ -50,15 +51,15 @@ impl Replicas {
             .map(|url| {
                 let endpoint = Endpoint::from_shared(url.clone())
                     .map_err(|e| ReplicasError::NotAUrl { url: url.clone(), reason: e.to_string() })?;
-                let channel = endpoint
+                let endpoint = endpoint
                     .tcp_nodelay(true)
                     .connect_timeout(Duration::from_secs(1))
                     .timeout(Duration::from_secs(10))
                     // A hung replica's connection is dropped, so calls move on to the next.
                     .http2_keep_alive_interval(Duration::from_secs(2))
                     .keep_alive_timeout(Duration::from_secs(3))
-                    .keep_alive_while_idle(true)
-                    .connect_lazy();
+                    .keep_alive_while_idle(true);
+                let channel = tls.channel(&endpoint);
                 Ok(ShardManagerClient::new(channel)
                     .max_decoding_message_size(baton_proto::MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(baton_proto::MAX_MESSAGE_BYTES))
@@ -126,7 +127,8 @@ mod tests {
     #[tokio::test]
     async fn each_call_has_one_request_id_across_its_attempts() {
         // Never connected: the attempts below answer without calling.
-        let replicas = Replicas::new(&["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()]).unwrap();
+        let urls = ["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()];
+        let replicas = Replicas::new(&urls, &Tls::Plaintext).unwrap();
         let seen = std::sync::Mutex::new(Vec::new());
         let attempt = |_client, request: tonic::Request<()>| {
             let id = request.metadata().get(baton_model::headers::REQUEST_ID).map(|v| v.to_str().unwrap().to_string());

@@ -20,6 +20,12 @@ pub trait FederationApi {
     /// `http://ROUTER{path}` on router `router`.
     fn router_url(&self, router: usize, path: &str) -> String;
 
+    /// The credentials a test's operator client connects with (plaintext unless the
+    /// federation runs with mutual TLS).
+    fn operator_tls(&self) -> baton_service::tls::Tls {
+        baton_service::tls::Tls::Plaintext
+    }
+
     /// Every replica's URL, comma-separated (as cells and routers take them).
     fn manager_url(&self) -> String {
         self.manager_urls().join(",")
@@ -31,7 +37,8 @@ pub trait FederationApi {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             for url in self.manager_urls() {
-                let Ok(mut client) = ShardManagerClient::connect(url).await else { continue };
+                let Ok(channel) = self.operator_tls().connect_url(&url).await else { continue };
+                let mut client = ShardManagerClient::new(channel);
                 if client.get_status(GetStatusRequest {}).await.is_ok_and(|s| s.into_inner().leader_id != 0) {
                     return client;
                 }

@@ -1,9 +1,9 @@
 //! A federation of real processes: one `baton-shard-manager`, cells (each a `baton-cell`
 //! with one process-runtime `baton-worker`) registered with it, and `baton-router`s.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use crate::{Cluster, FederationApi, Proc, bin, free_port, wait_port};
+use crate::{Cluster, FederationApi, Proc, free_port, wait_port};
 
 /// A router process.
 pub struct RouterProc {
@@ -56,7 +56,7 @@ async fn start_replica(
     env: &[(&str, &str)],
     admin_port: u16,
 ) -> Proc {
-    let mut command = Command::new(bin("baton-shard-manager"));
+    let mut command = crate::daemon("baton-shard-manager");
     command
         .args(["--id", &id.to_string(), "--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
@@ -155,7 +155,7 @@ impl Federation {
     pub async fn start_router(&mut self, shard_manager: Option<String>, key: &str) -> usize {
         let (port, admin_port) = (free_port(), free_port());
         let proc = Proc(
-            Command::new(bin("baton-router"))
+            crate::daemon("baton-router")
                 .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin_port}")])
                 .args(["--shard-managers", &shard_manager.unwrap_or_else(|| self.manager_url())])
                 .env("BATON_LOG__FILTER", "warn")

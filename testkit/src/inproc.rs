@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use baton_cell::daemon::RunningCell;
 use baton_proto::cell::cell_control_client::CellControlClient;
 use baton_router::daemon::RunningRouter;
+use baton_service::tls::{Role, Tls};
 use baton_shard_manager::daemon::RunningShardManager;
 use baton_worker::RunningWorker;
 use tokio::net::TcpListener;
@@ -29,6 +30,7 @@ pub struct Builder {
     cell: serde_json::Value,
     worker: serde_json::Value,
     emulated: Option<String>,
+    pki: Option<crate::Pki>,
 }
 
 impl Builder {
@@ -47,7 +49,16 @@ impl Builder {
             cell: serde_json::json!({}),
             worker: serde_json::json!({}),
             emulated: None,
+            pki: None,
         }
+    }
+
+    /// Every connection between the federation's processes over mutual TLS, each with a
+    /// certificate of its role from a private authority ([`InProcess::pki`]); data planes
+    /// then serve `https` to routers only.
+    pub fn tls(mut self) -> Self {
+        self.pki = Some(crate::Pki::new());
+        self
     }
 
     /// Worker settings merged over the builder's (as its TOML, in JSON), for every worker.
@@ -108,6 +119,7 @@ impl Builder {
             cell_settings: self.cell,
             worker_settings: self.worker,
             emulated: self.emulated,
+            pki: self.pki,
         };
         let mut bound = Vec::new();
         for _ in 0..self.replicas {
@@ -129,6 +141,7 @@ impl Builder {
                 "initial_members": members,
             }});
             crate::merge(&mut settings, node);
+            federation.give_tls(&mut settings, Role::ShardManager);
             let config = config(settings);
             let listeners = baton_shard_manager::daemon::Listeners { grpc, admin: any_port().await };
             federation.replicas.push(Some(baton_shard_manager::daemon::start(config, listeners).await.unwrap()));
@@ -149,18 +162,20 @@ pub struct InProcessCell {
     /// Its workers.
     pub workers: Vec<RunningWorker>,
     cgroup_parents: Vec<String>,
+    operator: Tls,
 }
 
 impl InProcessCell {
-    /// A client of its control plane.
+    /// A client of its control plane (as an operator, where the federation runs TLS).
     pub async fn api(&self) -> CellControlClient<Channel> {
         let addr = self.cell.control_addr.expect("an in-process cell runs its control plane");
-        CellControlClient::connect(format!("http://{addr}")).await.unwrap()
+        CellControlClient::new(self.operator.connect_url(&format!("http://{addr}")).await.unwrap())
     }
 
-    /// `http://DATA_PLANE{path}`.
+    /// `http://DATA_PLANE{path}` (`https` where the federation runs TLS).
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.cell.http_addr.expect("an in-process cell runs its data plane"))
+        let addr = self.cell.http_addr.expect("an in-process cell runs its data plane");
+        format!("{}://{addr}{path}", self.operator.scheme())
     }
 }
 
@@ -196,9 +211,14 @@ pub struct InProcess {
     cell_settings: serde_json::Value,
     worker_settings: serde_json::Value,
     emulated: Option<String>,
+    pki: Option<crate::Pki>,
 }
 
 impl FederationApi for InProcess {
+    fn operator_tls(&self) -> Tls {
+        self.pki.as_ref().map_or(Tls::Plaintext, |pki| pki.tls(Role::Operator))
+    }
+
     fn manager_urls(&self) -> Vec<String> {
         self.replicas.iter().flatten().map(|r| format!("http://{}", r.addr)).collect()
     }
@@ -209,6 +229,19 @@ impl FederationApi for InProcess {
 }
 
 impl InProcess {
+    /// The federation's authority and certificates, where it runs with mutual TLS.
+    pub fn pki(&self) -> Option<&crate::Pki> {
+        self.pki.as_ref()
+    }
+
+    /// Puts the `[tls]` of `role` into a daemon's `settings`, where the federation runs TLS.
+    fn give_tls(&self, settings: &mut serde_json::Value, role: Role) {
+        if let Some(pki) = &self.pki {
+            let tls = serde_json::to_value(pki.config(role)).expect("a TLS config serializes");
+            crate::merge(settings, serde_json::json!({ "tls": tls }));
+        }
+    }
+
     /// Starts cell `cell-N` and its workers, and waits until the shard manager has it
     /// active.
     pub async fn add_cell(&mut self) -> &InProcessCell {
@@ -228,11 +261,14 @@ impl InProcess {
             "federation": {"shard_manager": self.manager_url(), "heartbeat_interval": "100ms"},
         });
         crate::merge(&mut settings, self.cell_settings.clone());
+        self.give_tls(&mut settings, Role::Cell);
         let config: baton_cell::config::CellConfig = config(settings);
         let listeners = baton_cell::daemon::Listeners::bind(&config).await.unwrap();
         let cell = baton_cell::daemon::start(config, listeners).await.unwrap();
         let control = cell.control_addr.expect("role all");
-        let mut added = InProcessCell { id: id.clone(), cell, workers: Vec::new(), cgroup_parents: Vec::new() };
+        let operator = self.operator_tls();
+        let mut added =
+            InProcessCell { id: id.clone(), cell, workers: Vec::new(), cgroup_parents: Vec::new(), operator };
         for w in 1..=self.workers_per_cell {
             let name = format!("{id}-w{w}");
             let parent = format!("baton-inproc-{name}-{}", std::process::id());
@@ -279,6 +315,7 @@ impl InProcess {
             );
         }
         crate::merge(&mut settings, self.worker_settings.clone());
+        self.give_tls(&mut settings, Role::Worker);
         baton_worker::bind_and_start(config(settings)).await.unwrap()
     }
 
@@ -297,7 +334,8 @@ impl InProcess {
             "shard_managers": self.manager_urls(),
         });
         crate::merge(&mut router, settings);
-        let settings = serde_json::json!({ "router": router });
+        let mut settings = serde_json::json!({ "router": router });
+        self.give_tls(&mut settings, Role::Router);
         let listeners = baton_router::daemon::Listeners { http: any_port().await, admin: any_port().await };
         let running = baton_router::daemon::start(config(settings), listeners).await.unwrap();
         self.routers.push(InProcessRouter { addr: running.addr, admin_addr: running.admin_addr, running });
@@ -363,10 +401,16 @@ impl Drop for InProcess {
 }
 
 /// A daemon's configuration: its defaults with `settings` (its TOML, in JSON) on top.
-fn config<C>(settings: serde_json::Value) -> C
+///
+/// Without a `tls` section of its own it runs plaintext, as most tests do; a federation
+/// built with [`Builder::tls`] gives each daemon its certificate.
+fn config<C>(mut settings: serde_json::Value) -> C
 where
     C: serde::de::DeserializeOwned + serde::Serialize + Default,
 {
+    if let Some(fields) = settings.as_object_mut() {
+        fields.entry("tls").or_insert_with(|| serde_json::json!({"plaintext": true}));
+    }
     baton_service::load_config(None, &settings).expect("a valid test configuration")
 }
 

@@ -13,6 +13,8 @@ use tonic::transport::Channel;
 
 mod api;
 mod federation;
+mod pki;
+pub use pki::{Pki, daemon};
 #[cfg(feature = "inproc")]
 pub mod inproc;
 pub use api::FederationApi;
@@ -165,7 +167,7 @@ path = "{store}"
     }
 
     fn cell_command(&self, args: &[String]) -> Command {
-        let mut cmd = Command::new(bin("baton-cell"));
+        let mut cmd = daemon("baton-cell");
         cmd.arg("--config").arg(self.cell_config()).args(args).stdin(Stdio::null()).stdout(Stdio::null());
         for (k, v) in &self.cell_env {
             cmd.env(k, v);
@@ -248,7 +250,7 @@ retry_max = "200ms"
             cp = self.control_port,
         );
         std::fs::write(&path, body).unwrap();
-        let child = Command::new(bin("baton-worker"))
+        let child = daemon("baton-worker")
             .arg("--config")
             .arg(path)
             .stdin(Stdio::null())

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use baton_service::tls::TlsConfig;
 use baton_service::{ConfigError, LoggingConfig};
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +46,9 @@ pub struct WorkerConfig {
     pub emulated: EmulatedSection,
     /// Where the cell's control plane is and how to talk to it.
     pub control_plane: ControlPlaneSection,
+    /// Mutual TLS with the cell's control plane (a certificate of role `worker`): only
+    /// control planes (role `cell`) may create, delete or list sandboxes.
+    pub tls: TlsConfig,
     /// Logging.
     pub log: LoggingConfig,
 }

@@ -121,6 +121,7 @@ pub async fn bind_and_start(config: WorkerConfig) -> Result<RunningWorker, Start
 /// Starts a worker from `config` on `listeners`.
 pub async fn start(config: WorkerConfig, listeners: Listeners) -> Result<RunningWorker, StartError> {
     config.validate()?;
+    let tls = baton_service::tls::Tls::load(&config.tls, baton_service::tls::Role::Worker)?;
     // The recorder comes first, so nothing counted during start-up is lost.
     baton_service::admin::metrics_handle();
     let base_id = if config.worker.node_id.is_empty() {
@@ -195,7 +196,7 @@ pub async fn start(config: WorkerConfig, listeners: Listeners) -> Result<Running
             .map_err(|_| StartError::ControlPlaneAddress(config.control_plane.address.clone()))?
             .connect_timeout(config.control_plane.call_timeout)
             .tcp_nodelay(true);
-        Some(endpoint.connect_lazy())
+        Some(tls.channel(&endpoint))
     };
 
     let (stop, stopped) = watch::channel(false);
@@ -223,7 +224,7 @@ pub async fn start(config: WorkerConfig, listeners: Listeners) -> Result<Running
     }
 
     let routes = tonic::service::Routes::new(WorkerServer::new(WorkerService::new(nodes.clone())));
-    tasks.push(baton_service::grpc::spawn("Worker", listener, routes, stopped.clone()));
+    tasks.push(baton_service::grpc::spawn("Worker", listener, routes, stopped.clone(), tls, crate::access::policy));
     tasks.push(admin.spawn(stopped.clone()));
     readiness.set(true);
     tracing::info!(%grpc_addr, %admin_addr, nodes = nodes.len(), runtime = ?config.worker.runtime, "worker started");

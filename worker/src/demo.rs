@@ -23,6 +23,8 @@ pub async fn run(mut config: WorkerConfig, function: PathBuf) -> anyhow::Result<
     config.worker.admin_listen = "127.0.0.1:0".parse()?;
     config.worker.state_dir = std::env::temp_dir().join("baton-worker-demo");
     config.control_plane.address.clear();
+    // Standalone on loopback, called only by the demo itself.
+    config.tls = baton_worker::config::TlsConfig { plaintext: true, ..Default::default() };
     // A copy in a folder everyone may enter: the checkout (under /root, say) may be out of
     // the sandbox user's reach, and the demo shows the full isolation.
     let copies = std::env::temp_dir().join("baton-worker-demo-fn");

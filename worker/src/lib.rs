@@ -3,6 +3,7 @@
 //! and the link that registers the node and reports sandbox exits.
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod cell_link;
 pub mod config;
 pub mod daemon;

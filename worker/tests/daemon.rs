@@ -27,6 +27,7 @@ fn write_config(dir: &Path, body: &str) -> std::path::PathBuf {
 
 fn spawn_worker(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> KillOnDrop {
     let mut cmd = Command::new(bin("baton-worker"));
+    cmd.env("BATON_TLS__PLAINTEXT", "true");
     cmd.arg("--config").arg(config).args(extra).stdin(Stdio::null()).stdout(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
@@ -320,6 +321,7 @@ async fn a_thousand_emulated_nodes_register_and_heartbeat_from_one_process() {
 async fn emulated_creation_takes_the_default_forty_milliseconds() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = baton_worker::WorkerConfig::default();
+    config.tls.plaintext = true;
     config.worker.runtime = baton_worker::config::RuntimeChoice::Emulated;
     config.worker.listen = "127.0.0.1:0".parse().unwrap();
     config.worker.admin_listen = "127.0.0.1:0".parse().unwrap();
@@ -343,6 +345,7 @@ async fn emulated_creation_takes_the_default_forty_milliseconds() {
 async fn bad_input_is_refused_naming_the_field_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = baton_worker::WorkerConfig::default();
+    config.tls.plaintext = true;
     config.worker.listen = "127.0.0.1:0".parse().unwrap();
     config.worker.admin_listen = "127.0.0.1:0".parse().unwrap();
     config.worker.state_dir = dir.path().to_path_buf();
@@ -446,6 +449,7 @@ async fn the_readme_demo_creates_calls_and_cleans_up_a_real_sandbox() {
     use std::io::{BufRead, BufReader};
     let mut demo = KillOnDrop(
         Command::new(bin("baton-worker"))
+            .env("BATON_TLS__PLAINTEXT", "true")
             .arg("demo")
             .env("BATON_PROCESS__CGROUP_PARENT", format!("baton-test-demo-{}", std::process::id()))
             .env("BATON_PROCESS__PORT_RANGE_START", "22300")
@@ -497,6 +501,7 @@ async fn a_worker_without_root_runs_sandboxes_says_why_once_and_reports_isolatio
     let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
     let _worker = KillOnDrop(
         Command::new(&worker_bin)
+            .env("BATON_TLS__PLAINTEXT", "true")
             .arg("--config")
             .arg(&config)
             .uid(nobody.uid.as_raw())

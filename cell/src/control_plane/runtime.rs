@@ -12,6 +12,7 @@ use baton_proto::worker::worker_client::WorkerClient;
 use baton_proto::worker::{
     CreateSandboxRequest, DeleteSandboxRequest, ListSandboxesRequest, SandboxSpec, SandboxState,
 };
+use baton_service::tls::Tls;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -36,6 +37,8 @@ pub struct ControlPlaneSettings {
     pub worker_call_timeout: Duration,
     /// How often data planes report load.
     pub load_report_interval: Duration,
+    /// How it connects to workers.
+    pub tls: Tls,
 }
 
 pub(crate) struct Inner {
@@ -137,11 +140,11 @@ impl ControlPlane {
     fn client(&self, address: &str) -> WorkerClient<Channel> {
         let mut channels = self.inner.channels.lock().expect("channels lock");
         let channel = channels.entry(address.to_string()).or_insert_with(|| {
-            Endpoint::from_shared(format!("http://{address}"))
+            let endpoint = Endpoint::from_shared(format!("http://{address}"))
                 .expect("worker addresses are host:port")
                 .tcp_nodelay(true)
-                .connect_timeout(Duration::from_secs(1))
-                .connect_lazy()
+                .connect_timeout(Duration::from_secs(1));
+            self.inner.settings.tls.channel(&endpoint)
         });
         WorkerClient::new(channel.clone())
     }

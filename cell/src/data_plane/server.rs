@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_service::http::Access;
+use baton_service::tls::{Role, Tls};
 use tokio::sync::watch;
 use tonic::transport::Endpoint;
 
@@ -28,6 +30,8 @@ pub struct DataPlaneSettings {
     pub body_read_timeout: Duration,
     /// In a federation: refuses calls for functions another cell owns.
     pub fence: Option<Fence>,
+    /// Mutual TLS: serves routers only, and connects to the control plane as a cell.
+    pub tls: Tls,
 }
 
 /// A started data plane.
@@ -68,22 +72,25 @@ pub async fn start(
     if settings.follower.http_address.is_empty() {
         settings.follower.http_address = http_addr.to_string();
     }
-    let channel = Endpoint::from_shared(settings.control_plane.clone())
+    let endpoint = Endpoint::from_shared(settings.control_plane.clone())
         .map_err(|_| DataPlaneError::ControlPlaneUrl(settings.control_plane.clone()))?
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(1))
-        .connect_lazy();
+        .connect_timeout(Duration::from_secs(1));
+    let channel = settings.tls.channel(&endpoint);
     let functions: Functions = Arc::default();
     tokio::spawn(follow(channel, settings.follower.clone(), functions.clone(), stop.clone()));
     let body = (settings.max_body_bytes, settings.body_read_timeout);
     let ingress = Ingress::new(functions.clone(), body, settings.fence.clone());
-    let server = tokio::spawn(serve(listener, ingress, stop, settings.drain_timeout, settings.header_read_timeout));
+    let access = Access { what: "data plane", tls: settings.tls.clone(), allowed: &[Role::Router] };
+    let server =
+        tokio::spawn(serve(listener, access, ingress, stop, settings.drain_timeout, settings.header_read_timeout));
     tracing::info!(%http_addr, control_plane = %settings.control_plane, "data plane started");
     Ok(RunningDataPlane { http_addr, functions, server })
 }
 
 async fn serve(
     listener: tokio::net::TcpListener,
+    access: Access,
     ingress: Ingress,
     stop: watch::Receiver<bool>,
     drain: Duration,
@@ -93,5 +100,5 @@ async fn serve(
         let ingress = ingress.clone();
         async move { ingress.handle(req).await }
     };
-    baton_service::http::serve(listener, handler, stop, drain, header_read).await;
+    baton_service::http::serve(listener, access, handler, stop, drain, header_read).await;
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use baton_proto::raft::RaftMessage;
 use baton_proto::raft::raft_transport_client::RaftTransportClient;
 use baton_proto::raft::raft_transport_server::RaftTransport;
+use baton_service::tls::Tls;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -23,13 +24,20 @@ use tonic::transport::{Channel, Endpoint};
 use super::{Proposer, TypeConfig};
 use crate::state::{Command, Outcome};
 
-/// Creates clients to peers, sharing one channel per peer address.
-#[derive(Clone, Default)]
+/// Creates clients to peers (other replicas, cells' control planes), sharing one channel
+/// per peer address, over mutual TLS where the replica has credentials.
+#[derive(Clone)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Tls,
 }
 
 impl Network {
+    /// Clients that connect with `tls`.
+    pub fn new(tls: Tls) -> Self {
+        Self { channels: Arc::default(), tls }
+    }
+
     /// The cached channel to `addr` (created on first use; it reconnects by itself).
     pub fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock().expect("not poisoned");
@@ -37,11 +45,11 @@ impl Network {
             return Ok(channel.clone());
         }
         let url = if addr.starts_with("http") { addr.to_string() } else { format!("http://{addr}") };
-        let channel = Endpoint::from_shared(url)
+        let endpoint = Endpoint::from_shared(url)
             .map_err(|e| format!("{addr}: {e}"))?
             .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel = self.tls.channel(&endpoint);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

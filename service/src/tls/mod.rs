@@ -11,6 +11,13 @@
 
 use std::sync::Arc;
 
+mod accept;
+mod connect;
+mod files;
+
+pub use accept::{Accepted, Caller, Guard, GuardLayer, HANDSHAKE_TIMEOUT, Peer, Policy, incoming, refused};
+pub use files::{Tls, TlsConfig, ToolCredentials};
+
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
