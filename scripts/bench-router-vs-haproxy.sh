@@ -8,8 +8,9 @@
 # 2. baton-loadtest warm-sweep through the router registers 4 functions with 2 warm
 #    sandboxes each and keeps them; 3. HAProxy (installed with apt-get when missing) in
 #    front of the cell's data plane, calling the same functions by their cell names
-#    (`dev.NAME`); 4. the same sweep through HAProxy; 5. through the router again (so drift
-#    over the run shows). Prints one table, then the CPU the router and HAProxy spent per
+#    (`dev.NAME`) over mutual TLS with the router's certificate (the data plane serves
+#    routers only); 4. the same sweep through HAProxy; 5. through the router again (so
+#    drift over the run shows). Prints one table, then the CPU the router and HAProxy spent per
 #    call (the router's does not include the data plane's); results in $OUT.
 #
 # Every pass has the same unmeasured warm-up (5 s at the first rate), and each of the 8
@@ -41,7 +42,12 @@ for _ in $(seq 600); do [[ -f "$BATON_HOME/env" ]] && break; sleep 0.1; done
 # shellcheck disable=SC1091
 source "$BATON_HOME/env"
 data_plane=$("$bin/baton" cells list -o json |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["cells"][0]["data_planes"][0])' | sed 's|^http://||')
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["cells"][0]["data_planes"][0])' | sed 's|^https*://||')
+# The data plane serves routers only, over mutual TLS: HAProxy presents the router's
+# certificate (certificate and key in one file), so both proxies pay for the same TLS hop.
+tls_dir=$(dirname "$BATON_CA")
+cat "$tls_dir/router.pem" "$tls_dir/router.key" >"$out/router.pem"
+chmod 600 "$out/router.pem"
 router_pid=$(pgrep -P "$up_pid" -x baton-router) || { echo "no baton-router under baton up" >&2; exit 1; }
 # shellcheck source=scripts/proxy-cpu.sh
 source "$root/scripts/proxy-cpu.sh"
@@ -55,7 +61,8 @@ cfg="$out/haproxy.cfg"
     printf 'global\n    maxconn 5000\ndefaults\n    mode http\n    timeout connect 5s\n'
     printf '    timeout client 60s\n    timeout server 60s\n    http-reuse always\n'
     printf 'frontend fe\n    bind 127.0.0.1:%s\n    default_backend be\n' "$haproxy_port"
-    printf 'backend be\n    server dp %s\n' "$data_plane"
+    printf 'backend be\n    server dp %s ssl verify required ca-file %s crt %s\n' \
+        "$data_plane" "$BATON_CA" "$out/router.pem"
 } >"$cfg"
 haproxy -f "$cfg" -db >"$out/haproxy.log" 2>&1 &
 haproxy_pid=$!

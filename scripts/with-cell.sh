@@ -68,6 +68,8 @@ for addr in "$http" "$grpc"; do
     ! listening "$addr" || { echo "with-cell.sh: $addr is taken (another cell?)" >&2; exit 1; }
 done
 
+# A development cell on loopback, called by the command in plain HTTP and gRPC: no TLS.
+export BATON_TLS__PLAINTEXT=true
 BATON_LOG__FILTER="${BATON_LOG__FILTER:-warn}" \
 BATON_CONTROL_PLANE__AUTOSCALE_INTERVAL="${BATON_CONTROL_PLANE__AUTOSCALE_INTERVAL:-100ms}" \
     "$bin/baton-cell" --listen "$grpc" --http-listen "$http" --admin-listen 127.0.0.1:0 \

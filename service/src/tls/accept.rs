@@ -99,10 +99,13 @@ impl AsyncWrite for Accepted {
         }
     }
 
+    /// Not over TLS: rustls seals each slice of a vectored write as a record of its own,
+    /// so hyper's headers and body would cost two records (and two seals) per answer;
+    /// told writes are not vectored, hyper gathers them into one buffer, one record.
     fn is_write_vectored(&self) -> bool {
         match &self.io {
             Io::Plain(s) => s.is_write_vectored(),
-            Io::Tls(s) => s.is_write_vectored(),
+            Io::Tls(_) => false,
         }
     }
 
