@@ -1,14 +1,16 @@
-//! What mutual TLS between baton's processes costs, against plaintext, in one run: two
-//! in-process federations side by side (one shard manager, one cell with one worker, one
-//! router each), identical but for `[tls]`. Passes alternate plaintext, TLS, plaintext,
-//! TLS, so drift over the run shows.
+//! What mutual TLS between baton's processes costs, against plaintext, in one run: an
+//! in-process federation (one shard manager, one cell with one worker, one router) started
+//! fresh for each pass, in four variants that differ only in `[tls]` and the router's
+//! `upstream_protocol` (HTTP/2, the default, and HTTP/1). Passes go in mirrored order
+//! (A B C D D C B A, twice), so drift over the run shows and favours none.
 //!
 //! - Warm path: `wrk -t1 -c32 -d8s --latency` (keep-alive) through the router to one
 //!   `baton-fn-echo` sandbox (one core, concurrency 1,000): router → data plane is the
 //!   hop TLS adds to each call. Calls/s, p50/p99, and the CPU of this process (router, cell
 //!   and worker; not the sandbox, not wrk) per call.
 //! - Registration: `POST /v1/functions` through the router, one at a time (router → shard
-//!   manager over gRPC, a raft commit with fsync), 100 per pass: p50/p99.
+//!   manager over gRPC, a raft commit with fsync), 100 per pass, after the warm pass:
+//!   p50/p99.
 //!
 //! Run with `cargo build --release --bins && cargo bench -p baton-router --bench tls_cost`
 //! (needs `wrk`, a Debian package). `TLS_COST_PROFILE=plaintext` (or `tls`) instead runs
@@ -33,14 +35,14 @@ fn cpu() -> Duration {
     time(usage.user_time()) + time(usage.system_time())
 }
 
-async fn side(name: &'static str, port_base: u16, tls: bool) -> Side {
+async fn side(name: &'static str, port_base: u16, tls: bool, protocol: &str) -> Side {
     let mut builder = inproc::Builder::new(port_base);
     if tls {
         builder = builder.tls();
     }
     let mut federation = builder.start().await;
     let key = federation.tenant("bench").await;
-    let router = federation.start_router(&key).await;
+    let router = federation.start_router_with(&key, json!({"upstream_protocol": protocol})).await;
     let spec = baton_testkit::echo_spec(
         "echo",
         json!({"resources": {"cpu_millis": 1000}, "scaling": {"min_scale": 1, "max_scale": 1, "container_concurrency": 1000}}),
@@ -134,46 +136,54 @@ async fn registrations(side: &Side, pass: usize) -> (f64, f64) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if let Ok(which) = std::env::var("TLS_COST_PROFILE") {
-        let side = side("profiled", 27200, which == "tls").await;
+        let side = side("profiled", 27200, which == "tls", "http2").await;
         let (rate, p50, p99, cpu) = warm(&side, "20s").await;
         println!("{which}: {rate:.0} calls/s, p50 {p50:.2} ms, p99 {p99:.2} ms, {cpu:.1} µs CPU per call");
         side.federation.shutdown().await;
         return;
     }
-    let plain = side("plaintext", 27200, false).await;
-    let tls = side("mutual TLS", 31600, true).await;
-    println!("warm path: wrk -t1 -c32 -d8s through the router to one echo sandbox");
-    println!("{:<12} {:>10} {:>9} {:>9} {:>13}", "pass", "calls/s", "p50 ms", "p99 ms", "CPU µs/call");
-    // ABBA order, three times: neither side always goes first or last.
-    let order = [&plain, &tls, &tls, &plain, &plain, &tls, &tls, &plain, &plain, &tls, &tls, &plain];
-    let mut results: Vec<(&str, [f64; 4])> = Vec::new();
-    for side in order {
-        let (rate, p50, p99, cpu) = warm(side, "8s").await;
-        println!("{:<12} {rate:>10.0} {p50:>9.2} {p99:>9.2} {cpu:>13.1}", side.name);
-        results.push((side.name, [rate, p50, p99, cpu]));
+    // Each pass starts a fresh federation and stops it after, so no side keeps a
+    // placement (sandbox CPU, ports, cgroups) the others do not get: the sides differ
+    // only in their settings. Mirrored order, twice, over two port ranges in turn.
+    let sides = [
+        ("plain h2", false, "http2"),
+        ("TLS h2", true, "http2"),
+        ("plain h1", false, "http1"),
+        ("TLS h1", true, "http1"),
+    ];
+    let mirrored = [0, 1, 2, 3, 3, 2, 1, 0];
+    println!("warm path: wrk -t1 -c32 -d8s (after 2 s unmeasured) through the router to one echo sandbox;");
+    println!("registration: 100 POST /v1/functions through the router, one at a time, after it");
+    println!(
+        "{:<10} {:>9} {:>8} {:>8} {:>12} {:>9} {:>9}",
+        "pass", "calls/s", "p50 ms", "p99 ms", "CPU µs/call", "reg p50", "reg p99"
+    );
+    let mut results: Vec<(&str, [f64; 6])> = Vec::new();
+    for (pass, index) in mirrored.iter().chain(mirrored.iter()).enumerate() {
+        let (name, tls, protocol) = sides[*index];
+        let port_base = [27200, 31600][pass % 2];
+        let side = side(name, port_base, tls, protocol).await;
+        warm(&side, "2s").await;
+        let (rate, p50, p99, cpu) = warm(&side, "8s").await;
+        let (reg50, reg99) = registrations(&side, pass).await;
+        println!("{name:<10} {rate:>9.0} {p50:>8.2} {p99:>8.2} {cpu:>12.1} {reg50:>9.2} {reg99:>9.2}");
+        results.push((name, [rate, p50, p99, cpu, reg50, reg99]));
+        side.federation.shutdown().await;
     }
-    for name in [plain.name, tls.name] {
+    for (name, _, _) in sides {
         let median = |i: usize| {
             let mut values: Vec<f64> = results.iter().filter(|(n, _)| *n == name).map(|(_, v)| v[i]).collect();
             values.sort_by(f64::total_cmp);
-            (values[values.len() / 2 - 1] + values[values.len() / 2]) / 2.0
+            (values[(values.len() - 1) / 2] + values[values.len() / 2]) / 2.0
         };
         println!(
-            "{:<12} {:>10.0} {:>9.2} {:>9.2} {:>13.1}  (median of {})",
-            name,
+            "{name:<10} {:>9.0} {:>8.2} {:>8.2} {:>12.1} {:>9.2} {:>9.2}  (median of 4)",
             median(0),
             median(1),
             median(2),
             median(3),
-            results.iter().filter(|(n, _)| *n == name).count()
+            median(4),
+            median(5)
         );
     }
-    println!("\nregistration: POST /v1/functions through the router, one at a time, 100 per pass");
-    println!("{:<12} {:>9} {:>9}", "pass", "p50 ms", "p99 ms");
-    for (pass, side) in [&plain, &tls, &plain, &tls].into_iter().enumerate() {
-        let (p50, p99) = registrations(side, pass).await;
-        println!("{:<12} {p50:>9.2} {p99:>9.2}", side.name);
-    }
-    plain.federation.shutdown().await;
-    tls.federation.shutdown().await;
 }

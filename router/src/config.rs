@@ -63,6 +63,21 @@ pub struct RouterSection {
     /// `408 body_timeout` after. Default: `"30s"`.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
+    /// How calls travel to the cells' data planes: `http2`, many calls at once on one
+    /// connection per data plane (their TLS records and writes shared), or `http1`, a pool
+    /// of connections with one call each. Default: `http2`.
+    pub upstream_protocol: UpstreamProtocol,
+}
+
+/// The protocol between a router and the data planes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/2 (h2c in plaintext), one multiplexed connection per data plane.
+    #[default]
+    Http2,
+    /// HTTP/1.1, a pool of keep-alive connections.
+    Http1,
 }
 
 impl Default for RouterSection {
@@ -79,6 +94,7 @@ impl Default for RouterSection {
             drain_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            upstream_protocol: UpstreamProtocol::Http2,
         }
     }
 }

@@ -15,7 +15,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::config::RouterSection;
+use crate::config::{RouterSection, UpstreamProtocol};
 
 /// The pooled client to the cells' data planes.
 pub type Upstream = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -23,10 +23,24 @@ pub type Upstream = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// A client with keep-alive connections and TCP_NODELAY; with mutual TLS it calls only
 /// `https` data planes and presents the router's certificate, which is what lets a data
 /// plane trust the `X-Baton-*` headers the router sets.
-pub fn upstream(tls: &Tls) -> Upstream {
-    Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(tls.http_connector())
+///
+/// Over HTTP/2 every call to a data plane shares one connection: under load one write
+/// (and one TLS record) carries several calls' frames, which costs less CPU per call than
+/// a connection per call in flight (docs/BENCHMARKS.md, "Mutual TLS between processes").
+/// Its windows adapt to the path; pings every 10 s drop a connection whose data plane
+/// went silent; a header list may be as large as HTTP/1 allows ([`MAX_HEADER_LIST`]).
+pub fn upstream(tls: &Tls, protocol: UpstreamProtocol) -> Upstream {
+    let mut builder = Client::builder(hyper_util::rt::TokioExecutor::new());
+    builder.pool_idle_timeout(Duration::from_secs(30)).timer(hyper_util::rt::TokioTimer::new());
+    if protocol == UpstreamProtocol::Http2 {
+        builder
+            .http2_only(true)
+            .http2_adaptive_window(true)
+            .http2_max_header_list_size(baton_service::http::MAX_HEADER_LIST)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .http2_keep_alive_timeout(Duration::from_secs(10));
+    }
+    builder.build(tls.http_connector())
 }
 
 /// Everything a request needs, shared by every connection.

@@ -106,7 +106,7 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
     let router = Router {
         view,
         manager: Arc::new(manager),
-        upstream: crate::context::upstream(&tls),
+        upstream: crate::context::upstream(&tls, section.upstream_protocol),
         config: Arc::new(section),
         seen: Arc::default(),
     };

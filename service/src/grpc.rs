@@ -33,12 +33,24 @@ pub fn spawn(
     tls: Tls,
     policy: Policy,
 ) -> JoinHandle<()> {
+    spawn_guarded(listener, routes, stop, tls, GuardLayer { server: what, policy, host: None })
+}
+
+/// [`spawn`] with a guard of one's own (one that also checks the caller's host).
+pub fn spawn_guarded(
+    listener: TcpListener,
+    routes: Routes,
+    stop: watch::Receiver<bool>,
+    tls: Tls,
+    guard: GuardLayer,
+) -> JoinHandle<()> {
+    let what = guard.server;
     tokio::spawn(async move {
         let incoming = crate::tls::incoming(listener, tls, what);
         let mut graceful = stop.clone();
         let served = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .layer(GuardLayer { server: what, policy })
+            .layer(guard)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = graceful.wait_for(|s| *s).await;

@@ -123,13 +123,19 @@ pub struct Access {
     /// The roles whose certificates it serves (with mutual TLS); everyone else's requests
     /// are answered `403 forbidden_caller`.
     pub allowed: &'static [Role],
+    /// Most calls one HTTP/2 connection may carry at once.
+    pub http2_streams: u32,
 }
+
+/// Largest header list (bytes) an HTTP/2 peer may send: about what HTTP/1 takes (hyper's
+/// read buffer), so a call that passes the router's HTTP/1 edge passes its HTTP/2 hop too.
+pub const MAX_HEADER_LIST: u32 = 400 * 1024;
 
 impl Access {
     /// A server open to anyone who reaches it, plaintext (the router's tenant API, which
-    /// checks API keys itself).
+    /// checks API keys itself), with hyper's default of 200 calls per HTTP/2 connection.
     pub fn public(what: &'static str) -> Self {
-        Self { what, tls: Tls::Plaintext, allowed: &[] }
+        Self { what, tls: Tls::Plaintext, allowed: &[], http2_streams: 200 }
     }
 }
 
@@ -157,6 +163,12 @@ pub async fn serve<H, F>(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_read);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .adaptive_window(true)
+        .max_concurrent_streams(access.http2_streams)
+        .max_header_list_size(MAX_HEADER_LIST);
     let (what, allowed) = (access.what, access.allowed);
     let mut incoming = crate::tls::incoming(listener, access.tls, what);
     loop {
@@ -168,10 +180,10 @@ pub async fn serve<H, F>(
             },
             _ = stop.wait_for(|s| *s) => break,
         };
-        let peer = accepted.peer;
+        let (caller, remote) = (accepted.peer.caller, accepted.peer.remote);
         let handler = handler.clone();
-        let admitted = peer.caller.may(allowed);
-        if !admitted && let Some(remote) = peer.remote {
+        let admitted = caller.may(allowed);
+        if !admitted && let Some(remote) = remote {
             crate::tls::refused(what, "role", remote, "http");
         }
         let service = hyper::service::service_fn(move |req| {
@@ -179,7 +191,7 @@ pub async fn serve<H, F>(
             async move {
                 Ok::<_, std::convert::Infallible>(match answer {
                     Some(answer) => answer.await,
-                    None => forbidden(what, allowed, peer.caller),
+                    None => forbidden(what, allowed, caller),
                 })
             }
         });

@@ -64,6 +64,13 @@ impl Pki {
         Tls::load(&self.config(role), role).unwrap()
     }
 
+    /// Credentials of `role` with a certificate valid for `names` only (a process on
+    /// another host, say).
+    pub fn tls_for(&self, role: Role, names: &[&str]) -> Tls {
+        let issued = self.authority.issue(role, names).unwrap();
+        Tls::from_pem(self.authority.cert_pem(), &issued.cert_pem, &issued.key_pem).unwrap()
+    }
+
     /// The certificate and key files of `role`.
     pub fn files(&self, role: Role) -> (PathBuf, PathBuf) {
         let cert = self.dir.path().join(format!("{}.pem", role.as_str()));

@@ -224,7 +224,11 @@ pub async fn start(config: WorkerConfig, listeners: Listeners) -> Result<Running
     }
 
     let routes = tonic::service::Routes::new(WorkerServer::new(WorkerService::new(nodes.clone())));
-    tasks.push(baton_service::grpc::spawn("Worker", listener, routes, stopped.clone(), tls, crate::access::policy));
+    // Only its own cell's control plane: a caller's certificate must be valid for the host
+    // the worker dials it at.
+    let host = baton_service::tls::host_of(&config.control_plane.address);
+    let guard = baton_service::tls::GuardLayer { server: "Worker", policy: crate::access::policy, host };
+    tasks.push(baton_service::grpc::spawn_guarded(listener, routes, stopped.clone(), tls, guard));
     tasks.push(admin.spawn(stopped.clone()));
     readiness.set(true);
     tracing::info!(%grpc_addr, %admin_addr, nodes = nodes.len(), runtime = ?config.worker.runtime, "worker started");

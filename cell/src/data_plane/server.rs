@@ -81,7 +81,10 @@ pub async fn start(
     tokio::spawn(follow(channel, settings.follower.clone(), functions.clone(), stop.clone()));
     let body = (settings.max_body_bytes, settings.body_read_timeout);
     let ingress = Ingress::new(functions.clone(), body, settings.fence.clone());
-    let access = Access { what: "data plane", tls: settings.tls.clone(), allowed: &[Role::Router] };
+    // A router sends all its calls to this data plane on one HTTP/2 connection; how many
+    // wait here is bounded by the queues, not by the connection.
+    let access =
+        Access { what: "data plane", tls: settings.tls.clone(), allowed: &[Role::Router], http2_streams: 100_000 };
     let server =
         tokio::spawn(serve(listener, access, ingress, stop, settings.drain_timeout, settings.header_read_timeout));
     tracing::info!(%http_addr, control_plane = %settings.control_plane, "data plane started");

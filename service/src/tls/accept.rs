@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{Role, Tls, peer_role};
+use super::{Role, Tls, peer_names, peer_role};
 
 /// Longest a client may take to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,12 +52,14 @@ impl Caller {
 
 /// What a server knows of the other end of a connection; gRPC handlers find it in the
 /// request's extensions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peer {
     /// The client's address.
     pub remote: Option<SocketAddr>,
     /// Who it is.
     pub caller: Caller,
+    /// The host names and addresses its certificate is valid for (none in plaintext).
+    pub names: Arc<[String]>,
 }
 
 /// An accepted connection, plaintext or TLS.
@@ -99,14 +102,11 @@ impl AsyncWrite for Accepted {
         }
     }
 
-    /// Not over TLS: rustls seals each slice of a vectored write as a record of its own,
-    /// so hyper's headers and body would cost two records (and two seals) per answer;
-    /// told writes are not vectored, hyper gathers them into one buffer, one record.
+    /// Never: told writes are not vectored, hyper gathers an answer's head and body into one
+    /// buffer, so it leaves in one write, and over TLS as one record (rustls seals each slice
+    /// of a vectored write as a record of its own).
     fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            Io::Plain(s) => s.is_write_vectored(),
-            Io::Tls(_) => false,
-        }
+        false
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -128,7 +128,7 @@ impl tonic::transport::server::Connected for Accepted {
     type ConnectInfo = Peer;
 
     fn connect_info(&self) -> Peer {
-        self.peer
+        self.peer.clone()
     }
 }
 
@@ -155,7 +155,7 @@ pub fn incoming(listener: TcpListener, tls: Tls, what: &'static str) -> Receiver
             let _ = tcp.set_nodelay(true);
             match &tls {
                 Tls::Plaintext => {
-                    let peer = Peer { remote: Some(remote), caller: Caller::Unchecked };
+                    let peer = Peer { remote: Some(remote), caller: Caller::Unchecked, names: Arc::new([]) };
                     if tx.send(Ok(Accepted { io: Io::Plain(tcp), peer })).await.is_err() {
                         return;
                     }
@@ -172,11 +172,13 @@ pub fn incoming(listener: TcpListener, tls: Tls, what: &'static str) -> Receiver
                         };
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                             Ok(Ok(stream)) => {
-                                let caller = match stream.get_ref().1.peer_certificates().and_then(peer_role) {
+                                let chain = stream.get_ref().1.peer_certificates().unwrap_or_default();
+                                let caller = match peer_role(chain) {
                                     Some(role) => Caller::Role(role),
                                     None => Caller::Unnamed,
                                 };
-                                let peer = Peer { remote: Some(remote), caller };
+                                let names = peer_names(chain).into();
+                                let peer = Peer { remote: Some(remote), caller, names };
                                 let _ = tx.send(Ok(Accepted { io: Io::Tls(Box::new(stream)), peer })).await;
                             }
                             Ok(Err(e)) => refused(what, "handshake", remote, &e.to_string()),
@@ -272,20 +274,31 @@ pub type Policy = fn(&str) -> &'static [Role];
 
 /// Makes [`Guard`]s: put it on a tonic server so that each call is checked against the
 /// server's [`Policy`] before it reaches a handler.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct GuardLayer {
     /// The server's name, in metrics and refusals.
     pub server: &'static str,
     /// Who may call what.
     pub policy: Policy,
+    /// A host name or address every caller's certificate must be valid for (with mutual
+    /// TLS): a worker's is its control plane's host, so only its own cell drives it.
+    pub host: Option<Arc<str>>,
 }
 
 impl<S> tower::Layer<S> for GuardLayer {
     type Service = Guard<S>;
 
     fn layer(&self, inner: S) -> Guard<S> {
-        Guard { inner, layer: *self }
+        Guard { inner, layer: self.clone() }
     }
+}
+
+/// The host of a URL such as `http://cell-a.internal:7100` (lowercase, no brackets), for
+/// [`GuardLayer::host`].
+pub fn host_of(url: &str) -> Option<Arc<str>> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    Some(host.into())
 }
 
 /// Refuses with `PERMISSION_DENIED` a call whose caller's role the policy does not allow
@@ -311,9 +324,13 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
         let allowed = (self.layer.policy)(path);
-        let peer = request.extensions().get::<Peer>().copied();
+        let peer = request.extensions().get::<Peer>();
         let caller = peer.map_or(Caller::Unnamed, |p| p.caller);
-        if caller.may(allowed) {
+        let foreign = match (&self.layer.host, caller) {
+            (Some(host), Caller::Role(_)) => !peer.is_some_and(|p| p.names.iter().any(|n| **n == **host)),
+            _ => false,
+        };
+        if caller.may(allowed) && !foreign {
             return Either::Right(self.inner.call(request));
         }
         if let Some(remote) = peer.and_then(|p| p.remote) {
@@ -322,6 +339,12 @@ where
         let roles: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
         let message = if roles.is_empty() {
             format!("{path} is not served here")
+        } else if foreign {
+            let host = self.layer.host.as_deref().unwrap_or_default();
+            let names = peer.map(|p| p.names.join(", ")).unwrap_or_default();
+            format!(
+                "{path} serves only its own cell's control plane, at {host}; this caller's certificate is for {names}"
+            )
         } else {
             format!("{path} serves only callers of role {}; this caller is {}", roles.join(" or "), caller.describe())
         };

@@ -86,6 +86,7 @@ impl Tls {
                 .with_tls_config((**client).clone())
                 .https_only()
                 .enable_http1()
+                .enable_http2()
                 .wrap_connector(http),
             Tls::Plaintext => {
                 let nothing_trusted = rustls::ClientConfig::builder_with_provider(super::provider())
@@ -97,6 +98,7 @@ impl Tls {
                     .with_tls_config(nothing_trusted)
                     .https_or_http()
                     .enable_http1()
+                    .enable_http2()
                     .wrap_connector(http)
             }
         }

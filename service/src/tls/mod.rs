@@ -15,6 +15,7 @@ mod accept;
 mod connect;
 mod files;
 
+pub use accept::host_of;
 pub use accept::{Accepted, Caller, Guard, GuardLayer, HANDSHAKE_TIMEOUT, Peer, Policy, incoming, refused};
 pub use files::{Tls, TlsConfig, ToolCredentials};
 
@@ -208,6 +209,26 @@ pub fn client_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<
     Ok(Arc::new(config))
 }
 
+/// The host names and IP addresses a peer's (verified) certificate is valid for.
+pub fn peer_names(chain: &[CertificateDer<'_>]) -> Vec<String> {
+    let Some(leaf) = chain.first() else { return Vec::new() };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else { return Vec::new() };
+    let Ok(Some(sans)) = cert.subject_alternative_name() else { return Vec::new() };
+    sans.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+            x509_parser::extensions::GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*bytes).ok()?).to_string()),
+                16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*bytes).ok()?).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
 /// The role a peer's (verified) certificate names, if it names exactly one.
 pub fn peer_role(chain: &[CertificateDer<'_>]) -> Option<Role> {
     let leaf = chain.first()?;
@@ -301,6 +322,17 @@ mod tests {
                 .with_no_client_auth(),
         );
         assert!(handshake(ours, anonymous).await.is_err(), "a client without a certificate");
+    }
+
+    #[test]
+    fn a_certificate_names_its_hosts_and_a_url_its_host() {
+        let ca = Authority::generate("x").unwrap();
+        let issued = ca.issue(Role::Cell, &["Cell-A.internal", "10.0.0.7", "::1"]).unwrap();
+        let chain = certs("cert", &issued.cert_pem).unwrap();
+        assert_eq!(peer_names(&chain), ["cell-a.internal", "10.0.0.7", "::1"]);
+        assert_eq!(host_of("http://Cell-A.internal:7100").as_deref(), Some("cell-a.internal"));
+        assert_eq!(host_of("http://[::1]:7100").as_deref(), Some("::1"));
+        assert_eq!(host_of("").as_deref(), None);
     }
 
     #[test]
