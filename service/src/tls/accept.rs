@@ -19,6 +19,11 @@ use super::{Role, Tls, peer_names, peer_role};
 /// Longest a client may take to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most handshakes one server runs at once; a connection beyond them is closed at once
+/// (`baton_tls_refused_total{reason="busy"}`), so a flood of silent connections costs a
+/// bounded number of tasks.
+pub const MAX_HANDSHAKES: usize = 1024;
+
 /// Who called, as far as the connection tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
@@ -135,10 +140,21 @@ impl tonic::transport::server::Connected for Accepted {
 /// Accepts connections on `listener` for the server `what` until the returned stream is
 /// dropped. Sockets get TCP_NODELAY. With mutual TLS each handshake runs in a task of its
 /// own (a slow or silent client holds up nobody) and must finish within
-/// [`HANDSHAKE_TIMEOUT`]; a client without a certificate the authority signed never gets
-/// through (`baton_tls_refused_total{server,reason="handshake"}`).
+/// [`HANDSHAKE_TIMEOUT`], at most [`MAX_HANDSHAKES`] at once; a client without a
+/// certificate the authority signed never gets through
+/// (`baton_tls_refused_total{server,reason="handshake"}`).
 pub fn incoming(listener: TcpListener, tls: Tls, what: &'static str) -> ReceiverStream<io::Result<Accepted>> {
+    incoming_bounded(listener, tls, what, MAX_HANDSHAKES)
+}
+
+fn incoming_bounded(
+    listener: TcpListener,
+    tls: Tls,
+    what: &'static str,
+    max_handshakes: usize,
+) -> ReceiverStream<io::Result<Accepted>> {
     let (tx, rx) = mpsc::channel(64);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(max_handshakes));
     tokio::spawn(async move {
         loop {
             let (tcp, remote) = tokio::select! {
@@ -161,8 +177,13 @@ pub fn incoming(listener: TcpListener, tls: Tls, what: &'static str) -> Receiver
                     }
                 }
                 Tls::Mutual { server, .. } => {
+                    let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                        refused(what, "busy", remote, "too many handshakes at once");
+                        continue;
+                    };
                     let (acceptor, tx) = (tokio_rustls::TlsAcceptor::from(server.clone()), tx.clone());
                     tokio::spawn(async move {
+                        let _permit = permit;
                         let handshake = async {
                             if !starts_tls(&tcp).await? {
                                 refuse_plaintext(tcp, what).await;
@@ -355,6 +376,34 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Silent clients hold handshake slots until their timeout; once all are taken, the
+    /// next connection is closed at once, and a slot freed serves the next.
+    #[tokio::test]
+    async fn handshakes_at_once_are_bounded() {
+        use tokio::io::AsyncReadExt;
+        let ca = crate::tls::Authority::generate("t").unwrap();
+        let issued = ca.issue(Role::Cell, &["127.0.0.1"]).unwrap();
+        let tls = Tls::from_pem(ca.cert_pem(), &issued.cert_pem, &issued.key_pem).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _incoming = incoming_bounded(listener, tls, "test", 2);
+        let mut silent = Vec::new();
+        for _ in 0..2 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut over = TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(2), over.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the connection over the bound is closed: {read:?}");
+        // One silent client leaves: its slot serves a new connection, which is kept open.
+        drop(silent.pop());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut next = TcpStream::connect(addr).await.unwrap();
+        let read = tokio::time::timeout(Duration::from_millis(300), next.read(&mut byte)).await;
+        assert!(read.is_err(), "a connection within the bound waits for its handshake: {read:?}");
+    }
 
     #[test]
     fn plaintext_callers_pass_and_certificates_need_an_allowed_role() {
