@@ -14,7 +14,9 @@ use tonic::transport::Channel;
 mod api;
 mod federation;
 mod pki;
+mod registry;
 pub use pki::{Pki, daemon};
+pub use registry::Registry;
 #[cfg(feature = "inproc")]
 pub mod inproc;
 pub use api::FederationApi;
