@@ -1,9 +1,11 @@
 //! Container images for functions (issue 12). What is here: resolving an image reference
 //! to the digest of its linux/amd64 manifest against any registry that speaks the OCI
 //! distribution API ([`Resolver`]), so a function runs that digest until it is deployed
-//! again. Pulling, unpacking and running come next.
+//! again; and unpacking layers into a rootfs, refusing any layer that would write outside
+//! it ([`unpack`]). Pulling and running come next.
 #![deny(unsafe_code)]
 
 mod resolve;
+pub mod unpack;
 
 pub use resolve::{Credentials, ResolveError, Resolved, Resolver, ResolverSettings, plain_http_allowed};
