@@ -122,3 +122,68 @@ async fn plain_http_is_for_loopback_and_listed_registries_only() {
     let resolved = Resolver::new(listed).resolve(&reference, &Credentials::Anonymous).await.unwrap();
     assert_eq!(resolved.digest, digest);
 }
+
+/// A private repository: the tenant's credentials resolve it; none, or wrong ones, are
+/// refused as such, and never printed.
+#[tokio::test]
+async fn a_private_registry_takes_the_right_credentials_only() {
+    let registry = Registry::start_private("acme", "s3cret-pass").await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(vec![registry.addr.to_string()]),
+        ..ClientConfig::default()
+    });
+    let reference: Reference = registry.image("acme/private:1.0").parse().unwrap();
+    let config =
+        serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}});
+    let auth = RegistryAuth::Basic("acme".into(), "s3cret-pass".into());
+    let layers = [ImageLayer::oci_v1_gzip(b"private layer".to_vec(), None)];
+    client
+        .push(&reference, &layers, Config::oci_v1(serde_json::to_vec(&config).unwrap(), None), &auth, None)
+        .await
+        .unwrap();
+
+    let resolver = Resolver::new(ResolverSettings::default());
+    let right = Credentials::Basic { username: "acme".into(), password: "s3cret-pass".into() };
+    let resolved = resolver.resolve(&registry.image("acme/private:1.0"), &right).await.unwrap();
+    assert!(resolved.digest.starts_with("sha256:"));
+    let wrong = Credentials::Basic { username: "acme".into(), password: "guess".into() };
+    for credentials in [Credentials::Anonymous, wrong] {
+        let err = resolver.resolve(&registry.image("acme/private:1.0"), &credentials).await.unwrap_err();
+        assert!(matches!(err, ResolveError::RefusedCredentials(_)), "{credentials:?}: {err}");
+        assert!(!err.to_string().contains("guess") && !format!("{err:?}").contains("guess"));
+    }
+}
+
+/// A registry with token authentication: the resolver follows the distribution spec's
+/// bearer-token flow with the tenant's credentials (the token server takes them, the
+/// registry takes its token); wrong credentials get no token and are refused.
+#[tokio::test]
+async fn a_token_registry_is_resolved_through_the_bearer_flow() {
+    let tokens = baton_testkit::TokenServer::start("acme", "t0ken-pass").await;
+    let registry = Registry::start_with_tokens(&tokens).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(vec![registry.addr.to_string()]),
+        ..ClientConfig::default()
+    });
+    let reference: Reference = registry.image("acme/app:1.0").parse().unwrap();
+    let config =
+        serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}});
+    let auth = RegistryAuth::Basic("acme".into(), "t0ken-pass".into());
+    let layers = [ImageLayer::oci_v1_gzip(b"token layer".to_vec(), None)];
+    client
+        .push(&reference, &layers, Config::oci_v1(serde_json::to_vec(&config).unwrap(), None), &auth, None)
+        .await
+        .unwrap();
+
+    let resolver = Resolver::new(ResolverSettings::default());
+    let right = Credentials::Basic { username: "acme".into(), password: "t0ken-pass".into() };
+    let resolved = resolver.resolve(&registry.image("acme/app:1.0"), &right).await.unwrap();
+    assert!(resolved.digest.starts_with("sha256:"));
+    let wrong = Credentials::Basic { username: "acme".into(), password: "nope".into() };
+    for credentials in [Credentials::Anonymous, wrong] {
+        let err = resolver.resolve(&registry.image("acme/app:1.0"), &credentials).await.unwrap_err();
+        assert!(matches!(err, ResolveError::RefusedCredentials(_)), "{credentials:?}: {err}");
+    }
+}

@@ -15,8 +15,10 @@ mod api;
 mod federation;
 mod pki;
 mod registry;
+mod token;
 pub use pki::{Pki, daemon};
 pub use registry::Registry;
+pub use token::TokenServer;
 #[cfg(feature = "inproc")]
 pub mod inproc;
 pub use api::FederationApi;

@@ -6,6 +6,11 @@ use std::process::{Command, Stdio};
 
 use crate::Proc;
 
+enum Auth<'a> {
+    Basic(&'a str, &'a str),
+    Token(&'a crate::TokenServer),
+}
+
 /// A running registry.
 pub struct Registry {
     /// Where it listens (plain HTTP).
@@ -18,14 +23,50 @@ impl Registry {
     /// Starts one listening on `host` (an address of this machine) at a free port, and
     /// waits until it answers.
     pub async fn start_on(host: &str) -> Self {
+        Self::start_with(host, None).await
+    }
+
+    /// Starts one on 127.0.0.1 that takes only `user` with `password` (HTTP basic auth,
+    /// an htpasswd file).
+    pub async fn start_private(user: &str, password: &str) -> Self {
+        Self::start_with("127.0.0.1", Some(Auth::Basic(user, password))).await
+    }
+
+    /// Starts one on 127.0.0.1 with token authentication: a client gets a bearer token
+    /// from `token` (which takes `user` and its password) and presents it.
+    pub async fn start_with_tokens(token: &crate::TokenServer) -> Self {
+        Self::start_with("127.0.0.1", Some(Auth::Token(token))).await
+    }
+
+    async fn start_with(host: &str, user: Option<Auth<'_>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let auth = match user {
+            Some(Auth::Token(token)) => {
+                let bundle = dir.path().join("token.pem");
+                std::fs::write(&bundle, &token.cert_pem).unwrap();
+                format!(
+                    "auth:\n  token:\n    realm: http://{}/token\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    token.addr,
+                    crate::token::SERVICE,
+                    crate::token::ISSUER,
+                    bundle.display()
+                )
+            }
+            Some(Auth::Basic(user, password)) => {
+                let hash = bcrypt::hash(password, 5).unwrap();
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, format!("{user}:{hash}\n")).unwrap();
+                format!("auth:\n  htpasswd:\n    realm: baton-test\n    path: {}\n", file.display())
+            }
+            None => String::new(),
+        };
         let port = crate::free_port();
         let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
                 dir.path().join("data").display()
             ),
         )
