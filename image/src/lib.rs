@@ -2,9 +2,11 @@
 //! to the digest of its linux/amd64 manifest against any registry that speaks the OCI
 //! distribution API ([`Resolver`]), so a function runs that digest until it is deployed
 //! again; and unpacking layers into a rootfs, refusing any layer that would write outside
-//! it ([`unpack`]). Pulling and running come next.
+//! it ([`unpack`]); and a worker's cache of layers and rootfs, each image pulled once
+//! however many cold starts wait for it ([`cache`]). Running comes next.
 #![deny(unsafe_code)]
 
+pub mod cache;
 mod resolve;
 pub mod unpack;
 

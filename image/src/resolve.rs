@@ -131,6 +131,32 @@ pub fn plain_http_allowed(registry: &str, insecure: &[String]) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A registry client for `registry`: plain HTTP where allowed, linux/amd64 from indexes,
+/// the settings' timeouts.
+pub(crate) fn client_for(registry: &str, settings: &ResolverSettings) -> Client {
+    let protocol = if plain_http_allowed(registry, &settings.insecure_registries) {
+        ClientProtocol::HttpsExcept(vec![registry.to_string()])
+    } else {
+        ClientProtocol::Https
+    };
+    Client::new(ClientConfig {
+        protocol,
+        platform_resolver: Some(Box::new(linux_amd64_resolver)),
+        connect_timeout: Some(settings.timeout),
+        read_timeout: Some(settings.timeout),
+        ..ClientConfig::default()
+    })
+}
+
+impl Credentials {
+    pub(crate) fn auth(&self) -> RegistryAuth {
+        match self {
+            Credentials::Anonymous => RegistryAuth::Anonymous,
+            Credentials::Basic { username, password } => RegistryAuth::Basic(username.clone(), password.clone()),
+        }
+    }
+}
+
 /// Resolves references against registries.
 #[derive(Debug, Clone)]
 pub struct Resolver {
@@ -157,22 +183,8 @@ impl Resolver {
     pub async fn resolve(&self, reference: &str, credentials: &Credentials) -> Result<Resolved, ResolveError> {
         let parsed: Reference = reference.parse().map_err(|_| ResolveError::BadReference(reference.to_string()))?;
         let registry = parsed.resolve_registry().to_string();
-        let protocol = if plain_http_allowed(&registry, &self.settings.insecure_registries) {
-            ClientProtocol::HttpsExcept(vec![registry.clone()])
-        } else {
-            ClientProtocol::Https
-        };
-        let client = Client::new(ClientConfig {
-            protocol,
-            platform_resolver: Some(Box::new(linux_amd64_resolver)),
-            connect_timeout: Some(self.settings.timeout),
-            read_timeout: Some(self.settings.timeout),
-            ..ClientConfig::default()
-        });
-        let auth = match credentials {
-            Credentials::Anonymous => RegistryAuth::Anonymous,
-            Credentials::Basic { username, password } => RegistryAuth::Basic(username.clone(), password.clone()),
-        };
+        let client = client_for(&registry, &self.settings);
+        let auth = credentials.auth();
         let whole = parsed.whole();
         let pulled = tokio::time::timeout(
             self.settings.timeout * 3,
@@ -199,7 +211,7 @@ impl Resolver {
 }
 
 /// What an error of the registry client means for the tenant.
-fn classify(error: OciDistributionError, registry: &str, reference: &Reference) -> ResolveError {
+pub(crate) fn classify(error: OciDistributionError, registry: &str, reference: &Reference) -> ResolveError {
     let registry = registry.to_string();
     match error {
         OciDistributionError::RegistryError { envelope, .. } => {

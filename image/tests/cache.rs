@@ -1,0 +1,106 @@
+//! A worker's image cache against a real registry: concurrent cold starts of one image
+//! pull each layer once, images share layers, a hostile layer leaves nothing behind, and a
+//! cached image needs no registry.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use baton_image::cache::{ImageCache, PullError};
+use baton_image::unpack::UnpackError;
+use baton_image::{Credentials, ResolveError, Resolver, ResolverSettings};
+use baton_testkit::Registry;
+use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+/// A gzip layer of `(path, contents)` files, names written raw (a hostile layer's too).
+fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o755);
+        header.set_cksum();
+        builder.append(&header, *data).unwrap();
+    }
+    let tar = builder.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap()
+}
+
+async fn push(registry: &Registry, reference: &str, layers: Vec<Vec<u8>>) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(vec![registry.addr.to_string()]),
+        ..ClientConfig::default()
+    });
+    let parsed: Reference = reference.parse().unwrap();
+    let config =
+        serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}});
+    let layers: Vec<ImageLayer> = layers.into_iter().map(|l| ImageLayer::oci_v1_gzip(l, None)).collect();
+    let config = Config::oci_v1(serde_json::to_vec(&config).unwrap(), None);
+    client.push(&parsed, &layers, config, &RegistryAuth::Anonymous, None).await.unwrap();
+    Resolver::default().resolve(reference, &Credentials::Anonymous).await.unwrap().digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_image_is_pulled_once_and_a_cached_one_needs_no_registry() {
+    let registry = Registry::start().await;
+    let base = layer(&[("bin/app", b"app v1"), ("etc/old", b"old")]);
+    let top = layer(&[("etc/.wh.old", b""), ("etc/new", b"new")]);
+    let app = registry.image("acme/app:1.0");
+    let digest = push(&registry, &app, vec![base.clone(), top]).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(ImageCache::open(dir.path(), ResolverSettings::default()).unwrap());
+    let mut starts = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (cache, app, digest) = (cache.clone(), app.clone(), digest.clone());
+        starts.spawn(
+            async move { cache.rootfs(&app, &digest, &Credentials::Anonymous).await.map_err(|e| e.to_string()) },
+        );
+    }
+    let roots: Vec<_> = starts.join_all().await.into_iter().map(Result::unwrap).collect();
+    assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
+    assert_eq!(cache.blobs_pulled(), 2, "eight cold starts, each layer pulled once");
+    let root = &roots[0];
+    assert_eq!(std::fs::read(root.join("bin/app")).unwrap(), b"app v1");
+    assert_eq!(std::fs::read(root.join("etc/new")).unwrap(), b"new");
+    assert!(!root.join("etc/old").exists(), "the upper layer's whiteout applied");
+
+    // Another image with the same base layer pulls only its own.
+    let v2 = registry.image("acme/app:2.0");
+    let digest2 = push(&registry, &v2, vec![base, layer(&[("bin/app", b"app v2")])]).await;
+    let root2 = cache.rootfs(&v2, &digest2, &Credentials::Anonymous).await.unwrap();
+    assert_eq!(std::fs::read(root2.join("bin/app")).unwrap(), b"app v2");
+    assert_eq!(cache.blobs_pulled(), 3);
+
+    // A hostile layer: refused, and neither a rootfs nor a partial folder remains.
+    let evil = registry.image("acme/evil:1.0");
+    let evil_digest = push(&registry, &evil, vec![layer(&[("../../evil", b"pwned")])]).await;
+    let err = cache.rootfs(&evil, &evil_digest, &Credentials::Anonymous).await.unwrap_err();
+    assert!(matches!(err, PullError::Unpack(UnpackError::Escapes(_))), "{err}");
+    assert!(!cache.rootfs_path(&evil_digest).exists());
+    let images: Vec<String> = std::fs::read_dir(dir.path().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(images.len(), 2, "two images and nothing partial: {images:?}");
+    assert!(!dir.path().parent().unwrap().join("evil").exists());
+
+    // The registry goes away: cached images still start, others say why not.
+    let unpulled = registry.image("acme/app:3.0");
+    let digest3 = push(&registry, &unpulled, vec![layer(&[("bin/app", b"app v3")])]).await;
+    drop(registry);
+    let again = cache.rootfs(&app, &digest, &Credentials::Anonymous).await.unwrap();
+    assert_eq!(&again, root);
+    let err = cache.rootfs(&unpulled, &digest3, &Credentials::Anonymous).await.unwrap_err();
+    assert!(matches!(err, PullError::Registry(ResolveError::Unreachable { .. })), "{err}");
+
+    // A new cache over the same folder keeps what was pulled.
+    let reopened = ImageCache::open(dir.path(), ResolverSettings::default()).unwrap();
+    assert!(reopened.rootfs(&app, &digest, &Credentials::Anonymous).await.is_ok());
+}
