@@ -2,7 +2,8 @@
 //! digests, and each image's rootfs unpacked once from them. Concurrent cold starts of one
 //! image wait for one pull. Nothing partial is ever seen under its final name: blobs are
 //! downloaded beside it and renamed once verified, a rootfs is renamed once every layer
-//! applied ([`crate::unpack::unpack_image`]).
+//! applied ([`crate::unpack::unpack_image`]). The cache keeps to a size: past it, the
+//! images no sandbox uses go, least recently used first, and the layers only they held.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,15 +50,59 @@ pub enum PullError {
 pub struct ImageCache {
     root: PathBuf,
     settings: ResolverSettings,
+    max_bytes: u64,
     /// One lock per image digest: the first cold start pulls, the others wait for it.
     pulling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    images: Arc<Mutex<Images>>,
     blobs_pulled: AtomicU64,
 }
 
+/// What the cache holds, by image digest.
+#[derive(Default)]
+struct Images {
+    entries: HashMap<String, Entry>,
+    /// A clock for recency: bumped at every use.
+    tick: u64,
+}
+
+/// One image: its layers, its rootfs's size, when it was last used, and by how many.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Entry {
+    layers: Vec<String>,
+    rootfs_bytes: u64,
+    #[serde(skip)]
+    last_used: u64,
+    #[serde(skip)]
+    in_use: usize,
+}
+
+/// An image's rootfs, kept while this lives: the cache evicts no image in use.
+pub struct Lease {
+    /// The rootfs.
+    pub path: PathBuf,
+    digest: String,
+    images: Arc<Mutex<Images>>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("path", &self.path).finish()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(entry) = self.images.lock().expect("not poisoned").entries.get_mut(&self.digest) {
+            entry.in_use = entry.in_use.saturating_sub(1);
+        }
+    }
+}
+
 impl ImageCache {
-    /// The cache under `root` (created, mode 0700); downloads left by a process that died
-    /// are removed.
-    pub fn open(root: &Path, settings: ResolverSettings) -> std::io::Result<Self> {
+    /// The cache under `root` (created, mode 0700), kept to `max_bytes` (layers and
+    /// unpacked images together); images already there are kept, downloads left by a
+    /// process that died removed.
+    pub fn open(root: &Path, settings: ResolverSettings, max_bytes: u64) -> std::io::Result<Self> {
         use std::os::unix::fs::PermissionsExt;
         for folder in [root.join("blobs"), root.join("images")] {
             std::fs::create_dir_all(&folder)?;
@@ -70,7 +115,77 @@ impl ImageCache {
             }
         }
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
-        Ok(Self { root: root.to_path_buf(), settings, pulling: Mutex::default(), blobs_pulled: AtomicU64::new(0) })
+        let mut images = Images::default();
+        for entry in std::fs::read_dir(root.join("images"))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json")
+                && let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(recorded) = serde_json::from_str::<Entry>(&text)
+                && path.with_extension("").is_dir()
+            {
+                let name = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                images.entries.insert(digest_of(&name), recorded);
+            }
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            settings,
+            max_bytes,
+            pulling: Mutex::default(),
+            images: Arc::new(Mutex::new(images)),
+            blobs_pulled: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes a lease on image `digest`, if the cache has it.
+    fn lease(&self, digest: &str) -> Option<Lease> {
+        let mut images = self.images.lock().expect("not poisoned");
+        images.tick += 1;
+        let tick = images.tick;
+        let entry = images.entries.get_mut(digest)?;
+        entry.in_use += 1;
+        entry.last_used = tick;
+        Some(Lease { path: self.rootfs_path(digest), digest: digest.to_string(), images: self.images.clone() })
+    }
+
+    /// Bytes on disk: every layer blob and every rootfs.
+    fn used_bytes(&self) -> u64 {
+        let blobs = std::fs::read_dir(self.root.join("blobs"))
+            .map(|dir| dir.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum::<u64>())
+            .unwrap_or(0);
+        blobs + self.images.lock().expect("not poisoned").entries.values().map(|e| e.rootfs_bytes).sum::<u64>()
+    }
+
+    /// Removes images no lease holds, least recently used first, and the layers no
+    /// remaining image needs, until the cache is within its size (or only images in use
+    /// are left).
+    fn evict(&self) {
+        while self.used_bytes() > self.max_bytes {
+            let victim = {
+                let images = self.images.lock().expect("not poisoned");
+                images
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| e.in_use == 0)
+                    .min_by_key(|(_, e)| e.last_used)
+                    .map(|(d, _)| d.clone())
+            };
+            let Some(digest) = victim else { return };
+            let path = self.rootfs_path(&digest);
+            let _ = std::fs::remove_file(path.with_extension("json"));
+            let _ = std::fs::remove_dir_all(&path);
+            let mut images = self.images.lock().expect("not poisoned");
+            images.entries.remove(&digest);
+            let needed: std::collections::HashSet<String> =
+                images.entries.values().flat_map(|e| e.layers.iter().map(|l| file_name(l))).collect();
+            drop(images);
+            for blob in std::fs::read_dir(self.root.join("blobs")).into_iter().flatten().flatten() {
+                let name = blob.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') && !needed.contains(&name) {
+                    let _ = std::fs::remove_file(blob.path());
+                }
+            }
+        }
     }
 
     /// Layer blobs downloaded so far by this cache.
@@ -84,17 +199,18 @@ impl ImageCache {
     }
 
     /// The rootfs of image `digest` (the manifest digest its reference resolved to), pulled
-    /// from `reference`'s repository with `credentials` and unpacked, unless it is here.
-    pub async fn rootfs(&self, reference: &str, digest: &str, credentials: &Credentials) -> Result<PathBuf, PullError> {
-        let path = self.rootfs_path(digest);
-        if path.is_dir() {
-            return Ok(path);
+    /// from `reference`'s repository with `credentials` and unpacked, unless it is here;
+    /// kept while the lease lives.
+    pub async fn rootfs(&self, reference: &str, digest: &str, credentials: &Credentials) -> Result<Lease, PullError> {
+        if let Some(lease) = self.lease(digest) {
+            return Ok(lease);
         }
         let lock = self.pulling.lock().expect("not poisoned").entry(digest.to_string()).or_default().clone();
         let _pulling = lock.lock().await;
-        if path.is_dir() {
-            return Ok(path);
+        if let Some(lease) = self.lease(digest) {
+            return Ok(lease);
         }
+        let path = self.rootfs_path(digest);
         let parsed: Reference = reference.parse().map_err(|_| ResolveError::BadReference(reference.to_string()))?;
         let by_digest = parsed.clone_with_digest(digest.to_string());
         let registry = parsed.resolve_registry().to_string();
@@ -113,6 +229,9 @@ impl ImageCache {
             let blob = self.blob(&client, &by_digest, layer, &registry).await?;
             layers.push((blob, compression));
         }
+        let layer_digests: Vec<String> = manifest.layers.iter().map(|l| l.digest.clone()).collect();
+        // A rootfs without its record (the process died between the two) is made again.
+        let _ = std::fs::remove_dir_all(&path);
         let dest = path.clone();
         tokio::task::spawn_blocking(move || {
             let opened = layers
@@ -123,7 +242,12 @@ impl ImageCache {
         })
         .await
         .map_err(|e| PullError::Io(std::io::Error::other(e)))??;
-        Ok(path)
+        let entry = Entry { layers: layer_digests, rootfs_bytes: tree_bytes(&path), last_used: 0, in_use: 0 };
+        std::fs::write(path.with_extension("json"), serde_json::to_vec(&entry).map_err(std::io::Error::other)?)?;
+        self.images.lock().expect("not poisoned").entries.insert(digest.to_string(), entry);
+        let lease = self.lease(digest).expect("just added");
+        self.evict();
+        Ok(lease)
     }
 
     /// Layer `layer`'s blob on disk: downloaded (its digest checked by the client) beside
@@ -150,6 +274,20 @@ impl ImageCache {
         self.blobs_pulled.fetch_add(1, Ordering::Relaxed);
         Ok(path)
     }
+}
+
+/// Bytes of the files under `path` (symlinks not followed).
+fn tree_bytes(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path).into_iter().flatten().flatten().map(|e| tree_bytes(&e.path())).sum()
+}
+
+/// The digest a [`file_name`] came from.
+fn digest_of(name: &str) -> String {
+    name.replacen('-', ":", 1)
 }
 
 /// A digest (`sha256:abc…`) as a file name (`sha256-abc…`); anything but `[a-z0-9]` in the

@@ -55,13 +55,17 @@ async fn each_image_is_pulled_once_and_a_cached_one_needs_no_registry() {
     let digest = push(&registry, &app, vec![base.clone(), top]).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let cache = Arc::new(ImageCache::open(dir.path(), ResolverSettings::default()).unwrap());
+    let cache = Arc::new(ImageCache::open(dir.path(), ResolverSettings::default(), 1 << 30).unwrap());
     let mut starts = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let (cache, app, digest) = (cache.clone(), app.clone(), digest.clone());
-        starts.spawn(
-            async move { cache.rootfs(&app, &digest, &Credentials::Anonymous).await.map_err(|e| e.to_string()) },
-        );
+        starts.spawn(async move {
+            cache
+                .rootfs(&app, &digest, &Credentials::Anonymous)
+                .await
+                .map(|l| l.path.clone())
+                .map_err(|e| e.to_string())
+        });
     }
     let roots: Vec<_> = starts.join_all().await.into_iter().map(Result::unwrap).collect();
     assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
@@ -74,7 +78,7 @@ async fn each_image_is_pulled_once_and_a_cached_one_needs_no_registry() {
     // Another image with the same base layer pulls only its own.
     let v2 = registry.image("acme/app:2.0");
     let digest2 = push(&registry, &v2, vec![base, layer(&[("bin/app", b"app v2")])]).await;
-    let root2 = cache.rootfs(&v2, &digest2, &Credentials::Anonymous).await.unwrap();
+    let root2 = cache.rootfs(&v2, &digest2, &Credentials::Anonymous).await.unwrap().path.clone();
     assert_eq!(std::fs::read(root2.join("bin/app")).unwrap(), b"app v2");
     assert_eq!(cache.blobs_pulled(), 3);
 
@@ -88,19 +92,54 @@ async fn each_image_is_pulled_once_and_a_cached_one_needs_no_registry() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(images.len(), 2, "two images and nothing partial: {images:?}");
+    assert_eq!(images.len(), 4, "two images (each a rootfs and its record), nothing partial: {images:?}");
     assert!(!dir.path().parent().unwrap().join("evil").exists());
 
     // The registry goes away: cached images still start, others say why not.
     let unpulled = registry.image("acme/app:3.0");
     let digest3 = push(&registry, &unpulled, vec![layer(&[("bin/app", b"app v3")])]).await;
     drop(registry);
-    let again = cache.rootfs(&app, &digest, &Credentials::Anonymous).await.unwrap();
+    let again = cache.rootfs(&app, &digest, &Credentials::Anonymous).await.unwrap().path.clone();
     assert_eq!(&again, root);
     let err = cache.rootfs(&unpulled, &digest3, &Credentials::Anonymous).await.unwrap_err();
     assert!(matches!(err, PullError::Registry(ResolveError::Unreachable { .. })), "{err}");
 
     // A new cache over the same folder keeps what was pulled.
-    let reopened = ImageCache::open(dir.path(), ResolverSettings::default()).unwrap();
+    let reopened = ImageCache::open(dir.path(), ResolverSettings::default(), 1 << 30).unwrap();
     assert!(reopened.rootfs(&app, &digest, &Credentials::Anonymous).await.is_ok());
+}
+
+/// Past its size, the cache drops the least recently used image no sandbox uses, and the
+/// layers only it held; an image in use stays whatever the size.
+#[tokio::test]
+async fn past_its_size_the_cache_evicts_unused_images_least_recently_used_first() {
+    let registry = Registry::start().await;
+    let shared = layer(&[("lib/shared", &[1u8; 20_000])]);
+    let mut images = Vec::new();
+    for name in ["a", "b", "c"] {
+        let own = layer(&[("bin/app", name.repeat(20_000).as_bytes())]);
+        let reference = registry.image(&format!("acme/{name}:1.0"));
+        let digest = push(&registry, &reference, vec![shared.clone(), own]).await;
+        images.push((reference, digest));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Room for about two images (each ~40 kB unpacked plus its small compressed layers).
+    let cache = ImageCache::open(dir.path(), ResolverSettings::default(), 100_000).unwrap();
+    let pull = |i: usize| cache.rootfs(&images[i].0, &images[i].1, &Credentials::Anonymous);
+    let a = pull(0).await.unwrap();
+    drop(pull(1).await.unwrap());
+    // a is in use, b is not: c's arrival evicts b, not a.
+    let c = pull(2).await.unwrap();
+    assert!(cache.rootfs_path(&images[0].1).is_dir(), "an image in use stays");
+    assert!(!cache.rootfs_path(&images[1].1).exists(), "the unused one goes");
+    assert!(c.path.is_dir());
+    let blobs = std::fs::read_dir(dir.path().join("blobs")).unwrap().count();
+    assert_eq!(blobs, 3, "b's own layer went; the shared one stayed");
+    // Used again, b is pulled again (its own layer only).
+    let pulled = cache.blobs_pulled();
+    drop(a);
+    drop(c);
+    let b = pull(1).await.unwrap();
+    assert_eq!(cache.blobs_pulled(), pulled + 1);
+    assert_eq!(std::fs::read(b.path.join("lib/shared")).unwrap(), vec![1u8; 20_000]);
 }
