@@ -32,12 +32,15 @@ fi
 # Redis: the cell's store tests run against a real server, private to this run. curl:
 # the `baton up` test calls the router the way the README does. nft: a root worker filters
 # its sandboxes' connections with nftables. docker-registry: the image tests push to and
-# resolve from a real OCI registry (each test starts its own, on a free port).
+# resolve from a real OCI registry (each test starts its own, on a free port). runc and
+# busybox-static: containers run by the real runc, from a rootfs holding a static busybox.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+[ -x /bin/busybox ] || missing+=(busybox-static)
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -6,6 +6,7 @@
 //! however many cold starts wait for it ([`cache`]). Running comes next.
 #![deny(unsafe_code)]
 
+pub mod bundle;
 pub mod cache;
 mod resolve;
 pub mod unpack;
