@@ -84,6 +84,25 @@ fn a_container_runs_what_the_image_says_as_the_sandbox_and_nothing_more() {
     let (_, _, code) = run(&["sh", "-c", "touch /tmp/f && chown 0 /tmp/f"], uid);
     assert_ne!(code, 0, "chown needs CAP_CHOWN");
 
+    // The seccomp filter: no new namespaces (user namespaces included, which the kernel
+    // would give any user), no keys, no mounts; ordinary programs and forks run.
+    for refused in [
+        &["unshare", "-U", "true"][..],
+        &["unshare", "-Ur", "true"],
+        &["unshare", "-n", "true"],
+        &["mount", "-t", "tmpfs", "x", "/tmp"],
+    ] {
+        let (_, err, code) = run(refused, uid);
+        assert_ne!(code, 0, "{refused:?} is refused");
+        assert!(
+            err.to_lowercase().contains("not permitted") || err.contains("permission denied"),
+            "{refused:?}: {err}"
+        );
+    }
+    let (out, err, code) = run(&["sh", "-c", "(echo forked) & wait; ls / | head -1"], uid);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("forked"), "{out}");
+
     // The pids limit holds a fork bomb.
     let (out, _, _) =
         run(&["sh", "-c", "for i in $(seq 40); do sleep 5 & done 2>/dev/null; ls /proc | grep -c '^[0-9]'"], uid);
