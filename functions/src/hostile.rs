@@ -3,7 +3,7 @@
 //!
 //! ```json
 //! {"connect": ["127.0.0.1:7300"], "read": ["/var/lib/baton/worker/sandboxes"],
-//!  "environ": true, "fork": 5000, "memory_mib": 512}
+//!  "environ": true, "fork": 5000, "memory_mib": 512, "user_namespace": true}
 //! ```
 //!
 //! - `connect`: a TCP connection to each address (1 s timeout): `"connected"` or the error.
@@ -13,6 +13,7 @@
 //! - `fork`: starts up to this many idle children (`/bin/sleep`): how many it got and the
 //!   error that stopped it; then kills them all.
 //! - `memory_mib`: a child touches this much memory: how that child ended.
+//! - `user_namespace`: `unshare --user --map-root-user true`: its exit status and stderr.
 //!
 //! Started as `baton-fn-hostile --eat MIB`, it touches that much memory and exits 0, having
 //! asked the OOM killer to take it before the function.
@@ -84,7 +85,19 @@ fn run_plan(plan: &Value) -> Value {
     if let Some(mib) = plan["memory_mib"].as_u64() {
         report.insert("memory".into(), eat(mib));
     }
+    if plan["user_namespace"].as_bool() == Some(true) {
+        report.insert("user_namespace".into(), user_namespace());
+    }
     report.into()
+}
+
+/// Makes a user namespace (as root in it, a process reaches much more of the kernel) with
+/// util-linux's `unshare`: its exit status and what it said.
+fn user_namespace() -> Value {
+    match Command::new("unshare").args(["--user", "--map-root-user", "true"]).stdin(Stdio::null()).output() {
+        Ok(out) => json!({"status": out.status.code(), "stderr": String::from_utf8_lossy(&out.stderr).trim()}),
+        Err(e) => json!({"status": null, "stderr": format!("could not run unshare: {e}")}),
+    }
 }
 
 fn connect(addr: &str) -> String {

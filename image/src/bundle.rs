@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use baton_model::sandbox::{CLONE_NAMESPACE_FLAGS, DENIED_SYSCALLS};
 use oci_spec::runtime::Capabilities;
 
 use oci_spec::runtime::{
@@ -123,71 +124,8 @@ pub fn environment(image: &[String], over: &BTreeMap<String, String>) -> Vec<Str
     merged.into_iter().map(|(n, v)| format!("{n}={v}")).collect()
 }
 
-/// Syscalls a sandbox is refused (`EPERM`) whatever its capabilities: the kernel's
-/// largest attack surface for code that needs none of it (keys, BPF, perf, userfaultfd,
-/// new namespaces, mounts, modules, kexec, clocks, tracing other processes, NUMA policy).
-const DENIED_SYSCALLS: &[&str] = &[
-    "acct",
-    "add_key",
-    "adjtimex",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "fsconfig",
-    "fsmount",
-    "fsopen",
-    "fspick",
-    "get_kernel_syms",
-    "get_mempolicy",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mbind",
-    "migrate_pages",
-    "mount",
-    "move_mount",
-    "move_pages",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "open_tree",
-    "perf_event_open",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "ptrace",
-    "query_module",
-    "quotactl",
-    "reboot",
-    "request_key",
-    "set_mempolicy",
-    "setns",
-    "settimeofday",
-    "swapoff",
-    "swapon",
-    "syslog",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vhangup",
-];
-
-/// The namespace flags of clone(2): `CLONE_NEWNS`, `CLONE_NEWCGROUP`, `CLONE_NEWUTS`,
-/// `CLONE_NEWIPC`, `CLONE_NEWUSER`, `CLONE_NEWPID`, `CLONE_NEWNET`, `CLONE_NEWTIME`.
-const CLONE_NAMESPACE_FLAGS: [u64; 8] =
-    [0x0002_0000, 0x0200_0000, 0x0400_0000, 0x0800_0000, 0x1000_0000, 0x2000_0000, 0x4000_0000, 0x0000_0080];
-
-/// The sandbox's seccomp filter: everything else allowed, [`DENIED_SYSCALLS`] refused,
+/// The sandbox's seccomp filter: everything else allowed, `DENIED_SYSCALLS` (baton-model)
+/// refused,
 /// `clone` refused when it asks for a namespace, `clone3` answered `ENOSYS` (its flags
 /// sit behind a pointer a filter cannot read, and C libraries fall back to `clone`).
 fn seccomp() -> Result<oci_spec::runtime::LinuxSeccomp, oci_spec::OciSpecError> {

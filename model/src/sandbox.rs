@@ -35,6 +35,69 @@ pub const LOADER: &[&str] = &[
 /// Prefixes of such variables (`LD_PRELOAD`, `LD_AUDIT`, `MALLOC_TRACE`, …).
 pub const LOADER_PREFIXES: &[&str] = &["LD_", "MALLOC_"];
 
+/// System calls every sandbox (process or container) is refused with `EPERM`, whatever its
+/// capabilities: the kernel's largest attack surface for code that needs none of it
+/// (keys, BPF, perf, userfaultfd, new namespaces, mounts, modules, kexec, clocks, tracing
+/// other processes, NUMA policy).
+pub const DENIED_SYSCALLS: &[&str] = &[
+    "acct",
+    "add_key",
+    "adjtimex",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_mempolicy",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "migrate_pages",
+    "mount",
+    "move_mount",
+    "move_pages",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "syslog",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vhangup",
+];
+
+/// The namespace flags of clone(2) (`CLONE_NEWNS`, `CLONE_NEWCGROUP`, `CLONE_NEWUTS`,
+/// `CLONE_NEWIPC`, `CLONE_NEWUSER`, `CLONE_NEWPID`, `CLONE_NEWNET`, `CLONE_NEWTIME`): a
+/// sandbox's clone asking for any is refused with `EPERM`; `clone3`, whose flags a filter
+/// cannot read, is answered `ENOSYS`, so C libraries fall back to clone.
+pub const CLONE_NAMESPACE_FLAGS: [u64; 8] =
+    [0x0002_0000, 0x0200_0000, 0x0400_0000, 0x0800_0000, 0x1000_0000, 0x2000_0000, 0x4000_0000, 0x0000_0080];
+
 /// Checks an executable path: absolute, plain (no `.` or `..` part), no NUL, at most
 /// [`MAX_PATH_BYTES`].
 pub fn check_executable(path: &str) -> Result<(), SpecError> {

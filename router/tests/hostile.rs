@@ -1,7 +1,7 @@
 //! A hostile tenant's function, deployed through the router like any other, attacks from
 //! inside its sandbox: it connects to every port of the federation and to another tenant's
 //! sandbox, reads other processes' environments, the worker's state and the other
-//! sandbox's logs, fork-bombs and exhausts its memory. Every attempt must fail, and the
+//! sandbox's logs, fork-bombs, exhausts its memory and makes a user namespace. Every attempt must fail, and the
 //! other tenant's function and the platform must go on answering.
 
 use std::os::unix::fs::PermissionsExt;
@@ -106,6 +106,7 @@ async fn a_hostile_function_cannot_reach_the_platform_other_sandboxes_or_their_s
         "environ": true,
         "fork": 100_000,
         "memory_mib": 512,
+        "user_namespace": true,
     });
     let (answer, _) = baton_testkit::send_when_known(call(&mallory, "probe", plan)).await;
     let status = answer.status();
@@ -128,6 +129,9 @@ async fn a_hostile_function_cannot_reach_the_platform_other_sandboxes_or_their_s
     let started = fork["started"].as_u64().unwrap();
     assert!(started < 256 && !fork["error"].as_str().unwrap().is_empty(), "the fork bomb was not stopped: {fork}");
     assert_eq!(report["memory"]["signal"], json!(9), "a child over the memory limit is OOM-killed: {report}");
+    let userns = &report["user_namespace"];
+    assert_ne!(userns["status"], json!(0), "the sandbox made a user namespace: {userns}");
+    assert!(userns["stderr"].as_str().unwrap_or_default().contains("Operation not permitted"), "{userns}");
 
     // The platform and the other tenant go on; the attacker's own function too.
     let answer = call(&alice, "vault", json!({"after": "attack"})).send().await.unwrap();

@@ -10,6 +10,7 @@ mod ports;
 mod reaper;
 mod record;
 mod recovery;
+mod seccomp;
 mod spawn;
 mod table;
 mod uids;
@@ -63,6 +64,8 @@ struct Inner {
     user: Option<(Uid, Gid)>,
     /// The packet filter on the sandboxes' uids, when installed.
     netfilter: Option<netfilter::NetFilter>,
+    /// The seccomp filter every sandbox runs under.
+    seccomp: seccomp::Filters,
     /// Executables already warned about running as the worker's user.
     warned: Mutex<std::collections::HashSet<PathBuf>>,
     table: Mutex<table::Table>,
@@ -131,10 +134,12 @@ impl ProcessRuntime {
                 None
             }
         };
+        let seccomp = seccomp::compile().map_err(|e| RuntimeError::invalid("process", e))?;
         let inner = Arc::new(Inner {
             ports: PortPool::new(config.port_range_start..=config.port_range_end),
             uids: uid_range.map(uids::UidPool::new),
             netfilter,
+            seccomp,
             host,
             dir,
             namespaces: capabilities.namespaces,
@@ -283,6 +288,7 @@ impl ProcessRuntime {
             namespaces: self.inner.namespaces,
             hostname: format!("sandbox-{id}"),
             user,
+            seccomp: Some(self.inner.seccomp.clone()),
         };
         let spawned = spawn::spawn(plan).map_err(|e| RuntimeError::Executable {
             path: spec.executable.display().to_string(),
@@ -561,6 +567,7 @@ async fn namespaces_work() -> bool {
         namespaces: true,
         hostname: "baton-probe".into(),
         user: None,
+        seccomp: None,
     };
     match spawn::spawn(plan) {
         Ok(spawned) => {

@@ -42,6 +42,9 @@ pub struct SpawnPlan {
     pub hostname: String,
     /// Run as this user and group.
     pub user: Option<(Uid, Gid)>,
+    /// Seccomp programs installed last before exec (after the user switch): the sandbox
+    /// and all it starts stay under them.
+    pub seccomp: Option<super::seccomp::Filters>,
 }
 
 /// The processes of a started sandbox.
@@ -71,12 +74,13 @@ pub fn spawn(plan: SpawnPlan) -> std::io::Result<Spawned> {
     let namespaces = plan.namespaces;
     let hostname = plan.hostname;
     let user = plan.user;
+    let seccomp = plan.seccomp;
     let oom_adj_path = CString::new("/proc/self/oom_score_adj").expect("no NUL in a literal");
 
     // SAFETY: the closure runs in the forked child before exec. It calls only
     // async-signal-safe system calls (write, unshare, mount, sethostname, fork, waitpid,
-    // open, close_range, kill, setgroups/setgid/setuid, _exit) on data prepared above, and
-    // allocates nothing.
+    // open, close_range, kill, setgroups/setgid/setuid, prctl, seccomp, _exit) on data
+    // prepared above, and allocates nothing (but on a failure it reports).
     unsafe {
         command.pre_exec(move || {
             for fd in &cgroup_fds {
@@ -114,6 +118,11 @@ pub fn spawn(plan: SpawnPlan) -> std::io::Result<Spawned> {
                 nix::unistd::setgroups(&[])?;
                 nix::unistd::setgid(gid)?;
                 nix::unistd::setuid(uid)?;
+            }
+            // Sets no_new_privs, then the filter: a raw prctl and seccomp(2) on programs
+            // compiled before the fork.
+            for program in seccomp.iter().flat_map(|p| p.iter()) {
+                seccompiler::apply_filter(program).map_err(|e| std::io::Error::other(e.to_string()))?;
             }
             Ok(())
         });
