@@ -18,13 +18,15 @@ impl Drop for Function {
 async fn start(exe: &str) -> Function {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(exe).env("PORT", port.to_string()).stdin(Stdio::null()).spawn().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    // Owned at once: a panic while it starts still kills it.
+    let function = Function { child, base: format!("http://127.0.0.1:{port}") };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while reqwest::get(format!("{base}/healthz")).await.map(|r| r.status().is_success()).ok() != Some(true) {
+    let health = format!("{}/healthz", function.base);
+    while reqwest::get(&health).await.map(|r| r.status().is_success()).ok() != Some(true) {
         assert!(Instant::now() < deadline, "{exe} never became ready");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Function { child, base }
+    function
 }
 
 #[tokio::test]
