@@ -22,12 +22,17 @@ fn pusher(registry: &Registry) -> Client {
 
 /// Pushes a one-layer image for `os/arch` as `reference`; returns its manifest digest.
 async fn push(client: &Client, reference: &str, arch: &str, layer: &[u8]) -> String {
+    push_as(client, reference, arch, layer, &RegistryAuth::Anonymous).await
+}
+
+/// [`push`] with credentials.
+async fn push_as(client: &Client, reference: &str, arch: &str, layer: &[u8], auth: &RegistryAuth) -> String {
     let reference: Reference = reference.parse().unwrap();
     let config = serde_json::json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}});
     let layers = [ImageLayer::oci_v1_gzip(layer.to_vec(), None)];
     let config = Config::oci_v1(serde_json::to_vec(&config).unwrap(), None);
-    client.push(&reference, &layers, config, &RegistryAuth::Anonymous, None).await.unwrap();
-    client.fetch_manifest_digest(&reference, &RegistryAuth::Anonymous).await.unwrap()
+    client.push(&reference, &layers, config, auth, None).await.unwrap();
+    client.fetch_manifest_digest(&reference, auth).await.unwrap()
 }
 
 fn entry(digest: &str, arch: Arch) -> ImageIndexEntry {
@@ -128,20 +133,9 @@ async fn plain_http_is_for_loopback_and_listed_registries_only() {
 #[tokio::test]
 async fn a_private_registry_takes_the_right_credentials_only() {
     let registry = Registry::start_private("acme", "s3cret-pass").await;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = Client::new(ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(vec![registry.addr.to_string()]),
-        ..ClientConfig::default()
-    });
-    let reference: Reference = registry.image("acme/private:1.0").parse().unwrap();
-    let config =
-        serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}});
+    let client = pusher(&registry);
     let auth = RegistryAuth::Basic("acme".into(), "s3cret-pass".into());
-    let layers = [ImageLayer::oci_v1_gzip(b"private layer".to_vec(), None)];
-    client
-        .push(&reference, &layers, Config::oci_v1(serde_json::to_vec(&config).unwrap(), None), &auth, None)
-        .await
-        .unwrap();
+    push_as(&client, &registry.image("acme/private:1.0"), "amd64", b"private layer", &auth).await;
 
     let resolver = Resolver::new(ResolverSettings::default());
     let right = Credentials::Basic { username: "acme".into(), password: "s3cret-pass".into() };
@@ -162,20 +156,9 @@ async fn a_private_registry_takes_the_right_credentials_only() {
 async fn a_token_registry_is_resolved_through_the_bearer_flow() {
     let tokens = baton_testkit::TokenServer::start("acme", "t0ken-pass").await;
     let registry = Registry::start_with_tokens(&tokens).await;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = Client::new(ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(vec![registry.addr.to_string()]),
-        ..ClientConfig::default()
-    });
-    let reference: Reference = registry.image("acme/app:1.0").parse().unwrap();
-    let config =
-        serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}});
+    let client = pusher(&registry);
     let auth = RegistryAuth::Basic("acme".into(), "t0ken-pass".into());
-    let layers = [ImageLayer::oci_v1_gzip(b"token layer".to_vec(), None)];
-    client
-        .push(&reference, &layers, Config::oci_v1(serde_json::to_vec(&config).unwrap(), None), &auth, None)
-        .await
-        .unwrap();
+    push_as(&client, &registry.image("acme/app:1.0"), "amd64", b"token layer", &auth).await;
 
     let resolver = Resolver::new(ResolverSettings::default());
     let right = Credentials::Basic { username: "acme".into(), password: "t0ken-pass".into() };
