@@ -63,9 +63,11 @@ pub struct RouterSection {
     /// `408 body_timeout` after. Default: `"30s"`.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
-    /// How calls travel to the cells' data planes: `http2`, many calls at once on one
-    /// connection per data plane (their TLS records and writes shared), or `http1`, a pool
-    /// of connections with one call each. Default: `http2`.
+    /// How calls travel to the cells' data planes: `http1`, a pool of connections with one
+    /// call each, or `http2`, many calls at once on one connection per data plane (their
+    /// writes and TLS records shared; cheaper under load, but a call sent in the first
+    /// milliseconds after a data plane dies may fail with 502 instead of waiting for the
+    /// failover, since the dead connection is noticed late). Default: `http1`.
     pub upstream_protocol: UpstreamProtocol,
 }
 
@@ -73,11 +75,11 @@ pub struct RouterSection {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
-    /// HTTP/2 (h2c in plaintext), one multiplexed connection per data plane.
-    #[default]
-    Http2,
     /// HTTP/1.1, a pool of keep-alive connections.
+    #[default]
     Http1,
+    /// HTTP/2 (h2c in plaintext), one multiplexed connection per data plane.
+    Http2,
 }
 
 impl Default for RouterSection {
@@ -94,7 +96,7 @@ impl Default for RouterSection {
             drain_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
-            upstream_protocol: UpstreamProtocol::Http2,
+            upstream_protocol: UpstreamProtocol::Http1,
         }
     }
 }
