@@ -6,10 +6,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe_env_set(&protoc);
     // One file nesting the generated modules as the packages are (`baton::worker::v1`, …),
     // so cross-package references resolve.
-    tonic_prost_build::configure().include_file("packages.rs").compile_protos(
-        &["proto/worker.proto", "proto/cell_control.proto", "proto/raft.proto", "proto/shard_manager.proto"],
-        &["proto"],
-    )?;
+    // Registry credentials print redacted (`src/lib.rs`), so no log line can hold a password.
+    tonic_prost_build::configure()
+        .include_file("packages.rs")
+        .skip_debug(["baton.worker.v1.RegistryCredentials"])
+        .compile_protos(
+            &["proto/worker.proto", "proto/cell_control.proto", "proto/raft.proto", "proto/shard_manager.proto"],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -102,6 +102,10 @@ pub struct ControlPlaneSection {
     /// Timeout of each call to a worker. Default: `"30s"`.
     #[serde(with = "humantime_serde")]
     pub worker_call_timeout: Duration,
+    /// Longest a worker may take to pull a function's image, on top of
+    /// `worker_call_timeout` for a creation that pulls and for a pre-pull. Default: `"5m"`.
+    #[serde(with = "humantime_serde")]
+    pub image_pull_timeout: Duration,
 }
 
 impl Default for ControlPlaneSection {
@@ -117,6 +121,7 @@ impl Default for ControlPlaneSection {
             placement: PlacementPolicy::LeastAllocated,
             sandbox_pids: 256,
             worker_call_timeout: Duration::from_secs(30),
+            image_pull_timeout: Duration::from_secs(300),
         }
     }
 }

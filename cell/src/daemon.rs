@@ -155,6 +155,7 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
             autoscale_interval: c.autoscale_interval,
             sandbox_pids: c.sandbox_pids,
             worker_call_timeout: c.worker_call_timeout,
+            image_pull_timeout: c.image_pull_timeout,
             load_report_interval: c.load_report_interval,
             tls: tls.clone(),
         };

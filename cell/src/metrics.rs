@@ -30,6 +30,14 @@ pub fn creation(ok: bool) {
     metrics::counter!(CREATIONS, "outcome" => if ok { "ok" } else { "error" }).increment(1);
 }
 
+/// Counter: image pre-pulls asked of workers, by outcome (pulled, cached, failed).
+pub const PREPULLS: &str = "baton_cell_image_prepulls_total";
+
+/// Records one pre-pull's outcome.
+pub fn prepull(outcome: &'static str) {
+    metrics::counter!(PREPULLS, "outcome" => outcome).increment(1);
+}
+
 /// Publishes the scale and membership gauges.
 pub fn totals((ready, desired, healthy, down): (u32, u32, u32, u32)) {
     metrics::gauge!(SANDBOXES_READY).set(f64::from(ready));

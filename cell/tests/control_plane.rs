@@ -30,6 +30,7 @@ fn settings() -> ControlPlaneSettings {
         },
         autoscale_interval: Duration::from_millis(100),
         sandbox_pids: 64,
+        image_pull_timeout: Duration::from_secs(300),
         worker_call_timeout: Duration::from_secs(5),
         load_report_interval: Duration::from_millis(100),
         tls: baton_service::tls::Tls::Plaintext,

@@ -14,6 +14,7 @@ fn worker(address: &str) -> WorkerRecord {
         node_id: baton_proto::NodeId::new("w1").unwrap(),
         address: address.into(),
         runtime: baton_model::Runtime::Process,
+        runtimes: vec![baton_model::Runtime::Oci],
         cpu_millis: 2000,
         memory_mib: 4096,
         max_sandboxes: 100,

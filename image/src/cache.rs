@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use oci_client::Reference;
 use oci_client::manifest::OciDescriptor;
 
+use crate::bundle::ImageConfig;
 use crate::resolve::{Credentials, ResolveError, ResolverSettings, classify, client_for};
 use crate::unpack::{Compression, UnpackError, unpack_image};
 
@@ -41,10 +42,16 @@ pub enum PullError {
     /// A layer was refused or could not be unpacked.
     #[error(transparent)]
     Unpack(#[from] UnpackError),
+    /// The image's config blob is not an image config.
+    #[error("the image config: {0}")]
+    BadConfig(String),
     /// The cache's disk.
     #[error("the image cache: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Tries per layer download before a pull fails.
+const BLOB_ATTEMPTS: u64 = 3;
 
 /// Images on one worker.
 pub struct ImageCache {
@@ -70,6 +77,9 @@ struct Images {
 struct Entry {
     layers: Vec<String>,
     rootfs_bytes: u64,
+    /// The image config blob (JSON), for how to run it.
+    #[serde(default)]
+    config: String,
     #[serde(skip)]
     last_used: u64,
     #[serde(skip)]
@@ -80,6 +90,10 @@ struct Entry {
 pub struct Lease {
     /// The rootfs.
     pub path: PathBuf,
+    /// How the image says to run it.
+    pub config: ImageConfig,
+    /// Whether it was in the cache already (no pull).
+    pub cached: bool,
     digest: String,
     images: Arc<Mutex<Images>>,
 }
@@ -87,6 +101,13 @@ pub struct Lease {
 impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lease").field("path", &self.path).finish()
+    }
+}
+
+impl Lease {
+    /// The image's manifest digest.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 }
 
@@ -137,15 +158,39 @@ impl ImageCache {
         })
     }
 
-    /// Takes a lease on image `digest`, if the cache has it.
-    fn lease(&self, digest: &str) -> Option<Lease> {
+    /// Takes a lease on image `digest`, if the cache has it (a sandbox re-adopted after a
+    /// worker restart keeps its image this way).
+    pub fn cached(&self, digest: &str) -> Option<Lease> {
         let mut images = self.images.lock().expect("not poisoned");
         images.tick += 1;
         let tick = images.tick;
         let entry = images.entries.get_mut(digest)?;
         entry.in_use += 1;
         entry.last_used = tick;
-        Some(Lease { path: self.rootfs_path(digest), digest: digest.to_string(), images: self.images.clone() })
+        let config = ImageConfig::parse(entry.config.as_bytes()).unwrap_or_default();
+        Some(Lease {
+            path: self.rootfs_path(digest),
+            config,
+            cached: true,
+            digest: digest.to_string(),
+            images: self.images.clone(),
+        })
+    }
+
+    /// Whether image `digest` is in the cache.
+    pub fn contains(&self, digest: &str) -> bool {
+        self.images.lock().expect("not poisoned").entries.contains_key(digest)
+    }
+
+    /// Removes image `digest` now if no sandbox uses it (its function was deleted), with
+    /// the layers no other image needs. Returns whether it went.
+    pub fn remove_unused(&self, digest: &str) -> bool {
+        let in_use = self.images.lock().expect("not poisoned").entries.get(digest).map(|e| e.in_use);
+        if in_use != Some(0) {
+            return false;
+        }
+        self.drop_image(digest);
+        true
     }
 
     /// Bytes on disk: every layer blob and every rootfs.
@@ -171,19 +216,24 @@ impl ImageCache {
                     .map(|(d, _)| d.clone())
             };
             let Some(digest) = victim else { return };
-            let path = self.rootfs_path(&digest);
-            let _ = std::fs::remove_file(path.with_extension("json"));
-            let _ = std::fs::remove_dir_all(&path);
-            let mut images = self.images.lock().expect("not poisoned");
-            images.entries.remove(&digest);
-            let needed: std::collections::HashSet<String> =
-                images.entries.values().flat_map(|e| e.layers.iter().map(|l| file_name(l))).collect();
-            drop(images);
-            for blob in std::fs::read_dir(self.root.join("blobs")).into_iter().flatten().flatten() {
-                let name = blob.file_name().to_string_lossy().into_owned();
-                if !name.starts_with('.') && !needed.contains(&name) {
-                    let _ = std::fs::remove_file(blob.path());
-                }
+            self.drop_image(&digest);
+        }
+    }
+
+    /// Removes image `digest` and the layers no remaining image needs.
+    fn drop_image(&self, digest: &str) {
+        let path = self.rootfs_path(digest);
+        let _ = std::fs::remove_file(path.with_extension("json"));
+        let _ = std::fs::remove_dir_all(&path);
+        let mut images = self.images.lock().expect("not poisoned");
+        images.entries.remove(digest);
+        let needed: std::collections::HashSet<String> =
+            images.entries.values().flat_map(|e| e.layers.iter().map(|l| file_name(l))).collect();
+        drop(images);
+        for blob in std::fs::read_dir(self.root.join("blobs")).into_iter().flatten().flatten() {
+            let name = blob.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && !needed.contains(&name) {
+                let _ = std::fs::remove_file(blob.path());
             }
         }
     }
@@ -202,12 +252,12 @@ impl ImageCache {
     /// from `reference`'s repository with `credentials` and unpacked, unless it is here;
     /// kept while the lease lives.
     pub async fn rootfs(&self, reference: &str, digest: &str, credentials: &Credentials) -> Result<Lease, PullError> {
-        if let Some(lease) = self.lease(digest) {
+        if let Some(lease) = self.cached(digest) {
             return Ok(lease);
         }
         let lock = self.pulling.lock().expect("not poisoned").entry(digest.to_string()).or_default().clone();
         let _pulling = lock.lock().await;
-        if let Some(lease) = self.lease(digest) {
+        if let Some(lease) = self.cached(digest) {
             return Ok(lease);
         }
         let path = self.rootfs_path(digest);
@@ -216,8 +266,9 @@ impl ImageCache {
         let registry = parsed.resolve_registry().to_string();
         let client = client_for(&registry, &self.settings);
         let auth = credentials.auth();
-        let (manifest, got) =
-            client.pull_image_manifest(&by_digest, &auth).await.map_err(|e| classify(e, &registry, &by_digest))?;
+        let (manifest, got, config) =
+            client.pull_manifest_and_config(&by_digest, &auth).await.map_err(|e| classify(e, &registry, &by_digest))?;
+        ImageConfig::parse(config.as_bytes()).map_err(|e| PullError::BadConfig(e.to_string()))?;
         if got != digest {
             return Err(PullError::WrongManifest { asked: digest.to_string(), got });
         }
@@ -242,10 +293,11 @@ impl ImageCache {
         })
         .await
         .map_err(|e| PullError::Io(std::io::Error::other(e)))??;
-        let entry = Entry { layers: layer_digests, rootfs_bytes: tree_bytes(&path), last_used: 0, in_use: 0 };
+        let entry = Entry { layers: layer_digests, rootfs_bytes: tree_bytes(&path), config, last_used: 0, in_use: 0 };
         std::fs::write(path.with_extension("json"), serde_json::to_vec(&entry).map_err(std::io::Error::other)?)?;
         self.images.lock().expect("not poisoned").entries.insert(digest.to_string(), entry);
-        let lease = self.lease(digest).expect("just added");
+        let mut lease = self.cached(digest).expect("just added");
+        lease.cached = false;
         self.evict();
         Ok(lease)
     }
@@ -264,11 +316,20 @@ impl ImageCache {
             return Ok(path);
         }
         let partial = self.root.join("blobs").join(format!(".{}.partial", file_name(&layer.digest)));
-        let file = tokio::fs::File::create(&partial).await?;
-        let pulled = client.pull_blob(image, layer, file).await;
-        if let Err(e) = pulled {
+        // A download cut off half way starts again from nothing, a few times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let file = tokio::fs::File::create(&partial).await?;
+            let pulled = client.pull_blob(image, layer, file).await;
+            let Err(e) = pulled else { break };
             let _ = tokio::fs::remove_file(&partial).await;
-            return Err(classify(e, registry, image).into());
+            let error = classify(e, registry, image);
+            let transient = matches!(error, ResolveError::Unreachable { .. } | ResolveError::Registry { .. });
+            if !transient || attempt >= BLOB_ATTEMPTS {
+                return Err(error.into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
         }
         tokio::fs::rename(&partial, &path).await?;
         self.blobs_pulled.fetch_add(1, Ordering::Relaxed);

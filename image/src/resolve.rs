@@ -117,6 +117,23 @@ pub enum ResolveError {
     },
 }
 
+impl ResolveError {
+    /// A bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::BadReference(_) => "bad_reference",
+            Self::NotHttps(_) => "not_https",
+            Self::Unreachable { .. } => "unreachable",
+            Self::UnknownRepository(_) => "unknown_repository",
+            Self::UnknownTag(_) => "unknown_tag",
+            Self::RefusedCredentials(_) => "refused_credentials",
+            Self::NotLinuxAmd64 { .. } => "not_linux_amd64",
+            Self::TooLarge { .. } => "too_large",
+            Self::Registry { .. } => "registry_error",
+        }
+    }
+}
+
 /// Whether a registry (`host` or `host:port`) may be reached over plain HTTP: on a
 /// loopback address (as Docker allows), or listed by the operator.
 pub fn plain_http_allowed(registry: &str, insecure: &[String]) -> bool {
@@ -192,7 +209,19 @@ impl Resolver {
         )
         .await
         .map_err(|_| ResolveError::Unreachable { registry: registry.clone(), message: "timed out".into() })?;
-        let (manifest, digest, config, _index) = pulled.map_err(|e| classify(e, &registry, &parsed))?;
+        let (manifest, digest, config, _index) = match pulled.map_err(|e| classify(e, &registry, &parsed)) {
+            Ok(pulled) => pulled,
+            // Registries answer "manifest unknown" for a repository that does not exist
+            // too: a repository without tags is the one the tenant got wrong.
+            Err(ResolveError::UnknownTag(tag)) => {
+                let tags = client.list_tags(&parsed, &auth, Some(1), None).await;
+                return Err(match tags {
+                    Ok(list) if !list.tags.is_empty() => ResolveError::UnknownTag(tag),
+                    _ => ResolveError::UnknownRepository(format!("{registry}/{}", parsed.repository())),
+                });
+            }
+            Err(other) => return Err(other),
+        };
         let config: serde_json::Value = serde_json::from_str(&config).map_err(|e| ResolveError::Registry {
             registry: registry.clone(),
             message: format!("image config: {e}"),

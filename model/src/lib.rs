@@ -7,6 +7,7 @@ pub mod cell;
 pub mod function;
 pub mod headers;
 pub mod id;
+pub mod image;
 pub mod sandbox;
 
 pub use cell::{CellId, Epoch, Generation};

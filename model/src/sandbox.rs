@@ -134,11 +134,20 @@ pub const PLATFORM_PROGRAMS: &[&str] =
 /// Checks arguments: at most [`MAX_ENTRIES`], each without NUL and at most
 /// [`MAX_VALUE_BYTES`].
 pub fn check_args<'a>(args: impl ExactSizeIterator<Item = &'a str>) -> Result<(), SpecError> {
-    if args.len() > MAX_ENTRIES {
-        return Err(SpecError::new("args", format!("has {} entries; at most {MAX_ENTRIES}", args.len())));
+    check_list("args", args)
+}
+
+/// Checks an image's `command` as [`check_args`] checks arguments (`command[0]`).
+pub fn check_command<'a>(command: impl ExactSizeIterator<Item = &'a str>) -> Result<(), SpecError> {
+    check_list("command", command)
+}
+
+fn check_list<'a>(field: &str, items: impl ExactSizeIterator<Item = &'a str>) -> Result<(), SpecError> {
+    if items.len() > MAX_ENTRIES {
+        return Err(SpecError::new(field, format!("has {} entries; at most {MAX_ENTRIES}", items.len())));
     }
-    for (i, arg) in args.enumerate() {
-        check_value(&format!("args[{i}]"), arg)?;
+    for (i, item) in items.enumerate() {
+        check_value(&format!("{field}[{i}]"), item)?;
     }
     Ok(())
 }

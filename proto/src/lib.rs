@@ -22,6 +22,15 @@ pub use generated::baton::raft::v1 as raft;
 /// (`baton.shard.v1`).
 pub use generated::baton::shard::v1 as shard;
 
+impl std::fmt::Debug for worker::RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 pub use ids::{IdError, MAX_ID_LEN, NodeId, SandboxId};
 
 /// Largest gRPC message baton's services take and its clients accept. tonic's default of
@@ -70,7 +79,9 @@ mod tests {
             [
                 "/baton.worker.v1.Worker/CreateSandbox",
                 "/baton.worker.v1.Worker/DeleteSandbox",
-                "/baton.worker.v1.Worker/ListSandboxes"
+                "/baton.worker.v1.Worker/ListSandboxes",
+                "/baton.worker.v1.Worker/PullImage",
+                "/baton.worker.v1.Worker/DropImage"
             ]
         );
         assert_eq!(super::methods("baton.shard.v1.ShardManager").len(), 20);
@@ -78,5 +89,14 @@ mod tests {
             super::methods("baton.raft.v1.RaftTransport").contains(&"/baton.raft.v1.RaftTransport/Vote".to_string())
         );
         assert!(super::methods("nope").is_empty());
+    }
+
+    #[test]
+    fn registry_credentials_never_print_their_password() {
+        let credentials =
+            super::worker::RegistryCredentials { username: "acme".into(), password: "hunter2-secret".into() };
+        let image = super::worker::Image { credentials: Some(credentials), ..Default::default() };
+        let printed = format!("{image:?} {image:#?}");
+        assert!(printed.contains("acme") && !printed.contains("hunter2"), "{printed}");
     }
 }

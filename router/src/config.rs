@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 pub struct RouterConfig {
     /// The router itself.
     pub router: RouterSection,
+    /// Resolving functions' images to digests when they are registered.
+    pub images: ImagesSection,
     /// Mutual TLS to the shard managers and the cells' data planes (a certificate of role
     /// `router`). The tenant API itself is plain HTTP: put a TLS terminator in front.
     pub tls: TlsConfig,
@@ -69,6 +71,39 @@ pub struct RouterSection {
     /// milliseconds after a data plane dies may fail with 502 instead of waiting for the
     /// failover, since the dead connection is noticed late). Default: `http1`.
     pub upstream_protocol: UpstreamProtocol,
+}
+
+/// `[images]`: how a function's image reference is resolved to the digest it runs, when
+/// the function is registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesSection {
+    /// Registries (`host` or `host:port`) reached over plain HTTP besides loopback ones.
+    /// Default: `[]`.
+    pub insecure_registries: Vec<String>,
+    /// Largest image a function may run (config and compressed layers), bytes; larger
+    /// ones are refused at registration. Default: `4294967296` (4 GiB).
+    pub max_image_bytes: u64,
+    /// Longest a registry may take to answer one request. Default: `"10s"`.
+    #[serde(with = "humantime_serde")]
+    pub registry_timeout: Duration,
+}
+
+impl Default for ImagesSection {
+    fn default() -> Self {
+        Self { insecure_registries: Vec::new(), max_image_bytes: 4 << 30, registry_timeout: Duration::from_secs(10) }
+    }
+}
+
+impl ImagesSection {
+    /// The resolver's settings.
+    pub fn resolver(&self) -> baton_image::ResolverSettings {
+        baton_image::ResolverSettings {
+            insecure_registries: self.insecure_registries.clone(),
+            max_image_bytes: self.max_image_bytes,
+            timeout: self.registry_timeout,
+        }
+    }
 }
 
 /// The protocol between a router and the data planes.

@@ -59,6 +59,8 @@ pub struct Router {
     /// least this new (and as new as the followed map), so a tenant reads its own writes
     /// and never an older state than it has seen, whichever replica answers.
     pub seen: Arc<AtomicU64>,
+    /// Resolves functions' images to digests at registration.
+    pub images: Arc<baton_image::Resolver>,
 }
 
 impl Router {

@@ -109,6 +109,7 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
         upstream: crate::context::upstream(&tls, section.upstream_protocol),
         config: Arc::new(section),
         seen: Arc::default(),
+        images: Arc::new(baton_image::Resolver::new(config.images.resolver())),
     };
     let handler = move |req| {
         let router = router.clone();

@@ -41,6 +41,9 @@ pub enum ApiError {
     /// The spec (or a field of the request) is invalid; the message names the field.
     #[error("{0}")]
     InvalidSpec(String),
+    /// A function's image does not resolve (the message names the field and says why).
+    #[error("{0}")]
+    Image(String),
     /// A malformed `Idempotency-Key`.
     #[error(transparent)]
     BadIdempotencyKey(#[from] BadKey),
@@ -87,6 +90,7 @@ impl ApiError {
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_body"),
             ApiError::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::InvalidSpec(_) => (StatusCode::BAD_REQUEST, "invalid_spec"),
+            ApiError::Image(_) => (StatusCode::BAD_REQUEST, "invalid_image"),
             ApiError::BadIdempotencyKey(_) => (StatusCode::BAD_REQUEST, "invalid_idempotency_key"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::ShardManager(status) => match status.code() {

@@ -31,3 +31,8 @@ pub fn map_epoch(epoch: u64) {
 pub fn failover_retry() {
     metrics::counter!("baton_router_failover_retries_total").increment(1);
 }
+
+/// An image reference resolved at registration, by outcome (`ok`, or the reason it did not).
+pub fn image_resolution(outcome: &'static str) {
+    metrics::counter!("baton_router_image_resolutions_total", "outcome" => outcome).increment(1);
+}

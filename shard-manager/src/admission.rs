@@ -50,6 +50,12 @@ impl Admission {
                 ),
             ));
         }
+        if spec.runtime == Runtime::Oci && spec.image_digest.is_empty() {
+            return Err(SpecError::new(
+                "image_digest",
+                "is missing: the router a function is registered through resolves its image to the digest it runs",
+            ));
+        }
         let over = |field: &str, limit: &dyn std::fmt::Display| {
             Err(SpecError::new(field, format!("is over this federation's limit of {limit}")))
         };
@@ -149,6 +155,15 @@ mod tests {
     #[test]
     fn emulated_functions_run_no_executable() {
         assert!(executables(&["/opt/fns/"]).check(&spec(r#"{"runtime":"emulated"}"#)).is_ok());
+    }
+
+    #[test]
+    fn images_run_only_as_the_digest_the_router_resolved() {
+        let policy = executables(&["/opt/fns/"]);
+        assert_eq!(policy.check(&spec(r#"{"image":"r.example/acme/f:1"}"#)).unwrap_err().field, "image_digest");
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let resolved = format!(r#"{{"image":"r.example/acme/f:1","image_digest":"{digest}"}}"#);
+        assert_eq!(policy.check(&spec(&resolved)), Ok(()), "an image needs no executable of the list");
     }
 
     #[test]

@@ -347,6 +347,22 @@ impl Drop for Cluster {
         for parent in &self.cgroup_parents {
             kill_sandboxes(parent);
         }
+        remove_orphan_packet_filters();
+    }
+}
+
+/// Removes the sandbox packet filters (`inet baton_sandboxes_<pid>_<n>`) of workers that
+/// are gone: a worker killed with SIGKILL leaves its table for the next worker to clear.
+pub fn remove_orphan_packet_filters() {
+    let Ok(listed) = std::process::Command::new("nft").args(["list", "tables"]).output() else { return };
+    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+        let Some(table) = line.strip_prefix("table inet ") else { continue };
+        let pid = table.strip_prefix("baton_sandboxes_").and_then(|rest| rest.split('_').next());
+        if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok())
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::process::Command::new("nft").args(["delete", "table", "inet", table]).output();
+        }
     }
 }
 
@@ -376,21 +392,20 @@ pub fn kill_sandboxes(parent: &str) -> usize {
     killed
 }
 
-/// The folders a worker's sandboxes get under `cgroup_parent = parent` (one per cgroup v1
-/// controller: memory, cpu, pids), in this process's own cgroups, as a worker this process
-/// starts uses them.
+/// The folders a worker's sandboxes get under `cgroup_parent = parent`, in this process's
+/// own cgroups, as a worker this process starts uses them: one per cgroup v1 hierarchy
+/// (memory, cpu and pids for process sandboxes; runc puts a container in every one).
 pub fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    ["memory", "cpu", "pids"]
-        .iter()
-        .filter_map(|c| {
-            let path = own.lines().find_map(|l| {
-                let mut parts = l.splitn(3, ':');
-                let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
-                ctrls.split(',').any(|x| x == *c).then(|| path.to_string())
-            })?;
-            Some(Path::new("/sys/fs/cgroup").join(c).join(path.trim_start_matches('/')).join(parent))
+    own.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            // "0::" is the unified hierarchy of a hybrid machine.
+            let mount = if ctrls.is_empty() { "unified" } else { ctrls.strip_prefix("name=").unwrap_or(ctrls) };
+            Some(Path::new("/sys/fs/cgroup").join(mount).join(path.trim_start_matches('/')).join(parent))
         })
+        .filter(|dir| dir.parent().is_some_and(Path::exists))
         .collect()
 }
 

@@ -78,6 +78,7 @@ async fn process_run(label: &str, iso: Isolation, n: usize, concurrency: usize) 
         resources: Resources { cpu_millis: 500, memory_mib: 64, pids: 64 },
         readiness_timeout: Duration::from_secs(10),
         readiness_path: "/healthz".into(),
+        image: None,
     };
     // Warm-up: page cache, first fork.
     for i in 0..5 {

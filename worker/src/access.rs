@@ -6,7 +6,10 @@ use baton_service::tls::Role;
 /// nobody for anything else.
 pub fn policy(path: &str) -> &'static [Role] {
     match path.trim_start_matches('/').split_once('/') {
-        Some(("baton.worker.v1.Worker", "CreateSandbox" | "DeleteSandbox" | "ListSandboxes")) => &[Role::Cell],
+        Some((
+            "baton.worker.v1.Worker",
+            "CreateSandbox" | "DeleteSandbox" | "ListSandboxes" | "PullImage" | "DropImage",
+        )) => &[Role::Cell],
         _ => &[],
     }
 }
@@ -18,7 +21,7 @@ mod tests {
     #[test]
     fn every_method_is_for_control_planes_only() {
         let methods = baton_proto::methods("baton.worker.v1.Worker");
-        assert_eq!(methods.len(), 3, "{methods:?}");
+        assert_eq!(methods.len(), 5, "{methods:?}");
         for path in methods {
             assert_eq!(policy(&path), &[Role::Cell], "{path}");
         }

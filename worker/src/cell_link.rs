@@ -89,6 +89,7 @@ async fn register_and_heartbeat(
                 node_id: node.id().to_string(),
                 address: advertise.to_string(),
                 runtime: node.runtime_kind() as i32,
+                runtimes: node.runtime_kinds().into_iter().map(|k| k as i32).collect(),
                 capacity: Some(wire_capacity(node)),
                 sandboxes: node.allocation().sandboxes,
             };

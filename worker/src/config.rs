@@ -42,6 +42,8 @@ pub struct WorkerConfig {
     pub worker: NodeSection,
     /// The process runtime.
     pub process: ProcessSection,
+    /// Container images (the `oci` runtime, beside `process`).
+    pub images: ImagesSection,
     /// The emulated runtime.
     pub emulated: EmulatedSection,
     /// Where the cell's control plane is and how to talk to it.
@@ -239,6 +241,58 @@ pub enum UserFallback {
     Worker,
 }
 
+/// Whether a worker runs container images.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImagesChoice {
+    /// When the worker runs as root and `images.runc` runs; otherwise said once at start.
+    #[default]
+    Auto,
+    /// Always: the worker refuses to start without root and runc.
+    On,
+    /// Never.
+    Off,
+}
+
+/// `[images]`: container images, run by runc with the process runtime's isolation (the
+/// sandbox's own uid, cgroup, packet filter and seccomp filter).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesSection {
+    /// `auto`, `on` or `off`. Default: `auto`.
+    pub enabled: ImagesChoice,
+    /// The runc program, a path or a name looked up in `PATH`. Default: `"runc"`.
+    pub runc: String,
+    /// Folder of the image cache (layers and unpacked images). Default: `""`, meaning
+    /// `<state_dir>/images`.
+    pub cache_dir: PathBuf,
+    /// Most bytes the cache keeps; past it, images no sandbox uses go, least recently used
+    /// first. Default: `10737418240` (10 GiB).
+    pub cache_max_bytes: u64,
+    /// Largest image pulled (config and compressed layers). Default: `4294967296` (4 GiB).
+    pub max_image_bytes: u64,
+    /// Registries (`host` or `host:port`) pulled from over plain HTTP besides loopback
+    /// ones. Default: `[]`.
+    pub insecure_registries: Vec<String>,
+    /// Longest a registry may take to answer one request. Default: `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub registry_timeout: Duration,
+}
+
+impl Default for ImagesSection {
+    fn default() -> Self {
+        Self {
+            enabled: ImagesChoice::Auto,
+            runc: "runc".into(),
+            cache_dir: PathBuf::new(),
+            cache_max_bytes: 10 << 30,
+            max_image_bytes: 4 << 30,
+            insecure_registries: Vec::new(),
+            registry_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// `[emulated]`: the emulated runtime, for scale tests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -330,6 +384,18 @@ impl WorkerConfig {
             return Err(ConfigError::Field {
                 field: "process.network.local_ports".into(),
                 message: "0 is not a port".into(),
+            });
+        }
+        if self.images.runc.is_empty() {
+            return Err(ConfigError::Field {
+                field: "images.runc".into(),
+                message: "must name the runc program".into(),
+            });
+        }
+        if self.images.cache_max_bytes == 0 {
+            return Err(ConfigError::Field {
+                field: "images.cache_max_bytes".into(),
+                message: "must be above zero".into(),
             });
         }
         if self.emulated.nodes == 0 {

@@ -149,7 +149,9 @@ pub async fn start(config: WorkerConfig, listeners: Listeners) -> Result<Running
     match config.worker.runtime {
         RuntimeChoice::Process => {
             let (tx, rx) = mpsc::unbounded_channel();
-            let runtime = ProcessRuntime::start(config.process.clone(), &config.worker.state_dir, tx).await?;
+            let runtime =
+                ProcessRuntime::start_with(config.process.clone(), config.images.clone(), &config.worker.state_dir, tx)
+                    .await?;
             runtimes.push((NodeId::new(base_id.as_str())?, Arc::new(runtime), rx));
         }
         RuntimeChoice::Emulated => {

@@ -55,6 +55,16 @@ pub enum RuntimeError {
         /// The end of its stderr log.
         stderr_tail: String,
     },
+    /// The sandbox's image could not be made ready or run.
+    #[error("image {reference}: {message}")]
+    Image {
+        /// The image, as the function names it.
+        reference: String,
+        /// What went wrong.
+        message: String,
+        /// Whether trying again later may work (a registry down, a full disk).
+        retryable: bool,
+    },
     /// An operating-system call failed.
     #[error("{context}: {source}")]
     Os {
@@ -86,6 +96,7 @@ impl RuntimeError {
             Self::Executable { .. } => "executable",
             Self::ReadinessTimeout { .. } => "readiness_timeout",
             Self::ExitedDuringStartup { .. } => "exited",
+            Self::Image { .. } => "image",
             Self::Os { .. } => "os_error",
         }
     }
@@ -102,6 +113,8 @@ impl From<RuntimeError> for tonic::Status {
             RuntimeError::Executable { .. } => tonic::Status::failed_precondition(message),
             RuntimeError::ReadinessTimeout { .. } => tonic::Status::deadline_exceeded(message),
             RuntimeError::ExitedDuringStartup { .. } => tonic::Status::aborted(message),
+            RuntimeError::Image { retryable: true, .. } => tonic::Status::unavailable(message),
+            RuntimeError::Image { retryable: false, .. } => tonic::Status::failed_precondition(message),
             RuntimeError::Os { .. } => tonic::Status::internal(message),
         }
     }

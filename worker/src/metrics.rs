@@ -1,5 +1,5 @@
-//! The worker's metrics. Labels are bounded: `runtime` (2 values), `outcome` (the error
-//! labels of [`crate::error::RuntimeError`] plus `ok`), `phase` (4), `reason` (5), `call` (3).
+//! The worker's metrics. Labels are bounded: `runtime` (3 values), `outcome` (the error
+//! labels of [`crate::error::RuntimeError`] plus `ok`), `phase` (5), `reason` (5), `call` (3).
 //! No sandbox or function ID is ever a label.
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ use crate::runtime::CreationLatency;
 pub const SANDBOXES: &str = "baton_worker_sandboxes";
 /// Counter: creations by runtime and outcome.
 pub const CREATIONS: &str = "baton_worker_sandbox_creations_total";
-/// Histogram: creation latency by runtime and phase (cgroup, spawn, readiness, total).
+/// Histogram: creation latency by runtime and phase (image, cgroup, spawn, readiness, total).
 pub const CREATION_SECONDS: &str = "baton_worker_sandbox_creation_seconds";
 /// Counter: deletions by runtime and outcome (graceful, killed, not_found).
 pub const DELETIONS: &str = "baton_worker_sandbox_deletions_total";
@@ -27,11 +27,29 @@ pub const NODES_REGISTERED: &str = "baton_worker_nodes_registered";
 pub fn creation(runtime: &'static str, outcome: &'static str, latency: Option<&CreationLatency>) {
     metrics::counter!(CREATIONS, "runtime" => runtime, "outcome" => outcome).increment(1);
     if let Some(l) = latency {
-        let phases: [(&'static str, Duration); 4] =
-            [("cgroup", l.cgroup), ("spawn", l.spawn), ("readiness", l.readiness), ("total", l.total)];
+        let phases: [(&'static str, Duration); 5] = [
+            ("image", l.image),
+            ("cgroup", l.cgroup),
+            ("spawn", l.spawn),
+            ("readiness", l.readiness),
+            ("total", l.total),
+        ];
         for (phase, d) in phases {
             metrics::histogram!(CREATION_SECONDS, "runtime" => runtime, "phase" => phase).record(d.as_secs_f64());
         }
+    }
+}
+
+/// Counter: image pulls a node was asked for, by outcome (cached, pulled, failed).
+pub const IMAGE_PULLS: &str = "baton_worker_image_pulls_total";
+/// Histogram: how long an image pull (download and unpack) took.
+pub const IMAGE_PULL_SECONDS: &str = "baton_worker_image_pull_seconds";
+
+/// Records one image pull.
+pub fn image_pull(outcome: &'static str, took: Option<Duration>) {
+    metrics::counter!(IMAGE_PULLS, "outcome" => outcome).increment(1);
+    if let Some(took) = took {
+        metrics::histogram!(IMAGE_PULL_SECONDS).record(took.as_secs_f64());
     }
 }
 

@@ -140,7 +140,8 @@ impl WorkerNode {
     /// Validates and creates a sandbox. The creation runs to its end in its own task even if
     /// the caller goes away, so a cancelled call never leaves half a sandbox behind.
     pub async fn create(self: &Arc<Self>, req: CreateSandboxRequest) -> Result<Created, RuntimeError> {
-        let label = self.runtime_label();
+        let oci = req.spec.as_ref().is_some_and(|s| s.image.is_some());
+        let label = if oci { "oci" } else { self.runtime_label() };
         let result = async {
             let (id, spec) = validate::create_request(req, &self.limits)?;
             if self.is_closed() {
@@ -219,6 +220,23 @@ impl WorkerNode {
     /// The sandboxes held now.
     pub async fn list(&self) -> Vec<SandboxSummary> {
         self.runtime.list().await
+    }
+
+    /// Makes `image` ready on this node (the control plane pre-pulls a function's image).
+    pub async fn pull(&self, image: baton_proto::worker::Image) -> Result<crate::runtime::Pulled, RuntimeError> {
+        let launch = validate::image(image)?;
+        self.runtime.pull(&launch).await
+    }
+
+    /// Lets image `digest` go from the node's cache once no sandbox uses it; whether it
+    /// went now.
+    pub async fn drop_image(&self, digest: &str) -> bool {
+        self.runtime.drop_image(digest).await
+    }
+
+    /// Every kind of sandbox the node runs.
+    pub fn runtime_kinds(&self) -> Vec<RuntimeKind> {
+        self.runtime.kinds()
     }
 
     /// Takes over sandboxes the runtime re-adopted at start (their allocation counts).

@@ -49,6 +49,35 @@ pub struct SandboxSpec {
     pub readiness_timeout: Duration,
     /// Path probed for readiness.
     pub readiness_path: String,
+    /// The container image to run instead of `executable` (`args` then replace its `Cmd`).
+    pub image: Option<ImageLaunch>,
+}
+
+/// A container image to run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ImageLaunch {
+    /// Where to pull it from.
+    pub reference: String,
+    /// The manifest digest that runs.
+    pub digest: String,
+    /// Replaces the image's entrypoint and `Cmd` when not empty.
+    pub command: Vec<String>,
+    /// For the registry; never written anywhere.
+    #[serde(skip, default = "anonymous")]
+    pub credentials: baton_image::Credentials,
+}
+
+fn anonymous() -> baton_image::Credentials {
+    baton_image::Credentials::Anonymous
+}
+
+/// An image made ready on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pulled {
+    /// It was there already.
+    pub cached: bool,
+    /// How long the pull took.
+    pub took: Duration,
 }
 
 /// What a sandbox actually got for isolation.
@@ -93,6 +122,8 @@ impl Isolation {
 /// Where a creation spent its time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CreationLatency {
+    /// Making the image's rootfs ready (zero when cached, and for executables).
+    pub image: Duration,
     /// Making the cgroup and writing its limits.
     pub cgroup: Duration,
     /// fork/exec until the process runs.
@@ -192,6 +223,26 @@ pub trait SandboxRuntime: Send + Sync + 'static {
 
     /// What the runtime holds now.
     async fn list(&self) -> Vec<SandboxSummary>;
+
+    /// Every kind of sandbox it runs (container images besides processes, for one).
+    fn kinds(&self) -> Vec<RuntimeKind> {
+        vec![self.kind()]
+    }
+
+    /// Lets image `digest` go once no sandbox uses it (no function runs it any more);
+    /// whether it went now.
+    async fn drop_image(&self, _digest: &str) -> bool {
+        false
+    }
+
+    /// Makes `image` ready for sandboxes to start from, pulling it if needed.
+    async fn pull(&self, image: &ImageLaunch) -> Result<Pulled, RuntimeError> {
+        Err(RuntimeError::Image {
+            reference: image.reference.clone(),
+            message: "this node does not run container images".into(),
+            retryable: false,
+        })
+    }
 
     /// Stops background work and, if `delete_all`, deletes every sandbox.
     async fn shutdown(&self, delete_all: bool, grace: Duration);

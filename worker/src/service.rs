@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use baton_proto::worker::worker_server::Worker;
 use baton_proto::worker::{
-    CreateSandboxRequest, CreateSandboxResponse, DeleteSandboxRequest, DeleteSandboxResponse, ListSandboxesRequest,
-    ListSandboxesResponse, SandboxInfo, SandboxState,
+    CreateSandboxRequest, CreateSandboxResponse, DeleteSandboxRequest, DeleteSandboxResponse, DropImageRequest,
+    DropImageResponse, ListSandboxesRequest, ListSandboxesResponse, PullImageRequest, PullImageResponse, SandboxInfo,
+    SandboxState,
 };
 use baton_proto::{NodeId, SandboxId};
 use tonic::{Request, Response, Status};
@@ -85,6 +86,7 @@ impl Worker for WorkerService {
                 spawn_us: micros(created.latency.spawn),
                 readiness_us: micros(created.latency.readiness),
                 total_us: micros(created.latency.total),
+                image_us: micros(created.latency.image),
             }),
             pid: created.pid,
         }))
@@ -109,5 +111,22 @@ impl Worker for WorkerService {
         let node = self.node(&req.node_id)?;
         let sandboxes = node.list().await.into_iter().map(info).collect();
         Ok(Response::new(ListSandboxesResponse { node_id: node.id().to_string(), sandboxes }))
+    }
+
+    async fn drop_image(&self, request: Request<DropImageRequest>) -> Result<Response<DropImageResponse>, Status> {
+        let req = request.into_inner();
+        let node = self.node(&req.node_id)?.clone();
+        baton_model::image::check_digest(&req.digest)
+            .map_err(|e| Status::invalid_argument(format!("digest: {}", e.message)))?;
+        let removed = node.drop_image(&req.digest).await;
+        Ok(Response::new(DropImageResponse { removed }))
+    }
+
+    async fn pull_image(&self, request: Request<PullImageRequest>) -> Result<Response<PullImageResponse>, Status> {
+        let req = request.into_inner();
+        let node = self.node(&req.node_id)?.clone();
+        let image = req.image.ok_or_else(|| Status::invalid_argument("image: is required"))?;
+        let pulled = node.pull(image).await?;
+        Ok(Response::new(PullImageResponse { cached: pulled.cached, pull_us: micros(pulled.took) }))
     }
 }

@@ -12,7 +12,7 @@ use baton_proto::SandboxId;
 use baton_proto::worker::{CreateSandboxRequest, port_policy};
 
 use crate::error::RuntimeError;
-use crate::runtime::{PortRequest, Resources, SandboxSpec};
+use crate::runtime::{ImageLaunch, PortRequest, Resources, SandboxSpec};
 
 /// Most pids one sandbox may ask for.
 pub const MAX_PIDS: u32 = 32_768;
@@ -46,7 +46,12 @@ pub fn create_request(req: CreateSandboxRequest, limits: &Limits) -> Result<(San
     // The same checks as a spec's at registration (baton_model::sandbox): a request that
     // did not come through a registration is held to them too.
     let executable = PathBuf::from(&spec.executable);
-    if limits.needs_executable {
+    let image = spec.image.map(image).transpose()?;
+    if image.is_some() {
+        if !spec.executable.is_empty() {
+            return Err(RuntimeError::invalid("spec.executable", "must be empty when spec.image is given"));
+        }
+    } else if limits.needs_executable {
         if spec.executable.is_empty() {
             return Err(RuntimeError::invalid("spec.executable", "must not be empty"));
         }
@@ -93,8 +98,24 @@ pub fn create_request(req: CreateSandboxRequest, limits: &Limits) -> Result<(San
             resources,
             readiness_timeout,
             readiness_path,
+            image,
         },
     ))
+}
+
+/// Checks an image to run: a reference, its digest, and a command held to the spec's rules.
+pub fn image(image: baton_proto::worker::Image) -> Result<ImageLaunch, RuntimeError> {
+    let field = |e: SpecError| RuntimeError::invalid(format!("spec.image.{}", e.field), e.message);
+    baton_model::image::check_reference(&image.reference).map_err(|e| field(SpecError::new("reference", e.message)))?;
+    baton_model::image::check_digest(&image.digest).map_err(|e| field(SpecError::new("digest", e.message)))?;
+    sandbox::check_command(image.command.iter().map(String::as_str)).map_err(field)?;
+    let credentials = match image.credentials {
+        Some(c) if !c.username.is_empty() => {
+            baton_image::Credentials::Basic { username: c.username, password: c.password }
+        }
+        _ => baton_image::Credentials::Anonymous,
+    };
+    Ok(ImageLaunch { reference: image.reference, digest: image.digest, command: image.command, credentials })
 }
 
 /// A refusal of the shared checks, as the worker's error for field `spec.FIELD`.
@@ -243,6 +264,33 @@ mod tests {
         assert_eq!(with(&|r| r.spec.as_mut().unwrap().args.push("a\0b".into())), "spec.args[0]");
         assert_eq!(with(&|r| r.spec.as_mut().unwrap().readiness_timeout_ms = u32::MAX), "spec.readiness_timeout_ms");
         assert_eq!(with(&|r| r.spec.as_mut().unwrap().readiness_path = "no-slash".into()), "spec.readiness_path");
+    }
+
+    #[test]
+    fn an_image_replaces_the_executable_and_is_checked() {
+        let image = |reference: &str, digest: &str| baton_proto::worker::Image {
+            reference: reference.into(),
+            digest: digest.into(),
+            command: vec!["/app".into()],
+            credentials: None,
+        };
+        let digest = format!("sha256:{}", "0".repeat(64));
+        let mut r = good();
+        r.spec.as_mut().unwrap().executable.clear();
+        r.spec.as_mut().unwrap().image = Some(image("127.0.0.1:5000/acme/app:1", &digest));
+        let (_, spec) = create_request(r.clone(), &limits()).unwrap();
+        assert_eq!(spec.image.unwrap().command, ["/app"]);
+        r.spec.as_mut().unwrap().executable = "/bin/true".into();
+        assert_eq!(field_of(r.clone()), "spec.executable");
+        r.spec.as_mut().unwrap().executable.clear();
+        r.spec.as_mut().unwrap().image = Some(image("a b", &digest));
+        assert_eq!(field_of(r.clone()), "spec.image.reference");
+        r.spec.as_mut().unwrap().image = Some(image("app", "sha256:1"));
+        assert_eq!(field_of(r.clone()), "spec.image.digest");
+        let mut bad = image("app", &digest);
+        bad.command = vec!["a\0b".into()];
+        r.spec.as_mut().unwrap().image = Some(bad);
+        assert_eq!(field_of(r), "spec.image.command[0]");
     }
 
     #[test]

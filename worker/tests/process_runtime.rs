@@ -67,6 +67,7 @@ fn spec(executable: &Path) -> SandboxSpec {
         resources: Resources { cpu_millis: 500, memory_mib: 64, pids: 64 },
         readiness_timeout: Duration::from_secs(5),
         readiness_path: "/healthz".into(),
+        image: None,
     }
 }
 
@@ -140,7 +141,7 @@ async fn echo_sandbox_is_isolated_limited_and_leaves_nothing_when_deleted() {
         assert_eq!(read(&dirs[1], "cpu.cfs_quota_us"), "50000", "0.5 core");
         assert_eq!(read(&dirs[1], "cpu.cfs_period_us"), "100000");
         assert_eq!(read(&dirs[2], "pids.max"), "64");
-        for dir in &dirs {
+        for dir in &dirs[..3] {
             let procs = read(dir, "cgroup.procs");
             assert!(procs.lines().any(|p| p == pid.to_string()), "{} holds the sandbox: {procs}", dir.display());
         }

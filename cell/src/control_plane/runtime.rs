@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use baton_proto::worker::worker_client::WorkerClient;
 use baton_proto::worker::{
-    CreateSandboxRequest, DeleteSandboxRequest, ListSandboxesRequest, SandboxSpec, SandboxState,
+    CreateSandboxRequest, DeleteSandboxRequest, DropImageRequest, ListSandboxesRequest, PullImageRequest, SandboxSpec,
+    SandboxState,
 };
 use baton_service::tls::Tls;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -35,6 +36,8 @@ pub struct ControlPlaneSettings {
     pub sandbox_pids: u32,
     /// Timeout of each call to a worker (creation included).
     pub worker_call_timeout: Duration,
+    /// Longest a worker may take to pull an image, besides `worker_call_timeout`.
+    pub image_pull_timeout: Duration,
     /// How often data planes report load.
     pub load_report_interval: Duration,
     /// How it connects to workers.
@@ -159,7 +162,9 @@ impl ControlPlane {
                     spec: Some(self.sandbox_spec(&spec)),
                 };
                 let mut request = tonic::Request::new(request);
-                request.set_timeout(timeout);
+                // A creation may pull the image first (unless it was pre-pulled).
+                let pull = if spec.image.is_empty() { Duration::ZERO } else { self.inner.settings.image_pull_timeout };
+                request.set_timeout(timeout + pull);
                 let result = self
                     .client(&address)
                     .create_sandbox(request)
@@ -244,6 +249,31 @@ impl ControlPlane {
                 );
                 self.read_mut(|st| st.listing_failed(node_id.as_str()));
             }
+            Command::Pull { node_id, address, spec } => {
+                let Some(image) = image_of(&spec) else { return };
+                let mut request =
+                    tonic::Request::new(PullImageRequest { node_id: node_id.to_string(), image: Some(image) });
+                request.set_timeout(timeout + self.inner.settings.image_pull_timeout);
+                let outcome = match self.client(&address).pull_image(request).await {
+                    Ok(r) if r.get_ref().cached => "cached",
+                    Ok(_) => "pulled",
+                    Err(status) => {
+                        tracing::warn!(
+                            node = %node_id, function = spec.name, image = spec.image, %status,
+                            "pre-pulling an image failed; the first sandbox will pull it"
+                        );
+                        "failed"
+                    }
+                };
+                crate::metrics::prepull(outcome);
+            }
+            Command::DropImage { node_id, address, digest } => {
+                let mut request = tonic::Request::new(DropImageRequest { node_id: node_id.to_string(), digest });
+                request.set_timeout(timeout);
+                if let Err(status) = self.client(&address).drop_image(request).await {
+                    tracing::debug!(node = %node_id, %status, "dropping an unused image failed; the cache evicts it");
+                }
+            }
             Command::Publish(_) => unreachable!("published under the state lock"),
         }
     }
@@ -262,6 +292,7 @@ impl ControlPlane {
             }),
             readiness_timeout_ms: 0,
             readiness_path: String::new(),
+            image: image_of(spec),
         }
     }
 
@@ -322,4 +353,14 @@ impl Commands for (bool, Vec<Command>) {
     fn commands(&self) -> &[Command] {
         &self.1
     }
+}
+
+/// The image a function's sandboxes run, as a worker is asked for it; `None` for a process.
+pub(crate) fn image_of(spec: &FunctionSpec) -> Option<baton_proto::worker::Image> {
+    (!spec.image.is_empty()).then(|| baton_proto::worker::Image {
+        reference: spec.image.clone(),
+        digest: spec.image_digest.clone(),
+        command: spec.command.clone(),
+        credentials: None,
+    })
 }

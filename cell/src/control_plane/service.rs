@@ -46,18 +46,26 @@ impl CellControl for ControlPlane {
         if req.address.is_empty() {
             return Err(Status::invalid_argument("address: the worker's gRPC address is required"));
         }
-        let runtime = match RuntimeKind::try_from(req.runtime) {
-            Ok(RuntimeKind::Process) => Runtime::Process,
-            Ok(RuntimeKind::Emulated) => Runtime::Emulated,
-            _ => {
-                return Err(Status::invalid_argument("runtime: must be PROCESS or EMULATED"));
-            }
+        let runtime_of = |kind: i32, field: &str| match RuntimeKind::try_from(kind) {
+            Ok(RuntimeKind::Process) => Ok(Runtime::Process),
+            Ok(RuntimeKind::Emulated) => Ok(Runtime::Emulated),
+            Ok(RuntimeKind::Oci) => Ok(Runtime::Oci),
+            _ => Err(Status::invalid_argument(format!("{field}: must be PROCESS, EMULATED or OCI"))),
         };
+        let runtime = runtime_of(req.runtime, "runtime")?;
+        let mut runtimes = Vec::new();
+        for (i, kind) in req.runtimes.iter().enumerate() {
+            let other = runtime_of(*kind, &format!("runtimes[{i}]"))?;
+            if other != runtime && !runtimes.contains(&other) {
+                runtimes.push(other);
+            }
+        }
         let capacity = req.capacity.ok_or_else(|| Status::invalid_argument("capacity: is required"))?;
         let record = WorkerRecord {
             node_id,
             address: req.address,
             runtime,
+            runtimes,
             cpu_millis: capacity.cpu_millis,
             memory_mib: capacity.memory_mib,
             max_sandboxes: capacity.sandboxes,

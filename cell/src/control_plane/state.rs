@@ -78,6 +78,25 @@ pub enum Command {
     },
     /// Send a routing change to every data plane.
     Publish(RoutingUpdate),
+    /// Have a worker pull a function's image before its first sandbox needs it.
+    Pull {
+        /// Worker node.
+        node_id: NodeId,
+        /// Its Worker service address.
+        address: String,
+        /// The function (its image).
+        spec: Box<FunctionSpec>,
+    },
+    /// Tell a worker no function of the cell runs image `digest` any more: its cache
+    /// drops it once no sandbox uses it.
+    DropImage {
+        /// Worker node.
+        node_id: NodeId,
+        /// Its Worker service address.
+        address: String,
+        /// The image's manifest digest.
+        digest: String,
+    },
 }
 
 /// A sandbox as the worker listed it.
@@ -261,6 +280,23 @@ impl ControlPlaneState {
     /// Registers or replaces a function; returns whether it is new.
     pub fn put_function(&mut self, spec: FunctionSpec) -> (bool, Vec<Command>) {
         let name = spec.name.clone();
+        let mut commands = Vec::new();
+        let before = self.functions.get(&name).map(|f| f.spec.image_digest.clone());
+        if before.as_deref() != Some(spec.image_digest.as_str()) {
+            commands.extend(self.pulls(&spec, None));
+        }
+        // Sandboxes of an older build (another image digest, program, command, arguments,
+        // environment or resources) are replaced: out of the routing at once, deleted once
+        // their calls are done; new ones start as calls need them.
+        let stale = self.functions.get(&name).is_some_and(|f| !same_build(&f.spec, &spec));
+        if stale {
+            let busy = self.functions[&name].loads.values().any(|(in_flight, queued, _)| in_flight + queued > 0);
+            let (drain, timeout) = (self.drain(spec.timeout, busy), spec.timeout);
+            let ids: Vec<SandboxId> = self.sandboxes.of_function(&name).map(|(id, _)| id.clone()).collect();
+            for id in ids {
+                commands.extend(self.retire(&id, drain, timeout));
+            }
+        }
         let created = match self.functions.get_mut(&name) {
             Some(f) => {
                 f.autoscaler.set_scaling(spec.scaling.clone());
@@ -274,7 +310,46 @@ impl ControlPlaneState {
                 true
             }
         };
-        (created, vec![self.publish(&name)])
+        if let Some(old) = before {
+            commands.extend(self.drop_if_unused(&old));
+        }
+        commands.push(self.publish(&name));
+        (created, commands)
+    }
+
+    /// Pulls of `spec`'s image on every healthy worker that runs images (or only on
+    /// `only`); none for a function without one.
+    fn pulls(&self, spec: &FunctionSpec, only: Option<&NodeId>) -> Vec<Command> {
+        if spec.image.is_empty() || spec.runtime != baton_model::Runtime::Oci {
+            return Vec::new();
+        }
+        self.workers
+            .values()
+            .filter(|w| w.healthy && w.record.offers(baton_model::Runtime::Oci))
+            .filter(|w| only.is_none_or(|id| *id == w.record.node_id))
+            .map(|w| Command::Pull {
+                node_id: w.record.node_id.clone(),
+                address: w.record.address.clone(),
+                spec: Box::new(spec.clone()),
+            })
+            .collect()
+    }
+
+    /// When no function of the cell runs image `digest` any more, tells every worker that
+    /// runs images to let it go.
+    fn drop_if_unused(&self, digest: &str) -> Vec<Command> {
+        if digest.is_empty() || self.functions.values().any(|f| f.spec.image_digest == digest) {
+            return Vec::new();
+        }
+        self.workers
+            .values()
+            .filter(|w| w.record.offers(baton_model::Runtime::Oci))
+            .map(|w| Command::DropImage {
+                node_id: w.record.node_id.clone(),
+                address: w.record.address.clone(),
+                digest: digest.to_string(),
+            })
+            .collect()
     }
 
     /// Forgets a function and deletes its sandboxes; `None` when unknown.
@@ -287,6 +362,7 @@ impl ControlPlaneState {
         for id in ids {
             commands.extend(self.retire(&id, drain, f.spec.timeout));
         }
+        commands.extend(self.drop_if_unused(&f.spec.image_digest));
         Some(commands)
     }
 
@@ -316,8 +392,15 @@ impl ControlPlaneState {
     pub fn register_worker(&mut self, record: WorkerRecord, now: Instant) -> Vec<Command> {
         let command = Command::List { node_id: record.node_id.clone(), address: record.address.clone() };
         self.unlisted.insert(record.node_id.clone());
+        let node_id = record.node_id.clone();
         self.workers.insert(record.node_id.clone(), WorkerEntry { record, last_seen: now, healthy: true });
-        vec![command]
+        let mut commands = vec![command];
+        // A new (or restarted) worker gets the images of the cell's functions before their
+        // sandboxes land on it.
+        for f in self.functions.values() {
+            commands.extend(self.pulls(&f.spec, Some(&node_id)));
+        }
+        commands
     }
 
     /// A worker's heartbeat; `None` when the worker is unknown (it should register).
@@ -628,7 +711,7 @@ impl ControlPlaneState {
         let nodes: Vec<NodeLoad> = self
             .workers
             .values()
-            .filter(|w| w.healthy && w.record.runtime == runtime && !self.unlisted.contains(&w.record.node_id))
+            .filter(|w| w.healthy && w.record.offers(runtime) && !self.unlisted.contains(&w.record.node_id))
             .map(|w| {
                 let given = self.sandboxes.allocation(&w.record.node_id);
                 NodeLoad {
@@ -704,6 +787,13 @@ fn sandbox_id(function: &str, prefix: &str, seq: u64) -> SandboxId {
     SandboxId::new(format!("{name}{suffix}"))
         .or_else(|_| SandboxId::new(format!("sandbox{suffix}")))
         .expect("a prefix of hex digits and a number make a valid ID")
+}
+
+/// Whether sandboxes made for `old` serve `new` as they are: the same thing runs with the
+/// same limits (scaling and timeouts may differ).
+fn same_build(old: &FunctionSpec, new: &FunctionSpec) -> bool {
+    (old.runtime, &old.executable, &old.image_digest, &old.command, &old.args, &old.env, old.resources)
+        == (new.runtime, &new.executable, &new.image_digest, &new.command, &new.args, &new.env, new.resources)
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ fn worker(id: &str, max: u32) -> WorkerRecord {
         node_id: node(id),
         address: format!("127.0.0.1:7{id}"),
         runtime: baton_model::Runtime::Emulated,
+        runtimes: Vec::new(),
         cpu_millis: 100_000,
         memory_mib: 100_000,
         max_sandboxes: max,
@@ -267,4 +268,94 @@ fn a_worker_that_cannot_be_listed_does_not_hold_up_scaling() {
     assert!(creates(&st.evaluate("f", now)).is_empty(), "waiting for worker 1's listing");
     st.listing_failed("1");
     assert_eq!(creates(&st.evaluate("f", now)).len(), 1);
+}
+
+fn image_spec(name: &str, digest_byte: char) -> FunctionSpec {
+    let mut s = FunctionSpec::from_json(format!(r#"{{"name":"{name}","image":"r.example/acme/{name}:1"}}"#).as_bytes())
+        .unwrap();
+    s.image_digest = format!("sha256:{}", digest_byte.to_string().repeat(64));
+    s
+}
+
+fn image_worker(id: &str) -> WorkerRecord {
+    WorkerRecord { runtime: baton_model::Runtime::Process, runtimes: vec![baton_model::Runtime::Oci], ..worker(id, 10) }
+}
+
+fn pulls(commands: &[Command]) -> Vec<(String, String)> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Pull { node_id, spec, .. } => Some((node_id.to_string(), spec.image_digest.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn drops(commands: &[Command]) -> Vec<(String, String)> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::DropImage { node_id, digest, .. } => Some((node_id.to_string(), digest.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn images_are_pulled_where_they_will_run_and_dropped_when_no_function_runs_them() {
+    let now = Instant::now();
+    let mut st = ControlPlaneState::new(config());
+    st.register_worker(image_worker("1"), now);
+    st.register_worker(worker("2", 10), now);
+    let a = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+
+    // A new function's image goes to the workers that run images, only.
+    let (_, commands) = st.put_function(image_spec("f", 'a'));
+    assert_eq!(pulls(&commands), [("1".to_string(), a('a'))]);
+    // The same spec again pulls nothing; a new digest pulls it and drops the old one.
+    assert!(pulls(&st.put_function(image_spec("f", 'a')).1).is_empty());
+    let commands = st.put_function(image_spec("f", 'b')).1;
+    assert_eq!(pulls(&commands), [("1".to_string(), a('b'))]);
+    assert_eq!(drops(&commands), [("1".to_string(), a('a'))]);
+
+    // A worker that joins later pulls every image of the cell.
+    st.put_function(image_spec("g", 'b'));
+    st.put_function(spec("h", 1));
+    let commands = st.register_worker(image_worker("3"), now);
+    assert_eq!(pulls(&commands), [("3".to_string(), a('b')), ("3".to_string(), a('b'))]);
+
+    // An image another function still runs stays; the last one's delete drops it.
+    assert!(drops(&st.delete_function("f").unwrap()).is_empty());
+    let mut dropped = drops(&st.delete_function("g").unwrap());
+    dropped.sort();
+    assert_eq!(dropped, [("1".to_string(), a('b')), ("3".to_string(), a('b'))]);
+    assert!(drops(&st.delete_function("h").unwrap()).is_empty(), "a process function has no image");
+}
+
+#[test]
+fn a_new_build_replaces_running_sandboxes_and_a_scaling_change_does_not() {
+    let (mut st, now) = ready_state(&[("1", 4)], spec("f", 4));
+    st.report_load("dp", &[("f".into(), 0, 1)], now);
+    let planned = creates(&st.evaluate("f", now));
+    assert_eq!(planned.len(), 1);
+    st.created(&planned[0].0, Ok(("127.0.0.1:9".into(), Duration::ZERO)), now);
+    let deletes = |commands: &[Command]| {
+        commands
+            .iter()
+            .filter(|c| matches!(c, Command::Delete { sandbox_id, .. } if *sandbox_id == planned[0].0))
+            .count()
+    };
+
+    let mut scaled = spec("f", 8);
+    scaled.scaling.target_concurrency = 2.0;
+    assert_eq!(deletes(&st.put_function(scaled.clone()).1), 0, "same build, new scaling");
+    let mut rebuilt = scaled;
+    rebuilt.env.insert("VERSION".into(), "2".into());
+    let commands = st.put_function(rebuilt);
+    assert_eq!(deletes(&commands.1), 1, "the old build's sandbox is retired");
+    let published = commands.1.iter().find_map(|c| match c {
+        Command::Publish(u) => Some(u.routing.as_ref().map(|r| r.endpoints.len()).unwrap_or(0)),
+        _ => None,
+    });
+    assert_eq!(published, Some(0), "and out of the routing at once");
 }

@@ -13,12 +13,22 @@ pub struct WorkerRecord {
     pub address: String,
     /// The runtime of its sandboxes (stored as `process` or `emulated`).
     pub runtime: Runtime,
+    /// The other runtimes it offers (`oci` beside `process`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtimes: Vec<Runtime>,
     /// CPU offered, thousandths of a core.
     pub cpu_millis: u32,
     /// Memory offered, MiB.
     pub memory_mib: u64,
     /// Most sandboxes.
     pub max_sandboxes: u32,
+}
+
+impl WorkerRecord {
+    /// Whether the node runs sandboxes of `runtime`.
+    pub fn offers(&self, runtime: Runtime) -> bool {
+        self.runtime == runtime || self.runtimes.contains(&runtime)
+    }
 }
 
 /// A data plane as registered.

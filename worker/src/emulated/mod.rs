@@ -107,6 +107,7 @@ mod tests {
             resources: Resources { cpu_millis: 100, memory_mib: 64, pids: 8 },
             readiness_timeout: Duration::from_secs(1),
             readiness_path: "/healthz".into(),
+            image: None,
         }
     }
 

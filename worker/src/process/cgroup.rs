@@ -36,6 +36,9 @@ pub enum Layout {
 #[derive(Debug, Clone)]
 pub struct Cgroups {
     layout: Layout,
+    /// v1: the parent folder in every other hierarchy, where runc also puts a container
+    /// (freezer, devices, …); removed with the sandbox and the parent.
+    others: Vec<PathBuf>,
 }
 
 /// One sandbox's cgroup folders.
@@ -70,7 +73,24 @@ impl Cgroups {
             };
             Layout::V1 { memory: find("memory")?, cpu: find("cpu")?, pids: find("pids")? }
         };
-        let cgroups = Self { layout };
+        let others = match layout {
+            Layout::V2 { .. } => Vec::new(),
+            Layout::V1 { .. } => own
+                .lines()
+                .filter_map(|line| {
+                    let mut parts = line.splitn(3, ':');
+                    let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                    let ours = controllers.split(',').any(|c| matches!(c, "memory" | "cpu" | "pids"));
+                    // "0::" is the unified hierarchy of a hybrid machine, where runc goes too.
+                    let mount = match controllers {
+                        "" => root.join("unified"),
+                        named => root.join(named.strip_prefix("name=").unwrap_or(named)),
+                    };
+                    (!ours && mount.is_dir()).then(|| mount.join(path.trim_start_matches('/')).join(parent))
+                })
+                .collect(),
+        };
+        let cgroups = Self { layout, others };
         cgroups.prepare_parent()?;
         Ok(cgroups)
     }
@@ -110,7 +130,7 @@ impl Cgroups {
     pub fn sandbox(&self, name: &str) -> SandboxCgroup {
         match &self.layout {
             Layout::V1 { memory, cpu, pids } => SandboxCgroup {
-                dirs: vec![memory.join(name), cpu.join(name), pids.join(name)],
+                dirs: [memory, cpu, pids].into_iter().chain(&self.others).map(|p| p.join(name)).collect(),
                 memory_dir: memory.join(name),
                 v2: false,
             },
@@ -124,8 +144,13 @@ impl Cgroups {
     /// `cgroup.procs` per folder, for the child to join with.
     pub fn create(&self, name: &str, limits: &Resources) -> std::io::Result<(SandboxCgroup, Vec<OwnedFd>)> {
         let cg = self.sandbox(name);
+        // A process sandbox lives in the controllers that limit it (the others are runc's).
+        let limiting = match self.layout {
+            Layout::V1 { .. } => 3,
+            Layout::V2 { .. } => 1,
+        };
         let result = (|| {
-            for dir in &cg.dirs {
+            for dir in &cg.dirs[..limiting] {
                 fs::create_dir(dir)?;
             }
             let memory = (limits.memory_mib << 20).to_string();
@@ -145,7 +170,7 @@ impl Cgroups {
                     fs::write(dir.join("pids.max"), limits.pids.to_string())?;
                 }
             }
-            cg.dirs
+            cg.dirs[..limiting]
                 .iter()
                 .map(|dir| fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs")).map(OwnedFd::from))
                 .collect::<std::io::Result<Vec<_>>>()
@@ -161,7 +186,7 @@ impl Cgroups {
 
     /// Removes the (empty) parent folders; fails quietly while sandboxes remain.
     pub fn remove_parent(&self) {
-        for dir in self.parents() {
+        for dir in self.parents().into_iter().chain(self.others.iter().map(PathBuf::as_path)) {
             let _ = fs::remove_dir(dir);
         }
     }

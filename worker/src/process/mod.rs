@@ -4,6 +4,7 @@
 //! start and in every sandbox's reported isolation, and still runs sandboxes.
 
 mod cgroup;
+mod container;
 mod logs;
 mod netfilter;
 mod ports;
@@ -35,7 +36,7 @@ pub use self::ports::PortPool;
 use self::reaper::{ChildExit, Reaper};
 use self::record::SandboxRecord;
 use self::table::{Entry, Phase};
-use crate::config::{ProcessSection, UserFallback};
+use crate::config::{ImagesSection, ProcessSection, UserFallback};
 use crate::error::RuntimeError;
 use crate::runtime::{
     Created, CreationLatency, Deleted, ExitInfo, Isolation, PortRequest, SandboxExit, SandboxRuntime, SandboxSpec,
@@ -69,6 +70,10 @@ struct Inner {
     /// Executables already warned about running as the worker's user.
     warned: Mutex<std::collections::HashSet<PathBuf>>,
     table: Mutex<table::Table>,
+    /// Container images, when this worker runs them.
+    containers: Option<container::Containers>,
+    /// The image each container sandbox runs, held (never evicted) while it exists.
+    images: Mutex<std::collections::HashMap<SandboxId, Option<baton_image::cache::Lease>>>,
     events: mpsc::UnboundedSender<SandboxExit>,
     background: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -87,11 +92,22 @@ pub struct Capabilities {
 }
 
 impl ProcessRuntime {
-    /// Starts the runtime: detects what isolation is possible, re-adopts sandboxes a previous
-    /// worker process left running in `state_dir`, cleans up what it cannot adopt, and
-    /// reports exits on `events`.
+    /// Starts the runtime without container images; see [`ProcessRuntime::start_with`].
     pub async fn start(
         config: ProcessSection,
+        state_dir: &Path,
+        events: mpsc::UnboundedSender<SandboxExit>,
+    ) -> Result<Self, RuntimeError> {
+        let off = ImagesSection { enabled: crate::config::ImagesChoice::Off, ..ImagesSection::default() };
+        Self::start_with(config, off, state_dir, events).await
+    }
+
+    /// Starts the runtime: detects what isolation is possible and whether it runs container
+    /// images (`images`), re-adopts sandboxes a previous worker process left running in
+    /// `state_dir`, cleans up what it cannot adopt, and reports exits on `events`.
+    pub async fn start_with(
+        config: ProcessSection,
+        images: ImagesSection,
         state_dir: &Path,
         events: mpsc::UnboundedSender<SandboxExit>,
     ) -> Result<Self, RuntimeError> {
@@ -135,7 +151,11 @@ impl ProcessRuntime {
             }
         };
         let seccomp = seccomp::compile().map_err(|e| RuntimeError::invalid("process", e))?;
+        let containers =
+            container::Containers::start(&images, state_dir, capabilities.namespaces && user.is_some()).await?;
         let inner = Arc::new(Inner {
+            containers,
+            images: Mutex::default(),
             ports: PortPool::new(config.port_range_start..=config.port_range_end),
             uids: uid_range.map(uids::UidPool::new),
             netfilter,
@@ -231,11 +251,43 @@ impl ProcessRuntime {
         Ok((isolation, user))
     }
 
+    /// The isolation and user of a container sandbox: always its namespaces and an
+    /// unprivileged user (the runtime runs no images without them).
+    fn container_isolation(
+        &self,
+        image: &crate::runtime::ImageLaunch,
+    ) -> Result<(Isolation, Option<(Uid, Gid)>), RuntimeError> {
+        let (Some(_), Some(user)) = (&self.inner.containers, self.inner.user) else {
+            return Err(RuntimeError::Image {
+                reference: image.reference.clone(),
+                message: "this node does not run container images (see the worker's images.enabled)".into(),
+                retryable: false,
+            });
+        };
+        let isolation = Isolation {
+            namespaces: true,
+            cgroup: self.inner.cgroups.as_ref().map(|c| c.version().to_string()),
+            unprivileged_user: true,
+            network_filter: self.inner.netfilter.is_some(),
+        };
+        Ok((isolation, Some(user)))
+    }
+
     async fn create_inner(&self, id: &SandboxId, spec: &SandboxSpec, slot: &mut Slot) -> Result<Created, RuntimeError> {
         let started = Instant::now();
-        check_executable(&spec.executable, &self.inner.config.executables)?;
         // Decided before anything is taken, so a refusal leaves nothing behind.
-        let (isolation, mut user) = self.isolation_for(&spec.executable)?;
+        let (isolation, mut user) = match &spec.image {
+            Some(image) => self.container_isolation(image)?,
+            None => {
+                check_executable(&spec.executable, &self.inner.config.executables)?;
+                self.isolation_for(&spec.executable)?
+            }
+        };
+        let image = match (&spec.image, &self.inner.containers) {
+            (Some(image), Some(containers)) => Some(containers.rootfs(image).await?),
+            _ => None,
+        };
+        let image_time = image.as_ref().map(|(_, pulled)| pulled.took).unwrap_or_default();
         if let (Some(_), Some(pool)) = (user, &self.inner.uids) {
             let uid = pool.take(id.as_str()).map_err(|e| RuntimeError::Exhausted(e.to_string()))?;
             slot.uid_of = Some(id.clone());
@@ -257,14 +309,16 @@ impl ProcessRuntime {
             logs::open(&dir).map_err(|e| RuntimeError::os(format!("opening logs in {}", dir.display()), e))?;
 
         let cgroup_started = Instant::now();
-        let (cgroup, cgroup_procs) = match &self.inner.cgroups {
-            Some(cgroups) => {
+        let (cgroup, cgroup_procs) = match (&self.inner.cgroups, &image) {
+            // runc makes a container's cgroup itself, at the same place (`container`).
+            (Some(cgroups), Some(_)) => (Some(cgroups.sandbox(id.as_str())), Vec::new()),
+            (Some(cgroups), None) => {
                 let (cg, fds) = cgroups
                     .create(id.as_str(), &spec.resources)
                     .map_err(|e| RuntimeError::os(format!("creating cgroup for sandbox {id}"), e))?;
                 (Some(cg), fds)
             }
-            None => (None, Vec::new()),
+            (None, _) => (None, Vec::new()),
         };
         slot.cgroup = cgroup.clone();
         let cgroup_time = cgroup_started.elapsed();
@@ -278,22 +332,57 @@ impl ProcessRuntime {
         ];
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let spawn_started = Instant::now();
-        let plan = spawn::SpawnPlan {
-            executable: spec.executable.clone(),
-            args: spec.args.clone(),
-            env,
-            stdout,
-            stderr,
-            cgroup_procs,
-            namespaces: self.inner.namespaces,
-            hostname: format!("sandbox-{id}"),
-            user,
-            seccomp: Some(self.inner.seccomp.clone()),
+        let spawned = match (image, &self.inner.containers, &spec.image) {
+            (Some((lease, _)), Some(containers), Some(launch)) => {
+                // The image's PATH stands unless the function sets one.
+                env.retain(|(name, _)| name != "PATH" || spec.env.contains_key("PATH"));
+                let (uid, gid) = user.map(|(u, g)| (u.as_raw(), g.as_raw())).ok_or_else(|| {
+                    RuntimeError::os("starting a container", std::io::Error::other("no sandbox user"))
+                })?;
+                let launch = baton_image::bundle::Launch {
+                    command: (!launch.command.is_empty()).then(|| launch.command.clone()),
+                    args: (!spec.args.is_empty()).then(|| spec.args.clone()),
+                    env: env.into_iter().collect(),
+                    uid,
+                    gid,
+                    rootfs: lease.path.clone(),
+                    hostname: format!("sandbox-{id}"),
+                    cgroups_path: format!("{}/{id}", self.inner.config.cgroup_parent),
+                    cpu_millis: spec.resources.cpu_millis,
+                    memory_mib: spec.resources.memory_mib,
+                    pids: spec.resources.pids,
+                };
+                slot.container = Some(id.clone());
+                let bundle = dir.join("bundle");
+                let run = containers.run(id.as_str(), &bundle, &lease, &launch, stdout, stderr).await;
+                self.inner.images.lock().expect("images lock").insert(id.clone(), Some(lease));
+                let pid = run.map_err(|e| match e {
+                    RuntimeError::ExitedDuringStartup { id, how, .. } => {
+                        RuntimeError::ExitedDuringStartup { id, how, stderr_tail: logs::stderr_tail(&dir, 512) }
+                    }
+                    other => other,
+                })?;
+                spawn::Spawned { main_pid: pid, waited_pid: pid }
+            }
+            _ => {
+                let plan = spawn::SpawnPlan {
+                    executable: spec.executable.clone(),
+                    args: spec.args.clone(),
+                    env,
+                    stdout,
+                    stderr,
+                    cgroup_procs,
+                    namespaces: self.inner.namespaces,
+                    hostname: format!("sandbox-{id}"),
+                    user,
+                    seccomp: Some(self.inner.seccomp.clone()),
+                };
+                spawn::spawn(plan).map_err(|e| RuntimeError::Executable {
+                    path: spec.executable.display().to_string(),
+                    reason: format!("could not start it: {e}"),
+                })?
+            }
         };
-        let spawned = spawn::spawn(plan).map_err(|e| RuntimeError::Executable {
-            path: spec.executable.display().to_string(),
-            reason: format!("could not start it: {e}"),
-        })?;
         let exited = self.watch_exit(id.clone(), spawned, cgroup.clone());
         slot.pid = Some(spawned.main_pid);
         slot.exit = Some(exited.clone());
@@ -334,6 +423,7 @@ impl ProcessRuntime {
             resources: spec.resources,
             created_at_unix_ms,
             uid: user.filter(|_| self.inner.uids.is_some()).map(|(uid, _)| uid.as_raw()),
+            image: spec.image.as_ref().map(|i| i.digest.clone()),
         };
         record::write(&dir, &record).map_err(|e| RuntimeError::os(format!("writing the record of sandbox {id}"), e))?;
         let entry = Entry {
@@ -368,6 +458,7 @@ impl ProcessRuntime {
             endpoint: endpoint.to_string(),
             isolation,
             latency: CreationLatency {
+                image: image_time,
                 cgroup: cgroup_time,
                 spawn: spawn_time,
                 readiness: readiness_time,
@@ -414,6 +505,7 @@ impl ProcessRuntime {
     async fn delete_inner(&self, id: &SandboxId, grace: Duration) -> Result<Deleted, RuntimeError> {
         let entry = self.inner.table.lock().expect("table lock").begin_delete(id)?;
         let killed = stop(entry.main_pid, entry.group_kill, entry.cgroup.as_ref(), entry.exit.clone(), grace).await;
+        forget_container(&self.inner, id).await;
         release(&self.inner, entry.port, entry.cgroup.clone()).await;
         release_uid(&self.inner, id);
         let _ = std::fs::remove_dir_all(&entry.dir);
@@ -433,6 +525,8 @@ struct Slot {
     cgroup: Option<cgroup::SandboxCgroup>,
     pid: Option<i32>,
     exit: Option<watch::Receiver<Option<ExitInfo>>>,
+    /// The sandbox, once runc was asked to start it as a container.
+    container: Option<SandboxId>,
 }
 
 impl Slot {
@@ -446,6 +540,9 @@ impl Slot {
         }
         if let (Some(pid), Some(exit)) = (self.pid, self.exit.clone()) {
             stop(pid, group_kill, self.cgroup.as_ref(), exit, Duration::ZERO).await;
+        }
+        if let Some(id) = &self.container {
+            forget_container(inner, id).await;
         }
         release(inner, self.port, self.cgroup).await;
         if let Some(id) = &self.uid_of {
@@ -481,6 +578,29 @@ impl SandboxRuntime for ProcessRuntime {
 
     async fn list(&self) -> Vec<SandboxSummary> {
         self.inner.table.lock().expect("table lock").summaries()
+    }
+
+    fn kinds(&self) -> Vec<RuntimeKind> {
+        match self.inner.containers {
+            Some(_) => vec![RuntimeKind::Process, RuntimeKind::Oci],
+            None => vec![RuntimeKind::Process],
+        }
+    }
+
+    async fn drop_image(&self, digest: &str) -> bool {
+        let Some(containers) = &self.inner.containers else { return false };
+        containers.unwanted(digest)
+    }
+
+    async fn pull(&self, image: &crate::runtime::ImageLaunch) -> Result<crate::runtime::Pulled, RuntimeError> {
+        let Some(containers) = &self.inner.containers else {
+            return Err(RuntimeError::Image {
+                reference: image.reference.clone(),
+                message: "this node does not run container images (see the worker's images.enabled)".into(),
+                retryable: false,
+            });
+        };
+        containers.rootfs(image).await.map(|(_, pulled)| pulled)
     }
 
     async fn shutdown(&self, delete_all: bool, grace: Duration) {
@@ -611,6 +731,20 @@ async fn stop(
         tracing::error!(pid = main_pid, "sandbox process still there {KILL_PATIENCE:?} after SIGKILL");
     }
     true
+}
+
+/// Removes container sandbox `id`'s runc state and lets go of its image (a process
+/// sandbox has neither; a re-adopted container may have lost its image).
+async fn forget_container(inner: &Arc<Inner>, id: &SandboxId) {
+    let lease = inner.images.lock().expect("images lock").remove(id);
+    if let (Some(lease), Some(containers)) = (lease, &inner.containers) {
+        let digest = lease.as_ref().map(|l| l.digest().to_string());
+        drop(lease);
+        containers.delete(id.as_str()).await;
+        if let Some(digest) = digest {
+            containers.released(&digest);
+        }
+    }
 }
 
 /// Gives back the uid sandbox `id` ran as, if it had one of its own.

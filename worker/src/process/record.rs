@@ -36,6 +36,9 @@ pub struct SandboxRecord {
     /// The uid it runs as, when it has one of its own (`process.uid_range_*`).
     #[serde(default)]
     pub uid: Option<u32>,
+    /// The image digest it runs, when it is a container (runtime `oci`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// Writes `record` into `dir` atomically (temporary file, then rename).
@@ -82,6 +85,7 @@ mod tests {
             resources: Resources { cpu_millis: 1, memory_mib: 4, pids: 1 },
             created_at_unix_ms: 1,
             uid: Some(2_000_000_007),
+            image: None,
         };
         write(dir.path(), &record).unwrap();
         assert_eq!(read(dir.path()).unwrap(), record);

@@ -45,11 +45,20 @@ pub async fn recover(runtime: &ProcessRuntime) {
                     Err(e) => format!("no readable record ({e})"),
                 };
                 tracing::info!(sandbox = %id, %why, "cleaning up a sandbox left by a previous worker");
+                if let Some(containers) = &inner.containers {
+                    containers.delete(id.as_str()).await;
+                }
                 if let Some(cgroups) = &inner.cgroups {
                     let _ = cgroups.sandbox(id.as_str()).remove(Duration::from_secs(2));
                 }
                 let _ = std::fs::remove_dir_all(&dir);
             }
+        }
+    }
+    if let Some(containers) = &inner.containers {
+        for name in containers.known().into_iter().filter(|n| !adopted.contains(n)) {
+            tracing::info!(container = %name, "removing a container with no sandbox");
+            containers.delete(&name).await;
         }
     }
     if let Some(cgroups) = &inner.cgroups {
@@ -68,6 +77,13 @@ pub async fn recover(runtime: &ProcessRuntime) {
 fn adopt(runtime: &ProcessRuntime, id: SandboxId, rec: SandboxRecord, dir: &Path) {
     let inner = &runtime.inner;
     inner.ports.reserve(rec.port);
+    if let (Some(digest), Some(containers)) = (&rec.image, &inner.containers) {
+        let lease = containers.cache().cached(digest);
+        if lease.is_none() {
+            tracing::warn!(sandbox = %id, %digest, "re-adopted a container whose image is not in the cache");
+        }
+        inner.images.lock().expect("images lock").insert(id.clone(), lease);
+    }
     if let (Some(pool), Some(uid)) = (&inner.uids, rec.uid) {
         pool.reserve(id.as_str(), uid);
     }

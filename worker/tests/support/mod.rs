@@ -48,8 +48,8 @@ pub fn process_config(test: &str, port_base: u16, ports: u16) -> ProcessSection 
     }
 }
 
-/// The memory-controller folder holding a test's sandbox cgroups (cgroup v1 layout here;
-/// v2 machines keep everything under one folder).
+/// The folders holding a test's sandbox cgroups, one per cgroup v1 hierarchy (v2 machines
+/// keep everything under one folder).
 pub fn cgroup_parent_dirs(parent: &str) -> Vec<PathBuf> {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let root = Path::new("/sys/fs/cgroup");
@@ -57,20 +57,21 @@ pub fn cgroup_parent_dirs(parent: &str) -> Vec<PathBuf> {
         let path = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
         return vec![root.join(path.trim_start_matches('/')).join(parent)];
     }
-    ["memory", "cpu", "pids"]
-        .iter()
-        .map(|c| {
-            let path = own
-                .lines()
-                .find_map(|l| {
-                    let mut parts = l.splitn(3, ':');
-                    let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
-                    ctrls.split(',').any(|x| x == *c).then(|| path.to_string())
-                })
-                .unwrap();
-            root.join(c).join(path.trim_start_matches('/')).join(parent)
-        })
-        .collect()
+    // memory, cpu and pids first (a process sandbox's), then every other hierarchy: runc
+    // puts a container in all of them (freezer, devices, the hybrid unified one, …).
+    let dir = |l: &str| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let mount = if ctrls.is_empty() { "unified" } else { ctrls.strip_prefix("name=").unwrap_or(ctrls) };
+        let mount = root.join(mount);
+        mount.is_dir().then(|| (ctrls.to_string(), mount.join(path.trim_start_matches('/')).join(parent)))
+    };
+    let all: Vec<(String, PathBuf)> = own.lines().filter_map(dir).collect();
+    let ours = ["memory", "cpu", "pids"];
+    let of = |c: &str| all.iter().find(|(ctrls, _)| ctrls.split(',').any(|x| x == c)).map(|(_, d)| d.clone());
+    let mut dirs: Vec<PathBuf> = ours.iter().filter_map(|c| of(c)).collect();
+    dirs.extend(all.iter().filter(|(ctrls, _)| !ctrls.split(',').any(|x| ours.contains(&x))).map(|(_, d)| d.clone()));
+    dirs
 }
 
 /// Sandbox cgroups left under a test's parent.

@@ -1,0 +1,161 @@
+//! A tenant deploys a container image through the router, end to end with real things: a
+//! real registry (Debian's `docker-registry`) holding an image this test builds without a
+//! container engine, real baton processes, runc containers. The reference resolves to a
+//! digest at registration (or the registration is refused, saying why, and nothing is
+//! stored); the owning cell pre-pulls it; calls run cold and warm; the function moves to
+//! the other cell and is failed over with no failed call; deleted, it leaves nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use baton_image::build::{RunConfig, layer, program_with_libraries, push};
+use baton_image::{Credentials, ResolverSettings};
+use baton_testkit::{Federation, FederationApi, Registry, bin, send_when_known};
+use serde_json::{Value, json};
+
+/// Pre-pulls a cell asked of its workers: `pulled`, or `cached` when a cold start that
+/// came first was already pulling it.
+const PREPULLED: &str = "baton_cell_image_prepulls_total";
+
+/// Pushes an image whose entrypoint is `baton-fn-echo`; its reference and digest.
+async fn push_echo(registry: &Registry, name: &str) -> (String, String) {
+    let files = program_with_libraries(&bin("baton-fn-echo"), "/usr/local/bin/baton-fn-echo").unwrap();
+    let run = RunConfig { entrypoint: vec!["/usr/local/bin/baton-fn-echo".into()], ..RunConfig::default() };
+    let reference = registry.image(name);
+    let digest =
+        push(&reference, vec![layer(&files).unwrap()], &run, &Credentials::Anonymous, &ResolverSettings::default())
+            .await
+            .unwrap();
+    (reference, digest)
+}
+
+/// Calls `url` until `stop`, counting answers that are not 200.
+fn steady_load(
+    client: reqwest::Client,
+    url: String,
+    key: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, Vec<String>)> {
+    tokio::spawn(async move {
+        let (mut ok, mut failed) = (0, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            match client.post(&url).bearer_auth(&key).body("x").send().await {
+                Ok(answer) if answer.status() == 200 => ok += 1,
+                Ok(answer) => failed.push(format!("{}: {}", answer.status(), answer.text().await.unwrap_or_default())),
+                Err(e) => failed.push(e.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (ok, failed)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_deploys_runs_moves_fails_over_and_goes_through_the_federation() {
+    let registry = Registry::start().await;
+    let (reference, digest) = push_echo(&registry, "acme/hello:1.2").await;
+    let mut federation = Federation::start(2, 16400, "2s").await;
+    let (key, r) = federation.open_to("acme").await;
+    let client = reqwest::Client::new();
+    let put = |name: &str, spec: Value| {
+        client.put(federation.routers[r].url(&format!("/v1/functions/{name}"))).bearer_auth(&key).json(&spec).send()
+    };
+
+    // References that do not resolve: a 400 saying why, and nothing stored.
+    for (bad, why) in [
+        (registry.image("acme/hello:nope"), "not in its repository"),
+        (registry.image("acme/missing:1"), "does not exist"),
+        ("127.0.0.1:1/acme/hello:1".to_string(), "unreachable"),
+        ("bad reference".to_string(), "image"),
+    ] {
+        let answer = put("hello", json!({"image": bad})).await.unwrap();
+        assert_eq!(answer.status(), 400, "{bad}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_image", "{bad}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("image") && message.contains(why), "{bad}: {message}");
+    }
+    let url = federation.routers[r].url("/v1/functions/hello");
+    assert_eq!(client.get(&url).bearer_auth(&key).send().await.unwrap().status(), 404, "nothing was stored");
+
+    // Registered: the reference and the digest it runs; the owning cell pre-pulls it.
+    let spec = json!({"image": reference, "timeout": "5s", "resources": {"cpu_millis": 100, "memory_mib": 64}, "scaling": {"max_scale": 2}});
+    let answer = put("hello", spec).await.unwrap();
+    assert_eq!(answer.status(), 201, "{}", answer.text().await.unwrap());
+    let got: Value = client.get(&url).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (got["spec"]["image"].as_str(), got["spec"]["image_digest"].as_str()),
+        (Some(reference.as_str()), Some(digest.as_str()))
+    );
+    let source = got["cell"].as_str().unwrap().to_string();
+    let target = if source == "cell-1" { "cell-2" } else { "cell-1" };
+    let cell = |id: &str| if id == "cell-1" { 0 } else { 1 };
+    federation.cells[cell(&source)].wait_metric(PREPULLED, |n| n >= 1.0).await;
+
+    // Cold, then warm.
+    let call = federation.routers[r].url("/function/hello/path?q=1");
+    let (first, _) = send_when_known(client.post(&call).bearer_auth(&key).body("cold")).await;
+    assert_eq!(first.status(), 200);
+    let reply: Value = first.json().await.unwrap();
+    assert_eq!((reply["path"].as_str(), reply["body"].as_str()), (Some("/path"), Some("cold")));
+    for _ in 0..20 {
+        assert_eq!(client.post(&call).bearer_auth(&key).body("warm").send().await.unwrap().status(), 200);
+    }
+
+    // Moved under steady load: the target pulls it, no call fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = steady_load(client.clone(), call.clone(), key.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let moved = federation.move_function("acme", "hello", target).await;
+    assert_eq!(moved.cell, target);
+    federation.cells[cell(target)].wait_metric(PREPULLED, |n| n >= 1.0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = client.post(&call).bearer_auth(&key).body("x").send().await.unwrap();
+        let served_by = answer.headers().get("x-baton-cell").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        if served_by == target {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served by {served_by}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Its cell dies: failed over to the source, which serves it again.
+    let dead = cell(target);
+    federation.cells[dead].cell.as_mut().unwrap().sigkill();
+    federation.cells[dead].workers.clear();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = client.post(&call).bearer_auth(&key).body("x").send().await.unwrap();
+        let served_by = answer.headers().get("x-baton-cell").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        if answer.status() == 200 && served_by == source {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not failed over: {} from {served_by:?}", answer.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} calls failed during the move and the failover: {failed:?}",
+        failed.len(),
+        ok + failed.len() as u64
+    );
+
+    // Deleted: its sandboxes go, and its image leaves the worker's cache.
+    let answer = client.delete(&url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(answer.status(), 204);
+    let images = federation.cells[cell(&source)].dir.path().join(format!("{source}-w1")).join("images").join("images");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let count = AtomicU64::new(u64::MAX);
+    while Instant::now() < deadline {
+        count.store(std::fs::read_dir(&images).map(|d| d.count() as u64).unwrap_or(0), Ordering::Relaxed);
+        if count.load(Ordering::Relaxed) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count.load(Ordering::Relaxed), 0, "the image is still cached in {}", images.display());
+}

@@ -1,0 +1,259 @@
+//! Container images against the real thing: images pushed to a real registry (Debian's
+//! `docker-registry`), pulled into the worker's cache and run by the real runc, with the
+//! process runtime's isolation. Each test has its own port range, cgroup parent, cache and
+//! runc state, and checks that nothing is left.
+
+mod support;
+
+use std::time::Duration;
+
+use baton_image::build::{LayerFile, RunConfig, layer, program_with_libraries, push};
+use baton_image::{Credentials, ResolverSettings};
+use baton_proto::SandboxId;
+use baton_proto::cell::ExitReason;
+use baton_proto::worker::RuntimeKind;
+use baton_testkit::Registry;
+use baton_worker::RuntimeError;
+use baton_worker::SandboxRuntime;
+use baton_worker::config::{ImagesChoice, ImagesSection};
+use baton_worker::process::ProcessRuntime;
+use baton_worker::runtime::{ImageLaunch, PortRequest, Resources, SandboxExit, SandboxSpec};
+use support::*;
+use tokio::sync::mpsc;
+
+/// An image holding the sample functions (echo is the entrypoint) and a static busybox.
+async fn push_functions(registry: &Registry, name: &str) -> (String, String) {
+    let mut files = program_with_libraries(&bin("baton-fn-echo"), "/usr/local/bin/baton-fn-echo").unwrap();
+    files.extend(program_with_libraries(&bin("baton-fn-spin"), "/usr/local/bin/baton-fn-spin").unwrap());
+    let busybox = [LayerFile { path: "/bin/busybox".into(), source: "/bin/busybox".into() }];
+    let layers = vec![layer(&files).unwrap(), layer(&busybox).unwrap()];
+    let run = RunConfig {
+        entrypoint: vec!["/usr/local/bin/baton-fn-echo".into()],
+        cmd: vec![],
+        env: vec!["FROM_IMAGE=yes".into()],
+    };
+    let reference = registry.image(name);
+    let digest = push(&reference, layers, &run, &Credentials::Anonymous, &ResolverSettings::default()).await.unwrap();
+    (reference, digest)
+}
+
+struct Harness {
+    runtime: ProcessRuntime,
+    exits: mpsc::UnboundedReceiver<SandboxExit>,
+    parent: String,
+    state: tempfile::TempDir,
+    cache: tempfile::TempDir,
+}
+
+async fn harness(test: &str, port_base: u16) -> Harness {
+    let config = process_config(test, port_base, 20);
+    let parent = config.cgroup_parent.clone();
+    let state = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let images =
+        ImagesSection { enabled: ImagesChoice::On, cache_dir: cache.path().to_path_buf(), ..ImagesSection::default() };
+    let (tx, exits) = mpsc::unbounded_channel();
+    let runtime = ProcessRuntime::start_with(config, images, state.path(), tx).await.unwrap();
+    Harness { runtime, exits, parent, state, cache }
+}
+
+impl Harness {
+    /// Nothing left: no sandbox, port, cgroup, runc container or sandbox file.
+    async fn assert_clean(&self) {
+        assert!(self.runtime.list().await.is_empty(), "sandboxes still listed");
+        assert_eq!(self.runtime.ports().in_use(), 0, "ports still held");
+        assert_eq!(leftover_cgroups(&self.parent), Vec::<std::path::PathBuf>::new(), "cgroups left");
+        assert_eq!(files_in(&self.state.path().join("sandboxes")), Vec::<std::path::PathBuf>::new(), "files left");
+        assert_eq!(files_in(&self.state.path().join("runc")), Vec::<std::path::PathBuf>::new(), "runc state left");
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // A failed test still leaves no container running.
+        for entry in std::fs::read_dir(self.state.path().join("runc")).into_iter().flatten().flatten() {
+            let _ = std::process::Command::new("runc")
+                .arg("--root")
+                .arg(self.state.path().join("runc"))
+                .args(["delete", "--force"])
+                .arg(entry.file_name())
+                .output();
+        }
+        remove_cgroup_parent(&self.parent);
+    }
+}
+
+fn spec(reference: &str, digest: &str) -> SandboxSpec {
+    SandboxSpec {
+        function_id: "acme.hello".into(),
+        executable: Default::default(),
+        args: vec![],
+        env: Default::default(),
+        port: PortRequest::Any,
+        resources: Resources { cpu_millis: 500, memory_mib: 64, pids: 64 },
+        readiness_timeout: Duration::from_secs(5),
+        readiness_path: "/healthz".into(),
+        image: Some(ImageLaunch {
+            reference: reference.into(),
+            digest: digest.into(),
+            command: vec![],
+            credentials: Credentials::Anonymous,
+        }),
+    }
+}
+
+fn id(s: &str) -> SandboxId {
+    SandboxId::new(s).unwrap()
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).unwrap_or_default().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_runs_as_an_isolated_sandbox_and_leaves_nothing_when_deleted() {
+    let registry = Registry::start().await;
+    let (reference, digest) = push_functions(&registry, "acme/hello:1.0").await;
+    let h = harness("oci-echo", 15800).await;
+    assert_eq!(h.runtime.kinds(), [RuntimeKind::Process, RuntimeKind::Oci]);
+
+    let mut s = spec(&reference, &digest);
+    s.env.insert("GREETING".into(), "hi".into());
+    let created = h.runtime.create(id("img-1"), s).await.unwrap();
+    assert_eq!(created.isolation.level(), "full", "{:?}", created.isolation);
+    assert!(created.latency.image > Duration::ZERO, "the first sandbox pulled the image");
+
+    // It answers as the process runtime's echo does.
+    let reply: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/a?x=1", created.endpoint))
+        .body("payload")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((reply["path"].as_str(), reply["body"].as_str()), (Some("/a"), Some("payload")));
+
+    // Its own pid namespace, an unprivileged uid of its own, no capabilities, no new
+    // privileges, its cgroup where the process runtime would have put it.
+    let pid = created.pid;
+    let own_ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    assert_ne!(std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(), own_ns);
+    let uid: u32 = status_field(pid, "Uid").split_whitespace().next().unwrap().parse().unwrap();
+    assert!((2_000_000_000..=2_000_099_999).contains(&uid), "uid {uid} is not one of process.uid_range_*");
+    assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(status_field(pid, "Seccomp"), "2", "under a seccomp filter");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cgroups.contains(&format!("{}/img-1", h.parent)), "{cgroups}");
+
+    // A second sandbox of the image needs no pull.
+    let second = h.runtime.create(id("img-2"), spec(&reference, &digest)).await.unwrap();
+    assert_eq!(second.latency.image, Duration::ZERO);
+
+    // No function runs the image any more: it stays while its sandboxes do, then goes.
+    let image_dir = h.cache.path().join("images");
+    assert!(!h.runtime.drop_image(&digest).await, "in use");
+    assert!(!files_in(&image_dir).is_empty());
+    for sandbox in ["img-1", "img-2"] {
+        h.runtime.delete(&id(sandbox), Duration::from_secs(1)).await.unwrap();
+    }
+    assert!(eventually(Duration::from_secs(2), || !alive(pid)).await, "the container's process is gone");
+    h.assert_clean().await;
+    assert_eq!(files_in(&image_dir), Vec::<std::path::PathBuf>::new(), "the unwanted image went with its last sandbox");
+    assert_eq!(files_in(&h.cache.path().join("blobs")), Vec::<std::path::PathBuf>::new(), "and its layers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entrypoint_that_is_missing_or_exits_fails_with_its_stderr_and_leaves_nothing() {
+    let registry = Registry::start().await;
+    let (reference, digest) = push_functions(&registry, "acme/broken:1.0").await;
+    let h = harness("oci-broken", 15830).await;
+
+    let mut missing = spec(&reference, &digest);
+    missing.image.as_mut().unwrap().command = vec!["/no/such/program".into()];
+    let err = h.runtime.create(id("missing"), missing).await.unwrap_err();
+    match &err {
+        RuntimeError::ExitedDuringStartup { stderr_tail, .. } => {
+            assert!(stderr_tail.contains("/no/such/program"), "{stderr_tail}")
+        }
+        other => panic!("{other}"),
+    }
+    h.assert_clean().await;
+
+    let mut exits = spec(&reference, &digest);
+    exits.image.as_mut().unwrap().command = vec!["/bin/busybox".into(), "sh".into()];
+    exits.args = vec!["-c".into(), "echo cannot start: no config >&2; exit 3".into()];
+    let err = h.runtime.create(id("exits"), exits).await.unwrap_err();
+    match &err {
+        RuntimeError::ExitedDuringStartup { how, stderr_tail, .. } => {
+            assert_eq!(how, "exit status 3");
+            assert!(stderr_tail.contains("cannot start: no config"), "{stderr_tail}");
+        }
+        other => panic!("{other}"),
+    }
+    h.assert_clean().await;
+
+    // The root is read-only; the image's environment and the function's both apply.
+    let mut probe = spec(&reference, &digest);
+    probe.image.as_mut().unwrap().command = vec!["/bin/busybox".into(), "sh".into()];
+    probe.env.insert("MINE".into(), "1".into());
+    probe.args = vec![
+        "-c".into(),
+        "touch /usr/x 2>/dev/null && exit 10; touch /tmp/x || exit 11; [ \"$FROM_IMAGE$MINE\" = yes1 ] || exit 12; \
+         exec /usr/local/bin/baton-fn-echo"
+            .into(),
+    ];
+    let created = h.runtime.create(id("probe"), probe).await.unwrap();
+    h.runtime.delete(&id("probe"), Duration::from_secs(1)).await.unwrap();
+    assert!(eventually(Duration::from_secs(2), || !alive(created.pid)).await);
+    h.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_past_its_memory_limit_is_oom_killed_and_reported() {
+    let registry = Registry::start().await;
+    let (reference, digest) = push_functions(&registry, "acme/hog:1.0").await;
+    let mut h = harness("oci-oom", 15860).await;
+    let mut s = spec(&reference, &digest);
+    s.image.as_mut().unwrap().command = vec!["/usr/local/bin/baton-fn-spin".into()];
+    s.resources.memory_mib = 32;
+    let created = h.runtime.create(id("hog"), s).await.unwrap();
+    let result = reqwest::get(format!("http://{}/?alloc_mb=256", created.endpoint)).await;
+    assert!(result.is_err() || !result.unwrap().status().is_success(), "the call cannot succeed");
+    let exit =
+        tokio::time::timeout(Duration::from_secs(10), h.exits.recv()).await.expect("an exit is reported").unwrap();
+    assert_eq!(exit.id.as_str(), "hog");
+    assert_eq!(exit.exit.reason, ExitReason::OomKilled, "{exit:?}");
+    h.runtime.delete(&id("hog"), Duration::from_secs(1)).await.unwrap();
+    h.assert_clean().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_that_cannot_be_pulled_is_a_clear_error_and_a_cached_one_needs_no_registry() {
+    let registry = Registry::start().await;
+    let (reference, digest) = push_functions(&registry, "acme/cached:1.0").await;
+    let h = harness("oci-pull", 15890).await;
+    let pulled = h.runtime.pull(spec(&reference, &digest).image.as_ref().unwrap()).await.unwrap();
+    assert!(!pulled.cached);
+    let again = h.runtime.pull(spec(&reference, &digest).image.as_ref().unwrap()).await.unwrap();
+    assert!(again.cached);
+
+    // An image that is not there: final, and nothing is left.
+    let unknown = format!("sha256:{}", "1".repeat(64));
+    let err = h.runtime.create(id("unknown"), spec(&reference, &unknown)).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::Image { retryable: false, .. }), "{err}");
+    h.assert_clean().await;
+
+    // With the registry gone, the pre-pulled image still starts.
+    drop(registry);
+    let created = h.runtime.create(id("cached"), spec(&reference, &digest)).await.unwrap();
+    assert_eq!(created.latency.image, Duration::ZERO);
+    h.runtime.delete(&id("cached"), Duration::from_secs(1)).await.unwrap();
+    let other = format!("sha256:{}", "2".repeat(64));
+    let err = h.runtime.create(id("down"), spec(&reference, &other)).await.unwrap_err();
+    assert!(matches!(err, RuntimeError::Image { retryable: true, .. }), "{err}");
+    h.assert_clean().await;
+}
