@@ -11,14 +11,18 @@ use crate::output::{OutputArgs, Table, cell};
 /// `baton functions …`
 #[derive(Subcommand)]
 pub enum FunctionsCommand {
-    /// Create or update a function from a JSON spec file (`-` reads standard input); a
-    /// JSON array of specs registers them all in one commit.
+    /// Create or update a function: from a container image (`baton functions deploy hello
+    /// --image registry.example:5000/acme/hello:1.2`), or from a JSON spec file (`-` reads
+    /// standard input; a JSON array of specs registers them all in one commit).
     Deploy {
-        /// The spec (see docs/cell.md); `name` may be given with `--name` instead.
-        file: PathBuf,
-        /// The function's name, overriding the spec's.
+        /// With `--image`: the function's name. Otherwise the spec file (see docs/cell.md),
+        /// whose `name` `--name` may give or override.
+        target: String,
+        /// The function's name, overriding the spec file's.
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        spec: SpecArgs,
         #[command(flatten)]
         router: RouterArgs,
     },
@@ -45,6 +49,95 @@ pub enum FunctionsCommand {
         #[command(flatten)]
         router: RouterArgs,
     },
+}
+
+/// A spec given as flags (each over the spec file's value when both are given).
+#[derive(Args, Default)]
+pub struct SpecArgs {
+    /// The container image to run (registry/repository:tag or …@sha256:…); the target is
+    /// then the function's name.
+    #[arg(long)]
+    image: Option<String>,
+    /// Replaces the image's entrypoint (repeat for each word: `--command /app --command serve`).
+    #[arg(long = "command", value_name = "WORD")]
+    command: Vec<String>,
+    /// An argument, replacing the image's Cmd (repeat for each).
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// An environment variable, `NAME=value` (repeat for each).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Memory of each sandbox, MiB.
+    #[arg(long)]
+    memory: Option<u64>,
+    /// CPU of each sandbox, thousandths of a core.
+    #[arg(long)]
+    cpu: Option<u32>,
+    /// Longest one call may take (`30s`, `5m`).
+    #[arg(long)]
+    timeout: Option<String>,
+    /// Fewest sandboxes, even without traffic.
+    #[arg(long)]
+    min_scale: Option<u32>,
+    /// Most sandboxes.
+    #[arg(long)]
+    max_scale: Option<u32>,
+}
+
+impl SpecArgs {
+    /// Whether any flag was given.
+    fn any(&self) -> bool {
+        self.image.is_some()
+            || !self.command.is_empty()
+            || !self.args.is_empty()
+            || !self.env.is_empty()
+            || self.memory.is_some()
+            || self.cpu.is_some()
+            || self.timeout.is_some()
+            || self.min_scale.is_some()
+            || self.max_scale.is_some()
+    }
+
+    /// Writes the flags given into `spec`.
+    fn apply(self, spec: &mut serde_json::Value) -> anyhow::Result<()> {
+        let object = spec.as_object_mut().context("the spec is not a JSON object")?;
+        if let Some(image) = self.image {
+            object.insert("image".into(), image.into());
+        }
+        if !self.command.is_empty() {
+            object.insert("command".into(), self.command.into());
+        }
+        if !self.args.is_empty() {
+            object.insert("args".into(), self.args.into());
+        }
+        for pair in self.env {
+            let Some((name, value)) = pair.split_once('=') else {
+                bail!("--env {pair:?}: give NAME=value");
+            };
+            let env = object.entry("env").or_insert_with(|| serde_json::json!({}));
+            env[name] = value.into();
+        }
+        let mut set = |section: &str, key: &str, value: serde_json::Value| {
+            let part = object.entry(section).or_insert_with(|| serde_json::json!({}));
+            part[key] = value;
+        };
+        if let Some(memory) = self.memory {
+            set("resources", "memory_mib", memory.into());
+        }
+        if let Some(cpu) = self.cpu {
+            set("resources", "cpu_millis", cpu.into());
+        }
+        if let Some(min) = self.min_scale {
+            set("scaling", "min_scale", min.into());
+        }
+        if let Some(max) = self.max_scale {
+            set("scaling", "max_scale", max.into());
+        }
+        if let Some(timeout) = self.timeout {
+            object.insert("timeout".into(), timeout.into());
+        }
+        Ok(())
+    }
 }
 
 /// Which router, and as whom.
@@ -107,16 +200,24 @@ fn pretty(body: &str) -> String {
 
 /// The table of `functions` as the router describes them.
 fn function_table(functions: &[serde_json::Value]) -> Table {
-    let mut table = Table::new(&["NAME", "CELL", "GENERATION", "REGION", "RUNTIME", "EXECUTABLE"]);
+    let mut table = Table::new(&["NAME", "CELL", "GENERATION", "REGION", "RUNTIME", "RUNS"]);
     for f in functions {
-        let runtime = f["spec"]["runtime"].as_str().unwrap_or("process");
+        let spec = &f["spec"];
+        let image = spec["image"].as_str().filter(|i| !i.is_empty());
+        let runtime = spec["runtime"].as_str().unwrap_or(if image.is_some() { "oci" } else { "process" });
+        // An image shows with the digest it runs (shortened), a process its program.
+        let runs = match (image, spec["image_digest"].as_str()) {
+            (Some(image), Some(digest)) => format!("{image}@{}", &digest[..digest.len().min(19)]),
+            (Some(image), None) => image.to_string(),
+            (None, _) => cell(&spec["executable"]),
+        };
         table.row(vec![
             cell(&f["name"]),
             cell(&f["cell"]),
             cell(&f["generation"]),
             cell(&f["home_region"]),
             runtime.to_string(),
-            cell(&f["spec"]["executable"]),
+            runs,
         ]);
     }
     table
@@ -126,18 +227,30 @@ fn function_table(functions: &[serde_json::Value]) -> Table {
 pub async fn functions(command: FunctionsCommand) -> anyhow::Result<()> {
     use reqwest::Method;
     let body = match command {
-        FunctionsCommand::Deploy { file, name, router } => {
-            let text = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin()).context("reading the spec from standard input")?
+        FunctionsCommand::Deploy { target, name, spec: flags, router } => {
+            let (mut spec, name) = if flags.image.is_some() {
+                // `deploy NAME --image …`: the spec is the flags.
+                if name.is_some() {
+                    bail!("with --image the function's name is the first argument; --name is for spec files");
+                }
+                (serde_json::json!({ "name": target }), None)
             } else {
-                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
+                let file = PathBuf::from(&target);
+                let text = if target == "-" {
+                    std::io::read_to_string(std::io::stdin()).context("reading the spec from standard input")?
+                } else {
+                    std::fs::read_to_string(&file).with_context(|| {
+                        format!("reading {}: give a spec file, or a name with --image", file.display())
+                    })?
+                };
+                let spec: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+                (spec, name)
             };
-            let mut spec: serde_json::Value =
-                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
             if spec.is_array() {
                 // A batch: up to 1,000 specs, registered all or none.
-                if name.is_some() {
-                    bail!("--name applies to one spec, not to a batch");
+                if name.is_some() || flags.any() {
+                    bail!("--name and spec flags apply to one spec, not to a batch");
                 }
                 let request = router.request(Method::POST, "/v1/functions")?.json(&spec);
                 println!("{}", pretty(&send(request, "deploying").await?));
@@ -146,6 +259,7 @@ pub async fn functions(command: FunctionsCommand) -> anyhow::Result<()> {
             if let Some(name) = name {
                 spec["name"] = name.into();
             }
+            flags.apply(&mut spec)?;
             let Some(name) = spec["name"].as_str().map(str::to_string) else {
                 bail!("the spec has no \"name\"; add one or pass --name");
             };
@@ -190,4 +304,43 @@ pub async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
     };
     print!("{}", send(request, "invoking").await?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_flags_write_their_fields_over_the_spec() {
+        let flags = SpecArgs {
+            image: Some("r.example/acme/hello:1.2".into()),
+            command: vec!["/app".into(), "serve".into()],
+            args: vec!["--verbose".into()],
+            env: vec!["MODE=fast".into(), "EMPTY=".into()],
+            memory: Some(128),
+            cpu: Some(250),
+            timeout: Some("30s".into()),
+            min_scale: None,
+            max_scale: Some(4),
+        };
+        assert!(flags.any());
+        let mut spec = serde_json::json!({"name": "hello", "resources": {"cpu_millis": 100}});
+        flags.apply(&mut spec).unwrap();
+        assert_eq!(
+            spec,
+            serde_json::json!({
+                "name": "hello",
+                "image": "r.example/acme/hello:1.2",
+                "command": ["/app", "serve"],
+                "args": ["--verbose"],
+                "env": {"MODE": "fast", "EMPTY": ""},
+                "resources": {"cpu_millis": 250, "memory_mib": 128},
+                "scaling": {"max_scale": 4},
+                "timeout": "30s",
+            })
+        );
+        assert!(!SpecArgs::default().any());
+        let bad = SpecArgs { env: vec!["NOEQUALS".into()], ..SpecArgs::default() };
+        assert!(bad.apply(&mut serde_json::json!({})).unwrap_err().to_string().contains("NAME=value"));
+    }
 }

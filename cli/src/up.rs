@@ -36,6 +36,11 @@ pub struct UpArgs {
     /// Keep the cells' state in Redis at this URL instead of the embedded store.
     #[arg(long)]
     redis: Option<String>,
+    /// Port of the local image registry (Debian's docker-registry) holding the sample
+    /// image `samples/echo:1` (0: any free port). Started when docker-registry and runc
+    /// are installed and baton up runs as root (workers run images only then).
+    #[arg(long, default_value_t = 5000)]
+    registry_port: u16,
 }
 
 /// Lines of a failed process's log shown with the error.
@@ -231,21 +236,35 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
     wait_port(router_port, "the router", processes).await?;
     let url = format!("http://127.0.0.1:{router_port}");
     deploy_samples(&url, &key, &bin, processes).await?;
+    let sample_image = match images_available() {
+        Ok(()) => Some(start_registry(args.registry_port, &run_dir, &logs, &bin, processes).await?),
+        Err(why) => {
+            println!("No container images here: {why}.");
+            None
+        }
+    };
 
     let (cert, key_file) = pki.files(Role::Operator);
-    let env = format!(
+    let mut env = format!(
         "export BATON_URL={url}\nexport BATON_API_KEY={key}\nexport BATON_SHARD_MANAGER={sm_url}\n\
          export BATON_CA={}\nexport BATON_CERT={}\nexport BATON_KEY={}\n",
         pki.ca().display(),
         cert.display(),
         key_file.display()
     );
+    if let Some(image) = &sample_image {
+        env.push_str(&format!("export BATON_SAMPLE_IMAGE={image}\n"));
+    }
     let env_file = home.join("env");
     write_private(&env_file, &env).with_context(|| format!("writing {}", env_file.display()))?;
     println!("baton is up: {} cells, a router on {url}, tenant dev with echo and spin.\n", args.cells);
     print!("{env}");
     println!("\n(written to {}) Try:\n", env_file.display());
     println!("  source {} && {} invoke echo -d hello\n", env_file.display(), bin_dir.join("baton").display());
+    if sample_image.is_some() {
+        println!("and a container image from the local registry:\n");
+        println!("  baton functions deploy hello --image $BATON_SAMPLE_IMAGE && baton invoke hello -d '{{\"x\":1}}'\n");
+    }
 
     Ok(())
 }
@@ -415,6 +434,52 @@ async fn wait_cells(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether this machine's workers run images: root, runc and a registry to hold them.
+fn images_available() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("workers run container images only as root".into());
+    }
+    for (program, package) in [("runc", "runc"), ("docker-registry", "docker-registry")] {
+        if Command::new(program).arg("--version").output().is_err() {
+            return Err(format!("{program} is not installed (apt-get install {package})"));
+        }
+    }
+    Ok(())
+}
+
+/// Starts a registry on `port` holding the sample image (`baton-fn-echo` and the libraries
+/// it loads); returns the image's reference.
+async fn start_registry(
+    port: u16,
+    run_dir: &Path,
+    logs: &Path,
+    bin: &impl Fn(&str) -> anyhow::Result<PathBuf>,
+    processes: &mut Processes,
+) -> anyhow::Result<String> {
+    let port = port_or_free(port)?;
+    let config = run_dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            run_dir.join("registry").display()
+        ),
+    )?;
+    processes.spawn("registry", Command::new("docker-registry").arg("serve").arg(&config), logs)?;
+    wait_port(port, "the image registry", processes).await?;
+    let image = format!("127.0.0.1:{port}/samples/echo:1");
+    let files = baton_image::build::program_with_libraries(&bin("baton-fn-echo")?, "/usr/local/bin/baton-fn-echo")
+        .context("packing baton-fn-echo into the sample image")?;
+    let layer = baton_image::build::layer(&files).context("packing the sample image's layer")?;
+    let run =
+        baton_image::build::RunConfig { entrypoint: vec!["/usr/local/bin/baton-fn-echo".into()], ..Default::default() };
+    let settings = baton_image::ResolverSettings::default();
+    baton_image::build::push(&image, vec![layer], &run, &baton_image::Credentials::Anonymous, &settings)
+        .await
+        .map_err(|e| anyhow::anyhow!("pushing the sample image: {e}"))?;
+    Ok(image)
 }
 
 /// Deploys `echo` and `spin` through the router and waits until `echo` answers.

@@ -112,7 +112,7 @@ async fn every_subcommand_against_a_running_federation() {
     assert!(table.starts_with("NAME") && table.lines().nth(1).unwrap().starts_with("echo"), "{table}");
     let table = ok(baton(f, router, &["functions", "get", "echo"]), "functions get");
     let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(rows[0], ["NAME", "CELL", "GENERATION", "REGION", "RUNTIME", "EXECUTABLE"], "{table}");
+    assert_eq!(rows[0], ["NAME", "CELL", "GENERATION", "REGION", "RUNTIME", "RUNS"], "{table}");
     assert_eq!(rows[1][..5], ["echo", owner.as_str(), "1", "local", "process"], "{table}");
     assert!(rows[1][5].ends_with("baton-fn-echo") && rows.len() == 2, "{table}");
     let got = json_of(baton(f, router, &["functions", "get", "echo", "-o", "json"]), "functions get");
