@@ -74,9 +74,9 @@ fn anonymous() -> baton_image::Credentials {
 /// An image made ready on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pulled {
-    /// It was there already.
+    /// It was there already, or another creation pulled it meanwhile.
     pub cached: bool,
-    /// How long the pull took.
+    /// How long getting it took (waiting for another's pull included).
     pub took: Duration,
 }
 
@@ -122,7 +122,8 @@ impl Isolation {
 /// Where a creation spent its time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CreationLatency {
-    /// Making the image's rootfs ready (zero when cached, and for executables).
+    /// Getting the image's rootfs: pulling it, or waiting for a pull under way (near zero
+    /// when cached; zero for executables).
     pub image: Duration,
     /// Making the cgroup and writing its limits.
     pub cgroup: Duration,
@@ -145,6 +146,9 @@ pub struct Created {
     pub latency: CreationLatency,
     /// Main process (0 when emulated).
     pub pid: u32,
+    /// This creation pulled its image (it was not cached, and no other creation was
+    /// pulling it).
+    pub pulled_image: bool,
 }
 
 /// Whether a sandbox's process still runs.

@@ -63,6 +63,7 @@ impl SandboxRuntime for EmulatedRuntime {
         self.table.lock().expect("table lock").insert(id, Some(summary));
         let total = started.elapsed();
         Ok(Created {
+            pulled_image: false,
             endpoint: self.endpoint.to_string(),
             isolation: Isolation::default(),
             latency: CreationLatency { readiness: total, total, ..CreationLatency::default() },

@@ -127,7 +127,7 @@ impl Containers {
         let took = started.elapsed();
         match leased {
             Ok(lease) => {
-                let pulled = Pulled { cached: lease.cached, took: if lease.cached { Duration::ZERO } else { took } };
+                let pulled = Pulled { cached: lease.cached, took };
                 if pulled.cached {
                     metrics::image_pull("cached", None);
                 } else {

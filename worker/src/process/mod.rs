@@ -288,6 +288,7 @@ impl ProcessRuntime {
             _ => None,
         };
         let image_time = image.as_ref().map(|(_, pulled)| pulled.took).unwrap_or_default();
+        let pulled_image = image.as_ref().is_some_and(|(_, pulled)| !pulled.cached);
         if let (Some(_), Some(pool)) = (user, &self.inner.uids) {
             let uid = pool.take(id.as_str()).map_err(|e| RuntimeError::Exhausted(e.to_string()))?;
             slot.uid_of = Some(id.clone());
@@ -455,6 +456,7 @@ impl ProcessRuntime {
             self.on_exit(id, exit).await;
         }
         Ok(Created {
+            pulled_image,
             endpoint: endpoint.to_string(),
             isolation,
             latency: CreationLatency {
