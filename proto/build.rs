@@ -9,7 +9,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Registry credentials print redacted (`src/lib.rs`), so no log line can hold a password.
     tonic_prost_build::configure()
         .include_file("packages.rs")
-        .skip_debug(["baton.worker.v1.RegistryCredentials"])
+        .skip_debug([
+            "baton.worker.v1.RegistryCredentials",
+            "baton.shard.v1.PutRegistryCredentialsRequest",
+            "baton.shard.v1.RegistryCredentialsResponse",
+        ])
         .compile_protos(
             &["proto/worker.proto", "proto/cell_control.proto", "proto/raft.proto", "proto/shard_manager.proto"],
             &["proto"],

@@ -231,6 +231,9 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
         };
         let shard_manager = baton_shardmap::Replicas::new(&replicas, &tls)
             .map_err(|e| ConfigError::field("federation.shard_manager", e.to_string()))?;
+        plane.set_credentials(std::sync::Arc::new(crate::federation::credentials::FromShardManager::new(
+            shard_manager.clone(),
+        )));
         let membership = crate::federation::Membership {
             shard_managers: shard_manager.clone(),
             registration,

@@ -30,6 +30,9 @@ enum Command {
     Functions(tenant::FunctionsCommand),
     /// Call a function through the router; prints the answer's body.
     Invoke(tenant::InvokeArgs),
+    /// The tenant's credentials for private image registries (through the router).
+    #[command(subcommand)]
+    Registries(tenant::RegistriesCommand),
     /// Tenants (shard manager).
     #[command(subcommand)]
     Tenants(admin::TenantsCommand),
@@ -64,6 +67,7 @@ async fn main() {
         Command::Up(args) => up::run(args, baton_home()).await,
         Command::Functions(command) => tenant::functions(command).await,
         Command::Invoke(args) => tenant::invoke(args).await,
+        Command::Registries(command) => tenant::registries(command).await,
         Command::Tenants(command) => admin::tenants(command).await,
         Command::Keys(command) => admin::keys(command).await,
         Command::Cells(command) => admin::cells(command).await,

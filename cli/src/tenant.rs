@@ -51,6 +51,73 @@ pub enum FunctionsCommand {
     },
 }
 
+/// `baton registries …`
+#[derive(Subcommand)]
+pub enum RegistriesCommand {
+    /// Store the tenant's credentials for a registry (its password or token is read from
+    /// standard input, never from the command line): images from it then resolve and pull
+    /// with them.
+    Login {
+        /// The registry's host (and port), as image references name it: ghcr.io, 10.0.0.5:5000.
+        registry: String,
+        /// The user name.
+        #[arg(long, short = 'u')]
+        username: String,
+        #[command(flatten)]
+        router: RouterArgs,
+    },
+    /// List the registries the tenant has credentials for (never the credentials).
+    List {
+        #[command(flatten)]
+        router: RouterArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Forget the tenant's credentials for a registry.
+    Logout {
+        /// The registry.
+        registry: String,
+        #[command(flatten)]
+        router: RouterArgs,
+    },
+}
+
+/// Runs a `baton registries` command.
+pub async fn registries(command: RegistriesCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match command {
+        RegistriesCommand::Login { registry, username, router } => {
+            let mut password = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                bail!("no password on standard input (echo \"$TOKEN\" | baton registries login …)");
+            }
+            let body = serde_json::json!({"username": username, "password": password});
+            let request = router.request(Method::PUT, &format!("/v1/registries/{registry}"))?.json(&body);
+            send(request, "storing the credentials").await?;
+            println!("credentials for {registry} stored");
+        }
+        RegistriesCommand::List { router, output } => {
+            let body = send(router.request(Method::GET, "/v1/registries")?, "listing").await?;
+            let listed: serde_json::Value = serde_json::from_str(&body).context("the router's answer is not JSON")?;
+            crate::output::print(output.output, &listed, |v| {
+                let mut table = Table::new(&["REGISTRY"]);
+                for registry in v["registries"].as_array().map(Vec::as_slice).unwrap_or_default() {
+                    table.row(vec![cell(registry)]);
+                }
+                table
+            });
+        }
+        RegistriesCommand::Logout { registry, router } => {
+            send(router.request(Method::DELETE, &format!("/v1/registries/{registry}"))?, "forgetting").await?;
+            println!("credentials for {registry} forgotten");
+        }
+    }
+    Ok(())
+}
+
 /// A spec given as flags (each over the spec file's value when both are given).
 #[derive(Args, Default)]
 pub struct SpecArgs {

@@ -184,6 +184,12 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
     std::fs::create_dir_all(&logs)?;
 
     let pki = Pki::create(&run_dir.join("tls"))?;
+    // The key tenants' registry credentials are sealed with (removed with the run folder).
+    let secrets_key = run_dir.join("secrets.key");
+    let mut random = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&secrets_key, &hex).with_context(|| format!("writing {}", secrets_key.display()))?;
     let sm_port = port_or_free(args.shard_manager_port)?;
     let sm_url = format!("http://127.0.0.1:{sm_port}");
     processes.spawn(
@@ -191,7 +197,8 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
         pki.give(
             Command::new(bin("baton-shard-manager")?)
                 .args(["--listen", &format!("127.0.0.1:{sm_port}"), "--admin-listen", "127.0.0.1:0", "--data-dir"])
-                .arg(run_dir.join("shard-manager")),
+                .arg(run_dir.join("shard-manager"))
+                .env("BATON_SECRETS__KEY_FILE", &secrets_key),
             Role::ShardManager,
         ),
         &logs,

@@ -31,6 +31,27 @@ impl std::fmt::Debug for worker::RegistryCredentials {
     }
 }
 
+impl std::fmt::Debug for shard::PutRegistryCredentialsRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PutRegistryCredentialsRequest")
+            .field("tenant", &self.tenant)
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for shard::RegistryCredentialsResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentialsResponse")
+            .field("found", &self.found)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 pub use ids::{IdError, MAX_ID_LEN, NodeId, SandboxId};
 
 /// Largest gRPC message baton's services take and its clients accept. tonic's default of
@@ -84,7 +105,7 @@ mod tests {
                 "/baton.worker.v1.Worker/DropImage"
             ]
         );
-        assert_eq!(super::methods("baton.shard.v1.ShardManager").len(), 20);
+        assert_eq!(super::methods("baton.shard.v1.ShardManager").len(), 24);
         assert!(
             super::methods("baton.raft.v1.RaftTransport").contains(&"/baton.raft.v1.RaftTransport/Vote".to_string())
         );
@@ -98,5 +119,18 @@ mod tests {
         let image = super::worker::Image { credentials: Some(credentials), ..Default::default() };
         let printed = format!("{image:?} {image:#?}");
         assert!(printed.contains("acme") && !printed.contains("hunter2"), "{printed}");
+        let put = super::shard::PutRegistryCredentialsRequest {
+            tenant: "acme".into(),
+            registry: "ghcr.io".into(),
+            username: "bot".into(),
+            password: "hunter2-secret".into(),
+        };
+        let got = super::shard::RegistryCredentialsResponse {
+            found: true,
+            username: "bot".into(),
+            password: "hunter2-secret".into(),
+        };
+        let printed = format!("{put:?} {got:#?}");
+        assert!(printed.contains("bot") && !printed.contains("hunter2"), "{printed}");
     }
 }

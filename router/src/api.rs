@@ -112,7 +112,11 @@ async fn put(
             }
             let resolved = futures::future::join_all(functions.iter_mut().map(|f| resolve_image(router, f))).await;
             if let Some((i, e)) = resolved.into_iter().enumerate().find_map(|(i, r)| r.err().map(|e| (i, e))) {
-                return ApiError::Image(format!("functions[{i}].{e}")).response();
+                return match e {
+                    ApiError::Image(message) => ApiError::Image(format!("functions[{i}].{message}")),
+                    other => other,
+                }
+                .response();
             }
             return put_batch(router, functions, id).await;
         }
@@ -120,7 +124,7 @@ async fn put(
             Ok(request) if request.spec_json.len() > max_spec => return too_large(),
             Ok(mut request) => match resolve_image(router, &mut request).await {
                 Ok(()) => request,
-                Err(e) => return ApiError::Image(e).response(),
+                Err(e) => return e.response(),
             },
             Err(message) => return bad(&message),
         },
@@ -162,17 +166,19 @@ fn registration(tenant: &str, path_name: Option<String>, mut spec: Value) -> Res
 /// Resolves the image a registration names (if any) to the digest its sandboxes will run,
 /// writing it into the spec as `image_digest`. A reference that does not resolve is
 /// refused saying why (`image: …`), before anything is stored.
-async fn resolve_image(router: &Router, request: &mut PutFunctionRequest) -> Result<(), String> {
+async fn resolve_image(router: &Router, request: &mut PutFunctionRequest) -> Result<(), ApiError> {
     let Ok(Value::Object(mut spec)) = serde_json::from_str::<Value>(&request.spec_json) else { return Ok(()) };
     let reference = match spec.get("image") {
         Some(Value::String(reference)) if !reference.is_empty() => reference.clone(),
         // Not an image, or not a string: the spec's own validation says what is wrong.
         _ => return Ok(()),
     };
-    baton_model::image::check_reference(&reference).map_err(|e| e.to_string())?;
-    let resolved = router.images.resolve(&reference, &baton_image::Credentials::Anonymous).await;
+    baton_model::image::check_reference(&reference).map_err(|e| ApiError::Image(e.to_string()))?;
+    let tenant = request.tenant.clone();
+    let credentials = crate::registries::credentials_for(router, &tenant, &reference).await?;
+    let resolved = router.images.resolve(&reference, &credentials).await;
     crate::metrics::image_resolution(resolved.as_ref().map_or_else(baton_image::ResolveError::label, |_| "ok"));
-    let resolved = resolved.map_err(|e| format!("image: {e}"))?;
+    let resolved = resolved.map_err(|e| ApiError::Image(format!("image: {e}")))?;
     spec.insert("image_digest".into(), Value::String(resolved.digest));
     request.spec_json = Value::Object(spec).to_string();
     Ok(())

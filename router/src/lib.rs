@@ -13,4 +13,5 @@ pub mod error;
 pub mod idempotency;
 pub mod metrics;
 pub mod proxy;
+pub mod registries;
 pub mod server;

@@ -27,8 +27,11 @@ impl Router {
             "invoke"
         } else if path == "/v1/functions" || path.starts_with("/v1/functions/") {
             "functions"
+        } else if path == "/v1/registries" || path.starts_with("/v1/registries/") {
+            "registries"
         } else {
-            let message = "the router serves /v1/functions[/{name}] and /function/{name}[/path]";
+            let message =
+                "the router serves /v1/functions[/{name}], /v1/registries[/{registry}] and /function/{name}[/path]";
             return ("other", ApiError::NoRoute(message).response());
         };
         let tenant = match auth::tenant(req.headers(), &self.view) {
@@ -41,7 +44,8 @@ impl Router {
             };
             return (route, proxy::invoke(self, &tenant, name, rest, req).await);
         }
-        let name = path.strip_prefix("/v1/functions/").filter(|n| !n.is_empty());
+        let prefix = if route == "registries" { "/v1/registries/" } else { "/v1/functions/" };
+        let name = path.strip_prefix(prefix).filter(|n| !n.is_empty());
         if name.is_some_and(|n| n.contains('/')) {
             return (route, ApiError::NoRoute("no such resource").response());
         }
@@ -53,6 +57,9 @@ impl Router {
             Err(_) if !writes => None,
             Err(bad) => return (route, ApiError::from(bad).response()),
         };
+        if route == "registries" {
+            return (route, crate::registries::registries(self, tenant, parts.method, name, key, body).await);
+        }
         (route, crate::api::functions(self, tenant, parts.method, name, key, body).await)
     }
 }

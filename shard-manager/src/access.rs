@@ -8,6 +8,7 @@ const OPERATOR: &[Role] = &[Role::Operator, Role::ShardManager];
 const FUNCTIONS: &[Role] = &[Role::Operator, Role::Router, Role::ShardManager];
 const FUNCTION_READS: &[Role] = &[Role::Operator, Role::Router, Role::Cell, Role::ShardManager];
 const CELLS: &[Role] = &[Role::Cell, Role::ShardManager];
+const CREDENTIALS: &[Role] = &[Role::Router, Role::Cell, Role::ShardManager];
 const MAP: &[Role] = &[Role::Router, Role::Cell, Role::ShardManager];
 const STATUS: &[Role] = &[Role::Operator, Role::Router, Role::Cell, Role::ShardManager];
 const REPLICAS: &[Role] = &[Role::ShardManager];
@@ -21,6 +22,10 @@ pub fn policy(path: &str) -> &'static [Role] {
             "PutTenant" | "CreateApiKey" | "RevokeApiKey" | "ListTenants" | "ListApiKeys" | "SetCellState"
             | "PinFunction" | "MoveFunction" | "ListCells" | "AddReplica" | "ChangeVoters" => OPERATOR,
             "PutFunction" | "PutFunctions" | "DeleteFunction" => FUNCTIONS,
+            // Tenants' credentials go in through routers; they come out only where an image
+            // is resolved (routers) or pulled (cells, for their workers).
+            "PutRegistryCredentials" | "DeleteRegistryCredentials" | "ListRegistries" => FUNCTIONS,
+            "GetRegistryCredentials" => CREDENTIALS,
             "GetFunction" | "ListFunctions" => FUNCTION_READS,
             "RegisterCell" | "CellHeartbeat" => CELLS,
             "WatchShardMap" => MAP,
@@ -48,6 +53,9 @@ mod tests {
             let allowed = policy(&format!("/baton.shard.v1.ShardManager/{admin}"));
             assert!(!allowed.contains(&Role::Router) && !allowed.contains(&Role::Cell), "{admin}: {allowed:?}");
         }
+        // Credentials come out to routers and cells only, never to an operator's tool.
+        let read = policy("/baton.shard.v1.ShardManager/GetRegistryCredentials");
+        assert!(read.contains(&Role::Router) && read.contains(&Role::Cell) && !read.contains(&Role::Operator));
         assert_eq!(policy("/baton.raft.v1.RaftTransport/Vote"), REPLICAS);
         assert!(policy("/baton.shard.v1.ShardManager/Nope").is_empty());
         assert!(policy("/baton.worker.v1.Worker/CreateSandbox").is_empty());

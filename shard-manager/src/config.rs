@@ -25,10 +25,22 @@ pub struct ShardManagerConfig {
     pub cells: CellsSection,
     /// What tenants' functions may run.
     pub functions: FunctionsSection,
+    /// The key tenants' registry credentials are sealed with.
+    pub secrets: SecretsSection,
     /// Mutual TLS with every caller and peer (a certificate of role `shard-manager`).
     pub tls: TlsConfig,
     /// Logging.
     pub log: LoggingConfig,
+}
+
+/// `[secrets]`: tenants' registry credentials are stored sealed with this key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsSection {
+    /// File holding 32 random bytes as 64 hex digits (`openssl rand -hex 32`), the same on
+    /// every replica. Default: `""`: no key, and tenants cannot store registry credentials
+    /// (images from public registries still work).
+    pub key_file: std::path::PathBuf,
 }
 
 /// This replica.

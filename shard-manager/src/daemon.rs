@@ -129,8 +129,16 @@ pub async fn start(config: ShardManagerConfig, listeners: Listeners) -> Result<R
         .await
         .map_err(|e| StartError::Raft(format!("starting: {e}")))?;
 
+    let sealer = match config.secrets.key_file.as_os_str().is_empty() {
+        true => None,
+        false => Some(
+            crate::secrets::Sealer::load(&config.secrets.key_file)
+                .map_err(|e| ConfigError::field("secrets.key_file", e.to_string()))?,
+        ),
+    };
     let manager = Manager::new(raft.clone(), sm, network)
         .with_admission(admission)
+        .with_sealer(sealer)
         .with_load_half_life(config.cells.load_half_life);
     let (stop, stopped) = watch::channel(false);
     let c = &config.cells;

@@ -11,5 +11,6 @@ pub mod loads;
 pub mod metrics;
 pub mod planner;
 pub mod raft;
+pub mod secrets;
 pub mod service;
 pub mod state;

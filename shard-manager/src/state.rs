@@ -73,6 +73,23 @@ pub enum Command {
         /// Hash of the key.
         key_hash: String,
     },
+    /// Stores a tenant's credentials for a registry, sealed (the replica that took the
+    /// request sealed them: the log holds no plaintext).
+    PutRegistryCredentials {
+        /// The tenant.
+        tenant: String,
+        /// The registry (normalized).
+        registry: String,
+        /// The sealed credentials.
+        sealed: String,
+    },
+    /// Forgets a tenant's credentials for a registry.
+    DeleteRegistryCredentials {
+        /// The tenant.
+        tenant: String,
+        /// The registry (normalized).
+        registry: String,
+    },
     /// Adds or updates a cell.
     PutCell(Cell),
     /// Changes a cell's state.
@@ -142,6 +159,12 @@ impl Command {
             Command::PutApiKey { key_hash, .. } => format!("put-api-key {key_hash}"),
             // By the key's ID (its hash's first 16 digits), which is what callers name.
             Command::RevokeApiKey { key_hash } => format!("revoke-api-key {}", &key_hash[..key_hash.len().min(16)]),
+            Command::PutRegistryCredentials { tenant, registry, .. } => {
+                format!("put-registry-credentials {tenant} {registry}")
+            }
+            Command::DeleteRegistryCredentials { tenant, registry } => {
+                format!("delete-registry-credentials {tenant} {registry}")
+            }
             Command::PutCell(cell) => format!("put-cell {}", cell.id),
             Command::SetCellState { cell, state } => format!("set-cell-state {cell} {state:?}"),
             Command::PutFunction { record, .. } => {
@@ -198,6 +221,10 @@ pub struct FederationState {
     /// Functions the rebalancer must not move.
     #[serde(default)]
     pub pinned: std::collections::BTreeSet<String>,
+    /// Tenants' registry credentials, sealed with the operator's key (`crate::secrets`):
+    /// tenant -> registry -> sealed. Never in the shard map.
+    #[serde(default)]
+    pub registry_credentials: BTreeMap<String, BTreeMap<String, String>>,
     /// Functions per tenant and what they take, derived from `functions` (kept by every
     /// change; rebuilt by [`FederationState::recount`] after the state is read back).
     #[serde(skip)]
@@ -294,8 +321,15 @@ impl FederationState {
             if self.cells.contains_key(id) { Ok(()) } else { Err(Rejection::UnknownCell(id.clone())) }
         };
         match command {
-            Command::PutApiKey { tenant, .. } if !self.tenants.contains_key(tenant) => {
+            Command::PutApiKey { tenant, .. } | Command::PutRegistryCredentials { tenant, .. }
+                if !self.tenants.contains_key(tenant) =>
+            {
                 Err(Rejection::UnknownTenant(tenant.clone()))
+            }
+            Command::DeleteRegistryCredentials { tenant, registry }
+                if !self.registry_credentials.get(tenant).is_some_and(|r| r.contains_key(registry)) =>
+            {
+                Err(Rejection::UnknownRegistry { tenant: tenant.clone(), registry: registry.clone() })
             }
             Command::SetCellState { cell, .. } => cell_known(cell),
             Command::PutFunction { record, cell } => {
@@ -401,6 +435,17 @@ impl FederationState {
             Command::RevokeApiKey { key_hash } => {
                 if self.api_keys.remove(&key_hash).is_some() {
                     return (None, vec![Change::RevokeApiKey { key_hash }]);
+                }
+            }
+            Command::PutRegistryCredentials { tenant, registry, sealed } => {
+                self.registry_credentials.entry(tenant).or_default().insert(registry, sealed);
+            }
+            Command::DeleteRegistryCredentials { tenant, registry } => {
+                if let Some(registries) = self.registry_credentials.get_mut(&tenant) {
+                    registries.remove(&registry);
+                    if registries.is_empty() {
+                        self.registry_credentials.remove(&tenant);
+                    }
                 }
             }
             Command::PutCell(cell) => {
@@ -593,6 +638,41 @@ mod tests {
         // A deleted function is no longer pinned.
         s.apply(Command::DeleteFunction { id: "dev/echo".into() });
         assert!(s.pinned.is_empty());
+    }
+
+    #[test]
+    fn registry_credentials_are_kept_per_tenant_and_never_reach_the_map() {
+        let mut s = FederationState::default();
+        let put = |tenant: &str, registry: &str, sealed: &str| Command::PutRegistryCredentials {
+            tenant: tenant.into(),
+            registry: registry.into(),
+            sealed: sealed.into(),
+        };
+        assert_eq!(
+            s.apply(put("nobody", "ghcr.io", "x")).0,
+            Outcome::Rejected(Rejection::UnknownTenant("nobody".into()))
+        );
+        s.apply(Command::PutTenant(Tenant {
+            name: "dev".into(),
+            default_region: "local".into(),
+            max_functions: 0,
+            limits: Default::default(),
+        }));
+        let (outcome, delta) = s.apply(put("dev", "ghcr.io", "sealed-1"));
+        assert!(matches!(outcome, Outcome::Applied { .. }));
+        assert!(delta.unwrap().changes.is_empty(), "nothing of it in the shard map");
+        s.apply(put("dev", "ghcr.io", "sealed-2"));
+        s.apply(put("dev", "docker.io", "sealed-3"));
+        assert_eq!(s.registry_credentials["dev"]["ghcr.io"], "sealed-2", "replaced");
+        let delete =
+            |registry: &str| Command::DeleteRegistryCredentials { tenant: "dev".into(), registry: registry.into() };
+        assert!(matches!(s.apply(delete("ghcr.io")).0, Outcome::Applied { .. }));
+        assert_eq!(
+            s.apply(delete("ghcr.io")).0,
+            Outcome::Rejected(Rejection::UnknownRegistry { tenant: "dev".into(), registry: "ghcr.io".into() })
+        );
+        s.apply(delete("docker.io"));
+        assert!(s.registry_credentials.is_empty(), "a tenant without credentials has no entry");
     }
 
     /// A follower that starts from a snapshot and applies every delta has the same map

@@ -116,7 +116,13 @@ impl Row {
 }
 
 /// `n` creations one after another (each deleted before the next), or all at once.
-async fn creations(runtime: &ProcessRuntime, spec: &SandboxSpec, n: usize, at_once: bool, tag: &str) -> (Row, Duration) {
+async fn creations(
+    runtime: &ProcessRuntime,
+    spec: &SandboxSpec,
+    n: usize,
+    at_once: bool,
+    tag: &str,
+) -> (Row, Duration) {
     let started = Instant::now();
     let mut row = Row { samples: Vec::new(), created: Vec::new() };
     if at_once {
@@ -153,6 +159,7 @@ async fn creations(runtime: &ProcessRuntime, spec: &SandboxSpec, n: usize, at_on
 
 /// wrk -t1 -c32 for 5 s against `endpoint`: calls/s, p50 and p99. Its output is read to
 /// the end and its exit left to the runtime's reaper, which collects every child.
+#[allow(clippy::zombie_processes)]
 fn wrk(endpoint: &str) -> String {
     use std::io::Read;
     let mut child = std::process::Command::new("wrk")

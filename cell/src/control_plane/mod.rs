@@ -3,12 +3,14 @@
 //! decisions live in [`state`] (no I/O); this module carries out its commands.
 
 mod calls;
+mod credentials;
 mod functions;
 mod runtime;
 mod sandboxes;
 mod service;
 pub mod state;
 
+pub use credentials::{CredentialSource, RegistryLogin};
 pub use functions::FunctionError;
 pub use runtime::{ControlPlane, ControlPlaneSettings};
 

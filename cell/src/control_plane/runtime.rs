@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     urgent: mpsc::UnboundedSender<String>,
     channels: Mutex<HashMap<String, Channel>>,
     settings: ControlPlaneSettings,
+    /// Tenants' registry credentials (a federated cell's, from the shard manager).
+    credentials: std::sync::OnceLock<Arc<dyn super::CredentialSource>>,
 }
 
 /// The control plane. Cheap to clone.
@@ -80,6 +82,7 @@ impl ControlPlane {
                 urgent,
                 channels: Mutex::default(),
                 settings,
+                credentials: std::sync::OnceLock::new(),
             }),
         };
         plane.apply(|st| st.recover(functions, workers, Instant::now()));
@@ -140,6 +143,35 @@ impl ControlPlane {
         f(&self.inner.state.lock().expect("state lock"))
     }
 
+    /// Where tenants' registry credentials come from (set once, by a federated cell).
+    pub fn set_credentials(&self, source: Arc<dyn super::CredentialSource>) {
+        let _ = self.inner.credentials.set(source);
+    }
+
+    /// The image `spec` runs, with its tenant's credentials for the registry when it has
+    /// some (a lookup that fails pulls anonymously, and says so).
+    async fn image_with_credentials(&self, spec: &FunctionSpec) -> Option<baton_proto::worker::Image> {
+        let mut image = image_of(spec)?;
+        let (Some(source), Some((tenant, _))) = (self.inner.credentials.get(), spec.name.split_once('.')) else {
+            return Some(image);
+        };
+        let registry = baton_model::image::registry_of(&spec.image);
+        match source.get(tenant, &registry).await {
+            Ok(Some(login)) => {
+                image.credentials = Some(baton_proto::worker::RegistryCredentials {
+                    username: login.username,
+                    password: login.password,
+                })
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                function = spec.name, %registry, error = e,
+                "the tenant's registry credentials could not be read; pulling anonymously"
+            ),
+        }
+        Some(image)
+    }
+
     fn client(&self, address: &str) -> WorkerClient<Channel> {
         let mut channels = self.inner.channels.lock().expect("channels lock");
         let channel = channels.entry(address.to_string()).or_insert_with(|| {
@@ -156,10 +188,12 @@ impl ControlPlane {
         let timeout = self.inner.settings.worker_call_timeout;
         match command {
             Command::Create { sandbox_id, node_id, address, spec } => {
+                let mut sandbox = self.sandbox_spec(&spec);
+                sandbox.image = self.image_with_credentials(&spec).await;
                 let request = CreateSandboxRequest {
                     node_id: node_id.to_string(),
                     sandbox_id: sandbox_id.to_string(),
-                    spec: Some(self.sandbox_spec(&spec)),
+                    spec: Some(sandbox),
                 };
                 let mut request = tonic::Request::new(request);
                 // A creation may pull the image first (unless it was pre-pulled).
@@ -250,7 +284,7 @@ impl ControlPlane {
                 self.read_mut(|st| st.listing_failed(node_id.as_str()));
             }
             Command::Pull { node_id, address, spec } => {
-                let Some(image) = image_of(&spec) else { return };
+                let Some(image) = self.image_with_credentials(&spec).await else { return };
                 let mut request =
                     tonic::Request::new(PullImageRequest { node_id: node_id.to_string(), image: Some(image) });
                 request.set_timeout(timeout + self.inner.settings.image_pull_timeout);

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+pub mod credentials;
 pub mod reconcile;
 
 use baton_proto::shard::{CellHealth, CellHeartbeatRequest, FunctionLoad, RegisterCellRequest};

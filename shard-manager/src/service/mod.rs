@@ -17,8 +17,9 @@ use baton_proto::shard::{
     Ack, AddReplicaRequest, CellHeartbeatRequest, CellHeartbeatResponse, CellInfo, ChangeVotersRequest,
     CreateApiKeyRequest, CreateApiKeyResponse, FunctionInfo, FunctionRef, GetStatusRequest, ListApiKeysRequest,
     ListApiKeysResponse, ListCellsRequest, ListCellsResponse, ListFunctionsRequest, ListFunctionsResponse,
-    ListTenantsRequest, ListTenantsResponse, MoveFunctionRequest, PinFunctionRequest, PutFunctionRequest,
-    PutFunctionResponse, PutFunctionsRequest, PutFunctionsResponse, PutTenantRequest, RegisterCellRequest,
+    ListRegistriesRequest, ListRegistriesResponse, ListTenantsRequest, ListTenantsResponse, MoveFunctionRequest,
+    PinFunctionRequest, PutFunctionRequest, PutFunctionResponse, PutFunctionsRequest, PutFunctionsResponse,
+    PutRegistryCredentialsRequest, PutTenantRequest, RegisterCellRequest, RegistryCredentialsResponse, RegistryRef,
     RevokeApiKeyRequest, SetCellStateRequest, ShardMapEvent, StatusResponse, WatchShardMapRequest, shard_map_event,
 };
 use baton_shardmap::{Cell, CellId, CellState};
@@ -39,6 +40,7 @@ mod access;
 mod catalog;
 mod membership;
 mod rebalance;
+mod registries;
 
 pub use rebalance::RebalanceSettings;
 
@@ -65,6 +67,8 @@ pub struct Manager {
     ring: Arc<Mutex<Option<PlacementRing>>>,
     /// What tenants may register.
     admission: Arc<Admission>,
+    /// The operator's key for tenants' registry credentials, if configured.
+    sealer: Option<Arc<crate::secrets::Sealer>>,
 }
 
 /// A replica's gRPC services, the raft transport and the ShardManager API, taking and
@@ -149,7 +153,14 @@ impl Manager {
             health: Arc::default(),
             ring: Arc::default(),
             admission: Arc::default(),
+            sealer: None,
         }
+    }
+
+    /// Stores tenants' registry credentials sealed with `sealer` (none: refuses them).
+    pub fn with_sealer(mut self, sealer: Option<crate::secrets::Sealer>) -> Self {
+        self.sealer = sealer.map(Arc::new);
+        self
     }
 
     /// The replica's proposer: the raft transport hands it the writes followers forward,
@@ -433,6 +444,33 @@ impl ShardManager for Manager {
     async fn revoke_api_key(&self, request: Request<RevokeApiKeyRequest>) -> Result<Response<Ack>, Status> {
         let id = request_id(&request)?;
         self.revoke_api_key_inner(request.into_inner(), id.as_deref()).await.map(Response::new)
+    }
+
+    async fn put_registry_credentials(
+        &self,
+        request: Request<PutRegistryCredentialsRequest>,
+    ) -> Result<Response<Ack>, Status> {
+        let id = request_id(&request)?;
+        self.put_registry_credentials_inner(request.into_inner(), id.as_deref()).await.map(Response::new)
+    }
+
+    async fn delete_registry_credentials(&self, request: Request<RegistryRef>) -> Result<Response<Ack>, Status> {
+        let id = request_id(&request)?;
+        self.delete_registry_credentials_inner(request.into_inner(), id.as_deref()).await.map(Response::new)
+    }
+
+    async fn list_registries(
+        &self,
+        request: Request<ListRegistriesRequest>,
+    ) -> Result<Response<ListRegistriesResponse>, Status> {
+        self.list_registries_inner(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_registry_credentials(
+        &self,
+        request: Request<RegistryRef>,
+    ) -> Result<Response<RegistryCredentialsResponse>, Status> {
+        self.get_registry_credentials_inner(request.into_inner()).await.map(Response::new)
     }
 
     async fn list_tenants(

@@ -59,6 +59,14 @@ pub enum Rejection {
     /// No API key has this ID.
     #[error("key_id: no key {0}")]
     UnknownKey(String),
+    /// The tenant has no credentials for the registry.
+    #[error("tenant {tenant} has no credentials for registry {registry}")]
+    UnknownRegistry {
+        /// The tenant.
+        tenant: String,
+        /// The registry.
+        registry: String,
+    },
     /// No active cell can take a new function.
     #[error("no active cell can take the function")]
     NoActiveCell,
@@ -95,7 +103,8 @@ impl Rejection {
             Rejection::UnknownTenant(_)
             | Rejection::UnknownCell(_)
             | Rejection::UnknownFunction(_)
-            | Rejection::UnknownKey(_) => RejectionClass::NotFound,
+            | Rejection::UnknownKey(_)
+            | Rejection::UnknownRegistry { .. } => RejectionClass::NotFound,
             Rejection::RequestIdReused(_) => RejectionClass::AlreadyExists,
             Rejection::OverLimit { .. } | Rejection::OverTenantLimit { .. } => RejectionClass::OverLimit,
             Rejection::ExecutablesNotAllowed(_) => RejectionClass::Forbidden,
