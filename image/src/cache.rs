@@ -252,6 +252,28 @@ impl ImageCache {
     /// from `reference`'s repository with `credentials` and unpacked, unless it is here;
     /// kept while the lease lives.
     pub async fn rootfs(&self, reference: &str, digest: &str, credentials: &Credentials) -> Result<Lease, PullError> {
+        match self.rootfs_once(reference, digest, credentials).await {
+            // The disk is full: the images no sandbox uses make room, and it is tried again.
+            Err(e) if is_disk_full(&e) && self.evict_unused() > 0 => {
+                self.rootfs_once(reference, digest, credentials).await
+            }
+            other => other,
+        }
+    }
+
+    /// Removes every image no lease holds (and the layers only they needed); how many went.
+    fn evict_unused(&self) -> usize {
+        let unused: Vec<String> = {
+            let images = self.images.lock().expect("not poisoned");
+            images.entries.iter().filter(|(_, e)| e.in_use == 0).map(|(d, _)| d.clone()).collect()
+        };
+        for digest in &unused {
+            self.drop_image(digest);
+        }
+        unused.len()
+    }
+
+    async fn rootfs_once(&self, reference: &str, digest: &str, credentials: &Credentials) -> Result<Lease, PullError> {
         if let Some(lease) = self.cached(digest) {
             return Ok(lease);
         }
@@ -324,6 +346,10 @@ impl ImageCache {
             let pulled = client.pull_blob(image, layer, file).await;
             let Err(e) = pulled else { break };
             let _ = tokio::fs::remove_file(&partial).await;
+            // Writing it failed (a full disk): the cache's, not the registry's.
+            if let oci_client::errors::OciDistributionError::IoError(io) = e {
+                return Err(PullError::Io(io));
+            }
             let error = classify(e, registry, image);
             let transient = matches!(error, ResolveError::Unreachable { .. } | ResolveError::Registry { .. });
             if !transient || attempt >= BLOB_ATTEMPTS {
@@ -335,6 +361,16 @@ impl ImageCache {
         self.blobs_pulled.fetch_add(1, Ordering::Relaxed);
         Ok(path)
     }
+}
+
+/// Whether `e` says the disk (or the quota) is full, downloading or unpacking.
+fn is_disk_full(e: &PullError) -> bool {
+    let io = match e {
+        PullError::Io(io) | PullError::Unpack(UnpackError::Io(io)) => io,
+        _ => return false,
+    };
+    matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        || io.raw_os_error() == Some(28)
 }
 
 /// Bytes of the files under `path` (symlinks not followed).

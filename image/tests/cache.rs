@@ -143,3 +143,82 @@ async fn past_its_size_the_cache_evicts_unused_images_least_recently_used_first(
     assert_eq!(cache.blobs_pulled(), pulled + 1);
     assert_eq!(std::fs::read(b.path.join("lib/shared")).unwrap(), vec![1u8; 20_000]);
 }
+
+/// A tmpfs of `bytes` at a fresh folder, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(bytes: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount (tests run as root)");
+        assert!(mounted.success(), "mounting a tmpfs needs root");
+        Self { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Incompressible bytes, so a gzip layer is as large as its content.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_pull_cleanly_and_unused_images_make_room() {
+    let registry = Registry::start().await;
+    let small = registry.image("acme/small:1");
+    let small_digest = push(&registry, &small, vec![layer(&[("bin/app", &noise(600 << 10, 1))])]).await;
+    let large = registry.image("acme/large:1");
+    let large_digest = push(&registry, &large, vec![layer(&[("bin/app", &noise(3 << 20, 2))])]).await;
+    let other = registry.image("acme/other:1");
+    let other_digest = push(&registry, &other, vec![layer(&[("bin/app", &noise(600 << 10, 3))])]).await;
+
+    // 2 MiB of disk, and a cache bound far above it: only the disk stops it.
+    let disk = SmallDisk::new(2 << 20);
+    let cache = ImageCache::open(disk.dir.path(), ResolverSettings::default(), 1 << 40).unwrap();
+    let entries = || -> Vec<String> {
+        ["blobs", "images"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(disk.dir.path().join(d)).unwrap().flatten())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let kept = cache.rootfs(&small, &small_digest, &Credentials::Anonymous).await.unwrap();
+
+    // Too large for the disk even when empty: a clear error, nothing partial left, and what
+    // was there is still there and usable.
+    let before = entries();
+    let err = cache.rootfs(&large, &large_digest, &Credentials::Anonymous).await.unwrap_err();
+    assert!(matches!(err, PullError::Io(_) | PullError::Unpack(UnpackError::Io(_))), "{err}");
+    assert!(err.to_string().to_lowercase().contains("no space"), "{err}");
+    assert_eq!(entries(), before, "nothing partial left");
+    assert_eq!(std::fs::read(kept.path.join("bin/app")).unwrap().len(), 600 << 10);
+
+    // An image that fits once an unused one goes: the disk being full evicts it.
+    drop(kept);
+    let filler = cache.rootfs(&other, &other_digest, &Credentials::Anonymous).await;
+    assert!(filler.is_ok(), "{:?}", filler.err());
+    let third = registry.image("acme/third:1");
+    let third_digest = push(&registry, &third, vec![layer(&[("bin/app", &noise(700 << 10, 4))])]).await;
+    drop(filler);
+    let made_room = cache.rootfs(&third, &third_digest, &Credentials::Anonymous).await;
+    assert!(made_room.is_ok(), "{:?}", made_room.err());
+}

@@ -109,6 +109,22 @@ async fn an_image_deploys_runs_moves_fails_over_and_goes_through_the_federation(
         assert_eq!(client.post(&call).bearer_auth(&key).body("warm").send().await.unwrap().status(), 200);
     }
 
+    // An entrypoint that does not exist: the call answers 502 with runc's word for it, at
+    // once rather than after the queue timeout.
+    let broken = json!({"image": reference, "command": ["/no/such/entrypoint"], "timeout": "20s"});
+    assert_eq!(put("broken", broken).await.unwrap().status(), 201);
+    let started = Instant::now();
+    let (answer, _) =
+        send_when_known(client.post(federation.routers[r].url("/function/broken")).bearer_auth(&key).body("x")).await;
+    assert_eq!(answer.status(), 502);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "sandbox_failing", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("/no/such/entrypoint") && message.contains("exit status"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(15), "answered after {:?}", started.elapsed());
+    let deleted = client.delete(federation.routers[r].url("/v1/functions/broken")).bearer_auth(&key).send();
+    assert_eq!(deleted.await.unwrap().status(), 204);
+
     // Moved under steady load: the target pulls it, no call fails.
     let stop = Arc::new(AtomicBool::new(false));
     let load = steady_load(client.clone(), call.clone(), key.clone(), stop.clone());

@@ -235,7 +235,9 @@ impl Containers {
 fn pull_error(reference: &str, error: PullError) -> RuntimeError {
     let retryable = matches!(
         &error,
-        PullError::Registry(ResolveError::Unreachable { .. } | ResolveError::Registry { .. }) | PullError::Io(_)
+        PullError::Registry(ResolveError::Unreachable { .. } | ResolveError::Registry { .. })
+            | PullError::Io(_)
+            | PullError::Unpack(baton_image::unpack::UnpackError::Io(_))
     );
     RuntimeError::Image { reference: reference.to_string(), message: error.to_string(), retryable }
 }
