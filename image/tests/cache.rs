@@ -222,3 +222,121 @@ async fn a_full_disk_fails_the_pull_cleanly_and_unused_images_make_room() {
     let made_room = cache.rootfs(&third, &third_digest, &Credentials::Anonymous).await;
     assert!(made_room.is_ok(), "{:?}", made_room.err());
 }
+
+/// A TCP proxy in front of a registry that cuts off the answers to the first `cuts` blob
+/// downloads of `blob` after 64 KiB, as a network that fails half way would.
+struct CuttingProxy {
+    addr: std::net::SocketAddr,
+    blob_requests: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttingProxy {
+    async fn start(upstream: std::net::SocketAddr, blob: String, cuts: usize) -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let blob_requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = blob_requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (seen, blob) = (seen.clone(), blob.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    // Bytes the client may still get before the cut, once a blob is asked for.
+                    let budget = Arc::new(std::sync::Mutex::new(None::<usize>));
+                    let up_budget = budget.clone();
+                    let up = tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 << 10];
+                        while let Ok(n) = client_read.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            let text = String::from_utf8_lossy(&buf[..n]);
+                            if text.starts_with("GET ") && text.contains(&format!("/blobs/{blob}")) {
+                                let nth = seen.fetch_add(1, Ordering::SeqCst);
+                                if nth < cuts {
+                                    *up_budget.lock().unwrap() = Some(64 << 10);
+                                }
+                            }
+                            if server_write.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    let mut buf = vec![0u8; 16 << 10];
+                    while let Ok(n) = server_read.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let allowed = match *budget.lock().unwrap() {
+                            Some(left) => n.min(left),
+                            None => n,
+                        };
+                        if client_write.write_all(&buf[..allowed]).await.is_err() {
+                            break;
+                        }
+                        let mut b = budget.lock().unwrap();
+                        if let Some(left) = b.as_mut() {
+                            *left -= allowed;
+                            if *left == 0 {
+                                break;
+                            }
+                        }
+                    }
+                    // Cut: both directions end here.
+                    up.abort();
+                });
+            }
+        });
+        Self { addr, blob_requests, task }
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_off_half_way_is_tried_again_and_never_leaves_half_an_image() {
+    use std::sync::atomic::Ordering;
+    let registry = Registry::start().await;
+    let data = noise(1 << 20, 5);
+    let blob = layer(&[("bin/app", &data)]);
+    let blob_digest = format!("sha256:{}", sha256_hex(&blob));
+    push(&registry, &registry.image("acme/app:1"), vec![blob.clone()]).await;
+
+    // Cut once: the second try gets it whole.
+    let proxy = CuttingProxy::start(registry.addr, blob_digest.clone(), 1).await;
+    let through = format!("{}/acme/app:1", proxy.addr);
+    let digest = Resolver::default().resolve(&through, &Credentials::Anonymous).await.unwrap().digest;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ImageCache::open(dir.path(), ResolverSettings::default(), 1 << 30).unwrap();
+    let lease = cache.rootfs(&through, &digest, &Credentials::Anonymous).await.unwrap();
+    assert_eq!(proxy.blob_requests.load(Ordering::SeqCst), 2, "cut off once, asked again");
+    assert_eq!(std::fs::read(lease.path.join("bin/app")).unwrap(), data);
+
+    // Cut every time: the pull fails after its tries, and nothing partial is left.
+    let proxy = CuttingProxy::start(registry.addr, blob_digest, usize::MAX).await;
+    let through = format!("{}/acme/app:1", proxy.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ImageCache::open(dir.path(), ResolverSettings::default(), 1 << 30).unwrap();
+    let err = cache.rootfs(&through, &digest, &Credentials::Anonymous).await.unwrap_err();
+    assert!(proxy.blob_requests.load(Ordering::SeqCst) >= 2, "tried more than once: {err}");
+    let left: Vec<_> = ["blobs", "images"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(dir.path().join(d)).unwrap().flatten())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?} ({err})");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
