@@ -213,6 +213,8 @@ fn describe(f: &FunctionInfo) -> Value {
         "cell": f.cell,
         "generation": f.generation,
         "spec": spec,
+        // Why its sandboxes could not start (the owning cell's last creation failure), or null.
+        "last_failure": (!f.last_failure.is_empty()).then_some(&f.last_failure),
     })
 }
 

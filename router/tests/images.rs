@@ -122,6 +122,20 @@ async fn an_image_deploys_runs_moves_fails_over_and_goes_through_the_federation(
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("/no/such/entrypoint") && message.contains("exit status"), "{message}");
     assert!(started.elapsed() < Duration::from_secs(15), "answered after {:?}", started.elapsed());
+    // Its status says so too (from the owning cell's next heartbeat).
+    let status_url = federation.routers[r].url("/v1/functions/broken");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got: Value = client.get(&status_url).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        if let Some(failure) = got["last_failure"].as_str() {
+            assert!(failure.contains("/no/such/entrypoint"), "{failure}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failure in {got}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let healthy: Value = client.get(&url).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert!(healthy["last_failure"].is_null(), "{healthy}");
     let deleted = client.delete(federation.routers[r].url("/v1/functions/broken")).bearer_auth(&key).send();
     assert_eq!(deleted.await.unwrap().status(), 204);
 

@@ -58,6 +58,8 @@ pub struct CellHealth {
     pub healthy_workers: u32,
     /// Its functions (IDs) that have wanted a sandbox without getting one.
     pub unservable: BTreeSet<String>,
+    /// Its functions (IDs) whose last sandbox creation failed, with why.
+    pub failing: std::collections::BTreeMap<String, String>,
 }
 
 impl CellHealth {
@@ -190,7 +192,11 @@ mod tests {
     }
 
     fn health(workers: u32, unservable: &[&str]) -> CellHealth {
-        CellHealth { healthy_workers: workers, unservable: unservable.iter().map(|f| f.to_string()).collect() }
+        CellHealth {
+            healthy_workers: workers,
+            unservable: unservable.iter().map(|f| f.to_string()).collect(),
+            failing: Default::default(),
+        }
     }
 
     #[test]

@@ -554,7 +554,7 @@ async fn a_cell_without_workers_is_given_no_function_until_it_has_one_again() {
     let beat = |workers: u32| CellHeartbeatRequest {
         id: "c1".into(),
         loads: vec![],
-        health: Some(CellHealth { healthy_workers: workers, unservable: vec![] }),
+        health: Some(CellHealth { healthy_workers: workers, unservable: vec![], failing: vec![] }),
     };
     let place = async |api: &mut ShardManagerClient<Channel>, names: std::ops::Range<u32>| {
         let mut cells = BTreeMap::<String, u32>::new();

@@ -126,6 +126,9 @@ struct FunctionEntry {
     /// Why the last creation failed, published to data planes (calls fail at once) while
     /// no sandbox is ready, until the back-off lets the next creation be tried.
     failing: Option<String>,
+    /// Why the last creation failed, kept until a creation succeeds or the function is put
+    /// again (its status, for tenants).
+    last_failure: Option<String>,
 }
 
 struct WorkerEntry {
@@ -147,6 +150,7 @@ impl FunctionEntry {
             starved_since: None,
             failures: 0,
             failing: None,
+            last_failure: None,
         }
     }
 }
@@ -302,7 +306,7 @@ impl ControlPlaneState {
                 f.autoscaler.set_scaling(spec.scaling.clone());
                 f.spec = spec;
                 // A new spec may fix what made creations fail: try it at once.
-                (f.failures, f.failing, f.retry_after) = (0, None, None);
+                (f.failures, f.failing, f.retry_after, f.last_failure) = (0, None, None, None);
                 false
             }
             None => {
@@ -573,7 +577,7 @@ impl ControlPlaneState {
                 s.phase = Phase::Ready { endpoint, creation };
                 let function = s.function.clone();
                 if let Some(f) = self.functions.get_mut(&function) {
-                    (f.starved_since, f.failures, f.failing) = (None, 0, None);
+                    (f.starved_since, f.failures, f.failing, f.last_failure) = (None, 0, None, None);
                 }
                 vec![self.publish(&function)]
             }
@@ -601,6 +605,7 @@ impl ControlPlaneState {
                 let Some(f) = self.functions.get_mut(&function) else { return Vec::new() };
                 f.failures += 1;
                 f.retry_after = Some(now + creation_backoff(self.config.create_retry, f.failures));
+                f.last_failure = Some(error.clone());
                 f.failing = Some(error);
                 // Data planes answer its calls at once meanwhile (if no sandbox is ready).
                 vec![self.publish(&function)]
@@ -619,6 +624,11 @@ impl ControlPlaneState {
             .filter(|(_, f)| f.starved_since.is_some_and(|t| no_worker || now.duration_since(t) > after))
             .map(|(name, _)| name.clone())
             .collect()
+    }
+
+    /// The functions whose last creation failed, with why.
+    pub fn last_failures(&self) -> Vec<(String, String)> {
+        self.functions.iter().filter_map(|(name, f)| Some((name.clone(), f.last_failure.clone()?))).collect()
     }
 
     /// Workers that heartbeat.

@@ -359,3 +359,26 @@ fn a_new_build_replaces_running_sandboxes_and_a_scaling_change_does_not() {
     });
     assert_eq!(published, Some(0), "and out of the routing at once");
 }
+
+#[test]
+fn a_failed_creation_is_the_functions_status_until_a_success_or_a_new_deployment() {
+    let (mut st, now) = ready_state(&[("1", 4)], spec("f", 4));
+    st.report_load("dp", &[("f".into(), 0, 1)], now);
+    let first = creates(&st.evaluate("f", now));
+    st.created(&first[0].0, Err("exit status 127: /app: not found".into()), now);
+    assert_eq!(st.last_failures(), [("f".to_string(), "exit status 127: /app: not found".to_string())]);
+    // The back-off ending does not clear it; a success does.
+    let later = now + Duration::from_secs(120);
+    st.report_load("dp", &[("f".into(), 0, 1)], later);
+    let second = creates(&st.evaluate("f", later));
+    assert_eq!(st.last_failures().len(), 1, "still failing while the next try runs");
+    st.created(&second[0].0, Ok(("127.0.0.1:9".into(), Duration::ZERO)), later);
+    assert!(st.last_failures().is_empty());
+    // So does deploying it again.
+    st.report_load("dp", &[("f".into(), 0, 5)], later);
+    let third = creates(&st.evaluate("f", later));
+    st.created(&third[0].0, Err("boom".into()), later);
+    assert_eq!(st.last_failures().len(), 1);
+    st.put_function(spec("f", 4));
+    assert!(st.last_failures().is_empty());
+}

@@ -8,7 +8,12 @@ use std::time::Duration;
 pub mod credentials;
 pub mod reconcile;
 
-use baton_proto::shard::{CellHealth, CellHeartbeatRequest, FunctionLoad, RegisterCellRequest};
+use baton_proto::shard::{CellHealth, CellHeartbeatRequest, FunctionFailure, FunctionLoad, RegisterCellRequest};
+
+/// Longest failure reason a heartbeat carries, bytes.
+const MAX_REASON: usize = 2048;
+/// Most failing functions a heartbeat names.
+const MAX_FAILING: usize = 1000;
 use tokio::sync::watch;
 
 /// What the cell announces.
@@ -51,6 +56,19 @@ fn health(plane: &crate::control_plane::ControlPlane, after: Duration) -> CellHe
             .unservable(now, after)
             .iter()
             .filter_map(|name| baton_model::FunctionId::key_of_cell_name(name))
+            .collect(),
+        failing: st
+            .last_failures()
+            .into_iter()
+            .filter_map(|(name, reason)| {
+                let function = baton_model::FunctionId::key_of_cell_name(&name)?;
+                let mut end = reason.len().min(MAX_REASON);
+                while !reason.is_char_boundary(end) {
+                    end -= 1;
+                }
+                Some(FunctionFailure { function, reason: reason[..end].to_string() })
+            })
+            .take(MAX_FAILING)
             .collect(),
     })
 }

@@ -67,10 +67,19 @@ fn put_subject<'a>(batch: bool, functions: impl IntoIterator<Item = (&'a String,
     }
 }
 
-fn info(state: &FederationState, id: &str) -> Option<FunctionInfo> {
+/// What each cell last said failed: function ID -> why, by cell.
+type Failures = std::collections::BTreeMap<CellId, std::collections::BTreeMap<String, String>>;
+
+fn info(state: &FederationState, id: &str, failures: &Failures) -> Option<FunctionInfo> {
     let record = state.functions.get(id)?;
     let assignment = state.assignments.get(id);
     Some(FunctionInfo {
+        // The owner's word only: a cell the function left may still report an old failure.
+        last_failure: assignment
+            .and_then(|a| failures.get(&a.cell))
+            .and_then(|f| f.get(id))
+            .cloned()
+            .unwrap_or_default(),
         tenant: record.tenant.clone(),
         name: record.name.clone(),
         home_region: record.home_region.clone(),
@@ -234,14 +243,25 @@ impl Manager {
         f(&cached.as_ref().expect("just filled").1)
     }
 
+    /// Each cell's functions whose last creation failed, as the cells last reported them.
+    fn failures(&self) -> Failures {
+        let health = self.health.lock().expect("not poisoned");
+        health.iter().map(|(cell, h)| (cell.clone(), h.failing.clone())).collect()
+    }
+
     pub(super) async fn get_function_inner(&self, r: FunctionRef) -> Result<FunctionInfo, Status> {
         let id = FunctionId::key_of(required("tenant", &r.tenant)?, required("name", &r.name)?);
         self.caught_up(r.min_epoch).await?;
-        self.sm.read(|state| info(state, &id)).await.ok_or_else(|| rejected(&Rejection::UnknownFunction(id.clone())))
+        let failures = self.failures();
+        self.sm
+            .read(|state| info(state, &id, &failures))
+            .await
+            .ok_or_else(|| rejected(&Rejection::UnknownFunction(id.clone())))
     }
 
     pub(super) async fn list_functions_inner(&self, r: ListFunctionsRequest) -> Result<ListFunctionsResponse, Status> {
         self.caught_up(r.min_epoch).await?;
+        let failures = self.failures();
         let listed = self
             .sm
             .read(|state| {
@@ -252,7 +272,7 @@ impl Manager {
                     .filter(|(id, _)| {
                         r.cell.is_empty() || state.assignments.get(*id).is_some_and(|a| a.cell.0 == r.cell)
                     })
-                    .filter_map(|(id, _)| info(state, id))
+                    .filter_map(|(id, _)| info(state, id, &failures))
                     .collect();
                 ListFunctionsResponse { functions, epoch: state.epoch.0 }
             })

@@ -379,8 +379,11 @@ impl ShardManager for Manager {
         self.heard.lock().expect("not poisoned").insert(id.clone(), Instant::now());
         self.record_loads(request.loads.iter().map(|l| (l.function.clone(), l.load)));
         if let Some(h) = &request.health {
-            let report =
-                CellHealth { healthy_workers: h.healthy_workers, unservable: h.unservable.iter().cloned().collect() };
+            let report = CellHealth {
+                healthy_workers: h.healthy_workers,
+                unservable: h.unservable.iter().cloned().collect(),
+                failing: h.failing.iter().map(|f| (f.function.clone(), f.reason.clone())).collect(),
+            };
             self.health.lock().expect("not poisoned").insert(id.clone(), report);
         }
         // The leader's failure detector and rebalancer are the ones that count: pass it on.
