@@ -107,7 +107,7 @@ impl Cell {
 
     async fn deploy(&self, spec: serde_json::Value) {
         let mut api = CellControlClient::connect(format!("http://127.0.0.1:{}", self.control)).await.unwrap();
-        api.put_function(PutFunctionRequest { spec_json: spec.to_string() }).await.unwrap();
+        api.put_function(PutFunctionRequest { spec_json: spec.to_string(), pull_first: false }).await.unwrap();
     }
 
     fn cpu_seconds(&self) -> f64 {
@@ -256,7 +256,7 @@ async fn sweep(rates: Vec<u32>, seconds: u32) {
     let mut api = CellControlClient::connect(format!("http://127.0.0.1:{}", cell.control)).await.unwrap();
     for i in 0..needed {
         let spec = serde_json::json!({"name": format!("f{i}"), "runtime": "emulated", "resources": {"cpu_millis": 1, "memory_mib": 4}, "scaling": {"max_scale": 1}});
-        api.put_function(PutFunctionRequest { spec_json: spec.to_string() }).await.unwrap();
+        api.put_function(PutFunctionRequest { spec_json: spec.to_string(), pull_first: false }).await.unwrap();
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     println!(

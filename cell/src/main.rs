@@ -84,7 +84,7 @@ async fn functions(control_plane: String, tls: Tls, action: FunctionAction) -> a
                 std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
             };
             let created = api
-                .put_function(PutFunctionRequest { spec_json })
+                .put_function(PutFunctionRequest { spec_json, pull_first: false })
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
             println!("{}", if created.into_inner().created { "created" } else { "updated" });

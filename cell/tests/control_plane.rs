@@ -156,7 +156,12 @@ async fn scales_from_zero_on_a_queued_request_and_recovers_after_a_restart() {
     let worker = start_worker(addr, dir.path()).await;
     let mut api = client(addr).await;
 
-    let created = api.put_function(PutFunctionRequest { spec_json: SPEC.into() }).await.unwrap().into_inner().created;
+    let created = api
+        .put_function(PutFunctionRequest { spec_json: SPEC.into(), pull_first: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .created;
     assert!(created);
     let (snapshot, mut updates) = watch(addr).await;
     assert_eq!(snapshot.functions["spin"].endpoints, vec![], "known, no sandbox yet");
@@ -184,7 +189,8 @@ async fn scales_from_zero_on_a_queued_request_and_recovers_after_a_restart() {
         (r#"{"name":"x","executable":"/x","scaling":{"min_scale":4,"max_scale":2}}"#, "scaling.min_scale"),
         (r#"{"name":"x","executable":"/x","surprise":true}"#, "surprise"),
     ] {
-        let status = api.put_function(PutFunctionRequest { spec_json: spec.into() }).await.unwrap_err();
+        let status =
+            api.put_function(PutFunctionRequest { spec_json: spec.into(), pull_first: false }).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().starts_with(field), "{field}: {}", status.message());
     }
@@ -238,7 +244,7 @@ async fn a_retired_sandbox_that_a_data_plane_reports_busy_is_kept_until_its_call
     let mut api = client(addr).await;
     let (_, mut updates) = watch(addr).await;
     let spec = r#"{"name":"busy","runtime":"emulated","timeout":"20s","scaling":{"min_scale":1,"max_scale":1}}"#;
-    api.put_function(PutFunctionRequest { spec_json: spec.into() }).await.unwrap();
+    api.put_function(PutFunctionRequest { spec_json: spec.into(), pull_first: false }).await.unwrap();
     let update = next_with(&mut updates, |u| u.routing.as_ref().is_some_and(|r| r.endpoints.len() == 1)).await;
     let sandbox = update.routing.unwrap().endpoints[0].sandbox_id.clone();
     let on_worker = |worker: &baton_worker::RunningWorker| {

@@ -120,7 +120,7 @@ impl Target {
                 let mut client = client.clone();
                 async move {
                     client
-                        .put_function(PutFunctionRequest { spec_json: f.spec.to_string() })
+                        .put_function(PutFunctionRequest { spec_json: f.spec.to_string(), pull_first: false })
                         .await
                         .map_err(|s| Error::Target(format!("registering {}: {}", f.name, s.message())))
                 }

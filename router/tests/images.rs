@@ -145,7 +145,13 @@ async fn an_image_deploys_runs_moves_fails_over_and_goes_through_the_federation(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let moved = federation.move_function("acme", "hello", target).await;
     assert_eq!(moved.cell, target);
-    federation.cells[cell(target)].wait_metric(PREPULLED, |n| n >= 1.0).await;
+    // The target's worker had pulled it before the switch was committed.
+    let target_image = federation.cells[cell(target)]
+        .dir
+        .path()
+        .join(format!("{target}-w1/images/images"))
+        .join(digest.replace(':', "-"));
+    assert!(target_image.is_dir(), "{} is not there when the move returns", target_image.display());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let answer = client.post(&call).bearer_auth(&key).body("x").send().await.unwrap();

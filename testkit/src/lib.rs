@@ -276,7 +276,11 @@ retry_max = "200ms"
     }
 
     pub async fn deploy(&self, spec: serde_json::Value) {
-        self.api().await.put_function(PutFunctionRequest { spec_json: spec.to_string() }).await.unwrap();
+        self.api()
+            .await
+            .put_function(PutFunctionRequest { spec_json: spec.to_string(), pull_first: false })
+            .await
+            .unwrap();
         // Data planes learn of it through their routing streams: wait until each has applied
         // every routing change the control plane has made (the put's included).
         let data_plane_admins: Vec<u16> = match self.data_planes.len() {

@@ -172,6 +172,31 @@ impl ControlPlane {
         Some(image)
     }
 
+    /// Has every healthy worker that runs images pull `spec`'s image now, and waits (each
+    /// pull bounded by `image_pull_timeout`). Returns how many have it; an error when none
+    /// could get it, with a worker's reason.
+    pub async fn pull_everywhere(&self, spec: &FunctionSpec) -> Result<usize, String> {
+        let Some(image) = self.image_with_credentials(spec).await else { return Ok(0) };
+        let workers = self.read(ControlPlaneState::image_workers);
+        if workers.is_empty() {
+            return Err("no worker of this cell runs container images".into());
+        }
+        let timeout = self.inner.settings.worker_call_timeout + self.inner.settings.image_pull_timeout;
+        let pulls = workers.into_iter().map(|(node_id, address)| {
+            let mut request =
+                tonic::Request::new(PullImageRequest { node_id: node_id.to_string(), image: Some(image.clone()) });
+            request.set_timeout(timeout);
+            let mut client = self.client(&address);
+            async move { client.pull_image(request).await.map_err(|s| format!("worker {node_id}: {}", s.message())) }
+        });
+        let results = futures::future::join_all(pulls).await;
+        let pulled = results.iter().filter(|r| r.is_ok()).count();
+        match results.into_iter().find_map(Result::err) {
+            Some(error) if pulled == 0 => Err(error),
+            _ => Ok(pulled),
+        }
+    }
+
     fn client(&self, address: &str) -> WorkerClient<Channel> {
         let mut channels = self.inner.channels.lock().expect("channels lock");
         let channel = channels.entry(address.to_string()).or_insert_with(|| {

@@ -108,9 +108,16 @@ impl CellControl for ControlPlane {
         &self,
         request: Request<PutFunctionRequest>,
     ) -> Result<Response<PutFunctionResponse>, Status> {
-        let spec = FunctionSpec::from_json(request.into_inner().spec_json.as_bytes())
+        let request = request.into_inner();
+        let spec = FunctionSpec::from_json(request.spec_json.as_bytes())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let image = request.pull_first.then(|| spec.clone());
         let created = self.put_function_spec(spec).await?;
+        if let Some(spec) = image {
+            self.pull_everywhere(&spec)
+                .await
+                .map_err(|e| Status::failed_precondition(format!("pulling {}: {e}", spec.image)))?;
+        }
         Ok(Response::new(PutFunctionResponse { created }))
     }
 

@@ -626,6 +626,15 @@ impl ControlPlaneState {
             .collect()
     }
 
+    /// The healthy workers that run images: (node, address).
+    pub fn image_workers(&self) -> Vec<(NodeId, String)> {
+        self.workers
+            .values()
+            .filter(|w| w.healthy && w.record.offers(baton_model::Runtime::Oci))
+            .map(|w| (w.record.node_id.clone(), w.record.address.clone()))
+            .collect()
+    }
+
     /// The functions whose last creation failed, with why.
     pub fn last_failures(&self) -> Vec<(String, String)> {
         self.functions.iter().filter_map(|(name, f)| Some((name.clone(), f.last_failure.clone()?))).collect()

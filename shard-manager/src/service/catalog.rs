@@ -17,6 +17,8 @@ use crate::state::{Command, FederationState, FunctionRecord, Rejection, Usage};
 
 /// Longest a target cell may take to accept a function's spec.
 const PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a move's preparation may take when the target's workers pull the image first.
+const PREPARE_PULL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Most functions in one `PutFunctions`.
 const MAX_BATCH: usize = 1000;
@@ -378,8 +380,10 @@ impl Manager {
         let spec = prewarmed(tenant, name, spec_json, sandboxes).map_err(|e| Status::internal(e.to_string()))?;
         let spec_json = serde_json::to_string(&spec).map_err(|e| Status::internal(e.to_string()))?;
         let channel = self.network.channel(control).map_err(Status::unavailable)?;
-        let mut request = tonic::Request::new(CellPutFunction { spec_json });
-        request.set_timeout(PREPARE_TIMEOUT);
+        // A function of an image: the target's workers pull it before the switch.
+        let pull_first = !spec.image.is_empty();
+        let mut request = tonic::Request::new(CellPutFunction { spec_json, pull_first });
+        request.set_timeout(if pull_first { PREPARE_PULL_TIMEOUT } else { PREPARE_TIMEOUT });
         CellControlClient::new(channel).put_function(request).await.map_err(|s| {
             Status::unavailable(format!("preparing {} on {control}: {}", FunctionId::key_of(tenant, name), s.message()))
         })?;
