@@ -177,6 +177,15 @@ fn wrk(endpoint: &str) -> String {
     format!("{} | {} | {}", find("Requests/sec:"), find("50%"), find("99%"))
 }
 
+/// Kills whatever is left in the bench's sandbox cgroups when the bench ends, however.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        baton_testkit::kill_sandboxes(&self.0);
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let (n, concurrent, pulls) = (arg("--n", 100), arg("--concurrent", 50), arg("--pulls", 5));
@@ -192,6 +201,8 @@ async fn main() {
     let state = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let parent = format!("baton-bench-oci-{}", std::process::id());
+    // A run that fails half way leaves no sandbox running.
+    let _cleanup = Cleanup(parent.clone());
     let config = ProcessSection {
         port_range_start: 17000,
         port_range_end: 17199,
