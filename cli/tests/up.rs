@@ -66,6 +66,9 @@ fn baton_up_with_redis_serves_and_stops_cleanly() {
     up_serves_and_stops("12000", &["--redis", &url]);
 }
 
+/// A registry password given to `baton registries login`, which no log may hold.
+const REGISTRY_SECRET: &str = "registry-secret-7c1d9e";
+
 fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
     let home = tempfile::tempdir().unwrap();
     // Two cells of 1,000 sandbox ports each: the tests' ranges are disjoint and below
@@ -139,6 +142,17 @@ fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
     assert!(image.status.success(), "{}", String::from_utf8_lossy(&image.stderr));
     let stdout = String::from_utf8_lossy(&image.stdout);
     assert!(stdout.contains(r#""body":"{\"x\":1}""#), "{stdout}");
+    // Registry credentials go in (baton up gives the shard manager a key to seal them) and
+    // never come back out, nor into any log (checked after the stop).
+    let script = format!(
+        r#"source {env} && echo {REGISTRY_SECRET} | {baton} registries login ghcr.io -u bot && {baton} registries list -o json"#,
+        env = env.display(),
+        baton = bin("baton").display()
+    );
+    let login = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    let listed = String::from_utf8_lossy(&login.stdout);
+    assert!(listed.contains("ghcr.io") && !listed.contains(REGISTRY_SECRET), "{listed}");
     // With --redis the cells' records are in that Redis server: each cell's functions hash.
     if let Some(url) = extra.iter().position(|a| *a == "--redis").map(|i| extra[i + 1]) {
         let mut redis = redis::Client::open(url).unwrap().get_connection().unwrap();
@@ -204,7 +218,9 @@ fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
     let key = text.lines().find_map(|l| l.strip_prefix("export BATON_API_KEY=")).unwrap();
     for log in std::fs::read_dir(home.path().join("logs")).unwrap() {
         let log = log.unwrap().path();
-        assert!(!std::fs::read_to_string(&log).unwrap().contains(key), "{} holds the API key", log.display());
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains(key), "{} holds the API key", log.display());
+        assert!(!text.contains(REGISTRY_SECRET), "{} holds a registry password", log.display());
     }
     // No sandbox is left: its cgroup would hold it, and the workers' cgroups are gone.
     let left: Vec<&std::path::PathBuf> = cgroups.iter().filter(|d| d.exists()).collect();

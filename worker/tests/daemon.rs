@@ -531,3 +531,48 @@ async fn a_worker_without_root_runs_sandboxes_says_why_once_and_reports_isolatio
     assert_eq!(warnings.len(), 1, "one warning at start: {logged}");
     assert!(warnings[0].contains("cgroup"), "it names what is missing: {}", warnings[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_worker_readopts_its_containers_and_their_images() {
+    use baton_image::build::{RunConfig, layer, program_with_libraries, push};
+    // The image first: `ldd` runs as a child of this test, which has no reaper.
+    let registry = baton_testkit::Registry::start().await;
+    let files = program_with_libraries(&bin("baton-fn-echo"), "/usr/local/bin/baton-fn-echo").unwrap();
+    let run = RunConfig { entrypoint: vec!["/usr/local/bin/baton-fn-echo".into()], ..RunConfig::default() };
+    let reference = registry.image("acme/echo:1");
+    let settings = baton_image::ResolverSettings::default();
+    let anonymous = baton_image::Credentials::Anonymous;
+    let digest = push(&reference, vec![layer(&files).unwrap()], &run, &anonymous, &settings).await.unwrap();
+
+    let w = setup("oci-readopt", (22410, 22449), "", "[images]\nenabled = \"on\"\n");
+    let mut worker = spawn_worker(&w.config, &[], &[]);
+    let mut client = connect(w.grpc).await;
+    let mut request = create("box", Path::new(""));
+    let spec = request.spec.as_mut().unwrap();
+    spec.executable.clear();
+    spec.image = Some(baton_proto::worker::Image { reference, digest, command: vec![], credentials: None });
+    let created = client.create_sandbox(request).await.unwrap().into_inner();
+    assert!(reqwest::get(format!("http://{}/", created.endpoint)).await.unwrap().status().is_success());
+
+    // SIGKILL: the container keeps running, and serving.
+    signal(worker.0.id(), nix::sys::signal::Signal::SIGKILL);
+    let _ = worker.0.wait();
+    assert!(alive(created.pid));
+    assert!(reqwest::get(format!("http://{}/", created.endpoint)).await.unwrap().status().is_success());
+
+    // The next worker adopts it (with its image: the cache keeps it), and can delete it.
+    let _worker = spawn_worker(&w.config, &[], &[]);
+    let mut client = connect(w.grpc).await;
+    let listed = client.list_sandboxes(ListSandboxesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(listed.sandboxes.len(), 1, "{listed:?}");
+    let s = &listed.sandboxes[0];
+    assert_eq!((s.sandbox_id.as_str(), s.pid, s.adopted), ("box", created.pid, true));
+    assert!(reqwest::get(format!("http://{}/", created.endpoint)).await.unwrap().status().is_success());
+    client.delete_sandbox(DeleteSandboxRequest { sandbox_id: "box".into(), ..Default::default() }).await.unwrap();
+    assert!(!alive(created.pid));
+    assert!(leftover_cgroups(&w.parent.0).is_empty(), "{:?}", leftover_cgroups(&w.parent.0));
+    assert!(files_in(&w.state.join("sandboxes")).is_empty());
+    assert!(files_in(&w.state.join("runc")).is_empty(), "runc's state of the container is gone");
+    // The image stays cached for the next sandbox (no function said it is unwanted).
+    assert!(!files_in(&w.state.join("images/images")).is_empty());
+}
