@@ -60,6 +60,8 @@ pub struct CellHealth {
     pub unservable: BTreeSet<String>,
     /// Its functions (IDs) whose last sandbox creation failed, with why.
     pub failing: std::collections::BTreeMap<String, String>,
+    /// Its workers that heartbeat and run container images.
+    pub image_workers: u32,
 }
 
 impl CellHealth {
@@ -196,6 +198,7 @@ mod tests {
             healthy_workers: workers,
             unservable: unservable.iter().map(|f| f.to_string()).collect(),
             failing: Default::default(),
+            image_workers: 0,
         }
     }
 

@@ -554,7 +554,7 @@ async fn a_cell_without_workers_is_given_no_function_until_it_has_one_again() {
     let beat = |workers: u32| CellHeartbeatRequest {
         id: "c1".into(),
         loads: vec![],
-        health: Some(CellHealth { healthy_workers: workers, unservable: vec![], failing: vec![] }),
+        health: Some(CellHealth { healthy_workers: workers, unservable: vec![], failing: vec![], image_workers: 0 }),
     };
     let place = async |api: &mut ShardManagerClient<Channel>, names: std::ops::Range<u32>| {
         let mut cells = BTreeMap::<String, u32>::new();
@@ -571,4 +571,41 @@ async fn a_cell_without_workers_is_given_no_function_until_it_has_one_again() {
     api.cell_heartbeat(beat(1)).await.unwrap();
     let placed = place(&mut api, 20..40).await;
     assert!(placed.get("c1").is_some_and(|&n| n > 0), "c1 is placeable again: {placed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_of_images_go_to_cells_whose_workers_run_images_or_are_refused() {
+    let (mut api, _node, _dir) = start_admitting(Admission::default()).await;
+    api.register_cell(cell("c1")).await.unwrap();
+    api.register_cell(cell("c2")).await.unwrap();
+    api.put_tenant(baton_testkit::tenant_request("dev", "local", 0)).await.unwrap();
+    let beat = |id: &str, image_workers: u32| CellHeartbeatRequest {
+        id: id.into(),
+        loads: vec![],
+        health: Some(CellHealth { healthy_workers: 1, unservable: vec![], failing: vec![], image_workers }),
+    };
+    let image = |i: u32| PutFunctionRequest {
+        spec_json: format!(r#"{{"image":"r.example/acme/f:1","image_digest":"sha256:{}"}}"#, "a".repeat(64)),
+        ..put("dev", &format!("img-{i}"), "")
+    };
+
+    // Only c2's workers run images: every image function goes there, processes anywhere.
+    api.cell_heartbeat(beat("c1", 0)).await.unwrap();
+    api.cell_heartbeat(beat("c2", 1)).await.unwrap();
+    let mut cells = BTreeMap::<String, u32>::new();
+    for i in 0..20 {
+        *cells.entry(api.put_function(image(i)).await.unwrap().into_inner().cell).or_default() += 1;
+    }
+    assert_eq!(cells, BTreeMap::from([("c2".to_string(), 20)]));
+    let mut processes = BTreeMap::<String, u32>::new();
+    for i in 0..20 {
+        *processes.entry(api.put_function(function(i)).await.unwrap().into_inner().cell).or_default() += 1;
+    }
+    assert!(processes.get("c1").is_some_and(|&n| n > 0), "{processes:?}");
+
+    // No cell runs images any more: a new image function is refused, saying why.
+    api.cell_heartbeat(beat("c2", 0)).await.unwrap();
+    let refused = api.put_function(image(99)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("runs container images"), "{}", refused.message());
 }

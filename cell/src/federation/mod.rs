@@ -52,6 +52,7 @@ fn health(plane: &crate::control_plane::ControlPlane, after: Duration) -> CellHe
     let now = tokio::time::Instant::now();
     plane.read(|st| CellHealth {
         healthy_workers: st.healthy_workers(),
+        image_workers: st.image_workers().len() as u32,
         unservable: st
             .unservable(now, after)
             .iter()

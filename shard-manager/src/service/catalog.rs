@@ -69,6 +69,16 @@ fn put_subject<'a>(batch: bool, functions: impl IntoIterator<Item = (&'a String,
     }
 }
 
+/// Whether a spec (JSON) runs a container image: it names one and no other runtime.
+fn runs_an_image(spec_json: &str) -> bool {
+    let Ok(serde_json::Value::Object(spec)) = serde_json::from_str::<serde_json::Value>(spec_json) else {
+        return false;
+    };
+    let image = spec.get("image").and_then(serde_json::Value::as_str).is_some_and(|i| !i.is_empty());
+    let runtime = spec.get("runtime").and_then(serde_json::Value::as_str).unwrap_or("oci");
+    image && runtime == "oci"
+}
+
 /// What each cell last said failed: function ID -> why, by cell.
 type Failures = std::collections::BTreeMap<CellId, std::collections::BTreeMap<String, String>>;
 
@@ -208,8 +218,10 @@ impl Manager {
         let (cell, generation) = match state.assignments.get(&id) {
             Some(existing) => (existing.cell.clone(), existing.generation),
             None => {
-                let cell = self.placement(state, |ring| ring.ring_owner(&id, Some(&region)).map(|c| c.id.clone()));
-                (cell.ok_or_else(|| rejected(&Rejection::NoActiveCell))?, Generation(1))
+                let images = runs_an_image(&r.spec_json);
+                let cell =
+                    self.placement(state, images, |ring| ring.ring_owner(&id, Some(&region)).map(|c| c.id.clone()));
+                (cell?.ok_or_else(|| rejected(&Rejection::NoActiveCell))?, Generation(1))
             }
         };
         let created = !state.assignments.contains_key(&id);
@@ -222,10 +234,20 @@ impl Manager {
     /// (building it costs far more than a registration's other work).
     /// A cell that said it cannot serve (no worker) is left off the ring meanwhile, unless
     /// no active cell can serve (a federation starting, its workers not registered yet):
-    /// then all active cells are.
-    fn placement<T>(&self, state: &FederationState, f: impl FnOnce(&ShardMap) -> T) -> T {
+    /// then all active cells are. For a function of a container image (`images`), so is a
+    /// cell that said none of its workers runs images; when every active cell said so,
+    /// the registration is refused.
+    fn placement<T>(&self, state: &FederationState, images: bool, f: impl FnOnce(&ShardMap) -> T) -> Result<T, Status> {
+        let active = || state.cells.values().filter(|c| c.state == CellState::Active);
         let mut unable = self.unable_cells();
-        if !state.cells.values().any(|c| c.state == CellState::Active && !unable.contains(&c.id)) {
+        if images {
+            let imageless = self.imageless_cells();
+            if active().next().is_some() && active().all(|c| imageless.contains(&c.id)) {
+                return Err(rejected(&Rejection::NoCellRunsImages));
+            }
+            unable.extend(imageless);
+        }
+        if !active().any(|c| !unable.contains(&c.id)) {
             unable.clear();
         }
         let cell = |c: &Cell| {
@@ -235,14 +257,14 @@ impl Manager {
             }
             c
         };
-        let mut cached = self.ring.lock().expect("not poisoned");
+        let mut cached = if images { &self.image_ring } else { &self.ring }.lock().expect("not poisoned");
         let fresh = cached.as_ref().is_some_and(|(cells, _)| cells.iter().cloned().eq(state.cells.values().map(cell)));
         if !fresh {
             let cells: Vec<_> = state.cells.values().map(cell).collect();
             let ring = ShardMap::from_snapshot(state.epoch, cells.iter().cloned(), []);
             *cached = Some((cells, ring));
         }
-        f(&cached.as_ref().expect("just filled").1)
+        Ok(f(&cached.as_ref().expect("just filled").1))
     }
 
     /// Each cell's functions whose last creation failed, as the cells last reported them.

@@ -65,6 +65,8 @@ pub struct Manager {
     health: Arc<Mutex<BTreeMap<CellId, CellHealth>>>,
     /// The placement ring and the cells it was built from.
     ring: Arc<Mutex<Option<PlacementRing>>>,
+    /// The same for functions of container images: cells whose workers run none left off.
+    image_ring: Arc<Mutex<Option<PlacementRing>>>,
     /// What tenants may register.
     admission: Arc<Admission>,
     /// The operator's key for tenants' registry credentials, if configured.
@@ -152,6 +154,7 @@ impl Manager {
             origin: Instant::now(),
             health: Arc::default(),
             ring: Arc::default(),
+            image_ring: Arc::default(),
             admission: Arc::default(),
             sealer: None,
         }
@@ -180,6 +183,13 @@ impl Manager {
     pub fn with_load_half_life(mut self, half_life: Duration) -> Self {
         self.loads = Arc::new(Mutex::new(LoadTracker::new(half_life)));
         self
+    }
+
+    /// The cells that said in their last heartbeat that no worker of theirs runs container
+    /// images.
+    fn imageless_cells(&self) -> std::collections::BTreeSet<CellId> {
+        let health = self.health.lock().expect("not poisoned");
+        health.iter().filter(|(_, h)| h.image_workers == 0).map(|(id, _)| id.clone()).collect()
     }
 
     /// The cells that said in their last heartbeat that they cannot serve (no worker):
@@ -383,6 +393,7 @@ impl ShardManager for Manager {
                 healthy_workers: h.healthy_workers,
                 unservable: h.unservable.iter().cloned().collect(),
                 failing: h.failing.iter().map(|f| (f.function.clone(), f.reason.clone())).collect(),
+                image_workers: h.image_workers,
             };
             self.health.lock().expect("not poisoned").insert(id.clone(), report);
         }

@@ -70,6 +70,12 @@ pub enum Rejection {
     /// No active cell can take a new function.
     #[error("no active cell can take the function")]
     NoActiveCell,
+    /// The function runs a container image and no active cell's workers run images.
+    #[error(
+        "image: no active cell of this federation runs container images (their workers need root and runc; see \
+         [images] in worker.example.toml)"
+    )]
+    NoCellRunsImages,
     /// The cell was failed over: it must register again before it takes anything.
     #[error("cell {0} was failed over; register again")]
     CellFailedOver(CellId),
@@ -108,9 +114,10 @@ impl Rejection {
             Rejection::RequestIdReused(_) => RejectionClass::AlreadyExists,
             Rejection::OverLimit { .. } | Rejection::OverTenantLimit { .. } => RejectionClass::OverLimit,
             Rejection::ExecutablesNotAllowed(_) => RejectionClass::Forbidden,
-            Rejection::CellNotActive(_) | Rejection::NoActiveCell | Rejection::CellFailedOver(_) => {
-                RejectionClass::FailedPrecondition
-            }
+            Rejection::CellNotActive(_)
+            | Rejection::NoActiveCell
+            | Rejection::NoCellRunsImages
+            | Rejection::CellFailedOver(_) => RejectionClass::FailedPrecondition,
             Rejection::NestedBatch | Rejection::UnknownRegion(_) => RejectionClass::Invalid,
         }
     }
