@@ -257,3 +257,68 @@ async fn an_image_that_cannot_be_pulled_is_a_clear_error_and_a_cached_one_needs_
     assert!(matches!(err, RuntimeError::Image { retryable: true, .. }), "{err}");
     h.assert_clean().await;
 }
+
+/// A gzip layer of raw tar entries: (path, contents) files, (path, target) symlinks, and
+/// names written as given (a hostile layer's `..` too).
+fn raw_layer(files: &[(&str, &[u8])], symlinks: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o755);
+        header.set_cksum();
+        tar.append(&header, *data).unwrap();
+    }
+    for (name, target) in symlinks {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        tar.append_link(&mut header, name, target).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar.into_inner().unwrap()).unwrap();
+    gz.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_layer_image_runs_as_its_layers_say_and_a_hostile_layer_is_refused() {
+    let registry = Registry::start().await;
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let echo = program_with_libraries(&bin("baton-fn-echo"), "/usr/local/bin/baton-fn-echo").unwrap();
+    let run = RunConfig { entrypoint: vec!["/bin/sh".into()], ..RunConfig::default() };
+    let push_layers = |name: &str, layers: Vec<Vec<u8>>| {
+        let (reference, run) = (registry.image(name), run.clone());
+        async move {
+            let digest =
+                push(&reference, layers, &run, &Credentials::Anonymous, &ResolverSettings::default()).await.unwrap();
+            (reference, digest)
+        }
+    };
+    // Three layers: busybox and a file; the file whited out and a symlink to busybox;
+    // the echo function.
+    let base = raw_layer(&[("bin/busybox", &busybox), ("etc/removed", b"gone")], &[]);
+    let top = raw_layer(&[("etc/.wh.removed", b"")], &[("bin/sh", "/bin/busybox")]);
+    let (reference, digest) = push_layers("acme/layers:1", vec![base, top, layer(&echo).unwrap()]).await;
+    let h = harness("oci-layers", 15920).await;
+    let mut s = spec(&reference, &digest);
+    s.args = vec!["-c".into(), "[ ! -e /etc/removed ] || exit 20; exec /usr/local/bin/baton-fn-echo".into()];
+    let created = h.runtime.create(id("layers"), s).await.unwrap();
+    assert!(reqwest::get(format!("http://{}/", created.endpoint)).await.unwrap().status().is_success());
+    h.runtime.delete(&id("layers"), Duration::from_secs(1)).await.unwrap();
+    h.assert_clean().await;
+
+    // A layer writing through `..`: refused before anything runs, final, nothing left.
+    let hostile = raw_layer(&[("../../escaped", b"x")], &[]);
+    let (reference, digest) = push_layers("acme/hostile:1", vec![hostile]).await;
+    let err = h.runtime.create(id("hostile"), spec(&reference, &digest)).await.unwrap_err();
+    assert!(matches!(&err, RuntimeError::Image { retryable: false, .. }), "{err}");
+    assert!(err.to_string().contains(".."), "{err}");
+    h.assert_clean().await;
+    for place in [h.cache.path().join("escaped"), h.cache.path().parent().unwrap().join("escaped")] {
+        assert!(!place.exists(), "{} was written", place.display());
+    }
+}
