@@ -2,7 +2,6 @@
 //! pull each layer once, images share layers, a hostile layer leaves nothing behind, and a
 //! cached image needs no registry.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use baton_image::cache::{ImageCache, PullError};
@@ -15,20 +14,7 @@ use oci_client::{Client, Reference};
 
 /// A gzip layer of `(path, contents)` files, names written raw (a hostile layer's too).
 fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(data.len() as u64);
-        header.set_mode(0o755);
-        header.set_cksum();
-        builder.append(&header, *data).unwrap();
-    }
-    let tar = builder.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).unwrap();
-    gz.finish().unwrap()
+    baton_testkit::raw_layer(files, &[])
 }
 
 async fn push(registry: &Registry, reference: &str, layers: Vec<Vec<u8>>) -> String {

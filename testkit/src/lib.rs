@@ -13,9 +13,11 @@ use tonic::transport::Channel;
 
 mod api;
 mod federation;
+mod layers;
 mod pki;
 mod registry;
 mod token;
+pub use layers::raw_layer;
 pub use pki::{Pki, daemon};
 pub use registry::Registry;
 pub use token::TokenServer;

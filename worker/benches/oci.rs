@@ -10,6 +10,8 @@
 //! Optional: `-- --n 100 --concurrent 50 --pulls 5`.
 #![allow(missing_docs)]
 
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -22,22 +24,7 @@ use baton_worker::SandboxRuntime;
 use baton_worker::config::{ImagesChoice, ImagesSection, ProcessSection};
 use baton_worker::process::ProcessRuntime;
 use baton_worker::runtime::{Created, ImageLaunch, PortRequest, Resources, SandboxSpec};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn release_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(path.exists(), "{} missing: run `cargo build --release --bins` first", path.display());
-    path
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
+use common::{arg, percentile, release_bin};
 
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)

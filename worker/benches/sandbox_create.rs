@@ -7,7 +7,8 @@
 //! Optional: `-- --n 300 --emulated 4000 --emulated-concurrency 256`.
 #![allow(missing_docs)]
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,22 +19,7 @@ use baton_worker::SandboxRuntime;
 use baton_worker::config::{NetworkSection, ProcessSection, RuntimeChoice, WorkerConfig};
 use baton_worker::process::ProcessRuntime;
 use baton_worker::runtime::{PortRequest, Resources, SandboxSpec};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn release_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(path.exists(), "{} missing: run `cargo build --release --bins` first", path.display());
-    path
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
+use common::{arg, percentile, release_bin};
 
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)

@@ -12,7 +12,7 @@ use baton_image::{Credentials, ResolverSettings};
 use baton_proto::SandboxId;
 use baton_proto::cell::ExitReason;
 use baton_proto::worker::RuntimeKind;
-use baton_testkit::Registry;
+use baton_testkit::{Registry, raw_layer};
 use baton_worker::RuntimeError;
 use baton_worker::SandboxRuntime;
 use baton_worker::config::{ImagesChoice, ImagesSection};
@@ -256,32 +256,6 @@ async fn an_image_that_cannot_be_pulled_is_a_clear_error_and_a_cached_one_needs_
     let err = h.runtime.create(id("down"), spec(&reference, &other)).await.unwrap_err();
     assert!(matches!(err, RuntimeError::Image { retryable: true, .. }), "{err}");
     h.assert_clean().await;
-}
-
-/// A gzip layer of raw tar entries: (path, contents) files, (path, target) symlinks, and
-/// names written as given (a hostile layer's `..` too).
-fn raw_layer(files: &[(&str, &[u8])], symlinks: &[(&str, &str)]) -> Vec<u8> {
-    use std::io::Write;
-    let mut tar = tar::Builder::new(Vec::new());
-    for (name, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(data.len() as u64);
-        header.set_mode(0o755);
-        header.set_cksum();
-        tar.append(&header, *data).unwrap();
-    }
-    for (name, target) in symlinks {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_size(0);
-        header.set_mode(0o777);
-        tar.append_link(&mut header, name, target).unwrap();
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar.into_inner().unwrap()).unwrap();
-    gz.finish().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
