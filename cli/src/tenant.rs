@@ -128,6 +128,10 @@ pub struct SpecArgs {
     /// Replaces the image's entrypoint (repeat for each word: `--command /app --command serve`).
     #[arg(long = "command", value_name = "WORD")]
     command: Vec<String>,
+    /// The port the function listens on inside its sandbox (default: the image's one
+    /// exposed TCP port, else 8080; the function finds it in `$PORT`).
+    #[arg(long)]
+    port: Option<u16>,
     /// An argument, replacing the image's Cmd (repeat for each).
     #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
     args: Vec<String>,
@@ -156,6 +160,7 @@ impl SpecArgs {
     fn any(&self) -> bool {
         self.image.is_some()
             || !self.command.is_empty()
+            || self.port.is_some()
             || !self.args.is_empty()
             || !self.env.is_empty()
             || self.memory.is_some()
@@ -173,6 +178,9 @@ impl SpecArgs {
         }
         if !self.command.is_empty() {
             object.insert("command".into(), self.command.into());
+        }
+        if let Some(port) = self.port {
+            object.insert("port".into(), port.into());
         }
         if !self.args.is_empty() {
             object.insert("args".into(), self.args.into());
@@ -382,6 +390,7 @@ mod tests {
         let flags = SpecArgs {
             image: Some("r.example/acme/hello:1.2".into()),
             command: vec!["/app".into(), "serve".into()],
+            port: Some(9000),
             args: vec!["--verbose".into()],
             env: vec!["MODE=fast".into(), "EMPTY=".into()],
             memory: Some(128),
@@ -399,6 +408,7 @@ mod tests {
                 "name": "hello",
                 "image": "r.example/acme/hello:1.2",
                 "command": ["/app", "serve"],
+                "port": 9000,
                 "args": ["--verbose"],
                 "env": {"MODE": "fast", "EMPTY": ""},
                 "resources": {"cpu_millis": 250, "memory_mib": 128},

@@ -76,6 +76,8 @@ pub struct RunConfig {
     pub cmd: Vec<String>,
     /// `Env`, as `NAME=value`.
     pub env: Vec<String>,
+    /// `ExposedPorts` (TCP).
+    pub exposed_ports: Vec<u16>,
 }
 
 /// Pushes a linux/amd64 image of `layers` (gzip tars, bottom first) run as `run` to
@@ -93,7 +95,12 @@ pub async fn push(
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Entrypoint": run.entrypoint, "Cmd": run.cmd, "Env": run.env},
+        "config": {
+            "Entrypoint": run.entrypoint,
+            "Cmd": run.cmd,
+            "Env": run.env,
+            "ExposedPorts": run.exposed_ports.iter().map(|p| (format!("{p}/tcp"), serde_json::json!({}))).collect::<serde_json::Map<_, _>>(),
+        },
         "rootfs": {"type": "layers", "diff_ids": []},
     });
     let layers: Vec<ImageLayer> = layers.into_iter().map(|l| ImageLayer::oci_v1_gzip(l, None)).collect();

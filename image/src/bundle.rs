@@ -31,6 +31,9 @@ pub struct ImageConfig {
     pub env: Vec<String>,
     /// `WorkingDir`; empty: `/`.
     pub working_dir: String,
+    /// The TCP ports of `ExposedPorts` (`"8080/tcp"` or `"8080"`), ascending; other
+    /// protocols and malformed keys are left out.
+    pub exposed_ports: Vec<u16>,
 }
 
 impl ImageConfig {
@@ -47,8 +50,36 @@ impl ImageConfig {
             cmd: strings("Cmd"),
             env: strings("Env"),
             working_dir: config["WorkingDir"].as_str().unwrap_or_default().to_string(),
+            exposed_ports: exposed_tcp_ports(&config["ExposedPorts"]),
         })
     }
+
+    /// The port a function listens on in its sandbox when it does not say: the image's
+    /// one exposed TCP port, else `fallback` (also when it exposes several: which one
+    /// serves HTTP is the function's to say).
+    pub fn default_port(&self, fallback: u16) -> u16 {
+        match self.exposed_ports.as_slice() {
+            [only] => *only,
+            _ => fallback,
+        }
+    }
+}
+
+fn exposed_tcp_ports(value: &serde_json::Value) -> Vec<u16> {
+    let mut ports: Vec<u16> = value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, _)| match key.split_once('/') {
+            Some((port, proto)) if proto.eq_ignore_ascii_case("tcp") => port.parse().ok(),
+            Some(_) => None,
+            None => key.parse().ok(),
+        })
+        .filter(|port| *port != 0)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// How one sandbox runs.
@@ -68,6 +99,8 @@ pub struct Launch {
     pub rootfs: PathBuf,
     /// The container's host name.
     pub hostname: String,
+    /// The network namespace to join (a path runc opens); `None`: the host's network.
+    pub netns: Option<PathBuf>,
     /// The cgroup runc puts it in (a path under each controller's root).
     pub cgroups_path: String,
     /// CPU, thousandths of a core.
@@ -215,6 +248,9 @@ pub fn runtime_spec(image: &ImageConfig, launch: &Launch) -> Result<Spec, Bundle
     ]
     .into_iter()
     .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build().map_err(fail))
+    .chain(launch.netns.iter().map(|path| {
+        LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).path(path.clone()).build().map_err(fail)
+    }))
     .collect::<Result<Vec<_>, _>>()?;
     let quota = (u64::from(launch.cpu_millis) * CPU_PERIOD_US / 1000).max(1000) as i64;
     let memory = (launch.memory_mib * 1024 * 1024) as i64;

@@ -23,6 +23,7 @@ fn run(argv: &[&str], uid: u32) -> (String, String, i32) {
         cmd: vec!["true".into()],
         env: vec!["FROM_IMAGE=yes".into()],
         working_dir: "/tmp".into(),
+        exposed_ports: vec![],
     };
     let id = format!("baton-runc-test-{}-{}", std::process::id(), argv.join("-").len());
     let launch = Launch {
@@ -33,6 +34,7 @@ fn run(argv: &[&str], uid: u32) -> (String, String, i32) {
         gid: uid,
         rootfs: rootfs.clone(),
         hostname: "sandbox".into(),
+        netns: None,
         cgroups_path: format!("/{id}"),
         cpu_millis: 500,
         memory_mib: 64,

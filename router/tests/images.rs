@@ -86,13 +86,14 @@ async fn an_image_deploys_runs_moves_fails_over_and_goes_through_the_federation(
     assert!(refused.text().await.unwrap().contains("secrets.key_file"));
 
     // Registered: the reference and the digest it runs; the owning cell pre-pulls it.
-    let spec = json!({"image": reference, "timeout": "5s", "resources": {"cpu_millis": 100, "memory_mib": 64}, "scaling": {"max_scale": 2}});
+    // It listens on a port of its own choosing, in a network of its own.
+    let spec = json!({"image": reference, "port": 9000, "timeout": "5s", "resources": {"cpu_millis": 100, "memory_mib": 64}, "scaling": {"max_scale": 2}});
     let answer = put("hello", spec).await.unwrap();
     assert_eq!(answer.status(), 201, "{}", answer.text().await.unwrap());
     let got: Value = client.get(&url).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
     assert_eq!(
-        (got["spec"]["image"].as_str(), got["spec"]["image_digest"].as_str()),
-        (Some(reference.as_str()), Some(digest.as_str()))
+        (got["spec"]["image"].as_str(), got["spec"]["image_digest"].as_str(), got["spec"]["port"].as_u64()),
+        (Some(reference.as_str()), Some(digest.as_str()), Some(9000))
     );
     let source = got["cell"].as_str().unwrap().to_string();
     let target = if source == "cell-1" { "cell-2" } else { "cell-1" };
@@ -108,6 +109,8 @@ async fn an_image_deploys_runs_moves_fails_over_and_goes_through_the_federation(
     for _ in 0..20 {
         assert_eq!(client.post(&call).bearer_auth(&key).body("warm").send().await.unwrap().status(), 200);
     }
+    let inside = container_ports(federation.cells[cell(&source)].dir.path());
+    assert!(!inside.is_empty() && inside.iter().all(|p| *p == 9000), "containers listen on {inside:?}");
 
     // An entrypoint that does not exist: the call answers 502 with runc's word for it, at
     // once rather than after the queue timeout.
@@ -201,6 +204,18 @@ async fn an_image_deploys_runs_moves_fails_over_and_goes_through_the_federation(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(count.load(Ordering::Relaxed), 0, "the image is still cached in {}", images.display());
+}
+
+/// The ports the containers whose records lie under `dir` listen on in their namespaces.
+fn container_ports(dir: &std::path::Path) -> Vec<u16> {
+    files_holding(dir, b"\"network\"")
+        .into_iter()
+        .filter(|path| path.ends_with("sandbox.json"))
+        .filter_map(|path| {
+            let record: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+            record["network"].as_str()?.parse::<std::net::SocketAddrV4>().ok().map(|a| a.port())
+        })
+        .collect()
 }
 
 /// Everything under `dir` that holds `needle`.

@@ -73,6 +73,7 @@ fn spec(image: Option<(&str, &str)>, executable: PathBuf) -> SandboxSpec {
             reference: reference.into(),
             digest: digest.into(),
             command: vec![],
+            port: None,
             credentials: Credentials::Anonymous,
         }),
     }

@@ -277,6 +277,10 @@ pub struct ImagesSection {
     /// Longest a registry may take to answer one request. Default: `"30s"`.
     #[serde(with = "humantime_serde")]
     pub registry_timeout: Duration,
+    /// IPv4 subnet the containers' addresses come from, each in a network namespace of its
+    /// own (one address per container; at most a /30). Must not overlap a network this host
+    /// reaches. Workers on one host may share it. Default: `"10.222.0.0/16"`.
+    pub subnet: ipnet::Ipv4Net,
 }
 
 impl Default for ImagesSection {
@@ -289,6 +293,7 @@ impl Default for ImagesSection {
             max_image_bytes: 4 << 30,
             insecure_registries: Vec::new(),
             registry_timeout: Duration::from_secs(30),
+            subnet: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 222, 0, 0), 16).expect("valid literal"),
         }
     }
 }
@@ -398,6 +403,18 @@ impl WorkerConfig {
                 message: "must be above zero".into(),
             });
         }
+        if self.images.subnet.prefix_len() > 30 {
+            return Err(ConfigError::Field {
+                field: "images.subnet".into(),
+                message: format!("{} holds too few addresses; give at least a /30", self.images.subnet),
+            });
+        }
+        if self.images.subnet.network().is_loopback() || self.images.subnet.network().is_unspecified() {
+            return Err(ConfigError::Field {
+                field: "images.subnet".into(),
+                message: format!("{} is not a subnet containers can have addresses in", self.images.subnet),
+            });
+        }
         if self.emulated.nodes == 0 {
             return Err(ConfigError::Field { field: "emulated.nodes".into(), message: "must be at least 1".into() });
         }
@@ -439,5 +456,10 @@ mod tests {
         assert_eq!(field(&c), "process.executables[1]");
         c.process.executables = vec!["/opt/fns/../../bin/".into()];
         assert_eq!(field(&c), "process.executables[0]");
+        let mut c = WorkerConfig::default();
+        c.images.subnet = "10.9.0.0/31".parse().unwrap();
+        assert_eq!(field(&c), "images.subnet");
+        c.images.subnet = "127.0.0.0/8".parse().unwrap();
+        assert_eq!(field(&c), "images.subnet");
     }
 }

@@ -62,10 +62,18 @@ pub struct ImageLaunch {
     pub digest: String,
     /// Replaces the image's entrypoint and `Cmd` when not empty.
     pub command: Vec<String>,
+    /// The port the function listens on inside its sandbox; `None`: the image's one
+    /// exposed TCP port, else [`DEFAULT_CONTAINER_PORT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// For the registry; never written anywhere.
     #[serde(skip, default = "anonymous")]
     pub credentials: baton_image::Credentials,
 }
+
+/// The port a container's function listens on when neither it nor its image says (as
+/// Knative and Cloud Run).
+pub const DEFAULT_CONTAINER_PORT: u16 = 8080;
 
 fn anonymous() -> baton_image::Credentials {
     baton_image::Credentials::Anonymous

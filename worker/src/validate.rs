@@ -115,7 +115,13 @@ pub fn image(image: baton_proto::worker::Image) -> Result<ImageLaunch, RuntimeEr
         }
         _ => baton_image::Credentials::Anonymous,
     };
-    Ok(ImageLaunch { reference: image.reference, digest: image.digest, command: image.command, credentials })
+    let port = match image.port {
+        0 => None,
+        p => Some(
+            u16::try_from(p).map_err(|_| RuntimeError::invalid("spec.image.port", format!("{p} is not a TCP port")))?,
+        ),
+    };
+    Ok(ImageLaunch { reference: image.reference, digest: image.digest, command: image.command, port, credentials })
 }
 
 /// A refusal of the shared checks, as the worker's error for field `spec.FIELD`.
@@ -272,6 +278,7 @@ mod tests {
             reference: reference.into(),
             digest: digest.into(),
             command: vec!["/app".into()],
+            port: 9000,
             credentials: None,
         };
         let digest = format!("sha256:{}", "0".repeat(64));
@@ -279,7 +286,8 @@ mod tests {
         r.spec.as_mut().unwrap().executable.clear();
         r.spec.as_mut().unwrap().image = Some(image("127.0.0.1:5000/acme/app:1", &digest));
         let (_, spec) = create_request(r.clone(), &limits()).unwrap();
-        assert_eq!(spec.image.unwrap().command, ["/app"]);
+        let launch = spec.image.unwrap();
+        assert_eq!((launch.command.as_slice(), launch.port), (&["/app".to_string()][..], Some(9000)));
         r.spec.as_mut().unwrap().executable = "/bin/true".into();
         assert_eq!(field_of(r.clone()), "spec.executable");
         r.spec.as_mut().unwrap().executable.clear();
@@ -290,7 +298,9 @@ mod tests {
         let mut bad = image("app", &digest);
         bad.command = vec!["a\0b".into()];
         r.spec.as_mut().unwrap().image = Some(bad);
-        assert_eq!(field_of(r), "spec.image.command[0]");
+        assert_eq!(field_of(r.clone()), "spec.image.command[0]");
+        r.spec.as_mut().unwrap().image = Some(baton_proto::worker::Image { port: 70_000, ..image("app", &digest) });
+        assert_eq!(field_of(r), "spec.image.port");
     }
 
     #[test]

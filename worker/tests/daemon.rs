@@ -550,7 +550,7 @@ async fn a_sigkilled_worker_readopts_its_containers_and_their_images() {
     let mut request = create("box", Path::new(""));
     let spec = request.spec.as_mut().unwrap();
     spec.executable.clear();
-    spec.image = Some(baton_proto::worker::Image { reference, digest, command: vec![], credentials: None });
+    spec.image = Some(baton_proto::worker::Image { reference, digest, command: vec![], port: 0, credentials: None });
     let created = client.create_sandbox(request).await.unwrap().into_inner();
     assert!(reqwest::get(format!("http://{}/", created.endpoint)).await.unwrap().status().is_success());
 
@@ -568,8 +568,15 @@ async fn a_sigkilled_worker_readopts_its_containers_and_their_images() {
     let s = &listed.sandboxes[0];
     assert_eq!((s.sandbox_id.as_str(), s.pid, s.adopted), ("box", created.pid, true));
     assert!(reqwest::get(format!("http://{}/", created.endpoint)).await.unwrap().status().is_success());
+    // Its network namespace, veth and address came through with it.
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.state.join("sandboxes/box/sandbox.json")).unwrap()).unwrap();
+    let address: std::net::SocketAddrV4 = record["network"].as_str().unwrap().parse().unwrap();
+    let veth = std::path::PathBuf::from(format!("/sys/class/net/baton{:08x}", u32::from(*address.ip())));
+    assert!(veth.exists(), "{}", veth.display());
     client.delete_sandbox(DeleteSandboxRequest { sandbox_id: "box".into(), ..Default::default() }).await.unwrap();
     assert!(!alive(created.pid));
+    assert!(eventually(Duration::from_secs(5), || !veth.exists()).await, "the veth went with the container");
     assert!(leftover_cgroups(&w.parent.0).is_empty(), "{:?}", leftover_cgroups(&w.parent.0));
     assert!(files_in(&w.state.join("sandboxes")).is_empty());
     assert!(files_in(&w.state.join("runc")).is_empty(), "runc's state of the container is gone");

@@ -420,6 +420,7 @@ pub(crate) fn image_of(spec: &FunctionSpec) -> Option<baton_proto::worker::Image
         reference: spec.image.clone(),
         digest: spec.image_digest.clone(),
         command: spec.command.clone(),
+        port: spec.port.map_or(0, u32::from),
         credentials: None,
     })
 }

@@ -811,8 +811,8 @@ fn sandbox_id(function: &str, prefix: &str, seq: u64) -> SandboxId {
 /// Whether sandboxes made for `old` serve `new` as they are: the same thing runs with the
 /// same limits (scaling and timeouts may differ).
 fn same_build(old: &FunctionSpec, new: &FunctionSpec) -> bool {
-    (old.runtime, &old.executable, &old.image_digest, &old.command, &old.args, &old.env, old.resources)
-        == (new.runtime, &new.executable, &new.image_digest, &new.command, &new.args, &new.env, new.resources)
+    (old.runtime, &old.executable, &old.image_digest, &old.command, old.port, &old.args, &old.env, old.resources)
+        == (new.runtime, &new.executable, &new.image_digest, &new.command, new.port, &new.args, &new.env, new.resources)
 }
 
 #[cfg(test)]

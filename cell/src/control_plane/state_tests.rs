@@ -382,3 +382,31 @@ fn a_failed_creation_is_the_functions_status_until_a_success_or_a_new_deployment
     st.put_function(spec("f", 4));
     assert!(st.last_failures().is_empty());
 }
+
+#[test]
+fn every_field_a_sandbox_is_started_with_makes_a_new_build() {
+    let base = spec("f", 4);
+    type Change = fn(&mut FunctionSpec);
+    let changes: [(&str, Change); 8] = [
+        ("executable", |s| s.executable = "/other".into()),
+        ("image_digest", |s| s.image_digest = format!("sha256:{}", "c".repeat(64))),
+        ("command", |s| s.command = vec!["/app".into()]),
+        ("port", |s| s.port = Some(9000)),
+        ("args", |s| s.args.push("-v".into())),
+        ("env", |s| drop(s.env.insert("A".into(), "1".into()))),
+        ("resources", |s| s.resources.memory_mib += 1),
+        ("runtime", |s| {
+            use baton_model::function::Runtime;
+            s.runtime = if s.runtime == Runtime::Process { Runtime::Emulated } else { Runtime::Process };
+        }),
+    ];
+    for (field, change) in changes {
+        let mut changed = base.clone();
+        change(&mut changed);
+        assert!(!same_build(&base, &changed), "{field} changed: a new build");
+    }
+    let mut rescaled = base.clone();
+    rescaled.scaling.max_scale += 1;
+    rescaled.timeout += Duration::from_secs(1);
+    assert!(same_build(&base, &rescaled), "scaling and timeout are not the build");
+}

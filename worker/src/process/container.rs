@@ -13,6 +13,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -21,7 +22,10 @@ use std::time::{Duration, Instant};
 use baton_image::bundle::{Launch, runtime_spec};
 use baton_image::cache::{ImageCache, Lease, PullError};
 use baton_image::{ResolveError, ResolverSettings};
+use baton_proto::SandboxId;
 
+use super::container_net::{ContainerNet, Netns, iface_name};
+use super::netfilter::{ContainerRules, NetFilter};
 use super::reaper::{ChildExit, Reaper};
 use crate::config::{ImagesChoice, ImagesSection};
 use crate::error::RuntimeError;
@@ -39,17 +43,41 @@ pub struct Containers {
     runc: PathBuf,
     /// runc's state folder (`--root`), the worker's alone.
     root: PathBuf,
+    /// The containers' network namespaces: addresses and veths.
+    net: ContainerNet,
+    /// `process.host`: where the containers' ports are reached.
+    host: Ipv4Addr,
+    /// Each container's address and port, and its host port (held).
+    attached: std::sync::Mutex<std::collections::HashMap<SandboxId, Attached>>,
+}
+
+/// A container's place on the network.
+struct Attached {
+    inside: SocketAddrV4,
+    host_port: u16,
+    /// Holds the host port while the container lives.
+    _reservation: Option<TcpListener>,
 }
 
 impl Containers {
     /// Sets up images as `config` says: `None` when they are off, or `auto` and this
     /// worker cannot run them (said once, with why). `isolated`: sandboxes get namespaces
     /// and an unprivileged user; no container runs without them.
-    pub async fn start(config: &ImagesSection, state_dir: &Path, isolated: bool) -> Result<Option<Self>, RuntimeError> {
+    /// `host` is `process.host`, where the containers' ports are reached: IPv4 only.
+    pub async fn start(
+        config: &ImagesSection,
+        state_dir: &Path,
+        isolated: bool,
+        host: IpAddr,
+    ) -> Result<Option<Self>, RuntimeError> {
         if config.enabled == ImagesChoice::Off {
             return Ok(None);
         }
         let runc = PathBuf::from(&config.runc);
+        let host4 = match host {
+            IpAddr::V4(h) => Some(h),
+            IpAddr::V6(_) => None,
+        };
         let missing = if !nix::unistd::geteuid().is_root() {
             Some("the worker does not run as root".to_string())
         } else if !isolated {
@@ -57,6 +85,10 @@ impl Containers {
                 "sandboxes would not get namespaces and a user of their own (process.namespaces, process.user)"
                     .to_string(),
             )
+        } else if host4.is_none() {
+            Some(format!("process.host {host} is IPv6, and containers' ports are mapped over IPv4 only"))
+        } else if let Err(e) = forwarding() {
+            Some(e)
         } else {
             match run_tool(&runc, &[OsString::from("--version")], None).await {
                 Ok(ChildExit::Code(0)) => None,
@@ -87,7 +119,84 @@ impl Containers {
         std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(|e| RuntimeError::os(format!("restricting {}", root.display()), e))?;
         tracing::info!(cache = %cache_dir.display(), runc = %runc.display(), "container images enabled");
-        Ok(Some(Self { cache: Arc::new(cache), unwanted: Default::default(), runc, root }))
+        let host = host4.expect("checked above");
+        Ok(Some(Self {
+            cache: Arc::new(cache),
+            unwanted: Default::default(),
+            runc,
+            root,
+            net: ContainerNet::new(config.subnet, host),
+            host,
+            attached: Default::default(),
+        }))
+    }
+
+    /// What the worker's nftables table must do for containers.
+    pub fn rules(&self) -> ContainerRules {
+        ContainerRules { subnet: self.net.subnet(), host: self.host }
+    }
+
+    /// Gives container `id` a network namespace of its own in which its function listens
+    /// on `port`, reached at `process.host:host_port` through `filter`'s mapping. Returns
+    /// the namespace for runc to join; [`Containers::detach`] undoes the rest.
+    pub async fn attach(
+        &self,
+        id: &SandboxId,
+        filter: Option<&NetFilter>,
+        host_port: u16,
+        port: u16,
+    ) -> Result<Netns, RuntimeError> {
+        let filter = filter.ok_or_else(|| {
+            RuntimeError::os("mapping a container's port", std::io::Error::other("no nftables table installed"))
+        })?;
+        let prepared = self.net.prepare(self.host, host_port, port).await?;
+        let (netns, inside, reservation) = prepared.into_parts();
+        if let Err(e) = filter.map_port(host_port, inside, &iface_name(*inside.ip())).await {
+            self.net.release(*inside.ip());
+            return Err(RuntimeError::os("mapping a container's port", std::io::Error::other(e)));
+        }
+        let attached = Attached { inside, host_port, _reservation: Some(reservation) };
+        self.attached.lock().expect("attached lock").insert(id.clone(), attached);
+        Ok(netns)
+    }
+
+    /// Container `id`'s address and port, when it has them.
+    pub fn inside(&self, id: &SandboxId) -> Option<SocketAddrV4> {
+        self.attached.lock().expect("attached lock").get(id).map(|a| a.inside)
+    }
+
+    /// Takes back a re-adopted container's place: its address, host port and mapping (the
+    /// table is this worker's, new).
+    pub async fn readopt(&self, id: &SandboxId, filter: Option<&NetFilter>, host_port: u16, inside: SocketAddrV4) {
+        self.net.reserve(*inside.ip());
+        let reservation = TcpListener::bind((self.host, host_port))
+            .inspect_err(|e| tracing::warn!(sandbox = %id, port = host_port, "could not hold a container's port: {e}"))
+            .ok();
+        match filter {
+            Some(filter) => {
+                if let Err(e) = filter.map_port(host_port, inside, &iface_name(*inside.ip())).await {
+                    tracing::error!(sandbox = %id, "could not map a re-adopted container's port: {e}");
+                }
+            }
+            None => tracing::error!(sandbox = %id, "no table to map a re-adopted container's port in"),
+        }
+        let attached = Attached { inside, host_port, _reservation: reservation };
+        self.attached.lock().expect("attached lock").insert(id.clone(), attached);
+    }
+
+    /// Container `id` is gone: its mapping, address and host port go too. Its namespace
+    /// and veth went with its last process.
+    pub async fn detach(&self, id: &SandboxId, filter: Option<&NetFilter>) {
+        let Some(attached) = self.attached.lock().expect("attached lock").remove(id) else { return };
+        if let Some(filter) = filter {
+            filter.unmap_port(attached.host_port, &iface_name(*attached.inside.ip())).await;
+        }
+        self.net.release(*attached.inside.ip());
+    }
+
+    /// Addresses held (for leak checks).
+    pub fn addresses_in_use(&self) -> usize {
+        self.net.in_use()
     }
 
     /// The image cache.
@@ -227,6 +336,21 @@ impl Containers {
             .filter(|e| e.path().is_dir())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect()
+    }
+}
+
+/// Turns on IPv4 forwarding, as Docker and Kubernetes' network plugins do: the
+/// containers' own connections, and connections from other hosts to their ports, are
+/// routed through this host.
+fn forwarding() -> Result<(), String> {
+    let knob = "/proc/sys/net/ipv4/ip_forward";
+    match std::fs::read_to_string(knob) {
+        Ok(on) if on.trim() == "1" => Ok(()),
+        _ => {
+            std::fs::write(knob, "1").map_err(|e| format!("IPv4 forwarding cannot be turned on ({knob}: {e})"))?;
+            tracing::info!("turned on IPv4 forwarding ({knob}) for the containers' networks");
+            Ok(())
+        }
     }
 }
 

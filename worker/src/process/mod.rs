@@ -5,6 +5,7 @@
 
 mod cgroup;
 mod container;
+mod container_net;
 mod logs;
 mod netfilter;
 mod ports;
@@ -14,6 +15,7 @@ mod recovery;
 mod seccomp;
 mod spawn;
 mod table;
+mod tool;
 mod uids;
 
 pub mod readiness;
@@ -39,8 +41,8 @@ use self::table::{Entry, Phase};
 use crate::config::{ImagesSection, ProcessSection, UserFallback};
 use crate::error::RuntimeError;
 use crate::runtime::{
-    Created, CreationLatency, Deleted, ExitInfo, Isolation, PortRequest, SandboxExit, SandboxRuntime, SandboxSpec,
-    SandboxState, SandboxSummary, unix_ms,
+    Created, CreationLatency, DEFAULT_CONTAINER_PORT, Deleted, ExitInfo, Isolation, PortRequest, SandboxExit,
+    SandboxRuntime, SandboxSpec, SandboxState, SandboxSummary, unix_ms,
 };
 
 /// How long a SIGKILLed sandbox may take to be gone before the worker gives up waiting.
@@ -135,24 +137,29 @@ impl ProcessRuntime {
         }
         let uid_range =
             (user.is_some() && config.uid_range_start > 0).then_some(config.uid_range_start..=config.uid_range_end);
-        let netfilter = match (user, &uid_range) {
-            _ if !config.network.filter => None,
-            (Some(_), Some(range)) => {
-                Some(netfilter::NetFilter::install(&netfilter::SandboxUids::Range(range.clone()), &config.network)?)
-            }
-            (Some((uid, _)), None) => {
-                Some(netfilter::NetFilter::install(&netfilter::SandboxUids::Single(uid.as_raw()), &config.network)?)
-            }
+        let containers =
+            container::Containers::start(&images, state_dir, capabilities.namespaces && user.is_some(), host).await?;
+        let uids = match (user, &uid_range) {
+            (Some(_), Some(range)) => Some(netfilter::SandboxUids::Range(range.clone())),
+            (Some((uid, _)), None) => Some(netfilter::SandboxUids::Single(uid.as_raw())),
             (None, _) => {
-                tracing::warn!(
-                    "sandboxes run as the worker's user, so their connections cannot be filtered: they can reach                      this host's ports. Run the worker as root with a sandbox user for the packet filter"
-                );
+                if config.network.filter {
+                    tracing::warn!(
+                        "sandboxes run as the worker's user, so their connections cannot be filtered: they can \
+                         reach this host's ports. Run the worker as root with a sandbox user for the packet filter"
+                    );
+                }
                 None
             }
         };
+        // One table: the filter on the sandboxes' uids, and the containers' port mapping.
+        let rules = containers.as_ref().map(container::Containers::rules);
+        let netfilter = if (uids.is_some() && config.network.filter) || rules.is_some() {
+            Some(netfilter::NetFilter::install(uids.as_ref(), &config.network, rules.as_ref())?)
+        } else {
+            None
+        };
         let seccomp = seccomp::compile().map_err(|e| RuntimeError::invalid("process", e))?;
-        let containers =
-            container::Containers::start(&images, state_dir, capabilities.namespaces && user.is_some()).await?;
         let inner = Arc::new(Inner {
             containers,
             images: Mutex::default(),
@@ -174,6 +181,11 @@ impl ProcessRuntime {
         tracing::info!(?capabilities, "process runtime ready");
         let runtime = Self { inner };
         recovery::recover(&runtime).await;
+        // Only now: a previous worker's table kept its sandboxes filtered and its
+        // containers' ports mapped until this one took them over.
+        if runtime.inner.netfilter.is_some() {
+            netfilter::sweep_stale();
+        }
         runtime.start_log_janitor();
         Ok(runtime)
     }
@@ -184,13 +196,18 @@ impl ProcessRuntime {
             namespaces: self.inner.namespaces,
             cgroup: self.inner.cgroups.as_ref().map(Cgroups::version),
             user: self.inner.user.map(|(uid, _)| uid.to_string()),
-            network_filter: self.inner.netfilter.as_ref().map(|f| f.table().to_string()),
+            network_filter: self.inner.netfilter.as_ref().filter(|f| f.filters()).map(|f| f.table().to_string()),
         }
     }
 
     /// The port pool (for leak checks and metrics).
     pub fn ports(&self) -> &PortPool {
         &self.inner.ports
+    }
+
+    /// How many addresses containers hold in `images.subnet` (for leak checks).
+    pub fn container_addresses(&self) -> usize {
+        self.inner.containers.as_ref().map_or(0, container::Containers::addresses_in_use)
     }
 
     /// The cgroup manager, when cgroups are in use.
@@ -215,6 +232,11 @@ impl ProcessRuntime {
             }
         });
         self.inner.background.lock().expect("background lock").push(task);
+    }
+
+    /// Whether the sandboxes' connections are filtered.
+    fn filters(&self) -> bool {
+        self.inner.netfilter.as_ref().is_some_and(netfilter::NetFilter::filters)
     }
 
     /// The isolation and user a sandbox of `executable` gets; refused when the sandbox user
@@ -246,7 +268,7 @@ impl ProcessRuntime {
             namespaces: self.inner.namespaces,
             cgroup: self.inner.cgroups.as_ref().map(|c| c.version().to_string()),
             unprivileged_user: user.is_some(),
-            network_filter: user.is_some() && self.inner.netfilter.is_some(),
+            network_filter: user.is_some() && self.filters(),
         };
         Ok((isolation, user))
     }
@@ -268,7 +290,7 @@ impl ProcessRuntime {
             namespaces: true,
             cgroup: self.inner.cgroups.as_ref().map(|c| c.version().to_string()),
             unprivileged_user: true,
-            network_filter: self.inner.netfilter.is_some(),
+            network_filter: self.filters(),
         };
         Ok((isolation, Some(user)))
     }
@@ -340,6 +362,17 @@ impl ProcessRuntime {
                 let (uid, gid) = user.map(|(u, g)| (u.as_raw(), g.as_raw())).ok_or_else(|| {
                     RuntimeError::os("starting a container", std::io::Error::other("no sandbox user"))
                 })?;
+                // Its own network: it listens on the port it chooses, on every address.
+                let inside_port = launch.port.unwrap_or_else(|| lease.config.default_port(DEFAULT_CONTAINER_PORT));
+                slot.container = Some(id.clone());
+                let netns = containers.attach(id, self.inner.netfilter.as_ref(), port, inside_port).await?;
+                for (name, value) in &mut env {
+                    match name.as_str() {
+                        "PORT" => *value = inside_port.to_string(),
+                        "HOST" => *value = "0.0.0.0".into(),
+                        _ => {}
+                    }
+                }
                 let launch = baton_image::bundle::Launch {
                     command: (!launch.command.is_empty()).then(|| launch.command.clone()),
                     args: (!spec.args.is_empty()).then(|| spec.args.clone()),
@@ -348,14 +381,16 @@ impl ProcessRuntime {
                     gid,
                     rootfs: lease.path.clone(),
                     hostname: format!("sandbox-{id}"),
+                    netns: Some(netns.path()),
                     cgroups_path: format!("{}/{id}", self.inner.config.cgroup_parent),
                     cpu_millis: spec.resources.cpu_millis,
                     memory_mib: spec.resources.memory_mib,
                     pids: spec.resources.pids,
                 };
-                slot.container = Some(id.clone());
                 let bundle = dir.join("bundle");
                 let run = containers.run(id.as_str(), &bundle, &lease, &launch, stdout, stderr).await;
+                // The container is in its namespace now (or gone): the worker lets go of it.
+                drop(netns);
                 self.inner.images.lock().expect("images lock").insert(id.clone(), Some(lease));
                 let pid = run.map_err(|e| match e {
                     RuntimeError::ExitedDuringStartup { id, how, .. } => {
@@ -425,6 +460,7 @@ impl ProcessRuntime {
             created_at_unix_ms,
             uid: user.filter(|_| self.inner.uids.is_some()).map(|(uid, _)| uid.as_raw()),
             image: spec.image.as_ref().map(|i| i.digest.clone()),
+            network: self.inner.containers.as_ref().and_then(|c| c.inside(id)),
         };
         record::write(&dir, &record).map_err(|e| RuntimeError::os(format!("writing the record of sandbox {id}"), e))?;
         let entry = Entry {
@@ -498,6 +534,9 @@ impl ProcessRuntime {
         let Some((port, cgroup)) = freed else { return };
         // A running sandbox ended on its own: free what it held, keep its logs and record
         // (state exited) until the control plane deletes it, and report the exit.
+        if let Some(containers) = &self.inner.containers {
+            containers.detach(id, self.inner.netfilter.as_ref()).await;
+        }
         release(&self.inner, port, cgroup).await;
         release_uid(&self.inner, id);
         tracing::warn!(sandbox = %id, reason = ?exit.reason, code = ?exit.code, signal = ?exit.signal, "sandbox exited");
@@ -735,9 +774,13 @@ async fn stop(
     true
 }
 
-/// Removes container sandbox `id`'s runc state and lets go of its image (a process
-/// sandbox has neither; a re-adopted container may have lost its image).
+/// Removes container sandbox `id`'s runc state and lets go of its image and its place on
+/// the network (a process sandbox has none of these; a re-adopted container may have lost
+/// its image).
 async fn forget_container(inner: &Arc<Inner>, id: &SandboxId) {
+    if let Some(containers) = &inner.containers {
+        containers.detach(id, inner.netfilter.as_ref()).await;
+    }
     let lease = inner.images.lock().expect("images lock").remove(id);
     if let (Some(lease), Some(containers)) = (lease, &inner.containers) {
         let digest = lease.as_ref().map(|l| l.digest().to_string());

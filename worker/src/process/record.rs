@@ -39,6 +39,10 @@ pub struct SandboxRecord {
     /// The image digest it runs, when it is a container (runtime `oci`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// A container's address and port in its own network namespace (`port` is then the
+    /// host port mapped to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<std::net::SocketAddrV4>,
 }
 
 /// Writes `record` into `dir` atomically (temporary file, then rename).
@@ -86,6 +90,7 @@ mod tests {
             created_at_unix_ms: 1,
             uid: Some(2_000_000_007),
             image: None,
+            network: Some("10.222.0.9:8080".parse().unwrap()),
         };
         write(dir.path(), &record).unwrap();
         assert_eq!(read(dir.path()).unwrap(), record);

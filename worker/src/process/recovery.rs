@@ -36,7 +36,7 @@ pub async fn recover(runtime: &ProcessRuntime) {
         };
         match record::read(&dir) {
             Ok(rec) if record::start_ticks(rec.main_pid) == Some(rec.start_ticks) && rec.id == name => {
-                adopt(runtime, id, rec, &dir);
+                adopt(runtime, id, rec, &dir).await;
                 adopted.insert(name);
             }
             outcome => {
@@ -74,7 +74,7 @@ pub async fn recover(runtime: &ProcessRuntime) {
     }
 }
 
-fn adopt(runtime: &ProcessRuntime, id: SandboxId, rec: SandboxRecord, dir: &Path) {
+async fn adopt(runtime: &ProcessRuntime, id: SandboxId, rec: SandboxRecord, dir: &Path) {
     let inner = &runtime.inner;
     inner.ports.reserve(rec.port);
     if let (Some(digest), Some(containers)) = (&rec.image, &inner.containers) {
@@ -83,6 +83,9 @@ fn adopt(runtime: &ProcessRuntime, id: SandboxId, rec: SandboxRecord, dir: &Path
             tracing::warn!(sandbox = %id, %digest, "re-adopted a container whose image is not in the cache");
         }
         inner.images.lock().expect("images lock").insert(id.clone(), lease);
+        if let Some(inside) = rec.network {
+            containers.readopt(&id, inner.netfilter.as_ref(), rec.port, inside).await;
+        }
     }
     if let (Some(pool), Some(uid)) = (&inner.uids, rec.uid) {
         pool.reserve(id.as_str(), uid);

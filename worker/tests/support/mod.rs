@@ -4,6 +4,7 @@
 #![allow(dead_code, missing_docs)]
 
 pub mod fake_control_plane;
+pub mod oci;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
