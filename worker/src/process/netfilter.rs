@@ -5,10 +5,11 @@
 //! (the other hosts of a federation, cloud metadata); it still answers the connections the
 //! data plane opens to it, which conntrack sees as established.
 //!
-//! Why uids and not a network namespace per sandbox: every sandbox already has a uid of its
-//! own, so the filter costs one rule set per worker and nothing per creation, where a
-//! namespace with a veth pair and addresses costs 20–40 ms per sandbox or a pool prepared
-//! ahead (docs/security.md).
+//! Why uids and not a network namespace per process sandbox: every sandbox already has a
+//! uid of its own, so the filter costs one rule set per worker and nothing per creation,
+//! where a namespace with a veth pair and addresses costs about 10 ms per sandbox
+//! (docs/BENCHMARKS.md). Containers, which choose their port, pay it: the table also maps
+//! their ports and filters what enters on their veths the same way (`container_net`).
 
 use std::fmt::Write as _;
 use std::ops::RangeInclusive;
