@@ -78,6 +78,8 @@ pub struct RunConfig {
     pub env: Vec<String>,
     /// `ExposedPorts` (TCP).
     pub exposed_ports: Vec<u16>,
+    /// `User`; empty: not said.
+    pub user: String,
 }
 
 /// Pushes a linux/amd64 image of `layers` (gzip tars, bottom first) run as `run` to
@@ -99,6 +101,7 @@ pub async fn push(
             "Entrypoint": run.entrypoint,
             "Cmd": run.cmd,
             "Env": run.env,
+            "User": run.user,
             "ExposedPorts": run.exposed_ports.iter().map(|p| (format!("{p}/tcp"), serde_json::json!({}))).collect::<serde_json::Map<_, _>>(),
         },
         "rootfs": {"type": "layers", "diff_ids": []},

@@ -10,14 +10,15 @@
 //! its `args` the image's `Cmd`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use baton_model::sandbox::{CLONE_NAMESPACE_FLAGS, DENIED_SYSCALLS};
 use oci_spec::runtime::Capabilities;
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxBuilder, LinuxCpuBuilder, LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
 };
 
 /// What an image's config says about running it (`config` of the image config JSON).
@@ -34,6 +35,8 @@ pub struct ImageConfig {
     /// The TCP ports of `ExposedPorts` (`"8080/tcp"` or `"8080"`), ascending; other
     /// protocols and malformed keys are left out.
     pub exposed_ports: Vec<u16>,
+    /// `User`: `uid`, `uid:gid`, `name` or `name:group`; empty: the image does not say.
+    pub user: String,
 }
 
 impl ImageConfig {
@@ -51,6 +54,7 @@ impl ImageConfig {
             env: strings("Env"),
             working_dir: config["WorkingDir"].as_str().unwrap_or_default().to_string(),
             exposed_ports: exposed_tcp_ports(&config["ExposedPorts"]),
+            user: config["User"].as_str().unwrap_or_default().to_string(),
         })
     }
 
@@ -101,6 +105,9 @@ pub struct Launch {
     pub hostname: String,
     /// The network namespace to join (a path runc opens); `None`: the host's network.
     pub netns: Option<PathBuf>,
+    /// Run in a new user namespace with these ids mapped; `uid` and `gid` are then the
+    /// ids inside it. `None`: no user namespace, and `uid`/`gid` are the host's.
+    pub id_maps: Option<IdMaps>,
     /// The cgroup runc puts it in (a path under each controller's root).
     pub cgroups_path: String,
     /// CPU, thousandths of a core.
@@ -109,6 +116,82 @@ pub struct Launch {
     pub memory_mib: u64,
     /// Most processes.
     pub pids: u32,
+}
+
+/// The ids a user namespace maps, each one id of the container's to one of the host's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMaps {
+    /// `(container uid, host uid)` pairs.
+    pub uids: Vec<(u32, u32)>,
+    /// `(container gid, host gid)` pairs.
+    pub gids: Vec<(u32, u32)>,
+}
+
+/// The uid and gid an image's `User` names: numbers as they are, names looked up in the
+/// image's own `/etc/passwd` and `/etc/group` (their contents, when the image has them).
+/// A name without a group takes the user's primary group; a number without one, gid 0
+/// as Docker does. `None` when `user` is empty.
+pub fn resolve_user(user: &str, passwd: Option<&str>, group: Option<&str>) -> Result<Option<(u32, u32)>, BundleError> {
+    let user = user.trim();
+    if user.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: String| BundleError::BadUser { user: user.to_string(), why };
+    let (name, group_name) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    // name:password:uid:gid:… and name:password:gid:…
+    let passwd_entry = |name: &str| {
+        passwd
+            .into_iter()
+            .flat_map(str::lines)
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&name))
+    };
+    let (uid, primary) = match name.parse::<u32>() {
+        Ok(uid) => (uid, None),
+        Err(_) => {
+            let fields =
+                passwd_entry(name).ok_or_else(|| bad(format!("no user {name:?} in the image's /etc/passwd")))?;
+            let number = |i: usize| fields.get(i).and_then(|v| v.parse::<u32>().ok());
+            let uid = number(2).ok_or_else(|| bad(format!("the image's /etc/passwd entry of {name:?} has no uid")))?;
+            (uid, number(3))
+        }
+    };
+    let gid = match group_name {
+        None => primary.unwrap_or(0),
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => group
+                .into_iter()
+                .flat_map(str::lines)
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.first() == Some(&g))
+                .and_then(|f| f.get(2).and_then(|v| v.parse::<u32>().ok()))
+                .ok_or_else(|| bad(format!("no group {g:?} in the image's /etc/group")))?,
+        },
+    };
+    Ok(Some((uid, gid)))
+}
+
+/// Makes the folders the runtime spec mounts over (`/proc`, `/dev`, `/sys`, `/tmp`) in
+/// `rootfs` where the image lacks them: runc makes them itself when it runs as the host's
+/// root, but not from a user namespace. Whatever is there already stays (a symlink is
+/// never followed).
+pub fn mount_points(rootfs: &Path) -> std::io::Result<()> {
+    for folder in ["proc", "dev", "sys", "tmp"] {
+        let path = rootfs.join(folder);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Why no spec could be made.
@@ -123,6 +206,14 @@ pub enum BundleError {
     /// The spec could not be built.
     #[error("the runtime spec: {0}")]
     Spec(String),
+    /// The image's `User` names no user of the image.
+    #[error("the image's User {user:?}: {why}")]
+    BadUser {
+        /// As the image config says it.
+        user: String,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 /// CFS period the CPU quota is set against, microseconds.
@@ -251,6 +342,12 @@ pub fn runtime_spec(image: &ImageConfig, launch: &Launch) -> Result<Spec, Bundle
     .chain(launch.netns.iter().map(|path| {
         LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).path(path.clone()).build().map_err(fail)
     }))
+    .chain(
+        launch
+            .id_maps
+            .iter()
+            .map(|_| LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::User).build().map_err(fail)),
+    )
     .collect::<Result<Vec<_>, _>>()?;
     let quota = (u64::from(launch.cpu_millis) * CPU_PERIOD_US / 1000).max(1000) as i64;
     let memory = (launch.memory_mib * 1024 * 1024) as i64;
@@ -260,13 +357,30 @@ pub fn runtime_spec(image: &ImageConfig, launch: &Launch) -> Result<Spec, Bundle
         .pids(LinuxPidsBuilder::default().limit(i64::from(launch.pids)).build().map_err(fail)?)
         .build()
         .map_err(fail)?;
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources)
         .seccomp(seccomp().map_err(fail)?)
         .cgroups_path(PathBuf::from(&launch.cgroups_path))
         .build()
         .map_err(fail)?;
+    if let Some(maps) = &launch.id_maps {
+        let map = |pairs: &[(u32, u32)]| {
+            pairs
+                .iter()
+                .map(|&(container, host)| {
+                    LinuxIdMappingBuilder::default()
+                        .container_id(container)
+                        .host_id(host)
+                        .size(1u32)
+                        .build()
+                        .map_err(fail)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        linux.set_uid_mappings(Some(map(&maps.uids)?));
+        linux.set_gid_mappings(Some(map(&maps.gids)?));
+    }
     let tmp = MountBuilder::default()
         .destination("/tmp")
         .typ("tmpfs")
@@ -284,6 +398,17 @@ pub fn runtime_spec(image: &ImageConfig, launch: &Launch) -> Result<Spec, Bundle
         .build()
         .map_err(fail)?;
     let mut mounts = oci_spec::runtime::get_default_mounts();
+    if launch.id_maps.is_some() {
+        // In a user namespace: `devpts`'s `gid=5` is no gid of the namespace's, and sysfs
+        // (and the cgroup file system under it) may only be mounted by the owner of the
+        // network namespace, which is the host's.
+        mounts.retain(|m| !m.destination().starts_with("/sys"));
+        for mount in &mut mounts {
+            if let Some(options) = mount.options().clone() {
+                mount.set_options(Some(options.into_iter().filter(|o| !o.starts_with("gid=")).collect()));
+            }
+        }
+    }
     mounts.push(tmp);
     SpecBuilder::default()
         .version("1.0.2")

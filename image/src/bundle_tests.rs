@@ -11,6 +11,7 @@ fn image() -> ImageConfig {
         env: strings(&["PATH=/app/bin", "MODE=image", "EMPTY"]),
         working_dir: "/srv".into(),
         exposed_ports: vec![],
+        user: String::new(),
     }
 }
 
@@ -43,6 +44,7 @@ fn the_spec_isolates_and_limits_the_sandbox() {
         rootfs: "/var/lib/baton/images/sha256-abc".into(),
         hostname: "sb-1".into(),
         netns: None,
+        id_maps: None,
         cgroups_path: "/baton/sb-1".into(),
         cpu_millis: 250,
         memory_mib: 128,
@@ -69,6 +71,25 @@ fn the_spec_isolates_and_limits_the_sandbox() {
     assert_eq!(resources.pids().as_ref().unwrap().limit(), 64);
     let nothing = ImageConfig::default();
     assert_eq!(runtime_spec(&nothing, &launch).unwrap_err(), BundleError::NoCommand);
+
+    assert!(spec.mounts().as_ref().unwrap().iter().any(|m| m.destination() == Path::new("/sys")));
+
+    // In a user namespace: the ids mapped one by one, no sysfs, no gid a mount would name.
+    let maps = IdMaps { uids: vec![(0, 2_000_000_200), (1000, 2_000_000_123)], gids: vec![(1000, 2_000_000_123)] };
+    let mapped = Launch { uid: 1000, gid: 1000, id_maps: Some(maps), ..launch.clone() };
+    let spec = runtime_spec(&image(), &mapped).unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    assert!(linux.namespaces().as_ref().unwrap().iter().any(|n| n.typ() == LinuxNamespaceType::User));
+    let uids: Vec<(u32, u32, u32)> =
+        linux.uid_mappings().as_ref().unwrap().iter().map(|m| (m.container_id(), m.host_id(), m.size())).collect();
+    assert_eq!(uids, [(0, 2_000_000_200, 1), (1000, 2_000_000_123, 1)]);
+    assert_eq!(linux.gid_mappings().as_ref().unwrap().len(), 1);
+    assert_eq!(spec.process().as_ref().unwrap().user().uid(), 1000, "the id inside");
+    let mounts = spec.mounts().as_ref().unwrap();
+    assert!(!mounts.iter().any(|m| m.destination().starts_with("/sys")));
+    assert!(
+        mounts.iter().flat_map(|m| m.options().iter().flatten()).all(|o| !o.starts_with("gid=") || o == "gid=1000")
+    );
 
     // Given a network namespace, the container joins that one rather than making its own.
     let joined = Launch { netns: Some("/proc/1/fd/7".into()), ..launch };
@@ -108,4 +129,38 @@ fn an_image_config_is_read_from_its_json() {
     let several = exposing(r#"{"9001/tcp":{}, "9000/TCP":{}}"#);
     assert_eq!(several.exposed_ports, [9000, 9001]);
     assert_eq!(several.default_port(8080), 8080, "several: the function must say which");
+}
+
+#[test]
+fn an_images_user_is_a_number_or_a_name_of_its_own_files() {
+    let passwd = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\nbroken:x:oops:1::/:/bin/sh\n";
+    let group = "root:x:0:\nstaff:x:50:app\n";
+    let resolve = |user: &str| resolve_user(user, Some(passwd), Some(group));
+    assert_eq!(resolve("").unwrap(), None);
+    assert_eq!(resolve("1000").unwrap(), Some((1000, 0)), "a bare number: gid 0, as Docker");
+    assert_eq!(resolve("1000:7").unwrap(), Some((1000, 7)));
+    assert_eq!(resolve("app").unwrap(), Some((1000, 1001)), "a name: its primary group");
+    assert_eq!(resolve("app:staff").unwrap(), Some((1000, 50)));
+    assert_eq!(resolve("root").unwrap(), Some((0, 0)));
+    assert_eq!(resolve("42:staff").unwrap(), Some((42, 50)));
+    for bad in ["nobody-here", "app:nogroup", "broken"] {
+        assert!(matches!(resolve(bad), Err(BundleError::BadUser { .. })), "{bad}");
+    }
+    assert!(matches!(resolve_user("app", None, None), Err(BundleError::BadUser { .. })), "no /etc/passwd");
+}
+
+#[test]
+fn mount_points_are_made_where_missing_and_nothing_there_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("proc")).unwrap();
+    std::fs::write(rootfs.join("proc/keep"), "x").unwrap();
+    let outside = dir.path().join("outside");
+    std::os::unix::fs::symlink(&outside, rootfs.join("tmp")).unwrap();
+    mount_points(&rootfs).unwrap();
+    assert!(rootfs.join("dev").is_dir() && rootfs.join("sys").is_dir());
+    assert!(rootfs.join("proc/keep").exists(), "an existing folder stays as it is");
+    assert!(std::fs::symlink_metadata(rootfs.join("tmp")).unwrap().file_type().is_symlink());
+    assert!(!outside.exists(), "a symlink is not followed");
+    mount_points(&rootfs).unwrap();
 }

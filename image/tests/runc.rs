@@ -24,6 +24,7 @@ fn run(argv: &[&str], uid: u32) -> (String, String, i32) {
         env: vec!["FROM_IMAGE=yes".into()],
         working_dir: "/tmp".into(),
         exposed_ports: vec![],
+        user: String::new(),
     };
     let id = format!("baton-runc-test-{}-{}", std::process::id(), argv.join("-").len());
     let launch = Launch {
@@ -35,6 +36,7 @@ fn run(argv: &[&str], uid: u32) -> (String, String, i32) {
         rootfs: rootfs.clone(),
         hostname: "sandbox".into(),
         netns: None,
+        id_maps: None,
         cgroups_path: format!("/{id}"),
         cpu_millis: 500,
         memory_mib: 64,

@@ -281,6 +281,13 @@ pub struct ImagesSection {
     /// own (one address per container; at most a /30). Must not overlap a network this host
     /// reaches. Workers on one host may share it. Default: `"10.222.0.0/16"`.
     pub subnet: ipnet::Ipv4Net,
+    /// Run a container as the user its image names (`User`: `root`, `1000`, `app:staff`)
+    /// inside a user namespace of its own, where that user and root are unprivileged uids
+    /// of the host's from `process.uid_range_*` (two per such sandbox). Off: every container
+    /// runs as its sandbox's own uid, whatever its image says. Needs the uid range, and
+    /// makes the image cache's folders searchable (not listable) by other users. Default:
+    /// `false`.
+    pub run_as_image_user: bool,
 }
 
 impl Default for ImagesSection {
@@ -294,6 +301,7 @@ impl Default for ImagesSection {
             insecure_registries: Vec::new(),
             registry_timeout: Duration::from_secs(30),
             subnet: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 222, 0, 0), 16).expect("valid literal"),
+            run_as_image_user: false,
         }
     }
 }
@@ -403,6 +411,14 @@ impl WorkerConfig {
                 message: "must be above zero".into(),
             });
         }
+        if self.images.run_as_image_user && self.process.uid_range_start == 0 {
+            return Err(ConfigError::Field {
+                field: "images.run_as_image_user".into(),
+                message: "needs a uid per sandbox (process.uid_range_start above 0): the image's user and root are \
+                          two of them"
+                    .into(),
+            });
+        }
         if self.images.subnet.prefix_len() > 30 {
             return Err(ConfigError::Field {
                 field: "images.subnet".into(),
@@ -461,5 +477,10 @@ mod tests {
         assert_eq!(field(&c), "images.subnet");
         c.images.subnet = "127.0.0.0/8".parse().unwrap();
         assert_eq!(field(&c), "images.subnet");
+        let mut c = WorkerConfig::default();
+        c.images.run_as_image_user = true;
+        assert!(c.validate().is_ok());
+        c.process.uid_range_start = 0;
+        assert_eq!(field(&c), "images.run_as_image_user");
     }
 }

@@ -123,7 +123,7 @@ async fn containers_reach_neither_this_host_nor_any_other_sandbox() {
     let secret = TcpListener::bind("0.0.0.0:0").unwrap();
     let opened = TcpListener::bind("0.0.0.0:0").unwrap();
     let opened_port = opened.local_addr().unwrap().port();
-    let h = harness_with("oci-net-filter", 15960, |c| {
+    let h = harness_with("oci-net-filter", 15960, |c, _| {
         c.host = host.to_string();
         c.network.local_ports = vec![opened_port];
         c.network.outbound = baton_worker::config::Outbound::Any;

@@ -202,3 +202,93 @@ async fn a_multi_layer_image_runs_as_its_layers_say_and_a_hostile_layer_is_refus
         assert!(!place.exists(), "{} was written", place.display());
     }
 }
+
+/// `/proc/<pid>/uid_map` as `(inside, outside, count)` rows.
+fn uid_map(pid: u32) -> Vec<(u32, u32, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    text.lines()
+        .map(|line| {
+            let n: Vec<u32> = line.split_whitespace().map(|f| f.parse().unwrap()).collect();
+            (n[0], n[1], n[2])
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_runs_as_its_images_user_only_where_the_operator_allows_and_never_as_the_hosts() {
+    let registry = Registry::start().await;
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let echo = program_with_libraries(&bin("baton-fn-echo"), "/usr/local/bin/baton-fn-echo").unwrap();
+    let accounts = raw_layer(
+        &[
+            ("bin/busybox", &busybox),
+            ("etc/passwd", b"root:x:0:0:root:/:/bin/sh\napp:x:1000:1001::/:/bin/sh\n"),
+            ("etc/group", b"root:x:0:\napp:x:1001:\n"),
+        ],
+        &[("bin/sh", "/bin/busybox")],
+    );
+    let push_as = |name: &str, user: &str| {
+        let reference = registry.image(name);
+        let run = RunConfig { entrypoint: vec!["/bin/sh".into()], user: user.into(), ..RunConfig::default() };
+        let layers = vec![accounts.clone(), layer(&echo).unwrap()];
+        async move {
+            let digest =
+                push(&reference, layers, &run, &Credentials::Anonymous, &ResolverSettings::default()).await.unwrap();
+            (reference, digest)
+        }
+    };
+    // The function checks who it is inside, then serves; a wrong identity exits at once.
+    let checking = |reference: &str, digest: &str, uid: u32, gid: u32| {
+        let mut s = spec(reference, digest);
+        let check = format!("[ \"$(id -u):$(id -g)\" = {uid}:{gid} ] || exit 30; exec /usr/local/bin/baton-fn-echo");
+        s.args = vec!["-c".into(), check];
+        s
+    };
+    let (as_app, as_app_digest) = push_as("acme/as-app:1", "app").await;
+    let (as_root, as_root_digest) = push_as("acme/as-root:1", "0").await;
+    let (as_ghost, as_ghost_digest) = push_as("acme/as-ghost:1", "ghost").await;
+    let in_pool = |uid: u32| (2_000_000_000..=2_000_099_999).contains(&uid);
+
+    // Allowed: `app` is uid 1000, gid 1001 inside; outside, the sandbox's uid from the pool,
+    // with root mapped to a second one. No capability either way.
+    let h = harness_with("oci-user", 15980, |_, images| images.run_as_image_user = true).await;
+    let app = h.runtime.create(id("as-app"), checking(&as_app, &as_app_digest, 1000, 1001)).await.unwrap();
+    let host_uid: u32 = status_field(app.pid, "Uid").split_whitespace().next().unwrap().parse().unwrap();
+    assert!(in_pool(host_uid), "uid {host_uid} on the host");
+    let map = uid_map(app.pid);
+    assert_eq!(map.len(), 2, "{map:?}");
+    assert_eq!((map[0].0, map[0].2, map[1]), (0, 1, (1000, host_uid, 1)), "{map:?}");
+    assert!(in_pool(map[0].1) && map[0].1 != host_uid, "root is another uid of the pool: {map:?}");
+    assert_eq!(status_field(app.pid, "CapEff"), "0000000000000000");
+    assert!(reqwest::get(format!("http://{}/", app.endpoint)).await.unwrap().status().is_success());
+
+    // `root` in its image is root in its namespace only: an unprivileged uid on the host,
+    // without a capability, on a read-only root.
+    let mut root_spec = checking(&as_root, &as_root_digest, 0, 0);
+    root_spec.args[1] = format!("touch /bin/x 2>/dev/null && exit 31; {}", root_spec.args[1]);
+    let root = h.runtime.create(id("as-root"), root_spec).await.unwrap();
+    let map = uid_map(root.pid);
+    assert!(map.len() == 1 && map[0].0 == 0 && in_pool(map[0].1), "{map:?}");
+    assert_eq!(status_field(root.pid, "CapEff"), "0000000000000000");
+
+    // A user the image does not have: refused, final, nothing left.
+    let err = h.runtime.create(id("as-ghost"), spec(&as_ghost, &as_ghost_digest)).await.unwrap_err();
+    assert!(matches!(&err, RuntimeError::Image { retryable: false, .. }), "{err}");
+    assert!(err.to_string().contains("ghost"), "{err}");
+    for sandbox in ["as-app", "as-root"] {
+        h.runtime.delete(&id(sandbox), Duration::from_secs(1)).await.unwrap();
+    }
+    h.assert_clean().await;
+    drop(h);
+
+    // Not allowed (the default): the image's user is not used; the sandbox's own uid is.
+    let h = harness("oci-user-off", 15980).await;
+    let mut off = spec(&as_app, &as_app_digest);
+    off.args = vec!["-c".into(), "exec /usr/local/bin/baton-fn-echo".into()];
+    let own = h.runtime.create(id("as-app-off"), off).await.unwrap();
+    let uid: u32 = status_field(own.pid, "Uid").split_whitespace().next().unwrap().parse().unwrap();
+    assert!(in_pool(uid), "uid {uid}");
+    assert_eq!(uid_map(own.pid), [(0, 0, u32::MAX)], "no user namespace");
+    h.runtime.delete(&id("as-app-off"), Duration::from_secs(1)).await.unwrap();
+    h.assert_clean().await;
+}

@@ -49,6 +49,8 @@ pub struct Containers {
     host: Ipv4Addr,
     /// Each container's address and port, and its host port (held).
     attached: std::sync::Mutex<std::collections::HashMap<SandboxId, Attached>>,
+    /// `images.run_as_image_user`.
+    image_user: bool,
 }
 
 /// A container's place on the network.
@@ -114,6 +116,9 @@ impl Containers {
         };
         let cache = ImageCache::open(&cache_dir, settings, config.cache_max_bytes)
             .map_err(|e| RuntimeError::os(format!("opening the image cache {}", cache_dir.display()), e))?;
+        if config.run_as_image_user {
+            open_to_user_namespaces(&cache_dir)?;
+        }
         let root = state_dir.join("runc");
         std::fs::create_dir_all(&root).map_err(|e| RuntimeError::os(format!("creating {}", root.display()), e))?;
         std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -128,7 +133,36 @@ impl Containers {
             net: ContainerNet::new(config.subnet, host),
             host,
             attached: Default::default(),
+            image_user: config.run_as_image_user,
         }))
+    }
+
+    /// The uid and gid `image`'s `User` names, when the operator lets containers run as
+    /// their images' users (`images.run_as_image_user`) and it names one; names are looked
+    /// up in the image's own `/etc/passwd` and `/etc/group`.
+    pub fn image_user(&self, image: &Lease) -> Result<Option<(u32, u32)>, RuntimeError> {
+        if !self.image_user || image.config.user.is_empty() {
+            return Ok(None);
+        }
+        // Regular files only: a symlink in an image names a path of the image's, never
+        // one of this host's.
+        let read = |name: &str| {
+            let path = image.path.join(name);
+            std::fs::symlink_metadata(&path)
+                .ok()
+                .filter(std::fs::Metadata::is_file)
+                .and_then(|_| std::fs::read_to_string(&path).ok())
+        };
+        baton_image::bundle::resolve_user(
+            &image.config.user,
+            read("etc/passwd").as_deref(),
+            read("etc/group").as_deref(),
+        )
+        .map_err(|e| RuntimeError::Image {
+            reference: image.digest().to_string(),
+            message: e.to_string(),
+            retryable: false,
+        })
     }
 
     /// What the worker's nftables table must do for containers.
@@ -270,6 +304,8 @@ impl Containers {
             retryable: false,
         })?;
         std::fs::create_dir_all(bundle).map_err(|e| RuntimeError::os(format!("creating {}", bundle.display()), e))?;
+        baton_image::bundle::mount_points(&launch.rootfs)
+            .map_err(|e| RuntimeError::os(format!("making mount points in {}", launch.rootfs.display()), e))?;
         spec.save(bundle.join("config.json")).map_err(|e| {
             RuntimeError::os(format!("writing {}/config.json", bundle.display()), std::io::Error::other(e))
         })?;
@@ -337,6 +373,37 @@ impl Containers {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect()
     }
+}
+
+/// Lets runc reach an image's rootfs from inside a user namespace, where the host's root
+/// is nobody: the cache's own folders become searchable by other users (not listable, so
+/// no digest is learned from them), and every folder above them must already be.
+fn open_to_user_namespaces(cache_dir: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let set = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| RuntimeError::os(format!("setting the mode of {}", path.display()), e))
+    };
+    set(cache_dir, 0o711)?;
+    set(&cache_dir.join("images"), 0o711)?;
+    set(&cache_dir.join("blobs"), 0o700)?;
+    let absolute = std::fs::canonicalize(cache_dir)
+        .map_err(|e| RuntimeError::os(format!("resolving {}", cache_dir.display()), e))?;
+    for folder in absolute.ancestors().skip(1) {
+        let mode = std::fs::metadata(folder).map(|m| m.mode()).unwrap_or(0);
+        if mode & 0o001 == 0 {
+            return Err(RuntimeError::invalid(
+                "images.run_as_image_user",
+                format!(
+                    "runc cannot reach the image cache {} from a user namespace: {} is not searchable by other users \
+                     (chmod o+x it, or move images.cache_dir)",
+                    cache_dir.display(),
+                    folder.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Turns on IPv4 forwarding, as Docker and Kubernetes' network plugins do: the

@@ -205,6 +205,11 @@ impl ProcessRuntime {
         &self.inner.ports
     }
 
+    /// How many sandbox uids are held (for leak checks).
+    pub fn uids_in_use(&self) -> usize {
+        self.inner.uids.as_ref().map_or(0, uids::UidPool::in_use)
+    }
+
     /// How many addresses containers hold in `images.subnet` (for leak checks).
     pub fn container_addresses(&self) -> usize {
         self.inner.containers.as_ref().map_or(0, container::Containers::addresses_in_use)
@@ -373,12 +378,35 @@ impl ProcessRuntime {
                         _ => {}
                     }
                 }
+                // The image's user, where the operator allows it: in a user namespace, as the
+                // sandbox's uid on the host (and root as a second one of the pool's).
+                let (uid, gid, id_maps) = match containers.image_user(&lease)? {
+                    None => (uid, gid, None),
+                    Some((inside_uid, inside_gid)) => {
+                        let pool = self.inner.uids.as_ref().ok_or_else(|| {
+                            RuntimeError::invalid("images.run_as_image_user", "needs process.uid_range_*")
+                        })?;
+                        let mut uids = vec![(inside_uid, uid)];
+                        let mut gids = vec![(inside_gid, gid)];
+                        if inside_uid != 0 || inside_gid != 0 {
+                            let root = pool.take(&root_key(id)).map_err(|e| RuntimeError::Exhausted(e.to_string()))?;
+                            if inside_uid != 0 {
+                                uids.insert(0, (0, root));
+                            }
+                            if inside_gid != 0 {
+                                gids.insert(0, (0, root));
+                            }
+                        }
+                        (inside_uid, inside_gid, Some(baton_image::bundle::IdMaps { uids, gids }))
+                    }
+                };
                 let launch = baton_image::bundle::Launch {
                     command: (!launch.command.is_empty()).then(|| launch.command.clone()),
                     args: (!spec.args.is_empty()).then(|| spec.args.clone()),
                     env: env.into_iter().collect(),
                     uid,
                     gid,
+                    id_maps,
                     rootfs: lease.path.clone(),
                     hostname: format!("sandbox-{id}"),
                     netns: Some(netns.path()),
@@ -461,6 +489,7 @@ impl ProcessRuntime {
             uid: user.filter(|_| self.inner.uids.is_some()).map(|(uid, _)| uid.as_raw()),
             image: spec.image.as_ref().map(|i| i.digest.clone()),
             network: self.inner.containers.as_ref().and_then(|c| c.inside(id)),
+            root_uid: self.inner.uids.as_ref().and_then(|pool| pool.of(&root_key(id))),
         };
         record::write(&dir, &record).map_err(|e| RuntimeError::os(format!("writing the record of sandbox {id}"), e))?;
         let entry = Entry {
@@ -796,7 +825,13 @@ async fn forget_container(inner: &Arc<Inner>, id: &SandboxId) {
 fn release_uid(inner: &Arc<Inner>, id: &SandboxId) {
     if let Some(pool) = &inner.uids {
         pool.release(id.as_str());
+        pool.release(&root_key(id));
     }
+}
+
+/// The uid pool's key for the uid root is mapped to in sandbox `id`'s user namespace.
+fn root_key(id: &SandboxId) -> String {
+    format!("{id}/root")
 }
 
 /// Frees a sandbox's port and removes its cgroup.

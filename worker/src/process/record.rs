@@ -43,6 +43,10 @@ pub struct SandboxRecord {
     /// host port mapped to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<std::net::SocketAddrV4>,
+    /// The host uid root is mapped to in a container's user namespace, when it runs as its
+    /// image's user (`images.run_as_image_user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_uid: Option<u32>,
 }
 
 /// Writes `record` into `dir` atomically (temporary file, then rename).
@@ -91,6 +95,7 @@ mod tests {
             uid: Some(2_000_000_007),
             image: None,
             network: Some("10.222.0.9:8080".parse().unwrap()),
+            root_uid: Some(2_000_000_008),
         };
         write(dir.path(), &record).unwrap();
         assert_eq!(read(dir.path()).unwrap(), record);

@@ -90,6 +90,9 @@ async fn adopt(runtime: &ProcessRuntime, id: SandboxId, rec: SandboxRecord, dir:
     if let (Some(pool), Some(uid)) = (&inner.uids, rec.uid) {
         pool.reserve(id.as_str(), uid);
     }
+    if let (Some(pool), Some(uid)) = (&inner.uids, rec.root_uid) {
+        pool.reserve(&super::root_key(&id), uid);
+    }
     let cgroup = rec.isolation.cgroup.as_ref().and_then(|_| inner.cgroups.as_ref()).map(|c| c.sandbox(id.as_str()));
     let (tx, rx) = watch::channel(None);
     let endpoint = SocketAddr::new(inner.host, rec.port).to_string();

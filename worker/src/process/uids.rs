@@ -69,6 +69,16 @@ impl UidPool {
         }
     }
 
+    /// How many uids are held.
+    pub fn in_use(&self) -> usize {
+        self.state.lock().expect("uid pool lock").in_use.len()
+    }
+
+    /// The uid `sandbox` holds.
+    pub fn of(&self, sandbox: &str) -> Option<u32> {
+        self.state.lock().expect("uid pool lock").by_sandbox.get(sandbox).copied()
+    }
+
     /// Gives back the uid of `sandbox`, if it holds one.
     pub fn release(&self, sandbox: &str) {
         let mut state = self.state.lock().expect("uid pool lock");

@@ -32,6 +32,7 @@ pub async fn push_functions_exposing(registry: &Registry, name: &str, ports: &[u
         cmd: vec![],
         env: vec!["FROM_IMAGE=yes".into()],
         exposed_ports: ports.to_vec(),
+        user: String::new(),
     };
     let reference = registry.image(name);
     let digest = push(&reference, layers, &run, &Credentials::Anonymous, &ResolverSettings::default()).await.unwrap();
@@ -47,18 +48,22 @@ pub struct Harness {
 }
 
 pub async fn harness(test: &str, port_base: u16) -> Harness {
-    harness_with(test, port_base, |_| {}).await
+    harness_with(test, port_base, |_, _| {}).await
 }
 
-/// [`harness`] with `change` made to the process runtime's config.
-pub async fn harness_with(test: &str, port_base: u16, change: impl FnOnce(&mut ProcessSection)) -> Harness {
+/// [`harness`] with `change` made to the process runtime's config and the images'.
+pub async fn harness_with(
+    test: &str,
+    port_base: u16,
+    change: impl FnOnce(&mut ProcessSection, &mut ImagesSection),
+) -> Harness {
     let mut config = process_config(test, port_base, 20);
-    change(&mut config);
     let parent = config.cgroup_parent.clone();
     let state = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let images =
+    let mut images =
         ImagesSection { enabled: ImagesChoice::On, cache_dir: cache.path().to_path_buf(), ..ImagesSection::default() };
+    change(&mut config, &mut images);
     let (tx, exits) = mpsc::unbounded_channel();
     let runtime = ProcessRuntime::start_with(config, images, state.path(), tx).await.unwrap();
     Harness { runtime, exits, parent, state, cache }
@@ -70,6 +75,7 @@ impl Harness {
         assert!(self.runtime.list().await.is_empty(), "sandboxes still listed");
         assert_eq!(self.runtime.ports().in_use(), 0, "ports still held");
         assert_eq!(self.runtime.container_addresses(), 0, "container addresses still held");
+        assert_eq!(self.runtime.uids_in_use(), 0, "sandbox uids still held");
         assert_eq!(leftover_cgroups(&self.parent), Vec::<std::path::PathBuf>::new(), "cgroups left");
         assert_eq!(files_in(&self.state.path().join("sandboxes")), Vec::<std::path::PathBuf>::new(), "files left");
         assert_eq!(files_in(&self.state.path().join("runc")), Vec::<std::path::PathBuf>::new(), "runc state left");
