@@ -34,12 +34,14 @@ fi
 # its sandboxes' connections with nftables. docker-registry: the image tests push to and
 # resolve from a real OCI registry (each test starts its own, on a free port). runc and
 # busybox-static: containers run by the real runc, from a rootfs holding a static busybox.
+# iproute2 (`ip`): each container's network namespace is wired with it.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"

@@ -92,11 +92,23 @@ impl Containers {
         } else if let Err(e) = forwarding() {
             Some(e)
         } else {
-            match run_tool(&runc, &[OsString::from("--version")], None).await {
-                Ok(ChildExit::Code(0)) => None,
-                Ok(other) => Some(format!("{} --version ended with {other:?}", runc.display())),
-                Err(e) => Some(format!("{} cannot be started ({e}); install Debian's runc package", runc.display())),
+            // runc runs the containers; `ip` and `nsenter` wire their networks.
+            let tools = [
+                (runc.as_path(), "--version", "runc"),
+                (Path::new("ip"), "-V", "iproute2"),
+                (Path::new("nsenter"), "--version", "util-linux"),
+            ];
+            let mut missing = None;
+            for (tool, version, package) in tools {
+                let why = match run_tool(tool, &[OsString::from(version)], None).await {
+                    Ok(ChildExit::Code(0)) => continue,
+                    Ok(other) => format!("{} {version} ended with {other:?}", tool.display()),
+                    Err(e) => format!("{} cannot be started ({e}); install Debian's {package} package", tool.display()),
+                };
+                missing = Some(why);
+                break;
             }
+            missing
         };
         if let Some(why) = missing {
             if config.enabled == ImagesChoice::On {
