@@ -206,6 +206,7 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
         data_plane = Some(crate::data_plane::server::start(settings, listener, stopped.clone()).await?);
     }
 
+    baton_service::catalog::install(&[crate::metrics::CATALOG, baton_shardmap::METRICS]);
     let admin = AdminServer::on(listeners.admin, readiness.clone());
     let admin_addr = admin.local_addr();
     tasks.push(admin.spawn(stopped.clone()));

@@ -83,6 +83,7 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
         source,
     })?;
     let readiness = Readiness::default();
+    baton_service::catalog::install(&[crate::metrics::CATALOG, baton_shardmap::METRICS]);
     let admin = AdminServer::on(listeners.admin, readiness.clone());
     let admin_addr = admin.local_addr();
     let mut tasks = Vec::new();

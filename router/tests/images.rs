@@ -220,19 +220,10 @@ fn container_ports(dir: &std::path::Path) -> Vec<u16> {
 
 /// Everything under `dir` that holds `needle`.
 fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(folder) = stack.pop() {
-        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)) {
-                found.push(path);
-            }
-        }
-    }
-    found
+    let holds = |path: &std::path::PathBuf| {
+        std::fs::read(path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    };
+    baton_testkit::files_under(dir).into_iter().filter(holds).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod catalog;
 pub mod config;
 pub mod framing;
 pub mod grpc;

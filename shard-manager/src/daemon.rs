@@ -110,6 +110,7 @@ pub async fn start(config: ShardManagerConfig, listeners: Listeners) -> Result<R
     })?;
     let advertise = if node.advertise.is_empty() { bound.to_string() } else { node.advertise.clone() };
     let readiness = Readiness::default();
+    baton_service::catalog::install(&[crate::metrics::CATALOG]);
     let admin = AdminServer::on(listeners.admin, readiness.clone());
     let admin_addr = admin.local_addr();
 

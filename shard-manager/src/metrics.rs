@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use baton_service::catalog::{Kind, Metric};
 use baton_shardmap::CellState;
 use openraft::{BasicNode, RaftMetrics};
 
@@ -117,3 +118,78 @@ impl Drop for MapFollower {
         metrics::gauge!(MAP_FOLLOWERS).decrement(1.0);
     }
 }
+
+/// Every metric a shard-manager replica exports.
+pub const CATALOG: &[Metric] = &[
+    Metric {
+        name: WRITES,
+        kind: Kind::Counter,
+        labels: &["outcome: applied, rejected, error"],
+        help: "Writes this replica took (its own and those its API received), by outcome.",
+    },
+    Metric {
+        name: WRITE_SECONDS,
+        kind: Kind::Histogram,
+        labels: &[],
+        help: "Time from a write's arrival to its outcome, forwarding to the leader included.",
+    },
+    Metric {
+        name: ENTRY_COMMANDS,
+        kind: Kind::Histogram,
+        labels: &[],
+        help: "Commands per raft entry the proposer hands to raft (1 for a lone write).",
+    },
+    Metric { name: EPOCH, kind: Kind::Gauge, labels: &[], help: "The federation epoch this replica has applied." },
+    Metric { name: TENANTS, kind: Kind::Gauge, labels: &[], help: "Tenants, as this replica has applied them." },
+    Metric {
+        name: FUNCTIONS,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Registered functions, as this replica has applied them.",
+    },
+    Metric { name: CELLS, kind: Kind::Gauge, labels: &["state: active, draining, down"], help: "Cells by state." },
+    Metric { name: IS_LEADER, kind: Kind::Gauge, labels: &[], help: "1 while this replica leads, else 0." },
+    Metric { name: RAFT_TERM, kind: Kind::Gauge, labels: &[], help: "This replica's raft term." },
+    Metric {
+        name: RAFT_LOG_INDEX,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Index of the last raft log entry this replica holds.",
+    },
+    Metric {
+        name: RAFT_APPLIED_INDEX,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Index of the last raft log entry this replica has applied.",
+    },
+    Metric {
+        name: CELL_FAILOVERS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Cells this replica, as leader, marked down for silence.",
+    },
+    Metric {
+        name: FAILOVER_REASSIGNMENTS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Functions given a new owner by failover.",
+    },
+    Metric {
+        name: UNSERVABLE_REASSIGNMENTS,
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Functions given a new owner because their live cell reported it could not serve them.",
+    },
+    Metric {
+        name: MOVES,
+        kind: Kind::Counter,
+        labels: &["reason: admin, drain, balance"],
+        help: "Graceful moves committed, by reason.",
+    },
+    Metric {
+        name: MAP_FOLLOWERS,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Open shard-map streams (routers and cell processes following this replica).",
+    },
+];

@@ -20,6 +20,14 @@ use baton_model::Epoch;
 /// process's map having applied it. Each router and cell exports its own.
 pub const PROPAGATION: &str = "baton_shard_map_propagation_seconds";
 
+/// Every metric a process following the shard map exports (routers and cells).
+pub const CATALOG: &[baton_service::catalog::Metric] = &[baton_service::catalog::Metric {
+    name: PROPAGATION,
+    kind: baton_service::catalog::Kind::Histogram,
+    labels: &[],
+    help: "Time from a shard-manager replica's commit of a change to this process having applied it.",
+}];
+
 /// Now, in microseconds since the Unix epoch (0 if the clock is before it).
 fn unix_micros() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)

@@ -11,6 +11,9 @@ mod ring;
 
 pub use baton_model::{CellId, Epoch, Generation};
 pub use follow::{MapEvent, MapView, follow};
+
+/// The metrics a process following the map exports (routers and cells).
+pub use follow::CATALOG as METRICS;
 pub use hash::function_hash;
 pub use keys::key_hash;
 pub use map::{Assignment, Cell, CellState, Change, Delta, MapError, MapSnapshot, Owner, ShardMap};

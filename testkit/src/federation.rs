@@ -82,6 +82,8 @@ pub struct Federation {
     pub manager_port: u16,
     /// The shard-manager replicas: raft ID, port, process.
     pub replicas: Vec<(u64, u16, Proc)>,
+    /// Each replica's admin port (`/metrics`), in the order of `replicas`.
+    pub replica_admin_ports: Vec<u16>,
     pub cells: Vec<Cluster>,
     pub routers: Vec<RouterProc>,
 }
@@ -111,13 +113,22 @@ impl Federation {
             ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect()
         };
         let mut started = Vec::new();
+        let mut admin_ports = Vec::new();
         for (i, port) in ports.iter().enumerate() {
             let id = i as u64 + 1;
             let data = dir.path().join(format!("shard-manager-{id}"));
-            started.push((id, *port, start_replica(id, *port, &members, &data, env, 0).await));
+            let admin = free_port();
+            started.push((id, *port, start_replica(id, *port, &members, &data, env, admin).await));
+            admin_ports.push(admin);
         }
-        let mut federation =
-            Self { dir, manager_port: ports[0], replicas: started, cells: Vec::new(), routers: Vec::new() };
+        let mut federation = Self {
+            dir,
+            manager_port: ports[0],
+            replicas: started,
+            replica_admin_ports: admin_ports,
+            cells: Vec::new(),
+            routers: Vec::new(),
+        };
         for i in 0..cells {
             federation.add_cell(port_base + 200 * i as u16).await;
         }

@@ -40,6 +40,23 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Every file under `dir`, at any depth (none when it cannot be read).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
 /// A counter or gauge from the `/metrics` served on `admin_port`: summed over its labels,
 /// or one series when `name` gives them (`name{label="value"}`).
 pub async fn metric_at(admin_port: u16, name: &str) -> f64 {
@@ -119,6 +136,8 @@ pub struct Cluster {
     pub cell: Option<Proc>,
     pub data_planes: Vec<DataPlaneProc>,
     pub workers: Vec<Proc>,
+    /// Each worker's admin port (`/metrics`), in the order of `workers`.
+    pub worker_admin_ports: Vec<u16>,
     pub cell_env: Vec<(String, String)>,
     pub cgroup_parents: Vec<String>,
     pub extra_cell_toml: String,
@@ -135,6 +154,7 @@ impl Cluster {
             cell: None,
             data_planes: Vec::new(),
             workers: Vec::new(),
+            worker_admin_ports: Vec::new(),
             cell_env: Vec::new(),
             cgroup_parents: Vec::new(),
             extra_cell_toml: extra_cell_toml.to_string(),
@@ -228,7 +248,7 @@ path = "{store}"
             }
             None => None,
         };
-        let grpc = free_port();
+        let (grpc, admin) = (free_port(), free_port());
         let parent = format!("baton-e2e-{name}-{}", std::process::id());
         let path = self.dir.path().join(format!("{name}.toml"));
         let body = format!(
@@ -236,7 +256,7 @@ path = "{store}"
 [worker]
 node_id = "{name}"
 listen = "127.0.0.1:{grpc}"
-admin_listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:{admin}"
 state_dir = "{state}"
 max_sandboxes = {max_sandboxes}
 [process]
@@ -264,6 +284,7 @@ retry_max = "200ms"
             .spawn()
             .unwrap();
         self.workers.push(Proc(child));
+        self.worker_admin_ports.push(admin);
         self.cgroup_parents.push(parent);
         wait_port(grpc).await;
         // Its port is bound before its runtime is ready: wait until the cell counts it.

@@ -187,6 +187,7 @@ pub async fn start(config: WorkerConfig, listeners: Listeners) -> Result<Running
     let advertise =
         if config.worker.advertise.is_empty() { grpc_addr.to_string() } else { config.worker.advertise.clone() };
     let readiness = Readiness::default();
+    baton_service::catalog::install(&[crate::metrics::CATALOG]);
     let admin = AdminServer::on(listeners.admin, readiness.clone());
     let admin_addr = admin.local_addr();
 

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use baton_proto::cell::ExitReason;
+use baton_service::catalog::{Kind, Metric};
 
 use crate::runtime::CreationLatency;
 
@@ -94,3 +95,64 @@ impl SandboxCounter {
         self.0.lock().expect("counter lock").values().sum()
     }
 }
+
+/// Every metric a worker exports.
+pub const CATALOG: &[Metric] = &[
+    Metric {
+        name: SANDBOXES,
+        kind: Kind::Gauge,
+        labels: &["runtime: process, emulated"],
+        help: "Sandboxes this process holds (over all its nodes), by runtime.",
+    },
+    Metric {
+        name: CREATIONS,
+        kind: Kind::Counter,
+        labels: &[
+            "runtime: process, emulated",
+            "outcome: ok, invalid, exists, not_found, exhausted, executable, readiness_timeout, exited, image, os_error",
+        ],
+        help: "Sandbox creations, by runtime and outcome.",
+    },
+    Metric {
+        name: CREATION_SECONDS,
+        kind: Kind::Histogram,
+        labels: &["runtime: process, emulated", "phase: image, cgroup, spawn, readiness, total"],
+        help: "Time of each phase of a successful creation, and its total, by runtime.",
+    },
+    Metric {
+        name: DELETIONS,
+        kind: Kind::Counter,
+        labels: &["runtime: process, emulated", "outcome: graceful, killed, not_found, os_error"],
+        help: "Sandbox deletions, by runtime and how the sandbox ended.",
+    },
+    Metric {
+        name: EXITS,
+        kind: Kind::Counter,
+        labels: &["reason: exited, crashed, oom_killed, killed, unknown"],
+        help: "Sandbox exits the worker did not ask for, by reason.",
+    },
+    Metric {
+        name: CONTROL_PLANE_ERRORS,
+        kind: Kind::Counter,
+        labels: &["call: register, heartbeat, report_events"],
+        help: "Failed calls to the cell's control plane, by call.",
+    },
+    Metric {
+        name: NODES_REGISTERED,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Nodes of this process currently registered with the control plane.",
+    },
+    Metric {
+        name: IMAGE_PULLS,
+        kind: Kind::Counter,
+        labels: &["outcome: cached, pulled, failed"],
+        help: "Image pulls a node was asked for (pre-pulls and cold starts), by outcome.",
+    },
+    Metric {
+        name: IMAGE_PULL_SECONDS,
+        kind: Kind::Histogram,
+        labels: &[],
+        help: "Time of one image pull (download and unpack).",
+    },
+];

@@ -771,11 +771,25 @@ impl ControlPlaneState {
     }
 
     /// Totals for the gauges: (ready, desired, healthy workers, down workers).
-    pub fn totals(&self) -> (u32, u32, u32, u32) {
+    pub fn totals(&self) -> crate::metrics::Totals {
         let ready = self.sandboxes.ready() as u32;
         let desired = self.functions.values().map(|f| f.desired).sum();
-        let healthy = self.workers.values().filter(|w| w.healthy).count() as u32;
-        (ready, desired, healthy, self.workers.len() as u32 - healthy)
+        let mut totals = crate::metrics::Totals { ready, desired, ..Default::default() };
+        for w in self.workers.values() {
+            if !w.healthy {
+                totals.down += 1;
+                continue;
+            }
+            totals.healthy += 1;
+            let given = self.sandboxes.allocation(&w.record.node_id);
+            totals.cpu_millis.offered += u64::from(w.record.cpu_millis);
+            totals.cpu_millis.allocated += u64::from(given.cpu_millis);
+            totals.memory_mib.offered += w.record.memory_mib;
+            totals.memory_mib.allocated += given.memory_mib;
+            totals.sandboxes.offered += u64::from(w.record.max_sandboxes);
+            totals.sandboxes.allocated += u64::from(given.sandboxes);
+        }
+        totals
     }
 
     /// Sandboxes tracked on a node (tests and listings).

@@ -178,8 +178,8 @@ impl Ingress {
         // Cold: it waited for a sandbox that arrived after it queued. A call that queued
         // behind busy sandboxes only queued (Server-Timing's `queue` says how long).
         let cold = lease.cold();
-        if queued.is_some() {
-            crate::metrics::queued();
+        if let Some(wait) = queued {
+            crate::metrics::queued(wait, cold);
         }
         if cold {
             crate::metrics::cold_start();
