@@ -34,7 +34,8 @@ fi
 # its sandboxes' connections with nftables. docker-registry: the image tests push to and
 # resolve from a real OCI registry (each test starts its own, on a free port). runc and
 # busybox-static: containers run by the real runc, from a rootfs holding a static busybox.
-# iproute2 (`ip`): each container's network namespace is wired with it.
+# iproute2 (`ip`): each container's network namespace is wired with it. prometheus:
+# `promtool` checks the shipped rules and runs their unit tests.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
@@ -42,12 +43,21 @@ command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Installed without starting their services (redis, prometheus, docker-registry): the
+  # tests start their own, on private ports, and nothing is left running.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=false
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=true
+  fi
   apt-get install -y -qq "${missing[@]}" >/dev/null
+  if $own_policy; then rm -f "$policy"; fi
 fi
 redis_dir=$(mktemp -d)
 redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
