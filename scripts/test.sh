@@ -44,6 +44,7 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
@@ -71,6 +72,16 @@ for _ in $(seq 100); do
 done
 redis-cli -p "$redis_port" ping >/dev/null || { echo "redis did not start; see $redis_dir/redis.log" >&2; exit 1; }
 export BATON_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
+
+# PyPI clients the tests use, in a virtualenv of their own (kept between runs under
+# target/): Grafana's Foundation SDK checks the dashboards against Grafana's model.
+venv=target/test-venv
+if ! "$venv/bin/python" -c 'import grafana_foundation_sdk' >/dev/null 2>&1; then
+  log "making $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'grafana-foundation-sdk==1769699379!11.6.0'
+fi
+export BATON_TEST_PYTHON="$PWD/$venv/bin/python"
 
 # CI machines have little disk to spare. One build from scratch keeps no incremental state,
 # and no debug info: a failing assertion names its file and line without it. (A full-debug,

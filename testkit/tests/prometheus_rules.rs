@@ -39,6 +39,19 @@ fn values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
 }
 
 #[test]
+fn every_rule_reads_metrics_that_exist() {
+    let documented = std::fs::read_to_string(infra().join("../../docs/metrics.md")).unwrap();
+    for file in ["rules/recording.yml", "rules/alerts.yml"] {
+        let text = std::fs::read_to_string(infra().join(file)).unwrap();
+        for expr in values(&text, "expr") {
+            for name in baton_testkit::metric_names(expr) {
+                assert!(documented.contains(&format!("`{name}`")), "{file} reads {name}, which no process exports");
+            }
+        }
+    }
+}
+
+#[test]
 fn every_alert_has_a_runbook_and_a_unit_test() {
     let alerts = std::fs::read_to_string(infra().join("rules/alerts.yml")).unwrap();
     let tests = std::fs::read_to_string(infra().join("tests/alerts_test.yml")).unwrap();
