@@ -4,6 +4,7 @@
 
 mod admin;
 mod certs;
+mod observe;
 mod output;
 mod tenant;
 mod up;

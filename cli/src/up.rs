@@ -14,6 +14,8 @@ use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{CreateApiKeyRequest, ListCellsRequest, PutTenantRequest};
 use baton_service::tls::{Authority, Role, Tls};
 use clap::Args;
+
+use crate::observe::Target;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tonic::transport::Channel;
@@ -41,6 +43,13 @@ pub struct UpArgs {
     /// are installed and baton up runs as root (workers run images only then).
     #[arg(long, default_value_t = 5000)]
     registry_port: u16,
+    /// Also start a Prometheus (Debian's prometheus package) scraping every process, with
+    /// baton's recording rules and alerts (infra/prometheus).
+    #[arg(long)]
+    observe: bool,
+    /// Port of that Prometheus (0: any free port).
+    #[arg(long, default_value_t = 9090)]
+    prometheus_port: u16,
 }
 
 /// Lines of a failed process's log shown with the error.
@@ -66,6 +75,10 @@ struct Processes {
     run_dir: PathBuf,
     /// The sample functions' copies, where the sandbox user can run them; removed last.
     functions: Option<tempfile::TempDir>,
+    /// Processes whose exit was already reported.
+    reported: std::collections::HashSet<String>,
+    /// Every process's admin port, for `--observe`'s Prometheus.
+    targets: Vec<Target>,
 }
 
 impl Processes {
@@ -82,13 +95,18 @@ impl Processes {
         Ok(())
     }
 
-    /// The first process that has exited, if any: which, how, and the end of its log.
-    fn exited(&mut self) -> Option<String> {
-        self.children.iter_mut().find_map(|(name, child, log)| {
-            let status = child.try_wait().ok().flatten()?;
-            let excerpt = log_excerpt(&std::fs::read_to_string(&*log).unwrap_or_default()).join("\n  ");
-            Some(format!("{name} exited ({status}); from {}:\n  {excerpt}", log.display()))
-        })
+    /// The first process that has exited and was not reported yet, if any: its name, and
+    /// which, how and the end of its log.
+    fn exited(&mut self) -> Option<(String, String)> {
+        let reported = &self.reported;
+        let (name, message) =
+            self.children.iter_mut().filter(|(name, ..)| !reported.contains(name)).find_map(|(name, child, log)| {
+                let status = child.try_wait().ok().flatten()?;
+                let excerpt = log_excerpt(&std::fs::read_to_string(&*log).unwrap_or_default()).join("\n  ");
+                Some((name.clone(), format!("{name} exited ({status}); from {}:\n  {excerpt}", log.display())))
+            })?;
+        self.reported.insert(name.clone());
+        Some((name, message))
     }
 }
 
@@ -127,7 +145,7 @@ fn port_or_free(port: u16) -> anyhow::Result<u16> {
 async fn wait_port(port: u16, what: &str, processes: &mut Processes) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        if let Some(exited) = processes.exited() {
+        if let Some((_, exited)) = processes.exited() {
             bail!("{what} did not start: {exited}");
         }
         if Instant::now() > deadline {
@@ -144,7 +162,13 @@ pub async fn run(args: UpArgs, home: PathBuf) -> anyhow::Result<()> {
     let stop = signal.wait();
     tokio::pin!(stop);
     let (run_dir, logs) = (home.join("run"), home.join("logs"));
-    let mut processes = Processes { children: Vec::new(), run_dir: run_dir.clone(), functions: None };
+    let mut processes = Processes {
+        children: Vec::new(),
+        run_dir: run_dir.clone(),
+        functions: None,
+        reported: Default::default(),
+        targets: Vec::new(),
+    };
     let interrupted = tokio::select! {
         started = start(&args, &home, &mut processes) => {
             started?;
@@ -190,13 +214,18 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut random)?;
     let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
     write_private(&secrets_key, &hex).with_context(|| format!("writing {}", secrets_key.display()))?;
+    if args.observe {
+        // Said now rather than after everything started.
+        crate::observe::prometheus().map_err(|why| anyhow::anyhow!("--observe: {why}"))?;
+    }
     let sm_port = port_or_free(args.shard_manager_port)?;
     let sm_url = format!("http://127.0.0.1:{sm_port}");
+    let sm_admin = admin_target(&mut processes.targets, "baton-shard-manager", None)?;
     processes.spawn(
         "shard-manager",
         pki.give(
             Command::new(bin("baton-shard-manager")?)
-                .args(["--listen", &format!("127.0.0.1:{sm_port}"), "--admin-listen", "127.0.0.1:0", "--data-dir"])
+                .args(["--listen", &format!("127.0.0.1:{sm_port}"), "--admin-listen", &sm_admin, "--data-dir"])
                 .arg(run_dir.join("shard-manager"))
                 .env("BATON_SECRETS__KEY_FILE", &secrets_key),
             Role::ShardManager,
@@ -230,11 +259,12 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
         .into_inner()
         .key;
 
+    let router_admin = admin_target(&mut processes.targets, "baton-router", None)?;
     processes.spawn(
         "router",
         pki.give(
             Command::new(bin("baton-router")?)
-                .args(["--listen", &format!("127.0.0.1:{router_port}"), "--admin-listen", "127.0.0.1:0"])
+                .args(["--listen", &format!("127.0.0.1:{router_port}"), "--admin-listen", &router_admin])
                 .args(["--shard-managers", &sm_url]),
             Role::Router,
         ),
@@ -262,6 +292,10 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
     if let Some(image) = &sample_image {
         env.push_str(&format!("export BATON_SAMPLE_IMAGE={image}\n"));
     }
+    if args.observe {
+        let url = start_prometheus(args.prometheus_port, &run_dir, &logs, processes).await?;
+        env.push_str(&format!("export BATON_PROMETHEUS_URL={url}\n"));
+    }
     let env_file = home.join("env");
     write_private(&env_file, &env).with_context(|| format!("writing {}", env_file.display()))?;
     println!("baton is up: {} cells, a router on {url}, tenant dev with echo and spin.\n", args.cells);
@@ -276,6 +310,37 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
     Ok(())
 }
 
+/// A free port for the admin endpoints of a process of `job`, recorded as a target to
+/// scrape; returns the listen address.
+fn admin_target(targets: &mut Vec<Target>, job: &'static str, cell: Option<&str>) -> anyhow::Result<String> {
+    let address = format!("127.0.0.1:{}", free_port()?);
+    targets.push(Target { job, address: address.clone(), cell: cell.map(str::to_string) });
+    Ok(address)
+}
+
+/// Starts a Prometheus on `port` scraping every process started with baton's rules;
+/// returns its URL.
+async fn start_prometheus(port: u16, run_dir: &Path, logs: &Path, processes: &mut Processes) -> anyhow::Result<String> {
+    let program = crate::observe::prometheus().map_err(|why| anyhow::anyhow!("--observe: {why}"))?;
+    let dir = run_dir.join("prometheus");
+    let config =
+        crate::observe::write(&dir, &processes.targets).with_context(|| format!("writing {}", dir.display()))?;
+    let port = port_or_free(port)?;
+    processes.spawn(
+        "prometheus",
+        Command::new(program)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--storage.tsdb.retention.time=1d"),
+        logs,
+    )?;
+    wait_port(port, "prometheus", processes).await?;
+    let url = format!("http://127.0.0.1:{port}");
+    println!("Prometheus on {url}, scraping every process every {} with baton's rules.", crate::observe::INTERVAL);
+    Ok(url)
+}
+
 /// Writes `text` to `path`, readable by this user only (mode 0600): it holds an API key.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -286,11 +351,17 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
-/// Resolves when one of the processes exits.
+/// Resolves when a process the federation cannot do without exits (the shard manager, the
+/// router, the registry, Prometheus). A cell or a worker that exits is reported and the
+/// rest goes on, as a federation does: the shard manager fails the cell's functions over
+/// to the others (try it: kill one).
 async fn watch(processes: &mut Processes) -> String {
     loop {
-        if let Some(exited) = processes.exited() {
-            return exited;
+        if let Some((name, exited)) = processes.exited() {
+            if !name.starts_with("cell-") {
+                return exited;
+            }
+            eprintln!("{exited}\nthe federation goes on without it: its functions fail over to the other cells");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -316,6 +387,8 @@ async fn start_cell(
     processes: &mut Processes,
 ) -> anyhow::Result<()> {
     let id = format!("cell-{i}");
+    let cell_admin = admin_target(&mut processes.targets, "baton-cell", Some(&id))?;
+    let worker_admin = admin_target(&mut processes.targets, "baton-worker", Some(&id))?;
     let (control, http, worker) = (free_port()?, free_port()?, free_port()?);
     let store = match &args.redis {
         Some(url) => format!("redis_url = {url:?}"),
@@ -325,7 +398,7 @@ async fn start_cell(
     std::fs::write(
         &cell_toml,
         format!(
-            "[cell]\nid = \"{id}\"\nadmin_listen = \"127.0.0.1:0\"\n[control_plane]\nlisten = \"127.0.0.1:{control}\"\n\
+            "[cell]\nid = \"{id}\"\nadmin_listen = \"{cell_admin}\"\n[control_plane]\nlisten = \"127.0.0.1:{control}\"\n\
              [data_plane]\nlisten = \"127.0.0.1:{http}\"\n[store]\n{store}\n[federation]\nshard_manager = \"{sm_url}\"\n",
             sm_url = peers.sm_url
         ),
@@ -338,7 +411,7 @@ async fn start_cell(
     std::fs::write(
         &worker_toml,
         format!(
-            "[worker]\nnode_id = \"{id}-w1\"\nlisten = \"127.0.0.1:{worker}\"\nadmin_listen = \"127.0.0.1:0\"\n\
+            "[worker]\nnode_id = \"{id}-w1\"\nlisten = \"127.0.0.1:{worker}\"\nadmin_listen = \"{worker_admin}\"\n\
              state_dir = {state:?}\non_shutdown = \"delete\"\n[process]\nport_range_start = {first}\n\
              port_range_end = {last}\ncgroup_parent = \"baton-up-{pid}-{id}\"\n\
              [process.network]\nfilter = {filter}\nlocal_ports = [{router_port}]\n\
@@ -433,7 +506,7 @@ async fn wait_cells(
         {
             return Ok(());
         }
-        if let Some(exited) = processes.exited() {
+        if let Some((_, exited)) = processes.exited() {
             bail!("the cells did not all register: {exited}");
         }
         if Instant::now() > deadline {
@@ -529,7 +602,7 @@ async fn deploy_samples(
         if answer.is_ok_and(|a| a.status() == 200) {
             return Ok(());
         }
-        if let Some(exited) = processes.exited() {
+        if let Some((_, exited)) = processes.exited() {
             bail!("echo did not answer: {exited}");
         }
         if Instant::now() > deadline {

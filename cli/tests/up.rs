@@ -69,37 +69,36 @@ fn baton_up_with_redis_serves_and_stops_cleanly() {
 /// A registry password given to `baton registries login`, which no log may hold.
 const REGISTRY_SECRET: &str = "registry-secret-7c1d9e";
 
-fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
-    let home = tempfile::tempdir().unwrap();
-    // Two cells of 1,000 sandbox ports each: the tests' ranges are disjoint and below
-    // the kernel's ephemeral ports.
+/// Starts `baton up` on free ports with `BATON_HOME` in `home`, sandbox ports from
+/// `sandbox_ports` (two cells of 1,000 each: the tests' ranges are disjoint and below the
+/// kernel's ephemeral ports) and `extra` options; returns it once it wrote its env file,
+/// with that file's text.
+fn start_up(home: &std::path::Path, sandbox_ports: &str, extra: &[&str]) -> (Up, String) {
     let mut up = Up(Command::new(bin("baton"))
-        .args([
-            "up",
-            "--port",
-            "0",
-            "--shard-manager-port",
-            "0",
-            "--registry-port",
-            "0",
-            "--sandbox-ports",
-            sandbox_ports,
-        ])
+        .args(["up", "--port", "0", "--shard-manager-port", "0", "--registry-port", "0"])
+        .args(["--sandbox-ports", sandbox_ports])
         .args(extra)
-        .env("BATON_HOME", home.path())
+        .env("BATON_HOME", home)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .process_group(0)
         .spawn()
         .unwrap());
-    let env = home.path().join("env");
+    let env = home.join("env");
     let deadline = Instant::now() + Duration::from_secs(90);
     while !env.exists() {
-        assert!(up.0.try_wait().unwrap().is_none(), "baton up exited early; logs in {}", home.path().display());
+        assert!(up.0.try_wait().unwrap().is_none(), "baton up exited early; logs in {}", home.display());
         assert!(Instant::now() < deadline, "baton up did not write {} within 90 s", env.display());
         std::thread::sleep(Duration::from_millis(100));
     }
     let text = std::fs::read_to_string(&env).unwrap();
+    (up, text)
+}
+
+fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
+    let home = tempfile::tempdir().unwrap();
+    let (mut up, text) = start_up(home.path(), sandbox_ports, extra);
+    let env = home.path().join("env");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&env).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the env file holds a key: this user's alone");
     for line in ["export BATON_URL=http://127.0.0.1:", "export BATON_API_KEY=bk_", "export BATON_SHARD_MANAGER="] {
@@ -259,4 +258,118 @@ fn baton_up_names_the_process_that_failed_and_why_and_leaves_nothing_running() {
     assert!(!stderr.contains("backtrace"), "the error, not a backtrace: {stderr}");
     let home_path = home.path().display().to_string();
     assert_eq!(processes_mentioning(&home_path), Vec::<String>::new(), "processes left behind");
+}
+
+/// `baton up --observe` with a real Prometheus: every dashboard panel's query and every
+/// recording rule returns data under load, and killing a cell fires `BatonCellDown` within
+/// its `for` plus a scrape and an evaluation or two.
+#[test]
+fn baton_up_observe_feeds_every_panel_and_rule_and_a_killed_cell_fires_its_alert() {
+    let home = tempfile::tempdir().unwrap();
+    let (mut up, text) = start_up(home.path(), "6000", &["--observe", "--prometheus-port", "0"]);
+    let var = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    let (prometheus, router, key) =
+        (var("BATON_PROMETHEUS_URL").to_string(), var("BATON_URL").to_string(), var("BATON_API_KEY").to_string());
+
+    // Load: echo called without a pause for the rest of the test.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, url) = (stop.clone(), format!("{router}/function/echo"));
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = client.post(&url).bearer_auth(&key).body("load").send();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    let query = |q: &str| -> serde_json::Value {
+        let response = reqwest::blocking::Client::new()
+            .get(format!("{prometheus}/api/v1/query"))
+            .query(&[("query", q)])
+            .send()
+            .unwrap();
+        let body: serde_json::Value = response.json().unwrap();
+        assert_eq!(body["status"], "success", "{q}: {body}");
+        body["data"]["result"].clone()
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for entry in std::fs::read_dir(root.join("infra/grafana/dashboards")).unwrap().flatten() {
+        let board: serde_json::Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+        for panel in board["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"]
+                    .as_str()
+                    .unwrap()
+                    .replace("$__rate_interval", "1m")
+                    .replace("$region", ".*")
+                    .replace("$cell", ".*")
+                    .replace("$instance", ".*");
+                queries.push((format!("{}: {}", board["title"], panel["title"]), expr));
+            }
+        }
+    }
+    let rules = std::fs::read_to_string(root.join("infra/prometheus/rules/recording.yml")).unwrap();
+    for record in rules.lines().filter_map(|l| l.trim().strip_prefix("- record: ")) {
+        queries.push((format!("recording rule {record}"), record.to_string()));
+    }
+    assert!(queries.len() >= 80, "{}", queries.len());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let empty: Vec<&String> = queries
+            .iter()
+            .filter(|(_, q)| query(q).as_array().is_none_or(|r| r.is_empty()))
+            .map(|(what, _)| what)
+            .collect();
+        if empty.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no data within 90 s for: {empty:?}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    // SIGKILL one cell: Prometheus sees it down at its next scrape, the alert is pending at
+    // the next evaluation and fires one minute (`for`) later.
+    let cell = processes_mentioning("cell-2.toml");
+    let pid: i32 = cell.first().and_then(|p| p.split(':').next()).and_then(|p| p.parse().ok()).expect("cell-2 runs");
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+    let fired = loop {
+        let alerts =
+            reqwest::blocking::get(format!("{prometheus}/api/v1/alerts")).unwrap().json::<serde_json::Value>().unwrap();
+        let firing = alerts["data"]["alerts"].as_array().unwrap().iter().any(|a| {
+            a["labels"]["alertname"] == "BatonCellDown" && a["labels"]["cell"] == "cell-2" && a["state"] == "firing"
+        });
+        if firing {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(120), "BatonCellDown did not fire within 120 s: {alerts}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    eprintln!("BatonCellDown fired {fired:?} after the kill");
+    // `for` (60 s) + a scrape (5 s) + two evaluations (5 s each) + a second of polling.
+    assert!(fired <= Duration::from_secs(76), "BatonCellDown fired {fired:?} after the kill");
+    let others = query(r#"ALERTS{alertname="BatonCellDown",alertstate="firing",cell!="cell-2"}"#);
+    assert_eq!(others, serde_json::json!([]), "only the killed cell is down");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    kill(up.pid(), Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while up.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "baton up did not stop within 30 s of Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let home_path = home.path().display().to_string();
+    assert_eq!(
+        processes_mentioning(&home_path),
+        Vec::<String>::new(),
+        "processes left behind (prometheus among them?)"
+    );
 }

@@ -76,14 +76,61 @@ pub fn describe(metrics: &[Metric]) {
     }
 }
 
-/// Installs the process-wide recorder (if not yet) and describes `catalogs` and
-/// [`SERVICE`] with it: what a process calls before it serves `/metrics`.
+/// Installs the process-wide recorder (if not yet), describes `catalogs` and [`SERVICE`]
+/// with it and starts their counters and histograms at zero: what a process calls before
+/// it serves `/metrics`.
 pub fn install(catalogs: &[&[Metric]]) {
     crate::admin::metrics_handle();
-    for catalog in catalogs {
+    for catalog in catalogs.iter().chain([&SERVICE]) {
         describe(catalog);
+        initialize(catalog);
     }
-    describe(SERVICE);
+}
+
+/// Makes every series of `metrics`' counters and histograms exist before anything happens,
+/// at zero, for every combination of their labels' values: a rate or a ratio over them
+/// reads 0 rather than nothing (an alert on errors works before the first error), and a
+/// dashboard panel shows a flat line rather than "no data". Metrics with a label whose
+/// values are not a fixed list (a listener's name) start with their first event. Gauges
+/// are set by their owners.
+pub fn initialize(metrics: &[Metric]) {
+    for m in metrics.iter().filter(|m| m.kind != Kind::Gauge) {
+        let Some(series) = label_combinations(m.labels) else { continue };
+        for labels in series {
+            let labels: Vec<metrics::Label> = labels.into_iter().map(|(k, v)| metrics::Label::new(k, v)).collect();
+            match m.kind {
+                Kind::Counter => metrics::counter!(m.name, labels).increment(0),
+                Kind::Histogram => drop(metrics::histogram!(m.name, labels)),
+                Kind::Gauge => {}
+            }
+        }
+    }
+}
+
+/// Every combination of the values of `labels` (each `name: a, b, c`), or `None` when a
+/// label's values are not a list of names. Pure.
+pub fn label_combinations(labels: &[&str]) -> Option<Vec<Vec<(String, String)>>> {
+    let mut combinations: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    for label in labels {
+        let (name, values) = label.split_once(": ")?;
+        let values: Vec<&str> = values.split(", ").collect();
+        let is_name =
+            |v: &&str| !v.is_empty() && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !values.iter().all(is_name) {
+            return None;
+        }
+        combinations = combinations
+            .into_iter()
+            .flat_map(|prefix| {
+                values.iter().map(move |v| {
+                    let mut next = prefix.clone();
+                    next.push((name.to_string(), v.to_string()));
+                    next
+                })
+            })
+            .collect();
+    }
+    Some(combinations)
 }
 
 /// The reference (docs/metrics.md) of `sections`, in Markdown. Pure.
@@ -158,6 +205,26 @@ mod tests {
         assert!(text.contains("| `baton_x_calls_total` | counter | `outcome: ok, error` | Calls. |"), "{text}");
         assert!(text.contains("| `baton_x_depth` | gauge | — | Depth. |"), "{text}");
         assert!(text.contains("2 metrics in 1 sections"), "{text}");
+    }
+
+    #[test]
+    fn every_combination_of_listed_label_values_and_none_for_open_ones() {
+        let pairs = |c: &[Vec<(String, String)>]| -> Vec<String> {
+            c.iter().map(|l| l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")).collect()
+        };
+        assert_eq!(pairs(&label_combinations(&[]).unwrap()), [""], "no label: one series");
+        let two = label_combinations(&["runtime: process, emulated", "outcome: ok, os_error"]).unwrap();
+        assert_eq!(
+            pairs(&two),
+            [
+                "runtime=process,outcome=ok",
+                "runtime=process,outcome=os_error",
+                "runtime=emulated,outcome=ok",
+                "runtime=emulated,outcome=os_error"
+            ]
+        );
+        assert!(label_combinations(&["server: the listener's name", "reason: busy"]).is_none());
+        assert!(label_combinations(&["outcome"]).is_none());
     }
 
     #[test]
