@@ -310,7 +310,8 @@ fn baton_up_observe_feeds_every_panel_and_rule_and_a_killed_cell_fires_its_alert
                     .replace("$__rate_interval", "1m")
                     .replace("$region", ".*")
                     .replace("$cell", ".*")
-                    .replace("$instance", ".*");
+                    .replace("$instance", ".*")
+                    .replace("$tenant", ".*");
                 queries.push((format!("{}: {}", board["title"], panel["title"]), expr));
             }
         }

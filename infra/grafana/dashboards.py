@@ -235,7 +235,35 @@ def shard_manager():
     return b
 
 
-BOARDS = {"overview": overview, "cell": cell, "worker": worker, "shard-manager": shard_manager}
+def tenant():
+    t = 'tenant=~"$tenant"'
+    calls = f"sum by (tenant) ({rate('baton_router_tenant_calls_total', t)})"
+
+    def share(outcomes):
+        # `or … * 0`: a tenant without such calls reads 0, not nothing.
+        part = f"sum by (tenant) ({rate('baton_router_tenant_calls_total', t + ',outcome=~' + chr(34) + outcomes + chr(34))})"
+        return f"({part} or {calls} * 0) / {calls}"
+
+    b = Board(
+        "baton-tenant",
+        "baton / Tenants",
+        "Per tenant: calls, errors, latency, throttles and its busiest functions. The busiest tenants and functions have series of their own (router metrics.top_*); the rest show as other.",
+        [REGION, ("tenant", 'label_values(baton_router_tenant_calls_total{region=~"$region"}, tenant)')],
+    )
+    b.row("Calls")
+    b.graph("Calls/s by tenant", "reqps", [(calls, "{{tenant}}")])
+    b.graph("Errors (baton's and the functions') by tenant", "percentunit", [(share("server_error|upstream_error"), "{{tenant}}")])
+    b.graph("Latency p50 / p99 by tenant", "s", [
+        (quantile(0.5, "baton_router_tenant_call_duration_seconds", ["tenant"], t), "p50 {{tenant}}"),
+        (quantile(0.99, "baton_router_tenant_call_duration_seconds", ["tenant"], t), "p99 {{tenant}}"),
+    ])
+    b.graph("Throttled by tenant", "percentunit", [(share("throttled"), "{{tenant}}")])
+    b.graph("Calls/s by outcome", "reqps", [(f"sum by (tenant, outcome) ({rate('baton_router_tenant_calls_total', t)})", "{{tenant}} {{outcome}}")])
+    b.graph("Top functions by calls/s", "reqps", [(f"topk(10, sum by (tenant, function) ({rate('baton_router_function_calls_total', t)}))", "{{tenant}}/{{function}}")])
+    return b
+
+
+BOARDS = {"overview": overview, "cell": cell, "worker": worker, "shard-manager": shard_manager, "tenant": tenant}
 
 
 def main():

@@ -25,6 +25,30 @@ pub struct RouterConfig {
     pub tls: TlsConfig,
     /// Logging.
     pub log: LoggingConfig,
+    /// Per-tenant and per-function series.
+    pub metrics: MetricsSection,
+}
+
+/// `[metrics]`: how many tenants and functions get series of their own (the rest are
+/// counted together as `other`), so those metrics stay bounded (docs/metrics.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Tenants with the most calls in the last window that get a `tenant` label of their
+    /// own. Default: `20`.
+    pub top_tenants: usize,
+    /// Functions with the most calls in the last window that get a `function` label of
+    /// their own. Default: `50`.
+    pub top_functions: usize,
+    /// How often the busiest are chosen again. Default: `"1m"`.
+    #[serde(with = "humantime_serde")]
+    pub top_window: Duration,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self { top_tenants: 20, top_functions: 50, top_window: Duration::from_secs(60) }
+    }
 }
 
 /// The router itself.

@@ -72,6 +72,10 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
         let most = baton_model::function::MAX_SPEC_BYTES;
         return Err(ConfigError::field("router.max_spec_bytes", format!("is more than a spec may be ({most})")).into());
     }
+    if config.metrics.top_window.is_zero() {
+        return Err(ConfigError::field("metrics.top_window", "must be above zero").into());
+    }
+    crate::metrics::configure(&config.metrics);
     let tls = baton_service::tls::Tls::load(&config.tls, baton_service::tls::Role::Router)?;
     let manager = baton_shardmap::Replicas::new(&section.shard_managers, &tls)
         .map_err(|e| ConfigError::field("router.shard_managers", e.to_string()))?;

@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod registries;
 pub mod server;
+pub mod top;

@@ -42,7 +42,10 @@ impl Router {
             let Some((name, rest)) = baton_service::http::function_path(path) else {
                 return (route, ApiError::NoRoute("invocations go to /function/{name}").response());
             };
-            return (route, proxy::invoke(self, &tenant, name, rest, req).await);
+            let started = Instant::now();
+            let response = proxy::invoke(self, &tenant, name, rest, req).await;
+            crate::metrics::tenant_call(&tenant, name, response.status().as_u16(), started.elapsed());
+            return (route, response);
         }
         let prefix = if route == "registries" { "/v1/registries/" } else { "/v1/functions/" };
         let name = path.strip_prefix(prefix).filter(|n| !n.is_empty());
