@@ -2,7 +2,7 @@
 //! handling and the JSON error body every baton endpoint answers with.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -50,6 +50,65 @@ pub fn client_headers(from: &HeaderMap, to: &mut HeaderMap) {
     if let Some(given) = to.remove("x-call-id") {
         to.insert(HeaderName::from_static("x-client-call-id"), given);
     }
+    trace_context(to);
+}
+
+/// W3C trace context (`traceparent`, `tracestate`): one valid `traceparent` continues the
+/// caller's trace, unchanged, to the function; a missing, malformed or repeated one is
+/// replaced by a new trace, and its `tracestate` dropped (it belongs to no valid parent).
+pub fn trace_context(headers: &mut HeaderMap) {
+    let given: Vec<&HeaderValue> = headers.get_all("traceparent").iter().collect();
+    if let [one] = given.as_slice()
+        && one.to_str().is_ok_and(valid_traceparent)
+    {
+        return;
+    }
+    headers.remove("tracestate");
+    headers.insert(HeaderName::from_static("traceparent"), new_traceparent());
+}
+
+/// Whether `value` is a `traceparent` a trace can be continued from: version `00` (or a
+/// later one, read as `00`), a trace ID and a parent ID of lowercase hex, neither all
+/// zeros, and flags. Pure.
+pub fn valid_traceparent(value: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let zeros = |s: &str| s.bytes().all(|b| b == b'0');
+    let mut parts = value.split('-');
+    let (Some(version), Some(trace), Some(parent), Some(flags)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let rest_ok = match version {
+        "00" => parts.next().is_none(),
+        _ => true,
+    };
+    version.len() == 2
+        && hex(version)
+        && version != "ff"
+        && trace.len() == 32
+        && hex(trace)
+        && !zeros(trace)
+        && parent.len() == 16
+        && hex(parent)
+        && !zeros(parent)
+        && flags.len() == 2
+        && hex(flags)
+        && rest_ok
+}
+
+/// A new trace: random trace and parent IDs, not sampled (baton records no spans of it).
+fn new_traceparent() -> HeaderValue {
+    let mut random = [0u8; 24];
+    if getrandom::fill(&mut random).is_err() {
+        // No randomness: still a unique-enough trace from the clock and a counter.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        random[..16].copy_from_slice(&now.to_le_bytes());
+        random[16..].copy_from_slice(&NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+    }
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    HeaderValue::from_str(&format!("00-{}-{}-00", &hex[..32], &hex[32..])).expect("hex is a valid header value")
 }
 
 /// Removes every header whose (lowercase) name starts with `prefix`.
@@ -217,9 +276,53 @@ fn forbidden(what: &str, allowed: &[Role], caller: crate::tls::Caller) -> Respon
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
-
     use super::*;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_traceparent_is_continued_and_anything_else_starts_a_trace() {
+        assert!(valid_traceparent(PARENT));
+        assert!(valid_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"), "a later version");
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(!valid_traceparent(bad), "{bad:?}");
+        }
+        let mut continued = HeaderMap::new();
+        continued.insert("traceparent", HeaderValue::from_static(PARENT));
+        continued.insert("tracestate", HeaderValue::from_static("vendor=1"));
+        trace_context(&mut continued);
+        assert_eq!(
+            (continued["traceparent"].to_str().unwrap(), continued["tracestate"].to_str().unwrap()),
+            (PARENT, "vendor=1")
+        );
+
+        let mut malformed = HeaderMap::new();
+        malformed.insert("traceparent", HeaderValue::from_static("junk"));
+        malformed.insert("tracestate", HeaderValue::from_static("vendor=1"));
+        trace_context(&mut malformed);
+        let new = malformed["traceparent"].to_str().unwrap().to_string();
+        assert!(valid_traceparent(&new) && new.ends_with("-00"), "{new}");
+        assert!(malformed.get("tracestate").is_none(), "a state without a valid parent goes");
+
+        let (mut a, mut b) = (HeaderMap::new(), HeaderMap::new());
+        trace_context(&mut a);
+        trace_context(&mut b);
+        assert_ne!(a["traceparent"], b["traceparent"], "each new trace is its own");
+        let mut twice = HeaderMap::new();
+        twice.append("traceparent", HeaderValue::from_static(PARENT));
+        twice.append("traceparent", HeaderValue::from_static(PARENT));
+        trace_context(&mut twice);
+        assert_eq!(twice.get_all("traceparent").iter().count(), 1);
+        assert_ne!(twice["traceparent"], PARENT, "a repeated traceparent is not continued");
+    }
 
     #[test]
     fn function_paths_split_into_function_and_rest() {

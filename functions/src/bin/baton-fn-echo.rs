@@ -1,5 +1,6 @@
 //! `baton-fn-echo`: answers with the request's method, path, query, selected headers and
-//! body as JSON. Headers echoed: `content-type`, `user-agent`, and every `x-*` header.
+//! body as JSON. Headers echoed: `content-type`, `user-agent`, the W3C trace context
+//! (`traceparent`, `tracestate`) and every `x-*` header.
 
 use baton_functions::{Call, json, run};
 use hyper::StatusCode;
@@ -12,7 +13,7 @@ fn main() {
             .iter()
             .filter(|(name, _)| {
                 let name = name.as_str();
-                name == "content-type" || name == "user-agent" || name.starts_with("x-")
+                matches!(name, "content-type" | "user-agent" | "traceparent" | "tracestate") || name.starts_with("x-")
             })
             .map(|(name, value)| (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into()))
             .collect();
