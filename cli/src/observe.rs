@@ -25,14 +25,17 @@ pub struct Target {
     pub cell: Option<String>,
 }
 
-/// The Prometheus program, or why there is none.
-pub fn prometheus() -> Result<PathBuf, String> {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("prometheus"))
-        .find(|path| path.is_file());
-    found.ok_or_else(|| "no prometheus on PATH: install Debian's prometheus package (apt install prometheus)".into())
+/// The Prometheus program, looked up in `PATH`.
+pub const PROGRAM: &str = "prometheus";
+
+/// Whether [`PROGRAM`] runs here, as `baton up` checks its other programs.
+pub fn available() -> Result<(), String> {
+    match std::process::Command::new(PROGRAM).arg("--version").output() {
+        Ok(output) if output.status.success() => Ok(()),
+        _ => {
+            Err("prometheus does not run here: install Debian's prometheus package (apt-get install prometheus)".into())
+        }
+    }
 }
 
 /// The file-based discovery file of `job`'s targets (Prometheus's JSON format), every

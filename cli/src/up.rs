@@ -216,7 +216,7 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
     write_private(&secrets_key, &hex).with_context(|| format!("writing {}", secrets_key.display()))?;
     if args.observe {
         // Said now rather than after everything started.
-        crate::observe::prometheus().map_err(|why| anyhow::anyhow!("--observe: {why}"))?;
+        crate::observe::available().map_err(|why| anyhow::anyhow!("--observe: {why}"))?;
     }
     let sm_port = port_or_free(args.shard_manager_port)?;
     let sm_url = format!("http://127.0.0.1:{sm_port}");
@@ -321,14 +321,13 @@ fn admin_target(targets: &mut Vec<Target>, job: &'static str, cell: Option<&str>
 /// Starts a Prometheus on `port` scraping every process started with baton's rules;
 /// returns its URL.
 async fn start_prometheus(port: u16, run_dir: &Path, logs: &Path, processes: &mut Processes) -> anyhow::Result<String> {
-    let program = crate::observe::prometheus().map_err(|why| anyhow::anyhow!("--observe: {why}"))?;
     let dir = run_dir.join("prometheus");
     let config =
         crate::observe::write(&dir, &processes.targets).with_context(|| format!("writing {}", dir.display()))?;
     let port = port_or_free(port)?;
     processes.spawn(
         "prometheus",
-        Command::new(program)
+        Command::new(crate::observe::PROGRAM)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))

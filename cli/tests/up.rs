@@ -299,23 +299,7 @@ fn baton_up_observe_feeds_every_panel_and_rule_and_a_killed_cell_fires_its_alert
         body["data"]["result"].clone()
     };
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let mut queries: Vec<(String, String)> = Vec::new();
-    for entry in std::fs::read_dir(root.join("infra/grafana/dashboards")).unwrap().flatten() {
-        let board: serde_json::Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
-        for panel in board["panels"].as_array().unwrap() {
-            for target in panel["targets"].as_array().into_iter().flatten() {
-                let expr = target["expr"]
-                    .as_str()
-                    .unwrap()
-                    .replace("$__rate_interval", "1m")
-                    .replace("$region", ".*")
-                    .replace("$cell", ".*")
-                    .replace("$instance", ".*")
-                    .replace("$tenant", ".*");
-                queries.push((format!("{}: {}", board["title"], panel["title"]), expr));
-            }
-        }
-    }
+    let mut queries = baton_testkit::dashboard_queries();
     let rules = std::fs::read_to_string(root.join("infra/prometheus/rules/recording.yml")).unwrap();
     for record in rules.lines().filter_map(|l| l.trim().strip_prefix("- record: ")) {
         queries.push((format!("recording rule {record}"), record.to_string()));

@@ -14,10 +14,12 @@ use tonic::transport::Channel;
 mod api;
 mod federation;
 mod layers;
+mod observability;
 mod pki;
 mod registry;
 mod token;
 pub use layers::raw_layer;
+pub use observability::{dashboard_queries, dashboards, metric_names, panels, promql_of};
 pub use pki::{Pki, daemon};
 pub use registry::Registry;
 pub use token::TokenServer;
@@ -38,21 +40,6 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// The `baton_…` metric names a PromQL expression reads, without the `_bucket`, `_count`
-/// and `_sum` a histogram's series add (recording rules' `baton:…` names are not metrics).
-pub fn metric_names(expr: &str) -> std::collections::BTreeSet<String> {
-    let mut names = std::collections::BTreeSet::new();
-    for (at, _) in expr.match_indices("baton_") {
-        if at > 0 && expr[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
-            continue;
-        }
-        let name: String = expr[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-        let base = ["_bucket", "_count", "_sum"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(&name);
-        names.insert(base.to_string());
-    }
-    names
 }
 
 /// Every file under `dir`, at any depth (none when it cannot be read).

@@ -8,45 +8,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use baton_testkit::metric_names;
-use serde_json::Value;
+use baton_testkit::{dashboards, metric_names, panels, promql_of};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn dashboards() -> Vec<(String, Value)> {
-    let dir = root().join("infra/grafana/dashboards");
-    let mut found: Vec<(String, Value)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .map(|p| (p.display().to_string(), serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()))
-        .collect();
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    found
-}
-
-/// Every panel of a dashboard, rows' nested ones included.
-fn panels(dashboard: &Value) -> Vec<&Value> {
-    let mut all = Vec::new();
-    for panel in dashboard["panels"].as_array().into_iter().flatten() {
-        all.push(panel);
-        all.extend(panel["panels"].as_array().into_iter().flatten());
-    }
-    all
-}
-
-/// A panel query as Prometheus would receive it: Grafana's variables given values.
-fn as_promql(expr: &str) -> String {
-    expr.replace("$__rate_interval", "5m")
-        .replace("$__interval", "1m")
-        .replace("$__range", "1h")
-        .replace("$region", ".*")
-        .replace("$cell", ".*")
-        .replace("$instance", ".*")
-        .replace("$tenant", ".*")
 }
 
 #[test]
@@ -98,7 +63,7 @@ fn every_panel_reads_the_datasource_variable_and_every_query_is_promql_over_know
                 }
                 rules.push_str(&format!(
                     "      - record: dashboard_query_{count}\n        expr: {}\n",
-                    serde_json::to_string(&as_promql(expr)).unwrap()
+                    serde_json::to_string(&promql_of(expr)).unwrap()
                 ));
                 count += 1;
             }
