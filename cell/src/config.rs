@@ -47,6 +47,10 @@ pub struct CellConfig {
     pub tls: TlsConfig,
     /// Logging.
     pub log: LoggingConfig,
+    /// Metrics.
+    pub metrics: MetricsSection,
+    /// Spans of calls through the data plane, exported over OTLP (off by default).
+    pub traces: baton_service::TracesConfig,
 }
 
 /// `[cell]`.
@@ -64,6 +68,26 @@ pub struct CellSection {
 impl Default for CellSection {
     fn default() -> Self {
         Self { id: "cell-1".into(), role: Role::All, admin_listen: "127.0.0.1:7102".parse().expect("valid literal") }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// How many functions get series of their own in `baton_cell_function_sandboxes`
+    /// (desired, ready and creating sandboxes): those with the most, chosen at each
+    /// scrape; 0 exports none. Bounds that metric to three series per function. Default:
+    /// `20`.
+    pub top_functions: usize,
+    /// Whether the process records metrics at all; `false` leaves `/metrics` empty (for
+    /// measuring what metrics cost). Default: `true`.
+    pub enabled: bool,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self { top_functions: 20, enabled: true }
     }
 }
 

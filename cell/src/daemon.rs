@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use baton_proto::cell::cell_control_server::CellControlServer;
+use baton_service::spans::Sampling;
 use baton_service::{AdminServer, ConfigError, Readiness};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -81,6 +82,7 @@ pub struct RunningCell {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     data_plane: Option<RunningDataPlane>,
+    spans: baton_service::Spans,
 }
 
 impl RunningCell {
@@ -94,6 +96,7 @@ impl RunningCell {
         for task in self.tasks {
             let _ = task.await;
         }
+        self.spans.shutdown().await;
     }
 }
 
@@ -108,7 +111,10 @@ async fn open_store(config: &CellConfig) -> Result<Arc<dyn Store>, StoreError> {
 /// Starts a cell process from `config` on `listeners`.
 pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCell, StartError> {
     // The recorder comes first, so nothing counted during start-up is lost.
-    baton_service::admin::metrics_handle();
+    if config.metrics.enabled {
+        baton_service::admin::metrics_handle();
+    }
+    let spans = baton_service::Spans::start(&config.traces, "baton-cell", &config.cell.id, Sampling::FollowCaller)?;
     let (stop, stopped) = watch::channel(false);
     let readiness = Readiness::default();
     let mut tasks = Vec::new();
@@ -202,12 +208,22 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
             body_read_timeout: d.body_read_timeout,
             fence: map.clone().map(|view| crate::data_plane::fence::Fence::new(view, me.clone())),
             tls: tls.clone(),
+            spans: spans.clone(),
         };
         data_plane = Some(crate::data_plane::server::start(settings, listener, stopped.clone()).await?);
     }
 
-    baton_service::catalog::install(&[crate::metrics::CATALOG, baton_shardmap::METRICS]);
-    let admin = AdminServer::on(listeners.admin, readiness.clone());
+    let mut admin = AdminServer::on(listeners.admin, readiness.clone());
+    if !config.metrics.enabled {
+        admin = admin.without_metrics();
+    } else {
+        baton_service::catalog::install(&[crate::metrics::CATALOG, baton_shardmap::METRICS]);
+    }
+    if let Some(plane) = control_plane.clone().filter(|_| config.metrics.enabled) {
+        let top = config.metrics.top_functions;
+        admin =
+            admin.with_metrics(move || crate::metrics::render_function_sandboxes(&plane.read(|st| st.busiest(top))));
+    }
     let admin_addr = admin.local_addr();
     tasks.push(admin.spawn(stopped.clone()));
     let http_addr = data_plane.as_ref().map(|d| d.http_addr);
@@ -248,7 +264,18 @@ pub async fn start(config: CellConfig, listeners: Listeners) -> Result<RunningCe
     }
     readiness.set(true);
     tracing::info!(cell = %config.cell.id, role = ?config.cell.role, ?control_addr, ?http_addr, %admin_addr, "cell started");
-    Ok(RunningCell { control_addr, http_addr, admin_addr, control_plane, store, readiness, stop, tasks, data_plane })
+    Ok(RunningCell {
+        control_addr,
+        http_addr,
+        admin_addr,
+        control_plane,
+        store,
+        readiness,
+        stop,
+        tasks,
+        data_plane,
+        spans,
+    })
 }
 
 /// A short prefix, different at every start, that keeps sandbox IDs unique across

@@ -27,6 +27,32 @@ pub const ROUTING_VERSION: &str = "baton_cell_routing_version";
 /// unreachable.
 pub const DATA_PLANE_ROUTING_VERSION: &str = "baton_cell_data_plane_routing_version";
 
+/// Gauge, rendered at each scrape (not kept in the recorder, so a function that leaves the
+/// top leaves no series behind): sandboxes desired, ready and creating for each of the
+/// `control_plane.top_functions` functions with the most.
+pub const FUNCTION_SANDBOXES: &str = "baton_cell_function_sandboxes";
+
+/// The [`FUNCTION_SANDBOXES`] family in Prometheus's text format, for `rows` (a function's
+/// name in this cell, `tenant.name`, and its counts). Empty when there are none.
+pub fn render_function_sandboxes(rows: &[(String, crate::control_plane::Scale)]) -> String {
+    use std::fmt::Write;
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "# HELP {FUNCTION_SANDBOXES} {}\n# TYPE {FUNCTION_SANDBOXES} gauge\n",
+        CATALOG.iter().find(|m| m.name == FUNCTION_SANDBOXES).map_or("", |m| m.help)
+    );
+    for (name, scale) in rows {
+        // Names are validated at deployment; escaped anyway, as the format asks.
+        let name = name.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        for (state, n) in [("desired", scale.desired), ("ready", scale.ready), ("creating", scale.creating)] {
+            let _ = writeln!(out, "{FUNCTION_SANDBOXES}{{function=\"{name}\",state=\"{state}\"}} {n}");
+        }
+    }
+    out
+}
+
 /// Records a creation's outcome.
 pub fn creation(ok: bool) {
     metrics::counter!(CREATIONS, "outcome" => if ok { "ok" } else { "error" }).increment(1);
@@ -137,6 +163,15 @@ pub fn queued(wait: Duration, cold: bool) {
 /// Every metric a cell process exports: the control plane's and the data plane's (a
 /// process running only a data plane exports the data plane's).
 pub const CATALOG: &[Metric] = &[
+    Metric {
+        name: FUNCTION_SANDBOXES,
+        kind: Kind::Gauge,
+        labels: &[
+            "function: one of the control_plane.top_functions (20) functions with the most sandboxes desired or held, as tenant.name",
+            "state: desired, ready, creating",
+        ],
+        help: "Sandboxes desired, ready and creating for the cell's busiest functions (rendered at each scrape).",
+    },
     Metric {
         name: CREATIONS,
         kind: Kind::Counter,

@@ -31,8 +31,32 @@ pub struct Endpoint {
     pub sandbox_id: String,
     /// host:port.
     pub address: String,
-    /// How long its creation took (zero when unknown).
-    pub creation: Duration,
+    /// How it was created.
+    pub creation: Creation,
+}
+
+/// How a sandbox was created: what a cold call's `Server-Timing` and trace show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Creation {
+    /// The worker's time (its phases together); zero when unknown (a sandbox adopted
+    /// after a restart).
+    pub took: Duration,
+    /// When the control plane asked a worker for it, Unix microseconds (0: unknown).
+    pub requested_unix_us: u64,
+    /// When the worker answered, Unix microseconds (0: unknown).
+    pub answered_unix_us: u64,
+    /// The worker's phases, in [`Creation::PHASES`]' order.
+    pub phases: [Duration; 4],
+}
+
+impl Creation {
+    /// The worker's phases of a creation, in the order they run.
+    pub const PHASES: [&'static str; 4] = ["image", "cgroup", "spawn", "readiness"];
+
+    /// A creation that took `took`, with no more known of it.
+    pub fn took(took: Duration) -> Self {
+        Self { took, ..Self::default() }
+    }
 }
 
 /// One function's routing after a change; `None` when the function was deleted.
@@ -190,7 +214,13 @@ pub mod wire {
                 .map(|e| WireEndpoint {
                     sandbox_id: e.sandbox_id.clone(),
                     address: e.address.clone(),
-                    creation_us: e.creation.as_micros() as u64,
+                    creation_us: e.creation.took.as_micros() as u64,
+                    requested_unix_us: e.creation.requested_unix_us,
+                    answered_unix_us: e.creation.answered_unix_us,
+                    image_us: e.creation.phases[0].as_micros() as u64,
+                    cgroup_us: e.creation.phases[1].as_micros() as u64,
+                    spawn_us: e.creation.phases[2].as_micros() as u64,
+                    readiness_us: e.creation.phases[3].as_micros() as u64,
                 })
                 .collect(),
             creation_error: r.creation_error.clone().unwrap_or_default(),
@@ -207,7 +237,12 @@ pub mod wire {
                 .map(|e| Endpoint {
                     sandbox_id: e.sandbox_id,
                     address: e.address,
-                    creation: Duration::from_micros(e.creation_us),
+                    creation: super::Creation {
+                        took: Duration::from_micros(e.creation_us),
+                        requested_unix_us: e.requested_unix_us,
+                        answered_unix_us: e.answered_unix_us,
+                        phases: [e.image_us, e.cgroup_us, e.spawn_us, e.readiness_us].map(Duration::from_micros),
+                    },
                 })
                 .collect(),
             creation_error: Some(r.creation_error).filter(|e| !e.is_empty()),
@@ -265,7 +300,12 @@ mod tests {
                 .map(|i| Endpoint {
                     sandbox_id: format!("sb-{i}"),
                     address: format!("127.0.0.1:{}", 20000 + i),
-                    creation: Duration::from_micros(u64::from(*i) * 1000),
+                    creation: Creation {
+                        took: Duration::from_micros(u64::from(*i) * 1000),
+                        requested_unix_us: 1_700_000_000_000_000 + u64::from(*i),
+                        answered_unix_us: 1_700_000_000_001_000 + u64::from(*i),
+                        phases: [0, 1, 2, 3].map(|p| Duration::from_micros(p * 100 + u64::from(*i))),
+                    },
                 })
                 .collect(),
             creation_error: eps.is_empty().then(|| "exec: no such file".to_string()),

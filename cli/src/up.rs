@@ -50,6 +50,33 @@ pub struct UpArgs {
     /// Port of that Prometheus (0: any free port).
     #[arg(long, default_value_t = 9090)]
     prometheus_port: u16,
+    /// Send the router's and cells' spans of calls to this OpenTelemetry collector
+    /// (OTLP/gRPC, e.g. http://127.0.0.1:4317).
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// Share of calls traced with --otlp-endpoint (0 to 1).
+    #[arg(long, default_value_t = 0.01, requires = "otlp_endpoint")]
+    trace_sample_ratio: f64,
+    /// The router and cells record no metrics (`[metrics] enabled = false`): for measuring
+    /// what metrics cost (scripts/bench-observability-cost.sh).
+    #[arg(long, conflicts_with = "observe")]
+    no_metrics: bool,
+}
+
+impl UpArgs {
+    /// The `[traces]` and `[metrics]` settings of the router and cells, as environment
+    /// variables of their processes alone (the worker and shard manager have neither).
+    fn observability_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = Vec::new();
+        if let Some(endpoint) = &self.otlp_endpoint {
+            env.push(("BATON_TRACES__OTLP_ENDPOINT", endpoint.clone()));
+            env.push(("BATON_TRACES__SAMPLE_RATIO", self.trace_sample_ratio.to_string()));
+        }
+        if self.no_metrics {
+            env.push(("BATON_METRICS__ENABLED", "false".to_string()));
+        }
+        env
+    }
 }
 
 /// Lines of a failed process's log shown with the error.
@@ -218,6 +245,14 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
         // Said now rather than after everything started.
         crate::observe::available().map_err(|why| anyhow::anyhow!("--observe: {why}"))?;
     }
+    if let Some(endpoint) = &args.otlp_endpoint {
+        let traces = baton_service::TracesConfig {
+            otlp_endpoint: endpoint.clone(),
+            sample_ratio: args.trace_sample_ratio,
+            ..Default::default()
+        };
+        traces.validate().map_err(|e| anyhow::anyhow!("--otlp-endpoint, --trace-sample-ratio: {e}"))?;
+    }
     let sm_port = port_or_free(args.shard_manager_port)?;
     let sm_url = format!("http://127.0.0.1:{sm_port}");
     let sm_admin = admin_target(&mut processes.targets, "baton-shard-manager", None)?;
@@ -265,7 +300,8 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
         pki.give(
             Command::new(bin("baton-router")?)
                 .args(["--listen", &format!("127.0.0.1:{router_port}"), "--admin-listen", &router_admin])
-                .args(["--shard-managers", &sm_url]),
+                .args(["--shard-managers", &sm_url])
+                .envs(args.observability_env()),
             Role::Router,
         ),
         &logs,
@@ -403,6 +439,7 @@ async fn start_cell(
         ),
     )?;
     let mut cell = Command::new(bin("baton-cell")?);
+    cell.envs(args.observability_env());
     processes.spawn(&id, peers.pki.give(cell.arg("--config").arg(&cell_toml), Role::Cell), logs)?;
     wait_port(control, &id, processes).await?;
     let first = args.sandbox_ports + 1000 * (i - 1);

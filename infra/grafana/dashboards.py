@@ -97,6 +97,8 @@ ALLOCATED = 'kind="allocated"'
 OFFERED = 'kind="offered"'
 OOM = ',reason="oom_killed"'
 IN_CELL = 'cell=~"$cell"'
+DESIRED = ',state="desired"'
+READY = ',state="ready"'
 REGION = ("region", 'label_values(up{job=~"baton-.*"}, region)')
 CELL = ("cell", 'label_values(up{job="baton-cell", region=~"$region"}, cell)')
 
@@ -163,6 +165,13 @@ def cell():
     b.graph("Sandboxes wanted and ready", "short", [
         (f"sum by (cell) ({q('baton_cell_sandboxes_desired', c)})", "wanted {{cell}}"),
         (f"sum by (cell) ({q('baton_cell_sandboxes_ready', c)})", "ready {{cell}}"),
+    ])
+    per_function = "baton_cell_function_sandboxes"
+    desired = f"topk(10, max by (function) ({q(per_function, c + DESIRED)}))"
+    ready = f"max by (function) ({q(per_function, c + READY)})"
+    b.graph("Desired vs ready: the 10 functions wanting most", "short", [
+        (desired, "desired {{function}}"),
+        (f"{ready} and on (function) {desired}", "ready {{function}}"),
     ])
     b.graph("Autoscaler decisions/s and their time p99", "short", [
         (f"sum by (cell) ({rate('baton_cell_control_decision_seconds_count', c)})", "decisions/s {{cell}}"),
@@ -232,6 +241,7 @@ def shard_manager():
         (f"max by (state) ({q('baton_shard_manager_cells')})", "cells {{state}}"),
     ])
     b.graph("Map streams served", "short", [(q("baton_shard_manager_map_followers"), "{{instance}}")])
+    b.graph("Raft snapshot size", "bytes", [(q("baton_shard_manager_snapshot_bytes"), "{{instance}}")])
     return b
 
 

@@ -27,9 +27,15 @@ pub const OWNER: &str = "x-baton-owner";
 /// A `421` answer: that owner's data plane for the function, when known.
 pub const OWNER_DATA_PLANE: &str = "x-baton-owner-data-plane";
 
-/// An invocation's ID, made by the data plane; every answer carries it. A client's own
-/// `X-Call-Id` is never taken for it: the function receives it as [`CLIENT_CALL_ID`].
+/// An invocation's ID, made by the router (or by a data plane called directly); every
+/// answer carries it, the function receives it, and every log line about the call names
+/// it. A client's own `X-Call-Id` is never taken for it: the function receives that as
+/// [`CLIENT_CALL_ID`].
 pub const CALL_ID: &str = "x-call-id";
+
+/// Router to data plane: the call's ID ([`CALL_ID`]), so router, cell and function name
+/// the call alike.
+pub const ROUTER_CALL_ID: &str = "x-baton-call-id";
 
 /// A client's `X-Call-Id`, as the function receives it.
 pub const CLIENT_CALL_ID: &str = "x-client-call-id";

@@ -27,6 +27,8 @@ pub struct RouterConfig {
     pub log: LoggingConfig,
     /// Per-tenant and per-function series.
     pub metrics: MetricsSection,
+    /// Spans of calls, exported over OTLP (off by default).
+    pub traces: baton_service::TracesConfig,
 }
 
 /// `[metrics]`: how many tenants and functions get series of their own (the rest are
@@ -43,11 +45,14 @@ pub struct MetricsSection {
     /// How often the busiest are chosen again. Default: `"1m"`.
     #[serde(with = "humantime_serde")]
     pub top_window: Duration,
+    /// Whether the router records metrics at all; `false` leaves `/metrics` empty (for
+    /// measuring what metrics cost). Default: `true`.
+    pub enabled: bool,
 }
 
 impl Default for MetricsSection {
     fn default() -> Self {
-        Self { top_tenants: 20, top_functions: 50, top_window: Duration::from_secs(60) }
+        Self { top_tenants: 20, top_functions: 50, top_window: Duration::from_secs(60), enabled: true }
     }
 }
 

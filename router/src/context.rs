@@ -61,6 +61,10 @@ pub struct Router {
     pub seen: Arc<AtomicU64>,
     /// Resolves functions' images to digests at registration.
     pub images: Arc<baton_image::Resolver>,
+    /// Records calls' spans (or nothing, when tracing is off).
+    pub spans: baton_service::Spans,
+    /// Gives each call its ID.
+    pub call_ids: Arc<baton_service::http::CallIds>,
 }
 
 impl Router {

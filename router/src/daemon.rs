@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_service::spans::Sampling;
 use baton_service::{AdminServer, ConfigError, Readiness};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -51,6 +52,7 @@ pub struct RunningRouter {
     pub admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    spans: baton_service::Spans,
 }
 
 impl RunningRouter {
@@ -60,12 +62,15 @@ impl RunningRouter {
         for task in self.tasks {
             let _ = task.await;
         }
+        self.spans.shutdown().await;
     }
 }
 
 /// Starts a router from `config` on `listeners`.
 pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<RunningRouter, StartError> {
-    baton_service::admin::metrics_handle();
+    if config.metrics.enabled {
+        baton_service::admin::metrics_handle();
+    }
     let section = config.router;
     if section.max_spec_bytes > baton_model::function::MAX_SPEC_BYTES {
         // The shard manager refuses larger specs whatever the router lets through.
@@ -86,9 +91,14 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
         addr: section.listen,
         source,
     })?;
+    let spans = baton_service::Spans::start(&config.traces, "baton-router", &addr.to_string(), Sampling::Edge)?;
     let readiness = Readiness::default();
-    baton_service::catalog::install(&[crate::metrics::CATALOG, baton_shardmap::METRICS]);
-    let admin = AdminServer::on(listeners.admin, readiness.clone());
+    let mut admin = AdminServer::on(listeners.admin, readiness.clone());
+    if config.metrics.enabled {
+        baton_service::catalog::install(&[crate::metrics::CATALOG, baton_shardmap::METRICS]);
+    } else {
+        admin = admin.without_metrics();
+    }
     let admin_addr = admin.local_addr();
     let mut tasks = Vec::new();
     tasks.push(admin.spawn(stopped.clone()));
@@ -115,6 +125,8 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
         config: Arc::new(section),
         seen: Arc::default(),
         images: Arc::new(baton_image::Resolver::new(config.images.resolver())),
+        spans: spans.clone(),
+        call_ids: Arc::new(baton_service::http::CallIds::new()),
     };
     let handler = move |req| {
         let router = router.clone();
@@ -123,5 +135,5 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
     let public = baton_service::http::Access::public("router");
     tasks.push(tokio::spawn(baton_service::http::serve(listeners.http, public, handler, stopped, drain, header_read)));
     tracing::info!(%addr, %admin_addr, "router started");
-    Ok(RunningRouter { addr, admin_addr, stop, tasks })
+    Ok(RunningRouter { addr, admin_addr, stop, tasks, spans })
 }

@@ -60,6 +60,8 @@ pub const FUNCTION_CALLS: &str = "baton_router_function_calls_total";
 struct Tops {
     tenants: TopKeys,
     functions: TopKeys,
+    /// `metrics.enabled`: off, calls are not even ranked.
+    enabled: bool,
 }
 
 static TOPS: std::sync::OnceLock<Tops> = std::sync::OnceLock::new();
@@ -73,6 +75,7 @@ fn tops_of(section: &MetricsSection) -> Tops {
     Tops {
         tenants: TopKeys::new(section.top_tenants, section.top_window, now),
         functions: TopKeys::new(section.top_functions, section.top_window, now),
+        enabled: section.enabled,
     }
 }
 
@@ -86,7 +89,11 @@ pub fn configure(section: &MetricsSection) {
 /// function the router does not know (404) counts for its tenant only: names a caller
 /// makes up never become labels.
 pub fn tenant_call(tenant: &str, function: &str, status: u16, elapsed: Duration) {
-    let (tops, now) = (tops(), Instant::now());
+    let tops = tops();
+    if !tops.enabled {
+        return;
+    }
+    let now = Instant::now();
     let tenant_label = if tops.tenants.call(tenant, now) { tenant.to_string() } else { OTHER.to_string() };
     metrics::counter!(TENANT_CALLS, "tenant" => tenant_label.clone(), "outcome" => outcome(status)).increment(1);
     metrics::histogram!(TENANT_CALL_SECONDS, "tenant" => tenant_label).record(elapsed.as_secs_f64());

@@ -8,6 +8,7 @@
 
 use baton_model::{FunctionId, Generation, headers};
 use baton_service::http::{Body, client_headers, copy_end_to_end, read_body};
+use baton_service::spans::{Kind, Span};
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
@@ -17,6 +18,14 @@ use hyper::body::Incoming;
 use crate::context::Router;
 use crate::error::ApiError;
 
+/// One call as the router handles it: its ID and its span.
+pub struct Call {
+    /// `X-Call-Id`, sent on to the cell as `X-Baton-Call-Id` and named in every log line.
+    pub id: HeaderValue,
+    /// The router's span of it.
+    pub span: Span,
+}
+
 /// Where one attempt goes.
 struct Target {
     data_plane: String,
@@ -24,7 +33,14 @@ struct Target {
 }
 
 /// Proxies one invocation of `tenant`'s function `name`.
-pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: Request<Incoming>) -> Response<Body> {
+pub async fn invoke(
+    router: &Router,
+    tenant: &str,
+    name: &str,
+    rest: &str,
+    req: Request<Incoming>,
+    call: &Call,
+) -> Response<Body> {
     let not_found = || ApiError::FunctionNotFound(name.to_string()).response();
     // A malformed name cannot name a function: no lookup, no upstream path built from it.
     let arrived = std::time::Instant::now();
@@ -36,6 +52,11 @@ pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: 
         })
     };
     let Some(mut target) = target else { return not_found() };
+    if call.span.is_recording() {
+        call.span.set("baton.call_id", call.id.to_str().unwrap_or_default().to_string());
+        call.span.set("baton.tenant", tenant.to_string());
+        call.span.set("baton.function", name.to_string());
+    }
     let path = match req.uri().query() {
         Some(q) => format!("/function/{}{rest}?{q}", id.cell_name()),
         None => format!("/function/{}{rest}", id.cell_name()),
@@ -50,11 +71,19 @@ pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: 
     let mut headers = HeaderMap::new();
     client_headers(&parts.headers, &mut headers);
     headers.remove(http::header::AUTHORIZATION);
+    headers.insert(headers::ROUTER_CALL_ID, call.id.clone());
+    let call_id = call.id.to_str().unwrap_or_default();
     let (mut redirected, mut waited) = (false, false);
     loop {
-        let response = match send(router, &parts.method, &headers, &target, &path, body.clone(), arrived.elapsed())
-            .await
-        {
+        let attempt = call.span.child("route", Kind::Client);
+        if attempt.is_recording() {
+            attempt.set("server.address", target.data_plane.clone());
+        }
+        attempt.propagate(&mut headers);
+        let sent = send(router, &parts.method, &headers, &target, &path, body.clone(), arrived.elapsed()).await;
+        attempt.status(sent.as_ref().map_or(502, |r| r.status().as_u16()), "the cell did not answer");
+        drop(attempt);
+        let response = match sent {
             Ok(response) => response,
             Err(Failure { unreachable: true, .. }) if !waited && !router.config.owner_wait.is_zero() => {
                 // The owner is down (nothing reached it, so resending is safe): wait for the
@@ -62,17 +91,21 @@ pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: 
                 waited = true;
                 if let Some(next) = new_owner(router, &id.key(), &target).await {
                     crate::metrics::failover_retry();
-                    tracing::debug!(function = %id, from = target.data_plane, to = next.data_plane, "owner unreachable: retrying at the new owner");
+                    tracing::debug!(call_id, function = %id, from = target.data_plane, to = next.data_plane, "owner unreachable: retrying at the new owner");
                     target = next;
                     continue;
                 }
+                tracing::debug!(call_id, function = %id, cell = target.data_plane, "owner unreachable and no new owner came");
                 return ApiError::CellUnreachable(format!(
                     "the owning cell cannot be reached and no new owner came within {:?}",
                     router.config.owner_wait
                 ))
                 .response();
             }
-            Err(failure) => return failure.response,
+            Err(failure) => {
+                tracing::debug!(call_id, function = %id, cell = target.data_plane, status = %failure.response.status(), "the cell did not answer");
+                return failure.response;
+            }
         };
         if response.status() != StatusCode::MISDIRECTED_REQUEST || redirected {
             return answer(response);
@@ -83,7 +116,7 @@ pub async fn invoke(router: &Router, tenant: &str, name: &str, rest: &str, req: 
         };
         redirected = true;
         crate::metrics::misdirected_retry();
-        tracing::debug!(function = %id, from = target.data_plane, to = next.data_plane, "421: retrying at the owner");
+        tracing::debug!(call_id, function = %id, from = target.data_plane, to = next.data_plane, "421: retrying at the owner");
         target = next;
     }
 }

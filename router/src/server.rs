@@ -43,8 +43,13 @@ impl Router {
                 return (route, ApiError::NoRoute("invocations go to /function/{name}").response());
             };
             let started = Instant::now();
-            let response = proxy::invoke(self, &tenant, name, rest, req).await;
-            crate::metrics::tenant_call(&tenant, name, response.status().as_u16(), started.elapsed());
+            let call = proxy::Call { id: self.call_ids.next(), span: self.spans.server("invoke", req.headers()) };
+            let mut response = proxy::invoke(self, &tenant, name, rest, req, &call).await;
+            let status = response.status().as_u16();
+            call.span.status(status, "the call failed in baton");
+            crate::metrics::tenant_call(&tenant, name, status, started.elapsed());
+            // Every answer names the call, the router's own refusals too.
+            response.headers_mut().insert(baton_model::headers::CALL_ID, call.id);
             return (route, response);
         }
         let prefix = if route == "registries" { "/v1/registries/" } else { "/v1/functions/" };

@@ -59,10 +59,16 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Renders families of series computed at each scrape, appended to `/metrics`.
+type Extra = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// A bound admin server, not yet serving.
 pub struct AdminServer {
     listener: tokio::net::TcpListener,
-    router: Router,
+    readiness: Readiness,
+    extra: Option<Extra>,
+    /// Whether `/metrics` renders the process's recorder (off: the process records none).
+    metrics: bool,
 }
 
 impl AdminServer {
@@ -73,13 +79,37 @@ impl AdminServer {
 
     /// Serves on an already-bound `listener` (a test binds port 0 and keeps the address).
     pub fn on(listener: tokio::net::TcpListener, readiness: Readiness) -> Self {
-        let handle = metrics_handle();
-        let router = Router::new()
-            .route("/metrics", get(move || std::future::ready(handle.render())))
+        Self { listener, readiness, extra: None, metrics: true }
+    }
+
+    /// Appends what `extra` renders (families in Prometheus's text format, none of them
+    /// the recorder's) to every `/metrics` answer: series computed at the scrape, such as
+    /// a bounded top-k that must leave no series behind when a key drops out of it.
+    pub fn with_metrics(mut self, extra: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.extra = Some(Arc::new(extra));
+        self
+    }
+
+    /// Serves an empty `/metrics` and installs no recorder: the process records no
+    /// metrics (`[metrics] enabled = false`, for measuring what they cost).
+    pub fn without_metrics(mut self) -> Self {
+        self.metrics = false;
+        self
+    }
+
+    fn router(handle: Option<PrometheusHandle>, extra: Option<Extra>, readiness: Readiness) -> Router {
+        let metrics = move || {
+            let mut text = handle.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+            if let Some(extra) = &extra {
+                text.push_str(&extra());
+            }
+            std::future::ready(text)
+        };
+        Router::new()
+            .route("/metrics", get(metrics))
             .route("/healthz", get(|| std::future::ready("ok\n")))
             .route("/readyz", get(ready))
-            .with_state(readiness);
-        Self { listener, router }
+            .with_state(readiness)
     }
 
     /// The address actually bound.
@@ -89,7 +119,9 @@ impl AdminServer {
 
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+        let handle = self.metrics.then(metrics_handle);
+        let router = Self::router(handle, self.extra, self.readiness);
+        axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await
     }
 
     /// Serves in a task of its own until `stop` turns true.

@@ -99,16 +99,85 @@ pub fn valid_traceparent(value: &str) -> bool {
 
 /// A new trace: random trace and parent IDs, not sampled (baton records no spans of it).
 fn new_traceparent() -> HeaderValue {
-    let mut random = [0u8; 24];
-    if getrandom::fill(&mut random).is_err() {
-        // No randomness: still a unique-enough trace from the clock and a counter.
+    let mut ids: [u8; 24] = random_bytes();
+    // Neither ID may be all zeros.
+    ids[15] |= 1;
+    ids[23] |= 1;
+    traceparent_value(ids[..16].try_into().expect("16 bytes"), ids[16..].try_into().expect("8 bytes"), false)
+}
+
+/// `N` random bytes.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No randomness: still unique enough, from the clock and a counter.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        random[..16].copy_from_slice(&now.to_le_bytes());
-        random[16..].copy_from_slice(&NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+        let next = u128::from(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        for (i, b) in bytes.iter_mut().enumerate() {
+            let word = if i < 16 { now } else { next };
+            *b = (word >> (8 * (i % 16))) as u8;
+        }
     }
-    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    HeaderValue::from_str(&format!("00-{}-{}-00", &hex[..32], &hex[32..])).expect("hex is a valid header value")
+    bytes
+}
+
+/// `00-{trace}-{span}-{01|00}`, written without a formatter.
+pub fn traceparent_value(trace: [u8; 16], span: [u8; 8], sampled: bool) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'-'; 55];
+    text[..2].copy_from_slice(b"00");
+    for (i, b) in trace.iter().chain(span.iter()).enumerate() {
+        // The trace's 32 digits from 3, the span's 16 from 36 (past the second dash).
+        let at = if i < 16 { 3 + 2 * i } else { 36 + 2 * (i - 16) };
+        text[at] = HEX[usize::from(b >> 4)];
+        text[at + 1] = HEX[usize::from(b & 0xf)];
+    }
+    text[53..].copy_from_slice(if sampled { b"01" } else { b"00" });
+    HeaderValue::from_bytes(&text).expect("hex and dashes are a valid header value")
+}
+
+/// Makes call IDs: `{prefix}-{n}` in hex, the prefix random per process (so IDs differ
+/// between processes and restarts), `n` counting its calls.
+#[derive(Debug)]
+pub struct CallIds {
+    prefix: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Default for CallIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CallIds {
+    /// A new sequence with a random prefix.
+    pub fn new() -> Self {
+        let mut random = [0u8; 8];
+        let prefix = match getrandom::fill(&mut random) {
+            Ok(()) => u64::from_le_bytes(random),
+            Err(_) => {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+            }
+        };
+        Self { prefix, next: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// The next ID.
+    pub fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:016x}-{n:x}", self.prefix)).expect("hex is a valid header value")
+    }
+}
+
+/// The call ID a router gave (`X-Baton-Call-Id`), when it has the shape of one: 1 to 64
+/// letters, digits, `-`, `_` or `.` (so it can be logged and echoed as it is).
+pub fn given_call_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    let value = headers.get(baton_model::headers::ROUTER_CALL_ID)?;
+    let ok = (1..=64).contains(&value.len())
+        && value.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    ok.then(|| value.clone())
 }
 
 /// Removes every header whose (lowercase) name starts with `prefix`.

@@ -11,6 +11,7 @@ pub mod http;
 pub mod listen;
 pub mod logging;
 pub mod shutdown;
+pub mod spans;
 pub mod throttle;
 pub mod tls;
 
@@ -18,4 +19,5 @@ pub use admin::{AdminServer, Readiness};
 pub use config::{ConfigError, load_config};
 pub use listen::{BindError, bind};
 pub use logging::{LogFormat, LoggingConfig};
+pub use spans::{Span, Spans, TracesConfig};
 pub use throttle::Throttle;

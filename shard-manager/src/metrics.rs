@@ -47,6 +47,20 @@ pub const UNSERVABLE_REASSIGNMENTS: &str = "baton_shard_manager_unservable_reass
 pub const MOVES: &str = "baton_shard_manager_moves_total";
 /// Gauge: open shard-map streams (routers and cell processes following this replica).
 pub const MAP_FOLLOWERS: &str = "baton_shard_manager_map_followers";
+/// Gauge: bytes of this replica's current raft snapshot (the whole federation state).
+pub const SNAPSHOT_BYTES: &str = "baton_shard_manager_snapshot_bytes";
+/// Counter: snapshots this replica stored, by source (`built` from its own state,
+/// `installed` from the leader).
+pub const SNAPSHOTS: &str = "baton_shard_manager_snapshots_total";
+
+/// Records a snapshot of `bytes` stored (`source`: `built`, `installed`), or the one found
+/// at start (`None`).
+pub fn snapshot(source: Option<&'static str>, bytes: usize) {
+    if let Some(source) = source {
+        metrics::counter!(SNAPSHOTS, "source" => source).increment(1);
+    }
+    metrics::gauge!(SNAPSHOT_BYTES).set(bytes as f64);
+}
 
 /// Records a write's outcome and duration.
 pub fn write<E>(result: &Result<Outcome, E>, took: Duration) {
@@ -191,5 +205,17 @@ pub const CATALOG: &[Metric] = &[
         kind: Kind::Gauge,
         labels: &[],
         help: "Open shard-map streams (routers and cell processes following this replica).",
+    },
+    Metric {
+        name: SNAPSHOT_BYTES,
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Bytes of this replica's current raft snapshot (0 until its first).",
+    },
+    Metric {
+        name: SNAPSHOTS,
+        kind: Kind::Counter,
+        labels: &["source: built, installed"],
+        help: "Raft snapshots this replica stored: built from its own state, or installed from the leader.",
     },
 ];

@@ -328,13 +328,18 @@ impl InProcess {
     /// [`InProcess::start_router`] with `settings` (its `[router]` section, in JSON) on
     /// top of the defaults.
     pub async fn start_router_with(&mut self, key: &str, settings: serde_json::Value) -> usize {
-        let mut router = serde_json::json!({
+        self.start_router_configured(key, serde_json::json!({ "router": settings })).await
+    }
+
+    /// [`InProcess::start_router`] with `config` (the whole configuration, in JSON: its
+    /// `[traces]`, `[metrics]`, …) on top of the defaults.
+    pub async fn start_router_configured(&mut self, key: &str, config_given: serde_json::Value) -> usize {
+        let mut settings = serde_json::json!({ "router": {
             "listen": "127.0.0.1:0",
             "admin_listen": "127.0.0.1:0",
             "shard_managers": self.manager_urls(),
-        });
-        crate::merge(&mut router, settings);
-        let mut settings = serde_json::json!({ "router": router });
+        }});
+        crate::merge(&mut settings, config_given);
         self.give_tls(&mut settings, Role::Router);
         let listeners = baton_router::daemon::Listeners { http: any_port().await, admin: any_port().await };
         let running = baton_router::daemon::start(config(settings), listeners).await.unwrap();

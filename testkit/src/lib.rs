@@ -15,6 +15,7 @@ mod api;
 mod federation;
 mod layers;
 mod observability;
+pub mod otlp;
 mod pki;
 mod registry;
 mod token;

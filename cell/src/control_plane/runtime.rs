@@ -21,7 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 use baton_proto::SandboxId;
 
 use super::state::{Command, ControlPlaneState, ListedSandbox, StateConfig};
-use crate::routing::{RoutingSnapshot, RoutingUpdate};
+use crate::routing::{Creation, RoutingSnapshot, RoutingUpdate};
 use crate::store::{CellStore, StoreError};
 use baton_model::function::FunctionSpec;
 
@@ -213,6 +213,7 @@ impl ControlPlane {
         let timeout = self.inner.settings.worker_call_timeout;
         match command {
             Command::Create { sandbox_id, node_id, address, spec } => {
+                let requested = unix_micros();
                 let mut sandbox = self.sandbox_spec(&spec);
                 sandbox.image = self.image_with_credentials(&spec).await;
                 let request = CreateSandboxRequest {
@@ -230,7 +231,13 @@ impl ControlPlane {
                     .await
                     .map(|r| {
                         let r = r.into_inner();
-                        let creation = Duration::from_micros(r.latency.map(|l| l.total_us).unwrap_or(0));
+                        let l = r.latency.unwrap_or_default();
+                        let creation = Creation {
+                            took: Duration::from_micros(l.total_us),
+                            requested_unix_us: requested,
+                            answered_unix_us: unix_micros(),
+                            phases: [l.image_us, l.cgroup_us, l.spawn_us, l.readiness_us].map(Duration::from_micros),
+                        };
                         (r.endpoint, creation)
                     })
                     .map_err(|status| format!("{}: {}", status.code(), status.message()));
@@ -423,4 +430,9 @@ pub(crate) fn image_of(spec: &FunctionSpec) -> Option<baton_proto::worker::Image
         port: spec.port.map_or(0, u32::from),
         credentials: None,
     })
+}
+
+/// Now as Unix microseconds (0 before 1970).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }

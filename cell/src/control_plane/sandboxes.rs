@@ -10,7 +10,7 @@ use baton_proto::{NodeId, SandboxId};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Phase {
     Creating,
-    Ready { endpoint: String, creation: std::time::Duration },
+    Ready { endpoint: String, creation: crate::routing::Creation },
     Deleting,
 }
 

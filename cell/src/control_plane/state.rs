@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::calls::BusySandboxes;
 use crate::autoscaler::Autoscaler;
 use crate::placer::{Need, NodeLoad, PlacementPolicy, Placer, placer};
-use crate::routing::{Endpoint, Routing, RoutingLog, RoutingSnapshot, RoutingUpdate};
+use crate::routing::{Creation, Endpoint, Routing, RoutingLog, RoutingSnapshot, RoutingUpdate};
 use crate::store::WorkerRecord;
 use baton_model::function::FunctionSpec;
 use baton_proto::{MAX_ID_LEN, NodeId, SandboxId};
@@ -281,6 +281,16 @@ impl ControlPlaneState {
         scale
     }
 
+    /// The `k` functions with the most sandboxes wanted or held (the larger of desired and
+    /// ready plus creating), most first, ties by name, with their counts: the functions
+    /// that get series of their own in `baton_cell_function_sandboxes`.
+    pub fn busiest(&self, k: usize) -> Vec<(String, Scale)> {
+        if k == 0 {
+            return Vec::new();
+        }
+        busiest(self.functions.keys().map(|name| (name.clone(), self.scale(name))).collect(), k)
+    }
+
     /// Registers or replaces a function; returns whether it is new.
     pub fn put_function(&mut self, spec: FunctionSpec) -> (bool, Vec<Command>) {
         let name = spec.name.clone();
@@ -449,7 +459,7 @@ impl ControlPlaneState {
                     memory_mib: f.spec.resources.memory_mib,
                     function: s.function,
                     node_id: node_id.clone(),
-                    phase: Phase::Ready { endpoint: s.endpoint, creation: Duration::ZERO },
+                    phase: Phase::Ready { endpoint: s.endpoint, creation: Creation::default() },
                     seq: self.next_seq,
                 };
                 self.sandboxes.insert(s.sandbox_id, entry);
@@ -561,12 +571,12 @@ impl ControlPlaneState {
         touched.into_iter().map(|f| self.publish(&f)).collect()
     }
 
-    /// A creation returned: `Ok((endpoint, creation time))` makes the sandbox ready and
+    /// A creation returned: `Ok((endpoint, how it was created))` makes the sandbox ready and
     /// routes to it.
     pub fn created(
         &mut self,
         sandbox_id: &SandboxId,
-        result: Result<(String, Duration), String>,
+        result: Result<(String, Creation), String>,
         now: Instant,
     ) -> Vec<Command> {
         let Some(s) = self.sandboxes.get_mut(sandbox_id) else {
@@ -832,3 +842,12 @@ fn same_build(old: &FunctionSpec, new: &FunctionSpec) -> bool {
 #[cfg(test)]
 #[path = "state_tests.rs"]
 mod tests;
+
+/// The `k` of `all` with the most sandboxes wanted or held (the larger of desired and ready
+/// plus creating), most first, ties by name. Pure.
+pub fn busiest(mut all: Vec<(String, Scale)>, k: usize) -> Vec<(String, Scale)> {
+    let size = |s: &Scale| s.desired.max(s.ready + s.creating);
+    all.sort_unstable_by(|(a, x), (b, y)| size(y).cmp(&size(x)).then_with(|| a.cmp(b)));
+    all.truncate(k);
+    all
+}

@@ -75,7 +75,7 @@ fn queued_load_scales_from_zero_within_max_scale_and_capacity() {
     // Nothing is created twice while creations are in flight.
     assert!(creates(&st.evaluate("f", now)).is_empty());
     // A ready sandbox enters the routing table.
-    let commands = st.created(&planned[0].0, Ok(("127.0.0.1:9".into(), Duration::ZERO)), now);
+    let commands = st.created(&planned[0].0, Ok(("127.0.0.1:9".into(), Creation::default())), now);
     assert!(matches!(&commands[0], Command::Publish(u) if u.routing.as_ref().unwrap().endpoints.len() == 1));
 }
 
@@ -126,7 +126,7 @@ fn failed_creations_back_off_and_tell_data_planes_why_until_the_next_try() {
     let third = creates(&st.evaluate("f", at(3200)));
     assert_eq!(third.len(), 1);
     // A success ends it all: the next failure starts again at 1 s.
-    let ready = published(&st.created(&third[0].0, Ok(("127.0.0.1:9".into(), Duration::ZERO)), at(3200))).unwrap();
+    let ready = published(&st.created(&third[0].0, Ok(("127.0.0.1:9".into(), Creation::default())), at(3200))).unwrap();
     assert_eq!((ready.endpoints.len(), ready.creation_error), (1, None));
 }
 
@@ -144,6 +144,28 @@ fn a_new_spec_is_tried_at_once_whatever_the_back_off() {
 
 proptest::proptest! {
     #[test]
+    fn the_busiest_are_at_most_k_and_none_left_out_is_busier(
+        counts in proptest::collection::vec((0u32..50, 0u32..50, 0u32..10), 0..60),
+        k in 0usize..30,
+    ) {
+        let all: Vec<(String, Scale)> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &(desired, ready, creating))| (format!("t.f{i}"), Scale { desired, ready, creating }))
+            .collect();
+        let size = |s: &Scale| s.desired.max(s.ready + s.creating);
+        let top = super::busiest(all.clone(), k);
+        proptest::prop_assert_eq!(top.len(), k.min(all.len()));
+        proptest::prop_assert!(top.windows(2).all(|w| size(&w[0].1) >= size(&w[1].1)));
+        let least = top.iter().map(|(_, s)| size(s)).min();
+        for (name, scale) in &all {
+            if !top.iter().any(|(n, _)| n == name) {
+                proptest::prop_assert!(least.is_none_or(|least| size(scale) <= least), "{name} left out");
+            }
+        }
+    }
+
+    #[test]
     fn the_back_off_starts_at_the_base_grows_and_stays_under_the_cap(base_ms in 1u64..5000, failures in 1u32..100) {
         let base = Duration::from_millis(base_ms);
         let wait = creation_backoff(base, failures);
@@ -159,7 +181,7 @@ fn a_silent_worker_is_down_and_its_sandboxes_leave_the_routing() {
     st.report_load("dp", &[("f".into(), 2, 0)], now);
     let planned = creates(&st.evaluate("f", now));
     for (id, _) in &planned {
-        st.created(id, Ok((format!("ep-{id}"), Duration::ZERO)), now);
+        st.created(id, Ok((format!("ep-{id}"), Creation::default())), now);
     }
     assert_eq!(st.scale("f").ready, 2);
     let later = now + Duration::from_secs(4);
@@ -211,7 +233,7 @@ fn a_busy_function_s_retired_sandboxes_stay_until_its_timeout() {
     let (mut st, now) = ready_state(&[("1", 10)], f);
     st.report_load("dp", &[("f".into(), 3, 0)], now);
     for (id, _) in creates(&st.evaluate("f", now)) {
-        st.created(&id, Ok((format!("ep-{id}"), Duration::ZERO)), now);
+        st.created(&id, Ok((format!("ep-{id}"), Creation::default())), now);
     }
     // Still one long call in flight when the stable window says one sandbox is enough:
     // the two retired ones may be running it, so they stay until the timeout.
@@ -242,7 +264,7 @@ fn scale_down_retires_the_newest_and_deleting_a_function_retires_everything() {
     let (mut st, now) = ready_state(&[("1", 10)], f);
     st.report_load("dp", &[("f".into(), 3, 0)], now);
     for (id, _) in creates(&st.evaluate("f", now)) {
-        st.created(&id, Ok((format!("ep-{id}"), Duration::ZERO)), now);
+        st.created(&id, Ok((format!("ep-{id}"), Creation::default())), now);
     }
     let later = now + Duration::from_secs(5);
     st.report_load("dp", &[("f".into(), 0, 0)], later);
@@ -338,7 +360,7 @@ fn a_new_build_replaces_running_sandboxes_and_a_scaling_change_does_not() {
     st.report_load("dp", &[("f".into(), 0, 1)], now);
     let planned = creates(&st.evaluate("f", now));
     assert_eq!(planned.len(), 1);
-    st.created(&planned[0].0, Ok(("127.0.0.1:9".into(), Duration::ZERO)), now);
+    st.created(&planned[0].0, Ok(("127.0.0.1:9".into(), Creation::default())), now);
     let deletes = |commands: &[Command]| {
         commands
             .iter()
@@ -372,7 +394,7 @@ fn a_failed_creation_is_the_functions_status_until_a_success_or_a_new_deployment
     st.report_load("dp", &[("f".into(), 0, 1)], later);
     let second = creates(&st.evaluate("f", later));
     assert_eq!(st.last_failures().len(), 1, "still failing while the next try runs");
-    st.created(&second[0].0, Ok(("127.0.0.1:9".into(), Duration::ZERO)), later);
+    st.created(&second[0].0, Ok(("127.0.0.1:9".into(), Creation::default())), later);
     assert!(st.last_failures().is_empty());
     // So does deploying it again.
     st.report_load("dp", &[("f".into(), 0, 5)], later);

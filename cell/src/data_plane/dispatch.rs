@@ -50,8 +50,8 @@ pub struct Target {
     pub id: String,
     /// host:port.
     pub endpoint: String,
-    /// How long the sandbox took to create (zero when unknown).
-    pub creation: Duration,
+    /// How the sandbox was created.
+    pub creation: crate::routing::Creation,
 }
 
 struct Slot {
@@ -315,7 +315,7 @@ mod tests {
     }
 
     fn target(i: u32) -> Target {
-        Target { id: format!("sb-{i}"), endpoint: format!("127.0.0.1:{}", 20000 + i), creation: Duration::ZERO }
+        Target { id: format!("sb-{i}"), endpoint: format!("127.0.0.1:{}", 20000 + i), creation: Default::default() }
     }
 
     fn counting(cc: u32) -> (Dispatcher, Arc<AtomicUsize>) {

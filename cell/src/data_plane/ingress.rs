@@ -1,13 +1,13 @@
 //! The data plane's HTTP ingress: `ANY /function/{name}[/rest]`. Finds the function's
 //! dispatcher, waits for a sandbox slot, and proxies method, path, query, headers and body
-//! over pooled keep-alive connections. Every answer carries `X-Call-Id` (the client's if
-//! given), `X-Baton-Cold-Start` (true when the request waited in the queue for a sandbox)
+//! over pooled keep-alive connections. Every answer carries `X-Call-Id` (the router's,
+//! or this data plane's own when called directly; the function receives it too),
+//! `X-Baton-Cold-Start` (true when the request waited in the queue for a sandbox)
 //! and `Server-Timing` (queue; for a cold call, create: the sandbox's creation on its
 //! worker; proxy); in a federation, `X-Baton-Cell` names the cell that served the call.
 //! Every error is `{"error":{"code","message"}}`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,12 @@ use super::fence::{Fence, Verdict};
 
 use baton_model::{Generation, headers};
 pub use baton_service::http::{Body, error_response};
-use baton_service::http::{BodyError, client_headers, copy_end_to_end, read_body, remove_prefixed};
+use baton_service::http::{
+    BodyError, CallIds, client_headers, copy_end_to_end, given_call_id, read_body, remove_prefixed,
+};
+use baton_service::spans::{Kind, Span, Spans};
+
+use crate::routing::Creation;
 
 /// What the ingress knows of one function.
 #[derive(Clone)]
@@ -55,16 +60,12 @@ pub struct Ingress {
     body_read_timeout: Duration,
     call_ids: Arc<CallIds>,
     fence: Option<Fence>,
+    spans: Spans,
 }
 
 /// How long a call for a function this cell owns by the map waits for the function to
 /// reach the data plane's routing (it just moved here, or was failed over).
 const ARRIVAL_WAIT: Duration = Duration::from_secs(2);
-
-struct CallIds {
-    prefix: u64,
-    next: AtomicU64,
-}
 
 impl Ingress {
     /// An ingress over `functions`, refusing bodies over `max_body_bytes` or slower to
@@ -74,48 +75,51 @@ impl Ingress {
         functions: Functions,
         (max_body_bytes, body_read_timeout): (usize, Duration),
         fence: Option<Fence>,
+        spans: Spans,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        let prefix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        Self {
-            functions,
-            client,
-            max_body_bytes,
-            body_read_timeout,
-            call_ids: Arc::new(CallIds { prefix, next: AtomicU64::new(0) }),
-            fence,
-        }
+        Self { functions, client, max_body_bytes, body_read_timeout, call_ids: Arc::new(CallIds::new()), fence, spans }
     }
 
-    /// A new call ID: always this data plane's own (a client's `X-Call-Id` reaches the
-    /// function as `X-Client-Call-Id`).
-    fn call_id(&self) -> HeaderValue {
-        let n = self.call_ids.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:x}-{n:x}", self.call_ids.prefix)).expect("hex is a valid header value")
-    }
-
-    /// Handles one request.
+    /// Handles one request. Its call ID is the router's (`X-Baton-Call-Id`), or this data
+    /// plane's own when called directly (a client's `X-Call-Id` reaches the function as
+    /// `X-Client-Call-Id`).
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
-        let call_id = self.call_id();
-        let mut response = self.route(req).await.unwrap_or_else(|e| e.response());
+        let call_id = given_call_id(req.headers()).unwrap_or_else(|| self.call_ids.next());
+        let span = self.spans.server("call", req.headers());
+        let id = call_id.to_str().unwrap_or_default();
+        let mut response = match self.route(req, &call_id, &span).await {
+            Ok(response) => response,
+            Err(refusal) => {
+                tracing::debug!(call_id = id, ?refusal, "call refused");
+                refusal.response()
+            }
+        };
         let outcome = outcome_label(response.status());
+        span.status(response.status().as_u16(), outcome);
         crate::metrics::invocation(outcome, started.elapsed());
         response.headers_mut().insert(headers::CALL_ID, call_id);
         response
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, Refusal> {
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        call_id: &HeaderValue,
+        span: &Span,
+    ) -> Result<Response<Body>, Refusal> {
         let arrived = Instant::now();
         let (parts, body) = req.into_parts();
         let (name, rest) = baton_service::http::function_path(parts.uri.path()).ok_or(Refusal::NoRoute)?;
+        if span.is_recording() {
+            span.set("baton.call_id", call_id.to_str().unwrap_or_default().to_string());
+            span.set("baton.function", name.to_string());
+        }
         let mut owned = false;
         let generation =
             parts.headers.get(headers::GENERATION).and_then(|v| v.to_str().ok()?.parse().ok().map(Generation));
@@ -147,6 +151,7 @@ impl Ingress {
         }
         let body = read_body(body, self.max_body_bytes, self.body_read_timeout).await.map_err(Refusal::Body)?;
 
+        let queue = span.child("queue", Kind::Internal);
         let lease = match self.acquire(&slot, name, generation, left()).await? {
             Ok(lease) => lease,
             // The call's own time ran out first (not the queue timeout).
@@ -154,12 +159,23 @@ impl Ingress {
             Err(e) => return Err(Refusal::Dispatch(e)),
         };
         let queued = lease.waited();
+        if queue.is_recording() {
+            queue.set("baton.cold_start", lease.cold());
+            queue.set("baton.sandbox_id", lease.target().id.clone());
+            if lease.cold() {
+                creation_spans(&queue, &lease.target().creation);
+            }
+        }
+        drop(queue);
         let uri: Uri =
             format!("http://{}{path_and_query}", lease.target().endpoint).parse().map_err(|_| Refusal::NoRoute)?;
         let mut out = Request::builder().method(parts.method).uri(uri).body(Full::new(body)).expect("parts are valid");
         // No `X-Baton-*` header reaches the function: the routing headers are between
         // router and cell, and any other is a client's forgery.
         client_headers(&parts.headers, out.headers_mut());
+        out.headers_mut().insert(headers::CALL_ID, call_id.clone());
+        let proxy = span.child("proxy", Kind::Client);
+        proxy.propagate(out.headers_mut());
         let proxy_started = Instant::now();
         let answer = tokio::time::timeout(left(), self.client.request(out)).await;
         let response = match answer {
@@ -168,6 +184,8 @@ impl Ingress {
             Ok(Ok(response)) => response,
         };
         let proxy_time = proxy_started.elapsed();
+        proxy.status(response.status().as_u16(), "the function answered with an error");
+        drop(proxy);
         let (mut head, body) = response.into_parts();
         let mut headers = HeaderMap::new();
         copy_end_to_end(&head.headers, &mut headers);
@@ -187,7 +205,7 @@ impl Ingress {
         head.headers.insert(headers::COLD_START, HeaderValue::from_static(if cold { "true" } else { "false" }));
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let mut timing = format!("queue;dur={:.3}", ms(queued.unwrap_or_default()));
-        let creation = lease.target().creation;
+        let creation = lease.target().creation.took;
         if cold && !creation.is_zero() {
             // The sandbox this cold call waited for: how long its worker took to make it.
             timing.push_str(&format!(", create;dur={:.3}", ms(creation)));
@@ -249,6 +267,29 @@ impl Ingress {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+}
+
+/// The creation of the sandbox a cold call waited for, as spans under `parent`: `cold
+/// start` from the control plane's request to the worker's answer, and within it the
+/// worker's phases (image, cgroup, spawn, readiness), back to back, ending with it.
+fn creation_spans(parent: &Span, creation: &Creation) {
+    if creation.requested_unix_us == 0 || creation.answered_unix_us < creation.requested_unix_us {
+        return;
+    }
+    let at = |us: u64| std::time::UNIX_EPOCH + Duration::from_micros(us);
+    let (start, end) = (at(creation.requested_unix_us), at(creation.answered_unix_us));
+    let cold = parent.child_at("cold start", start);
+    let phases: Duration = creation.phases.iter().sum();
+    let mut t = end.checked_sub(phases).filter(|t| *t >= start).unwrap_or(start);
+    for (name, took) in Creation::PHASES.into_iter().zip(creation.phases) {
+        if took.is_zero() {
+            continue;
+        }
+        let phase = cold.child_at(name, t);
+        t = (t + took).min(end);
+        phase.end_at(t);
+    }
+    cold.end_at(end);
 }
 
 /// The sandbox's body, holding the request's slot until it ends.

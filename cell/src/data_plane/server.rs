@@ -32,6 +32,8 @@ pub struct DataPlaneSettings {
     pub fence: Option<Fence>,
     /// Mutual TLS: serves routers only, and connects to the control plane as a cell.
     pub tls: Tls,
+    /// Records calls' spans (or nothing, when tracing is off).
+    pub spans: baton_service::Spans,
 }
 
 /// A started data plane.
@@ -80,7 +82,7 @@ pub async fn start(
     let functions: Functions = Arc::default();
     tokio::spawn(follow(channel, settings.follower.clone(), functions.clone(), stop.clone()));
     let body = (settings.max_body_bytes, settings.body_read_timeout);
-    let ingress = Ingress::new(functions.clone(), body, settings.fence.clone());
+    let ingress = Ingress::new(functions.clone(), body, settings.fence.clone(), settings.spans.clone());
     // A router sends all its calls to this data plane on one HTTP/2 connection; how many
     // wait here is bounded by the queues, not by the connection.
     let access =

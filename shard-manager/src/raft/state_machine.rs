@@ -78,8 +78,11 @@ impl StateMachine {
                 serde_json::from_slice(&stored.data).map_err(|e| format!("reading the snapshot: {e}"))?;
             applied.state.recount();
             crate::metrics::state(&applied.state);
+            crate::metrics::snapshot(None, stored.data.len());
             sm.epoch.send_replace(applied.state.epoch);
             *sm.applied.try_write().expect("not shared yet") = applied;
+        } else {
+            crate::metrics::snapshot(None, 0);
         }
         Ok(sm)
     }
@@ -136,6 +139,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let meta = SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.membership, snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data };
         self.save_snapshot(&stored).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        crate::metrics::snapshot(Some("built"), stored.data.len());
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
 }
@@ -208,6 +212,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         incoming.membership = meta.last_membership.clone();
         let stored = StoredSnapshot { meta: meta.clone(), data };
         self.save_snapshot(&stored).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        crate::metrics::snapshot(Some("installed"), stored.data.len());
         let epoch = incoming.state.epoch;
         crate::metrics::state(&incoming.state);
         *self.applied.write().await = incoming;
