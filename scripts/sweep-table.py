@@ -6,7 +6,8 @@
 reads OUT/RUN/summary.json for each RUN and prints, per offered rate, each run's answered
 calls per second, p50 / p99 latency (ms) and failed calls. The first run's phases set
 the rows. Where OUT/RUN/proxy_cpu_s holds the CPU seconds a proxy spent on the run, a
-last line gives its CPU per call (warm-up calls counted)."""
+last line gives its CPU per call (warm-up calls counted), and its user CPU per call where
+OUT/RUN/proxy_user_s holds that."""
 import json
 import sys
 
@@ -35,7 +36,13 @@ def main() -> None:
             continue
         settings = data[r]["settings"]
         calls = sum(p["calls"] for p in data[r]["phases"]) + settings["warmup_s"] * settings["rates"][0]
-        per_call.append(f"{r} {cpu_s * 1e6 / calls:.0f} µs ({cpu_s:.2f} s for {calls:.0f} calls)")
+        user = ""
+        try:
+            user_s = float(open(f"{out}/{r}/proxy_user_s").read())
+            user = f", user {user_s * 1e6 / calls:.0f} µs"
+        except FileNotFoundError:
+            pass
+        per_call.append(f"{r} {cpu_s * 1e6 / calls:.0f} µs{user} ({cpu_s:.2f} s for {calls:.0f} calls)")
     if per_call:
         print("\nproxy CPU per call (user + system): " + "; ".join(per_call))
 
