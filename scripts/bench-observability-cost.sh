@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What metrics and tracing cost on the warm path, in one run (docs/BENCHMARKS.md):
 #
-#   cargo build --release --bins && [ROUNDS=2] scripts/bench-observability-cost.sh RATES [STEP]
+#   cargo build --release --bins && [ROUNDS=4] scripts/bench-observability-cost.sh RATES [STEP]
 #
 # Four passes, each on a fresh `baton up --cells 1` (release binaries, own BATON_HOME, free
 # ports) with the same warm sweep through the router (4 functions, 2 warm sandboxes each,
@@ -39,11 +39,26 @@ pass() {
     shift
     export BATON_HOME="$out/$run/baton-home"
     mkdir -p "$out/$run"
-    "$bin/baton" up --cells 1 --port 0 --shard-manager-port 0 --registry-port 0 --sandbox-ports 42000 "$@" \
-        >"$out/$run/up.log" 2>&1 &
-    up_pid=$!
-    for _ in $(seq 600); do [[ -f "$BATON_HOME/env" ]] && break; sleep 0.1; done
-    [[ -f "$BATON_HOME/env" ]] || { echo "baton up did not start:" >&2; cat "$out/$run/up.log" >&2; exit 1; }
+    # A second try when the first does not start: baton up picks its processes' free
+    # ports before they bind, and one may be taken meanwhile (seen once in 16 passes).
+    for try in 1 2; do
+        rm -rf "$BATON_HOME"
+        "$bin/baton" up --cells 1 --port 0 --shard-manager-port 0 --registry-port 0 --sandbox-ports 42000 "$@" \
+            >"$out/$run/up.log" 2>&1 &
+        up_pid=$!
+        for _ in $(seq 600); do
+            [[ -f "$BATON_HOME/env" ]] && break
+            kill -0 "$up_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        [[ -f "$BATON_HOME/env" ]] && break
+        echo "baton up did not start (try $try):" >&2
+        cat "$out/$run/up.log" >&2
+        kill -INT "$up_pid" 2>/dev/null || true
+        wait "$up_pid" || true
+        up_pid=
+        [[ $try == 2 ]] && exit 1
+    done
     # shellcheck disable=SC1091
     source "$BATON_HOME/env"
     router_pid=$(pgrep -P "$up_pid" -x baton-router)
@@ -78,20 +93,31 @@ stop_sink() {
     sink_pid=
 }
 
-# ROUNDS (default 2) rounds of the four passes, one after another, so that the spread
-# between two passes of one setting shows beside the differences between settings.
+# setting RUN NAME: one pass of setting NAME (a span sink for those that send spans).
+setting() {
+    local run="$1-$2"
+    case "$1" in
+        metrics-off) pass "$run" --no-metrics ;;
+        tracing-off) pass "$run" ;;
+        sampled-*)
+            mkdir -p "$out/$run"
+            start_sink "$run"
+            pass "$run" --otlp-endpoint "$endpoint" --trace-sample-ratio "$(python3 -c "print(${1#sampled-} / 100)")"
+            stop_sink
+            ;;
+    esac
+    runs+=("$run")
+}
+
+# ROUNDS (default 2) rounds of the four settings, one after another, so that the spread
+# between two passes of one setting shows beside the differences between settings; every
+# other round runs them in reverse, so that a drift along a round (a machine warming up)
+# does not read as a cost.
+settings=(metrics-off tracing-off sampled-1 sampled-100)
 runs=()
 for round in $(seq "${ROUNDS:-2}"); do
-    pass "metrics-off-$round" --no-metrics
-    pass "tracing-off-$round"
-    mkdir -p "$out/sampled-1-$round" "$out/sampled-100-$round"
-    start_sink "sampled-1-$round"
-    pass "sampled-1-$round" --otlp-endpoint "$endpoint" --trace-sample-ratio 0.01
-    stop_sink
-    start_sink "sampled-100-$round"
-    pass "sampled-100-$round" --otlp-endpoint "$endpoint" --trace-sample-ratio 1
-    stop_sink
-    runs+=("metrics-off-$round" "tracing-off-$round" "sampled-1-$round" "sampled-100-$round")
+    if ((round % 2)); then order=("${settings[@]}"); else order=(sampled-100 sampled-1 tracing-off metrics-off); fi
+    for name in "${order[@]}"; do setting "$name" "$round"; done
 done
 
 python3 "$root/scripts/sweep-table.py" "$out" "${runs[@]}"
@@ -99,3 +125,22 @@ echo
 for run in "${runs[@]}"; do
     if [[ -f "$out/$run/spans" ]]; then echo "spans received, $run: $(cat "$out/$run/spans")"; fi
 done
+echo
+# Per setting: each round's CPU per call (user + system, warm-up calls counted), the
+# mean, and the mean against metrics-off.
+python3 - "$out" "${runs[@]}" <<'PY'
+import json, sys
+out, runs = sys.argv[1], sys.argv[2:]
+per = {}
+for run in runs:
+    name = run.rsplit("-", 1)[0]
+    summary = json.load(open(f"{out}/{run}/summary.json"))
+    calls = sum(p["calls"] for p in summary["phases"]) + summary["settings"]["warmup_s"] * summary["settings"]["rates"][0]
+    per.setdefault(name, []).append(float(open(f"{out}/{run}/proxy_cpu_s").read()) * 1e6 / calls)
+base = sum(per["metrics-off"]) / len(per["metrics-off"])
+print("| setting | CPU per call by round, µs | mean | against metrics-off |")
+print("|---|---|---|---|")
+for name, values in per.items():
+    mean = sum(values) / len(values)
+    print(f"| {name} | {', '.join(f'{v:.0f}' for v in values)} | {mean:.0f} | {100 * (mean / base - 1):+.1f} % |")
+PY
