@@ -1,7 +1,11 @@
 //! The router's metrics. Labels are bounded: a fixed route and outcome set, never a
 //! function or tenant name.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use metrics::{Counter, Histogram};
 
 use crate::config::MetricsSection;
 use crate::top::{OTHER, TopKeys};
@@ -24,8 +28,90 @@ fn outcome(status: u16) -> &'static str {
 /// Counts a request and records its duration.
 pub fn request(route: &'static str, status: u16, elapsed: Duration) {
     let outcome = outcome(status);
-    metrics::counter!("baton_router_requests_total", "route" => route, "outcome" => outcome).increment(1);
-    metrics::histogram!("baton_router_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
+    let (counter, histogram) = handles().request(route, outcome);
+    counter.increment(1);
+    histogram.record(elapsed.as_secs_f64());
+}
+
+/// The handles of the series a call updates, kept once made: building a series' key and
+/// finding it in the recorder's registry cost more instructions than the rest of the
+/// router's metrics together (callgrind, docs/BENCHMARKS.md). Bounded: the fixed
+/// route and outcome sets, and the tenants and functions with series of their own.
+#[derive(Default)]
+struct Handles {
+    requests: HashMap<(&'static str, &'static str), (Counter, Histogram)>,
+    tenants: HashMap<String, Tenant>,
+}
+
+#[derive(Default)]
+struct Tenant {
+    calls: Vec<(&'static str, Counter)>,
+    seconds: Option<Histogram>,
+    functions: HashMap<String, Counter>,
+}
+
+/// Held to this many tenants and, per tenant, functions; past it the handles are dropped
+/// and made again (the top sets changed many times: old labels' handles go).
+const MOST_HANDLES: usize = 1024;
+
+impl Handles {
+    fn request(&mut self, route: &'static str, outcome: &'static str) -> (Counter, Histogram) {
+        self.requests
+            .entry((route, outcome))
+            .or_insert_with(|| {
+                (
+                    metrics::counter!("baton_router_requests_total", "route" => route, "outcome" => outcome),
+                    metrics::histogram!("baton_router_request_duration_seconds", "route" => route),
+                )
+            })
+            .clone()
+    }
+
+    fn tenant(&mut self, label: &str) -> &mut Tenant {
+        if !self.tenants.contains_key(label) {
+            if self.tenants.len() >= MOST_HANDLES {
+                self.tenants.clear();
+            }
+            self.tenants.insert(label.to_string(), Tenant::default());
+        }
+        self.tenants.get_mut(label).expect("inserted")
+    }
+}
+
+impl Tenant {
+    fn call(&mut self, label: &str, outcome: &'static str) -> &Counter {
+        let at = match self.calls.iter().position(|(o, _)| *o == outcome) {
+            Some(at) => at,
+            None => {
+                let counter = metrics::counter!(TENANT_CALLS, "tenant" => label.to_string(), "outcome" => outcome);
+                self.calls.push((outcome, counter));
+                self.calls.len() - 1
+            }
+        };
+        &self.calls[at].1
+    }
+
+    fn seconds(&mut self, label: &str) -> &Histogram {
+        self.seconds.get_or_insert_with(|| metrics::histogram!(TENANT_CALL_SECONDS, "tenant" => label.to_string()))
+    }
+
+    fn function(&mut self, tenant: &str, function: &str) -> &Counter {
+        if !self.functions.contains_key(function) {
+            if self.functions.len() >= MOST_HANDLES {
+                self.functions.clear();
+            }
+            let counter =
+                metrics::counter!(FUNCTION_CALLS, "tenant" => tenant.to_string(), "function" => function.to_string());
+            self.functions.insert(function.to_string(), counter);
+        }
+        &self.functions[function]
+    }
+}
+
+static HANDLES: std::sync::OnceLock<Mutex<Handles>> = std::sync::OnceLock::new();
+
+fn handles() -> std::sync::MutexGuard<'static, Handles> {
+    HANDLES.get_or_init(Mutex::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A call answered 421 by the cell the map named, retried at the owner it gave.
@@ -94,14 +180,17 @@ pub fn tenant_call(tenant: &str, function: &str, status: u16, elapsed: Duration)
         return;
     }
     let now = Instant::now();
-    let tenant_label = if tops.tenants.call(tenant, now) { tenant.to_string() } else { OTHER.to_string() };
-    metrics::counter!(TENANT_CALLS, "tenant" => tenant_label.clone(), "outcome" => outcome(status)).increment(1);
-    metrics::histogram!(TENANT_CALL_SECONDS, "tenant" => tenant_label).record(elapsed.as_secs_f64());
-    if status != 404 {
-        let (tenant, function) =
-            if tops.functions.call(&format!("{tenant}/{function}"), now) { (tenant, function) } else { (OTHER, OTHER) };
-        metrics::counter!(FUNCTION_CALLS, "tenant" => tenant.to_string(), "function" => function.to_string())
-            .increment(1);
+    let tenant_label = if tops.tenants.call(tenant, now) { tenant } else { OTHER };
+    let function_label = (status != 404).then(|| {
+        if tops.functions.call(&format!("{tenant}/{function}"), now) { (tenant, function) } else { (OTHER, OTHER) }
+    });
+    let mut handles = handles();
+    let series = handles.tenant(tenant_label);
+    series.call(tenant_label, outcome(status)).increment(1);
+    series.seconds(tenant_label).record(elapsed.as_secs_f64());
+    if let Some((tenant, function)) = function_label {
+        // Under the tenant's label of its own series: `other` when the tenant has none.
+        handles.tenant(tenant).function(tenant, function).increment(1);
     }
 }
 
