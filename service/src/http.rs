@@ -43,82 +43,109 @@ pub fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
 
 /// A client's headers as a function may see them: [`copy_end_to_end`], then without any
 /// `x-baton-*` header (only baton's own processes set those, after this), and with a
-/// client's `X-Call-Id` passed on as `X-Client-Call-Id` (the call ID is baton's own).
+/// client's `X-Call-Id` passed on as `X-Client-Call-Id` (the call ID is baton's own). The
+/// trace context is the call's span's to set (`Span::propagate`).
 pub fn client_headers(from: &HeaderMap, to: &mut HeaderMap) {
     copy_end_to_end(from, to);
     remove_prefixed(to, "x-baton-");
     if let Some(given) = to.remove("x-call-id") {
         to.insert(HeaderName::from_static("x-client-call-id"), given);
     }
-    trace_context(to);
 }
 
-/// W3C trace context (`traceparent`, `tracestate`): one valid `traceparent` continues the
-/// caller's trace, unchanged, to the function; a missing, malformed or repeated one is
-/// replaced by a new trace, and its `tracestate` dropped (it belongs to no valid parent).
-pub fn trace_context(headers: &mut HeaderMap) {
-    let given: Vec<&HeaderValue> = headers.get_all("traceparent").iter().collect();
-    if let [one] = given.as_slice()
-        && one.to_str().is_ok_and(valid_traceparent)
-    {
-        return;
-    }
-    headers.remove("tracestate");
-    headers.insert(HeaderName::from_static("traceparent"), new_traceparent());
+/// `traceparent` (W3C trace context).
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate` (W3C trace context).
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// The fields of a `traceparent` a trace can be continued from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    /// The trace's ID.
+    pub trace: [u8; 16],
+    /// The caller's span.
+    pub parent: [u8; 8],
+    /// Trace flags (bit 0: sampled).
+    pub flags: u8,
 }
 
-/// Whether `value` is a `traceparent` a trace can be continued from: version `00` (or a
-/// later one, read as `00`), a trace ID and a parent ID of lowercase hex, neither all
-/// zeros, and flags. Pure.
-pub fn valid_traceparent(value: &str) -> bool {
-    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let zeros = |s: &str| s.bytes().all(|b| b == b'0');
-    let mut parts = value.split('-');
-    let (Some(version), Some(trace), Some(parent), Some(flags)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    let rest_ok = match version {
-        "00" => parts.next().is_none(),
-        _ => true,
-    };
-    version.len() == 2
-        && hex(version)
-        && version != "ff"
-        && trace.len() == 32
-        && hex(trace)
-        && !zeros(trace)
-        && parent.len() == 16
-        && hex(parent)
-        && !zeros(parent)
-        && flags.len() == 2
-        && hex(flags)
-        && rest_ok
-}
-
-/// A new trace: random trace and parent IDs, not sampled (baton records no spans of it).
-fn new_traceparent() -> HeaderValue {
-    let mut ids: [u8; 24] = random_bytes();
-    // Neither ID may be all zeros.
-    ids[15] |= 1;
-    ids[23] |= 1;
-    traceparent_value(ids[..16].try_into().expect("16 bytes"), ids[16..].try_into().expect("8 bytes"), false)
-}
-
-/// `N` random bytes.
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No randomness: still unique enough, from the clock and a counter.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let next = u128::from(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        for (i, b) in bytes.iter_mut().enumerate() {
-            let word = if i < 16 { now } else { next };
-            *b = (word >> (8 * (i % 16))) as u8;
+impl TraceParent {
+    /// Reads a `traceparent`: version `00` (exactly its four fields), or a later version
+    /// (not `ff`) whose first four fields read as `00`'s (what follows a dash after them is
+    /// ignored); lowercase hex; neither ID all zeros. Reads the bytes in place: it runs on
+    /// every call, so no split, no allocation.
+    pub fn parse(value: &[u8]) -> Option<Self> {
+        if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+            return None;
         }
+        let version = hex_byte(value[0], value[1])?;
+        let exact = value.len() == 55;
+        if version == 0xff || (!exact && (version == 0 || value[55] != b'-')) {
+            return None;
+        }
+        let mut trace = [0u8; 16];
+        for (i, b) in trace.iter_mut().enumerate() {
+            *b = hex_byte(value[3 + 2 * i], value[4 + 2 * i])?;
+        }
+        let mut parent = [0u8; 8];
+        for (i, b) in parent.iter_mut().enumerate() {
+            *b = hex_byte(value[36 + 2 * i], value[37 + 2 * i])?;
+        }
+        let flags = hex_byte(value[53], value[54])?;
+        if trace == [0; 16] || parent == [0; 8] {
+            return None;
+        }
+        Some(Self { trace, parent, flags })
     }
+
+    /// A new trace: random IDs, neither all zeros, not sampled.
+    pub fn new_trace() -> Self {
+        let ids: [u8; 24] = random_bytes();
+        let mut trace: [u8; 16] = ids[..16].try_into().expect("16 bytes");
+        let mut parent: [u8; 8] = ids[16..].try_into().expect("8 bytes");
+        trace[15] |= 1;
+        parent[7] |= 1;
+        Self { trace, parent, flags: 0 }
+    }
+
+    /// Whether the caller records this trace.
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+}
+
+/// The value of one lowercase hex digit.
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn hex_byte(high: u8, low: u8) -> Option<u8> {
+    Some(hex_digit(high)? << 4 | hex_digit(low)?)
+}
+
+/// The one `traceparent` of `headers` a trace can be continued from, with its value: none
+/// when it is missing, malformed or repeated.
+pub fn caller_traceparent(headers: &HeaderMap) -> Option<(&HeaderValue, TraceParent)> {
+    let mut given = headers.get_all(&TRACEPARENT).iter();
+    let (Some(one), None) = (given.next(), given.next()) else { return None };
+    TraceParent::parse(one.as_bytes()).map(|parsed| (one, parsed))
+}
+
+/// Whether `value` is a `traceparent` a trace can be continued from ([`TraceParent::parse`]).
+pub fn valid_traceparent(value: &str) -> bool {
+    TraceParent::parse(value.as_bytes()).is_some()
+}
+
+/// `N` random bytes, from the thread's generator (seeded by the OS; no system call per
+/// draw).
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    use rand::RngCore;
+    let mut bytes = [0u8; N];
+    rand::rng().fill_bytes(&mut bytes);
     bytes
 }
 
@@ -127,11 +154,13 @@ pub fn traceparent_value(trace: [u8; 16], span: [u8; 8], sampled: bool) -> Heade
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = [b'-'; 55];
     text[..2].copy_from_slice(b"00");
-    for (i, b) in trace.iter().chain(span.iter()).enumerate() {
-        // The trace's 32 digits from 3, the span's 16 from 36 (past the second dash).
-        let at = if i < 16 { 3 + 2 * i } else { 36 + 2 * (i - 16) };
-        text[at] = HEX[usize::from(b >> 4)];
-        text[at + 1] = HEX[usize::from(b & 0xf)];
+    for (i, b) in trace.iter().enumerate() {
+        text[3 + 2 * i] = HEX[usize::from(b >> 4)];
+        text[4 + 2 * i] = HEX[usize::from(b & 0xf)];
+    }
+    for (i, b) in span.iter().enumerate() {
+        text[36 + 2 * i] = HEX[usize::from(b >> 4)];
+        text[37 + 2 * i] = HEX[usize::from(b & 0xf)];
     }
     text[53..].copy_from_slice(if sampled { b"01" } else { b"00" });
     HeaderValue::from_bytes(&text).expect("hex and dashes are a valid header value")
@@ -167,8 +196,23 @@ impl CallIds {
     /// The next ID.
     pub fn next(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:016x}-{n:x}", self.prefix)).expect("hex is a valid header value")
+        call_id(self.prefix, n)
     }
+}
+
+/// `{prefix:016x}-{n:x}`, written without a formatter (it runs on every call).
+fn call_id(prefix: u64, n: u64) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digit = |word: u64, at: u32| HEX[((word >> (4 * at)) & 0xf) as usize];
+    let mut text = [b'-'; 33];
+    for (i, b) in text[..16].iter_mut().enumerate() {
+        *b = digit(prefix, 15 - i as u32);
+    }
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for (i, b) in text[17..17 + digits as usize].iter_mut().enumerate() {
+        *b = digit(n, digits - 1 - i as u32);
+    }
+    HeaderValue::from_bytes(&text[..17 + digits as usize]).expect("hex is a valid header value")
 }
 
 /// The call ID a router gave (`X-Baton-Call-Id`), when it has the shape of one: 1 to 64
@@ -350,8 +394,9 @@ mod tests {
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     #[test]
-    fn a_valid_traceparent_is_continued_and_anything_else_starts_a_trace() {
-        assert!(valid_traceparent(PARENT));
+    fn a_traceparent_to_continue_is_read_and_anything_else_is_refused() {
+        let read = TraceParent::parse(PARENT.as_bytes()).expect("valid");
+        assert_eq!(traceparent_value(read.trace, read.parent, read.sampled()), PARENT);
         assert!(valid_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later"), "a later version");
         for bad in [
             "",
@@ -361,36 +406,74 @@ mod tests {
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
         ] {
             assert!(!valid_traceparent(bad), "{bad:?}");
         }
-        let mut continued = HeaderMap::new();
-        continued.insert("traceparent", HeaderValue::from_static(PARENT));
-        continued.insert("tracestate", HeaderValue::from_static("vendor=1"));
-        trace_context(&mut continued);
-        assert_eq!(
-            (continued["traceparent"].to_str().unwrap(), continued["tracestate"].to_str().unwrap()),
-            (PARENT, "vendor=1")
-        );
-
-        let mut malformed = HeaderMap::new();
-        malformed.insert("traceparent", HeaderValue::from_static("junk"));
-        malformed.insert("tracestate", HeaderValue::from_static("vendor=1"));
-        trace_context(&mut malformed);
-        let new = malformed["traceparent"].to_str().unwrap().to_string();
-        assert!(valid_traceparent(&new) && new.ends_with("-00"), "{new}");
-        assert!(malformed.get("tracestate").is_none(), "a state without a valid parent goes");
-
-        let (mut a, mut b) = (HeaderMap::new(), HeaderMap::new());
-        trace_context(&mut a);
-        trace_context(&mut b);
-        assert_ne!(a["traceparent"], b["traceparent"], "each new trace is its own");
         let mut twice = HeaderMap::new();
         twice.append("traceparent", HeaderValue::from_static(PARENT));
+        assert_eq!(caller_traceparent(&twice).map(|(_, p)| p), Some(read));
         twice.append("traceparent", HeaderValue::from_static(PARENT));
-        trace_context(&mut twice);
-        assert_eq!(twice.get_all("traceparent").iter().count(), 1);
-        assert_ne!(twice["traceparent"], PARENT, "a repeated traceparent is not continued");
+        assert!(caller_traceparent(&twice).is_none(), "a repeated traceparent is not continued");
+        assert_eq!(call_id(0, 0), "0000000000000000-0");
+        assert_eq!(call_id(u64::MAX, u64::MAX), "ffffffffffffffff-ffffffffffffffff");
+        let (a, b) = (TraceParent::new_trace(), TraceParent::new_trace());
+        assert_ne!(a, b, "each new trace is its own");
+        assert!(valid_traceparent(traceparent_value(a.trace, a.parent, false).to_str().unwrap()));
+    }
+
+    /// The rule as W3C trace context words it, field by field: the reference the parser
+    /// on the call path must agree with.
+    fn by_fields(value: &str) -> bool {
+        let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let zeros = |s: &str| s.bytes().all(|b| b == b'0');
+        let mut parts = value.split('-');
+        let (Some(version), Some(trace), Some(parent), Some(flags)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let rest_ok = version != "00" || parts.next().is_none();
+        version.len() == 2
+            && hex(version)
+            && version != "ff"
+            && trace.len() == 32
+            && hex(trace)
+            && !zeros(trace)
+            && parent.len() == 16
+            && hex(parent)
+            && !zeros(parent)
+            && flags.len() == 2
+            && hex(flags)
+            && rest_ok
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_parser_agrees_with_the_rule_field_by_field(
+            value in "[0-9a-fA-F]{2}-[0-9a-fx]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-[a-z0-9-]{0,4}|[a-z0-9]{0,2})?",
+            zeros in proptest::option::of(0usize..2),
+        ) {
+            let value = match zeros {
+                Some(0) => format!("{}{}{}", &value[..3], "0".repeat(32), &value[35..]),
+                Some(_) => format!("{}{}{}", &value[..36], "0".repeat(16), &value[52..]),
+                None => value,
+            };
+            proptest::prop_assert_eq!(valid_traceparent(&value), by_fields(&value), "{}", value);
+        }
+
+        #[test]
+        fn a_call_id_is_the_prefix_and_the_count_in_hex(prefix: u64, n: u64) {
+            proptest::prop_assert_eq!(call_id(prefix, n), format!("{prefix:016x}-{n:x}"));
+        }
+
+        #[test]
+        fn what_is_written_reads_back(trace: [u8; 16], parent: [u8; 8], sampled: bool) {
+            let value = traceparent_value(trace, parent, sampled);
+            let read = TraceParent::parse(value.as_bytes());
+            let valid = trace != [0; 16] && parent != [0; 8];
+            proptest::prop_assert_eq!(read, valid.then_some(TraceParent { trace, parent, flags: u8::from(sampled) }));
+        }
     }
 
     #[test]

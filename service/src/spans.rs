@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime};
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
     TracerProvider as _,
@@ -31,7 +31,7 @@ use opentelemetry_sdk::trace::{
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
-use crate::http::{random_bytes, traceparent_value, valid_traceparent};
+use crate::http::{TRACEPARENT, TRACESTATE, TraceParent, caller_traceparent, traceparent_value};
 
 /// The `[traces]` section shared by the router and the cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,30 +190,60 @@ impl Spans {
 
     /// A server span named `name` for a request with `headers`: in the caller's trace when
     /// it sent one valid `traceparent`, else in a new one. Whether it is recorded is
-    /// decided here, as [`Sampling`] says; a span not recorded costs no more than the
-    /// IDs it passes on.
+    /// decided here, as [`Sampling`] says. A span not recorded (tracing off too) costs the
+    /// reading of the caller's `traceparent`, or a new trace's IDs, and no more: what it
+    /// passes on is fixed here, once per call.
     pub fn server(&self, name: &'static str, headers: &HeaderMap) -> Span {
-        let Some(inner) = &self.inner else { return Span::default() };
-        let caller = caller(headers);
-        let sampled = match (&caller, inner.sampling) {
-            (Some(sc), Sampling::FollowCaller) => sc.is_sampled(),
-            (Some(sc), Sampling::Edge) => sampled(sc.trace_id(), inner.ratio),
-            // A new trace's ID is random: deciding by a fresh random one is the same draw.
-            (None, _) => sampled(TraceId::from_bytes(random_bytes()), inner.ratio),
+        let caller = caller_traceparent(headers);
+        let continued = caller.is_some();
+        let Some(inner) = &self.inner else {
+            // Tracing off: the caller's trace goes on unchanged, else a new one.
+            let traceparent = match caller {
+                Some((value, _)) => value.clone(),
+                None => {
+                    let new = TraceParent::new_trace();
+                    traceparent_value(new.trace, new.parent, false)
+                }
+            };
+            return Span { at: Some(At::Passing(traceparent)), continued };
+        };
+        let ids = caller.map_or_else(TraceParent::new_trace, |(_, parsed)| parsed);
+        let sampled = match (continued, inner.sampling) {
+            (true, Sampling::FollowCaller) => ids.sampled(),
+            // A new trace's ID is random: deciding by it is a fair draw.
+            _ => sampled(TraceId::from_bytes(ids.trace), inner.ratio),
         };
         if !sampled {
             // What goes on names the caller's span (nothing of ours is recorded), or a new
-            // trace, with the decision not to record it.
-            let (trace, span) = match &caller {
-                Some(sc) => (sc.trace_id(), sc.span_id()),
-                None => new_ids(),
+            // trace, with the decision not to record it: the caller's own value when it
+            // says just that already.
+            let traceparent = match caller {
+                Some((value, parsed)) if value.len() == 55 && parsed.flags == 0 => value.clone(),
+                _ => traceparent_value(ids.trace, ids.parent, false),
             };
-            return Span { at: Some(At::Unsampled { trace, span }) };
+            return Span { at: Some(At::Passing(traceparent)), continued };
         }
-        let parent = caller.map_or_else(Context::new, |sc| Context::new().with_remote_span_context(sc));
+        let parent = if continued {
+            let state = headers
+                .get(&TRACESTATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| TraceState::from_str(s).ok())
+                .unwrap_or_default();
+            let sc = SpanContext::new(
+                TraceId::from_bytes(ids.trace),
+                SpanId::from_bytes(ids.parent),
+                TraceFlags::new(ids.flags & 1),
+                true,
+                state,
+            );
+            Context::new().with_remote_span_context(sc)
+        } else {
+            // A new trace: the SDK makes its IDs (the draw above was as fair as its own).
+            Context::new()
+        };
         let span =
             inner.tracer.span_builder(name).with_kind(SpanKind::Server).start_with_context(&inner.tracer, &parent);
-        Span { at: Some(At::Recording(Context::new().with_span(span), inner.clone())) }
+        Span { at: Some(At::Recording(Context::new().with_span(span), inner.clone())), continued }
     }
 
     /// Sends what is recorded and stops; later spans are dropped.
@@ -223,23 +253,6 @@ impl Spans {
             let _ = tokio::task::spawn_blocking(move || inner.provider.shutdown()).await;
         }
     }
-}
-
-/// The caller's span, from its one valid `traceparent` (and `tracestate`).
-fn caller(headers: &HeaderMap) -> Option<SpanContext> {
-    let mut given = headers.get_all("traceparent").iter();
-    let (Some(one), None) = (given.next(), given.next()) else { return None };
-    let text = one.to_str().ok().filter(|t| valid_traceparent(t))?;
-    let mut parts = text.split('-').skip(1);
-    let trace = TraceId::from_hex(parts.next()?).ok()?;
-    let span = SpanId::from_hex(parts.next()?).ok()?;
-    let flags = u8::from_str_radix(parts.next()?, 16).ok()?;
-    let state = headers
-        .get("tracestate")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| TraceState::from_str(s).ok())
-        .unwrap_or_default();
-    Some(SpanContext::new(trace, span, TraceFlags::new(flags & 1), true, state))
 }
 
 /// Whether a trace is recorded at `ratio`, by its ID: the rule of OpenTelemetry's
@@ -254,30 +267,21 @@ pub fn sampled(trace: TraceId, ratio: f64) -> bool {
     (low >> 1) < bound
 }
 
-/// A new trace's IDs, neither all zeros.
-fn new_ids() -> (TraceId, SpanId) {
-    let bytes: [u8; 24] = random_bytes();
-    let mut trace: [u8; 16] = bytes[..16].try_into().expect("16 bytes");
-    let mut span: [u8; 8] = bytes[16..].try_into().expect("8 bytes");
-    trace[15] |= 1;
-    span[7] |= 1;
-    (TraceId::from_bytes(trace), SpanId::from_bytes(span))
-}
-
-/// One span: recording, part of a trace not sampled, or nothing (tracing off). Ends when
-/// dropped unless ended at a given time.
+/// One span: recording, or only passing on a trace context (its trace not sampled, or
+/// tracing off), or nothing ([`Span::default`]). Ends when dropped unless ended at a given
+/// time.
 #[derive(Default)]
 pub struct Span {
     at: Option<At>,
+    /// Whether the trace is the caller's: else its `tracestate` is not passed on (it
+    /// belongs to no valid parent).
+    continued: bool,
 }
 
 enum At {
     Recording(Context, Arc<Inner>),
-    /// A trace not recorded: the IDs passed on, nothing else.
-    Unsampled {
-        trace: TraceId,
-        span: SpanId,
-    },
+    /// Nothing recorded: the `traceparent` passed on, the same for the whole call.
+    Passing(HeaderValue),
 }
 
 impl Span {
@@ -301,8 +305,8 @@ impl Span {
         let (cx, inner) = match &self.at {
             None => return Span::default(),
             // Not recorded: neither are its children; what propagates stays the same.
-            Some(At::Unsampled { trace, span }) => {
-                return Span { at: Some(At::Unsampled { trace: *trace, span: *span }) };
+            Some(At::Passing(traceparent)) => {
+                return Span { at: Some(At::Passing(traceparent.clone())), continued: self.continued };
             }
             Some(At::Recording(cx, inner)) => (cx, inner),
         };
@@ -311,7 +315,7 @@ impl Span {
             builder = builder.with_start_time(start);
         }
         let span = builder.start_with_context(&inner.tracer, cx);
-        Span { at: Some(At::Recording(cx.with_span(span), inner.clone())) }
+        Span { at: Some(At::Recording(cx.with_span(span), inner.clone())), continued: self.continued }
     }
 
     fn recording(&self) -> Option<&Context> {
@@ -345,11 +349,12 @@ impl Span {
         }
     }
 
-    /// The `traceparent` naming this span as the parent of what it calls: the sampled flag
-    /// is the trace's decision. `None` when tracing is off.
+    /// The `traceparent` naming this span as the parent of what it calls (the sampled
+    /// flag is the trace's decision), or the one it passes on. `None` for
+    /// [`Span::default`].
     pub fn traceparent(&self) -> Option<HeaderValue> {
         match self.at.as_ref()? {
-            At::Unsampled { trace, span } => Some(traceparent_value(trace.to_bytes(), span.to_bytes(), false)),
+            At::Passing(traceparent) => Some(traceparent.clone()),
             At::Recording(cx, _) => {
                 let span = cx.span();
                 let sc = span.span_context();
@@ -358,12 +363,15 @@ impl Span {
         }
     }
 
-    /// Puts [`Span::traceparent`] in `headers` (the caller's `tracestate` stays as it is);
-    /// leaves them alone when tracing is off.
+    /// Sets the trace context of what this span calls in `headers`: its
+    /// [`Span::traceparent`], replacing any, and the caller's `tracestate` only when the
+    /// trace is the caller's. Leaves them alone for [`Span::default`].
     pub fn propagate(&self, headers: &mut HeaderMap) {
-        if let Some(value) = self.traceparent() {
-            headers.insert(HeaderName::from_static("traceparent"), value);
+        let Some(value) = self.traceparent() else { return };
+        if !self.continued {
+            headers.remove(&TRACESTATE);
         }
+        headers.insert(TRACEPARENT.clone(), value);
     }
 }
 
@@ -413,23 +421,42 @@ impl Future for InRuntime<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::valid_traceparent;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// What a span of `spans` for a caller's `headers` passes on, to a copy of them.
+    fn passed_on(spans: &Spans, headers: &HeaderMap) -> HeaderMap {
+        let mut sent = headers.clone();
+        spans.server("call", headers).child("proxy", Kind::Client).propagate(&mut sent);
+        sent
+    }
 
     #[test]
-    fn a_valid_traceparent_is_the_parent_and_anything_else_is_none() {
-        let mut headers = HeaderMap::new();
-        headers
-            .insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-        headers.insert("tracestate", HeaderValue::from_static("vendor=1"));
-        let sc = caller(&headers).expect("valid");
-        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
-        assert!(sc.is_sampled() && sc.is_remote());
-        assert_eq!(sc.trace_state().header(), "vendor=1");
-        headers
-            .append("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-        assert!(caller(&headers).is_none(), "two parents are none");
-        headers.insert("traceparent", HeaderValue::from_static("00-junk"));
-        assert!(caller(&headers).is_none());
+    fn tracing_off_continues_a_valid_caller_unchanged_and_starts_a_trace_otherwise() {
+        let off = Spans::default();
+        let mut continued = HeaderMap::new();
+        continued.insert("traceparent", HeaderValue::from_static(PARENT));
+        continued.insert("tracestate", HeaderValue::from_static("vendor=1"));
+        let sent = passed_on(&off, &continued);
+        assert_eq!((&sent["traceparent"], &sent["tracestate"]), (&continued["traceparent"], &continued["tracestate"]));
+
+        let mut malformed = HeaderMap::new();
+        malformed.insert("traceparent", HeaderValue::from_static("junk"));
+        malformed.insert("tracestate", HeaderValue::from_static("vendor=1"));
+        let sent = passed_on(&off, &malformed);
+        let new = sent["traceparent"].to_str().unwrap();
+        assert!(valid_traceparent(new) && new.ends_with("-00"), "{new}");
+        assert!(sent.get("tracestate").is_none(), "a state without a valid parent goes");
+
+        let (a, b) = (passed_on(&off, &HeaderMap::new()), passed_on(&off, &HeaderMap::new()));
+        assert_ne!(a["traceparent"], b["traceparent"], "each new trace is its own");
+        let mut twice = HeaderMap::new();
+        twice.append("traceparent", HeaderValue::from_static(PARENT));
+        twice.append("traceparent", HeaderValue::from_static(PARENT));
+        let sent = passed_on(&off, &twice);
+        assert_eq!(sent.get_all("traceparent").iter().count(), 1);
+        assert_ne!(sent["traceparent"], PARENT, "a repeated traceparent is not continued");
     }
 
     #[test]
@@ -515,12 +542,28 @@ mod tests {
     }
 
     #[test]
-    fn spans_off_record_nothing_and_leave_headers_alone() {
-        let spans = Spans::default();
-        let span = spans.server("invoke", &HeaderMap::new());
-        assert!(!span.is_recording());
+    fn spans_off_record_nothing_and_no_span_leaves_headers_alone() {
+        assert!(!Spans::default().server("invoke", &HeaderMap::new()).is_recording());
         let mut headers = HeaderMap::new();
-        span.child("proxy", Kind::Client).propagate(&mut headers);
+        Span::default().child("proxy", Kind::Client).propagate(&mut headers);
         assert!(headers.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_recorded_span_is_the_callers_child_and_keeps_its_state() {
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", HeaderValue::from_static(PARENT));
+        headers.insert("tracestate", HeaderValue::from_static("vendor=1"));
+        let cell = Spans::start(&traces(1.0), "baton-cell", "c", Sampling::FollowCaller).unwrap();
+        let span = cell.server("call", &headers);
+        assert!(span.is_recording());
+        let sent = passed_on(&cell, &headers);
+        let ours = crate::http::TraceParent::parse(sent["traceparent"].as_bytes()).expect("valid");
+        let theirs = crate::http::TraceParent::parse(PARENT.as_bytes()).unwrap();
+        assert_eq!((ours.trace, ours.flags), (theirs.trace, 1), "the caller's trace, recorded");
+        assert_ne!(ours.parent, theirs.parent, "our span is the parent of what we call");
+        assert_eq!(sent["tracestate"], "vendor=1");
+        drop(span);
+        cell.shutdown().await;
     }
 }
