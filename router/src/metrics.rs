@@ -1,117 +1,113 @@
 //! The router's metrics. Labels are bounded: a fixed route and outcome set, never a
 //! function or tenant name.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Histogram};
 
 use crate::config::MetricsSection;
-use crate::top::{OTHER, TopKeys};
+use crate::top::{OTHER, Top};
 
 use baton_service::catalog::{Kind, Metric};
 
 /// What an answer's status says of a request.
-fn outcome(status: u16) -> &'static str {
+fn outcome(status: u16) -> Outcome {
     match status {
-        200..=399 => "ok",
-        401 => "unauthorized",
-        404 => "not_found",
-        429 => "throttled",
-        400..=499 => "client_error",
-        502..=504 => "upstream_error",
-        _ => "server_error",
+        200..=399 => Outcome::Ok,
+        401 => Outcome::Unauthorized,
+        404 => Outcome::NotFound,
+        429 => Outcome::Throttled,
+        400..=499 => Outcome::ClientError,
+        502..=504 => Outcome::UpstreamError,
+        _ => Outcome::ServerError,
     }
 }
+
+/// The `outcome` label's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Unauthorized,
+    NotFound,
+    Throttled,
+    ClientError,
+    UpstreamError,
+    ServerError,
+}
+
+impl Outcome {
+    const COUNT: usize = 7;
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::NotFound => "not_found",
+            Outcome::Throttled => "throttled",
+            Outcome::ClientError => "client_error",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::ServerError => "server_error",
+        }
+    }
+}
+
+/// The `route` label's values.
+const ROUTES: [&str; 4] = ["invoke", "functions", "registries", "other"];
+
+/// The handles of one route's series, made on first use: building a series' key and
+/// finding it in the recorder's registry cost more instructions than the rest of the
+/// router's metrics together (callgrind, docs/BENCHMARKS.md).
+struct Route {
+    seconds: OnceLock<Histogram>,
+    requests: [OnceLock<Counter>; Outcome::COUNT],
+}
+
+static ROUTE_HANDLES: [Route; ROUTES.len()] =
+    [const { Route { seconds: OnceLock::new(), requests: [const { OnceLock::new() }; Outcome::COUNT] } }; ROUTES.len()];
 
 /// Counts a request and records its duration.
 pub fn request(route: &'static str, status: u16, elapsed: Duration) {
+    let at = ROUTES.iter().position(|r| *r == route).unwrap_or(ROUTES.len() - 1);
+    let (route, handles) = (ROUTES[at], &ROUTE_HANDLES[at]);
     let outcome = outcome(status);
-    let (counter, histogram) = handles().request(route, outcome);
-    counter.increment(1);
-    histogram.record(elapsed.as_secs_f64());
+    handles.requests[outcome as usize]
+        .get_or_init(
+            || metrics::counter!("baton_router_requests_total", "route" => route, "outcome" => outcome.label()),
+        )
+        .increment(1);
+    handles
+        .seconds
+        .get_or_init(|| metrics::histogram!("baton_router_request_duration_seconds", "route" => route))
+        .record(elapsed.as_secs_f64());
 }
 
-/// The handles of the series a call updates, kept once made: building a series' key and
-/// finding it in the recorder's registry cost more instructions than the rest of the
-/// router's metrics together (callgrind, docs/BENCHMARKS.md). Bounded: the fixed
-/// route and outcome sets, and the tenants and functions with series of their own.
+/// The series of a tenant with a label of its own (or of `other`), made on first use.
 #[derive(Default)]
-struct Handles {
-    requests: HashMap<(&'static str, &'static str), (Counter, Histogram)>,
-    tenants: HashMap<String, Tenant>,
-}
-
-#[derive(Default)]
-struct Tenant {
-    calls: Vec<(&'static str, Counter)>,
+struct TenantSeries {
+    calls: [Option<Counter>; Outcome::COUNT],
     seconds: Option<Histogram>,
-    functions: HashMap<String, Counter>,
 }
 
-/// Held to this many tenants and, per tenant, functions; past it the handles are dropped
-/// and made again (the top sets changed many times: old labels' handles go).
-const MOST_HANDLES: usize = 1024;
-
-impl Handles {
-    fn request(&mut self, route: &'static str, outcome: &'static str) -> (Counter, Histogram) {
-        self.requests
-            .entry((route, outcome))
-            .or_insert_with(|| {
-                (
-                    metrics::counter!("baton_router_requests_total", "route" => route, "outcome" => outcome),
-                    metrics::histogram!("baton_router_request_duration_seconds", "route" => route),
-                )
-            })
-            .clone()
-    }
-
-    fn tenant(&mut self, label: &str) -> &mut Tenant {
-        if !self.tenants.contains_key(label) {
-            if self.tenants.len() >= MOST_HANDLES {
-                self.tenants.clear();
-            }
-            self.tenants.insert(label.to_string(), Tenant::default());
-        }
-        self.tenants.get_mut(label).expect("inserted")
+impl TenantSeries {
+    fn record(&mut self, label: &str, outcome: Outcome, elapsed: Duration) {
+        self.calls[outcome as usize]
+            .get_or_insert_with(
+                || metrics::counter!(TENANT_CALLS, "tenant" => label.to_string(), "outcome" => outcome.label()),
+            )
+            .increment(1);
+        self.seconds
+            .get_or_insert_with(|| metrics::histogram!(TENANT_CALL_SECONDS, "tenant" => label.to_string()))
+            .record(elapsed.as_secs_f64());
     }
 }
 
-impl Tenant {
-    fn call(&mut self, label: &str, outcome: &'static str) -> &Counter {
-        let at = match self.calls.iter().position(|(o, _)| *o == outcome) {
-            Some(at) => at,
-            None => {
-                let counter = metrics::counter!(TENANT_CALLS, "tenant" => label.to_string(), "outcome" => outcome);
-                self.calls.push((outcome, counter));
-                self.calls.len() - 1
-            }
-        };
-        &self.calls[at].1
-    }
-
-    fn seconds(&mut self, label: &str) -> &Histogram {
-        self.seconds.get_or_insert_with(|| metrics::histogram!(TENANT_CALL_SECONDS, "tenant" => label.to_string()))
-    }
-
-    fn function(&mut self, tenant: &str, function: &str) -> &Counter {
-        if !self.functions.contains_key(function) {
-            if self.functions.len() >= MOST_HANDLES {
-                self.functions.clear();
-            }
-            let counter =
-                metrics::counter!(FUNCTION_CALLS, "tenant" => tenant.to_string(), "function" => function.to_string());
-            self.functions.insert(function.to_string(), counter);
-        }
-        &self.functions[function]
-    }
-}
-
-static HANDLES: std::sync::OnceLock<Mutex<Handles>> = std::sync::OnceLock::new();
-
-fn handles() -> std::sync::MutexGuard<'static, Handles> {
-    HANDLES.get_or_init(Mutex::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// What the router keeps for its per-tenant and per-function series: which have labels
+/// of their own, with their handles, and those of `other`.
+struct Calls {
+    top: Top<TenantSeries, Option<Counter>>,
+    other: TenantSeries,
+    other_function: Option<Counter>,
 }
 
 /// A call answered 421 by the cell the map named, retried at the owner it gave.
@@ -142,56 +138,55 @@ pub const TENANT_CALL_SECONDS: &str = "baton_router_tenant_call_duration_seconds
 /// or `other`).
 pub const FUNCTION_CALLS: &str = "baton_router_function_calls_total";
 
-/// Which tenants and functions have series of their own.
-struct Tops {
-    tenants: TopKeys,
-    functions: TopKeys,
-    /// `metrics.enabled`: off, calls are not even ranked.
-    enabled: bool,
+/// Which tenants and functions have series of their own, with their handles; `None`
+/// when `metrics.enabled` is off (calls are not even ranked).
+static CALLS: OnceLock<Option<Mutex<Calls>>> = OnceLock::new();
+
+fn calls() -> Option<&'static Mutex<Calls>> {
+    CALLS.get_or_init(|| calls_of(&MetricsSection::default())).as_ref()
 }
 
-static TOPS: std::sync::OnceLock<Tops> = std::sync::OnceLock::new();
-
-fn tops() -> &'static Tops {
-    TOPS.get_or_init(|| tops_of(&MetricsSection::default()))
-}
-
-fn tops_of(section: &MetricsSection) -> Tops {
-    let now = Instant::now();
-    Tops {
-        tenants: TopKeys::new(section.top_tenants, section.top_window, now),
-        functions: TopKeys::new(section.top_functions, section.top_window, now),
-        enabled: section.enabled,
-    }
+fn calls_of(section: &MetricsSection) -> Option<Mutex<Calls>> {
+    section.enabled.then(|| {
+        Mutex::new(Calls {
+            top: Top::new(section.top_tenants, section.top_functions, section.top_window, Instant::now()),
+            other: TenantSeries::default(),
+            other_function: None,
+        })
+    })
 }
 
 /// Sets how many tenants and functions get series of their own (once, at start; later
 /// calls change nothing).
 pub fn configure(section: &MetricsSection) {
-    let _ = TOPS.set(tops_of(section));
+    let _ = CALLS.set(calls_of(section));
 }
 
 /// Counts a call of `tenant`'s function `function` answered `status` after `elapsed`. A
 /// function the router does not know (404) counts for its tenant only: names a caller
 /// makes up never become labels.
 pub fn tenant_call(tenant: &str, function: &str, status: u16, elapsed: Duration) {
-    let tops = tops();
-    if !tops.enabled {
+    let Some(calls) = calls() else { return };
+    let outcome = outcome(status);
+    let mut calls = calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Calls { top, other, other_function } = &mut *calls;
+    let (own, own_function) = top.call(tenant, (status != 404).then_some(function), Instant::now());
+    match own {
+        Some(series) => series.record(tenant, outcome, elapsed),
+        None => other.record(OTHER, outcome, elapsed),
+    }
+    if status == 404 {
         return;
     }
-    let now = Instant::now();
-    let tenant_label = if tops.tenants.call(tenant, now) { tenant } else { OTHER };
-    let function_label = (status != 404).then(|| {
-        if tops.functions.call(&format!("{tenant}/{function}"), now) { (tenant, function) } else { (OTHER, OTHER) }
-    });
-    let mut handles = handles();
-    let series = handles.tenant(tenant_label);
-    series.call(tenant_label, outcome(status)).increment(1);
-    series.seconds(tenant_label).record(elapsed.as_secs_f64());
-    if let Some((tenant, function)) = function_label {
-        // Under the tenant's label of its own series: `other` when the tenant has none.
-        handles.tenant(tenant).function(tenant, function).increment(1);
-    }
+    let counter = match own_function {
+        // The function's series names its tenant, whether or not the tenant has its own.
+        Some(counter) => counter.get_or_insert_with(
+            || metrics::counter!(FUNCTION_CALLS, "tenant" => tenant.to_string(), "function" => function.to_string()),
+        ),
+        None => other_function
+            .get_or_insert_with(|| metrics::counter!(FUNCTION_CALLS, "tenant" => OTHER, "function" => OTHER)),
+    };
+    counter.increment(1);
 }
 
 /// Every metric the router exports.

@@ -404,3 +404,20 @@ impl Refusal {
         error_response(status, code, &message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_has_an_outcome_the_metrics_keep_handles_for() {
+        for code in 100..=599 {
+            let status = StatusCode::from_u16(code).unwrap();
+            let outcome = outcome_label(status);
+            assert!(crate::metrics::INVOCATION_OUTCOMES.contains(&outcome), "{code}: {outcome}");
+        }
+        let catalog = crate::metrics::CATALOG.iter().find(|m| m.name == crate::metrics::INVOCATIONS).unwrap();
+        let listed = catalog.labels[0].trim_start_matches("outcome: ").replace(' ', "");
+        assert_eq!(listed, crate::metrics::INVOCATION_OUTCOMES.join(","));
+    }
+}
