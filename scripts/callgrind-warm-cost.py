@@ -18,7 +18,13 @@ zeroes both processes' counters (`callgrind_control -z`), makes CALLS calls (def
 call; what runs by the clock (the recorder's upkeep, the top-N ranking, span batches,
 heartbeats) is in it at the pace valgrind leaves, so it is an upper bound. Spans go to a
 baton-otlp-sink this script starts. Needs valgrind. Prints one table; files in $OUT
-(default a temporary folder)."""
+(default a temporary folder).
+
+With CACHE_SIM=1, callgrind also simulates the caches (`--cache-sim=yes`: first-level and
+last-level misses, one cache for all threads, no coherence between cores), and the table
+is of estimated cycles per call, Ir + 10 × first-level misses + 100 × last-level misses
+(the weights valgrind's documentation uses for its cycle estimate): what extra memory
+traffic costs, which instruction counts alone do not show."""
 import http.client
 import json
 import os
@@ -35,6 +41,8 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release"
 TRACED = ("baton-router", "baton-cell")
+CACHE_SIM = os.environ.get("CACHE_SIM") == "1"
+CACHE_FLAG = "--cache-sim=yes" if CACHE_SIM else ""
 PLAIN = ("baton", "baton-shard-manager", "baton-worker", "baton-fn-echo", "baton-fn-spin")
 
 
@@ -60,7 +68,7 @@ def bin_folder(out: pathlib.Path) -> pathlib.Path:
         wrapper.write_text(
             "#!/bin/sh\n"
             f'echo $$ > "$CG_DIR/{name}.pid"\n'
-            f'exec valgrind --tool=callgrind --callgrind-out-file="$CG_DIR/{name}.%p.out" {BIN / name} "$@"\n'
+            f'exec valgrind --tool=callgrind {CACHE_FLAG} --callgrind-out-file="$CG_DIR/{name}.%p.out" {BIN / name} "$@"\n'
         )
         wrapper.chmod(0o755)
     return folder
@@ -70,11 +78,19 @@ def callgrind_control(flag: str, pid: int) -> None:
     subprocess.run(["callgrind_control", flag, str(pid)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def newest_dump(folder: pathlib.Path, name: str, pid: int) -> int:
-    """Instructions in the newest dump of process `pid` (files `name.pid.out.N`)."""
+def newest_dump(folder: pathlib.Path, name: str, pid: int) -> float:
+    """What the newest dump of process `pid` (files `name.pid.out.N`) counts: its
+    instructions, or with CACHE_SIM its estimated cycles."""
     dumps = sorted(folder.glob(f"{name}.{pid}.out.*"), key=lambda p: int(p.suffix[1:]))
     text = dumps[-1].read_text(errors="replace")
-    return int(re.search(r"^(?:summary|totals): (\d+)", text, re.M).group(1))
+    events = re.search(r"^events: (.+)$", text, re.M).group(1).split()
+    totals = map(int, re.search(r"^(?:summary|totals): ([\d ]+)$", text, re.M).group(1).split())
+    count = dict(zip(events, totals))
+    if not CACHE_SIM:
+        return count["Ir"]
+    first = sum(count.get(e, 0) for e in ("I1mr", "D1mr", "D1mw"))
+    last = sum(count.get(e, 0) for e in ("ILmr", "DLmr", "DLmw"))
+    return count["Ir"] + 10 * first + 100 * last
 
 
 def run_setting(out: pathlib.Path, setting: str, flags: list[str], calls: int, windows: int) -> list[dict]:
@@ -129,7 +145,7 @@ def run_setting(out: pathlib.Path, setting: str, flags: list[str], calls: int, w
                 row[name] = newest_dump(home / "cg", name, pid) / calls
             rows.append(row)
             print(f"{setting} window {window}: router {row['baton-router']:,.0f}, cell {row['baton-cell']:,.0f}"
-                  f" instructions per call ({failed} failed, {seconds:.0f} s)", flush=True)
+                  f" {'estimated cycles' if CACHE_SIM else 'instructions'} per call ({failed} failed, {seconds:.0f} s)", flush=True)
         return rows
     finally:
         os.killpg(up.pid, signal.SIGINT)
@@ -173,7 +189,8 @@ def main() -> None:
         mine = [r for r in rows if r["setting"] == setting]
         mean[setting] = {k: sum(r[k] for r in mine) / len(mine) for k in TRACED}
     base = mean["metrics-off"]
-    print(f"\n{calls:,} calls a window, {windows} windows; instructions per call (mean of the windows)")
+    what = "estimated cycles" if CACHE_SIM else "instructions"
+    print(f"\n{calls:,} calls a window, {windows} windows; {what} per call (mean of the windows)")
     print("| setting | router | cell | both | against metrics off |")
     print("|---|---|---|---|---|")
     for setting, m in mean.items():
