@@ -6,6 +6,7 @@ mod admin;
 mod certs;
 mod observe;
 mod output;
+mod ports;
 mod tenant;
 mod up;
 

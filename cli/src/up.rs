@@ -162,7 +162,7 @@ impl Drop for Processes {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(crate::ports::free()?)
 }
 
 fn port_or_free(port: u16) -> anyhow::Result<u16> {
@@ -217,6 +217,8 @@ pub async fn run(args: UpArgs, home: PathBuf) -> anyhow::Result<()> {
 
 /// Starts everything, deploys the samples, writes the env file.
 async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow::Result<()> {
+    // The workers' sandboxes take 1,000 ports each from here: no process of ours gets one.
+    crate::ports::avoid(args.sandbox_ports..args.sandbox_ports.saturating_add(args.cells.saturating_mul(1000)));
     let bin_dir = std::env::current_exe()?.parent().context("the baton binary's folder")?.to_path_buf();
     let bin = |name: &str| -> anyhow::Result<PathBuf> {
         let path = bin_dir.join(name);
