@@ -39,8 +39,9 @@ pass() {
     shift
     export BATON_HOME="$out/$run/baton-home"
     mkdir -p "$out/$run"
-    # A second try when the first does not start: baton up picks its processes' free
-    # ports before they bind, and one may be taken meanwhile (seen once in 16 passes).
+    # A second try when the first does not start (once, one pass in 16 died on a port
+    # taken between baton up's choice and its bind; baton up has chosen its ports below
+    # the ephemeral range since, cli/src/ports.rs, and the retry stays as a guard).
     for try in 1 2; do
         rm -rf "$BATON_HOME"
         "$bin/baton" up --cells 1 --port 0 --shard-manager-port 0 --registry-port 0 --sandbox-ports 42000 "$@" \
