@@ -3,9 +3,9 @@
 
 use baton_proto::shard::shard_manager_client::ShardManagerClient;
 use baton_proto::shard::{
-    AddReplicaRequest, ChangeVotersRequest, CreateApiKeyRequest, GetStatusRequest, ListApiKeysRequest,
-    ListCellsRequest, ListTenantsRequest, MoveFunctionRequest, PutTenantRequest, RevokeApiKeyRequest,
-    SetCellStateRequest, StatusResponse,
+    AddReplicaRequest, ChangeVotersRequest, CreateApiKeyRequest, DeleteTenantRequest, GetStatusRequest,
+    ListApiKeysRequest, ListCellsRequest, ListTenantsRequest, MoveFunctionRequest, PutTenantRequest,
+    RevokeApiKeyRequest, SetCellStateRequest, StatusResponse,
 };
 use baton_service::tls::ToolCredentials;
 use clap::{Args, Subcommand};
@@ -76,6 +76,13 @@ pub enum TenantsCommand {
         /// memory_mib); 0: the federation's default.
         #[arg(long, default_value_t = 0)]
         max_reserved_memory: u64,
+        #[command(flatten)]
+        manager: ManagerArgs,
+    },
+    /// Delete a tenant that has no functions left; its API keys are revoked with it.
+    Delete {
+        /// Its name.
+        name: String,
         #[command(flatten)]
         manager: ManagerArgs,
     },
@@ -227,6 +234,11 @@ pub async fn tenants(command: TenantsCommand) -> anyhow::Result<()> {
             };
             manager.connect().await?.put_tenant(request).await.map_err(refused)?;
             println!("tenant {name} ready");
+        }
+        TenantsCommand::Delete { name, manager } => {
+            let request = DeleteTenantRequest { name: name.clone() };
+            manager.connect().await?.delete_tenant(request).await.map_err(refused)?;
+            println!("tenant {name} deleted");
         }
         TenantsCommand::List { manager, output } => {
             let listed =

@@ -19,8 +19,8 @@ pub fn policy(path: &str) -> &'static [Role] {
     match (service, method) {
         ("baton.raft.v1.RaftTransport", _) => REPLICAS,
         ("baton.shard.v1.ShardManager", method) => match method {
-            "PutTenant" | "CreateApiKey" | "RevokeApiKey" | "ListTenants" | "ListApiKeys" | "SetCellState"
-            | "PinFunction" | "MoveFunction" | "ListCells" | "AddReplica" | "ChangeVoters" => OPERATOR,
+            "PutTenant" | "DeleteTenant" | "CreateApiKey" | "RevokeApiKey" | "ListTenants" | "ListApiKeys"
+            | "SetCellState" | "PinFunction" | "MoveFunction" | "ListCells" | "AddReplica" | "ChangeVoters" => OPERATOR,
             "PutFunction" | "PutFunctions" | "DeleteFunction" => FUNCTIONS,
             // Tenants' credentials go in through routers; they come out only where an image
             // is resolved (routers) or pulled (cells, for their workers).
@@ -49,7 +49,9 @@ mod tests {
             assert!(!policy(path).is_empty(), "{path} has no allowed caller");
             assert!(!policy(path).contains(&Role::Worker), "workers call nothing here: {path}");
         }
-        for admin in ["PutTenant", "CreateApiKey", "RevokeApiKey", "ListApiKeys", "MoveFunction", "AddReplica"] {
+        for admin in
+            ["PutTenant", "DeleteTenant", "CreateApiKey", "RevokeApiKey", "ListApiKeys", "MoveFunction", "AddReplica"]
+        {
             let allowed = policy(&format!("/baton.shard.v1.ShardManager/{admin}"));
             assert!(!allowed.contains(&Role::Router) && !allowed.contains(&Role::Cell), "{admin}: {allowed:?}");
         }

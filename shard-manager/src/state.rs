@@ -61,6 +61,11 @@ pub struct FunctionRecord {
 pub enum Command {
     /// Creates or updates a tenant.
     PutTenant(Tenant),
+    /// Deletes a tenant without functions, with its API keys and registry credentials.
+    DeleteTenant {
+        /// The tenant.
+        name: String,
+    },
     /// Adds an API key (its hash) for a tenant.
     PutApiKey {
         /// Hash of the key.
@@ -156,6 +161,7 @@ impl Command {
     pub fn subject(&self) -> u64 {
         let text = match self.inner() {
             Command::PutTenant(tenant) => format!("put-tenant {}", tenant.name),
+            Command::DeleteTenant { name } => format!("delete-tenant {name}"),
             Command::PutApiKey { key_hash, .. } => format!("put-api-key {key_hash}"),
             // By the key's ID (its hash's first 16 digits), which is what callers name.
             Command::RevokeApiKey { key_hash } => format!("revoke-api-key {}", &key_hash[..key_hash.len().min(16)]),
@@ -331,6 +337,15 @@ impl FederationState {
             {
                 Err(Rejection::UnknownRegistry { tenant: tenant.clone(), registry: registry.clone() })
             }
+            Command::DeleteTenant { name } => {
+                if !self.tenants.contains_key(name) {
+                    return Err(Rejection::UnknownTenant(name.clone()));
+                }
+                match self.function_count(name) {
+                    0 => Ok(()),
+                    functions => Err(Rejection::TenantHasFunctions { tenant: name.clone(), functions }),
+                }
+            }
             Command::SetCellState { cell, .. } => cell_known(cell),
             Command::PutFunction { record, cell } => {
                 if self.put_is_new(record, cell)? {
@@ -427,6 +442,18 @@ impl FederationState {
         match command {
             Command::PutTenant(tenant) => {
                 self.tenants.insert(tenant.name.clone(), tenant);
+            }
+            Command::DeleteTenant { name } => {
+                self.tenants.remove(&name);
+                self.registry_credentials.remove(&name);
+                let keys: Vec<String> =
+                    self.api_keys.iter().filter(|(_, tenant)| **tenant == name).map(|(hash, _)| hash.clone()).collect();
+                let mut changes = Vec::with_capacity(keys.len());
+                for key_hash in keys {
+                    self.api_keys.remove(&key_hash);
+                    changes.push(Change::RevokeApiKey { key_hash });
+                }
+                return (None, changes);
             }
             Command::PutApiKey { key_hash, tenant } => {
                 self.api_keys.insert(key_hash.clone(), tenant.clone());
@@ -760,6 +787,45 @@ mod tests {
         }));
         let unknown_cell = s.apply(Command::PutFunction { record: function("dev", "f"), cell: CellId("c1".into()) }).0;
         assert_eq!(unknown_cell, Outcome::Rejected(Rejection::UnknownCell(CellId("c1".into()))));
+    }
+
+    /// A tenant is deleted only once it has no functions, and takes its API keys (each
+    /// revoked in the map, so routers stop admitting it) and registry credentials with it;
+    /// another tenant's keys stay.
+    #[test]
+    fn a_tenant_goes_with_its_keys_once_its_functions_are_gone() {
+        let mut s = FederationState::default();
+        for name in ["dev", "other"] {
+            s.apply(Command::PutTenant(Tenant {
+                name: name.into(),
+                default_region: "local".into(),
+                max_functions: 0,
+                limits: Default::default(),
+            }));
+        }
+        s.apply(Command::PutCell(cell("c1")));
+        s.apply(Command::PutApiKey { key_hash: "aa".repeat(32), tenant: "dev".into() });
+        s.apply(Command::PutApiKey { key_hash: "bb".repeat(32), tenant: "other".into() });
+        s.apply(Command::PutRegistryCredentials {
+            tenant: "dev".into(),
+            registry: "ghcr.io".into(),
+            sealed: "sealed".into(),
+        });
+        s.apply(Command::PutFunction { record: function("dev", "f"), cell: CellId("c1".into()) });
+        let delete = || Command::DeleteTenant { name: "dev".into() };
+        assert_eq!(
+            s.apply(delete()).0,
+            Outcome::Rejected(Rejection::TenantHasFunctions { tenant: "dev".into(), functions: 1 })
+        );
+        assert!(s.tenants.contains_key("dev") && s.api_keys.contains_key(&"aa".repeat(32)));
+        s.apply(Command::DeleteFunction { id: "dev/f".into() });
+        let (outcome, delta) = s.apply(delete());
+        assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+        assert_eq!(delta.expect("a delta").changes, vec![Change::RevokeApiKey { key_hash: "aa".repeat(32) }]);
+        assert!(!s.tenants.contains_key("dev"));
+        assert!(!s.registry_credentials.contains_key("dev"));
+        assert_eq!(s.api_keys.values().collect::<Vec<_>>(), ["other"], "only its own keys go");
+        assert_eq!(s.apply(delete()).0, Outcome::Rejected(Rejection::UnknownTenant("dev".into())));
     }
 
     /// A tenant's function limit holds for single and batch registrations (a batch over it

@@ -4,8 +4,8 @@
 
 use baton_model::function::is_label;
 use baton_proto::shard::{
-    Ack, ApiKeyInfo, CreateApiKeyRequest, CreateApiKeyResponse, ListApiKeysRequest, ListApiKeysResponse,
-    ListTenantsRequest, ListTenantsResponse, PutTenantRequest, RevokeApiKeyRequest, TenantInfo,
+    Ack, ApiKeyInfo, CreateApiKeyRequest, CreateApiKeyResponse, DeleteTenantRequest, ListApiKeysRequest,
+    ListApiKeysResponse, ListTenantsRequest, ListTenantsResponse, PutTenantRequest, RevokeApiKeyRequest, TenantInfo,
 };
 use baton_shardmap::key_hash;
 use tonic::Status;
@@ -42,6 +42,18 @@ impl Manager {
             limits: self.admission.tenant_limits(&r),
         };
         let epoch = self.write(request, Command::PutTenant(tenant)).await?.epoch;
+        Ok(Ack { epoch: epoch.0 })
+    }
+
+    /// Deletes a tenant without functions; its keys are revoked in the same commit, so no
+    /// router admits them once it has the delta.
+    pub(super) async fn delete_tenant_inner(
+        &self,
+        r: DeleteTenantRequest,
+        request: Option<&str>,
+    ) -> Result<Ack, Status> {
+        let name = required("name", &r.name)?.to_string();
+        let epoch = self.write(request, Command::DeleteTenant { name }).await?.epoch;
         Ok(Ack { epoch: epoch.0 })
     }
 

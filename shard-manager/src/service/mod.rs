@@ -15,12 +15,13 @@ use baton_proto::raft::raft_transport_server::RaftTransportServer;
 use baton_proto::shard::shard_manager_server::{ShardManager, ShardManagerServer};
 use baton_proto::shard::{
     Ack, AddReplicaRequest, CellHeartbeatRequest, CellHeartbeatResponse, CellInfo, ChangeVotersRequest,
-    CreateApiKeyRequest, CreateApiKeyResponse, FunctionInfo, FunctionRef, GetStatusRequest, ListApiKeysRequest,
-    ListApiKeysResponse, ListCellsRequest, ListCellsResponse, ListFunctionsRequest, ListFunctionsResponse,
-    ListRegistriesRequest, ListRegistriesResponse, ListTenantsRequest, ListTenantsResponse, MoveFunctionRequest,
-    PinFunctionRequest, PutFunctionRequest, PutFunctionResponse, PutFunctionsRequest, PutFunctionsResponse,
-    PutRegistryCredentialsRequest, PutTenantRequest, RegisterCellRequest, RegistryCredentialsResponse, RegistryRef,
-    RevokeApiKeyRequest, SetCellStateRequest, ShardMapEvent, StatusResponse, WatchShardMapRequest, shard_map_event,
+    CreateApiKeyRequest, CreateApiKeyResponse, DeleteTenantRequest, FunctionInfo, FunctionRef, GetStatusRequest,
+    ListApiKeysRequest, ListApiKeysResponse, ListCellsRequest, ListCellsResponse, ListFunctionsRequest,
+    ListFunctionsResponse, ListRegistriesRequest, ListRegistriesResponse, ListTenantsRequest, ListTenantsResponse,
+    MoveFunctionRequest, PinFunctionRequest, PutFunctionRequest, PutFunctionResponse, PutFunctionsRequest,
+    PutFunctionsResponse, PutRegistryCredentialsRequest, PutTenantRequest, RegisterCellRequest,
+    RegistryCredentialsResponse, RegistryRef, RevokeApiKeyRequest, SetCellStateRequest, ShardMapEvent, StatusResponse,
+    WatchShardMapRequest, shard_map_event,
 };
 use baton_shardmap::{Cell, CellId, CellState};
 use futures::Stream;
@@ -407,6 +408,11 @@ impl ShardManager for Manager {
     async fn put_tenant(&self, request: Request<PutTenantRequest>) -> Result<Response<Ack>, Status> {
         let id = request_id(&request)?;
         self.put_tenant_inner(request.into_inner(), id.as_deref()).await.map(Response::new)
+    }
+
+    async fn delete_tenant(&self, request: Request<DeleteTenantRequest>) -> Result<Response<Ack>, Status> {
+        let id = request_id(&request)?;
+        self.delete_tenant_inner(request.into_inner(), id.as_deref()).await.map(Response::new)
     }
 
     async fn put_function(

@@ -13,6 +13,14 @@ pub enum Rejection {
     /// The tenant does not exist.
     #[error("tenant {0} does not exist")]
     UnknownTenant(String),
+    /// The tenant still has functions: delete them first.
+    #[error("tenant {tenant} still has {functions} function(s); delete them first")]
+    TenantHasFunctions {
+        /// The tenant.
+        tenant: String,
+        /// How many it has.
+        functions: usize,
+    },
     /// The cell is not registered.
     #[error("cell {0} is not registered")]
     UnknownCell(CellId),
@@ -117,7 +125,8 @@ impl Rejection {
             Rejection::CellNotActive(_)
             | Rejection::NoActiveCell
             | Rejection::NoCellRunsImages
-            | Rejection::CellFailedOver(_) => RejectionClass::FailedPrecondition,
+            | Rejection::CellFailedOver(_)
+            | Rejection::TenantHasFunctions { .. } => RejectionClass::FailedPrecondition,
             Rejection::NestedBatch | Rejection::UnknownRegion(_) => RejectionClass::Invalid,
         }
     }
