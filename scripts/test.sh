@@ -35,7 +35,8 @@ fi
 # resolve from a real OCI registry (each test starts its own, on a free port). runc and
 # busybox-static: containers run by the real runc, from a rootfs holding a static busybox.
 # iproute2 (`ip`): each container's network namespace is wired with it. prometheus:
-# `promtool` checks the shipped rules and runs their unit tests.
+# `promtool` checks the shipped rules and runs their unit tests. protobuf-compiler: the
+# Terraform provider's plugin protocol is compiled with the system's `protoc`.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
@@ -44,6 +45,7 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 if ((${#missing[@]})); then
