@@ -82,6 +82,26 @@ locals {
   duplicate_ports = distinct([
     for use in local.port_uses : use if length([for u in local.port_uses : u if u == use]) > 1
   ])
+  # Workers' sandbox port ranges: disjoint on one host, and clear of every process's ports.
+  sandbox_ranges = flatten([
+    for id, cell in local.cells : [
+      for i, w in cell.workers : { host = w.host, name = "worker-${id}-${i + 1}", min = w.sandbox_port_min, max = w.sandbox_port_max }
+    ]
+  ])
+  overlapping_ranges = distinct(flatten([
+    for i, a in local.sandbox_ranges : [
+      for j, b in local.sandbox_ranges : "${a.name} and ${b.name} on ${a.host}"
+      if a.host == b.host && i < j && a.min <= b.max && b.min <= a.max
+    ]
+  ]))
+  ports_in_ranges = distinct(flatten([
+    for p in local.processes : [
+      for port in p.ports : [
+        for r in local.sandbox_ranges : "${p.host}:${port} (${p.name}, in ${r.name}'s)" if r.host == p.host && port >= r.min && port <= r.max
+      ]
+    ]
+  ]))
+
   # Host/role pairs that need a certificate.
   tls_needed    = distinct([for p in local.processes : "${p.host}/${p.role}"])
   tls_missing   = local.plaintext ? [] : [for need in local.tls_needed : need if !contains(local.tls_given, need)]

@@ -22,6 +22,14 @@ output "hosts" {
     error_message = "Two processes would bind the same port on one host: ${join(", ", local.duplicate_ports)}. Give them other ports."
   }
   precondition {
+    condition     = length(local.overlapping_ranges) == 0
+    error_message = "Workers on one host need sandbox port ranges of their own (sandbox_port_min and _max): ${join(", ", local.overlapping_ranges)} overlap."
+  }
+  precondition {
+    condition     = length(local.ports_in_ranges) == 0
+    error_message = "A process port inside a worker's sandbox ports: ${join(", ", local.ports_in_ranges)}."
+  }
+  precondition {
     condition     = length(local.tls_missing) == 0
     error_message = "tls.certs has no certificate for ${join(", ", local.tls_missing)} (keys are \"HOST/ROLE\"; issue each with baton certs issue ROLE --host HOST)."
   }

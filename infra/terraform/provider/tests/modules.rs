@@ -176,3 +176,62 @@ fn the_host_install_script_installs_rolls_and_uninstalls() {
     assert!(!root.join("state").exists());
     assert!(root.join("data/shard-manager").exists(), "data stays unless purge_data_on_destroy");
 }
+
+#[test]
+fn the_multi_region_example_plans_one_install_per_host_with_mutual_tls() {
+    let work = tempfile::tempdir().unwrap();
+    let example = terraform_dir().join("examples/multi-region");
+    let tfvars = std::fs::read_to_string(example.join("terraform.tfvars.example")).unwrap();
+    // Every address the example names, with a certificate for each role from `baton certs`.
+    let mut hosts: Vec<&str> = tfvars
+        .split('"')
+        .filter(|s| s.split('.').count() == 4 && s.split('.').all(|p| p.parse::<u8>().is_ok()))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    assert_eq!(hosts.len(), 13, "{hosts:?}");
+    let tls = work.path().join("tls");
+    let baton = baton_testkit::bin("baton");
+    let certs = |args: &[&str]| {
+        let output = Command::new(&baton).arg("certs").args(args).arg("--dir").arg(&tls).output().unwrap();
+        assert!(output.status.success(), "baton certs {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    certs(&["init"]);
+    for host in &hosts {
+        for role in ["shard-manager", "cell", "worker", "router"] {
+            certs(&["issue", role, "--host", host, "--name", &format!("{host}-{role}")]);
+        }
+    }
+    let key = work.path().join("secrets.key");
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    let tarball = work.path().join("release.tar.gz");
+    std::fs::write(&tarball, "not opened by a plan").unwrap();
+    let ssh_key = work.path().join("id");
+    std::fs::write(&ssh_key, "not used by a plan").unwrap();
+    let vars = work.path().join("test.tfvars");
+    std::fs::write(&vars, &tfvars).unwrap();
+
+    let data = work.path().join(".data");
+    terraform(&example, &data, &["init", "-backend=false", "-input=false", "-no-color"]);
+    terraform(&example, &data, &["validate", "-no-color"]);
+    let plan = terraform(
+        &example,
+        &data,
+        &[
+            "plan",
+            "-input=false",
+            "-no-color",
+            "-refresh=false",
+            "-lock=false",
+            &format!("-var-file={}", vars.display()),
+            &format!("-var=tls_dir={}", tls.display()),
+            &format!("-var=secrets_key_file={}", key.display()),
+            &format!("-var=release_tarball={}", tarball.display()),
+            &format!("-var=ssh_private_key_file={}", ssh_key.display()),
+            &format!("-state={}", work.path().join("none.tfstate").display()),
+        ],
+    );
+    assert!(plan.contains("Plan: 13 to add, 0 to change, 0 to destroy"), "{plan}");
+    assert!(plan.contains("module.host[\"10.3.1.10\"].terraform_data.install[0] will be created"), "{plan}");
+    assert!(plan.contains("\"http://10.3.0.10:7500,http://10.1.0.10:7500,http://10.2.0.10:7500\""), "{plan}");
+}

@@ -125,6 +125,7 @@ run "three_regions" {
     condition = alltrue([
       strcontains(output.hosts["eu-w2"].files["/etc/baton/worker-cell-eu-1-2.toml"].content, "node_id = \"cell-eu-1-w2\""),
       strcontains(output.hosts["eu-w2"].files["/etc/baton/worker-cell-eu-1-2.toml"].content, "port_range_start = 40000"),
+      strcontains(output.hosts["eu-w2"].files["/etc/baton/worker-cell-eu-1-2.toml"].content, "cgroup_parent = \"baton-cell-eu-1-w2\""),
       strcontains(output.hosts["eu-w2"].files["/etc/baton/worker-cell-eu-1-2.toml"].content, "address = \"http://eu-c1:7100\""),
       strcontains(output.hosts["eu-w2"].files["/etc/baton/worker-cell-eu-1-2.toml"].content, "format = \"json\""),
     ])

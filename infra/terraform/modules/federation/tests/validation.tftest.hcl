@@ -178,3 +178,19 @@ run "a_process_without_its_certificate" {
   # w1/worker is missing.
   expect_failures = [output.hosts]
 }
+
+run "two_workers_on_one_host_with_the_same_sandbox_ports" {
+  command = plan
+  variables {
+    regions = { eu = { cells = { cell-1 = { control = { host = "c1" }, data_planes = [{ host = "c1" }], workers = [{ host = "w1" }, { host = "w1", port = 7400, admin_port = 7401 }] } } } }
+  }
+  expect_failures = [output.hosts]
+}
+
+run "a_process_port_among_the_sandbox_ports" {
+  command = plan
+  variables {
+    routers = [{ host = "w1", region = "eu", port = 20080 }]
+  }
+  expect_failures = [output.hosts]
+}
