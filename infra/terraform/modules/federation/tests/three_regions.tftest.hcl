@@ -187,3 +187,25 @@ run "plaintext" {
     error_message = "without TLS material everything runs plaintext, without a key no credentials are sealed"
   }
 }
+
+# A change to one host's process changes that host's files only, so the host module
+# (one resource per host, replaced when its own files change) rolls that host alone.
+run "a_change_to_one_host" {
+  command = plan
+
+  variables {
+    routers = [
+      { host = "eu-r1", region = "eu" },
+      { host = "us-r1", region = "us", port = 444 },
+    ]
+  }
+
+  assert {
+    condition     = output.hosts["us-r1"] != run.three_regions.hosts["us-r1"]
+    error_message = "the router's host changes"
+  }
+  assert {
+    condition     = alltrue([for host, entry in output.hosts : entry == run.three_regions.hosts[host] if host != "us-r1"])
+    error_message = "no other host changes"
+  }
+}
