@@ -105,7 +105,7 @@ mod tests {
                 "/baton.worker.v1.Worker/DropImage"
             ]
         );
-        assert_eq!(super::methods("baton.shard.v1.ShardManager").len(), 24);
+        assert_eq!(super::methods("baton.shard.v1.ShardManager").len(), 25);
         assert!(
             super::methods("baton.raft.v1.RaftTransport").contains(&"/baton.raft.v1.RaftTransport/Vote".to_string())
         );
