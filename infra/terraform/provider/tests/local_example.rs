@@ -37,15 +37,17 @@ fn processes_naming(needle: &str) -> Vec<String> {
     found
 }
 
-/// Kills whatever the example started if the test ends early, so no process outlives it.
+/// Kills whatever the example started if the test ends early (daemons and sandboxes), so
+/// no process outlives it.
 struct Reaper(String);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        for line in processes_naming(&self.0) {
-            if let Some(pid) = line.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
-                let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            }
+        let daemons =
+            processes_naming(&self.0).into_iter().filter_map(|line| line.split(':').next().map(str::to_string));
+        // The sandboxes (in the workers' cgroups) too: a killed worker cannot delete them.
+        for pid in daemons.chain(in_cgroups(&["baton-cell-1-w1", "baton-cell-2-w1"])) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
         }
     }
 }
