@@ -21,7 +21,8 @@ pub async fn run(mut config: WorkerConfig, function: PathBuf) -> anyhow::Result<
     config.worker.runtime = RuntimeChoice::Process;
     config.worker.listen = "127.0.0.1:0".parse()?;
     config.worker.admin_listen = "127.0.0.1:0".parse()?;
-    config.worker.state_dir = std::env::temp_dir().join("baton-worker-demo");
+    let state_dir = std::env::temp_dir().join("baton-worker-demo");
+    config.worker.state_dir = state_dir.clone();
     config.control_plane.address.clear();
     // Standalone on loopback, called only by the demo itself.
     config.tls = baton_worker::config::TlsConfig { plaintext: true, ..Default::default() };
@@ -74,6 +75,7 @@ pub async fn run(mut config: WorkerConfig, function: PathBuf) -> anyhow::Result<
         .context("deleting the demo sandbox")?;
     worker.shutdown().await;
     std::fs::remove_dir_all(&copies).with_context(|| format!("removing {}", copies.display()))?;
+    std::fs::remove_dir_all(&state_dir).with_context(|| format!("removing {}", state_dir.display()))?;
     println!("sandbox deleted; nothing left behind.");
     Ok(())
 }

@@ -481,6 +481,8 @@ async fn the_readme_demo_creates_calls_and_cleans_up_a_real_sandbox() {
     assert!(rest.iter().any(|l| l.contains("nothing left behind")), "{rest:?}");
     assert!(demo.0.wait().unwrap().success());
     assert!(!alive(pid as u32));
+    let state = std::env::temp_dir().join("baton-worker-demo");
+    assert!(!state.exists(), "the demo's state folder is gone: {}", state.display());
 }
 
 #[tokio::test]
