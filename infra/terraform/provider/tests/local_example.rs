@@ -59,7 +59,14 @@ async fn terraform_brings_up_a_federation_and_manages_a_function_on_it() {
     let example = work.path().join("terraform/examples/local");
     let state = work.path().join("federation");
     let _reaper = Reaper(format!("{}/", state.display()));
-    let ports: Vec<String> = (0..16).map(|_| baton_testkit::free_port().to_string()).collect();
+    // Sixteen different free ports (the kernel may give one twice in a row).
+    let mut ports: Vec<String> = Vec::new();
+    while ports.len() < 16 {
+        let port = baton_testkit::free_port().to_string();
+        if !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
     let bin_dir = baton_testkit::bin("baton-shard-manager").parent().unwrap().to_path_buf();
     let cli_config = common::mirror(work.path(), &baton_testkit::bin("terraform-provider-baton"));
     let terraform = |args: &[&str], memory: u32| {
