@@ -41,6 +41,9 @@ pub struct Api {
     /// The API key functions are managed with unless a resource names its own.
     pub api_key: Option<String>,
     http: reqwest::Client,
+    /// The replica first reached, kept for the provider's run (one channel, as for every
+    /// peer of a baton process).
+    manager: tokio::sync::OnceCell<ShardManagerClient<Channel>>,
 }
 
 /// A router's answer: its status and body.
@@ -58,12 +61,16 @@ impl Api {
             .timeout(Duration::from_secs(60))
             .build()
             .expect("a client without TLS settings always builds");
-        Self { manager_urls, tls, router_url, api_key, http }
+        Self { manager_urls, tls, router_url, api_key, http, manager: tokio::sync::OnceCell::new() }
     }
 
     /// A client of the first replica that answers (any replica takes writes and passes them
-    /// to the leader).
+    /// to the leader), connected once.
     pub async fn manager(&self) -> Result<ShardManagerClient<Channel>, ApiError> {
+        self.manager.get_or_try_init(|| self.connect()).await.cloned()
+    }
+
+    async fn connect(&self) -> Result<ShardManagerClient<Channel>, ApiError> {
         if self.manager_urls.is_empty() {
             return Err(ApiError::NotConfigured(
                 "no shard manager: set `shard_manager` in the provider block or BATON_SHARD_MANAGER".into(),

@@ -12,7 +12,7 @@ use tf_provider::{AttributePath, Diagnostics, Resource};
 
 use crate::api::{Api, ApiError, refused};
 use crate::provider::{Shared, api};
-use crate::schema::{computed, report, required, schema, sensitive};
+use crate::schema::{computed, found, removed, report, required, schema, sensitive};
 
 /// State of a `baton_api_key`.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -177,42 +177,22 @@ impl Resource for ApiKeyResource {
         let api = api(&self.0, diags)?;
         let key_id = prior.key_id.as_str().to_string();
         let what = format!("revoking API key {key_id}");
-        let revoked = match api.manager().await {
-            Ok(mut client) => client.revoke_api_key(RevokeApiKeyRequest { key_id }).await.map(|_| ()),
-            Err(e) => {
-                report(diags, &what, e);
-                return None;
-            }
+        let revoked = async {
+            let request = RevokeApiKeyRequest { key_id };
+            api.manager().await?.revoke_api_key(request).await.map(|_| ()).map_err(|s| refused(&what, s))
         };
-        match revoked.map_err(|s| refused(&what, s)) {
-            Ok(()) | Err(ApiError::NotFound(_)) => Some(()),
-            Err(e) => {
-                report(diags, &what, e);
-                None
-            }
-        }
+        removed(diags, &what, revoked.await)
     }
 
     async fn import<'a>(&self, diags: &mut Diagnostics, id: String) -> Option<(ApiKeyState<'a>, ValueEmpty)> {
         let api = api(&self.0, diags)?;
-        match find(api, "", &id).await {
-            Ok(Some(key)) => {
-                let state = ApiKeyState {
-                    id: Value::Value(key.key_id.clone().into()),
-                    tenant: Value::Value(key.tenant.into()),
-                    key_id: Value::Value(key.key_id.into()),
-                    secret: Value::Null,
-                };
-                Some((state, ValueEmpty::default()))
-            }
-            Ok(None) => {
-                diags.root_error(format!("importing API key {id}"), format!("the federation has no API key {id}"));
-                None
-            }
-            Err(e) => {
-                report(diags, &format!("importing API key {id}"), e);
-                None
-            }
-        }
+        let key = found(diags, "API key", &id, find(api, "", &id).await)?;
+        let state = ApiKeyState {
+            id: Value::Value(key.key_id.clone().into()),
+            tenant: Value::Value(key.tenant.into()),
+            key_id: Value::Value(key.key_id.into()),
+            secret: Value::Null,
+        };
+        Some((state, ValueEmpty::default()))
     }
 }

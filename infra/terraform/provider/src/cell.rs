@@ -14,7 +14,7 @@ use tf_provider::{AttributePath, Diagnostics, Resource};
 
 use crate::api::{Api, ApiError, refused};
 use crate::provider::{Shared, api};
-use crate::schema::{computed, defaulted, outcome, report, required, schema};
+use crate::schema::{computed, defaulted, found, outcome, report, required, schema};
 
 /// State of a `baton_cell`.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -243,19 +243,8 @@ impl Resource for CellResource {
 
     async fn import<'a>(&self, diags: &mut Diagnostics, id: String) -> Option<(CellState<'a>, ValueEmpty)> {
         let api = api(&self.0, diags)?;
-        match find(api, &id).await {
-            Ok(Some(cell)) => {
-                let desired = Value::Value(if cell.state == "draining" { "draining" } else { "active" }.into());
-                Some((from_info(cell, &desired), ValueEmpty::default()))
-            }
-            Ok(None) => {
-                diags.root_error(format!("importing cell {id}"), format!("the federation has no cell {id}"));
-                None
-            }
-            Err(e) => {
-                report(diags, &format!("importing cell {id}"), e);
-                None
-            }
-        }
+        let cell = found(diags, "cell", &id, find(api, &id).await)?;
+        let desired = Value::Value(if cell.state == "draining" { "draining" } else { "active" }.into());
+        Some((from_info(cell, &desired), ValueEmpty::default()))
     }
 }

@@ -19,7 +19,9 @@ use tf_provider::{AttributePath, Diagnostics, Resource};
 use crate::api::{Api, ApiError};
 use crate::plan::{self, filled_in};
 use crate::provider::{Shared, api};
-use crate::schema::{absent, computed, defaulted, optional, outcome, report, required, schema, sensitive};
+use crate::schema::{
+    absent, computed, defaulted, found, optional, outcome, removed, report, required, schema, sensitive,
+};
 
 /// State of a `baton_function`.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -421,37 +423,17 @@ impl Resource for FunctionResource {
     ) -> Option<()> {
         let api = api(&self.0, diags)?;
         let name = prior.name.as_str().to_string();
-        let answer = api.router(prior.key(), Method::DELETE, &format!("/v1/functions/{name}"), None).await;
-        match answer {
-            Ok(answer) if answer.status.is_success() || answer.status == StatusCode::NOT_FOUND => Some(()),
-            Ok(answer) => {
-                report(diags, &format!("deleting function {name}"), answer.refused("deleting"));
-                None
-            }
-            Err(e) => {
-                report(diags, &format!("deleting function {name}"), e);
-                None
-            }
-        }
+        let what = format!("deleting function {name}");
+        let deleted = async {
+            let answer = api.router(prior.key(), Method::DELETE, &format!("/v1/functions/{name}"), None).await?;
+            if answer.status.is_success() { Ok(()) } else { Err(answer.refused(&what)) }
+        };
+        removed(diags, &what, deleted.await)
     }
 
     async fn import<'a>(&self, diags: &mut Diagnostics, id: String) -> Option<(FunctionState<'a>, ValueEmpty)> {
         let api = api(&self.0, diags)?;
-        match get(api, None, &id).await {
-            Ok(Some(described)) => {
-                Some((FunctionState::described(&described, &FunctionState::default()), ValueEmpty::default()))
-            }
-            Ok(None) => {
-                diags.root_error(
-                    format!("importing function {id}"),
-                    format!("the provider's API key's tenant has no function {id}"),
-                );
-                None
-            }
-            Err(e) => {
-                report(diags, &format!("importing function {id}"), e);
-                None
-            }
-        }
+        let described = found(diags, "function", &id, get(api, None, &id).await)?;
+        Some((FunctionState::described(&described, &FunctionState::default()), ValueEmpty::default()))
     }
 }

@@ -82,3 +82,26 @@ pub fn absent<T>(diags: &mut Diagnostics, kind: &str, name: &str, lookup: Result
         }
     }
 }
+
+/// What an import found under `id` (a `kind`), or none with an error saying it is not there.
+pub fn found<T>(diags: &mut Diagnostics, kind: &str, id: &str, lookup: Result<Option<T>, ApiError>) -> Option<T> {
+    let found = outcome(diags, &format!("importing {kind} {id}"), lookup)?;
+    if found.is_none() {
+        diags.root_error(
+            format!("importing {kind} {id}"),
+            format!("the federation has no {kind} {id} (that these credentials see)"),
+        );
+    }
+    found
+}
+
+/// Whether a destroy is done: removed now, or already gone (`NotFound`) is the same.
+pub fn removed(diags: &mut Diagnostics, what: &str, result: Result<(), ApiError>) -> Option<()> {
+    match result {
+        Ok(()) | Err(ApiError::NotFound(_)) => Some(()),
+        Err(e) => {
+            report(diags, what, e);
+            None
+        }
+    }
+}

@@ -12,7 +12,7 @@ use tf_provider::{AttributePath, Diagnostics, Resource};
 use crate::api::{Api, ApiError, refused};
 use crate::plan::filled_in;
 use crate::provider::{Shared, api};
-use crate::schema::{absent, computed, defaulted, optional, outcome, report, required, schema};
+use crate::schema::{absent, computed, defaulted, found, optional, outcome, removed, report, required, schema};
 
 /// State of a `baton_tenant`.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -264,34 +264,17 @@ impl Resource for TenantResource {
     ) -> Option<()> {
         let api = api(&self.0, diags)?;
         let name = prior.name.as_str().to_string();
-        let deleted = match api.manager().await {
-            Ok(mut client) => client.delete_tenant(DeleteTenantRequest { name: name.clone() }).await.map(|_| ()),
-            Err(e) => {
-                report(diags, &format!("deleting tenant {name}"), e);
-                return None;
-            }
+        let what = format!("deleting tenant {name}");
+        let deleted = async {
+            let request = DeleteTenantRequest { name: name.clone() };
+            api.manager().await?.delete_tenant(request).await.map(|_| ()).map_err(|s| refused(&what, s))
         };
-        match deleted.map_err(|s| refused(&format!("deleting tenant {name}"), s)) {
-            Ok(()) | Err(ApiError::NotFound(_)) => Some(()),
-            Err(e) => {
-                report(diags, &format!("deleting tenant {name}"), e);
-                None
-            }
-        }
+        removed(diags, &what, deleted.await)
     }
 
     async fn import<'a>(&self, diags: &mut Diagnostics, id: String) -> Option<(TenantState<'a>, ValueEmpty)> {
         let api = api(&self.0, diags)?;
-        match find(api, &id).await {
-            Ok(Some(info)) => Some((TenantState::from_info(info, &Value::Null), ValueEmpty::default())),
-            Ok(None) => {
-                diags.root_error(format!("importing tenant {id}"), format!("the federation has no tenant {id}"));
-                None
-            }
-            Err(e) => {
-                report(diags, &format!("importing tenant {id}"), e);
-                None
-            }
-        }
+        let info = found(diags, "tenant", &id, find(api, &id).await)?;
+        Some((TenantState::from_info(info, &Value::Null), ValueEmpty::default()))
     }
 }
