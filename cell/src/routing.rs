@@ -17,6 +17,9 @@ pub struct Routing {
     pub container_concurrency: u32,
     /// Longest one call may take.
     pub timeout: Duration,
+    /// Most asynchronous calls in flight at once (`async.max_share` of the function's
+    /// capacity); 0 is no limit.
+    pub async_slots: u32,
     /// Ready sandboxes.
     pub endpoints: Vec<Endpoint>,
     /// Set while there is no ready sandbox and the last creation failed: why (calls then
@@ -208,6 +211,7 @@ pub mod wire {
             name: name.to_string(),
             container_concurrency: r.container_concurrency,
             timeout_ms: r.timeout.as_millis() as u64,
+            async_slots: r.async_slots,
             endpoints: r
                 .endpoints
                 .iter()
@@ -231,6 +235,7 @@ pub mod wire {
         let routing = Routing {
             container_concurrency: r.container_concurrency,
             timeout: Duration::from_millis(r.timeout_ms),
+            async_slots: r.async_slots,
             endpoints: r
                 .endpoints
                 .into_iter()
@@ -295,6 +300,7 @@ mod tests {
         Some(Routing {
             container_concurrency: 1,
             timeout: Duration::from_secs(60),
+            async_slots: 0,
             endpoints: eps
                 .iter()
                 .map(|i| Endpoint {

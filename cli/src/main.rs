@@ -3,6 +3,7 @@
 //! manager: `BATON_SHARD_MANAGER`).
 
 mod admin;
+mod calls;
 mod certs;
 mod observe;
 mod output;
@@ -32,6 +33,12 @@ enum Command {
     Functions(tenant::FunctionsCommand),
     /// Call a function through the router; prints the answer's body.
     Invoke(tenant::InvokeArgs),
+    /// Async calls: how one went (through the router).
+    #[command(subcommand)]
+    Calls(calls::CallsCommand),
+    /// A function's dead letters: list, send again, purge (through the router).
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(calls::DeadLettersCommand),
     /// The tenant's credentials for private image registries (through the router).
     #[command(subcommand)]
     Registries(tenant::RegistriesCommand),
@@ -70,6 +77,8 @@ async fn main() {
         Command::Functions(command) => tenant::functions(command).await,
         Command::Invoke(args) => tenant::invoke(args).await,
         Command::Registries(command) => tenant::registries(command).await,
+        Command::Calls(command) => calls::calls(command).await,
+        Command::DeadLetters(command) => calls::dead_letters(command).await,
         Command::Tenants(command) => admin::tenants(command).await,
         Command::Keys(command) => admin::keys(command).await,
         Command::Cells(command) => admin::cells(command).await,

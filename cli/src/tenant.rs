@@ -237,12 +237,20 @@ pub struct InvokeArgs {
     /// Path after the function's name, e.g. `/items/7?full=1`.
     #[arg(long, default_value = "")]
     path: String,
+    /// Call it asynchronously: print the call's ID once it is queued (`baton calls get
+    /// ID` shows how it went).
+    #[arg(long = "async")]
+    asynchronous: bool,
+    /// With `--async`: where the call's result is POSTed when it ends.
+    #[arg(long, requires = "asynchronous")]
+    callback_url: Option<String>,
     #[command(flatten)]
     router: RouterArgs,
 }
 
 impl RouterArgs {
-    fn request(&self, method: reqwest::Method, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
+    /// A request to the router's `path`, with the tenant's key.
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> anyhow::Result<reqwest::RequestBuilder> {
         let Some(key) = &self.api_key else {
             bail!("no API key: set BATON_API_KEY (source $BATON_HOME/env after `baton up`) or pass --api-key");
         };
@@ -251,8 +259,8 @@ impl RouterArgs {
     }
 }
 
-/// Sends `request`; prints the body; fails with the API's error message on a non-2xx.
-async fn send(request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<String> {
+/// Sends `request`; answers the body; fails with the API's error message on a non-2xx.
+pub(crate) async fn send(request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<String> {
     let answer = request.send().await.with_context(|| format!("{what}: the router did not answer"))?;
     let status = answer.status();
     let body = answer.text().await.unwrap_or_default();
@@ -366,18 +374,29 @@ pub async fn functions(command: FunctionsCommand) -> anyhow::Result<()> {
 
 /// Runs `baton invoke`.
 pub async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
-    let path = format!("/function/{}{}", args.name, args.path);
-    let request = match &args.data {
-        None => args.router.request(reqwest::Method::GET, &path)?,
+    let prefix = if args.asynchronous { "/async-function" } else { "/function" };
+    let path = format!("{prefix}/{}{}", args.name, args.path);
+    let method = if args.asynchronous || args.data.is_some() { reqwest::Method::POST } else { reqwest::Method::GET };
+    let mut request = match &args.data {
+        None => args.router.request(method, &path)?,
         Some(data) => {
             let body = match data.strip_prefix('@') {
                 Some(file) => std::fs::read(file).with_context(|| format!("reading {file}"))?,
                 None => data.clone().into_bytes(),
             };
-            args.router.request(reqwest::Method::POST, &path)?.body(body)
+            args.router.request(method, &path)?.body(body)
         }
     };
-    print!("{}", send(request, "invoking").await?);
+    if let Some(url) = &args.callback_url {
+        request = request.header("x-callback-url", url);
+    }
+    let body = send(request, "invoking").await?;
+    if args.asynchronous {
+        let queued: serde_json::Value = serde_json::from_str(&body).context("the router's answer is not JSON")?;
+        println!("{}", queued["call_id"].as_str().unwrap_or_default());
+    } else {
+        print!("{body}");
+    }
     Ok(())
 }
 

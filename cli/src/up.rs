@@ -297,12 +297,20 @@ async fn start(args: &UpArgs, home: &Path, processes: &mut Processes) -> anyhow:
         .key;
 
     let router_admin = admin_target(&mut processes.targets, "baton-router", None)?;
+    // Async calls queue in the Redis the cells use, or in the router's own file.
+    let queue = match &args.redis {
+        Some(url) => ("BATON_ASYNC__REDIS_URL", url.clone()),
+        None => ("BATON_ASYNC__PATH", run_dir.join("router-calls.redb").display().to_string()),
+    };
     processes.spawn(
         "router",
         pki.give(
             Command::new(bin("baton-router")?)
                 .args(["--listen", &format!("127.0.0.1:{router_port}"), "--admin-listen", &router_admin])
                 .args(["--shard-managers", &sm_url])
+                .env(queue.0, queue.1)
+                // Local receivers of callbacks are the point of a local federation.
+                .env("BATON_ASYNC__CALLBACK_PRIVATE_NETWORKS", "true")
                 .envs(args.observability_env()),
             Role::Router,
         ),

@@ -124,6 +124,31 @@ async fn every_subcommand_against_a_running_federation() {
         .expect("echo answered");
     assert!(invoked.stdout.contains("hello"), "{}", invoked.stdout);
 
+    // An async call: its ID, then how it went; and the function's (empty) dead letters.
+    let id = ok(baton(f, router, &["invoke", "echo", "--async", "-d", "later"]), "invoke --async");
+    let id = id.trim();
+    assert!(!id.is_empty() && !id.contains(' '), "{id}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let call = loop {
+        let call = json_of(baton(f, router, &["calls", "get", id, "-o", "json"]), "calls get");
+        if call["state"] == "succeeded" {
+            break call;
+        }
+        assert!(std::time::Instant::now() < deadline, "{call}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!((call["attempts"].as_u64(), call["result"]["status"].as_u64()), (Some(1), Some(200)), "{call}");
+    let table = ok(baton(f, router, &["calls", "get", id]), "calls get");
+    assert!(table.starts_with("CALL") && table.contains("succeeded"), "{table}");
+    let missing = baton(f, router, &["calls", "get", "no-such-call"]);
+    assert!(!missing.ok && missing.stderr.contains("404"), "{}", missing.stderr);
+    let letters = json_of(baton(f, router, &["dead-letters", "list", "echo", "-o", "json"]), "dead-letters list");
+    assert_eq!(letters["dead_letters"], json!([]));
+    let redriven = ok(baton(f, router, &["dead-letters", "redrive", "echo"]), "dead-letters redrive");
+    assert_eq!(redriven, "0 dead letters of echo queued again\n");
+    let purged = ok(baton(f, router, &["dead-letters", "purge", "echo"]), "dead-letters purge");
+    assert_eq!(purged, "0 dead letters of echo deleted\n");
+
     // The tenant's limit of one, through the router: 409, one line.
     let second = dir.path().join("other.json");
     std::fs::write(&second, echo_spec("other", json!({})).to_string()).unwrap();

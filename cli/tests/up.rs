@@ -124,6 +124,15 @@ fn up_serves_and_stops(sandbox_ports: &str, extra: &[&str]) {
     assert!(invoked.status.success(), "{}", String::from_utf8_lossy(&invoked.stderr));
     let echoed: serde_json::Value = serde_json::from_slice(&invoked.stdout).unwrap();
     assert_eq!(echoed["body"], "hello");
+    // An async call, queued by the router (in its file, or in Redis with --redis) and run.
+    let script = format!(
+        "source {env} && id=$({baton} invoke echo --async -d later) && for i in $(seq 200); do \
+         {baton} calls get $id -o json | grep -q '\"succeeded\"' && exit 0; sleep 0.05; done; exit 1",
+        env = env.display(),
+        baton = bin("baton").display()
+    );
+    let queued = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert!(queued.status.success(), "the async call did not succeed: {}", String::from_utf8_lossy(&queued.stderr));
     let script = format!("source {} && {} functions list -o json", env.display(), bin("baton").display());
     let listed = Command::new("bash").args(["-c", &script]).output().unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();

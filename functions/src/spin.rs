@@ -2,7 +2,9 @@
 //! in-process function server: runs for the duration given by query `ms` or header
 //! `X-Duration-Ms`, by busy-spin (default) or sleep (query `mode=sleep` or header
 //! `X-Duration-Mode: sleep`), and answers with `X-Execution-Time-Us`. Query `alloc_mb=N`
-//! first allocates and touches N MiB (to exercise memory limits).
+//! first allocates and touches N MiB (to exercise memory limits); query `fail_percent=P`
+//! (or header `X-Fail-Percent`) answers `503` instead, after the run, with probability
+//! P % (to exercise retries).
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +44,11 @@ pub async fn handle(call: Call) -> Response<Body> {
         Some(Ok(mb)) => mb,
         Some(Err(_)) => return bad_request("alloc_mb must be a whole number of MiB".into()),
     };
+    let fail_percent = match param(&call, "fail_percent", "x-fail-percent").map(str::parse::<u8>) {
+        None => 0,
+        Some(Ok(p)) if p <= 100 => p,
+        Some(_) => return bad_request("fail_percent must be a whole number in 0..=100".into()),
+    };
     let started = Instant::now();
     let touched = touch_memory(alloc_mb);
     let duration = Duration::from_millis(ms);
@@ -56,8 +63,9 @@ pub async fn handle(call: Call) -> Response<Body> {
         .await;
     }
     let took = started.elapsed().as_micros() as u64;
+    let failed = fail_percent > 0 && percentile() < u64::from(fail_percent);
     let mut response = json(
-        StatusCode::OK,
+        if failed { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK },
         &serde_json::json!({
             "requested_ms": ms,
             "mode": if sleep { "sleep" } else { "spin" },
@@ -67,6 +75,15 @@ pub async fn handle(call: Call) -> Response<Body> {
     );
     response.headers_mut().insert("x-execution-time-us", took.into());
     response
+}
+
+/// A draw from 0..100: the standard library's randomly keyed hasher over a counter.
+fn percentile() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static DRAWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(DRAWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    hasher.finish() % 100
 }
 
 /// Allocates `mib` MiB and writes every page, so the memory is really charged.

@@ -78,12 +78,32 @@ async fn spin_runs_for_the_requested_time_by_spin_or_sleep() {
 #[tokio::test]
 async fn spin_refuses_bad_parameters() {
     let f = start(env!("CARGO_BIN_EXE_baton-fn-spin")).await;
-    for query in ["ms=abc", "ms=-1", "ms=999999999", "mode=dance", "alloc_mb=x"] {
+    for query in ["ms=abc", "ms=-1", "ms=999999999", "mode=dance", "alloc_mb=x", "fail_percent=101", "fail_percent=x"] {
         let reply = reqwest::get(format!("{}/?{query}", f.base)).await.unwrap();
         assert_eq!(reply.status(), 400, "{query}");
         let body: serde_json::Value = reply.json().await.unwrap();
         assert_eq!(body["error"]["code"], "bad_request", "{query}");
     }
+}
+
+#[tokio::test]
+async fn spin_fails_the_share_of_calls_it_is_asked_to() {
+    let f = start(env!("CARGO_BIN_EXE_baton-fn-spin")).await;
+    let client = reqwest::Client::new();
+    let mut failed = [0u32; 3];
+    for (i, percent) in [0, 30, 100].into_iter().enumerate() {
+        for _ in 0..400 {
+            let reply = client.get(format!("{}/?fail_percent={percent}", f.base)).send().await.unwrap();
+            match reply.status().as_u16() {
+                200 => {}
+                503 => failed[i] += 1,
+                other => panic!("fail_percent={percent}: {other}"),
+            }
+        }
+    }
+    assert_eq!(failed[0], 0);
+    assert!((80..=160).contains(&failed[1]), "30 % of 400 is 120: {}", failed[1]);
+    assert_eq!(failed[2], 400);
 }
 
 #[test]

@@ -48,3 +48,18 @@ pub const REQUEST_ID: &str = "x-baton-request-id";
 
 /// Longest request ID taken.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Router to data plane: the call is an asynchronous one's attempt. The data plane holds
+/// such calls to the function's async share (`async.max_share`) and refuses the rest with
+/// `429` and [`ASYNC_DEFERRED`], so a flood of async calls cannot starve sync callers.
+pub const ASYNC: &str = "x-baton-async";
+
+/// Data plane's answer to an async attempt over the function's async share: the attempt
+/// did not run; the router puts the call back in its queue without counting it.
+pub const ASYNC_DEFERRED: &str = "x-baton-async-deferred";
+
+/// An async call's tries so far, on its callback (`X-Baton-Attempts`).
+pub const ATTEMPTS: &str = "x-baton-attempts";
+
+/// An async call's final state, on its callback (`X-Baton-Status`).
+pub const STATUS: &str = "x-baton-status";

@@ -3,6 +3,7 @@
 //! Every other crate may use it; it uses none of them.
 #![forbid(unsafe_code)]
 
+pub mod async_policy;
 pub mod cell;
 pub mod function;
 pub mod headers;
@@ -10,6 +11,7 @@ pub mod id;
 pub mod image;
 pub mod sandbox;
 
+pub use async_policy::AsyncPolicy;
 pub use cell::{CellId, Epoch, Generation};
 pub use function::{FunctionResources, FunctionSpec, Runtime, Scaling, SpecError};
 pub use id::FunctionId;

@@ -218,7 +218,8 @@ fn describe(f: &FunctionInfo) -> Value {
     })
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+/// A JSON answer.
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")

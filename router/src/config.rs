@@ -29,6 +29,66 @@ pub struct RouterConfig {
     pub metrics: MetricsSection,
     /// Spans of calls, exported over OTLP (off by default).
     pub traces: baton_service::TracesConfig,
+    /// Asynchronous calls: where they are queued, how long their results are kept.
+    #[serde(rename = "async")]
+    pub async_calls: AsyncSection,
+}
+
+/// `[async]`: the queue of asynchronous calls (docs/async.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsyncSection {
+    /// Redis URL (`redis://host:port/db`) of the queue every router shares; `""` keeps it in
+    /// this router's own file (`path`): its calls are then delivered by this router only.
+    /// Run that Redis with `appendonly yes` (and `appendfsync always` to lose nothing on a
+    /// power cut). Default: `""`.
+    pub redis_url: String,
+    /// The hash tag of the queue's keys in Redis (`{baton-async}:stream`, …): federations
+    /// sharing one Redis each need their own. Letters, digits, `-` and `_`. Default:
+    /// `"baton-async"`.
+    pub redis_prefix: String,
+    /// The embedded queue's file, when `redis_url` is empty. Default:
+    /// `/var/lib/baton/router/calls.redb`.
+    pub path: std::path::PathBuf,
+    /// How long a try's lease lasts without being extended (every third of it, while the
+    /// try runs): a router that died leaves its calls to the others after this. Default:
+    /// `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How long an ended call (`succeeded`, `failed`) and its result are kept for `GET
+    /// /v1/calls/{id}`. Default: `"24h"`.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How long a dead letter is kept (with its request) before it is deleted. Default:
+    /// `"14d"`.
+    #[serde(with = "humantime_serde")]
+    pub dead_letter_retention: Duration,
+    /// Most of a result's body kept (bytes); the rest is cut and the result marked
+    /// `truncated`. Default: `262144` (256 KiB).
+    pub max_result_bytes: usize,
+    /// Most async tries this router runs at once. Default: `256`.
+    pub concurrency: usize,
+    /// Whether callbacks (`X-Callback-Url`) may reach loopback, private, link-local and
+    /// other non-public addresses, baton's own processes among them. Off, such URLs are
+    /// refused when the call is made and every name is resolved to public addresses only.
+    /// Default: `false`.
+    pub callback_private_networks: bool,
+}
+
+impl Default for AsyncSection {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            redis_prefix: "baton-async".into(),
+            path: std::path::PathBuf::from("/var/lib/baton/router/calls.redb"),
+            lease: Duration::from_secs(30),
+            retention: Duration::from_secs(24 * 3600),
+            dead_letter_retention: Duration::from_secs(14 * 24 * 3600),
+            max_result_bytes: 256 * 1024,
+            concurrency: 256,
+            callback_private_networks: false,
+        }
+    }
 }
 
 /// `[metrics]`: how many tenants and functions get series of their own (the rest are

@@ -65,6 +65,10 @@ pub struct Router {
     pub spans: baton_service::Spans,
     /// Gives each call its ID.
     pub call_ids: Arc<baton_service::http::CallIds>,
+    /// The async calls' queue (`None`: async calls are refused with 503).
+    pub calls: Option<Arc<dyn crate::calls::CallStore>>,
+    /// Whether callbacks may reach non-public addresses (`async.callback_private_networks`).
+    pub callback_private_networks: bool,
 }
 
 impl Router {

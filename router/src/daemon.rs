@@ -25,6 +25,32 @@ pub enum StartError {
     /// A listener could not bind.
     #[error(transparent)]
     Bind(#[from] baton_service::BindError),
+    /// The async queue could not be opened.
+    #[error("async queue: {0}")]
+    Calls(#[from] crate::calls::StoreError),
+}
+
+/// Opens the async queue `[async]` names: Redis when a URL is given, else the file.
+async fn open_calls(section: &crate::config::AsyncSection) -> Result<Arc<dyn crate::calls::CallStore>, StartError> {
+    if section.lease < Duration::from_secs(1) {
+        return Err(ConfigError::field("async.lease", "must be at least 1s").into());
+    }
+    if section.concurrency == 0 {
+        return Err(ConfigError::field("async.concurrency", "must be at least 1").into());
+    }
+    if section.retention.is_zero() || section.dead_letter_retention.is_zero() {
+        return Err(ConfigError::field("async.retention", "retentions must be above zero").into());
+    }
+    if section.redis_url.is_empty() {
+        return Ok(Arc::new(crate::calls::embedded::EmbeddedCalls::open(&section.path)?));
+    }
+    let prefix = &section.redis_prefix;
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(ConfigError::field("async.redis_prefix", "must be letters, digits, '-' and '_'").into());
+    }
+    let consumer = format!("router-{:016x}", rand::random::<u64>());
+    let store = crate::calls::redis_store::RedisCalls::connect(&section.redis_url, prefix, consumer, section.lease);
+    Ok(Arc::new(store.await?))
 }
 
 /// The router's two listeners.
@@ -118,6 +144,7 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
         }
     }));
     let (drain, header_read) = (section.drain_timeout, section.header_read_timeout);
+    let calls = open_calls(&config.async_calls).await?;
     let router = Router {
         view,
         manager: Arc::new(manager),
@@ -127,7 +154,21 @@ pub async fn start(config: RouterConfig, listeners: Listeners) -> Result<Running
         images: Arc::new(baton_image::Resolver::new(config.images.resolver())),
         spans: spans.clone(),
         call_ids: Arc::new(baton_service::http::CallIds::new()),
+        calls: Some(calls.clone()),
+        callback_private_networks: config.async_calls.callback_private_networks,
     };
+    let settings = crate::calls::delivery::Settings {
+        lease: config.async_calls.lease,
+        retention: crate::calls::decide::Retention {
+            done: config.async_calls.retention,
+            dead: config.async_calls.dead_letter_retention,
+        },
+        max_result_bytes: config.async_calls.max_result_bytes,
+        concurrency: config.async_calls.concurrency,
+        callback_private_networks: config.async_calls.callback_private_networks,
+    };
+    let delivery = crate::calls::delivery::Delivery::new(router.clone(), calls, settings);
+    tasks.push(tokio::spawn(delivery.run(stopped.clone(), drain)));
     let handler = move |req| {
         let router = router.clone();
         async move { router.handle(req).await }

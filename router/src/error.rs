@@ -62,6 +62,15 @@ pub enum ApiError {
     /// No answer from the owning cell within `router.call_timeout`.
     #[error("no answer within {} s", .0.as_secs())]
     CallTimeout(Duration),
+    /// A request's header or parameter is invalid; the message names it.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The tenant has no async call of that ID (or its retention passed).
+    #[error("call {0:?} does not exist (or its retention passed)")]
+    CallNotFound(String),
+    /// The async queue could not store or read a call.
+    #[error("the async queue is unavailable: {0}")]
+    AsyncUnavailable(String),
 }
 
 impl From<tonic::Status> for ApiError {
@@ -105,6 +114,9 @@ impl ApiError {
             ApiError::CellUnreachable(_) => (StatusCode::BAD_GATEWAY, "cell_unreachable"),
             ApiError::BadOwner(_) => (StatusCode::BAD_GATEWAY, "bad_owner"),
             ApiError::CallTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "call_timeout"),
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::CallNotFound(_) => (StatusCode::NOT_FOUND, "call_not_found"),
+            ApiError::AsyncUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "async_unavailable"),
         }
     }
 

@@ -2,10 +2,12 @@
 //! manager, authenticates tenants by API key (hashes in the map), serves the tenant API
 //! (`/v1/functions`) through the shard manager, and proxies invocations
 //! (`/function/{name}`) to the owning cell's data plane, retrying once at the owner a
-//! `421` names. See `docs/router.md`.
+//! `421` names; async calls (`/async-function/{name}`) are queued durably and delivered
+//! by every router's delivery loop (docs/async.md). See `docs/router.md`.
 
 pub mod api;
 pub mod auth;
+pub mod calls;
 pub mod config;
 pub mod context;
 pub mod daemon;

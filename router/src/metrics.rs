@@ -53,7 +53,7 @@ impl Outcome {
 }
 
 /// The `route` label's values.
-const ROUTES: [&str; 4] = ["invoke", "functions", "registries", "other"];
+const ROUTES: [&str; 6] = ["invoke", "async", "calls", "functions", "registries", "other"];
 
 /// The handles of one route's series, made on first use: building a series' key and
 /// finding it in the recorder's registry cost more instructions than the rest of the
@@ -130,6 +130,51 @@ pub fn image_resolution(outcome: &'static str) {
     metrics::counter!("baton_router_image_resolutions_total", "outcome" => outcome).increment(1);
 }
 
+/// An async call accepted (stored and queued).
+pub fn async_accepted() {
+    metrics::counter!("baton_router_async_calls_total", "event" => "accepted").increment(1);
+}
+
+/// What became of one try of an async call: `succeeded`, `failed` (final), `retried`
+/// (queued again after an outcome its policy retries), `deferred` (its function's async
+/// slots were taken), `undelivered` (no cell reached), `dead`, or `lease_lost`.
+pub fn async_event(event: &'static str) {
+    metrics::counter!("baton_router_async_calls_total", "event" => event).increment(1);
+}
+
+/// A callback try, by outcome (`delivered`, `failed`).
+pub fn async_callback(outcome: &'static str) {
+    metrics::counter!("baton_router_async_callbacks_total", "outcome" => outcome).increment(1);
+}
+
+/// An async call put in its function's dead letters, by reason.
+pub fn async_dead(reason: &'static str) {
+    metrics::counter!("baton_router_async_dead_letters_total", "reason" => reason).increment(1);
+}
+
+/// Time from an async call's acceptance to its end (succeeded, failed or dead).
+pub fn async_completed(elapsed: Duration) {
+    metrics::histogram!("baton_router_async_call_duration_seconds").record(elapsed.as_secs_f64());
+}
+
+/// The async queue's depth as this router last read it: calls not ended, those waiting
+/// for a retry or a slot, and the age of the oldest in the queue.
+pub fn async_depth(pending: u64, delayed: u64, oldest_age: Duration) {
+    metrics::gauge!("baton_router_async_queue_depth").set(pending as f64);
+    metrics::gauge!("baton_router_async_delayed_calls").set(delayed as f64);
+    metrics::gauge!("baton_router_async_oldest_call_age_seconds").set(oldest_age.as_secs_f64());
+}
+
+/// Async tries running on this router now.
+pub fn async_running(running: usize) {
+    metrics::gauge!("baton_router_async_running_calls").set(running as f64);
+}
+
+/// The async queue could not be read or written.
+pub fn async_store_error() {
+    metrics::counter!("baton_router_async_store_errors_total").increment(1);
+}
+
 /// Counter: calls by tenant (the `metrics.top_tenants` most calling, or `other`) and outcome.
 pub const TENANT_CALLS: &str = "baton_router_tenant_calls_total";
 /// Histogram: call latency by tenant (as [`TENANT_CALLS`]).
@@ -195,10 +240,64 @@ pub const CATALOG: &[Metric] = &[
         name: "baton_router_requests_total",
         kind: Kind::Counter,
         labels: &[
-            "route: invoke, functions, registries, other",
+            "route: invoke, async, calls, functions, registries, other",
             "outcome: ok, unauthorized, not_found, throttled, client_error, upstream_error, server_error",
         ],
         help: "Requests the router answered, by route and outcome.",
+    },
+    Metric {
+        name: "baton_router_async_calls_total",
+        kind: Kind::Counter,
+        labels: &["event: accepted, succeeded, failed, retried, deferred, undelivered, dead, lease_lost"],
+        help: "Async calls accepted, and what became of each try this router ran.",
+    },
+    Metric {
+        name: "baton_router_async_callbacks_total",
+        kind: Kind::Counter,
+        labels: &["outcome: delivered, failed"],
+        help: "Tries of ended async calls' callbacks, by outcome.",
+    },
+    Metric {
+        name: "baton_router_async_dead_letters_total",
+        kind: Kind::Counter,
+        labels: &["reason: retries_exhausted, max_age_exceeded, function_deleted"],
+        help: "Async calls this router put in their function's dead letters, by reason.",
+    },
+    Metric {
+        name: "baton_router_async_call_duration_seconds",
+        kind: Kind::Histogram,
+        labels: &[],
+        help: "Time from an async call's acceptance to its end (succeeded, failed or dead).",
+    },
+    Metric {
+        name: "baton_router_async_queue_depth",
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Async calls not yet ended in the queue this router uses (shared by all routers on one Redis).",
+    },
+    Metric {
+        name: "baton_router_async_delayed_calls",
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Async calls in the queue waiting for a retry's back-off or a free async slot.",
+    },
+    Metric {
+        name: "baton_router_async_oldest_call_age_seconds",
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Age of the oldest call waiting or running in the async queue.",
+    },
+    Metric {
+        name: "baton_router_async_running_calls",
+        kind: Kind::Gauge,
+        labels: &[],
+        help: "Async tries running on this router now.",
+    },
+    Metric {
+        name: "baton_router_async_store_errors_total",
+        kind: Kind::Counter,
+        labels: &[],
+        help: "Reads and writes of the async queue that failed (Redis or the embedded file).",
     },
     Metric {
         name: TENANT_CALLS,

@@ -27,7 +27,7 @@ pub struct Call {
 }
 
 /// Where one attempt goes.
-struct Target {
+pub struct Target {
     data_plane: String,
     generation: Generation,
 }
@@ -45,34 +45,84 @@ pub async fn invoke(
     // A malformed name cannot name a function: no lookup, no upstream path built from it.
     let arrived = std::time::Instant::now();
     let Ok(id) = FunctionId::new(tenant, name) else { return not_found() };
-    let target = {
-        let map = router.view.read();
-        map.assigned_owner(&id.key()).and_then(|owner| {
-            Some(Target { data_plane: owner.data_plane?.to_string(), generation: owner.generation.unwrap_or_default() })
-        })
-    };
-    let Some(mut target) = target else { return not_found() };
+    let Some(target) = target_of(router, &id) else { return not_found() };
     if call.span.is_recording() {
         call.span.set("baton.call_id", call.id.to_str().unwrap_or_default().to_string());
         call.span.set("baton.tenant", tenant.to_string());
         call.span.set("baton.function", name.to_string());
     }
-    let path = match req.uri().query() {
-        Some(q) => format!("/function/{}{rest}?{q}", id.cell_name()),
-        None => format!("/function/{}{rest}", id.cell_name()),
-    };
+    let path = cell_path(&id, rest, req.uri().query());
     let max = router.config.max_body_bytes;
     let (parts, body) = req.into_parts();
     let body = match read_body(body, max, router.config.body_read_timeout).await {
         Ok(body) => body,
         Err(e) => return ApiError::body(e, "request body").response(),
     };
-    // The function sees no client's `X-Baton-*` header and no client's call ID as its own.
+    let headers = function_headers(&parts.headers, call);
+    let out = Outgoing { method: parts.method, headers, path, body };
+    forward(router, &id, target, &out, call, arrived).await.response
+}
+
+/// The path a call takes to the owning cell: `/function/{tenant}.{name}{rest}[?query]`.
+pub fn cell_path(id: &FunctionId, rest: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("/function/{}{rest}?{q}", id.cell_name()),
+        None => format!("/function/{}{rest}", id.cell_name()),
+    }
+}
+
+/// The headers a call carries to its function: the client's end-to-end ones but
+/// `Authorization` and any `X-Baton-*` (the function sees no client's call ID as its own),
+/// and the call's ID.
+pub fn function_headers(given: &HeaderMap, call: &Call) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    client_headers(&parts.headers, &mut headers);
+    client_headers(given, &mut headers);
     headers.remove(http::header::AUTHORIZATION);
     headers.insert(headers::ROUTER_CALL_ID, call.id.clone());
+    headers
+}
+
+/// Where a function's calls go now, by the map; `None` when the map has no such function.
+pub fn target_of(router: &Router, id: &FunctionId) -> Option<Target> {
+    let map = router.view.read();
+    map.assigned_owner(&id.key()).and_then(|owner| {
+        Some(Target { data_plane: owner.data_plane?.to_string(), generation: owner.generation.unwrap_or_default() })
+    })
+}
+
+/// A call as it leaves for the cell.
+pub struct Outgoing {
+    /// Its method.
+    pub method: http::Method,
+    /// Its headers (see [`function_headers`]).
+    pub headers: HeaderMap,
+    /// Its path on the cell (see [`cell_path`]).
+    pub path: String,
+    /// Its body.
+    pub body: Bytes,
+}
+
+/// What became of a forwarded call.
+pub struct Forwarded {
+    /// The answer: the cell's, or the router's own error.
+    pub response: Response<Body>,
+    /// No cell was reached (each refused the connection, and no new owner came within
+    /// `router.owner_wait`): the function did not run.
+    pub unreached: bool,
+}
+
+/// Sends `out` to `target`, then where a `421` or a failover sends it.
+pub async fn forward(
+    router: &Router,
+    id: &FunctionId,
+    mut target: Target,
+    out: &Outgoing,
+    call: &Call,
+    arrived: std::time::Instant,
+) -> Forwarded {
+    let mut headers = out.headers.clone();
     let call_id = call.id.to_str().unwrap_or_default();
+    let reached = |response| Forwarded { response, unreached: false };
     let (mut redirected, mut waited) = (false, false);
     loop {
         let attempt = call.span.child("route", Kind::Client);
@@ -80,7 +130,7 @@ pub async fn invoke(
             attempt.set("server.address", target.data_plane.clone());
         }
         attempt.propagate(&mut headers);
-        let sent = send(router, &parts.method, &headers, &target, &path, body.clone(), arrived.elapsed()).await;
+        let sent = send(router, &out.method, &headers, &target, &out.path, out.body.clone(), arrived.elapsed()).await;
         attempt.status(sent.as_ref().map_or(502, |r| r.status().as_u16()), "the cell did not answer");
         drop(attempt);
         let response = match sent {
@@ -96,23 +146,24 @@ pub async fn invoke(
                     continue;
                 }
                 tracing::debug!(call_id, function = %id, cell = target.data_plane, "owner unreachable and no new owner came");
-                return ApiError::CellUnreachable(format!(
+                let response = ApiError::CellUnreachable(format!(
                     "the owning cell cannot be reached and no new owner came within {:?}",
                     router.config.owner_wait
                 ))
                 .response();
+                return Forwarded { response, unreached: true };
             }
             Err(failure) => {
                 tracing::debug!(call_id, function = %id, cell = target.data_plane, status = %failure.response.status(), "the cell did not answer");
-                return failure.response;
+                return Forwarded { response: failure.response, unreached: failure.unreachable };
             }
         };
         if response.status() != StatusCode::MISDIRECTED_REQUEST || redirected {
-            return answer(response);
+            return reached(answer(response));
         }
         // The cell says the function moved: retry at the owner it names.
         let Some(next) = redirect(router, response.headers()) else {
-            return answer(response);
+            return reached(answer(response));
         };
         redirected = true;
         crate::metrics::misdirected_retry();

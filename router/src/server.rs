@@ -25,32 +25,57 @@ impl Router {
     async fn route(&self, path: &str, req: Request<Incoming>) -> (&'static str, Response<Body>) {
         let route = if path.starts_with("/function/") {
             "invoke"
+        } else if path.starts_with("/async-function/") {
+            "async"
+        } else if path.starts_with("/v1/calls/") {
+            "calls"
         } else if path == "/v1/functions" || path.starts_with("/v1/functions/") {
             "functions"
         } else if path == "/v1/registries" || path.starts_with("/v1/registries/") {
             "registries"
         } else {
-            let message =
-                "the router serves /v1/functions[/{name}], /v1/registries[/{registry}] and /function/{name}[/path]";
+            let message = "the router serves /v1/functions[/{name}], /v1/registries[/{registry}], /v1/calls/{id}, \
+                 /function/{name}[/path] and /async-function/{name}[/path]";
             return ("other", ApiError::NoRoute(message).response());
         };
         let tenant = match auth::tenant(req.headers(), &self.view) {
             Ok(tenant) => tenant,
             Err(e) => return (route, ApiError::from(e).response()),
         };
-        if route == "invoke" {
-            let Some((name, rest)) = baton_service::http::function_path(path) else {
-                return (route, ApiError::NoRoute("invocations go to /function/{name}").response());
+        if route == "invoke" || route == "async" {
+            // `/async-function/{name}[/rest]` names its function as `/function/…` does.
+            let function_path = match path.strip_prefix("/async-function/") {
+                Some(after) => format!("/function/{after}"),
+                None => path.to_string(),
+            };
+            let Some((name, rest)) = baton_service::http::function_path(&function_path) else {
+                return (
+                    route,
+                    ApiError::NoRoute("invocations go to /function/{name} or /async-function/{name}").response(),
+                );
             };
             let started = Instant::now();
-            let call = proxy::Call { id: self.call_ids.next(), span: self.spans.server("invoke", req.headers()) };
-            let mut response = proxy::invoke(self, &tenant, name, rest, req, &call).await;
+            let call = proxy::Call { id: self.call_ids.next(), span: self.spans.server(route, req.headers()) };
+            let mut response = if route == "async" {
+                crate::calls::api::accept(self, &tenant, name, rest, req, &call).await
+            } else {
+                proxy::invoke(self, &tenant, name, rest, req, &call).await
+            };
             let status = response.status().as_u16();
             call.span.status(status, "the call failed in baton");
             crate::metrics::tenant_call(&tenant, name, status, started.elapsed());
             // Every answer names the call, the router's own refusals too.
             response.headers_mut().insert(baton_model::headers::CALL_ID, call.id);
             return (route, response);
+        }
+        if route == "calls" {
+            let id = path.trim_start_matches("/v1/calls/");
+            return (route, crate::calls::api::get(self, &tenant, req.method(), id).await);
+        }
+        if let Some((name, redrive)) = dead_letters_path(path) {
+            let query = req.uri().query().map(str::to_string);
+            let answer = crate::calls::api::dead_letters(self, &tenant, req.method(), name, redrive, query.as_deref());
+            return (route, answer.await);
         }
         let prefix = if route == "registries" { "/v1/registries/" } else { "/v1/functions/" };
         let name = path.strip_prefix(prefix).filter(|n| !n.is_empty());
@@ -69,5 +94,16 @@ impl Router {
             return (route, crate::registries::registries(self, tenant, parts.method, name, key, body).await);
         }
         (route, crate::api::functions(self, tenant, parts.method, name, key, body).await)
+    }
+}
+
+/// `/v1/functions/{name}/dead-letters` (`false`) or `…/dead-letters/redrive` (`true`).
+fn dead_letters_path(path: &str) -> Option<(&str, bool)> {
+    let rest = path.strip_prefix("/v1/functions/")?;
+    let (name, tail) = rest.split_once('/')?;
+    match tail {
+        "dead-letters" => Some((name, false)),
+        "dead-letters/redrive" => Some((name, true)),
+        _ => None,
     }
 }

@@ -103,6 +103,7 @@ async fn main() {
         .args(["--listen", &format!("127.0.0.1:{router_port}"), "--admin-listen", &format!("127.0.0.1:{router_admin}")])
         .args(["--shard-managers", &url])
         .env("BATON_LOG__FILTER", "warn")
+        .env("BATON_ASYNC__PATH", dir.path().join("router-calls.redb"))
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -164,12 +164,21 @@ impl Federation {
     /// Starts a router following `shard_manager` (default: this federation's); waits until
     /// it has the map with `key` in it.
     pub async fn start_router(&mut self, shard_manager: Option<String>, key: &str) -> usize {
+        self.start_router_with(shard_manager, key, &[]).await
+    }
+
+    /// As [`Federation::start_router`], with `env` (`BATON_…` settings) on top; unless
+    /// `env` names another, its async queue is a file of its own in the federation's folder.
+    pub async fn start_router_with(&mut self, shard_manager: Option<String>, key: &str, env: &[(&str, &str)]) -> usize {
         let (port, admin_port) = (free_port(), free_port());
+        let queue = self.dir.path().join(format!("router-{port}-calls.redb"));
         let proc = Proc(
             crate::daemon("baton-router")
                 .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin_port}")])
                 .args(["--shard-managers", &shard_manager.unwrap_or_else(|| self.manager_url())])
                 .env("BATON_LOG__FILTER", "warn")
+                .env("BATON_ASYNC__PATH", &queue)
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .spawn()

@@ -334,11 +334,16 @@ impl InProcess {
     /// [`InProcess::start_router`] with `config` (the whole configuration, in JSON: its
     /// `[traces]`, `[metrics]`, …) on top of the defaults.
     pub async fn start_router_configured(&mut self, key: &str, config_given: serde_json::Value) -> usize {
-        let mut settings = serde_json::json!({ "router": {
-            "listen": "127.0.0.1:0",
-            "admin_listen": "127.0.0.1:0",
-            "shard_managers": self.manager_urls(),
-        }});
+        // Each router its own async queue file, in the federation's folder.
+        let queue = self.dir.path().join(format!("router-{}-calls.redb", self.routers.len()));
+        let mut settings = serde_json::json!({
+            "router": {
+                "listen": "127.0.0.1:0",
+                "admin_listen": "127.0.0.1:0",
+                "shard_managers": self.manager_urls(),
+            },
+            "async": { "path": queue },
+        });
         crate::merge(&mut settings, config_given);
         self.give_tls(&mut settings, Role::Router);
         let listeners = baton_router::daemon::Listeners { http: any_port().await, admin: any_port().await };

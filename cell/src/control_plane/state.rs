@@ -242,6 +242,11 @@ impl ControlPlaneState {
         Some(Routing {
             container_concurrency: f.spec.scaling.container_concurrency,
             timeout: f.spec.timeout,
+            async_slots: f.spec.async_policy.slots(
+                f.spec.scaling.max_scale,
+                f.spec.scaling.container_concurrency,
+                f.spec.scaling.target_concurrency,
+            ),
             endpoints,
             creation_error,
         })

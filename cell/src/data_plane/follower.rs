@@ -160,6 +160,7 @@ fn sync_one(
         Some(slot) if slot.container_concurrency == routing.container_concurrency => {
             slot.removed = false;
             slot.timeout = routing.timeout;
+            slot.async_slots = routing.async_slots;
             slot.dispatcher.set_sandboxes(targets);
             slot.dispatcher.set_failing(routing.creation_error.clone());
         }
@@ -177,12 +178,16 @@ fn sync_one(
             });
             dispatcher.set_sandboxes(targets);
             dispatcher.set_failing(routing.creation_error.clone());
+            // Async calls in flight on the slot being replaced still hold their slots.
+            let async_in_flight = map.get(name).map(|s| s.async_in_flight.clone()).unwrap_or_default();
             map.insert(
                 name.to_string(),
                 FunctionSlot {
                     dispatcher,
                     timeout: routing.timeout,
                     container_concurrency: routing.container_concurrency,
+                    async_slots: routing.async_slots,
+                    async_in_flight,
                     removed: false,
                 },
             );

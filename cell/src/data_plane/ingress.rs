@@ -8,6 +8,7 @@
 //! Every error is `{"error":{"code","message"}}`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,10 @@ pub struct FunctionSlot {
     pub timeout: Duration,
     /// Requests per sandbox (0: unlimited), to notice when the dispatcher must change.
     pub container_concurrency: u32,
+    /// Most async calls in flight at once (0: no limit).
+    pub async_slots: u32,
+    /// Async calls in flight now; kept when the slot is rebuilt.
+    pub async_in_flight: Arc<AtomicU32>,
     /// Gone from the routing while calls were still in flight: it takes no new call and
     /// stays (reporting its busy sandboxes) until they end.
     pub removed: bool,
@@ -150,6 +155,12 @@ impl Ingress {
             return Err(Refusal::TooLarge(self.max_body_bytes));
         }
         let body = read_body(body, self.max_body_bytes, self.body_read_timeout).await.map_err(Refusal::Body)?;
+        // An async call's attempt takes one of the function's async slots, or waits in its
+        // queue (the router's) for one: sync callers keep the rest of the capacity.
+        let async_slot = match parts.headers.contains_key(headers::ASYNC) {
+            true => Some(AsyncSlot::take(&slot).ok_or(Refusal::AsyncDeferred(slot.async_slots))?),
+            false => None,
+        };
 
         let queue = span.child("queue", Kind::Internal);
         let lease = match self.acquire(&slot, name, generation, left()).await? {
@@ -217,7 +228,7 @@ impl Ingress {
             head.headers.insert(headers::CELL, cell);
         }
         // The lease is held until the sandbox's body has been streamed out.
-        let body = LeaseBody { inner: body, _lease: lease };
+        let body = LeaseBody { inner: body, _lease: lease, _async_slot: async_slot };
         Ok(Response::from_parts(head, body.boxed()))
     }
 }
@@ -292,10 +303,30 @@ fn creation_spans(parent: &Span, creation: &Creation) {
     cold.end_at(end);
 }
 
-/// The sandbox's body, holding the request's slot until it ends.
+/// The sandbox's body, holding the request's slot (and its async slot) until it ends.
 struct LeaseBody {
     inner: Incoming,
     _lease: super::dispatch::Lease,
+    _async_slot: Option<AsyncSlot>,
+}
+
+/// One of a function's async slots, given back when dropped (on every path).
+struct AsyncSlot(Arc<AtomicU32>);
+
+impl AsyncSlot {
+    /// A slot of `function`'s, if one is free (always, when it has no limit).
+    fn take(function: &FunctionSlot) -> Option<Self> {
+        let limit = if function.async_slots == 0 { u32::MAX } else { function.async_slots };
+        let counter = &function.async_in_flight;
+        counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1)).ok()?;
+        Some(Self(counter.clone()))
+    }
+}
+
+impl Drop for AsyncSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl hyper::body::Body for LeaseBody {
@@ -342,7 +373,13 @@ enum Refusal {
     Dispatch(DispatchError),
     CallTimeout(Duration),
     Sandbox(String),
-    Misdirected { cell: String, generation: Generation, data_plane: Option<String> },
+    /// An async call's attempt over the function's async slots (how many).
+    AsyncDeferred(u32),
+    Misdirected {
+        cell: String,
+        generation: Generation,
+        data_plane: Option<String>,
+    },
 }
 
 impl Refusal {
@@ -361,6 +398,12 @@ impl Refusal {
                         headers.insert(name, value);
                     }
                 }
+                return response;
+            }
+            Refusal::AsyncDeferred(slots) => {
+                let message = format!("the function's {slots} async slots are taken; the call waits in its queue");
+                let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, "async_share_taken", &message);
+                response.headers_mut().insert(headers::ASYNC_DEFERRED, HeaderValue::from_static("true"));
                 return response;
             }
             Refusal::NoRoute => {

@@ -66,7 +66,7 @@ locals {
       host  = r.host, name = "router", role = "router", binary = "baton-router"
       ports = [r.port, r.admin_port]
       config = templatefile("${path.module}/templates/router.toml.tftpl", {
-        r = r, sm_urls = local.sm_urls
+        r = r, sm_urls = local.sm_urls, data = "${var.paths.data}/router", async_redis_url = var.async_redis_url
       })
     }
   ]

@@ -111,6 +111,22 @@ variable "routers" {
   }
 }
 
+variable "async_redis_url" {
+  description = <<-EOT
+    Redis URL (redis://host:port/db) of the queue of asynchronous calls every router
+    shares, so any router delivers any call and a router's death loses none (docs/async.md).
+    Run it with appendonly yes. Null: each router keeps its own queue in a file under its
+    data folder, delivered by it alone.
+  EOT
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.async_redis_url == null || can(regex("^rediss?://", var.async_redis_url))
+    error_message = "async_redis_url: must be a redis:// or rediss:// URL."
+  }
+}
+
 variable "tls" {
   description = <<-EOT
     Mutual TLS between the processes (docs/tls.md): the authority's certificate and, for
@@ -125,8 +141,7 @@ variable "tls" {
       key  = string
     }))
   })
-  default   = null
-  sensitive = true
+  default = null
 }
 
 variable "secrets_key" {

@@ -209,3 +209,29 @@ run "a_change_to_one_host" {
     error_message = "no other host changes"
   }
 }
+
+# Async calls: each router's own file by default; a shared Redis when one is given.
+run "async_queue" {
+  command = plan
+
+  assert {
+    condition     = strcontains(output.hosts["eu-r1"].files["/etc/baton/router.toml"].content, "\npath = \"/var/lib/baton/router/calls.redb\"\n")
+    error_message = "without a Redis, a router queues async calls in its data folder"
+  }
+}
+
+run "async_queue_in_redis" {
+  command = plan
+
+  variables {
+    async_redis_url = "redis://queue:6379/2"
+  }
+
+  assert {
+    condition = alltrue([
+      for host in ["eu-r1", "us-r1"] :
+      strcontains(output.hosts[host].files["/etc/baton/router.toml"].content, "\nredis_url = \"redis://queue:6379/2\"\n")
+    ])
+    error_message = "every router shares the Redis queue"
+  }
+}

@@ -194,3 +194,11 @@ run "a_process_port_among_the_sandbox_ports" {
   }
   expect_failures = [output.hosts]
 }
+
+run "an_async_queue_that_is_not_redis" {
+  command = plan
+  variables {
+    async_redis_url = "http://queue:6379"
+  }
+  expect_failures = [var.async_redis_url]
+}
