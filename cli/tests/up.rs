@@ -284,14 +284,19 @@ fn baton_up_observe_feeds_every_panel_and_rule_and_a_killed_cell_fires_its_alert
     let (prometheus, router, key) =
         (var("BATON_PROMETHEUS_URL").to_string(), var("BATON_URL").to_string(), var("BATON_API_KEY").to_string());
 
-    // Load: echo called without a pause for the rest of the test.
+    // Load: echo called without a pause for the rest of the test, one call in five async.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
-        let (stop, url) = (stop.clone(), format!("{router}/function/echo"));
+        let (stop, url, queued) =
+            (stop.clone(), format!("{router}/function/echo"), format!("{router}/async-function/echo"));
         std::thread::spawn(move || {
             let client = reqwest::blocking::Client::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = client.post(&url).bearer_auth(&key).body("load").send();
+            for i in 0u64.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let url = if i % 5 == 4 { &queued } else { &url };
+                let _ = client.post(url).bearer_auth(&key).body("load").send();
                 std::thread::sleep(Duration::from_millis(20));
             }
         })

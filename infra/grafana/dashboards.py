@@ -122,6 +122,18 @@ def overview():
         (f"sum by (region, cell) ({rate('baton_cell_cold_starts_total')})", "cold/s {{cell}}"),
         (f"sum by (region, cell) ({rate('baton_cell_cold_starts_total')}) / sum by (region, cell) ({rate('baton_cell_invocations_total')})", "share {{cell}}"),
     ])
+    b.row("Async calls")
+    b.graph("Async calls/s by event", "reqps", [(f"sum by (event) ({rate('baton_router_async_calls_total')})", "{{event}}")])
+    b.graph("Async queue: waiting and delayed", "short", [
+        ("max by (region) (baton_router_async_queue_depth)", "queued {{region}}"),
+        ("max by (region) (baton_router_async_delayed_calls)", "waiting for a retry or a slot {{region}}"),
+    ])
+    b.graph("Oldest queued async call", "s", [("max by (region) (baton_router_async_oldest_call_age_seconds)", "{{region}}")])
+    # `or … * 0`: no dead letters reads 0, not nothing.
+    b.graph("Dead letters by reason", "short", [(
+        f"sum by (reason) (increase(baton_router_async_dead_letters_total[{RATE}])) or sum(baton_router_async_queue_depth) * 0",
+        "{{reason}}",
+    )])
     b.row("Sandboxes and cells")
     b.graph("Sandboxes ready and wanted", "short", [
         (f"sum by (cell) ({q('baton_cell_sandboxes_ready')})", "ready {{cell}}"),
