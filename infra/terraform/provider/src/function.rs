@@ -43,9 +43,22 @@ pub struct FunctionState<'a> {
     max_scale: ValueNumber,
     container_concurrency: ValueNumber,
     home_region: ValueString<'a>,
+    async_max_attempts: ValueNumber,
+    async_max_age: ValueString<'a>,
+    async_backoff_initial: ValueString<'a>,
+    async_backoff_max: ValueString<'a>,
+    async_retry_on: ValueList<ValueString<'a>>,
+    async_max_share_percent: ValueNumber,
     image_digest: ValueString<'a>,
     cell: ValueString<'a>,
 }
+
+/// The async policy's durations: attribute, and its path under the spec's `async`.
+const ASYNC_DURATIONS: [(&str, &[&str]); 3] = [
+    ("async_max_age", &["max_age"]),
+    ("async_backoff_initial", &["backoff", "initial"]),
+    ("async_backoff_max", &["backoff", "max"]),
+];
 
 /// The `baton_function` resource.
 pub struct FunctionResource(pub Shared);
@@ -70,6 +83,43 @@ impl<'a> FunctionState<'a> {
             "container_concurrency" => &self.container_concurrency,
             _ => &self.port,
         }
+    }
+
+    fn async_duration(&self, attribute: &str) -> &ValueString<'a> {
+        match attribute {
+            "async_max_age" => &self.async_max_age,
+            "async_backoff_initial" => &self.async_backoff_initial,
+            _ => &self.async_backoff_max,
+        }
+    }
+
+    /// The spec's `async`, from the attributes given (none: the federation's defaults).
+    fn async_policy(&self) -> Option<Json> {
+        let mut policy = json!({});
+        if let Some(&n) = self.async_max_attempts.as_ref_option() {
+            policy["max_attempts"] = n.into();
+        }
+        for (attribute, path) in ASYNC_DURATIONS {
+            if let Some(d) = self.async_duration(attribute).as_ref_option() {
+                match path {
+                    [field] => policy[*field] = d.as_ref().into(),
+                    [section, field] => {
+                        if policy.get(*section).is_none() {
+                            policy[*section] = json!({});
+                        }
+                        policy[*section][*field] = d.as_ref().into();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !self.async_retry_on.is_null() {
+            policy["retry_on"] = plan::strings(&self.async_retry_on).into();
+        }
+        if let Some(&percent) = self.async_max_share_percent.as_ref_option() {
+            policy["max_share"] = (percent as f64 / 100.0).into();
+        }
+        policy.as_object().is_some_and(|o| !o.is_empty()).then_some(policy)
     }
 
     fn key(&self) -> Option<&str> {
@@ -118,6 +168,9 @@ impl<'a> FunctionState<'a> {
         if let Some(region) = text(&self.home_region) {
             spec.insert("home_region".into(), region);
         }
+        if let Some(policy) = self.async_policy() {
+            spec.insert("async".into(), policy);
+        }
         Json::Object(spec)
     }
 
@@ -147,6 +200,17 @@ impl<'a> FunctionState<'a> {
             .and_then(|t| humantime::parse_duration(t).ok())
             .map_or(Value::Null, |t: Duration| plan::duration(t, &prior.timeout));
         let name = described["name"].as_str().unwrap_or_default().to_string();
+        let policy = &spec["async"];
+        // As the configuration spells it when it is the same time, else as stored (an import
+        // has no configuration to go by).
+        let async_duration = |path: &[&str], prior: &ValueString<'_>| {
+            let stored = path.iter().fold(policy, |v, field| &v[*field]).as_str();
+            match stored.map(|t| (t, humantime::parse_duration(t))) {
+                Some((_, Ok(t))) if !prior.is_null() => plan::duration(t, prior),
+                Some((t, _)) => plan::string(t),
+                None => Value::Null,
+            }
+        };
         FunctionState {
             id: Value::Value(name.clone().into()),
             name: Value::Value(name.into()),
@@ -164,6 +228,13 @@ impl<'a> FunctionState<'a> {
             max_scale: number(Some("scaling"), "max_scale"),
             container_concurrency: number(Some("scaling"), "container_concurrency"),
             home_region: text(&described["home_region"]),
+            async_max_attempts: policy["max_attempts"].as_i64().into(),
+            async_max_age: async_duration(&["max_age"], &prior.async_max_age),
+            async_backoff_initial: async_duration(&["backoff", "initial"], &prior.async_backoff_initial),
+            async_backoff_max: async_duration(&["backoff", "max"], &prior.async_backoff_max),
+            async_retry_on: plan::list(strings(&policy["retry_on"]), &prior.async_retry_on),
+            // Whole percent: a share the API holds with more digits reads back rounded.
+            async_max_share_percent: policy["max_share"].as_f64().map(|s| (s * 100.0).round() as i64).into(),
             image_digest: text(&spec["image_digest"]),
             cell: text(&described["cell"]),
         }
@@ -252,8 +323,47 @@ impl Resource for FunctionResource {
                 ("timeout", defaulted(string.clone(), "Longest one call may take (\"30s\", \"5m\").")),
                 ("min_scale", defaulted(number.clone(), "Fewest sandboxes, even without traffic.")),
                 ("max_scale", defaulted(number.clone(), "Most sandboxes.")),
-                ("container_concurrency", defaulted(number, "Most calls one sandbox takes at once (0: no limit).")),
+                (
+                    "container_concurrency",
+                    defaulted(number.clone(), "Most calls one sandbox takes at once (0: no limit)."),
+                ),
                 ("home_region", defaulted(string.clone(), "Region it lives in (default: the tenant's).")),
+                (
+                    "async_max_attempts",
+                    optional(
+                        number.clone(),
+                        "Tries an async call gets, the first included (default 3; docs/async.md).",
+                    ),
+                ),
+                (
+                    "async_max_age",
+                    optional(
+                        string.clone(),
+                        "An async call not done this long after it was accepted is dead (default \"6h\").",
+                    ),
+                ),
+                (
+                    "async_backoff_initial",
+                    optional(string.clone(), "Wait before an async call's first retry (default \"1s\")."),
+                ),
+                (
+                    "async_backoff_max",
+                    optional(string.clone(), "Longest wait between an async call's tries (default \"5m\")."),
+                ),
+                (
+                    "async_retry_on",
+                    optional(
+                        string_list(),
+                        "Outcomes of an async try that are tried again: 5xx, 429, timeout, 4xx (default: 5xx, 429, timeout).",
+                    ),
+                ),
+                (
+                    "async_max_share_percent",
+                    optional(
+                        number,
+                        "Most of the function's capacity async calls may hold at once, in whole percent (default 80).",
+                    ),
+                ),
                 ("image_digest", computed(string.clone(), "The digest the image resolved to at the last apply.")),
                 ("cell", computed(string, "The cell that owns it now.")),
             ],
@@ -289,6 +399,30 @@ impl Resource for FunctionResource {
                 && n < 0
             {
                 diags.error_short(format!("{attribute} cannot be negative"), AttributePath::new(attribute));
+            }
+        }
+        for (attribute, _) in ASYNC_DURATIONS {
+            if let Some(d) = config.async_duration(attribute).as_ref_option()
+                && let Err(e) = humantime::parse_duration(d)
+            {
+                diags.error_short(
+                    format!("{attribute} {d:?}: {e} (write \"30s\", \"5m\")"),
+                    AttributePath::new(attribute),
+                );
+            }
+        }
+        if let Some(&p) = config.async_max_share_percent.as_ref_option()
+            && !(1..=100).contains(&p)
+        {
+            diags
+                .error_short("async_max_share_percent must be 1 to 100", AttributePath::new("async_max_share_percent"));
+        }
+        for on in plan::strings(&config.async_retry_on) {
+            if !["5xx", "429", "timeout", "4xx"].contains(&on.as_str()) {
+                diags.error_short(
+                    format!("async_retry_on {on:?}: one of 5xx, 429, timeout, 4xx"),
+                    AttributePath::new("async_retry_on"),
+                );
             }
         }
         Some(())

@@ -186,6 +186,12 @@ resource "baton_function" "echo" {{
   memory_mib = {memory}
   cpu_millis = 100
   timeout    = "1m"
+
+  async_max_attempts      = 5
+  async_max_age           = "60m"
+  async_backoff_initial   = "2s"
+  async_retry_on          = ["5xx"]
+  async_max_share_percent = 50
 }}
 output "cell" {{
   value = baton_function.echo.cell
@@ -203,6 +209,11 @@ output "cell" {{
         answer.await.unwrap().json::<serde_json::Value>().await.unwrap()
     };
     assert_eq!(spec(get().await)["env"]["GREETING"], "hi");
+    assert_eq!(
+        spec(get().await)["async"],
+        serde_json::json!({"max_attempts": 5, "max_age": "60m", "backoff": {"initial": "2s"}, "retry_on": ["5xx"], "max_share": 0.5}),
+        "the async policy as the configuration gives it"
+    );
 
     // Memory changes in place.
     tf.write(&config(128));
@@ -239,6 +250,12 @@ output "cell" {{
     tf.write(&config(128).replace("timeout    = \"1m\"", "timeout = \"soon\""));
     let refused = tf.run(&["plan", "-input=false", "-no-color"]);
     assert!(refused.code != 0 && refused.output.contains("timeout \"soon\""), "{}", refused.output);
+    tf.write(&config(128).replace("async_retry_on          = [\"5xx\"]", "async_retry_on = [\"sometimes\"]"));
+    let refused = tf.run(&["plan", "-input=false", "-no-color"]);
+    assert!(refused.code != 0 && refused.output.contains("async_retry_on \"sometimes\""), "{}", refused.output);
+    tf.write(&config(128).replace("async_max_attempts      = 5", "async_max_attempts = 0"));
+    let refused = tf.run(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(refused.code != 0 && refused.output.contains("async.max_attempts"), "{}", refused.output);
     tf.write(&config(128).replace("memory_mib = 128", "memory_mib = 1"));
     let refused = tf.run(&["apply", "-auto-approve", "-input=false", "-no-color"]);
     assert!(refused.code != 0 && refused.output.contains("memory_mib"), "{}", refused.output);
