@@ -161,6 +161,25 @@ impl Federation {
         self.wait_cell_active(&id).await;
     }
 
+    /// As [`Federation::add_cell`], with its control plane and its one data plane in two
+    /// processes (`cells[i].cell` and `cells[i].data_planes[0]`), so a test can kill each.
+    pub async fn add_split_cell(&mut self, port_base: u16) {
+        let id = format!("cell-{}", self.cells.len() + 1);
+        let data_plane_port = free_port();
+        let extra = format!(
+            "[federation]\nshard_manager = \"{}\"\nheartbeat_interval = \"100ms\"\ndata_planes = [\"http://127.0.0.1:{data_plane_port}\"]\n",
+            self.manager_url()
+        );
+        let mut cell = Cluster::new(&extra);
+        cell.id = id.clone();
+        cell.cell_env.push(("BATON_LOG__FILTER".into(), "warn".into()));
+        cell.start_control().await;
+        cell.start_data_plane(&format!("{id}-dp-1"), data_plane_port).await;
+        cell.start_worker(&format!("{id}-w1"), 100, port_base).await;
+        self.cells.push(cell);
+        self.wait_cell_active(&id).await;
+    }
+
     /// Starts a router following `shard_manager` (default: this federation's); waits until
     /// it has the map with `key` in it.
     pub async fn start_router(&mut self, shard_manager: Option<String>, key: &str) -> usize {
