@@ -20,6 +20,8 @@ pub struct Routing {
     /// Most asynchronous calls in flight at once (`async.max_share` of the function's
     /// capacity); 0 is no limit.
     pub async_slots: u32,
+    /// Most calls in flight at once (the function's reserved concurrency); `None`: no cap.
+    pub reserved_concurrency: Option<u32>,
     /// Ready sandboxes.
     pub endpoints: Vec<Endpoint>,
     /// Set while there is no ready sandbox and the last creation failed: why (calls then
@@ -212,6 +214,7 @@ pub mod wire {
             container_concurrency: r.container_concurrency,
             timeout_ms: r.timeout.as_millis() as u64,
             async_slots: r.async_slots,
+            reserved_concurrency: r.reserved_concurrency,
             endpoints: r
                 .endpoints
                 .iter()
@@ -236,6 +239,7 @@ pub mod wire {
             container_concurrency: r.container_concurrency,
             timeout: Duration::from_millis(r.timeout_ms),
             async_slots: r.async_slots,
+            reserved_concurrency: r.reserved_concurrency,
             endpoints: r
                 .endpoints
                 .into_iter()
@@ -301,6 +305,7 @@ mod tests {
             container_concurrency: 1,
             timeout: Duration::from_secs(60),
             async_slots: 0,
+            reserved_concurrency: None,
             endpoints: eps
                 .iter()
                 .map(|i| Endpoint {

@@ -153,6 +153,9 @@ pub struct SpecArgs {
     /// Most sandboxes.
     #[arg(long)]
     max_scale: Option<u32>,
+    /// Most calls in flight at once, sync and async together (0 stops the function).
+    #[arg(long)]
+    reserved_concurrency: Option<u32>,
 }
 
 impl SpecArgs {
@@ -168,6 +171,7 @@ impl SpecArgs {
             || self.timeout.is_some()
             || self.min_scale.is_some()
             || self.max_scale.is_some()
+            || self.reserved_concurrency.is_some()
     }
 
     /// Writes the flags given into `spec`.
@@ -210,6 +214,9 @@ impl SpecArgs {
         }
         if let Some(timeout) = self.timeout {
             object.insert("timeout".into(), timeout.into());
+        }
+        if let Some(reserved) = self.reserved_concurrency {
+            object.insert("reserved_concurrency".into(), reserved.into());
         }
         Ok(())
     }
@@ -417,6 +424,7 @@ mod tests {
             timeout: Some("30s".into()),
             min_scale: None,
             max_scale: Some(4),
+            reserved_concurrency: Some(0),
         };
         assert!(flags.any());
         let mut spec = serde_json::json!({"name": "hello", "resources": {"cpu_millis": 100}});
@@ -433,6 +441,7 @@ mod tests {
                 "resources": {"cpu_millis": 250, "memory_mib": 128},
                 "scaling": {"max_scale": 4},
                 "timeout": "30s",
+                "reserved_concurrency": 0,
             })
         );
         assert!(!SpecArgs::default().any());

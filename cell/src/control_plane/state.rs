@@ -247,6 +247,7 @@ impl ControlPlaneState {
                 f.spec.scaling.container_concurrency,
                 f.spec.scaling.target_concurrency,
             ),
+            reserved_concurrency: f.spec.reserved_concurrency,
             endpoints,
             creation_error,
         })

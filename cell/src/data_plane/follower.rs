@@ -161,6 +161,7 @@ fn sync_one(
             slot.removed = false;
             slot.timeout = routing.timeout;
             slot.async_slots = routing.async_slots;
+            slot.reserved_concurrency = routing.reserved_concurrency;
             slot.dispatcher.set_sandboxes(targets);
             slot.dispatcher.set_failing(routing.creation_error.clone());
         }
@@ -178,8 +179,9 @@ fn sync_one(
             });
             dispatcher.set_sandboxes(targets);
             dispatcher.set_failing(routing.creation_error.clone());
-            // Async calls in flight on the slot being replaced still hold their slots.
+            // Calls in flight on the slot being replaced still hold their slots.
             let async_in_flight = map.get(name).map(|s| s.async_in_flight.clone()).unwrap_or_default();
+            let calls_in_flight = map.get(name).map(|s| s.calls_in_flight.clone()).unwrap_or_default();
             map.insert(
                 name.to_string(),
                 FunctionSlot {
@@ -188,6 +190,8 @@ fn sync_one(
                     container_concurrency: routing.container_concurrency,
                     async_slots: routing.async_slots,
                     async_in_flight,
+                    reserved_concurrency: routing.reserved_concurrency,
+                    calls_in_flight,
                     removed: false,
                 },
             );

@@ -45,6 +45,10 @@ pub struct FunctionSlot {
     pub async_slots: u32,
     /// Async calls in flight now; kept when the slot is rebuilt.
     pub async_in_flight: Arc<AtomicU32>,
+    /// Most calls in flight at once (reserved concurrency; `None`: no cap).
+    pub reserved_concurrency: Option<u32>,
+    /// Calls in flight now (queued here or running); kept when the slot is rebuilt.
+    pub calls_in_flight: Arc<AtomicU32>,
     /// Gone from the routing while calls were still in flight: it takes no new call and
     /// stays (reporting its busy sandboxes) until they end.
     pub removed: bool,
@@ -155,10 +159,20 @@ impl Ingress {
             return Err(Refusal::TooLarge(self.max_body_bytes));
         }
         let body = read_body(body, self.max_body_bytes, self.body_read_timeout).await.map_err(Refusal::Body)?;
+        let asynchronous = parts.headers.contains_key(headers::ASYNC);
+        // The function's reserved concurrency caps all its calls: over it a sync call is
+        // told to come back, an async one waits in its queue (the router's).
+        let reserved_slot = match slot.reserved_concurrency {
+            Some(cap) => {
+                Some(Slot::take(&slot.calls_in_flight, cap).ok_or(Refusal::OverReserved { cap, asynchronous })?)
+            }
+            None => None,
+        };
         // An async call's attempt takes one of the function's async slots, or waits in its
-        // queue (the router's) for one: sync callers keep the rest of the capacity.
-        let async_slot = match parts.headers.contains_key(headers::ASYNC) {
-            true => Some(AsyncSlot::take(&slot).ok_or(Refusal::AsyncDeferred(slot.async_slots))?),
+        // queue for one: sync callers keep the rest of the capacity.
+        let async_cap = if slot.async_slots == 0 { u32::MAX } else { slot.async_slots };
+        let async_slot = match asynchronous {
+            true => Some(Slot::take(&slot.async_in_flight, async_cap).ok_or(Refusal::AsyncDeferred(slot.async_slots))?),
             false => None,
         };
 
@@ -228,7 +242,7 @@ impl Ingress {
             head.headers.insert(headers::CELL, cell);
         }
         // The lease is held until the sandbox's body has been streamed out.
-        let body = LeaseBody { inner: body, _lease: lease, _async_slot: async_slot };
+        let body = LeaseBody { inner: body, _lease: lease, _slots: [async_slot, reserved_slot] };
         Ok(Response::from_parts(head, body.boxed()))
     }
 }
@@ -303,27 +317,27 @@ fn creation_spans(parent: &Span, creation: &Creation) {
     cold.end_at(end);
 }
 
-/// The sandbox's body, holding the request's slot (and its async slot) until it ends.
+/// The sandbox's body, holding the request's slot (and its async and reserved ones) until
+/// it ends.
 struct LeaseBody {
     inner: Incoming,
     _lease: super::dispatch::Lease,
-    _async_slot: Option<AsyncSlot>,
+    _slots: [Option<Slot>; 2],
 }
 
-/// One of a function's async slots, given back when dropped (on every path).
-struct AsyncSlot(Arc<AtomicU32>);
+/// One of a function's counted slots (async, or reserved concurrency), given back when
+/// dropped (on every path).
+struct Slot(Arc<AtomicU32>);
 
-impl AsyncSlot {
-    /// A slot of `function`'s, if one is free (always, when it has no limit).
-    fn take(function: &FunctionSlot) -> Option<Self> {
-        let limit = if function.async_slots == 0 { u32::MAX } else { function.async_slots };
-        let counter = &function.async_in_flight;
-        counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1)).ok()?;
+impl Slot {
+    /// A slot of `counter`'s, if fewer than `cap` are taken.
+    fn take(counter: &Arc<AtomicU32>, cap: u32) -> Option<Self> {
+        counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < cap).then_some(n + 1)).ok()?;
         Some(Self(counter.clone()))
     }
 }
 
-impl Drop for AsyncSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -375,6 +389,11 @@ enum Refusal {
     Sandbox(String),
     /// An async call's attempt over the function's async slots (how many).
     AsyncDeferred(u32),
+    /// A call over the function's reserved concurrency.
+    OverReserved {
+        cap: u32,
+        asynchronous: bool,
+    },
     Misdirected {
         cell: String,
         generation: Generation,
@@ -397,6 +416,18 @@ impl Refusal {
                     if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
                         headers.insert(name, value);
                     }
+                }
+                return response;
+            }
+            Refusal::OverReserved { cap, asynchronous } => {
+                let message = match cap {
+                    0 => "the function is stopped (its reserved concurrency is 0)".to_string(),
+                    cap => format!("the function has its reserved concurrency of {cap} calls in flight"),
+                };
+                let mut response = error_response(StatusCode::TOO_MANY_REQUESTS, "reserved_concurrency", &message);
+                response.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                if asynchronous {
+                    response.headers_mut().insert(headers::ASYNC_DEFERRED, HeaderValue::from_static("true"));
                 }
                 return response;
             }

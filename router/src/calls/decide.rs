@@ -23,8 +23,10 @@ pub struct Retention {
 pub enum Outcome {
     /// An answer (the function's, or baton's own error for it).
     Answered(CallResult),
-    /// The function's async slots were all taken: the try did not run.
-    Deferred,
+    /// The function's async slots (or its reserved concurrency) were all taken: the try
+    /// did not run. It may be tried again after the wait given (the cell's `Retry-After`),
+    /// else after 50 ms.
+    Deferred(Option<Duration>),
     /// No cell could take it (none reachable, the map not naming an owner): it did not
     /// run.
     NotDelivered(String),
@@ -77,9 +79,9 @@ pub fn after(
     let result = match outcome {
         // Neither ran the function: not a try. It waits a little (with jitter, so the calls
         // deferred together do not all come back at once) and goes back to the queue.
-        Outcome::Deferred | Outcome::NotDelivered(_) => {
+        Outcome::Deferred(_) | Outcome::NotDelivered(_) => {
             let wait = match &outcome {
-                Outcome::Deferred => Duration::from_millis(50),
+                Outcome::Deferred(wait) => wait.unwrap_or(Duration::from_millis(50)),
                 _ => Duration::from_secs(1),
             };
             if let Outcome::NotDelivered(why) = outcome {
@@ -191,8 +193,10 @@ mod tests {
     #[test]
     fn a_deferred_try_is_not_counted() {
         let p = AsyncPolicy::default();
-        let (r, next) = after(&record(3, 0), &p, Outcome::Deferred, 1000, 0.0, RETENTION);
+        let (r, next) = after(&record(3, 0), &p, Outcome::Deferred(None), 1000, 0.0, RETENTION);
         assert_eq!((r.state, r.attempts, next), (State::Queued, 2, Next::Later { due_ms: 1050 }));
+        let stopped = Outcome::Deferred(Some(Duration::from_secs(1)));
+        assert_eq!(after(&record(1, 0), &p, stopped, 1000, 0.0, RETENTION).1, Next::Later { due_ms: 2000 });
         let (r, _) = after(&record(1, 0), &p, Outcome::NotDelivered("no cell".into()), 1000, 0.0, RETENTION);
         assert_eq!((r.attempts, r.last_error.as_deref()), (0, Some("no cell")));
     }

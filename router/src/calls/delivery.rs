@@ -287,7 +287,9 @@ impl Delivery {
         let status = response.status().as_u16();
         call.span.status(status, "the async try failed");
         if status == 429 && response.headers().contains_key(headers::ASYNC_DEFERRED) {
-            return Outcome::Deferred;
+            // A stopped or capped function says when to come back.
+            let wait = response.headers().get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse().ok());
+            return Outcome::Deferred(wait.map(Duration::from_secs));
         }
         let (head, mut body) = response.into_parts();
         let headers = head
@@ -364,7 +366,7 @@ impl Delivery {
         outcome: Outcome,
     ) {
         let later = match &outcome {
-            Outcome::Deferred => Some("deferred"),
+            Outcome::Deferred(_) => Some("deferred"),
             Outcome::NotDelivered(_) => Some("undelivered"),
             Outcome::Answered(_) => None,
         };

@@ -42,6 +42,7 @@ pub struct FunctionState<'a> {
     min_scale: ValueNumber,
     max_scale: ValueNumber,
     container_concurrency: ValueNumber,
+    reserved_concurrency: ValueNumber,
     home_region: ValueString<'a>,
     async_max_attempts: ValueNumber,
     async_max_age: ValueString<'a>,
@@ -64,13 +65,14 @@ const ASYNC_DURATIONS: [(&str, &[&str]); 3] = [
 pub struct FunctionResource(pub Shared);
 
 /// The numbers of the spec: attribute, section of the spec (none: top level), field.
-const NUMBERS: [(&str, Option<&str>, &str); 6] = [
+const NUMBERS: [(&str, Option<&str>, &str); 7] = [
     ("memory_mib", Some("resources"), "memory_mib"),
     ("cpu_millis", Some("resources"), "cpu_millis"),
     ("min_scale", Some("scaling"), "min_scale"),
     ("max_scale", Some("scaling"), "max_scale"),
     ("container_concurrency", Some("scaling"), "container_concurrency"),
     ("port", None, "port"),
+    ("reserved_concurrency", None, "reserved_concurrency"),
 ];
 
 impl<'a> FunctionState<'a> {
@@ -81,6 +83,7 @@ impl<'a> FunctionState<'a> {
             "min_scale" => &self.min_scale,
             "max_scale" => &self.max_scale,
             "container_concurrency" => &self.container_concurrency,
+            "reserved_concurrency" => &self.reserved_concurrency,
             _ => &self.port,
         }
     }
@@ -227,6 +230,7 @@ impl<'a> FunctionState<'a> {
             min_scale: number(Some("scaling"), "min_scale"),
             max_scale: number(Some("scaling"), "max_scale"),
             container_concurrency: number(Some("scaling"), "container_concurrency"),
+            reserved_concurrency: number(None, "reserved_concurrency"),
             home_region: text(&described["home_region"]),
             async_max_attempts: policy["max_attempts"].as_i64().into(),
             async_max_age: async_duration(&["max_age"], &prior.async_max_age),
@@ -326,6 +330,13 @@ impl Resource for FunctionResource {
                 (
                     "container_concurrency",
                     defaulted(number.clone(), "Most calls one sandbox takes at once (0: no limit)."),
+                ),
+                (
+                    "reserved_concurrency",
+                    optional(
+                        number.clone(),
+                        "Most calls in flight at once, sync and async together; 0 stops the function (unset: no cap).",
+                    ),
                 ),
                 ("home_region", defaulted(string.clone(), "Region it lives in (default: the tenant's).")),
                 (

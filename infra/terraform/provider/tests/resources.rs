@@ -187,6 +187,7 @@ resource "baton_function" "echo" {{
   cpu_millis = 100
   timeout    = "1m"
 
+  reserved_concurrency    = 7
   async_max_attempts      = 5
   async_max_age           = "60m"
   async_backoff_initial   = "2s"
@@ -209,6 +210,7 @@ output "cell" {{
         answer.await.unwrap().json::<serde_json::Value>().await.unwrap()
     };
     assert_eq!(spec(get().await)["env"]["GREETING"], "hi");
+    assert_eq!(spec(get().await)["reserved_concurrency"], 7);
     assert_eq!(
         spec(get().await)["async"],
         serde_json::json!({"max_attempts": 5, "max_age": "60m", "backoff": {"initial": "2s"}, "retry_on": ["5xx"], "max_share": 0.5}),
