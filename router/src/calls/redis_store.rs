@@ -35,7 +35,8 @@ const BLOCK: Duration = Duration::from_millis(200);
 /// idle time reset); `done` acks and deletes the entry, expires the record after `ARGV[5]`
 /// seconds and deletes the body; `dead` does the same but keeps the body as long and adds
 /// the call (`ARGV[6]`) to the function's dead letters (`KEYS[4]`) at `ARGV[7]`;
-/// `later` acks and deletes the entry and puts the call in the delayed set at `ARGV[5]`.
+/// `later` acks and deletes the entry and puts the call in the delayed set at `ARGV[5]`, or
+/// straight back in the stream when that is not after `ARGV[7]` (now: a callback owed).
 /// KEYS: stream, record, body, dead letters, delayed. Answers 1, or 0 if the lease was lost.
 const SETTLE: &str = r#"
 local p = redis.call('XPENDING', KEYS[1], 'delivery', ARGV[2], ARGV[2], 1)
@@ -54,6 +55,8 @@ elseif ARGV[4] == 'dead' then
   redis.call('EXPIRE', KEYS[2], ARGV[5])
   redis.call('EXPIRE', KEYS[3], ARGV[5])
   redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
+elseif tonumber(ARGV[5]) <= tonumber(ARGV[7]) then
+  redis.call('XADD', KEYS[1], '*', 'id', ARGV[6])
 else
   redis.call('ZADD', KEYS[5], ARGV[5], ARGV[6])
 end
