@@ -6,12 +6,13 @@
 use std::time::Duration;
 
 use baton_router::calls::embedded::EmbeddedCalls;
+use baton_router::calls::record::Request;
 use baton_router::calls::redis_store::RedisCalls;
 use baton_router::calls::{CallRecord, CallStore, Next, State, now_ms};
 use bytes::Bytes;
 
 fn record(id: &str, function: &str) -> CallRecord {
-    CallRecord {
+    let request = Request {
         id: id.into(),
         tenant: "acme".into(),
         function: function.into(),
@@ -19,19 +20,8 @@ fn record(id: &str, function: &str) -> CallRecord {
         path: "/".into(),
         headers: vec![("content-type".into(), "text/plain".into())],
         callback: None,
-        state: State::Queued,
-        attempts: 0,
-        accepted_ms: now_ms(),
-        updated_ms: now_ms(),
-        ended_ms: None,
-        last_error: None,
-        dead_reason: None,
-        result: None,
-        callback_attempts: 0,
-        callback_done: false,
-        callback_error: None,
-        epoch: 1,
-    }
+    };
+    CallRecord::accepted(request, now_ms(), 1)
 }
 
 /// What both stores must do, for one router's view `a`.

@@ -19,7 +19,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::record::{CallRecord, State};
+use super::record::{self, CallRecord};
 use crate::api::json_response;
 use crate::context::Router;
 use crate::error::ApiError;
@@ -71,7 +71,7 @@ pub async fn accept(
         .collect();
     let now = super::now_ms();
     let call_id = call.id.to_str().unwrap_or_default().to_string();
-    let record = CallRecord {
+    let request = record::Request {
         id: call_id.clone(),
         tenant: tenant.to_string(),
         function: name.to_string(),
@@ -79,19 +79,8 @@ pub async fn accept(
         path,
         headers,
         callback,
-        state: State::Queued,
-        attempts: 0,
-        accepted_ms: now,
-        updated_ms: now,
-        ended_ms: None,
-        last_error: None,
-        dead_reason: None,
-        result: None,
-        callback_attempts: 0,
-        callback_done: false,
-        callback_error: None,
-        epoch: router.view.epoch().0,
     };
+    let record = CallRecord::accepted(request, now, router.view.epoch().0);
     if let Err(e) = store.accept(&record, &body).await {
         crate::metrics::async_store_error();
         tracing::warn!(call_id, error = %e, "async queue: storing a call failed");

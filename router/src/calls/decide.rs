@@ -134,32 +134,14 @@ fn dead(record: &CallRecord, reason: DeadReason, why: String, now_ms: u64, reten
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calls::record::Request;
     use proptest::prelude::*;
 
     const RETENTION: Retention = Retention { done: Duration::from_secs(60), dead: Duration::from_secs(600) };
 
     fn record(attempts: u32, accepted_ms: u64) -> CallRecord {
-        CallRecord {
-            id: "c".into(),
-            tenant: "acme".into(),
-            function: "f".into(),
-            method: "POST".into(),
-            path: "/".into(),
-            headers: vec![],
-            callback: None,
-            state: State::Running,
-            attempts,
-            accepted_ms,
-            updated_ms: accepted_ms,
-            ended_ms: None,
-            last_error: None,
-            dead_reason: None,
-            result: None,
-            callback_attempts: 0,
-            callback_done: false,
-            callback_error: None,
-            epoch: 1,
-        }
+        let request = Request { id: "c".into(), tenant: "acme".into(), function: "f".into(), ..Request::default() };
+        CallRecord { state: State::Running, attempts, ..CallRecord::accepted(request, accepted_ms, 1) }
     }
 
     fn answered(status: u16) -> Outcome {

@@ -116,7 +116,53 @@ pub struct CallRecord {
     pub epoch: u64,
 }
 
+/// Who made a call and what it asks: the parts of a new call's record.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Its ID.
+    pub id: String,
+    /// The tenant.
+    pub tenant: String,
+    /// The function's name.
+    pub function: String,
+    /// The method.
+    pub method: String,
+    /// The rest of the path, with the query.
+    pub path: String,
+    /// End-to-end headers.
+    pub headers: Vec<(String, String)>,
+    /// Where its result is POSTed.
+    pub callback: Option<String>,
+}
+
 impl CallRecord {
+    /// A call just accepted (queued, no tries) at `now_ms` by a router whose map is at
+    /// `epoch`.
+    pub fn accepted(request: Request, now_ms: u64, epoch: u64) -> Self {
+        let Request { id, tenant, function, method, path, headers, callback } = request;
+        Self {
+            id,
+            tenant,
+            function,
+            method,
+            path,
+            headers,
+            callback,
+            state: State::Queued,
+            attempts: 0,
+            accepted_ms: now_ms,
+            updated_ms: now_ms,
+            ended_ms: None,
+            last_error: None,
+            dead_reason: None,
+            result: None,
+            callback_attempts: 0,
+            callback_done: false,
+            callback_error: None,
+            epoch,
+        }
+    }
+
     /// The function's key in the shard map (`tenant/name`).
     pub fn function_key(&self) -> String {
         format!("{}/{}", self.tenant, self.function)
